@@ -1,0 +1,60 @@
+//! The contract between agentd and the handlers that run its tools.
+//!
+//! A handler crate depends on this crate only, so it cannot reach the session store or the
+//! model provider. agentd builds each handler once, from the `[tool.options]` table of its
+//! catalog entry, through a [`HandlerFactory`]; it then calls [`ToolHandler::call`] with
+//! arguments that have already been validated against the tool's JSON Schema.
+
+mod context;
+mod error;
+mod secret;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+
+pub use context::CallContext;
+pub use error::{HandlerError, OptionsError};
+pub use secret::{SecretError, SecretRef, resolve_secret};
+pub use tokio_util::sync::CancellationToken;
+
+/// One call of a tool, as the model asked for it, after schema validation.
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    /// The catalog name of the tool.
+    pub tool: String,
+    /// The parsed, schema-valid arguments.
+    pub arguments: Value,
+}
+
+/// What a handler returns on success: JSON that is serialized into the tool result message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ToolOutput {
+    pub content: Value,
+}
+
+impl ToolOutput {
+    pub fn new(content: Value) -> Self {
+        Self { content }
+    }
+}
+
+/// A tool implementation. Built once per catalog entry and shared by every call.
+///
+/// Implementations must honour `ctx.cancel` and `ctx.deadline` where they wait on I/O; agentd
+/// also enforces the deadline from outside, but a handler that stops early can clean up.
+#[async_trait]
+pub trait ToolHandler: Send + Sync + 'static {
+    async fn call(&self, call: ToolCall, ctx: CallContext) -> Result<ToolOutput, HandlerError>;
+}
+
+/// Builds handlers of one kind (the `handler = "..."` name in tools.toml) from their options.
+pub trait HandlerFactory: Send + Sync + 'static {
+    /// The name used in tools.toml's `handler` field.
+    fn name(&self) -> &'static str;
+
+    /// Builds a handler for one catalog entry. `options` is the entry's `[tool.options]` table
+    /// as JSON (an empty object when absent). Every problem found is returned, not just the first.
+    fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError>;
+}

@@ -1,0 +1,96 @@
+//! Model providers: the [`ModelProvider`] boundary, the OpenAI-compatible implementation and
+//! its retry policy.
+
+pub mod openai;
+pub mod retry;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::session::{ChatMessage, ToolCallRequest};
+
+/// One model call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ModelRequest {
+    pub model: String,
+    pub messages: Vec<ChatMessage>,
+    /// Tool definitions in OpenAI function form.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tools: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tool_choice: Option<Value>,
+    /// Sampling settings passed through as given (`max_tokens`, `temperature`, `top_p`,
+    /// `stop`, `seed`, `response_format`, ...).
+    #[serde(flatten)]
+    pub settings: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.prompt_tokens += other.prompt_tokens;
+        self.completion_tokens += other.completion_tokens;
+        self.total_tokens += other.total_tokens;
+    }
+}
+
+/// A complete model answer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelResponse {
+    pub message: ChatMessage,
+    pub finish_reason: Option<String>,
+    pub usage: Usage,
+}
+
+/// One event of a streamed model answer, after tool-call assembly.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StreamEvent {
+    /// A piece of assistant text, forwarded as it arrives.
+    Text(String),
+    /// The stream ended; the assembled message (text and complete tool calls).
+    Done(ModelResponse),
+}
+
+/// Why a model call failed. Shown to HTTP clients as a 502 with this text.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProviderError {
+    #[error("model provider unreachable: {0}")]
+    Connect(String),
+    #[error("model provider timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    #[error("model provider answered {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("model provider sent an answer agentd cannot read: {0}")]
+    Protocol(String),
+    #[error("model call cancelled")]
+    Cancelled,
+}
+
+/// A chat-completions backend.
+#[async_trait]
+pub trait ModelProvider: Send + Sync + 'static {
+    /// A short name for logs and metrics (e.g. "openai").
+    fn name(&self) -> &str;
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ProviderError>;
+    /// Streams one answer. Retries happen only before the first event is yielded.
+    async fn stream(
+        &self,
+        request: &ModelRequest,
+    ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError>;
+}
+
+/// Tool calls of a response, for convenience.
+pub fn tool_calls(response: &ModelResponse) -> &[ToolCallRequest] {
+    response.message.calls()
+}

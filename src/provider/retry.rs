@@ -1,0 +1,1 @@
+//! Retry policy for model calls: jittered exponential backoff honouring Retry-After.

@@ -1,0 +1,157 @@
+//! The storage boundary: everything agentd keeps across restarts goes through [`Store`].
+//!
+//! Resources (agents, users, sessions, agent tools) are stored as JSON documents with an id,
+//! timestamps and an optional parent; the API layer owns their shape. History entries are
+//! append-only per session. The tool-call journal records each server-tool call before its
+//! handler runs and its result after, so that a restart can tell "never ran" from "ran, result
+//! lost" and never runs a side effect twice.
+
+use async_trait::async_trait;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::message::Entry;
+
+/// The kinds of documents the store keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Collection {
+    Agents,
+    Users,
+    Sessions,
+    /// Tools declared on an agent; `parent` is the agent id.
+    AgentTools,
+}
+
+impl Collection {
+    /// Singular name for messages ("agent not found").
+    pub fn noun(self) -> &'static str {
+        match self {
+            Collection::Agents => "agent",
+            Collection::Users => "user",
+            Collection::Sessions => "session",
+            Collection::AgentTools => "tool",
+        }
+    }
+}
+
+/// One stored document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub id: String,
+    /// The owning document (the agent of an agent tool), if any.
+    pub parent: Option<String>,
+    /// The resource fields, without `id`, `created_at` and `updated_at`.
+    pub body: Value,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    #[default]
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    Asc,
+    #[default]
+    Desc,
+}
+
+/// A page of a collection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ListQuery {
+    pub limit: u32,
+    pub offset: u32,
+    pub sort_by: SortBy,
+    pub direction: Direction,
+    /// `(key, value)` pairs: a record matches when `body.metadata[key]` equals `value`
+    /// (a JSON string equal to it, or a scalar whose JSON text equals it).
+    pub metadata_filter: Vec<(String, String)>,
+    /// Only records with this parent.
+    pub parent: Option<String>,
+}
+
+impl Default for ListQuery {
+    fn default() -> Self {
+        Self {
+            limit: 100,
+            offset: 0,
+            sort_by: SortBy::default(),
+            direction: Direction::default(),
+            metadata_filter: Vec::new(),
+            parent: None,
+        }
+    }
+}
+
+/// The state of one journaled tool call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallStatus {
+    /// Recorded before the handler ran; no result yet.
+    Started,
+    /// Finished; `result` holds the tool result text.
+    Finished,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JournalRecord {
+    pub session_id: String,
+    pub call_id: String,
+    pub tool: String,
+    pub arguments: String,
+    pub status: CallStatus,
+    /// The tool result text given to the model (set when finished).
+    pub result: Option<String>,
+    pub started_at: OffsetDateTime,
+    pub finished_at: Option<OffsetDateTime>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Durable storage. Implementations must be safe to call from many tasks at once and must never
+/// block the async runtime (run blocking I/O off the runtime threads).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Inserts a new record; `Conflict` if the id exists in that collection.
+    async fn insert(&self, collection: Collection, record: Record) -> StoreResult<()>;
+    /// Inserts or replaces a record by id (keeps the original `created_at` when replacing).
+    async fn upsert(&self, collection: Collection, record: Record) -> StoreResult<()>;
+    async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Record>>;
+    async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>>;
+    /// Replaces body and `updated_at` of an existing record; false if it does not exist.
+    async fn update(&self, collection: Collection, record: Record) -> StoreResult<bool>;
+    /// Deletes a record and what hangs off it (an agent's tools; a session's history and
+    /// journal); false if it did not exist.
+    async fn delete(&self, collection: Collection, id: &str) -> StoreResult<bool>;
+
+    /// Appends entries to a session's history in one transaction, in the given order.
+    async fn append_entries(&self, entries: &[Entry]) -> StoreResult<()>;
+    /// A session's history, oldest first.
+    async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>>;
+    /// Every history entry of a session, oldest first.
+    async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Entry>>;
+    /// Removes a session's history entries (the session itself stays).
+    async fn clear_history(&self, session_id: &str) -> StoreResult<()>;
+
+    /// Records that a call is about to run. Fails with `Conflict` if the call is already
+    /// journaled (so a call can be started at most once).
+    async fn journal_start(&self, record: &JournalRecord) -> StoreResult<()>;
+    /// Records a call's result.
+    async fn journal_finish(&self, session_id: &str, call_id: &str, result: &str)
+    -> StoreResult<()>;
+    async fn journal_get(&self, session_id: &str, call_id: &str) -> StoreResult<Option<JournalRecord>>;
+
+    /// Cheap liveness probe of the backend (used by readiness and the watchdog).
+    async fn ping(&self) -> StoreResult<()>;
+}

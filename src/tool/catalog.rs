@@ -1,0 +1,100 @@
+//! tools.toml → a compiled [`Catalog`]: deserialize (unknown fields rejected, line/column in
+//! errors), then compile every schema once and resolve every handler, reporting all problems.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentd_sdk::ToolHandler;
+use serde_json::Value;
+
+use super::registry::Registry;
+
+/// One compiled server tool.
+pub struct CatalogTool {
+    pub name: String,
+    pub description: String,
+    /// The JSON Schema of the arguments, as declared.
+    pub parameters: Value,
+    /// The compiled schema.
+    pub validator: jsonschema::Validator,
+    /// The handler name from tools.toml (`smtp`, `http`, ...).
+    pub handler_name: String,
+    pub handler: Arc<dyn ToolHandler>,
+    pub timeout: Duration,
+    /// Calls of this tool allowed to run at once across the daemon.
+    pub concurrency: Arc<tokio::sync::Semaphore>,
+    /// Offered to the model on every chat unless the request says otherwise.
+    pub offer: bool,
+}
+
+impl CatalogTool {
+    /// The tool in OpenAI function form, as offered to the model.
+    pub fn definition(&self) -> Value {
+        serde_json::json!({
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            }
+        })
+    }
+}
+
+/// Every problem found in a catalog, one line each (`tools.toml:12:3: ...`).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}", .problems.join("\n"))]
+pub struct CatalogError {
+    pub problems: Vec<String>,
+}
+
+/// The compiled catalog. Immutable; a reload builds a new one and swaps it in.
+#[derive(Default)]
+pub struct Catalog {
+    tools: Vec<Arc<CatalogTool>>,
+    index: HashMap<String, usize>,
+}
+
+impl Catalog {
+    /// Reads and compiles a tools.toml file; relative `parameters_file` paths are resolved
+    /// against the file's directory.
+    pub fn load(path: &Path, registry: &Registry) -> Result<Self, CatalogError> {
+        let text = std::fs::read_to_string(path).map_err(|e| CatalogError {
+            problems: vec![format!("{}: {e}", path.display())],
+        })?;
+        Self::parse(&text, path, registry)
+    }
+
+    /// Compiles catalog text. `origin` names the file in messages and anchors relative paths.
+    pub fn parse(text: &str, origin: &Path, registry: &Registry) -> Result<Self, CatalogError> {
+        super::catalog_compile::compile(text, origin, registry)
+    }
+
+    pub fn from_tools(tools: Vec<CatalogTool>) -> Self {
+        let tools: Vec<Arc<CatalogTool>> = tools.into_iter().map(Arc::new).collect();
+        let index = tools
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.name.clone(), i))
+            .collect();
+        Self { tools, index }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<CatalogTool>> {
+        self.index.get(name).map(|&i| &self.tools[i])
+    }
+
+    pub fn tools(&self) -> &[Arc<CatalogTool>] {
+        &self.tools
+    }
+
+    pub fn len(&self) -> usize {
+        self.tools.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tools.is_empty()
+    }
+}

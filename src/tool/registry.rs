@@ -1,0 +1,36 @@
+//! The explicit list of handler factories agentd knows, by tools.toml `handler` name.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use agentd_sdk::HandlerFactory;
+
+/// Handler factories by name.
+#[derive(Clone, Default)]
+pub struct Registry {
+    factories: BTreeMap<&'static str, Arc<dyn HandlerFactory>>,
+}
+
+impl Registry {
+    /// Every handler shipped with agentd.
+    pub fn builtin() -> Self {
+        let mut registry = Self::default();
+        registry.register(Arc::new(super::builtin::EchoFactory));
+        registry.register(Arc::new(agentd_http::HttpFactory));
+        registry
+    }
+
+    /// Adds (or replaces) a factory.
+    pub fn register(&mut self, factory: Arc<dyn HandlerFactory>) -> &mut Self {
+        self.factories.insert(factory.name(), factory);
+        self
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn HandlerFactory>> {
+        self.factories.get(name)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.factories.keys().copied()
+    }
+}
