@@ -1,1 +1,277 @@
-//! The OpenAI-compatible chat-completions provider.
+//! The OpenAI-compatible chat-completions provider (OpenAI, Ollama, vLLM, llama.cpp, LiteLLM):
+//! request building, retries, and reading answers from providers that bend the format.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{Map, Value};
+
+use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use super::{ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
+use crate::config::ProviderConfig;
+use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
+
+/// Largest error body quoted back to the client.
+const MAX_ERROR_TEXT: usize = 500;
+
+pub struct OpenAiProvider {
+    pub(super) client: reqwest::Client,
+    pub(super) url: String,
+    pub(super) api_key: Option<SecretString>,
+    pub(super) policy: RetryPolicy,
+    pub(super) read_timeout: Duration,
+}
+
+impl OpenAiProvider {
+    pub fn new(config: &ProviderConfig, api_key: Option<String>) -> Result<Self, ProviderError> {
+        let client = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .read_timeout(config.read_timeout)
+            .pool_max_idle_per_host(256)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ProviderError::Connect(format!("cannot build HTTP client: {e}")))?;
+        Ok(Self {
+            client,
+            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            api_key: api_key.map(SecretString::from),
+            policy: RetryPolicy {
+                max_attempts: config.max_attempts,
+                base: config.backoff_base,
+                max: config.backoff_max,
+            },
+            read_timeout: config.read_timeout,
+        })
+    }
+
+    /// Sends the request, retrying retryable failures; returns the successful response.
+    pub(super) async fn send(
+        &self,
+        body: &Value,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, ProviderError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut request = self.client.post(&self.url).json(body);
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            if let Some(key) = &self.api_key {
+                request = request.bearer_auth(key.expose_secret());
+            }
+            let (error, retry_after) = match request.send().await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    let retry_after = response
+                        .headers()
+                        .get(reqwest::header::RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(parse_retry_after);
+                    let text = response.text().await.unwrap_or_default();
+                    let error = ProviderError::Status {
+                        status,
+                        message: error_message(&text),
+                    };
+                    if !is_retryable_status(status) {
+                        return Err(error);
+                    }
+                    (error, retry_after)
+                }
+                Err(e) => (self.transport_error(e), None),
+            };
+            if attempt >= self.policy.max_attempts {
+                return Err(error);
+            }
+            let wait = self.policy.delay(attempt, retry_after);
+            tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, %error, "model call failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    pub(super) fn transport_error(&self, e: reqwest::Error) -> ProviderError {
+        if e.is_timeout() {
+            ProviderError::Timeout(self.read_timeout)
+        } else if e.is_connect() {
+            ProviderError::Connect(format!("{}: {}", self.url, root_cause(&e)))
+        } else {
+            ProviderError::Protocol(root_cause(&e))
+        }
+    }
+}
+
+#[async_trait]
+impl ModelProvider for OpenAiProvider {
+    fn name(&self) -> &str {
+        "openai"
+    }
+
+    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ProviderError> {
+        let mut body = serde_json::to_value(request)
+            .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))?;
+        body["stream"] = Value::Bool(false);
+        let response = self.send(&body, Some(self.read_timeout)).await?;
+        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let value: Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ProviderError::Protocol(format!("response is not JSON: {e}")))?;
+        parse_completion(&value)
+    }
+
+    async fn stream(
+        &self,
+        request: &ModelRequest,
+    ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError> {
+        super::stream::open(self, request).await
+    }
+}
+
+/// Reads a `chat.completion` object.
+pub fn parse_completion(value: &Value) -> Result<ModelResponse, ProviderError> {
+    let choice = value
+        .get("choices")
+        .and_then(|c| c.get(0))
+        .ok_or_else(|| ProviderError::Protocol("response has no choices".into()))?;
+    let message = choice
+        .get("message")
+        .ok_or_else(|| ProviderError::Protocol("choice has no message".into()))?;
+    let content = match message.get("content") {
+        Some(Value::String(s)) => Value::String(s.clone()),
+        _ => Value::Null,
+    };
+    let tool_calls = match message.get("tool_calls") {
+        Some(Value::Array(calls)) if !calls.is_empty() => Some(
+            calls
+                .iter()
+                .enumerate()
+                .map(|(i, c)| parse_tool_call(i, c))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        _ => None,
+    };
+    let usage = value
+        .get("usage")
+        .and_then(|u| serde_json::from_value(u.clone()).ok())
+        .unwrap_or_default();
+    Ok(ModelResponse {
+        message: ChatMessage {
+            role: Role::Assistant,
+            content,
+            name: None,
+            tool_call_id: None,
+            tool_calls,
+        },
+        finish_reason: choice
+            .get("finish_reason")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
+        usage,
+    })
+}
+
+fn parse_tool_call(index: usize, call: &Value) -> Result<ToolCallRequest, ProviderError> {
+    let function = call
+        .get("function")
+        .ok_or_else(|| ProviderError::Protocol(format!("tool call {index} has no function")))?;
+    let name = function
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ProviderError::Protocol(format!("tool call {index} has no name")))?;
+    Ok(ToolCallRequest {
+        id: call
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .map_or_else(generated_call_id, str::to_owned),
+        kind: "function".into(),
+        function: FunctionCall {
+            name: name.to_owned(),
+            arguments: arguments_text(function.get("arguments")),
+        },
+    })
+}
+
+/// Some providers send arguments as a JSON object instead of a JSON text.
+pub fn arguments_text(arguments: Option<&Value>) -> String {
+    match arguments {
+        Some(Value::String(s)) => s.clone(),
+        None | Some(Value::Null) => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// An id for a call the provider sent without one (some local servers do).
+pub fn generated_call_id() -> String {
+    format!("call_{}", uuid::Uuid::now_v7().simple())
+}
+
+/// The `error.message` of an OpenAI-style error body, or the body itself, shortened.
+fn error_message(body: &str) -> String {
+    let from_json = serde_json::from_str::<Map<String, Value>>(body)
+        .ok()
+        .and_then(|m| match m.get("error") {
+            Some(Value::Object(e)) => e.get("message").and_then(Value::as_str).map(str::to_owned),
+            Some(Value::String(s)) => Some(s.clone()),
+            _ => None,
+        });
+    let text = from_json.unwrap_or_else(|| body.trim().to_owned());
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}…", &text[..end])
+    } else if text.is_empty() {
+        "(empty body)".into()
+    } else {
+        text
+    }
+}
+
+fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = e;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
+}
+
+/// Usage from a value, if present.
+pub fn parse_usage(value: Option<&Value>) -> Option<Usage> {
+    value.and_then(|u| serde_json::from_value(u.clone()).ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn reads_tool_calls_with_object_arguments_and_missing_ids() {
+        let value = json!({
+            "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+                {"function": {"name": "a", "arguments": {"x": 1}}},
+                {"id": "call_2", "function": {"name": "b", "arguments": "{\"y\":2}"}}
+            ]}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+        });
+        let r = parse_completion(&value).unwrap();
+        let calls = r.message.calls();
+        assert_eq!(calls.len(), 2);
+        assert!(calls[0].id.starts_with("call_"));
+        assert_eq!(calls[0].function.arguments, "{\"x\":1}");
+        assert_eq!(calls[1].id, "call_2");
+        assert_eq!(r.usage.total_tokens, 7);
+        assert!(parse_completion(&json!({"choices": []})).is_err());
+    }
+
+    #[test]
+    fn error_text_prefers_error_message() {
+        assert_eq!(error_message(r#"{"error":{"message":"bad key"}}"#), "bad key");
+        assert_eq!(error_message("upstream down"), "upstream down");
+        assert_eq!(error_message(""), "(empty body)");
+        assert!(error_message(&"x".repeat(2000)).chars().count() <= MAX_ERROR_TEXT + 1);
+    }
+}

@@ -1,0 +1,67 @@
+//! API-key check for every route but health: `Authorization: Bearer <key>` or
+//! `X-Auth-Key: <key>` (a leading `Bearer ` is stripped there too). No key: 401; wrong key: 403.
+
+use axum::extract::{Request, State};
+use axum::http::HeaderMap;
+use axum::middleware::Next;
+use axum::response::Response;
+use secrecy::{ExposeSecret, SecretString};
+
+use super::AppState;
+use super::error::ApiError;
+
+/// The key a request presents, if any.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    let raw = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .or_else(|| headers.get("x-auth-key"))?
+        .to_str()
+        .ok()?
+        .trim();
+    let key = raw
+        .strip_prefix("Bearer ")
+        .or_else(|| raw.strip_prefix("bearer "))
+        .unwrap_or(raw)
+        .trim();
+    (!key.is_empty()).then_some(key)
+}
+
+/// Compares without an early exit on the first differing byte.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn key_matches(keys: &[SecretString], key: &str) -> bool {
+    keys.iter().fold(false, |ok, k| ok | same(k.expose_secret(), key))
+}
+
+pub async fn require_key(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let key = presented(request.headers()).ok_or(ApiError::Unauthenticated)?;
+    if !key_matches(&state.keys, key) {
+        return Err(ApiError::Forbidden);
+    }
+    Ok(next.run(request).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented(&h), None);
+        h.insert("x-auth-key", "Bearer k1".parse().unwrap());
+        assert_eq!(presented(&h), Some("k1"));
+        h.insert("authorization", "Bearer k2".parse().unwrap());
+        assert_eq!(presented(&h), Some("k2"));
+        let keys = vec![SecretString::from("k2")];
+        assert!(key_matches(&keys, "k2"));
+        assert!(!key_matches(&keys, "k3"));
+        assert!(!key_matches(&keys, "k"));
+    }
+}

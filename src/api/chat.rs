@@ -1,0 +1,340 @@
+//! `POST /sessions/{id}/chat`: parse and check the ChatInput, load session and agent, take the
+//! session's turn lock (a second chat on a busy session gets 409), run the turn, answer with
+//! JSON (201) or an SSE stream (200).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::agent_tools::{self, normalize_tool};
+use super::agents::Agents;
+use super::error::ApiError;
+use super::extract::JsonBody;
+use super::resources::{load, rfc3339};
+use super::sessions::Sessions;
+use crate::session::{ChatMessage, Role, ToolCallRequest};
+use crate::tool::{Outcome, ToolRun};
+use crate::turn::{TurnContext, TurnOutcome, TurnRequest};
+
+/// Sampling settings passed through to the model, from the request or the agent's defaults.
+const MODEL_SETTINGS: &[&str] = &[
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "stop",
+    "seed",
+    "response_format",
+    "frequency_penalty",
+    "presence_penalty",
+    "logit_bias",
+    "parallel_tool_calls",
+];
+
+#[derive(Deserialize)]
+struct InputMessage {
+    role: Role,
+    #[serde(default)]
+    content: Option<Content>,
+    name: Option<String>,
+    tool_call_id: Option<String>,
+    tool_calls: Option<Vec<ToolCallRequest>>,
+}
+
+/// Message content: a string, a list of strings, or a list of parts.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Content {
+    Text(String),
+    Parts(Vec<Part>),
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Part {
+    Text(String),
+    Typed(TypedPart),
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum TypedPart {
+    Text { text: String },
+    ImageUrl { image_url: Value },
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stop {
+    One(String),
+    Many(Vec<String>),
+}
+
+#[derive(Deserialize)]
+pub struct ChatInput {
+    messages: Vec<InputMessage>,
+    tools: Option<Vec<Value>>,
+    tool_choice: Option<Value>,
+    stream: Option<bool>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+    top_p: Option<f64>,
+    stop: Option<Stop>,
+    seed: Option<i64>,
+    response_format: Option<Value>,
+    frequency_penalty: Option<f64>,
+    presence_penalty: Option<f64>,
+    model: Option<String>,
+    agent: Option<String>,
+    save: Option<bool>,
+    auto_run_tools: Option<bool>,
+    max_steps: Option<u32>,
+}
+
+impl Content {
+    /// Text stays a string; lists become OpenAI content parts.
+    fn into_value(self) -> Value {
+        match self {
+            Content::Text(text) => Value::String(text),
+            Content::Parts(parts) => Value::Array(
+                parts
+                    .into_iter()
+                    .map(|p| match p {
+                        Part::Text(text) | Part::Typed(TypedPart::Text { text }) => {
+                            json!({ "type": "text", "text": text })
+                        }
+                        Part::Typed(TypedPart::ImageUrl { image_url }) => {
+                            json!({ "type": "image_url", "image_url": image_url })
+                        }
+                    })
+                    .collect(),
+            ),
+        }
+    }
+}
+
+fn check_tool_choice(choice: &Value) -> Result<(), ApiError> {
+    let ok = match choice {
+        Value::String(s) => matches!(s.as_str(), "auto" | "none" | "required"),
+        Value::Object(o) => o
+            .get("function")
+            .and_then(|f| f.get("name"))
+            .and_then(Value::as_str)
+            .is_some(),
+        _ => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "tool_choice",
+            "expected \"auto\", \"none\", \"required\" or {\"type\": \"function\", \"function\": {\"name\": ...}}",
+        ))
+    }
+}
+
+/// Turns a parsed ChatInput into a turn request, checking what serde cannot.
+fn into_request(input: ChatInput, max_steps_limit: u32) -> Result<(TurnRequest, bool, Option<String>), ApiError> {
+    if input.messages.is_empty() {
+        return Err(ApiError::invalid("messages", "at least one message is required"));
+    }
+    let messages = input
+        .messages
+        .into_iter()
+        .map(|m| ChatMessage {
+            role: m.role,
+            content: m.content.map_or(Value::Null, Content::into_value),
+            name: m.name,
+            tool_call_id: m.tool_call_id,
+            tool_calls: m.tool_calls.filter(|c| !c.is_empty()),
+        })
+        .collect();
+    let tools = input
+        .tools
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| normalize_tool(t, &format!("tools.{i}.")).map(Value::Object))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(choice) = &input.tool_choice {
+        check_tool_choice(choice)?;
+    }
+    let mut settings = Map::new();
+    if let Some(n) = input.max_tokens {
+        if n == 0 {
+            return Err(ApiError::invalid("max_tokens", "must be at least 1"));
+        }
+        settings.insert("max_tokens".into(), json!(n));
+    }
+    if let Some(t) = input.temperature {
+        if !(0.0..=2.0).contains(&t) {
+            return Err(ApiError::invalid("temperature", "must be between 0 and 2"));
+        }
+        settings.insert("temperature".into(), json!(t));
+    }
+    if let Some(p) = input.top_p {
+        if !(0.0..=1.0).contains(&p) {
+            return Err(ApiError::invalid("top_p", "must be between 0 and 1"));
+        }
+        settings.insert("top_p".into(), json!(p));
+    }
+    match input.stop {
+        Some(Stop::Many(list)) if list.len() > 4 => {
+            return Err(ApiError::invalid("stop", "at most 4 stop sequences"));
+        }
+        Some(Stop::Many(list)) => {
+            settings.insert("stop".into(), json!(list));
+        }
+        Some(Stop::One(s)) => {
+            settings.insert("stop".into(), json!(s));
+        }
+        None => {}
+    }
+    for (key, value) in [
+        ("seed", input.seed.map(|s| json!(s))),
+        ("response_format", input.response_format),
+        ("frequency_penalty", input.frequency_penalty.map(|v| json!(v))),
+        ("presence_penalty", input.presence_penalty.map(|v| json!(v))),
+    ] {
+        if let Some(value) = value {
+            settings.insert(key.into(), value);
+        }
+    }
+    if let Some(steps) = input.max_steps
+        && !(1..=max_steps_limit).contains(&steps)
+    {
+        return Err(ApiError::invalid(
+            "max_steps",
+            format!("must be between 1 and {max_steps_limit}"),
+        ));
+    }
+    let request = TurnRequest {
+        messages,
+        tools,
+        tool_choice: input.tool_choice,
+        settings,
+        model: input.model.filter(|m| !m.is_empty()),
+        save: input.save.unwrap_or(true),
+        auto_run_tools: input.auto_run_tools,
+        max_steps: input.max_steps,
+    };
+    Ok((request, input.stream.unwrap_or(false), input.agent))
+}
+
+/// Loads what the turn needs from the session and its answering agent.
+async fn context(state: &AppState, session_id: &str, agent: Option<String>) -> Result<TurnContext, ApiError> {
+    let session = load::<Sessions>(state, session_id).await?;
+    let body = &session.body;
+    let agents: Vec<&str> = body["agents"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let agent_id = match agent {
+        Some(id) if agents.contains(&id.as_str()) => id,
+        Some(id) => {
+            return Err(ApiError::invalid(
+                "agent",
+                format!("agent `{id}` is not a participant of this session"),
+            ));
+        }
+        None => agents
+            .first()
+            .map(|s| (*s).to_owned())
+            .ok_or_else(|| ApiError::BadRequest("session has no agent".into()))?,
+    };
+    let agent = load::<Agents>(state, &agent_id).await?.body;
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    let default_settings = agent["default_settings"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(k, _)| MODEL_SETTINGS.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(TurnContext {
+        session_id: session.id.clone(),
+        agent_name: text(&agent["name"]),
+        agent_about: text(&agent["about"]),
+        instructions: agent["instructions"]
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .unwrap_or_default(),
+        situation: body["situation"].as_str().map(str::to_owned),
+        system_template: body["system_template"].as_str().map(str::to_owned),
+        model: agent["model"].as_str().filter(|m| !m.is_empty()).map(str::to_owned),
+        default_settings,
+        agent_tools: agent_tools::of_agent(state, &agent_id).await?,
+        token_budget: body["token_budget"].as_u64(),
+        auto_run_tools: body["auto_run_tools"].as_bool(),
+    })
+}
+
+pub async fn chat(
+    State(state): State<AppState>,
+    Path(session_id): Path<String>,
+    JsonBody(input): JsonBody<ChatInput>,
+) -> Result<Response, ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::Draining);
+    }
+    let (request, stream, agent) = into_request(input, state.engine.max_steps_limit())?;
+    let ctx = context(&state, &session_id, agent).await?;
+    let guard = state.locks.try_acquire(&session_id).ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "a chat turn is already running on session `{session_id}`; retry when it ends"
+        ))
+    })?;
+    if stream {
+        return Ok(super::sse::stream_turn(state, ctx, request, guard));
+    }
+    let cancel = state.abort.child_token();
+    let outcome = state.engine.run(&ctx, request, None, &cancel).await?;
+    drop(guard);
+    Ok((StatusCode::CREATED, Json(response_json(&session_id, &outcome))).into_response())
+}
+
+/// The ChatResponse body.
+pub fn response_json(session_id: &str, outcome: &TurnOutcome) -> Value {
+    let mut message = json!({ "role": "assistant", "content": outcome.message.content });
+    if let Some(calls) = &outcome.message.tool_calls {
+        message["tool_calls"] = json!(calls);
+    }
+    json!({
+        "id": uuid::Uuid::now_v7().to_string(),
+        "session_id": session_id,
+        "created_at": rfc3339(OffsetDateTime::now_utc()),
+        "jobs": [],
+        "docs": [],
+        "usage": outcome.usage,
+        "choices": [{
+            "index": 0,
+            "finish_reason": outcome.finish_reason,
+            "message": message,
+        }],
+        "steps": outcome.steps,
+        "stop_reason": outcome.stop.as_str(),
+        "tool_runs": outcome.runs.iter().map(run_json).collect::<Vec<_>>(),
+    })
+}
+
+/// One tool run as reported to the client.
+pub fn run_json(run: &ToolRun) -> Value {
+    let (status, kind) = match &run.outcome {
+        Outcome::Ok => ("ok", None),
+        Outcome::Replayed => ("replayed", None),
+        Outcome::Error(kind) => ("error", Some(kind.as_str())),
+    };
+    json!({
+        "id": run.call_id,
+        "name": run.name,
+        "status": status,
+        "error_kind": kind,
+        "duration_ms": run.duration.as_secs_f64() * 1000.0,
+    })
+}

@@ -1,0 +1,154 @@
+//! The one error type of the HTTP API: every failure leaves as
+//! `{"error": {"message", "code", "type", "details"?}}` with the right status.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde_json::json;
+
+use crate::provider::ProviderError;
+use crate::session::{Collection, StoreError};
+use crate::turn::TurnError;
+
+/// Where a validation problem is (`messages.0.role`) and what it is.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    pub loc: String,
+    pub msg: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("missing API key: send `Authorization: Bearer <key>` or `X-Auth-Key: <key>`")]
+    Unauthenticated,
+    #[error("invalid API key")]
+    Forbidden,
+    #[error("{noun} `{id}` not found")]
+    NotFound { noun: &'static str, id: String },
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("request body exceeds the size limit (server.max_body_bytes)")]
+    TooLarge,
+    #[error("{0}")]
+    Upstream(String),
+    #[error("agentd is shutting down; retry against another instance")]
+    Draining,
+    #[error("internal error; see the daemon log")]
+    Internal,
+}
+
+impl ApiError {
+    pub fn not_found(collection: Collection, id: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            noun: collection.noun(),
+            id: id.into(),
+        }
+    }
+
+    /// One validation problem.
+    pub fn invalid(loc: impl Into<String>, msg: impl Into<String>) -> Self {
+        ApiError::Validation(vec![FieldError {
+            loc: loc.into(),
+            msg: msg.into(),
+        }])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden => StatusCode::FORBIDDEN,
+            ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated => "unauthenticated",
+            ApiError::Forbidden => "forbidden",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::NoRoute(_) => "no_route",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Validation(_) => "validation_error",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::TooLarge => "payload_too_large",
+            ApiError::Upstream(_) => "upstream_error",
+            ApiError::Draining => "draining",
+            ApiError::Internal => "internal_error",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        match self {
+            ApiError::Unauthenticated | ApiError::Forbidden => "authentication_error",
+            ApiError::Upstream(_) | ApiError::Draining => "upstream_error",
+            ApiError::Internal => "server_error",
+            _ => "invalid_request_error",
+        }
+    }
+
+    /// The JSON body (also used for the error chunk of a stream).
+    pub fn body(&self) -> serde_json::Value {
+        let mut error = json!({
+            "message": self.to_string(),
+            "code": self.code(),
+            "type": self.kind(),
+        });
+        if let ApiError::Validation(details) = self {
+            error["details"] = json!(details);
+            if let Some(first) = details.first() {
+                error["message"] = json!(format!("{}: {}", first.loc, first.msg));
+            }
+        }
+        json!({ "error": error })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::Backend(reason) => {
+                tracing::error!(%reason, "store failure");
+                ApiError::Internal
+            }
+        }
+    }
+}
+
+impl From<ProviderError> for ApiError {
+    fn from(e: ProviderError) -> Self {
+        ApiError::Upstream(e.to_string())
+    }
+}
+
+impl From<TurnError> for ApiError {
+    fn from(e: TurnError) -> Self {
+        match e {
+            TurnError::Provider(p) => p.into(),
+            TurnError::Store(s) => s.into(),
+            TurnError::Invalid { loc, msg } => ApiError::invalid(loc, msg),
+            TurnError::Cancelled => ApiError::Draining,
+        }
+    }
+}

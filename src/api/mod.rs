@@ -1,0 +1,115 @@
+//! The HTTP API: shared state and the one route table. Handlers live in one file per resource.
+
+mod agent_tools;
+mod agents;
+mod auth;
+mod chat;
+pub mod error;
+pub mod extract;
+mod health;
+mod history;
+mod resources;
+mod sessions;
+mod sse;
+mod users;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{get, post};
+use secrecy::SecretString;
+use tokio_util::sync::CancellationToken;
+
+use crate::session::Store;
+use crate::session::lock::TurnLocks;
+use crate::turn::Engine;
+use agents::Agents;
+use error::ApiError;
+use sessions::Sessions;
+use users::Users;
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub engine: Arc<Engine>,
+    pub keys: Arc<Vec<SecretString>>,
+    pub locks: Arc<TurnLocks>,
+    /// Set when the daemon stops taking new turns.
+    pub draining: Arc<AtomicBool>,
+    /// Cancelled when turns still running at the end of the drain must stop.
+    pub abort: CancellationToken,
+}
+
+impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+}
+
+/// The route table: every API path under `base_path`, health routes at the root.
+pub fn router(state: AppState, base_path: &str, max_body_bytes: usize) -> Router {
+    let api = Router::new()
+        .route("/agents", post(resources::create::<Agents>).get(resources::list::<Agents>))
+        .route(
+            "/agents/{id}",
+            get(resources::get::<Agents>)
+                .put(resources::replace::<Agents>)
+                .patch(resources::patch::<Agents>)
+                .delete(resources::delete::<Agents>)
+                .post(resources::create_or_update::<Agents>),
+        )
+        .route("/agents/{id}/tools", get(agent_tools::list).post(agent_tools::create))
+        .route(
+            "/agents/{id}/tools/{tool_id}",
+            axum::routing::put(agent_tools::replace)
+                .patch(agent_tools::patch)
+                .delete(agent_tools::delete),
+        )
+        .route("/users", post(resources::create::<Users>).get(resources::list::<Users>))
+        .route(
+            "/users/{id}",
+            get(resources::get::<Users>)
+                .put(resources::replace::<Users>)
+                .patch(resources::patch::<Users>)
+                .delete(resources::delete::<Users>)
+                .post(resources::create_or_update::<Users>),
+        )
+        .route("/sessions", post(resources::create::<Sessions>).get(resources::list::<Sessions>))
+        .route(
+            "/sessions/{id}",
+            get(resources::get::<Sessions>)
+                .put(resources::replace::<Sessions>)
+                .patch(resources::patch::<Sessions>)
+                .delete(resources::delete::<Sessions>)
+                .post(resources::create_or_update::<Sessions>),
+        )
+        .route("/sessions/{id}/chat", post(chat::chat))
+        .route("/sessions/{id}/history", get(history::get).delete(history::clear))
+        .fallback(no_route)
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let api = if base_path.is_empty() {
+        api
+    } else {
+        Router::new().nest(base_path, api)
+    };
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .merge(api)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+async fn no_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute(uri.path().to_owned())
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::NoRoute(format!("{method} {}", uri.path()))
+}

@@ -1,0 +1,217 @@
+//! The CRUD handlers shared by agents, users and sessions: create, list, get, replace (PUT),
+//! patch, delete and create-or-update (POST with an id). Each resource supplies its field
+//! validation through [`Resource`].
+
+use std::future::Future;
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{JsonBody, ListParams};
+use crate::session::{Collection, Record};
+
+/// Whether a body must carry every required field (create, PUT) or only what changes (PATCH).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Full,
+    Partial,
+}
+
+/// A resource kept as a document in the store.
+pub trait Resource: Send + Sync + 'static {
+    const COLLECTION: Collection;
+
+    /// Validates a request body into the stored fields. In `Partial` mode only the fields
+    /// present in the body are returned.
+    fn normalize(input: Value, mode: Mode) -> Result<Map<String, Value>, ApiError>;
+
+    /// Checks that need the store (for sessions: that participants exist).
+    fn check(
+        _state: &AppState,
+        _body: &Map<String, Value>,
+    ) -> impl Future<Output = Result<(), ApiError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Fields derived from the stored body, added to every response.
+    fn decorate(_body: &mut Map<String, Value>) {}
+}
+
+/// Deserializes a body into a typed field set with `loc`-carrying errors.
+pub fn fields<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
+    if !input.is_object() {
+        return Err(ApiError::invalid("body", "expected a JSON object"));
+    }
+    serde_path_to_error::deserialize(input).map_err(|e| {
+        let loc = e.path().to_string().replace('[', ".").replace(']', "");
+        ApiError::invalid(if loc == "." { "body".into() } else { loc }, e.inner().to_string())
+    })
+}
+
+/// Inserts `value` under `key` when present (for building stored bodies).
+pub fn put_opt(map: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
+    if let Some(value) = value {
+        map.insert(key.to_owned(), value.into());
+    }
+}
+
+pub fn rfc3339(at: OffsetDateTime) -> String {
+    at.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// A new server-generated id (UUIDv7: time-ordered).
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// The wire form of a record: id, stored fields, derived fields, timestamps.
+pub fn to_json<R: Resource>(record: &Record) -> Value {
+    let mut body = match &record.body {
+        Value::Object(map) => map.clone(),
+        _ => Map::new(),
+    };
+    R::decorate(&mut body);
+    body.insert("id".into(), json!(record.id));
+    body.insert("created_at".into(), json!(rfc3339(record.created_at)));
+    body.insert("updated_at".into(), json!(rfc3339(record.updated_at)));
+    Value::Object(body)
+}
+
+pub async fn load<R: Resource>(state: &AppState, id: &str) -> Result<Record, ApiError> {
+    state
+        .store
+        .get(R::COLLECTION, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(R::COLLECTION, id))
+}
+
+pub async fn create<R: Resource>(
+    State(state): State<AppState>,
+    JsonBody(input): JsonBody<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let body = R::normalize(input, Mode::Full)?;
+    R::check(&state, &body).await?;
+    let now = OffsetDateTime::now_utc();
+    let record = Record {
+        id: new_id(),
+        parent: None,
+        body: Value::Object(body),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.insert(R::COLLECTION, record.clone()).await?;
+    Ok((StatusCode::CREATED, Json(to_json::<R>(&record))))
+}
+
+pub async fn list<R: Resource>(
+    State(state): State<AppState>,
+    ListParams(query): ListParams,
+) -> Result<Json<Value>, ApiError> {
+    let records = state.store.list(R::COLLECTION, &query).await?;
+    let items: Vec<Value> = records.iter().map(to_json::<R>).collect();
+    Ok(Json(json!({ "items": items })))
+}
+
+pub async fn get<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    Ok(Json(to_json::<R>(&load::<R>(&state, &id).await?)))
+}
+
+/// PUT: replaces every field.
+pub async fn replace<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let mut record = load::<R>(&state, &id).await?;
+    let body = R::normalize(input, Mode::Full)?;
+    R::check(&state, &body).await?;
+    record.body = Value::Object(body);
+    record.updated_at = OffsetDateTime::now_utc();
+    save_existing::<R>(&state, record).await
+}
+
+/// PATCH: changes the fields present in the body; `metadata` is merged key by key.
+pub async fn patch<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<Value>,
+) -> Result<Json<Value>, ApiError> {
+    let mut record = load::<R>(&state, &id).await?;
+    let changes = R::normalize(input, Mode::Partial)?;
+    let Value::Object(body) = &mut record.body else {
+        return Err(ApiError::Internal);
+    };
+    for (key, value) in changes {
+        match (key.as_str(), body.get_mut(&key), value) {
+            ("metadata", Some(Value::Object(old)), Value::Object(new)) => old.extend(new),
+            (_, _, value) => {
+                body.insert(key, value);
+            }
+        }
+    }
+    let body = body.clone();
+    R::check(&state, &body).await?;
+    record.updated_at = OffsetDateTime::now_utc();
+    save_existing::<R>(&state, record).await
+}
+
+async fn save_existing<R: Resource>(state: &AppState, record: Record) -> Result<Json<Value>, ApiError> {
+    if !state.store.update(R::COLLECTION, record.clone()).await? {
+        return Err(ApiError::not_found(R::COLLECTION, record.id));
+    }
+    Ok(Json(to_json::<R>(&record)))
+}
+
+/// POST with an id: creates the resource with that id, or replaces it.
+pub async fn create_or_update<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(input): JsonBody<Value>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    check_id(&id)?;
+    let body = R::normalize(input, Mode::Full)?;
+    R::check(&state, &body).await?;
+    let now = OffsetDateTime::now_utc();
+    let record = Record {
+        id: id.clone(),
+        parent: None,
+        body: Value::Object(body),
+        created_at: now,
+        updated_at: now,
+    };
+    state.store.upsert(R::COLLECTION, record).await?;
+    let stored = load::<R>(&state, &id).await?;
+    Ok((StatusCode::CREATED, Json(to_json::<R>(&stored))))
+}
+
+pub async fn delete<R: Resource>(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    if !state.store.delete(R::COLLECTION, &id).await? {
+        return Err(ApiError::not_found(R::COLLECTION, id));
+    }
+    Ok((StatusCode::ACCEPTED, Json(deleted(&id))))
+}
+
+/// The body of every DELETE answer.
+pub fn deleted(id: &str) -> Value {
+    json!({ "id": id, "deleted_at": rfc3339(OffsetDateTime::now_utc()), "jobs": [] })
+}
+
+/// Client-chosen ids must be UUIDs, like server-generated ones.
+pub fn check_id(id: &str) -> Result<(), ApiError> {
+    uuid::Uuid::parse_str(id)
+        .map(|_| ())
+        .map_err(|_| ApiError::invalid("path.id", "must be a UUID"))
+}

@@ -1,0 +1,131 @@
+//! Sessions: participants (`agent`/`agent_id`/`agents`, `user`/`user_id`/`users`), situation,
+//! system template, token budget and overflow policy, metadata.
+
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::AppState;
+use super::error::ApiError;
+use super::resources::{Mode, Resource, fields, put_opt};
+use crate::session::Collection;
+
+pub struct Sessions;
+
+#[derive(Deserialize)]
+struct SessionFields {
+    agent: Option<String>,
+    agent_id: Option<String>,
+    agents: Option<Vec<String>>,
+    user: Option<String>,
+    user_id: Option<String>,
+    users: Option<Vec<String>>,
+    situation: Option<String>,
+    system_template: Option<String>,
+    metadata: Option<Map<String, Value>>,
+    token_budget: Option<u64>,
+    context_overflow: Option<String>,
+    render_templates: Option<bool>,
+    auto_run_tools: Option<bool>,
+    forward_tool_calls: Option<bool>,
+}
+
+/// `single` and `list` forms of one participant kind, merged without duplicates.
+fn participants(
+    single: [Option<String>; 2],
+    list: Option<Vec<String>>,
+) -> Option<Vec<String>> {
+    let mut all: Vec<String> = Vec::new();
+    let mut any = false;
+    for id in single.into_iter().flatten().chain(list.into_iter().flatten()) {
+        any = true;
+        if !all.contains(&id) {
+            all.push(id);
+        }
+    }
+    any.then_some(all)
+}
+
+impl Resource for Sessions {
+    const COLLECTION: Collection = Collection::Sessions;
+
+    fn normalize(input: Value, mode: Mode) -> Result<Map<String, Value>, ApiError> {
+        let f: SessionFields = fields(input)?;
+        let agents = participants([f.agent, f.agent_id], f.agents);
+        let users = participants([f.user, f.user_id], f.users);
+        match (&agents, mode) {
+            (None, Mode::Full) => {
+                return Err(ApiError::invalid(
+                    "agent",
+                    "a session needs an agent: give `agent`, `agent_id` or `agents`",
+                ));
+            }
+            (Some(a), _) if a.is_empty() => {
+                return Err(ApiError::invalid("agents", "must list at least one agent id"));
+            }
+            _ => {}
+        }
+        match f.context_overflow.as_deref() {
+            None | Some("truncate") => {}
+            Some("adaptive") => {
+                return Err(ApiError::invalid(
+                    "context_overflow",
+                    "`adaptive` (summarizing old history) is not supported yet; use `truncate`",
+                ));
+            }
+            Some(other) => {
+                return Err(ApiError::invalid(
+                    "context_overflow",
+                    format!("unknown policy `{other}`; expected `truncate` or `adaptive`"),
+                ));
+            }
+        }
+        if f.token_budget == Some(0) {
+            return Err(ApiError::invalid("token_budget", "must be positive"));
+        }
+        let mut body = Map::new();
+        put_opt(&mut body, "agents", agents);
+        put_opt(&mut body, "users", users.clone());
+        put_opt(&mut body, "situation", f.situation);
+        put_opt(&mut body, "system_template", f.system_template);
+        put_opt(&mut body, "metadata", f.metadata);
+        put_opt(&mut body, "token_budget", f.token_budget);
+        put_opt(&mut body, "context_overflow", f.context_overflow);
+        put_opt(&mut body, "render_templates", f.render_templates);
+        put_opt(&mut body, "auto_run_tools", f.auto_run_tools);
+        put_opt(&mut body, "forward_tool_calls", f.forward_tool_calls);
+        if mode == Mode::Full {
+            body.entry("users").or_insert_with(|| json!([]));
+            body.entry("metadata").or_insert_with(|| json!({}));
+            body.entry("situation").or_insert(Value::Null);
+            body.entry("token_budget").or_insert(Value::Null);
+            body.entry("context_overflow").or_insert(Value::Null);
+        }
+        Ok(body)
+    }
+
+    async fn check(state: &AppState, body: &Map<String, Value>) -> Result<(), ApiError> {
+        for (key, collection) in [("agents", Collection::Agents), ("users", Collection::Users)] {
+            for id in body.get(key).and_then(Value::as_array).into_iter().flatten() {
+                let id = id.as_str().unwrap_or_default();
+                if state.store.get(collection, id).await?.is_none() {
+                    return Err(ApiError::not_found(collection, id));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn decorate(body: &mut Map<String, Value>) {
+        let count = |key: &str| body.get(key).and_then(Value::as_array).map_or(0, Vec::len);
+        let kind = match (count("agents"), count("users")) {
+            (1, 0) => "single_agent",
+            (1, 1) => "single_agent_single_user",
+            (1, _) => "single_agent_multi_user",
+            (_, 0) => "multi_agent_no_user",
+            (_, 1) => "multi_agent_single_user",
+            _ => "multi_agent_multi_user",
+        };
+        body.insert("kind".into(), json!(kind));
+        body.entry("summary").or_insert(Value::Null);
+    }
+}

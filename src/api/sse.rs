@@ -1,0 +1,165 @@
+//! Streaming chat: the turn runs in its own task and reports events; this module turns them
+//! into `data: <ChunkChatResponse>` SSE events (no `[DONE]`), with keep-alive comments while
+//! tools run, `finish_reason` and usage on the last chunk only, and an error chunk when the turn
+//! fails after the stream started. Dropping the response (client gone) cancels the turn.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::DropGuard;
+
+use super::AppState;
+use super::error::ApiError;
+use super::resources::rfc3339;
+use crate::session::lock::TurnGuard;
+use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
+
+/// How often a comment line is sent while nothing else is.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+enum Item {
+    Event(TurnEvent),
+    Done(Result<TurnOutcome, TurnError>),
+}
+
+pub fn stream_turn(state: AppState, ctx: TurnContext, request: TurnRequest, guard: TurnGuard) -> Response {
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<TurnEvent>();
+    let (items_tx, items_rx) = mpsc::unbounded_channel::<Item>();
+    let cancel = state.abort.child_token();
+    let stop_on_drop = cancel.clone().drop_guard();
+    let engine = state.engine.clone();
+    tokio::spawn(async move {
+        let turn = engine.run(&ctx, request, Some(events_tx), &cancel);
+        tokio::pin!(turn);
+        // Forward events while the turn runs, then whatever is left, then the outcome.
+        let result = loop {
+            tokio::select! {
+                biased;
+                Some(event) = events_rx.recv() => {
+                    let _ = items_tx.send(Item::Event(event));
+                }
+                result = &mut turn => break result,
+            }
+        };
+        while let Ok(event) = events_rx.try_recv() {
+            let _ = items_tx.send(Item::Event(event));
+        }
+        let _ = items_tx.send(Item::Done(result));
+        drop(guard);
+    });
+    let id = uuid::Uuid::now_v7().to_string();
+    let created_at = rfc3339(OffsetDateTime::now_utc());
+    let stream = chunks(items_rx, id, created_at, stop_on_drop);
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .into_response()
+}
+
+/// Builds the chunks of one stream.
+struct Chunker {
+    id: String,
+    created_at: String,
+    sent_role: bool,
+}
+
+impl Chunker {
+    fn chunk(&self, delta: Value, finish: Option<&str>, usage: Value) -> Event {
+        let body = json!({
+            "id": self.id,
+            "created_at": self.created_at,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+            "usage": usage,
+        });
+        Event::default().data(body.to_string())
+    }
+
+    /// The SSE event for one item, and whether it is the last.
+    fn event(&mut self, item: Item) -> (Event, bool) {
+        match item {
+            Item::Event(TurnEvent::Text(text)) => {
+                let mut delta = json!({ "content": text });
+                if !self.sent_role {
+                    delta["role"] = json!("assistant");
+                    self.sent_role = true;
+                }
+                (self.chunk(delta, None, Value::Null), false)
+            }
+            Item::Event(TurnEvent::ToolCalls(calls)) => {
+                self.sent_role = false;
+                let calls: Vec<Value> = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let mut v = json!(c);
+                        v["index"] = json!(i);
+                        v
+                    })
+                    .collect();
+                let delta = json!({ "role": "assistant", "tool_calls": calls });
+                (self.chunk(delta, None, Value::Null), false)
+            }
+            Item::Event(TurnEvent::ToolResult(run)) => {
+                let delta = json!({
+                    "role": "tool",
+                    "tool_call_id": run.call_id,
+                    "name": run.name,
+                    "content": run.content,
+                });
+                (self.chunk(delta, None, Value::Null), false)
+            }
+            Item::Done(Ok(outcome)) => {
+                let mut delta = json!({});
+                if let Some(calls) = &outcome.message.tool_calls {
+                    delta["role"] = json!("assistant");
+                    delta["tool_calls"] = json!(calls);
+                }
+                let usage = json!(outcome.usage);
+                (self.chunk(delta, Some(outcome.finish_reason.as_str()), usage), true)
+            }
+            Item::Done(Err(error)) => {
+                let error = ApiError::from(error);
+                tracing::warn!(%error, "streamed turn failed after the stream started");
+                let body = json!({
+                    "id": self.id,
+                    "created_at": self.created_at,
+                    "choices": [{ "index": 0, "delta": {}, "finish_reason": null }],
+                    "usage": null,
+                    "error": error.body()["error"],
+                });
+                (Event::default().data(body.to_string()), true)
+            }
+        }
+    }
+}
+
+/// The event stream. It owns the drop guard: when the client goes away the stream is
+/// dropped and the turn is cancelled at once, even in the middle of a tool call.
+fn chunks(
+    items: mpsc::UnboundedReceiver<Item>,
+    id: String,
+    created_at: String,
+    stop_on_drop: DropGuard,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let chunker = Chunker {
+        id,
+        created_at,
+        sent_role: false,
+    };
+    futures_util::stream::unfold(
+        (items, chunker, stop_on_drop, false),
+        |(mut items, mut chunker, guard, finished)| async move {
+            if finished {
+                return None;
+            }
+            let item = items.recv().await?;
+            let (event, last) = chunker.event(item);
+            Some((Ok(event), (items, chunker, guard, last)))
+        },
+    )
+}

@@ -1,0 +1,148 @@
+//! Wiring: config → store, provider, catalog, engine, router; serving with a graceful drain.
+//!
+//! [`App::build`] does everything that can fail before the socket is bound, so a caller (the
+//! binary, a test, the demo) knows the daemon is ready when [`App::serve`] starts.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::provider::openai::OpenAiProvider;
+use crate::provider::ModelProvider;
+use crate::session::lock::TurnLocks;
+use crate::session::sqlite::SqliteStore;
+use crate::session::Store;
+use crate::tool::{Catalog, Registry};
+use crate::turn::Engine;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("configuration: {0}")]
+    Config(String),
+    #[error("tool catalog:\n{0}")]
+    Catalog(String),
+    #[error("storage: {0}")]
+    Store(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+}
+
+/// A built daemon, ready to serve.
+pub struct App {
+    pub config: Config,
+    pub state: AppState,
+    pub registry: Registry,
+}
+
+/// Installs the TLS crypto provider once per process (ring; no other provider is compiled in).
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl App {
+    /// Opens the store, builds the provider, compiles the catalog and resolves API keys.
+    pub fn build(config: Config, registry: Registry) -> Result<Self, StartError> {
+        install_crypto_provider();
+        std::fs::create_dir_all(&config.storage.data_dir).map_err(|e| {
+            StartError::Store(format!("cannot create {}: {e}", config.storage.data_dir.display()))
+        })?;
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&config.database_path()).map_err(|e| StartError::Store(e.to_string()))?,
+        );
+        let catalog = load_catalog(config.tools.catalog.as_deref(), &registry)?;
+        let api_key = match &config.provider.api_key {
+            Some(reference) => Some(
+                agentd_sdk::resolve_secret(reference)
+                    .map_err(|e| StartError::Config(format!("provider.api_key: {e}")))?,
+            ),
+            None => None,
+        };
+        let provider: Arc<dyn ModelProvider> = Arc::new(
+            OpenAiProvider::new(&config.provider, api_key).map_err(|e| StartError::Config(e.to_string()))?,
+        );
+        let engine = Arc::new(Engine::new(
+            store.clone(),
+            provider,
+            catalog,
+            config.turn.clone(),
+            config.provider.model.clone(),
+            config.tools.max_concurrent_calls,
+        ));
+        let keys = crate::keys::resolve(&config).map_err(StartError::Config)?;
+        let state = AppState {
+            store,
+            engine,
+            keys: Arc::new(keys),
+            locks: Arc::new(TurnLocks::default()),
+            draining: Arc::new(AtomicBool::new(false)),
+            abort: CancellationToken::new(),
+        };
+        Ok(Self {
+            config,
+            state,
+            registry,
+        })
+    }
+
+    /// Binds the configured address.
+    pub async fn bind(&self) -> Result<TcpListener, StartError> {
+        let addr = self.config.server.listen;
+        TcpListener::bind(addr).await.map_err(|e| StartError::Listen {
+            addr,
+            reason: e.to_string(),
+        })
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: new turns are refused (503), turns
+    /// in flight get `drain_timeout` to finish, the rest are cancelled with valid history.
+    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+        let router = api::router(
+            self.state.clone(),
+            &self.config.server.base_path,
+            self.config.server.max_body_bytes,
+        );
+        let state = self.state.clone();
+        let drain = self.config.server.drain_timeout;
+        let graceful = shutdown.clone();
+        let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+            graceful.cancelled().await;
+            state.draining.store(true, Ordering::SeqCst);
+        });
+        let server = tokio::spawn(async move { server.await });
+        shutdown.cancelled().await;
+        let abort = self.state.abort.clone();
+        let deadline = tokio::time::sleep(drain);
+        tokio::pin!(deadline);
+        let mut server = server;
+        tokio::select! {
+            result = &mut server => return result.map_err(std::io::Error::other)?,
+            () = &mut deadline => {
+                tracing::warn!(drain_ms = drain.as_millis() as u64, "drain deadline reached; cancelling the turns still running");
+                abort.cancel();
+            }
+        }
+        // Cancelled turns write their results and close their streams quickly.
+        match tokio::time::timeout(Duration::from_secs(5), server).await {
+            Ok(result) => result.map_err(std::io::Error::other)?,
+            Err(_) => {
+                tracing::error!("connections still open after cancelling; exiting anyway");
+                Ok(())
+            }
+        }
+    }
+}
+
+pub fn load_catalog(path: Option<&Path>, registry: &Registry) -> Result<Catalog, StartError> {
+    match path {
+        Some(path) => Catalog::load(path, registry).map_err(|e| StartError::Catalog(e.to_string())),
+        None => Ok(Catalog::default()),
+    }
+}

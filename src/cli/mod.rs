@@ -1,0 +1,169 @@
+//! The commands of the `agentd` binary: `serve` (the daemon), `validate` (check agentd.toml and
+//! tools.toml, exit 64 when bad) and `demo` (an offline end-to-end run against the mock model).
+
+// mod demo;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::app::App;
+use crate::config::{Config, LogFormat};
+use crate::tool::{Catalog, Registry};
+
+/// Exit status for a configuration error (EX_USAGE); systemd's unit does not restart on it.
+pub const EXIT_CONFIG: u8 = 64;
+
+#[derive(Parser, Debug)]
+#[command(name = "agentd", version, about = "Tool-execution agent runtime serving the Julep sessions/chat API")]
+pub struct Cli {
+    /// agentd.toml; without it every setting has its embedded default.
+    #[arg(long, short, global = true, env = "AGENTD_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Override one setting: `--set provider.model=llama3.2` (repeatable).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    pub sets: Vec<String>,
+    /// Shortcut for `--set server.listen=ADDR`.
+    #[arg(long, global = true, env = "AGENTD_LISTEN")]
+    pub listen: Option<String>,
+    /// Shortcut for `--set tools.catalog=PATH`.
+    #[arg(long, global = true, env = "AGENTD_TOOLS")]
+    pub tools: Option<PathBuf>,
+    /// Shortcut for `--set storage.data_dir=PATH`.
+    #[arg(long, global = true, env = "AGENTD_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Log as JSON lines instead of text.
+    #[arg(long, global = true)]
+    pub log_json: bool,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon (the default).
+    Serve,
+    /// Check agentd.toml and tools.toml; print every problem; exit 64 when any.
+    Validate,
+    /// Run the main job offline: mock model + daemon + a chat whose tool call sends an email.
+    Demo,
+}
+
+impl Cli {
+    /// `--set` entries including the shortcut flags.
+    fn all_sets(&self) -> Vec<String> {
+        let mut sets = self.sets.clone();
+        if let Some(listen) = &self.listen {
+            sets.push(format!("server.listen={listen}"));
+        }
+        if let Some(tools) = &self.tools {
+            sets.push(format!("tools.catalog={}", toml_string(&tools.display().to_string())));
+        }
+        if let Some(dir) = &self.data_dir {
+            sets.push(format!("storage.data_dir={}", toml_string(&dir.display().to_string())));
+        }
+        if self.log_json {
+            sets.push("log.format=json".into());
+        }
+        sets
+    }
+
+    fn load_config(&self) -> Result<Config, String> {
+        Config::load(self.config.as_deref(), &self.all_sets()).map_err(|e| e.to_string())
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// Runs the parsed command; returns the process exit status.
+pub fn run(cli: Cli) -> ExitCode {
+    match cli.command {
+        Some(Command::Validate) => validate(&cli),
+        Some(Command::Demo) => ExitCode::FAILURE,
+        Some(Command::Serve) | None => serve(&cli),
+    }
+}
+
+fn validate(cli: &Cli) -> ExitCode {
+    crate::telemetry::init(LogFormat::Text, "warn");
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agentd.toml: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::app::install_crypto_provider();
+    let Some(path) = &config.tools.catalog else {
+        println!("configuration ok; no tool catalog configured (tools.catalog)");
+        return ExitCode::SUCCESS;
+    };
+    match Catalog::load(path, &Registry::builtin()) {
+        Ok(catalog) => {
+            println!("configuration ok; {} tools in {}", catalog.len(), path.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{} problem(s) in {}:", e.problems.len(), path.display());
+            for problem in &e.problems {
+                eprintln!("  {problem}");
+            }
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn serve(cli: &Cli) -> ExitCode {
+    let config = match cli.load_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("agentd: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    crate::telemetry::init(config.log.format, &config.log.filter);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("agentd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let app = match App::build(config, Registry::builtin()) {
+            Ok(app) => app,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        };
+        let shutdown = CancellationToken::new();
+        if let Err(e) = crate::signals::install(&app, shutdown.clone()) {
+            tracing::error!("cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+        let listener = match app.bind().await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!(%addr, tools = app.state.engine.catalog().len(), "agentd ready");
+        match app.serve(listener, shutdown).await {
+            Ok(()) => {
+                tracing::info!("agentd stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

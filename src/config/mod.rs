@@ -1,0 +1,305 @@
+//! Daemon settings: agentd.toml (optional; every value has an embedded default), then
+//! `AGENTD_<SECTION>__<KEY>` environment variables, then `--set section.key=value` flags.
+
+pub mod duration;
+mod overrides;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use agentd_sdk::SecretRef;
+use serde::Deserialize;
+
+pub use overrides::apply_overrides;
+
+/// Everything the daemon reads at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub storage: StorageConfig,
+    pub provider: ProviderConfig,
+    pub tools: ToolsConfig,
+    pub turn: TurnConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    /// Prefix of every API route.
+    pub base_path: String,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// How long in-flight turns may run after a stop signal.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub drain_timeout: Duration,
+    /// Serve `/metrics` without a key.
+    pub metrics_public: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Where API keys come from; every reference that resolves is a valid key. When none
+    /// resolves, a key is generated once into `<data_dir>/api-key` (mode 0600).
+    pub api_keys: Vec<SecretRef>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// Directory holding the SQLite database (and a generated API key).
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProviderConfig {
+    /// OpenAI-compatible base URL; requests go to `{base_url}/chat/completions`.
+    pub base_url: String,
+    /// Optional bearer key (Ollama, vLLM and llama.cpp need none).
+    pub api_key: Option<SecretRef>,
+    /// Model used when neither agent nor request names one.
+    pub model: String,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub connect_timeout: Duration,
+    /// Longest wait for a whole non-streamed answer, or between two streamed chunks.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub read_timeout: Duration,
+    /// Attempts per model call, the first included (429, 5xx and connect errors retry).
+    pub max_attempts: u32,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub backoff_base: Duration,
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub backoff_max: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ToolsConfig {
+    /// The tool catalog; no file means no server tools.
+    pub catalog: Option<PathBuf>,
+    /// Server-tool calls running at once across the daemon.
+    pub max_concurrent_calls: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TurnConfig {
+    /// Model calls per turn before the final `tool_choice: "none"` call (request `max_steps`
+    /// overrides, up to `max_steps_limit`).
+    pub max_steps: u32,
+    pub max_steps_limit: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// An `EnvFilter` directive; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            base_path: "/api".into(),
+            max_body_bytes: 2 * 1024 * 1024,
+            drain_timeout: Duration::from_secs(30),
+            metrics_public: false,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            api_keys: vec![
+                SecretRef {
+                    credential: Some("api_key".into()),
+                    ..Default::default()
+                },
+                SecretRef {
+                    env: Some("AGENTD_API_KEY".into()),
+                    ..Default::default()
+                },
+            ],
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        let data_dir = std::env::var_os("STATE_DIRECTORY")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("agentd-data"));
+        Self { data_dir }
+    }
+}
+
+impl Default for ProviderConfig {
+    fn default() -> Self {
+        Self {
+            base_url: "http://127.0.0.1:11434/v1".into(),
+            api_key: None,
+            model: "llama3.2".into(),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(120),
+            max_attempts: 3,
+            backoff_base: Duration::from_millis(250),
+            backoff_max: Duration::from_secs(8),
+        }
+    }
+}
+
+impl Default for ToolsConfig {
+    fn default() -> Self {
+        Self {
+            catalog: None,
+            max_concurrent_calls: 256,
+        }
+    }
+}
+
+impl Default for TurnConfig {
+    fn default() -> Self {
+        Self {
+            max_steps: 10,
+            max_steps_limit: 100,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            filter: "info".into(),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            server: ServerConfig::default(),
+            auth: AuthConfig::default(),
+            storage: StorageConfig::default(),
+            provider: ProviderConfig::default(),
+            tools: ToolsConfig::default(),
+            turn: TurnConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+/// A configuration problem, with the file position when known.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Loads the file (if any), applies environment and `--set` overrides, and checks values.
+    /// Relative paths in the file are resolved against the file's directory.
+    pub fn load(path: Option<&Path>, sets: &[String]) -> Result<Self, ConfigError> {
+        let (mut table, origin) = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| ConfigError(format!("{}: {e}", p.display())))?;
+                let table: toml::Table = toml::from_str(&text)
+                    .map_err(|e| ConfigError(position_message(p, &text, &e)))?;
+                (table, p.display().to_string())
+            }
+            None => (toml::Table::new(), "embedded defaults".to_owned()),
+        };
+        apply_overrides(&mut table, std::env::vars(), sets)?;
+        let mut config: Config = Config::deserialize(toml::Value::Table(table))
+            .map_err(|e| ConfigError(format!("{origin}: {}", e.message())))?;
+        if let Some(dir) = path.and_then(Path::parent) {
+            config.resolve_relative_paths(dir);
+        }
+        config.check()?;
+        Ok(config)
+    }
+
+    fn resolve_relative_paths(&mut self, dir: &Path) {
+        if let Some(catalog) = &self.tools.catalog
+            && catalog.is_relative()
+        {
+            self.tools.catalog = Some(dir.join(catalog));
+        }
+        if self.storage.data_dir.is_relative() && std::env::var_os("STATE_DIRECTORY").is_none() {
+            self.storage.data_dir = dir.join(&self.storage.data_dir);
+        }
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        if !self.server.base_path.is_empty()
+            && (!self.server.base_path.starts_with('/') || self.server.base_path.ends_with('/'))
+        {
+            problems.push(format!(
+                "server.base_path `{}` must start with `/` and not end with one (or be empty)",
+                self.server.base_path
+            ));
+        }
+        if !(self.provider.base_url.starts_with("http://")
+            || self.provider.base_url.starts_with("https://"))
+        {
+            problems.push(format!(
+                "provider.base_url `{}` must be an http:// or https:// URL",
+                self.provider.base_url
+            ));
+        }
+        if self.provider.max_attempts == 0 {
+            problems.push("provider.max_attempts must be at least 1".into());
+        }
+        if self.turn.max_steps == 0 || self.turn.max_steps > self.turn.max_steps_limit {
+            problems.push("turn.max_steps must be between 1 and turn.max_steps_limit".into());
+        }
+        if self.tools.max_concurrent_calls == 0 {
+            problems.push("tools.max_concurrent_calls must be at least 1".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems.join("\n")))
+        }
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        self.storage.data_dir.join("agentd.db")
+    }
+}
+
+/// `file:line:col: message` for a TOML error.
+pub fn position_message(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    match error.span() {
+        Some(span) => {
+            let (line, col) = line_col(text, span.start);
+            format!("{}:{line}:{col}: {}", path.display(), error.message())
+        }
+        None => format!("{}: {}", path.display(), error.message()),
+    }
+}
+
+/// 1-based line and column of a byte offset.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, col)
+}

@@ -1,0 +1,384 @@
+//! The loop of one chat call ("turn"): model call, server tools run and fed back, until the
+//! model answers without tool calls, hands calls to the client, or `max_steps` is reached
+//! (then one last call with `tool_choice: "none"`). History is written as the turn goes, so it
+//! is valid at every point: a tool call is never stored without its result following it.
+
+mod pending;
+pub mod prompt;
+
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::TurnConfig;
+use crate::provider::{ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
+use crate::session::{ChatMessage, Entry, EntrySource, Store, StoreError, ToolCallRequest};
+use crate::tool::{Catalog, DispatchRequest, Dispatcher, ToolRun};
+
+pub use pending::unanswered;
+
+/// The session, agent and settings a turn runs with (loaded by the API layer).
+#[derive(Debug, Clone, Default)]
+pub struct TurnContext {
+    pub session_id: String,
+    pub agent_name: String,
+    pub agent_about: String,
+    pub instructions: Vec<String>,
+    pub situation: Option<String>,
+    pub system_template: Option<String>,
+    /// The agent's model, if it names one.
+    pub model: Option<String>,
+    /// The agent's default settings; the request's settings win.
+    pub default_settings: Map<String, Value>,
+    /// Tools declared on the agent (normalized bodies).
+    pub agent_tools: Vec<Value>,
+    /// Keep only the newest history that fits this many tokens.
+    pub token_budget: Option<u64>,
+    /// The session's `auto_run_tools` default.
+    pub auto_run_tools: Option<bool>,
+}
+
+/// What the caller asked for in this chat call.
+#[derive(Debug, Clone, Default)]
+pub struct TurnRequest {
+    pub messages: Vec<ChatMessage>,
+    /// Request tools (normalized bodies).
+    pub tools: Vec<Value>,
+    pub tool_choice: Option<Value>,
+    /// Sampling settings passed to the model (`max_tokens`, `temperature`, ...).
+    pub settings: Map<String, Value>,
+    pub model: Option<String>,
+    pub save: bool,
+    pub auto_run_tools: Option<bool>,
+    pub max_steps: Option<u32>,
+}
+
+/// Why the turn ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    /// The model answered without tool calls.
+    Finished,
+    /// The model called tools the client runs (or `auto_run_tools` is false).
+    ClientTools,
+    /// `max_steps` model calls were made; the last answer was forced without tools.
+    MaxSteps,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Finished => "finished",
+            StopReason::ClientTools => "client_tools",
+            StopReason::MaxSteps => "max_steps",
+        }
+    }
+}
+
+/// Something that happened during a turn, for streaming.
+#[derive(Debug, Clone)]
+pub enum TurnEvent {
+    /// Assistant text as the model produces it.
+    Text(String),
+    /// The model asked for these calls.
+    ToolCalls(Vec<ToolCallRequest>),
+    /// A server tool finished.
+    ToolResult(ToolRun),
+}
+
+/// The end of a turn.
+#[derive(Debug, Clone)]
+pub struct TurnOutcome {
+    pub message: ChatMessage,
+    pub finish_reason: String,
+    pub usage: Usage,
+    pub runs: Vec<ToolRun>,
+    pub steps: u32,
+    pub stop: StopReason,
+    /// Time spent waiting on the model and on handlers (the rest is agentd's own cost).
+    pub model_time: Duration,
+    pub tool_time: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TurnError {
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{loc}: {msg}")]
+    Invalid { loc: String, msg: String },
+    #[error("turn cancelled")]
+    Cancelled,
+}
+
+impl TurnError {
+    pub fn invalid(loc: impl Into<String>, msg: impl Into<String>) -> Self {
+        TurnError::Invalid {
+            loc: loc.into(),
+            msg: msg.into(),
+        }
+    }
+}
+
+/// Runs turns. Shared by all requests.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    provider: Arc<dyn ModelProvider>,
+    catalog: RwLock<Arc<Catalog>>,
+    dispatcher: Dispatcher,
+    config: TurnConfig,
+    default_model: String,
+}
+
+impl Engine {
+    pub fn new(
+        store: Arc<dyn Store>,
+        provider: Arc<dyn ModelProvider>,
+        catalog: Catalog,
+        config: TurnConfig,
+        default_model: String,
+        max_concurrent_calls: usize,
+    ) -> Self {
+        Self {
+            dispatcher: Dispatcher::new(store.clone(), max_concurrent_calls),
+            store,
+            provider,
+            catalog: RwLock::new(Arc::new(catalog)),
+            config,
+            default_model,
+        }
+    }
+
+    /// The catalog new turns start with.
+    pub fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps the catalog; turns in flight keep the one they started with.
+    pub fn set_catalog(&self, catalog: Catalog) {
+        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
+    }
+
+    pub fn max_steps_limit(&self) -> u32 {
+        self.config.max_steps_limit
+    }
+
+    pub fn provider(&self) -> &dyn ModelProvider {
+        self.provider.as_ref()
+    }
+
+    /// Runs one turn. With `events`, the model is streamed and progress is reported as it
+    /// happens. `cancel` abandons the turn (client gone, shutdown); history stays valid.
+    pub async fn run(
+        &self,
+        ctx: &TurnContext,
+        request: TurnRequest,
+        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+        cancel: &CancellationToken,
+    ) -> Result<TurnOutcome, TurnError> {
+        let catalog = self.catalog();
+        let sid = ctx.session_id.as_str();
+        let save = request.save;
+        let history = self.store.full_history(sid).await?;
+        let incoming = pending::reconcile(self.store.as_ref(), sid, &history, request.messages).await?;
+        let mut conversation: Vec<ChatMessage> =
+            history.into_iter().map(|e| e.message).collect();
+        self.record(sid, save, &mut conversation, incoming).await?;
+
+        let offer = prompt::offer(&catalog, &ctx.agent_tools, &request.tools);
+        let auto_run = request.auto_run_tools.or(ctx.auto_run_tools).unwrap_or(true);
+        let max_steps = request
+            .max_steps
+            .unwrap_or(self.config.max_steps)
+            .clamp(1, self.config.max_steps_limit);
+        let mut settings = ctx.default_settings.clone();
+        settings.extend(request.settings);
+        let model = request
+            .model
+            .or_else(|| ctx.model.clone().filter(|m| !m.is_empty()))
+            .unwrap_or_else(|| self.default_model.clone());
+        let system = prompt::system_message(ctx);
+
+        let mut usage = Usage::default();
+        let mut runs = Vec::new();
+        let (mut model_time, mut tool_time) = (Duration::ZERO, Duration::ZERO);
+        let mut step = 0;
+        loop {
+            step += 1;
+            let last_call = step > max_steps;
+            let window = match ctx.token_budget {
+                Some(budget) => prompt::truncate(&conversation, budget),
+                None => &conversation[..],
+            };
+            let model_request = ModelRequest {
+                model: model.clone(),
+                messages: system.iter().chain(window).cloned().collect(),
+                tools: offer.definitions.clone(),
+                tool_choice: if last_call {
+                    Some(json!("none"))
+                } else {
+                    request.tool_choice.clone()
+                },
+                settings: settings.clone(),
+            };
+            let started = Instant::now();
+            let response = self.call_model(&model_request, events.as_ref(), cancel).await;
+            model_time += started.elapsed();
+            let mut response = response?;
+            usage += response.usage;
+
+            if last_call && !response.message.calls().is_empty() {
+                // The model ignored tool_choice "none": its calls are dropped so history stays
+                // valid, and the answer is whatever text came with them.
+                response.message.tool_calls = None;
+            }
+            let calls = response.message.calls().to_vec();
+            let message = response.message.clone();
+            self.record(sid, save, &mut conversation, vec![(message, EntrySource::ApiResponse)])
+                .await?;
+            if calls.is_empty() {
+                let stop = if last_call { StopReason::MaxSteps } else { StopReason::Finished };
+                let finish = match response.finish_reason.as_deref() {
+                    Some("tool_calls") | None => "stop".to_owned(),
+                    Some(other) => other.to_owned(),
+                };
+                return Ok(TurnOutcome {
+                    message: response.message,
+                    finish_reason: finish,
+                    usage,
+                    runs,
+                    steps: step,
+                    stop,
+                    model_time,
+                    tool_time,
+                });
+            }
+            if let Some(events) = &events {
+                let _ = events.send(TurnEvent::ToolCalls(calls.clone()));
+            }
+            let client_calls = !auto_run || calls.iter().any(|c| offer.client.contains(&c.function.name));
+            let server_calls: Vec<ToolCallRequest> = if auto_run {
+                calls
+                    .iter()
+                    .filter(|c| !offer.client.contains(&c.function.name))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if !server_calls.is_empty() {
+                let started = Instant::now();
+                let step_runs = self
+                    .dispatcher
+                    .run(DispatchRequest {
+                        catalog: &catalog,
+                        session_id: sid,
+                        calls: &server_calls,
+                        offered: &offer.names,
+                        cancel,
+                        progress: events.as_ref().map(|tx| forward_runs(tx.clone())),
+                    })
+                    .await;
+                tool_time += started.elapsed();
+                let results = step_runs
+                    .iter()
+                    .map(|run| {
+                        let message = ChatMessage::tool_result(&run.call_id, &run.name, run.content.clone());
+                        (message, EntrySource::ToolResponse)
+                    })
+                    .collect();
+                self.record(sid, save, &mut conversation, results).await?;
+                runs.extend(step_runs);
+                if cancel.is_cancelled() {
+                    return Err(TurnError::Cancelled);
+                }
+            }
+            if client_calls {
+                return Ok(TurnOutcome {
+                    message: response.message,
+                    finish_reason: "tool_calls".into(),
+                    usage,
+                    runs,
+                    steps: step,
+                    stop: StopReason::ClientTools,
+                    model_time,
+                    tool_time,
+                });
+            }
+        }
+    }
+
+    /// Appends messages to the conversation and, when saving, to the stored history.
+    async fn record(
+        &self,
+        session_id: &str,
+        save: bool,
+        conversation: &mut Vec<ChatMessage>,
+        messages: Vec<(ChatMessage, EntrySource)>,
+    ) -> Result<(), TurnError> {
+        if messages.is_empty() {
+            return Ok(());
+        }
+        if save {
+            let now = OffsetDateTime::now_utc();
+            let entries: Vec<Entry> = messages
+                .iter()
+                .map(|(message, source)| Entry {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    session_id: session_id.to_owned(),
+                    source: *source,
+                    message: message.clone(),
+                    created_at: now,
+                })
+                .collect();
+            self.store.append_entries(&entries).await?;
+        }
+        conversation.extend(messages.into_iter().map(|(m, _)| m));
+        Ok(())
+    }
+
+    async fn call_model(
+        &self,
+        request: &ModelRequest,
+        events: Option<&mpsc::UnboundedSender<TurnEvent>>,
+        cancel: &CancellationToken,
+    ) -> Result<ModelResponse, TurnError> {
+        let call = async {
+            let Some(events) = events else {
+                return self.provider.complete(request).await;
+            };
+            let mut stream = self.provider.stream(request).await?;
+            use futures_util::StreamExt;
+            while let Some(event) = stream.next().await {
+                match event? {
+                    StreamEvent::Text(text) => {
+                        let _ = events.send(TurnEvent::Text(text));
+                    }
+                    StreamEvent::Done(response) => return Ok(response),
+                }
+            }
+            Err(ProviderError::Protocol("stream ended without an answer".into()))
+        };
+        tokio::select! {
+            result = call => Ok(result?),
+            () = cancel.cancelled() => Err(TurnError::Cancelled),
+        }
+    }
+}
+
+/// A progress channel for the dispatcher that forwards each finished run as a turn event.
+fn forward_runs(events: mpsc::UnboundedSender<TurnEvent>) -> mpsc::UnboundedSender<ToolRun> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<ToolRun>();
+    tokio::spawn(async move {
+        while let Some(run) = rx.recv().await {
+            if events.send(TurnEvent::ToolResult(run)).is_err() {
+                break;
+            }
+        }
+    });
+    tx
+}

@@ -1,0 +1,93 @@
+//! Keeps history well-formed before a turn starts: every tool call recorded in history gets a
+//! result before anything else is appended. Results come from the request (client tools), from
+//! the journal (a server tool whose result was lost from history), or are written as errors
+//! the model can read (`outcome_unknown` for a call that started but never finished,
+//! `no_result` for one that never ran).
+
+use std::collections::HashSet;
+
+use serde_json::json;
+
+use super::TurnError;
+use crate::session::{CallStatus, ChatMessage, Entry, EntrySource, Role, Store};
+
+/// Calls in history without a result, in order, as `(call_id, tool name)`.
+pub fn unanswered(history: &[Entry]) -> Vec<(String, String)> {
+    let answered: HashSet<&str> = history
+        .iter()
+        .filter(|e| e.message.role == Role::Tool)
+        .filter_map(|e| e.message.tool_call_id.as_deref())
+        .collect();
+    history
+        .iter()
+        .flat_map(|e| e.message.calls())
+        .filter(|c| !answered.contains(c.id.as_str()))
+        .map(|c| (c.id.clone(), c.function.name.clone()))
+        .collect()
+}
+
+/// Orders the request's messages after history: results for pending calls first (from the
+/// request, else from the journal, else an error result), then the rest of the request.
+pub async fn reconcile(
+    store: &dyn Store,
+    session_id: &str,
+    history: &[Entry],
+    incoming: Vec<ChatMessage>,
+) -> Result<Vec<(ChatMessage, EntrySource)>, TurnError> {
+    let pending = unanswered(history);
+    let mut answers = Vec::new();
+    let mut rest = Vec::new();
+    for (i, message) in incoming.into_iter().enumerate() {
+        if message.role != Role::Tool {
+            rest.push((message, EntrySource::ApiRequest));
+            continue;
+        }
+        let Some(id) = message.tool_call_id.clone() else {
+            return Err(TurnError::invalid(
+                format!("messages.{i}.tool_call_id"),
+                "a `tool` message needs the `tool_call_id` of the call it answers",
+            ));
+        };
+        let in_request = rest.iter().any(|(m, _): &(ChatMessage, _)| m.calls().iter().any(|c| c.id == id));
+        if !in_request && !pending.iter().any(|(p, _)| *p == id) {
+            return Err(TurnError::invalid(
+                format!("messages.{i}.tool_call_id"),
+                format!("`{id}` does not answer any pending tool call of this session"),
+            ));
+        }
+        if in_request {
+            rest.push((message, EntrySource::ApiRequest));
+        } else {
+            answers.push(message);
+        }
+    }
+    let mut ordered = Vec::with_capacity(pending.len() + rest.len());
+    for (id, name) in &pending {
+        if let Some(pos) = answers.iter().position(|m| m.tool_call_id.as_deref() == Some(id)) {
+            let mut message = answers.swap_remove(pos);
+            message.name.get_or_insert_with(|| name.clone());
+            ordered.push((message, EntrySource::ApiRequest));
+            continue;
+        }
+        let content = match store.journal_get(session_id, id).await? {
+            Some(record) if record.status == CallStatus::Finished => {
+                record.result.unwrap_or_default()
+            }
+            Some(_) => error_result(
+                "outcome_unknown",
+                "this call was started but its result was lost (the daemon stopped while it ran); it was not run again: check its effect before calling it again",
+            ),
+            None => error_result(
+                "no_result",
+                "no result was given for this call and it was not run",
+            ),
+        };
+        ordered.push((ChatMessage::tool_result(id, name, content), EntrySource::Internal));
+    }
+    ordered.extend(rest);
+    Ok(ordered)
+}
+
+fn error_result(kind: &str, message: &str) -> String {
+    json!({ "error": { "kind": kind, "message": message, "retryable": false } }).to_string()
+}

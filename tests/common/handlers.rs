@@ -1,0 +1,63 @@
+//! Handlers that exist only for tests: one that sleeps (timeouts, cancellation, drains), one
+//! that panics, one that always fails, and one that counts its calls.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use agentd::tool::Registry;
+use agentd_sdk::{CallContext, HandlerError, HandlerFactory, OptionsError, ToolCall, ToolHandler, ToolOutput};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+/// Calls that reached the `sleep` handler, across the process.
+pub static SLEEP_CALLS: AtomicUsize = AtomicUsize::new(0);
+
+pub fn register(registry: &mut Registry) {
+    registry.register(Arc::new(Simple("sleep", || Arc::new(Sleep))));
+    registry.register(Arc::new(Simple("panic", || Arc::new(Panic))));
+    registry.register(Arc::new(Simple("fail", || Arc::new(Fail))));
+}
+
+struct Simple(&'static str, fn() -> Arc<dyn ToolHandler>);
+
+impl HandlerFactory for Simple {
+    fn name(&self) -> &'static str {
+        self.0
+    }
+    fn build(&self, _options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
+        Ok((self.1)())
+    }
+}
+
+struct Sleep;
+
+#[async_trait]
+impl ToolHandler for Sleep {
+    async fn call(&self, call: ToolCall, ctx: CallContext) -> Result<ToolOutput, HandlerError> {
+        SLEEP_CALLS.fetch_add(1, Ordering::SeqCst);
+        let ms = call.arguments["ms"].as_u64().unwrap_or(0);
+        tokio::select! {
+            () = tokio::time::sleep(Duration::from_millis(ms)) => Ok(ToolOutput::new(json!({"slept_ms": ms}))),
+            () = ctx.cancel.cancelled() => Err(HandlerError::new("cancelled", "stopped early")),
+        }
+    }
+}
+
+struct Panic;
+
+#[async_trait]
+impl ToolHandler for Panic {
+    async fn call(&self, _call: ToolCall, _ctx: CallContext) -> Result<ToolOutput, HandlerError> {
+        panic!("handler blew up on purpose");
+    }
+}
+
+struct Fail;
+
+#[async_trait]
+impl ToolHandler for Fail {
+    async fn call(&self, _call: ToolCall, _ctx: CallContext) -> Result<ToolOutput, HandlerError> {
+        Err(HandlerError::new("upstream_down", "the service behind this tool is down").retryable())
+    }
+}

@@ -1,0 +1,269 @@
+//! Shared harness for the integration tests: the daemon in-process on 127.0.0.1:0 against the
+//! mock model, a real SQLite file in a temp directory, test handlers, and a small HTTP client.
+#![allow(dead_code)]
+
+pub mod handlers;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentd::app::App;
+use agentd::config::Config;
+use agentd::mock_model::{MockConfig, MockModel};
+use agentd::tool::Registry;
+use agentd_sdk::SecretRef;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const KEY: &str = "test-key-0123456789";
+
+/// The catalog most tests use: an echo tool and the test handlers, none offered by default
+/// (a request offers one by naming it in `tools`).
+pub const TEST_TOOLS: &str = r#"
+[[tool]]
+name = "echo"
+description = "Returns its arguments"
+handler = "echo"
+offer = false
+parameters = { type = "object", properties = { text = { type = "string" }, n = { type = "integer", minimum = 0 } }, required = ["text"] }
+
+[[tool]]
+name = "slow"
+description = "Sleeps for ms milliseconds, then answers"
+handler = "sleep"
+offer = false
+timeout = "300ms"
+parameters = { type = "object", properties = { ms = { type = "integer" } }, required = ["ms"] }
+
+[[tool]]
+name = "explode"
+description = "Panics"
+handler = "panic"
+offer = false
+parameters = { type = "object", properties = {} }
+
+[[tool]]
+name = "fail"
+description = "Always fails"
+handler = "fail"
+offer = false
+parameters = { type = "object", properties = {} }
+"#;
+
+/// How to start a daemon.
+pub struct Options {
+    pub tools_toml: Option<String>,
+    pub sets: Vec<String>,
+    pub data_dir: Option<PathBuf>,
+    pub mock: Option<MockModel>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            tools_toml: Some(TEST_TOOLS.to_owned()),
+            sets: Vec::new(),
+            data_dir: None,
+            mock: None,
+        }
+    }
+}
+
+pub struct TestDaemon {
+    pub base: String,
+    pub mock: MockModel,
+    pub data_dir: PathBuf,
+    pub app: Arc<App>,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+    server: JoinHandle<std::io::Result<()>>,
+    _tmp: Option<Arc<tempfile::TempDir>>,
+    options_tools: Option<String>,
+    options_sets: Vec<String>,
+}
+
+pub fn registry() -> Registry {
+    let mut registry = Registry::builtin();
+    handlers::register(&mut registry);
+    registry
+}
+
+impl TestDaemon {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        let (tmp, data_dir) = match options.data_dir {
+            Some(dir) => (None, dir),
+            None => {
+                let tmp = Arc::new(tempfile::tempdir().expect("temp dir"));
+                let dir = tmp.path().to_path_buf();
+                (Some(tmp), dir)
+            }
+        };
+        let mock = match options.mock {
+            Some(mock) => mock,
+            None => MockModel::start(MockConfig::default()).await.expect("mock model"),
+        };
+        std::fs::write(data_dir.join("test-key"), KEY).expect("key file");
+        let mut sets = vec![
+            "server.listen=\"127.0.0.1:0\"".to_owned(),
+            format!("storage.data_dir={}", toml_str(&data_dir.display().to_string())),
+            format!("provider.base_url={}", toml_str(&mock.base_url())),
+            "provider.model=\"mock-model\"".to_owned(),
+            "provider.max_attempts=3".to_owned(),
+            "provider.backoff_base=\"10ms\"".to_owned(),
+            format!("auth.api_keys=[{{ file = {} }}]", toml_str(&data_dir.join("test-key").display().to_string())),
+        ];
+        if let Some(tools) = &options.tools_toml {
+            let path = data_dir.join("tools.toml");
+            std::fs::write(&path, tools).expect("tools file");
+            sets.push(format!("tools.catalog={}", toml_str(&path.display().to_string())));
+        }
+        sets.extend(options.sets.iter().cloned());
+        let config = Config::load(None, &sets).expect("config");
+        let app = Arc::new(App::build(config, registry()).expect("app builds"));
+        let listener = app.bind().await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let shutdown = CancellationToken::new();
+        let server = {
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            tokio::spawn(async move { app.serve(listener, shutdown).await })
+        };
+        Self {
+            base: format!("http://{addr}/api"),
+            mock,
+            data_dir,
+            app,
+            http: reqwest::Client::new(),
+            shutdown,
+            server,
+            _tmp: tmp,
+            options_tools: options.tools_toml,
+            options_sets: options.sets,
+        }
+    }
+
+    /// Stops the daemon gracefully and starts a new one on the same data and mock model.
+    pub async fn restart(self) -> Self {
+        let tmp = self._tmp.clone();
+        let options = Options {
+            tools_toml: self.options_tools.clone(),
+            sets: self.options_sets.clone(),
+            data_dir: Some(self.data_dir.clone()),
+            mock: None,
+        };
+        let mock = self.stop().await;
+        let mut next = Self::start_with(Options { mock: Some(mock), ..options }).await;
+        next._tmp = tmp;
+        next
+    }
+
+    /// Kills the daemon without a drain (in-flight turns are dropped mid-way, like a crash)
+    /// and starts a new one on the same data.
+    pub async fn crash_and_restart(self) -> Self {
+        self.server.abort();
+        self.shutdown.cancel();
+        self.app.state.abort.cancel();
+        let options = Options {
+            tools_toml: self.options_tools.clone(),
+            sets: self.options_sets.clone(),
+            data_dir: Some(self.data_dir.clone()),
+            mock: Some(self.mock),
+        };
+        let tmp = self._tmp.clone();
+        let mut next = Self::start_with(options).await;
+        next._tmp = tmp;
+        next
+    }
+
+    /// Stops the daemon; returns the mock model for reuse.
+    pub async fn stop(self) -> MockModel {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
+        self.mock
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.expect("body");
+        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        (status, value)
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    /// Creates an agent, a user and a session the way Julep's guide does; returns the session id.
+    pub async fn session(&self) -> String {
+        let (s, agent) = self.post("/agents", json!({"name": "Helper", "instructions": "Be brief."})).await;
+        assert_eq!(s, StatusCode::CREATED, "{agent}");
+        let (s, user) = self.post("/users", json!({"name": "Ada"})).await;
+        assert_eq!(s, StatusCode::CREATED, "{user}");
+        let (s, session) = self
+            .post("/sessions", json!({"agent_id": agent["id"], "user_id": user["id"]}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{session}");
+        session["id"].as_str().expect("session id").to_owned()
+    }
+
+    pub async fn chat(&self, session: &str, body: Value) -> (StatusCode, Value) {
+        self.post(&format!("/sessions/{session}/chat"), body).await
+    }
+
+    /// The stored history entries of a session.
+    pub async fn history(&self, session: &str) -> Vec<Value> {
+        let (s, h) = self.get(&format!("/sessions/{session}/history?limit=1000")).await;
+        assert_eq!(s, StatusCode::OK, "{h}");
+        h["entries"].as_array().cloned().unwrap_or_default()
+    }
+}
+
+pub fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// A request tool entry naming a tool (a catalog tool when the name is in the catalog).
+pub fn tool(name: &str) -> Value {
+    json!({"type": "function", "function": {"name": name, "description": name, "parameters": {"type": "object", "properties": {}}}})
+}
+
+/// A user message body.
+pub fn say(text: &str) -> Value {
+    json!({"messages": [{"role": "user", "content": text}]})
+}
+
+/// Asserts that every tool call in a history has exactly one result after it.
+pub fn assert_history_valid(entries: &[Value]) {
+    let mut pending: Vec<String> = Vec::new();
+    for e in entries {
+        if let Some(calls) = e["tool_calls"].as_array() {
+            assert!(pending.is_empty(), "new tool calls while {pending:?} still pending");
+            pending.extend(calls.iter().map(|c| c["id"].as_str().unwrap_or_default().to_owned()));
+        } else if e["role"] == "tool" {
+            let id = e["tool_call_id"].as_str().unwrap_or_default();
+            let at = pending.iter().position(|p| p == id).unwrap_or_else(|| panic!("result for unknown call {id}"));
+            pending.remove(at);
+        } else {
+            assert!(pending.is_empty(), "{} message while {pending:?} still pending", e["role"]);
+        }
+    }
+}
