@@ -4,6 +4,12 @@
 pub mod lock;
 pub mod message;
 pub mod sqlite;
+mod sqlite_rows;
+mod sqlite_schema;
+#[cfg(test)]
+mod sqlite_tests;
+#[cfg(test)]
+mod sqlite_tests_history;
 pub mod store;
 
 pub use message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};

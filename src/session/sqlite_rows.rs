@@ -1,0 +1,253 @@
+//! How the embedded store's values map to SQLite columns and back: timestamps, enums, JSON
+//! columns, the list query builder, and the error type the blocking closures return.
+
+use rusqlite::types::Value as SqlValue;
+use time::OffsetDateTime;
+
+use super::message::{ChatMessage, Entry, EntrySource};
+use super::store::{
+    CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, StoreError,
+};
+
+/// What can go wrong inside a blocking store operation; turned into a [`StoreError`] with the
+/// operation's name at the boundary.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Failure {
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl Failure {
+    pub(super) fn into_store_error(self, operation: &str) -> StoreError {
+        match self {
+            Failure::Store(error) => error,
+            other => StoreError::Backend(format!("sqlite {operation}: {other}")),
+        }
+    }
+}
+
+pub(super) type Outcome<T> = Result<T, Failure>;
+
+pub(super) fn collection_key(collection: Collection) -> &'static str {
+    match collection {
+        Collection::Agents => "agents",
+        Collection::Users => "users",
+        Collection::Sessions => "sessions",
+        Collection::AgentTools => "agent_tools",
+    }
+}
+
+/// Unix nanoseconds, UTC; covers the years 1677 to 2262.
+pub(super) fn to_nanos(at: OffsetDateTime) -> Outcome<i64> {
+    i64::try_from(at.unix_timestamp_nanos())
+        .map_err(|_| Failure::Invalid(format!("timestamp {at} is outside the storable range")))
+}
+
+pub(super) fn from_nanos(nanos: i64) -> Outcome<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(nanos))
+        .map_err(|e| Failure::Invalid(format!("stored timestamp {nanos} is invalid: {e}")))
+}
+
+fn source_key(source: EntrySource) -> &'static str {
+    match source {
+        EntrySource::ApiRequest => "api_request",
+        EntrySource::ApiResponse => "api_response",
+        EntrySource::ToolResponse => "tool_response",
+        EntrySource::Internal => "internal",
+    }
+}
+
+fn parse_source(text: &str) -> Outcome<EntrySource> {
+    Ok(match text {
+        "api_request" => EntrySource::ApiRequest,
+        "api_response" => EntrySource::ApiResponse,
+        "tool_response" => EntrySource::ToolResponse,
+        "internal" => EntrySource::Internal,
+        other => return Err(Failure::Invalid(format!("unknown entry source {other:?}"))),
+    })
+}
+
+pub(super) fn status_key(status: CallStatus) -> &'static str {
+    match status {
+        CallStatus::Started => "started",
+        CallStatus::Finished => "finished",
+    }
+}
+
+fn parse_status(text: &str) -> Outcome<CallStatus> {
+    match text {
+        "started" => Ok(CallStatus::Started),
+        "finished" => Ok(CallStatus::Finished),
+        other => Err(Failure::Invalid(format!("unknown call status {other:?}"))),
+    }
+}
+
+/// A record ready to bind: body serialized, timestamps converted.
+pub(super) struct RecordRow {
+    pub id: String,
+    pub parent: Option<String>,
+    pub body: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl RecordRow {
+    pub(super) fn from_record(record: &Record) -> Outcome<Self> {
+        Ok(Self {
+            id: record.id.clone(),
+            parent: record.parent.clone(),
+            body: serde_json::to_string(&record.body)?,
+            created_at: to_nanos(record.created_at)?,
+            updated_at: to_nanos(record.updated_at)?,
+        })
+    }
+
+    /// Reads the columns `id, parent, body, created_at, updated_at`.
+    pub(super) fn read(row: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
+        Ok(Self {
+            id: row.get(0)?,
+            parent: row.get(1)?,
+            body: row.get(2)?,
+            created_at: row.get(3)?,
+            updated_at: row.get(4)?,
+        })
+    }
+
+    pub(super) fn into_record(self) -> Outcome<Record> {
+        Ok(Record {
+            id: self.id,
+            parent: self.parent,
+            body: serde_json::from_str(&self.body)?,
+            created_at: from_nanos(self.created_at)?,
+            updated_at: from_nanos(self.updated_at)?,
+        })
+    }
+}
+
+pub(super) const RECORD_COLUMNS: &str = "id, parent, body, created_at, updated_at";
+
+/// A history entry ready to bind.
+pub(super) struct EntryRow {
+    pub session_id: String,
+    pub id: String,
+    pub source: String,
+    pub role: &'static str,
+    pub message: String,
+    pub created_at: i64,
+}
+
+impl EntryRow {
+    pub(super) fn from_entry(entry: &Entry) -> Outcome<Self> {
+        Ok(Self {
+            session_id: entry.session_id.clone(),
+            id: entry.id.clone(),
+            source: source_key(entry.source).to_owned(),
+            role: entry.message.role.as_str(),
+            message: serde_json::to_string(&entry.message)?,
+            created_at: to_nanos(entry.created_at)?,
+        })
+    }
+
+    /// Reads the columns `session_id, id, source, message, created_at` into an entry.
+    pub(super) fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome<Entry>> {
+        let session_id: String = row.get(0)?;
+        let id: String = row.get(1)?;
+        let source: String = row.get(2)?;
+        let message: String = row.get(3)?;
+        let created_at: i64 = row.get(4)?;
+        Ok((|| {
+            Ok(Entry {
+                id,
+                session_id,
+                source: parse_source(&source)?,
+                message: serde_json::from_str::<ChatMessage>(&message)?,
+                created_at: from_nanos(created_at)?,
+            })
+        })())
+    }
+}
+
+pub(super) const JOURNAL_COLUMNS: &str =
+    "session_id, call_id, tool, arguments, status, result, started_at, finished_at";
+
+/// Reads [`JOURNAL_COLUMNS`] into a journal record.
+pub(super) fn read_journal(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome<JournalRecord>> {
+    let session_id: String = row.get(0)?;
+    let call_id: String = row.get(1)?;
+    let tool: String = row.get(2)?;
+    let arguments: String = row.get(3)?;
+    let status: String = row.get(4)?;
+    let result: Option<String> = row.get(5)?;
+    let started_at: i64 = row.get(6)?;
+    let finished_at: Option<i64> = row.get(7)?;
+    Ok((|| {
+        Ok(JournalRecord {
+            session_id,
+            call_id,
+            tool,
+            arguments,
+            status: parse_status(&status)?,
+            result,
+            started_at: from_nanos(started_at)?,
+            finished_at: finished_at.map(from_nanos).transpose()?,
+        })
+    })())
+}
+
+/// The SQL and parameters of one list page.
+///
+/// A metadata filter `(key, value)` matches when `body.metadata[key]` is the string `value`,
+/// or a number or boolean whose JSON text is `value`. The key goes into the JSON path as a
+/// quoted, escaped label (`$.metadata."a.b"`), so dots and quotes in keys are taken literally.
+pub(super) fn list_query(collection: Collection, query: &ListQuery) -> (String, Vec<SqlValue>) {
+    let mut sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE collection = ?1");
+    let mut params = vec![SqlValue::Text(collection_key(collection).to_owned())];
+    if let Some(parent) = &query.parent {
+        params.push(SqlValue::Text(parent.clone()));
+        sql.push_str(&format!(" AND parent = ?{}", params.len()));
+    }
+    for (key, value) in &query.metadata_filter {
+        params.push(SqlValue::Text(metadata_path(key)));
+        let path = params.len();
+        params.push(SqlValue::Text(value.clone()));
+        let value = params.len();
+        sql.push_str(&format!(
+            " AND (CASE json_type(body, ?{path}) \
+               WHEN 'text' THEN json_extract(body, ?{path}) \
+               WHEN 'integer' THEN body -> ?{path} \
+               WHEN 'real' THEN body -> ?{path} \
+               WHEN 'true' THEN 'true' \
+               WHEN 'false' THEN 'false' \
+             END) = ?{value}"
+        ));
+    }
+    let column = match query.sort_by {
+        SortBy::CreatedAt => "created_at",
+        SortBy::UpdatedAt => "updated_at",
+    };
+    let direction = match query.direction {
+        Direction::Asc => "ASC",
+        Direction::Desc => "DESC",
+    };
+    params.push(SqlValue::Integer(i64::from(query.limit)));
+    let limit = params.len();
+    params.push(SqlValue::Integer(i64::from(query.offset)));
+    let offset = params.len();
+    sql.push_str(&format!(
+        " ORDER BY {column} {direction}, id {direction} LIMIT ?{limit} OFFSET ?{offset}"
+    ));
+    (sql, params)
+}
+
+/// `$.metadata."<key>"` with the key escaped as a JSON string, which SQLite's path parser
+/// reads back literally.
+fn metadata_path(key: &str) -> String {
+    let quoted = serde_json::Value::String(key.to_owned()).to_string();
+    format!("$.metadata.{quoted}")
+}

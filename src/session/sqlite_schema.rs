@@ -1,0 +1,113 @@
+//! SQLite connection setup (pragmas) and the ordered schema migrations of the embedded store.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, TransactionBehavior};
+
+use super::sqlite_rows::{Failure, Outcome};
+
+/// How long a statement waits for another connection's lock before failing with "busy".
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Prepared statements kept per connection (list queries vary with their filters).
+const STATEMENT_CACHE: usize = 64;
+
+/// Schema migrations, applied in order. `PRAGMA user_version` holds how many have run, so a
+/// new version is added by appending to this list; never edit an entry that has shipped.
+///
+/// Timestamps are unix nanoseconds (UTC) as INTEGER: exact, compact and cheap to sort.
+pub(super) const MIGRATIONS: &[&str] = &[
+    // 1: resources, history, tool-call journal.
+    "CREATE TABLE resources (
+        collection TEXT NOT NULL,
+        id TEXT NOT NULL,
+        parent TEXT,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (collection, id)
+    );
+    CREATE INDEX resources_by_created ON resources (collection, created_at, id);
+    CREATE INDEX resources_by_updated ON resources (collection, updated_at, id);
+    CREATE INDEX resources_by_parent ON resources (collection, parent);
+
+    -- seq is the rowid: a new row always gets a larger seq than every row present, so
+    -- ordering a session's rows by seq is append order.
+    CREATE TABLE history (
+        seq INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        role TEXT NOT NULL,
+        message TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX history_by_session ON history (session_id, seq);
+
+    CREATE TABLE journal (
+        session_id TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('started', 'finished')),
+        result TEXT,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        PRIMARY KEY (session_id, call_id)
+    );",
+];
+
+/// Opens the read-write connection, switches the file to WAL and brings the schema up to date.
+pub(super) fn open_writer(path: &Path) -> Outcome<Connection> {
+    let mut conn = Connection::open(path)?;
+    configure(&conn)?;
+    let mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(Failure::Invalid(format!(
+            "could not switch {} to WAL mode (journal_mode is {mode})",
+            path.display()
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    migrate(&mut conn)?;
+    Ok(conn)
+}
+
+/// Opens a connection used only for reads; WAL lets it run alongside the writer.
+pub(super) fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags)?;
+    configure(&conn)?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    Ok(())
+}
+
+/// Runs the migrations the file has not seen yet, each with its version bump in one
+/// transaction. The write lock is taken first, so two processes opening the same new file do
+/// not both migrate it.
+fn migrate(conn: &mut Connection) -> Outcome<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let known = MIGRATIONS.len();
+    let applied = usize::try_from(current).unwrap_or(usize::MAX);
+    if applied > known {
+        return Err(Failure::Invalid(format!(
+            "database schema version {current} is newer than this build understands ({known})"
+        )));
+    }
+    for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", index + 1)?;
+    }
+    tx.commit()?;
+    Ok(())
+}

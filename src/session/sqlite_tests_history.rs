@@ -1,0 +1,399 @@
+//! Tests of the embedded store's history, journal, restarts, schema and concurrency, on real
+//! database files in temporary directories.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use time::OffsetDateTime;
+
+use super::message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
+use super::sqlite::SqliteStore;
+use super::sqlite_schema::MIGRATIONS;
+use super::sqlite_tests::{at, entry, entry_ids, open, record, started, temp_db, tool};
+use super::store::{CallStatus, Collection, Store, StoreError};
+
+#[tokio::test]
+async fn history_keeps_append_order_and_pages_across_reopen() {
+    let (_dir, path) = temp_db();
+    let mut expected = Vec::new();
+    {
+        let store = open(&path);
+        for turn in 0..100 {
+            let batch: Vec<Entry> = (0..3)
+                .map(|i| entry("s", &format!("e{turn:03}-{i}"), "m"))
+                .collect();
+            expected.extend(batch.iter().map(|e| e.id.clone()));
+            store.append_entries(&batch).await.expect("append");
+            store
+                .append_entries(&[entry("other", &format!("o{turn}"), "x")])
+                .await
+                .expect("other");
+        }
+        assert_eq!(
+            entry_ids(&store.full_history("s").await.expect("history")),
+            expected
+        );
+    }
+    let store = open(&path);
+    assert_eq!(
+        entry_ids(&store.full_history("s").await.expect("history")),
+        expected
+    );
+    assert_eq!(
+        entry_ids(&store.history("s", 4, 10).await.expect("page")),
+        expected[10..14]
+    );
+    assert_eq!(
+        entry_ids(&store.history("s", 50, 290).await.expect("tail")),
+        expected[290..]
+    );
+    store
+        .append_entries(&[entry("s", "after-restart", "m")])
+        .await
+        .expect("append");
+    let all = store.full_history("s").await.expect("history");
+    assert_eq!(all.len(), 301);
+    assert_eq!(all.last().map(|e| e.id.as_str()), Some("after-restart"));
+    assert_eq!(store.full_history("other").await.expect("other").len(), 100);
+    assert!(
+        store
+            .full_history("unknown")
+            .await
+            .expect("unknown")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn entries_round_trip_every_message_shape() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    let call = ToolCallRequest {
+        id: "call_1".to_owned(),
+        kind: "function".to_owned(),
+        function: FunctionCall {
+            name: "send_email".to_owned(),
+            arguments: "{\"to\": oops".to_owned(),
+        },
+    };
+    let assistant = ChatMessage {
+        role: Role::Assistant,
+        content: serde_json::Value::Null,
+        name: None,
+        tool_call_id: None,
+        tool_calls: Some(vec![call]),
+    };
+    let parts = ChatMessage {
+        content: json!([{ "type": "text", "text": "ünïcode \u{1F600}" }]),
+        ..ChatMessage::text(Role::User, "")
+    };
+    let entries = vec![
+        Entry {
+            message: parts,
+            source: EntrySource::ApiRequest,
+            ..entry("s", "e1", "")
+        },
+        Entry {
+            message: assistant,
+            source: EntrySource::ApiResponse,
+            created_at: at(3),
+            ..entry("s", "e2", "")
+        },
+        Entry {
+            message: ChatMessage::tool_result("call_1", "send_email", "sent".to_owned()),
+            source: EntrySource::ToolResponse,
+            ..entry("s", "e3", "")
+        },
+        Entry {
+            source: EntrySource::Internal,
+            ..entry("s", "e4", "note")
+        },
+    ];
+    store.append_entries(&entries).await.expect("append");
+    assert_eq!(store.full_history("s").await.expect("history"), entries);
+}
+
+#[tokio::test]
+async fn clear_history_empties_only_that_session() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .append_entries(&[entry("s1", "a", "x"), entry("s2", "b", "y")])
+        .await
+        .expect("append");
+    store.clear_history("s1").await.expect("clear");
+    assert!(store.full_history("s1").await.expect("history").is_empty());
+    assert_eq!(
+        entry_ids(&store.full_history("s2").await.expect("history")),
+        ["b"]
+    );
+    store
+        .append_entries(&[entry("s1", "c", "z")])
+        .await
+        .expect("append after clear");
+    assert_eq!(
+        entry_ids(&store.full_history("s1").await.expect("history")),
+        ["c"]
+    );
+}
+
+#[tokio::test]
+async fn journal_records_start_once_and_finish() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    assert_eq!(store.journal_get("s", "call_1").await.expect("get"), None);
+    store
+        .journal_start(&started("s", "call_1"))
+        .await
+        .expect("start");
+    assert_eq!(
+        store.journal_get("s", "call_1").await.expect("get"),
+        Some(started("s", "call_1"))
+    );
+
+    let again = store.journal_start(&started("s", "call_1")).await;
+    assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
+    // The same call id in another session is a different call.
+    store
+        .journal_start(&started("s2", "call_1"))
+        .await
+        .expect("other session");
+
+    let before = OffsetDateTime::now_utc();
+    store
+        .journal_finish("s", "call_1", "sent, id 42")
+        .await
+        .expect("finish");
+    let done = store
+        .journal_get("s", "call_1")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(done.status, CallStatus::Finished);
+    assert_eq!(done.result.as_deref(), Some("sent, id 42"));
+    assert!(
+        done.finished_at.is_some_and(|t| t >= before),
+        "{:?}",
+        done.finished_at
+    );
+    assert_eq!((done.tool.as_str(), done.started_at), ("send_email", at(5)));
+    assert_eq!(
+        store
+            .journal_get("s2", "call_1")
+            .await
+            .expect("get")
+            .map(|r| r.status),
+        Some(CallStatus::Started)
+    );
+
+    let never = store.journal_finish("s", "call_never", "x").await;
+    assert!(
+        matches!(never, Err(StoreError::Backend(ref m)) if m.contains("never started")),
+        "{never:?}"
+    );
+}
+
+#[tokio::test]
+async fn everything_survives_reopen() {
+    let (_dir, path) = temp_db();
+    let agent = record(
+        "a",
+        json!({ "name": "mailer", "metadata": { "team": "ops" } }),
+        1,
+        2,
+    );
+    {
+        let store = open(&path);
+        store
+            .insert(Collection::Agents, agent.clone())
+            .await
+            .expect("insert");
+        store
+            .insert(Collection::AgentTools, tool("t", "a"))
+            .await
+            .expect("tool");
+        store
+            .journal_start(&started("s", "c1"))
+            .await
+            .expect("start");
+        store.journal_finish("s", "c1", "ok").await.expect("finish");
+        store
+            .journal_start(&started("s", "c2"))
+            .await
+            .expect("start");
+    }
+    let store = open(&path);
+    store.ping().await.expect("ping");
+    assert_eq!(
+        store.get(Collection::Agents, "a").await.expect("get"),
+        Some(agent)
+    );
+    assert_eq!(
+        store.get(Collection::AgentTools, "t").await.expect("get"),
+        Some(tool("t", "a"))
+    );
+    let finished = store
+        .journal_get("s", "c1")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        (finished.status, finished.result.as_deref()),
+        (CallStatus::Finished, Some("ok"))
+    );
+    let pending = store
+        .journal_get("s", "c2")
+        .await
+        .expect("get")
+        .expect("present");
+    assert_eq!(
+        (pending.status, pending.result),
+        (CallStatus::Started, None)
+    );
+}
+
+#[tokio::test]
+async fn schema_version_is_recorded_and_newer_files_are_refused() {
+    let (_dir, path) = temp_db();
+    drop(open(&path));
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .expect("version");
+    assert_eq!(version, i64::try_from(MIGRATIONS.len()).expect("small"));
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .expect("mode");
+    assert_eq!(mode, "wal");
+    // Reopening at the current version runs nothing and succeeds.
+    drop(open(&path));
+    conn.pragma_update(None, "user_version", version + 1)
+        .expect("bump");
+    drop(conn);
+    let refused = SqliteStore::open(&path).map(|_| ());
+    assert!(
+        matches!(refused, Err(StoreError::Backend(ref m)) if m.contains("newer")),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn open_fails_cleanly_without_the_parent_directory() {
+    let (dir, _) = temp_db();
+    let result = SqliteStore::open(&dir.path().join("missing").join("agentd.db")).map(|_| ());
+    assert!(
+        matches!(result, Err(StoreError::Backend(ref m)) if m.contains("missing")),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_appends_all_land_in_per_task_order() {
+    const TASKS: usize = 50;
+    const PER_TASK: usize = 20;
+    let (_dir, path) = temp_db();
+    let store = Arc::new(open(&path));
+    let mut handles = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            for i in 0..PER_TASK {
+                let shared = entry("shared", &format!("{task}:{i}"), "m");
+                let own = entry(&format!("own-{task}"), &format!("{i}"), "m");
+                store.append_entries(&[shared, own]).await.expect("append");
+                if i % 5 == 0 {
+                    // Reads interleave with writes.
+                    let seen = store
+                        .full_history(&format!("own-{task}"))
+                        .await
+                        .expect("read");
+                    assert_eq!(seen.len(), i + 1);
+                }
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("task");
+    }
+    let shared = store.full_history("shared").await.expect("history");
+    assert_eq!(shared.len(), TASKS * PER_TASK);
+    let mut next = vec![0usize; TASKS];
+    for e in &shared {
+        let (task, i) = e.id.split_once(':').expect("task:i");
+        let (task, i): (usize, usize) = (task.parse().expect("task"), i.parse().expect("i"));
+        assert_eq!(i, next[task], "task {task} out of order");
+        next[task] += 1;
+    }
+    for task in 0..TASKS {
+        let own = store
+            .full_history(&format!("own-{task}"))
+            .await
+            .expect("history");
+        let expected: Vec<String> = (0..PER_TASK).map(|i| i.to_string()).collect();
+        assert_eq!(
+            own.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+            expected
+        );
+    }
+}
+
+/// Prints append throughput; run with `cargo test --release --lib append_throughput -- --ignored --nocapture`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints timings, asserts nothing about speed"]
+async fn append_throughput() {
+    const APPENDS: usize = 10_000;
+    let (_dir, path) = temp_db();
+    let store = Arc::new(open(&path));
+    let batch = |session: &str, n: usize| -> Vec<Entry> {
+        (0..3)
+            .map(|i| {
+                entry(
+                    session,
+                    &format!("{n}-{i}"),
+                    "a short message of typical size",
+                )
+            })
+            .collect()
+    };
+
+    let start = std::time::Instant::now();
+    for n in 0..APPENDS {
+        store
+            .append_entries(&batch("sequential", n))
+            .await
+            .expect("append");
+    }
+    let sequential = start.elapsed();
+
+    let start = std::time::Instant::now();
+    let mut handles = Vec::new();
+    for task in 0..100 {
+        let store = Arc::clone(&store);
+        handles.push(tokio::spawn(async move {
+            for n in 0..APPENDS / 100 {
+                store
+                    .append_entries(&batch(&format!("c{task}"), n))
+                    .await
+                    .expect("append");
+            }
+        }));
+    }
+    for handle in handles {
+        handle.await.expect("task");
+    }
+    let concurrent = start.elapsed();
+    assert_eq!(
+        store
+            .full_history("sequential")
+            .await
+            .expect("history")
+            .len(),
+        APPENDS * 3
+    );
+    println!(
+        "{APPENDS} append_entries x 3 entries: sequential {sequential:?} ({:.0}/s), \
+         100 tasks {concurrent:?} ({:.0}/s)",
+        APPENDS as f64 / sequential.as_secs_f64(),
+        APPENDS as f64 / concurrent.as_secs_f64(),
+    );
+}
