@@ -1,0 +1,132 @@
+//! The real binary: `agentd validate` on good and bad configuration, and `agentd serve`
+//! answering over HTTP with the generated key.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
+
+fn validate(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(AGENTD)
+        .args(args)
+        .arg("validate")
+        .current_dir(dir)
+        .env_remove("AGENTD_CONFIG")
+        .env_remove("AGENTD_TOOLS")
+        .output()
+        .expect("run agentd");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn validate_accepts_the_shipped_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/tools.toml");
+    let (code, out) = validate(dir.path(), &["--tools", shipped]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("configuration ok"), "{out}");
+}
+
+#[test]
+fn validate_reports_every_problem_and_exits_64() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("tools.toml");
+    std::fs::write(
+        &bad,
+        r#"
+[[tool]]
+name = "ok_tool"
+description = "fine"
+handler = "echo"
+parameters = { type = "object", properties = {} }
+
+[[tool]]
+name = "bad_schema"
+description = "schema is wrong"
+handler = "echo"
+parameters = { type = "object", properties = { x = { type = "strng" } } }
+
+[[tool]]
+name = "bad_handler"
+description = "no such handler"
+handler = "carrier_pigeon"
+parameters = { type = "object", properties = {} }
+
+[[tool]]
+name = "ok_tool"
+description = "duplicate name"
+handler = "echo"
+parameters = { type = "object", properties = {} }
+"#,
+    )
+    .unwrap();
+    let (code, out) = validate(dir.path(), &["--tools", bad.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("bad_schema"), "{out}");
+    assert!(out.contains("carrier_pigeon"), "{out}");
+    assert!(out.contains("ok_tool"), "duplicate reported: {out}");
+
+    std::fs::write(&bad, "[[tool]]\nname = \"x\"\nhandlr = \"echo\"\n").unwrap();
+    let (code, out) = validate(dir.path(), &["--tools", bad.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains(":3:"), "line number of the unknown field: {out}");
+
+    let config = dir.path().join("agentd.toml");
+    std::fs::write(&config, "[server]\nlisten = \"not an address\"\n").unwrap();
+    let (code, out) = validate(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}");
+    std::fs::write(&config, "[sever]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+    let (code, out) = validate(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("sever"), "{out}");
+}
+
+#[test]
+fn serve_starts_with_embedded_defaults_and_a_generated_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(AGENTD)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("serve")
+        .env_remove("AGENTD_API_KEY")
+        .env_remove("CREDENTIALS_DIRECTORY")
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agentd");
+    let stderr = child.stderr.take().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut addr = None;
+    for line in BufReader::new(stderr).lines() {
+        let line = line.unwrap();
+        if let Some(rest) = line.split("addr=").nth(1) {
+            addr = rest.split_whitespace().next().map(str::to_owned);
+            break;
+        }
+        assert!(Instant::now() < deadline, "agentd did not report its address");
+    }
+    let addr = addr.expect("address in the log");
+    let key = std::fs::read_to_string(dir.path().join("api-key")).unwrap();
+    let key = key.trim();
+    let get = |path: &str, key: Option<&str>| {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::{Read, Write};
+        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    };
+    assert!(get("/healthz", None).starts_with("HTTP/1.1 200"));
+    assert!(get("/api/agents", None).starts_with("HTTP/1.1 401"));
+    assert!(get("/api/agents", Some(key)).starts_with("HTTP/1.1 200"));
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM ends agentd cleanly: {status:?}");
+}
