@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
+use tracing::Instrument;
 
 use super::AppState;
 use super::agent_tools::{self, normalize_tool};
@@ -293,9 +294,22 @@ pub async fn chat(
     if stream {
         return Ok(super::sse::stream_turn(state, ctx, request, guard));
     }
+    // The turn runs in its own task: a client that hangs up does not cut it off half-way.
     let cancel = state.abort.child_token();
-    let outcome = state.engine.run(&ctx, request, None, &cancel).await?;
-    drop(guard);
+    let engine = state.engine.clone();
+    let span = tracing::info_span!("turn", session_id = %session_id);
+    let turn = tokio::spawn(
+        async move {
+            let outcome = engine.run(&ctx, request, None, &cancel).await;
+            drop(guard);
+            outcome
+        }
+        .instrument(span),
+    );
+    let outcome = turn.await.map_err(|e| {
+        tracing::error!(error = %e, "turn task failed");
+        ApiError::Internal
+    })??;
     Ok((StatusCode::CREATED, Json(response_json(&session_id, &outcome))).into_response())
 }
 

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::DropGuard;
+use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
@@ -34,6 +35,7 @@ pub fn stream_turn(state: AppState, ctx: TurnContext, request: TurnRequest, guar
     let cancel = state.abort.child_token();
     let stop_on_drop = cancel.clone().drop_guard();
     let engine = state.engine.clone();
+    let span = tracing::info_span!("turn", session_id = %ctx.session_id, stream = true);
     tokio::spawn(async move {
         let turn = engine.run(&ctx, request, Some(events_tx), &cancel);
         tokio::pin!(turn);
@@ -52,7 +54,7 @@ pub fn stream_turn(state: AppState, ctx: TurnContext, request: TurnRequest, guar
         }
         let _ = items_tx.send(Item::Done(result));
         drop(guard);
-    });
+    }.instrument(span));
     let id = uuid::Uuid::now_v7().to_string();
     let created_at = rfc3339(OffsetDateTime::now_utc());
     let stream = chunks(items_rx, id, created_at, stop_on_drop);
