@@ -1,0 +1,39 @@
+//! `smtp`: the `send_email` handler. Builds one RFC 5322 message per call (Message-ID derived
+//! from the call's idempotency key), checks recipients against the tool's policy, and delivers
+//! through an SMTP relay (STARTTLS, TLS or loopback clear text, optional AUTH) or, for offline
+//! demos, into a directory of `.eml` files.
+//!
+//! Options, result shape and error kinds are documented in this crate's README.md.
+
+mod errors;
+mod handler;
+mod message;
+mod options;
+mod policy;
+mod relay;
+mod sent;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::Arc;
+
+use agentd_sdk::{HandlerFactory, OptionsError, ToolHandler};
+use serde_json::Value;
+
+pub use handler::SmtpHandler;
+
+/// Builds `smtp` handlers from `[tool.options]`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SmtpFactory;
+
+impl HandlerFactory for SmtpFactory {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
+        let options = options::SmtpOptions::parse(options)?;
+        Ok(Arc::new(SmtpHandler::new(options)?))
+    }
+}

@@ -1,0 +1,158 @@
+//! Recipient policy: which addresses a tool may write to, and how many at once.
+//!
+//! Domains match exactly and case-insensitively: `example.com` allows `a@example.com` and
+//! `a@EXAMPLE.com` but not `a@mail.example.com` (list each subdomain that is allowed).
+//! Addresses match exactly, case-insensitively. With neither list configured every address is
+//! allowed; with either, a recipient must match one entry of one of them.
+
+use agentd_sdk::HandlerError;
+use lettre::message::Mailbox;
+use serde_json::json;
+
+/// Allowed recipients of one tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipientPolicy {
+    /// Lower-case domains.
+    allowed_domains: Vec<String>,
+    /// Lower-case addresses.
+    allowed_addresses: Vec<String>,
+    max_recipients: usize,
+}
+
+impl RecipientPolicy {
+    pub fn new(
+        allowed_domains: Vec<String>,
+        allowed_addresses: Vec<String>,
+        max_recipients: usize,
+    ) -> Self {
+        Self {
+            allowed_domains,
+            allowed_addresses,
+            max_recipients,
+        }
+    }
+
+    fn is_restricted(&self) -> bool {
+        !self.allowed_domains.is_empty() || !self.allowed_addresses.is_empty()
+    }
+
+    fn allows(&self, recipient: &Mailbox) -> bool {
+        if !self.is_restricted() {
+            return true;
+        }
+        let address = recipient.email.to_string().to_ascii_lowercase();
+        let domain = recipient.email.domain().to_ascii_lowercase();
+        self.allowed_addresses.contains(&address) || self.allowed_domains.contains(&domain)
+    }
+
+    /// Checks the count first, then every recipient; the error names the first one refused.
+    pub fn check(&self, recipients: &[Mailbox]) -> Result<(), HandlerError> {
+        if recipients.len() > self.max_recipients {
+            return Err(HandlerError::new(
+                "too_many_recipients",
+                format!(
+                    "{} recipients (to, cc and bcc together) but this tool allows at most {}; \
+                     send fewer recipients per message",
+                    recipients.len(),
+                    self.max_recipients
+                ),
+            )
+            .with_details(json!({
+                "recipients": recipients.len(),
+                "max_recipients": self.max_recipients,
+            })));
+        }
+        if let Some(refused) = recipients.iter().find(|r| !self.allows(r)) {
+            return Err(HandlerError::new(
+                "denied",
+                format!(
+                    "recipient {} is not allowed by this tool's policy ({}); nothing was sent",
+                    refused.email,
+                    self.describe()
+                ),
+            )
+            .with_details(json!({
+                "recipient": refused.email.to_string(),
+                "allowed_domains": self.allowed_domains,
+                "allowed_addresses": self.allowed_addresses,
+            })));
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.allowed_domains.is_empty() {
+            parts.push(format!(
+                "allowed domains: {}",
+                self.allowed_domains.join(", ")
+            ));
+        }
+        if !self.allowed_addresses.is_empty() {
+            parts.push(format!(
+                "allowed addresses: {}",
+                self.allowed_addresses.join(", ")
+            ));
+        }
+        parts.join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mailboxes(list: &[&str]) -> Vec<Mailbox> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn unrestricted_policy_only_counts() {
+        let policy = RecipientPolicy::new(vec![], vec![], 2);
+        assert!(policy.check(&mailboxes(&["a@x.org", "b@y.net"])).is_ok());
+        let err = policy
+            .check(&mailboxes(&["a@x.org", "b@y.net", "c@z.com"]))
+            .unwrap_err();
+        assert_eq!(err.kind, "too_many_recipients");
+        assert!(err.message.contains("at most 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn domains_match_exactly_and_ignore_case() {
+        let policy = RecipientPolicy::new(vec!["example.com".into()], vec![], 10);
+        assert!(policy.check(&mailboxes(&["Ann <ann@EXAMPLE.com>"])).is_ok());
+        let err = policy
+            .check(&mailboxes(&["ann@example.com", "bob@mail.example.com"]))
+            .unwrap_err();
+        assert_eq!(err.kind, "denied");
+        assert!(
+            err.message.contains("bob@mail.example.com"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("example.com"), "{}", err.message);
+        assert_eq!(
+            err.details.unwrap()["recipient"],
+            json!("bob@mail.example.com")
+        );
+    }
+
+    #[test]
+    fn addresses_extend_the_domain_list() {
+        let policy = RecipientPolicy::new(
+            vec!["example.com".into()],
+            vec!["ops@partner.org".into()],
+            10,
+        );
+        assert!(
+            policy
+                .check(&mailboxes(&["x@example.com", "OPS@partner.org"]))
+                .is_ok()
+        );
+        let err = policy
+            .check(&mailboxes(&["sales@partner.org"]))
+            .unwrap_err();
+        assert_eq!(err.kind, "denied");
+        assert!(err.message.contains("sales@partner.org"));
+    }
+}
