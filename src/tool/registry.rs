@@ -17,6 +17,7 @@ impl Registry {
         let mut registry = Self::default();
         registry.register(Arc::new(super::builtin::EchoFactory));
         registry.register(Arc::new(agentd_http::HttpFactory));
+        registry.register(Arc::new(agentd_smtp::SmtpFactory));
         registry
     }
 
