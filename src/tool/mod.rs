@@ -2,12 +2,22 @@
 //! registry, and dispatch (timeouts, concurrency, panic isolation, journal).
 
 pub mod builtin;
-mod catalog_compile;
 pub mod catalog;
+mod catalog_compile;
+mod catalog_raw;
 pub mod dispatch;
+mod failure;
 pub mod registry;
 pub mod validate;
 
+#[cfg(test)]
+mod catalog_tests;
+#[cfg(test)]
+mod dispatch_tests;
+#[cfg(test)]
+mod test_support;
+
 pub use catalog::{Catalog, CatalogError, CatalogTool};
+pub use catalog_compile::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT};
 pub use dispatch::{DispatchRequest, Dispatcher, Outcome, ToolRun};
 pub use registry::Registry;

@@ -1,0 +1,317 @@
+//! Tests of catalog compilation: the shipped tools.toml, the fixture catalogs under
+//! tests/fixtures/catalogs, and single problems with their positions.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agentd_sdk::{
+    CallContext, HandlerError, HandlerFactory, OptionsError, ToolCall, ToolHandler, ToolOutput,
+};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::validate::{ArgumentError, check};
+use super::{Catalog, CatalogError, Registry};
+
+fn repo_path(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    repo_path("tests/fixtures/catalogs").join(name)
+}
+
+fn problems_of(text: &str) -> Vec<String> {
+    match Catalog::parse(text, Path::new("tools.toml"), &Registry::builtin()) {
+        Ok(catalog) => panic!("expected problems, got {} tools", catalog.len()),
+        Err(CatalogError { problems }) => problems,
+    }
+}
+
+fn assert_has(problems: &[String], expected: &str) {
+    assert!(
+        problems.iter().any(|p| p.contains(expected)),
+        "no problem contains {expected:?}; problems:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// Stands in for the `smtp` handler (built in its own crate) so that the shipped catalog can be
+/// compiled here: it accepts the option names the shipped entry uses and nothing else.
+struct SmtpStandIn;
+
+impl HandlerFactory for SmtpStandIn {
+    fn name(&self) -> &'static str {
+        "smtp"
+    }
+
+    fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
+        let unknown: Vec<String> = options
+            .as_object()
+            .ok_or_else(|| OptionsError::one("options must be a table"))?
+            .keys()
+            .filter(|k| !["transport", "dir", "from"].contains(&k.as_str()))
+            .map(|k| format!("unknown option `{k}`"))
+            .collect();
+        if unknown.is_empty() {
+            Ok(Arc::new(Refuse))
+        } else {
+            Err(OptionsError(unknown))
+        }
+    }
+}
+
+struct Refuse;
+
+#[async_trait]
+impl ToolHandler for Refuse {
+    async fn call(&self, _call: ToolCall, _ctx: CallContext) -> Result<ToolOutput, HandlerError> {
+        Err(HandlerError::new("unavailable", "stand-in handler"))
+    }
+}
+
+#[test]
+fn shipped_catalog_compiles() {
+    let mut registry = Registry::builtin();
+    registry.register(Arc::new(SmtpStandIn));
+    let catalog =
+        Catalog::load(&repo_path("tools.toml"), &registry).unwrap_or_else(|e| panic!("{e}"));
+    let names: Vec<&str> = catalog.tools().iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["send_email", "notify_webhook", "echo"]);
+
+    let send_email = catalog.get("send_email").unwrap();
+    assert!(send_email.offer);
+    assert_eq!(send_email.handler_name, "smtp");
+    assert_eq!(send_email.timeout, Duration::from_secs(30));
+    assert_eq!(send_email.concurrency.available_permits(), 4);
+    assert_eq!(
+        send_email.parameters["required"],
+        json!(["to", "subject", "body"])
+    );
+    let ok = check(
+        send_email,
+        r#"{"to": "a@example.com", "subject": "Hi", "body": "Hello", "cc": ["b@example.com"], "bcc": "c@example.com"}"#,
+    );
+    assert!(ok.is_ok(), "{ok:?}");
+    let Err(ArgumentError::Invalid(violations)) = check(
+        send_email,
+        r#"{"to": ["a@example.com"], "subject": "Hi", "body": "x"}"#,
+    ) else {
+        panic!("an array `to` must be refused");
+    };
+    assert_eq!(violations[0].pointer, "/to");
+
+    let webhook = catalog.get("notify_webhook").unwrap();
+    assert!(!webhook.offer);
+    assert_eq!(webhook.timeout, Duration::from_secs(10));
+    assert_eq!(webhook.concurrency.available_permits(), 16);
+    assert!(!catalog.get("echo").unwrap().offer);
+
+    // Without an `smtp` handler the same file names the missing handler.
+    let Err(error) = Catalog::load(&repo_path("tools.toml"), &Registry::builtin()) else {
+        panic!("smtp is not built in");
+    };
+    assert_eq!(error.problems.len(), 1, "{error}");
+    assert_has(&error.problems, "tool `send_email`: unknown handler `smtp`");
+}
+
+#[test]
+fn good_fixture_compiles_with_defaults_file_schema_and_limits() {
+    let catalog = Catalog::load(&fixture("good.toml"), &Registry::builtin())
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(catalog.len(), 3);
+
+    let lookup = catalog.get("lookup_order").unwrap();
+    assert_eq!(lookup.timeout, Duration::from_secs(5), "from [defaults]");
+    assert_eq!(lookup.concurrency.available_permits(), 3, "from [defaults]");
+    assert!(lookup.offer, "offered unless told otherwise");
+    assert_eq!(lookup.parameters["properties"]["order"]["minimum"], 1);
+    assert!(check(lookup, r#"{"order": 12}"#).is_ok());
+    assert!(matches!(
+        check(lookup, r#"{"order": 0, "x": 1}"#),
+        Err(ArgumentError::Invalid(v)) if v.len() == 2
+    ));
+
+    let quick = catalog.get("quick-echo").unwrap();
+    assert_eq!(quick.timeout, Duration::from_millis(250));
+    assert_eq!(quick.concurrency.available_permits(), 1);
+    assert!(!quick.offer);
+    assert!(matches!(
+        check(quick, r#"{"text": "far too long for ten"}"#),
+        Err(ArgumentError::Invalid(v)) if v[0].pointer == "/text"
+    ));
+
+    let hook = catalog.get("hook").unwrap();
+    assert_eq!(hook.timeout, Duration::from_secs(120));
+    assert_eq!(hook.handler_name, "http");
+    assert_eq!(
+        hook.definition(),
+        json!({
+            "type": "function",
+            "function": {
+                "name": "hook",
+                "description": "Post to a local webhook",
+                "parameters": {"type": "object"}
+            }
+        })
+    );
+}
+
+#[test]
+fn bad_fixture_reports_every_problem_in_one_run() {
+    let Err(error) = Catalog::load(&fixture("bad.toml"), &Registry::builtin()) else {
+        panic!("bad.toml must not compile");
+    };
+    let file = fixture("bad.toml").display().to_string();
+    let p = &error.problems;
+    assert_has(
+        p,
+        &format!("{file}:9:1: tool `typo_field`: unknown field `handlr`, expected one of"),
+    );
+    assert_has(
+        p,
+        &format!(
+            "{file}:16:14: tool `bad_schema`: parameters/properties/to/type: not a valid JSON Schema"
+        ),
+    );
+    assert_has(
+        p,
+        &format!("{file}:16:14: tool `bad_schema`: parameters/required: not a valid JSON Schema"),
+    );
+    assert_has(
+        p,
+        &format!(
+            "{file}:21:11: tool `no_such_handler`: unknown handler `smtpx` (known handlers: echo, http)"
+        ),
+    );
+    assert_has(
+        p,
+        &format!("{file}:31:8: tool `twice`: duplicate tool name (first defined at {file}:25:8)"),
+    );
+    assert_has(
+        p,
+        &format!(
+            "{file}:42:1: tool `bad_options`: options (echo): echo takes no options (unknown option `loud`)"
+        ),
+    );
+    assert_has(
+        p,
+        &format!("{file}:46:8: tool `not an identifier`: invalid name"),
+    );
+    assert_has(
+        p,
+        &format!("{file}:49:11: tool `not an identifier`: timeout: invalid duration `soon`"),
+    );
+    assert_has(
+        p,
+        &format!("{file}:50:15: tool `not an identifier`: concurrency: must be between 1"),
+    );
+    assert_has(
+        p,
+        &format!(
+            "{file}:51:14: tool `not an identifier`: parameters: must be a JSON Schema with `type = \"object\"`"
+        ),
+    );
+    assert_eq!(p.len(), 10, "{}", p.join("\n"));
+}
+
+#[test]
+fn entries_that_do_not_fit_are_reported_and_the_rest_still_checked() {
+    let text = "[[tool]]\nname = \"a\"\nparameters = { type = \"object\" }\n\n[[tool]]\nname = \"b\"\nhandler = \"nope\"\noffer = \"yes\"\nparameters = { type = \"object\" }\n\n[[tool]]\nhandler = \"nope\"\n";
+    let problems = problems_of(text);
+    assert_has(
+        &problems,
+        "tools.toml:1:1: tool `a`: missing field `handler`",
+    );
+    assert_has(
+        &problems,
+        "tools.toml:8:9: tool `b`: invalid type: string \"yes\", expected a boolean",
+    );
+    assert_has(&problems, "tools.toml:11:1: missing field `name`");
+    assert_eq!(problems.len(), 3, "{problems:?}");
+}
+
+#[test]
+fn a_syntax_error_is_one_problem_with_its_position() {
+    let problems = problems_of("[[tool]]\nname = \"x\"\nhandler = echo\n");
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert!(problems[0].starts_with("tools.toml:3:11: "), "{problems:?}");
+}
+
+#[test]
+fn top_level_and_defaults_fields_are_checked() {
+    let problems = problems_of("tools = []\n[defaults]\ntimeout = \"1s\"\nretries = 3\n");
+    assert_has(
+        &problems,
+        "tools.toml:1:1: unknown field `tools`, expected `defaults` or `tool`",
+    );
+    assert_has(&problems, "tools.toml:4:1: unknown field `retries`");
+    let problems = problems_of("[defaults]\nconcurrency = -1\n[tool]\nname = \"x\"\n");
+    assert_has(&problems, "tools.toml:2:15: concurrency: must be between 1");
+    assert_has(&problems, "`tool` must be an array of tables");
+}
+
+#[test]
+fn schema_source_must_be_exactly_one_and_readable() {
+    let both = "[[tool]]\nname = \"a\"\nhandler = \"echo\"\nparameters = { type = \"object\" }\nparameters_file = \"x.json\"\n";
+    assert_has(
+        &problems_of(both),
+        "tools.toml:5:19: tool `a`: set either `parameters` or `parameters_file`, not both",
+    );
+    let neither = "[[tool]]\nname = \"a\"\nhandler = \"echo\"\n";
+    assert_has(
+        &problems_of(neither),
+        "tools.toml:2:8: tool `a`: missing `parameters`",
+    );
+    let missing =
+        "[[tool]]\nname = \"a\"\nhandler = \"echo\"\nparameters_file = \"does/not/exist.json\"\n";
+    assert_has(
+        &problems_of(missing),
+        "tools.toml:4:19: tool `a`: parameters_file: cannot read does/not/exist.json",
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("broken.json"),
+        "{\n  \"type\": \"object\",\n}\n",
+    )
+    .unwrap();
+    let origin = dir.path().join("tools.toml");
+    let text = "[[tool]]\nname = \"a\"\nhandler = \"echo\"\nparameters_file = \"broken.json\"\n";
+    let Err(error) = Catalog::parse(text, &origin, &Registry::builtin()) else {
+        panic!("broken.json must be refused");
+    };
+    let expected = format!(
+        "{}:3:1: tool `a`: parameters_file is not valid JSON",
+        dir.path().join("broken.json").display()
+    );
+    assert_has(&error.problems, &expected);
+}
+
+#[test]
+fn unknown_meta_schema_and_unresolvable_refs_are_problems_not_panics() {
+    let text = "[[tool]]\nname = \"a\"\nhandler = \"echo\"\n[tool.parameters]\ntype = \"object\"\n\"$schema\" = \"https://example.invalid/meta\"\n";
+    assert_has(
+        &problems_of(text),
+        "tool `a`: parameters: cannot find its meta-schema",
+    );
+    let text = "[[tool]]\nname = \"a\"\nhandler = \"echo\"\n[tool.parameters]\ntype = \"object\"\nproperties = { x = { \"$ref\" = \"https://example.invalid/x.json\" } }\n";
+    assert_has(
+        &problems_of(text),
+        "tool `a`: parameters: cannot compile the schema",
+    );
+}
+
+#[test]
+fn a_missing_file_is_reported_with_its_path() {
+    let path = fixture("no-such-catalog.toml");
+    let Err(error) = Catalog::load(&path, &Registry::builtin()) else {
+        panic!("a missing file must be an error");
+    };
+    assert_eq!(error.problems.len(), 1);
+    assert!(
+        error.problems[0].starts_with(&path.display().to_string()),
+        "{error}"
+    );
+}

@@ -1,0 +1,189 @@
+//! Test doubles shared by the dispatch tests: an in-memory journal (the only part of the
+//! store dispatch uses) and handler kinds with observable behaviour (sleep, panic, deny).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agentd_sdk::{
+    CallContext, HandlerError, HandlerFactory, OptionsError, ToolCall, ToolHandler, ToolOutput,
+};
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+
+use crate::session::{
+    CallStatus, Collection, Entry, JournalRecord, ListQuery, Record, Store, StoreError, StoreResult,
+};
+
+// ---------------------------------------------------------------------------------------------
+// The journal double.
+
+#[derive(Default)]
+pub(super) struct MemoryJournal {
+    calls: Mutex<HashMap<(String, String), JournalRecord>>,
+}
+
+impl MemoryJournal {
+    pub(super) fn record(&self, session: &str, call: &str) -> Option<JournalRecord> {
+        self.calls
+            .lock()
+            .unwrap()
+            .get(&(session.to_owned(), call.to_owned()))
+            .cloned()
+    }
+}
+
+fn not_journal<T>() -> StoreResult<T> {
+    Err(StoreError::Backend("only the journal is kept here".into()))
+}
+
+#[async_trait]
+impl Store for MemoryJournal {
+    async fn insert(&self, _: Collection, _: Record) -> StoreResult<()> {
+        not_journal()
+    }
+    async fn upsert(&self, _: Collection, _: Record) -> StoreResult<()> {
+        not_journal()
+    }
+    async fn get(&self, _: Collection, _: &str) -> StoreResult<Option<Record>> {
+        not_journal()
+    }
+    async fn list(&self, _: Collection, _: &ListQuery) -> StoreResult<Vec<Record>> {
+        not_journal()
+    }
+    async fn update(&self, _: Collection, _: Record) -> StoreResult<bool> {
+        not_journal()
+    }
+    async fn delete(&self, _: Collection, _: &str) -> StoreResult<bool> {
+        not_journal()
+    }
+    async fn append_entries(&self, _: &[Entry]) -> StoreResult<()> {
+        not_journal()
+    }
+    async fn history(&self, _: &str, _: u32, _: u32) -> StoreResult<Vec<Entry>> {
+        not_journal()
+    }
+    async fn full_history(&self, _: &str) -> StoreResult<Vec<Entry>> {
+        not_journal()
+    }
+    async fn clear_history(&self, _: &str) -> StoreResult<()> {
+        not_journal()
+    }
+    async fn journal_start(&self, record: &JournalRecord) -> StoreResult<()> {
+        let mut calls = self.calls.lock().unwrap();
+        let key = (record.session_id.clone(), record.call_id.clone());
+        if calls.contains_key(&key) {
+            return Err(StoreError::Conflict(format!("call {}", record.call_id)));
+        }
+        calls.insert(key, record.clone());
+        Ok(())
+    }
+    async fn journal_finish(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        result: &str,
+    ) -> StoreResult<()> {
+        let mut calls = self.calls.lock().unwrap();
+        let record = calls
+            .get_mut(&(session_id.to_owned(), call_id.to_owned()))
+            .ok_or_else(|| StoreError::Backend("finish without start".into()))?;
+        record.status = CallStatus::Finished;
+        record.result = Some(result.to_owned());
+        record.finished_at = Some(OffsetDateTime::now_utc());
+        Ok(())
+    }
+    async fn journal_get(
+        &self,
+        session_id: &str,
+        call_id: &str,
+    ) -> StoreResult<Option<JournalRecord>> {
+        Ok(self.record(session_id, call_id))
+    }
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Test handlers: each factory is a real handler kind with options, built through the catalog.
+
+/// `sleep`: waits `ms` milliseconds, then returns `{"slept": ms}`; counts calls and tracks how
+/// many run at once.
+#[derive(Default)]
+pub(super) struct SleepFactory {
+    pub calls: Arc<AtomicUsize>,
+    pub running: Arc<AtomicUsize>,
+    pub most_at_once: Arc<AtomicUsize>,
+}
+
+struct Sleep {
+    ms: u64,
+    calls: Arc<AtomicUsize>,
+    running: Arc<AtomicUsize>,
+    most_at_once: Arc<AtomicUsize>,
+}
+
+impl HandlerFactory for SleepFactory {
+    fn name(&self) -> &'static str {
+        "sleep"
+    }
+    fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
+        let ms = options["ms"]
+            .as_u64()
+            .ok_or_else(|| OptionsError::one("`ms` must be a number"))?;
+        Ok(Arc::new(Sleep {
+            ms,
+            calls: Arc::clone(&self.calls),
+            running: Arc::clone(&self.running),
+            most_at_once: Arc::clone(&self.most_at_once),
+        }))
+    }
+}
+
+#[async_trait]
+impl ToolHandler for Sleep {
+    async fn call(&self, call: ToolCall, _ctx: CallContext) -> Result<ToolOutput, HandlerError> {
+        self.calls.fetch_add(1, Ordering::SeqCst);
+        let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_at_once.fetch_max(now, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(self.ms)).await;
+        self.running.fetch_sub(1, Ordering::SeqCst);
+        Ok(ToolOutput::new(
+            json!({ "slept": self.ms, "arguments": call.arguments }),
+        ))
+    }
+}
+
+/// `fail`: panics (`mode = "panic"`) or returns a `denied` error (`mode = "deny"`).
+pub(super) struct FailFactory;
+
+struct Fail {
+    panic: bool,
+}
+
+impl HandlerFactory for FailFactory {
+    fn name(&self) -> &'static str {
+        "fail"
+    }
+    fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
+        match options["mode"].as_str() {
+            Some("panic") => Ok(Arc::new(Fail { panic: true })),
+            Some("deny") => Ok(Arc::new(Fail { panic: false })),
+            _ => Err(OptionsError::one("`mode` must be \"panic\" or \"deny\"")),
+        }
+    }
+}
+
+#[async_trait]
+impl ToolHandler for Fail {
+    async fn call(&self, _call: ToolCall, _ctx: CallContext) -> Result<ToolOutput, HandlerError> {
+        if self.panic {
+            panic!("boom: the handler broke");
+        }
+        Err(HandlerError::new("denied", "recipient not allowed")
+            .with_details(json!({"recipient": "x@y"})))
+    }
+}
