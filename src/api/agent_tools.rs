@@ -32,13 +32,6 @@ struct ToolFields {
     function: Option<FunctionFields>,
 }
 
-/// Checks a tool's name: OpenAI's rule, `^[a-zA-Z0-9_-]{1,64}$`.
-pub fn valid_tool_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
-}
-
 /// Validates one tool definition (agent or request) into `{type, name, description, function}`.
 pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, ApiError> {
     let f: ToolFields = fields(input).map_err(|e| prefix(e, loc))?;
@@ -56,7 +49,7 @@ pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, Api
         parameters: None,
     });
     let name = function.name.or(f.name).unwrap_or_default();
-    if !valid_tool_name(&name) {
+    if !crate::tool::is_valid_tool_name(&name) {
         return Err(ApiError::invalid(
             format!("{loc}function.name"),
             "tool name must be 1-64 characters of letters, digits, `_` or `-`",

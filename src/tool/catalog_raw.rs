@@ -180,36 +180,16 @@ pub(super) fn table_to_json(table: &toml::Table, path: &str) -> Result<Value, St
     Ok(Value::Object(map))
 }
 
-/// Parses "250ms", "30s", "2m" or "1h" (a whole number and a unit).
+/// A positive duration.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let expected = || {
-        format!(
-            "invalid duration `{text}`: expected a whole number and a unit, like \"250ms\", \"30s\", \"2m\" or \"1h\""
-        )
-    };
-    let amount: u64 = number.parse().map_err(|_| expected())?;
-    let duration = match unit.trim() {
-        "ms" => Duration::from_millis(amount),
-        "s" => Duration::from_secs(amount),
-        "m" => Duration::from_secs(amount.saturating_mul(60)),
-        "h" => Duration::from_secs(amount.saturating_mul(3600)),
-        _ => return Err(expected()),
-    };
-    if duration.is_zero() {
-        return Err(format!(
-            "invalid duration `{text}`: must be greater than zero"
-        ));
+    match agentd_sdk::parse_duration(text)? {
+        d if d.is_zero() => Err(format!("invalid duration `{}`: must be greater than zero", text.trim())),
+        d => Ok(d),
     }
-    Ok(duration)
 }
 
 /// `true` when `name` matches `^[a-zA-Z0-9_-]{1,64}$` (the function-name rule of OpenAI's API).
-pub(super) fn is_valid_tool_name(name: &str) -> bool {
+pub fn is_valid_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -236,9 +216,9 @@ mod tests {
         assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert!(parse_duration("30").is_err());
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("s").is_err());
-        assert!(parse_duration("1.5s").is_err());
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
         assert!(
             parse_duration("0s")
                 .unwrap_err()

@@ -2,14 +2,9 @@
 //! tests/fixtures/catalogs, and single problems with their positions.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use agentd_sdk::{
-    CallContext, HandlerError, HandlerFactory, OptionsError, ToolCall, ToolHandler, ToolOutput,
-};
-use async_trait::async_trait;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::validate::{ArgumentError, check};
 use super::{Catalog, CatalogError, Registry};
@@ -37,46 +32,10 @@ fn assert_has(problems: &[String], expected: &str) {
     );
 }
 
-/// Stands in for the `smtp` handler (built in its own crate) so that the shipped catalog can be
-/// compiled here: it accepts the option names the shipped entry uses and nothing else.
-struct SmtpStandIn;
-
-impl HandlerFactory for SmtpStandIn {
-    fn name(&self) -> &'static str {
-        "smtp"
-    }
-
-    fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
-        let unknown: Vec<String> = options
-            .as_object()
-            .ok_or_else(|| OptionsError::one("options must be a table"))?
-            .keys()
-            .filter(|k| !["transport", "dir", "from"].contains(&k.as_str()))
-            .map(|k| format!("unknown option `{k}`"))
-            .collect();
-        if unknown.is_empty() {
-            Ok(Arc::new(Refuse))
-        } else {
-            Err(OptionsError(unknown))
-        }
-    }
-}
-
-struct Refuse;
-
-#[async_trait]
-impl ToolHandler for Refuse {
-    async fn call(&self, _call: ToolCall, _ctx: CallContext) -> Result<ToolOutput, HandlerError> {
-        Err(HandlerError::new("unavailable", "stand-in handler"))
-    }
-}
-
 #[test]
 fn shipped_catalog_compiles() {
-    let mut registry = Registry::builtin();
-    registry.register(Arc::new(SmtpStandIn));
-    let catalog =
-        Catalog::load(&repo_path("tools.toml"), &registry).unwrap_or_else(|e| panic!("{e}"));
+    let catalog = Catalog::load(&repo_path("tools.toml"), &Registry::builtin())
+        .unwrap_or_else(|e| panic!("{e}"));
     let names: Vec<&str> = catalog.tools().iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["send_email", "notify_webhook", "echo"]);
 
@@ -107,13 +66,6 @@ fn shipped_catalog_compiles() {
     assert_eq!(webhook.timeout, Duration::from_secs(10));
     assert_eq!(webhook.concurrency.available_permits(), 16);
     assert!(!catalog.get("echo").unwrap().offer);
-
-    // Without an `smtp` handler the same file names the missing handler.
-    let Err(error) = Catalog::load(&repo_path("tools.toml"), &Registry::builtin()) else {
-        panic!("smtp is not built in");
-    };
-    assert_eq!(error.problems.len(), 1, "{error}");
-    assert_has(&error.problems, "tool `send_email`: unknown handler `smtp`");
 }
 
 #[test]

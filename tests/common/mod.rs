@@ -12,7 +12,6 @@ use agentd::app::App;
 use agentd::config::Config;
 use agentd::mock_model::{MockConfig, MockModel};
 use agentd::tool::Registry;
-use agentd_sdk::SecretRef;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;

@@ -211,30 +211,10 @@ fn ensure_crypto_provider() {
     }
 }
 
-/// Parses "250ms", "10s", "2m" (a whole number and a unit).
+/// A positive duration.
 fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let amount: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration `{text}` (use e.g. \"500ms\", \"10s\", \"2m\")"))?;
-    let duration = match unit {
-        "ms" => Duration::from_millis(amount),
-        "s" => Duration::from_secs(amount),
-        "m" => Duration::from_secs(amount.saturating_mul(60)),
-        _ => {
-            return Err(format!(
-                "invalid duration `{text}` (use e.g. \"500ms\", \"10s\", \"2m\")"
-            ));
-        }
-    };
-    if duration.is_zero() {
-        return Err(format!(
-            "invalid duration `{text}`: must be greater than zero"
-        ));
+    match agentd_sdk::parse_duration(text)? {
+        d if d.is_zero() => Err(format!("invalid duration `{}`: must be greater than zero", text.trim())),
+        d => Ok(d),
     }
-    Ok(duration)
 }

@@ -6,6 +6,7 @@
 //! arguments that have already been validated against the tool's JSON Schema.
 
 mod context;
+mod duration;
 mod error;
 mod secret;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use context::CallContext;
+pub use duration::parse_duration;
 pub use error::{HandlerError, OptionsError};
 pub use secret::{SecretError, SecretRef, resolve_secret};
 pub use tokio_util::sync::CancellationToken;

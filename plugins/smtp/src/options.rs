@@ -319,22 +319,11 @@ pub fn is_loopback(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Parses "250ms", "10s", "2m" or a bare number of seconds.
+/// A duration between zero and one day (exclusive).
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let seconds = match unit.trim() {
-        "ms" => number / 1000.0,
-        "" | "s" => number,
-        "m" | "min" => number * 60.0,
-        _ => return None,
-    };
-    (seconds.is_finite() && seconds > 0.0 && seconds < 86_400.0)
-        .then(|| Duration::from_secs_f64(seconds))
+    agentd_sdk::parse_duration(text)
+        .ok()
+        .filter(|d| !d.is_zero() && *d < Duration::from_secs(86_400))
 }
 
 fn json_type(value: &Value) -> &'static str {
