@@ -1,7 +1,7 @@
 //! The commands of the `agentd` binary: `serve` (the daemon), `validate` (check agentd.toml and
 //! tools.toml, exit 64 when bad) and `demo` (an offline end-to-end run against the mock model).
 
-// mod demo;
+mod demo;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -83,7 +83,7 @@ fn toml_string(s: &str) -> String {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Validate) => validate(&cli),
-        Some(Command::Demo) => ExitCode::FAILURE,
+        Some(Command::Demo) => demo::run(),
         Some(Command::Serve) | None => serve(&cli),
     }
 }
