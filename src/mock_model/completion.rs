@@ -5,6 +5,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
+use super::behaviour::DefaultAnswer;
 use super::script::{ScriptedCall, StreamQuirks};
 use super::wire::{self, ChatRequest};
 
@@ -49,6 +50,20 @@ pub(crate) struct Draft {
     pub text: Option<String>,
     pub calls: Vec<ScriptedCall>,
     pub finish_reason: Option<String>,
+}
+
+impl From<DefaultAnswer> for Draft {
+    fn from(answer: DefaultAnswer) -> Self {
+        let (text, calls) = match answer {
+            DefaultAnswer::Text(text) => (Some(text), Vec::new()),
+            DefaultAnswer::Calls(calls) => (None, calls),
+        };
+        Self {
+            text,
+            calls,
+            finish_reason: None,
+        }
+    }
 }
 
 impl Answer {

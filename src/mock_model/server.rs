@@ -6,13 +6,14 @@ use std::time::SystemTime;
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri, header};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::{Value, json};
 
-use super::behaviour::{self, DefaultAnswer};
+use super::behaviour;
 use super::completion::{Answer, Draft};
 use super::control;
 use super::script::{Reply, ReplyKind, StreamQuirks};
@@ -43,25 +44,18 @@ async fn models() -> Response {
     )
 }
 
-async fn chat(
-    State(shared): State<Arc<Shared>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
+async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, BODY_LIMIT).await;
+    // Busy time starts once the body is in: reading it is the client's and the network's time.
     let busy = shared.begin();
+    let body = match body {
+        Ok(body) => body,
+        Err(error) => return invalid(&format!("could not read the request body: {error}"), None),
+    };
     let parsed = serde_json::from_slice::<Value>(&body);
     if shared.recording() {
-        let recorded_body = match &parsed {
-            Ok(value) => value.clone(),
-            Err(_) => Value::String(String::from_utf8_lossy(&body).into_owned()),
-        };
-        shared.record(RecordedRequest {
-            received_at: SystemTime::now(),
-            path: uri.path().to_owned(),
-            headers: header_pairs(&headers),
-            body: recorded_body,
-        });
+        shared.record(recorded(&parts, &body, parsed.as_ref().ok()));
     }
     let body = match parsed {
         Ok(body) => body,
@@ -92,18 +86,7 @@ async fn chat(
             calls,
             finish_reason,
         },
-        ReplyKind::Default => match behaviour::answer(&request) {
-            DefaultAnswer::Text(text) => Draft {
-                text: Some(text),
-                calls: Vec::new(),
-                finish_reason: None,
-            },
-            DefaultAnswer::Calls(calls) => Draft {
-                text: None,
-                calls,
-                finish_reason: None,
-            },
-        },
+        ReplyKind::Default => Draft::from(behaviour::answer(&request)),
     };
     let answer = Answer::new(
         &request,
@@ -119,6 +102,20 @@ async fn chat(
         completion_response(&answer, &reply.quirks)
     };
     with_headers(response, &reply.headers)
+}
+
+/// The request as kept for inspection; a body that is not JSON is kept as a JSON string.
+fn recorded(parts: &Parts, raw: &Bytes, parsed: Option<&Value>) -> RecordedRequest {
+    let body = match parsed {
+        Some(value) => value.clone(),
+        None => Value::String(String::from_utf8_lossy(raw).into_owned()),
+    };
+    RecordedRequest {
+        received_at: SystemTime::now(),
+        path: parts.uri.path().to_owned(),
+        headers: header_pairs(&parts.headers),
+        body,
+    }
 }
 
 fn completion_response(answer: &Answer, quirks: &StreamQuirks) -> Response {

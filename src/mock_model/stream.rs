@@ -133,15 +133,23 @@ pub(crate) fn split_arguments(arguments: &str, per_char: bool) -> Vec<&str> {
     pieces
 }
 
-/// The SSE body: `frames` paced by `chunk_delay`, cut off after `die_after_chunks` events.
+/// The SSE body: `frames` paced by `chunk_delay`. With `die_after_chunks`, the connection is
+/// cut after that many events, or after the last chunk if there are fewer; `[DONE]` never comes.
 /// `keep` is held until the body ends or is dropped (it accounts the time spent streaming).
-pub(crate) fn body<K: Send + 'static>(frames: Vec<Bytes>, quirks: &StreamQuirks, keep: K) -> Body {
+pub(crate) fn body<K: Send + 'static>(
+    mut frames: Vec<Bytes>,
+    quirks: &StreamQuirks,
+    keep: K,
+) -> Body {
     struct Pacing<K> {
         frames: std::vec::IntoIter<Bytes>,
         sent: usize,
         delay: Duration,
         die_after: Option<usize>,
         _keep: K,
+    }
+    if quirks.die_after_chunks.is_some() {
+        frames.pop();
     }
     let pacing = Pacing {
         frames: frames.into_iter(),
@@ -152,10 +160,11 @@ pub(crate) fn body<K: Send + 'static>(frames: Vec<Bytes>, quirks: &StreamQuirks,
     };
     let events = stream::unfold(Some(pacing), |pacing| async move {
         let mut pacing = pacing?;
-        if pacing.die_after == Some(pacing.sent) {
-            return Some((Err(abrupt_end().await), None));
-        }
-        let frame = pacing.frames.next()?;
+        let frame = match pacing.frames.next() {
+            Some(frame) if pacing.die_after != Some(pacing.sent) => frame,
+            None if pacing.die_after.is_none() => return None,
+            _ => return Some((Err(abrupt_end().await), None)),
+        };
         if pacing.sent > 0 && !pacing.delay.is_zero() {
             tokio::time::sleep(pacing.delay).await;
         }

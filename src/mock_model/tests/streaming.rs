@@ -156,6 +156,14 @@ async fn die_after_cuts_the_connection_without_done() {
     assert!(!streamed.saw_done);
     assert_eq!(streamed.chunks.len(), 3);
     assert_eq!(assemble(&streamed.chunks).text, "one two");
+    mock.push(Reply::text("short").die_after(100));
+    let whole_but_cut = post_stream(&mock, &streaming("hi")).await;
+    assert!(whole_but_cut.cut && !whole_but_cut.saw_done);
+    let assembled = assemble(&whole_but_cut.chunks);
+    assert_eq!(
+        (assembled.text.as_str(), assembled.finish_reason.as_deref()),
+        ("short", Some("stop"))
+    );
     // The server is still fine afterwards.
     let next = post_stream(&mock, &streaming("again")).await;
     assert!(next.saw_done);
