@@ -19,14 +19,15 @@ pub fn install(app: &App, shutdown: CancellationToken) -> std::io::Result<()> {
         engine: app.state.engine.clone(),
     });
     tokio::spawn(async move {
-        loop {
+        let signal = loop {
             tokio::select! {
-                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break; }
-                _ = int.recv() => { tracing::info!("SIGINT: draining"); break; }
+                _ = term.recv() => break "SIGTERM",
+                _ = int.recv() => break "SIGINT",
                 _ = hup.recv() => reloader.reload(),
             }
-        }
+        };
         shutdown.cancel();
+        tracing::info!("{signal}: draining");
     });
     Ok(())
 }

@@ -7,6 +7,16 @@ use std::time::{Duration, Instant};
 
 const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
 
+/// Kills the daemon if a test fails before stopping it.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn validate(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
     let output = Command::new(AGENTD)
         .args(args)
@@ -100,18 +110,18 @@ fn serve_starts_with_embedded_defaults_and_a_generated_key() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn agentd");
-    let stderr = child.stderr.take().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut addr = None;
-    for line in BufReader::new(stderr).lines() {
-        let line = line.unwrap();
-        if let Some(rest) = line.split("addr=").nth(1) {
-            addr = rest.split_whitespace().next().map(str::to_owned);
-            break;
+    let mut child = KillOnDrop(child);
+    let stderr = child.0.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keep reading stderr for the whole run, as a journal would.
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+            }
         }
-        assert!(Instant::now() < deadline, "agentd did not report its address");
-    }
-    let addr = addr.expect("address in the log");
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("agentd reports its address");
     let key = std::fs::read_to_string(dir.path().join("api-key")).unwrap();
     let key = key.trim();
     let get = |path: &str, key: Option<&str>| {
@@ -126,7 +136,14 @@ fn serve_starts_with_embedded_defaults_and_a_generated_key() {
     assert!(get("/healthz", None).starts_with("HTTP/1.1 200"));
     assert!(get("/api/agents", None).starts_with("HTTP/1.1 401"));
     assert!(get("/api/agents", Some(key)).starts_with("HTTP/1.1 200"));
-    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
-    let status = child.wait().unwrap();
+    let _ = Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "agentd did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(status.success(), "SIGTERM ends agentd cleanly: {status:?}");
 }

@@ -117,6 +117,7 @@ async fn calls_interrupted_by_a_crash_are_never_run_twice() {
 
     let d = TestDaemon::start_with(common::Options { mock: Some(mock), ..options() }).await;
     let sleeps_before = SLEEP_CALLS.load(Ordering::SeqCst);
+    d.mock.push(Reply::text("picking up where we left off"));
     let mut body = say("where were we?");
     body["tools"] = json!([tool("slow")]);
     let (s, r) = d.chat(&session, body).await;
