@@ -14,11 +14,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState};
 use crate::config::Config;
-use crate::provider::openai::OpenAiProvider;
 use crate::provider::ModelProvider;
+use crate::provider::openai::OpenAiProvider;
+use crate::session::Store;
 use crate::session::lock::TurnLocks;
 use crate::session::sqlite::SqliteStore;
-use crate::session::Store;
 use crate::tool::{Catalog, Registry};
 use crate::turn::Engine;
 
@@ -52,10 +52,14 @@ impl App {
     pub fn build(config: Config, registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
         std::fs::create_dir_all(&config.storage.data_dir).map_err(|e| {
-            StartError::Store(format!("cannot create {}: {e}", config.storage.data_dir.display()))
+            StartError::Store(format!(
+                "cannot create {}: {e}",
+                config.storage.data_dir.display()
+            ))
         })?;
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&config.database_path()).map_err(|e| StartError::Store(e.to_string()))?,
+            SqliteStore::open(&config.database_path())
+                .map_err(|e| StartError::Store(e.to_string()))?,
         );
         let catalog = load_catalog(config.tools.catalog.as_deref(), &registry)?;
         let api_key = match &config.provider.api_key {
@@ -66,7 +70,8 @@ impl App {
             None => None,
         };
         let provider: Arc<dyn ModelProvider> = Arc::new(
-            OpenAiProvider::new(&config.provider, api_key).map_err(|e| StartError::Config(e.to_string()))?,
+            OpenAiProvider::new(&config.provider, api_key)
+                .map_err(|e| StartError::Config(e.to_string()))?,
         );
         let engine = Arc::new(Engine::new(
             store.clone(),
@@ -95,15 +100,21 @@ impl App {
     /// Binds the configured address.
     pub async fn bind(&self) -> Result<TcpListener, StartError> {
         let addr = self.config.server.listen;
-        TcpListener::bind(addr).await.map_err(|e| StartError::Listen {
-            addr,
-            reason: e.to_string(),
-        })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Listen {
+                addr,
+                reason: e.to_string(),
+            })
     }
 
     /// Serves until `shutdown` is cancelled, then drains: new turns are refused (503), turns
     /// in flight get `drain_timeout` to finish, the rest are cancelled with valid history.
-    pub async fn serve(&self, listener: TcpListener, shutdown: CancellationToken) -> std::io::Result<()> {
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         let router = api::router(
             self.state.clone(),
             &self.config.server.base_path,

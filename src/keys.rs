@@ -16,7 +16,9 @@ pub fn resolve(config: &Config) -> Result<Vec<SecretString>, String> {
     let mut keys = Vec::new();
     for reference in &config.auth.api_keys {
         match resolve_secret(reference) {
-            Ok(key) if !key.trim().is_empty() => keys.push(SecretString::from(key.trim().to_owned())),
+            Ok(key) if !key.trim().is_empty() => {
+                keys.push(SecretString::from(key.trim().to_owned()))
+            }
             Ok(_) | Err(SecretError::NotFound(_)) => {}
             Err(e) => return Err(format!("auth.api_keys: {e}")),
         }

@@ -14,10 +14,22 @@ async fn auth_is_required_and_checked_on_every_api_route() {
     let body: Value = none.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unauthenticated");
 
-    let wrong = d.http.get(d.url("/agents")).bearer_auth("nope").send().await.unwrap();
+    let wrong = d
+        .http
+        .get(d.url("/agents"))
+        .bearer_auth("nope")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(wrong.status(), StatusCode::FORBIDDEN);
 
-    let x_auth = d.http.get(d.url("/agents")).header("X-Auth-Key", KEY).send().await.unwrap();
+    let x_auth = d
+        .http
+        .get(d.url("/agents"))
+        .header("X-Auth-Key", KEY)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(x_auth.status(), StatusCode::OK);
     let x_auth_bearer = d
         .http
@@ -59,7 +71,11 @@ async fn agents_crud_and_create_or_update() {
     assert_eq!((s, &got["name"]), (StatusCode::OK, &json!("A")));
 
     let (s, patched) = d
-        .send(Method::PATCH, &format!("/agents/{id}"), Some(json!({"about": "y", "metadata": {"size": 2}})))
+        .send(
+            Method::PATCH,
+            &format!("/agents/{id}"),
+            Some(json!({"about": "y", "metadata": {"size": 2}})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(patched["about"], "y");
@@ -67,16 +83,27 @@ async fn agents_crud_and_create_or_update() {
     assert_eq!(patched["metadata"], json!({"team": "red", "size": 2}));
 
     let (s, put) = d
-        .send(Method::PUT, &format!("/agents/{id}"), Some(json!({"name": "B"})))
+        .send(
+            Method::PUT,
+            &format!("/agents/{id}"),
+            Some(json!({"name": "B"})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(put["about"], "");
     assert_eq!(put["created_at"], agent["created_at"]);
 
     let fixed = "0190e6a0-0000-7000-8000-000000000001";
-    let (s, created) = d.post(&format!("/agents/{fixed}"), json!({"name": "C"})).await;
-    assert_eq!((s, created["id"].as_str()), (StatusCode::CREATED, Some(fixed)));
-    let (s, updated) = d.post(&format!("/agents/{fixed}"), json!({"name": "C2"})).await;
+    let (s, created) = d
+        .post(&format!("/agents/{fixed}"), json!({"name": "C"}))
+        .await;
+    assert_eq!(
+        (s, created["id"].as_str()),
+        (StatusCode::CREATED, Some(fixed))
+    );
+    let (s, updated) = d
+        .post(&format!("/agents/{fixed}"), json!({"name": "C2"}))
+        .await;
     assert_eq!((s, &updated["name"]), (StatusCode::CREATED, &json!("C2")));
     assert_eq!(updated["created_at"], created["created_at"]);
 
@@ -116,14 +143,20 @@ async fn validation_errors_are_422_with_locations() {
     let (s, e) = d.post("/sessions", json!({"situation": "no agent"})).await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     let (s, e) = d
-        .post("/sessions", json!({"agent": "0190e6a0-0000-7000-8000-00000000dead"}))
+        .post(
+            "/sessions",
+            json!({"agent": "0190e6a0-0000-7000-8000-00000000dead"}),
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
     assert!(e["error"]["message"].as_str().unwrap().contains("agent"));
 
     let session = d.session().await;
     let (s, e) = d
-        .chat(&session, json!({"messages": [{"role": "robot", "content": "hi"}]}))
+        .chat(
+            &session,
+            json!({"messages": [{"role": "robot", "content": "hi"}]}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(e["error"]["details"][0]["loc"], "messages.0.role");
@@ -134,13 +167,21 @@ async fn validation_errors_are_422_with_locations() {
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = d
-        .chat(&session, json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}))
+        .chat(
+            &session,
+            json!({"messages": [{"role": "user", "content": "x"}], "tool_choice": "sometimes"}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = d.chat("0190e6a0-0000-7000-8000-00000000beef", say("hi")).await;
+    let (s, _) = d
+        .chat("0190e6a0-0000-7000-8000-00000000beef", say("hi"))
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, e) = d
-        .post("/sessions", json!({"agent": "x", "context_overflow": "adaptive"}))
+        .post(
+            "/sessions",
+            json!({"agent": "x", "context_overflow": "adaptive"}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
 }
@@ -151,18 +192,28 @@ async fn lists_paginate_sort_and_filter_by_metadata() {
     for i in 0..5 {
         let team = if i % 2 == 0 { "even" } else { "odd" };
         let (s, _) = d
-            .post("/users", json!({"name": format!("u{i}"), "metadata": {"team": team, "n": i}}))
+            .post(
+                "/users",
+                json!({"name": format!("u{i}"), "metadata": {"team": team, "n": i}}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED);
     }
     let names = |v: &Value| -> Vec<String> {
-        v["items"].as_array().unwrap().iter().map(|u| u["name"].as_str().unwrap().to_owned()).collect()
+        v["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["name"].as_str().unwrap().to_owned())
+            .collect()
     };
     let (_, all) = d.get("/users").await;
     assert_eq!(names(&all), ["u4", "u3", "u2", "u1", "u0"]);
     let (_, page) = d.get("/users?limit=2&offset=1&direction=asc").await;
     assert_eq!(names(&page), ["u1", "u2"]);
-    let (_, even) = d.get("/users?metadata_filter.team=even&direction=asc").await;
+    let (_, even) = d
+        .get("/users?metadata_filter.team=even&direction=asc")
+        .await;
     assert_eq!(names(&even), ["u0", "u2", "u4"]);
     let (_, three) = d.get("/users?metadata_filter.n=3").await;
     assert_eq!(names(&three), ["u3"]);
@@ -178,7 +229,9 @@ async fn sessions_accept_every_participant_form() {
     let (_, a1) = d.post("/agents", json!({"name": "a1"})).await;
     let (_, a2) = d.post("/agents", json!({"name": "a2"})).await;
     let (_, u1) = d.post("/users", json!({"name": "u1"})).await;
-    let (s, one) = d.post("/sessions", json!({"agent": a1["id"], "user": u1["id"]})).await;
+    let (s, one) = d
+        .post("/sessions", json!({"agent": a1["id"], "user": u1["id"]}))
+        .await;
     assert_eq!(s, StatusCode::CREATED);
     assert_eq!(one["agents"], json!([a1["id"]]));
     assert_eq!(one["users"], json!([u1["id"]]));
@@ -190,13 +243,22 @@ async fn sessions_accept_every_participant_form() {
     assert_eq!(many["agents"].as_array().unwrap().len(), 2);
     let id = many["id"].as_str().unwrap();
     let (s, patched) = d
-        .send(Method::PATCH, &format!("/sessions/{id}"), Some(json!({"situation": "review"})))
+        .send(
+            Method::PATCH,
+            &format!("/sessions/{id}"),
+            Some(json!({"situation": "review"})),
+        )
         .await;
-    assert_eq!((s, &patched["situation"]), (StatusCode::OK, &json!("review")));
+    assert_eq!(
+        (s, &patched["situation"]),
+        (StatusCode::OK, &json!("review"))
+    );
     assert_eq!(patched["agents"], many["agents"]);
     let (_, list) = d.get("/sessions?metadata_filter.k=v").await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
-    let (s, _) = d.send(Method::DELETE, &format!("/sessions/{id}"), None).await;
+    let (s, _) = d
+        .send(Method::DELETE, &format!("/sessions/{id}"), None)
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     let (s, _) = d.get(&format!("/sessions/{id}/history")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
@@ -215,23 +277,47 @@ async fn agent_tools_crud() {
     let (_, list) = d.get(&format!("/agents/{agent_id}/tools")).await;
     assert_eq!(list["items"].as_array().unwrap().len(), 1);
     let (s, patched) = d
-        .send(Method::PATCH, &format!("/agents/{agent_id}/tools/{tool_id}"), Some(json!({"description": "new"})))
+        .send(
+            Method::PATCH,
+            &format!("/agents/{agent_id}/tools/{tool_id}"),
+            Some(json!({"description": "new"})),
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{patched}");
     assert_eq!(patched["function"]["description"], "new");
     let (s, _) = d
-        .post(&format!("/agents/{agent_id}/tools"), json!({"type": "function", "function": {"name": "bad name!"}}))
+        .post(
+            &format!("/agents/{agent_id}/tools"),
+            json!({"type": "function", "function": {"name": "bad name!"}}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
     let (s, _) = d
-        .post(&format!("/agents/{agent_id}/tools"), json!({"function": {"name": "t", "parameters": {"type": "nonsense"}}}))
+        .post(
+            &format!("/agents/{agent_id}/tools"),
+            json!({"function": {"name": "t", "parameters": {"type": "nonsense"}}}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
-    let (s, _) = d.send(Method::DELETE, &format!("/agents/{agent_id}/tools/{tool_id}"), None).await;
+    let (s, _) = d
+        .send(
+            Method::DELETE,
+            &format!("/agents/{agent_id}/tools/{tool_id}"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED);
-    let (s, _) = d.send(Method::DELETE, &format!("/agents/{agent_id}/tools/{tool_id}"), None).await;
+    let (s, _) = d
+        .send(
+            Method::DELETE,
+            &format!("/agents/{agent_id}/tools/{tool_id}"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
-    let (s, _) = d.get("/agents/0190e6a0-0000-7000-8000-00000000dead/tools").await;
+    let (s, _) = d
+        .get("/agents/0190e6a0-0000-7000-8000-00000000dead/tools")
+        .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
 
@@ -244,12 +330,23 @@ async fn history_pages_oldest_first_and_clears() {
         assert_eq!(s, StatusCode::CREATED, "{r}");
     }
     let entries = d.history(&session).await;
-    let contents: Vec<&str> = entries.iter().map(|e| e["content"].as_str().unwrap_or("")).collect();
+    let contents: Vec<&str> = entries
+        .iter()
+        .map(|e| e["content"].as_str().unwrap_or(""))
+        .collect();
     assert_eq!(contents, ["one", "You said: one", "two", "You said: two"]);
-    let (_, page) = d.get(&format!("/sessions/{session}/history?limit=2&offset=1")).await;
+    let (_, page) = d
+        .get(&format!("/sessions/{session}/history?limit=2&offset=1"))
+        .await;
     assert_eq!(page["entries"].as_array().unwrap().len(), 2);
     assert_eq!(page["entries"][0]["content"], "You said: one");
-    let (s, _) = d.send(Method::DELETE, &format!("/sessions/{session}/history"), None).await;
+    let (s, _) = d
+        .send(
+            Method::DELETE,
+            &format!("/sessions/{session}/history"),
+            None,
+        )
+        .await;
     assert_eq!(s, StatusCode::ACCEPTED);
     assert!(d.history(&session).await.is_empty());
     let (s, _) = d.get(&format!("/sessions/{session}")).await;

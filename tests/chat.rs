@@ -49,7 +49,10 @@ async fn seed_guide_flow_message_with_max_tokens() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     assert_eq!(r["choices"][0]["message"]["role"], "assistant");
-    assert_eq!(r["choices"][0]["message"]["content"], "You said: Hello, can you help me with a task?");
+    assert_eq!(
+        r["choices"][0]["message"]["content"],
+        "You said: Hello, can you help me with a task?"
+    );
     assert_eq!(r["choices"][0]["finish_reason"], "stop");
     assert!(r["usage"]["total_tokens"].as_u64().unwrap() > 0);
     assert_eq!(r["jobs"], json!([]));
@@ -57,7 +60,12 @@ async fn seed_guide_flow_message_with_max_tokens() {
     assert_eq!(sent["max_tokens"], 150);
     assert_eq!(sent["model"], "mock-model");
     assert_eq!(sent["messages"][0]["role"], "system");
-    assert!(sent["messages"][0]["content"].as_str().unwrap().contains("Be brief."));
+    assert!(
+        sent["messages"][0]["content"]
+            .as_str()
+            .unwrap()
+            .contains("Be brief.")
+    );
 }
 
 #[tokio::test]
@@ -75,9 +83,13 @@ async fn seed_guide_flow_client_tool_round_trip() {
     assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
     let call = &r["choices"][0]["message"]["tool_calls"][0];
     assert_eq!(call["function"]["name"], "send_email");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().unwrap()).unwrap();
     assert_eq!(args["to"], "john@example.com");
-    assert_eq!(d.mock.requests()[0]["tools"][0]["function"]["name"], "send_email");
+    assert_eq!(
+        d.mock.requests()[0]["tools"][0]["function"]["name"],
+        "send_email"
+    );
 
     // The client runs the tool and sends the result; the turn resumes.
     let call_id = call["id"].as_str().unwrap();
@@ -90,14 +102,22 @@ async fn seed_guide_flow_client_tool_round_trip() {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     assert_eq!(r["choices"][0]["finish_reason"], "stop");
-    assert!(r["choices"][0]["message"]["content"].as_str().unwrap().contains("sent"));
+    assert!(
+        r["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .contains("sent")
+    );
     let history = d.history(&session).await;
     assert_eq!(history.len(), 4);
     assert_history_valid(&history);
 
     // A result for a call that is not pending is refused, and nothing is stored.
     let (s, e) = d
-        .chat(&session, json!({"messages": [{"role": "tool", "tool_call_id": "call_nope", "content": "x"}]}))
+        .chat(
+            &session,
+            json!({"messages": [{"role": "tool", "tool_call_id": "call_nope", "content": "x"}]}),
+        )
         .await;
     assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{e}");
     assert_eq!(d.history(&session).await.len(), 4);
@@ -107,8 +127,14 @@ async fn seed_guide_flow_client_tool_round_trip() {
 async fn two_step_server_tool_loop() {
     let d = TestDaemon::start().await;
     let session = d.session().await;
-    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new("echo", json!({"text": "first"}))]));
-    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new("echo", json!({"text": "second"}))]));
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "echo",
+        json!({"text": "first"}),
+    )]));
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "echo",
+        json!({"text": "second"}),
+    )]));
     d.mock.push(Reply::text("all done"));
     let mut body = say("go");
     body["tools"] = json!([tool("echo")]);
@@ -125,7 +151,10 @@ async fn two_step_server_tool_loop() {
     assert_eq!(third.len(), 2);
     assert_eq!(third[1].1, json!({"echo": {"text": "second"}}));
     // The catalog's schema is what the model was offered, not the request's placeholder.
-    assert_eq!(requests[0]["tools"][0]["function"]["parameters"]["required"], json!(["text"]));
+    assert_eq!(
+        requests[0]["tools"][0]["function"]["parameters"]["required"],
+        json!(["text"])
+    );
     // Usage is summed over the three model calls.
     let total: u64 = r["usage"]["total_tokens"].as_u64().unwrap();
     assert!(total >= 3);
@@ -154,7 +183,11 @@ async fn parallel_calls_run_concurrently_and_results_keep_call_order() {
     let contents: Vec<&Value> = results.iter().map(|(_, c)| c).collect();
     assert_eq!(
         contents,
-        [&json!({"slept_ms": 200}), &json!({"echo": {"text": "quick"}}), &json!({"slept_ms": 100})]
+        [
+            &json!({"slept_ms": 200}),
+            &json!({"echo": {"text": "quick"}}),
+            &json!({"slept_ms": 100})
+        ]
     );
     let call_ids: Vec<String> = d.mock.requests()[1]["messages"]
         .as_array()
@@ -167,7 +200,10 @@ async fn parallel_calls_run_concurrently_and_results_keep_call_order() {
     let result_ids: Vec<String> = results.iter().map(|(id, _)| id.clone()).collect();
     assert_eq!(call_ids, result_ids);
     // Run one after another, the sleeps alone would take 300 ms.
-    assert!(elapsed < Duration::from_millis(290), "calls ran one after another: {elapsed:?}");
+    assert!(
+        elapsed < Duration::from_millis(290),
+        "calls ran one after another: {elapsed:?}"
+    );
 }
 
 #[tokio::test]
@@ -186,12 +222,26 @@ async fn every_failure_kind_reaches_the_model_as_a_tool_result() {
     let mut body = say("go");
     body["tools"] = json!([tool("echo"), tool("fail"), tool("explode"), tool("slow")]);
     let (s, r) = d.chat(&session, body).await;
-    assert_eq!(s, StatusCode::CREATED, "a tool failure is not an HTTP failure: {r}");
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "a tool failure is not an HTTP failure: {r}"
+    );
     let results = tool_results(&d.mock.requests()[1]);
-    let kinds: Vec<&str> = results.iter().map(|(_, c)| c["error"]["kind"].as_str().unwrap_or("none")).collect();
+    let kinds: Vec<&str> = results
+        .iter()
+        .map(|(_, c)| c["error"]["kind"].as_str().unwrap_or("none"))
+        .collect();
     assert_eq!(
         kinds,
-        ["malformed_arguments", "invalid_arguments", "unknown_tool", "upstream_down", "panic", "timeout"]
+        [
+            "malformed_arguments",
+            "invalid_arguments",
+            "unknown_tool",
+            "upstream_down",
+            "panic",
+            "timeout"
+        ]
     );
     let invalid = &results[1].1["error"];
     let pointers: Vec<&str> = invalid["violations"]
@@ -201,9 +251,15 @@ async fn every_failure_kind_reaches_the_model_as_a_tool_result() {
         .map(|v| v["pointer"].as_str().unwrap())
         .collect();
     assert!(pointers.contains(&"/n"), "{invalid}");
-    assert!(pointers.contains(&""), "missing `text` is reported at the root: {invalid}");
+    assert!(
+        pointers.contains(&""),
+        "missing `text` is reported at the root: {invalid}"
+    );
     let unknown = results[2].1["error"]["message"].as_str().unwrap();
-    assert!(unknown.contains("echo"), "unknown_tool lists known names: {unknown}");
+    assert!(
+        unknown.contains("echo"),
+        "unknown_tool lists known names: {unknown}"
+    );
     assert_eq!(results[3].1["error"]["retryable"], true);
     let runs = r["tool_runs"].as_array().unwrap();
     assert!(runs.iter().all(|run| run["status"] == "error"));
@@ -215,7 +271,10 @@ async fn max_steps_forces_a_final_answer_without_tools() {
     let d = TestDaemon::start().await;
     let session = d.session().await;
     for i in 0..2 {
-        d.mock.push(Reply::tool_calls(vec![ScriptedCall::new("echo", json!({"text": format!("{i}")}))]));
+        d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+            "echo",
+            json!({"text": format!("{i}")}),
+        )]));
     }
     d.mock.push(Reply::text("stopping here"));
     let mut body = say("loop forever");
@@ -237,7 +296,10 @@ async fn max_steps_forces_a_final_answer_without_tools() {
 async fn auto_run_tools_false_hands_server_tools_to_the_client() {
     let d = TestDaemon::start().await;
     let session = d.session().await;
-    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new("echo", json!({"text": "x"}))]));
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "echo",
+        json!({"text": "x"}),
+    )]));
     let mut body = say("go");
     body["tools"] = json!([tool("echo")]);
     body["auto_run_tools"] = json!(false);
@@ -246,7 +308,11 @@ async fn auto_run_tools_false_hands_server_tools_to_the_client() {
     assert_eq!(r["choices"][0]["finish_reason"], "tool_calls");
     assert_eq!(r["tool_runs"], json!([]));
     let history = d.history(&session).await;
-    assert_eq!(history.len(), 2, "user and the assistant's call; nothing ran");
+    assert_eq!(
+        history.len(),
+        2,
+        "user and the assistant's call; nothing ran"
+    );
 }
 
 #[tokio::test]
@@ -269,7 +335,10 @@ async fn a_new_message_instead_of_a_result_closes_the_pending_call() {
 async fn a_second_chat_on_a_busy_session_gets_409() {
     let d = std::sync::Arc::new(TestDaemon::start().await);
     let session = d.session().await;
-    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new("slow", json!({"ms": 250}))]));
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "slow",
+        json!({"ms": 250}),
+    )]));
     d.mock.push(Reply::text("done"));
     let mut body = say("go");
     body["tools"] = json!([tool("slow")]);
@@ -290,20 +359,34 @@ async fn a_second_chat_on_a_busy_session_gets_409() {
 async fn upstream_failures_retry_then_map_to_502() {
     let d = TestDaemon::start().await;
     let session = d.session().await;
-    d.mock.push(Reply::error(500, json!({"error": {"message": "overloaded"}})));
+    d.mock.push(Reply::error(
+        500,
+        json!({"error": {"message": "overloaded"}}),
+    ));
     d.mock.push(Reply::text("recovered"));
     let (s, r) = d.chat(&session, say("hi")).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     assert_eq!(r["choices"][0]["message"]["content"], "recovered");
 
     for _ in 0..3 {
-        d.mock.push(Reply::error(503, json!({"error": {"message": "still overloaded"}})));
+        d.mock.push(Reply::error(
+            503,
+            json!({"error": {"message": "still overloaded"}}),
+        ));
     }
     let (s, e) = d.chat(&session, say("again")).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{e}");
-    assert!(e["error"]["message"].as_str().unwrap().contains("still overloaded"));
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("still overloaded")
+    );
 
-    d.mock.push(Reply::error(400, json!({"error": {"message": "bad request upstream"}})));
+    d.mock.push(Reply::error(
+        400,
+        json!({"error": {"message": "bad request upstream"}}),
+    ));
     let before = d.mock.request_count();
     let (s, _) = d.chat(&session, say("once more")).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);

@@ -85,7 +85,10 @@ parameters = { type = "object", properties = {} }
     std::fs::write(&bad, "[[tool]]\nname = \"x\"\nhandlr = \"echo\"\n").unwrap();
     let (code, out) = validate(dir.path(), &["--tools", bad.to_str().unwrap()]);
     assert_eq!(code, 64, "{out}");
-    assert!(out.contains(":3:"), "line number of the unknown field: {out}");
+    assert!(
+        out.contains(":3:"),
+        "line number of the unknown field: {out}"
+    );
 
     let config = dir.path().join("agentd.toml");
     std::fs::write(&config, "[server]\nlisten = \"not an address\"\n").unwrap();
@@ -100,7 +103,7 @@ parameters = { type = "object", properties = {} }
 #[test]
 fn serve_starts_with_embedded_defaults_and_a_generated_key() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(AGENTD)
+    let child = Command::new(AGENTD)
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .arg("serve")
@@ -117,18 +120,31 @@ fn serve_starts_with_embedded_defaults_and_a_generated_key() {
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
             }
         }
     });
-    let addr = rx.recv_timeout(Duration::from_secs(20)).expect("agentd reports its address");
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("agentd reports its address");
     let key = std::fs::read_to_string(dir.path().join("api-key")).unwrap();
     let key = key.trim();
     let get = |path: &str, key: Option<&str>| {
         let mut stream = std::net::TcpStream::connect(&addr).unwrap();
         use std::io::{Read, Write};
-        let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").unwrap();
+        let auth = key
+            .map(|k| format!("Authorization: Bearer {k}\r\n"))
+            .unwrap_or_default();
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         response
@@ -136,13 +152,19 @@ fn serve_starts_with_embedded_defaults_and_a_generated_key() {
     assert!(get("/healthz", None).starts_with("HTTP/1.1 200"));
     assert!(get("/api/agents", None).starts_with("HTTP/1.1 401"));
     assert!(get("/api/agents", Some(key)).starts_with("HTTP/1.1 200"));
-    let _ = Command::new("kill").arg("-TERM").arg(child.0.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.0.id().to_string())
+        .status();
     let started = Instant::now();
     let status = loop {
         if let Some(status) = child.0.try_wait().unwrap() {
             break status;
         }
-        assert!(started.elapsed() < Duration::from_secs(20), "agentd did not stop on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "agentd did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "SIGTERM ends agentd cleanly: {status:?}");

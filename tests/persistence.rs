@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use agentd::mock_model::{Reply, ScriptedCall};
 use agentd::session::sqlite::SqliteStore;
 use agentd::session::{
-    CallStatus, ChatMessage, Entry, EntrySource, FunctionCall, JournalRecord, Role, Store, ToolCallRequest,
+    CallStatus, ChatMessage, Entry, EntrySource, FunctionCall, JournalRecord, Role, Store,
+    ToolCallRequest,
 };
 use common::{TestDaemon, assert_history_valid, handlers::SLEEP_CALLS, say, tool};
 use reqwest::StatusCode;
@@ -39,7 +40,10 @@ async fn history_is_complete_and_ordered_after_a_restart() {
     assert_eq!(before, after);
     assert_history_valid(&after);
     let (s, agent_list) = d.get("/agents").await;
-    assert_eq!((s, agent_list["items"].as_array().unwrap().len()), (StatusCode::OK, 1));
+    assert_eq!(
+        (s, agent_list["items"].as_array().unwrap().len()),
+        (StatusCode::OK, 1)
+    );
     // The conversation goes on where it was.
     let (s, _) = d.chat(&session, say("third")).await;
     assert_eq!(s, StatusCode::CREATED);
@@ -74,7 +78,12 @@ fn call_entry(session: &str, call_id: &str, tool: &str) -> Entry {
     }
 }
 
-fn journal(session: &str, call_id: &str, status: CallStatus, result: Option<&str>) -> JournalRecord {
+fn journal(
+    session: &str,
+    call_id: &str,
+    status: CallStatus,
+    result: Option<&str>,
+) -> JournalRecord {
     JournalRecord {
         session_id: session.to_owned(),
         call_id: call_id.to_owned(),
@@ -110,19 +119,36 @@ async fn calls_interrupted_by_a_crash_are_never_run_twice() {
     never.id = "c_never".into();
     calls.extend([finished, never]);
     store.append_entries(&[entry]).await.unwrap();
-    store.journal_start(&journal(&session, "c_started", CallStatus::Started, None)).await.unwrap();
-    store.journal_start(&journal(&session, "c_finished", CallStatus::Started, None)).await.unwrap();
-    store.journal_finish(&session, "c_finished", "{\"slept_ms\":10}").await.unwrap();
+    store
+        .journal_start(&journal(&session, "c_started", CallStatus::Started, None))
+        .await
+        .unwrap();
+    store
+        .journal_start(&journal(&session, "c_finished", CallStatus::Started, None))
+        .await
+        .unwrap();
+    store
+        .journal_finish(&session, "c_finished", "{\"slept_ms\":10}")
+        .await
+        .unwrap();
     drop(store);
 
-    let d = TestDaemon::start_with(common::Options { mock: Some(mock), ..options() }).await;
+    let d = TestDaemon::start_with(common::Options {
+        mock: Some(mock),
+        ..options()
+    })
+    .await;
     let sleeps_before = SLEEP_CALLS.load(Ordering::SeqCst);
     d.mock.push(Reply::text("picking up where we left off"));
     let mut body = say("where were we?");
     body["tools"] = json!([tool("slow")]);
     let (s, r) = d.chat(&session, body).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
-    assert_eq!(SLEEP_CALLS.load(Ordering::SeqCst), sleeps_before, "no handler ran again");
+    assert_eq!(
+        SLEEP_CALLS.load(Ordering::SeqCst),
+        sleeps_before,
+        "no handler ran again"
+    );
 
     let sent = d.mock.requests().last().cloned().unwrap();
     let results: Vec<(String, Value)> = sent["messages"]

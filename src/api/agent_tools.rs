@@ -59,7 +59,10 @@ pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, Api
         .parameters
         .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
     if !parameters.is_object() {
-        return Err(ApiError::invalid(format!("{loc}function.parameters"), "must be a JSON Schema object"));
+        return Err(ApiError::invalid(
+            format!("{loc}function.parameters"),
+            "must be a JSON Schema object",
+        ));
     }
     if let Err(e) = jsonschema::validator_for(&parameters) {
         return Err(ApiError::invalid(
@@ -116,7 +119,9 @@ pub async fn list(
     load::<Agents>(&state, &agent_id).await?;
     query.parent = Some(agent_id);
     let records = state.store.list(Collection::AgentTools, &query).await?;
-    Ok(Json(json!({ "items": records.iter().map(to_json).collect::<Vec<_>>() })))
+    Ok(Json(
+        json!({ "items": records.iter().map(to_json).collect::<Vec<_>>() }),
+    ))
 }
 
 pub async fn create(
@@ -134,7 +139,10 @@ pub async fn create(
         created_at: now,
         updated_at: now,
     };
-    state.store.insert(Collection::AgentTools, record.clone()).await?;
+    state
+        .store
+        .insert(Collection::AgentTools, record.clone())
+        .await?;
     Ok((StatusCode::CREATED, Json(to_json(&record))))
 }
 
@@ -171,7 +179,10 @@ async fn change(
     };
     record.body = Value::Object(normalize_tool(input, "")?);
     record.updated_at = OffsetDateTime::now_utc();
-    state.store.update(Collection::AgentTools, record.clone()).await?;
+    state
+        .store
+        .update(Collection::AgentTools, record.clone())
+        .await?;
     Ok(Json(to_json(&record)))
 }
 

@@ -48,8 +48,14 @@ impl Resource for Agents {
         if mode == Mode::Full {
             body.insert("about".into(), json!(f.about.unwrap_or_default()));
             body.insert("model".into(), json!(f.model.unwrap_or_default()));
-            body.insert("instructions".into(), instructions.unwrap_or_else(|| json!([])));
-            body.insert("default_settings".into(), json!(f.default_settings.unwrap_or_default()));
+            body.insert(
+                "instructions".into(),
+                instructions.unwrap_or_else(|| json!([])),
+            );
+            body.insert(
+                "default_settings".into(),
+                json!(f.default_settings.unwrap_or_default()),
+            );
             body.insert("metadata".into(), json!(f.metadata.unwrap_or_default()));
         } else {
             put_opt(&mut body, "about", f.about);

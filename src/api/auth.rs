@@ -28,11 +28,16 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 
 /// Compares without an early exit on the first differing byte.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 pub fn key_matches(keys: &[SecretString], key: &str) -> bool {
-    keys.iter().fold(false, |ok, k| ok | same(k.expose_secret(), key))
+    keys.iter()
+        .fold(false, |ok, k| ok | same(k.expose_secret(), key))
 }
 
 pub async fn require_key(

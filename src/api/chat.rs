@@ -139,9 +139,15 @@ fn check_tool_choice(choice: &Value) -> Result<(), ApiError> {
 }
 
 /// Turns a parsed ChatInput into a turn request, checking what serde cannot.
-fn into_request(input: ChatInput, max_steps_limit: u32) -> Result<(TurnRequest, bool, Option<String>), ApiError> {
+fn into_request(
+    input: ChatInput,
+    max_steps_limit: u32,
+) -> Result<(TurnRequest, bool, Option<String>), ApiError> {
     if input.messages.is_empty() {
-        return Err(ApiError::invalid("messages", "at least one message is required"));
+        return Err(ApiError::invalid(
+            "messages",
+            "at least one message is required",
+        ));
     }
     let messages = input
         .messages
@@ -198,7 +204,10 @@ fn into_request(input: ChatInput, max_steps_limit: u32) -> Result<(TurnRequest, 
     for (key, value) in [
         ("seed", input.seed.map(|s| json!(s))),
         ("response_format", input.response_format),
-        ("frequency_penalty", input.frequency_penalty.map(|v| json!(v))),
+        (
+            "frequency_penalty",
+            input.frequency_penalty.map(|v| json!(v)),
+        ),
         ("presence_penalty", input.presence_penalty.map(|v| json!(v))),
     ] {
         if let Some(value) = value {
@@ -227,7 +236,11 @@ fn into_request(input: ChatInput, max_steps_limit: u32) -> Result<(TurnRequest, 
 }
 
 /// Loads what the turn needs from the session and its answering agent.
-async fn context(state: &AppState, session_id: &str, agent: Option<String>) -> Result<TurnContext, ApiError> {
+async fn context(
+    state: &AppState,
+    session_id: &str,
+    agent: Option<String>,
+) -> Result<TurnContext, ApiError> {
     let session = load::<Sessions>(state, session_id).await?;
     let body = &session.body;
     let agents: Vec<&str> = body["agents"]
@@ -264,11 +277,19 @@ async fn context(state: &AppState, session_id: &str, agent: Option<String>) -> R
         agent_about: text(&agent["about"]),
         instructions: agent["instructions"]
             .as_array()
-            .map(|a| a.iter().filter_map(Value::as_str).map(str::to_owned).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
             .unwrap_or_default(),
         situation: body["situation"].as_str().map(str::to_owned),
         system_template: body["system_template"].as_str().map(str::to_owned),
-        model: agent["model"].as_str().filter(|m| !m.is_empty()).map(str::to_owned),
+        model: agent["model"]
+            .as_str()
+            .filter(|m| !m.is_empty())
+            .map(str::to_owned),
         default_settings,
         agent_tools: agent_tools::of_agent(state, &agent_id).await?,
         token_budget: body["token_budget"].as_u64(),
@@ -310,7 +331,11 @@ pub async fn chat(
         tracing::error!(error = %e, "turn task failed");
         ApiError::Internal
     })??;
-    Ok((StatusCode::CREATED, Json(response_json(&session_id, &outcome))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(response_json(&session_id, &outcome)),
+    )
+        .into_response())
 }
 
 /// The ChatResponse body.

@@ -31,7 +31,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
 /// Parses JSON into `T`, reporting the failing path as `loc`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::invalid("body", "request body is empty; expected a JSON object"));
+        return Err(ApiError::invalid(
+            "body",
+            "request body is empty; expected a JSON object",
+        ));
     }
     let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
@@ -87,26 +90,30 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
                 "desc" => list.direction = Direction::Desc,
                 _ => problems.push(("direction", "must be `asc` or `desc`")),
             },
-            "metadata_filter" => match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&value) {
-                Ok(map) => list.metadata_filter.extend(map.into_iter().map(|(k, v)| {
-                    let v = match v {
-                        serde_json::Value::String(s) => s,
-                        other => other.to_string(),
-                    };
-                    (k, v)
-                })),
-                Err(_) => problems.push(("metadata_filter", "must be a JSON object")),
-            },
+            "metadata_filter" => {
+                match serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(&value) {
+                    Ok(map) => list.metadata_filter.extend(map.into_iter().map(|(k, v)| {
+                        let v = match v {
+                            serde_json::Value::String(s) => s,
+                            other => other.to_string(),
+                        };
+                        (k, v)
+                    })),
+                    Err(_) => problems.push(("metadata_filter", "must be a JSON object")),
+                }
+            }
             other => {
                 if let Some(meta_key) = other.strip_prefix("metadata_filter.")
                     && !meta_key.is_empty()
                 {
-                    list.metadata_filter.push((meta_key.to_owned(), value.into_owned()));
+                    list.metadata_filter
+                        .push((meta_key.to_owned(), value.into_owned()));
                 } else if let Some(meta_key) = other
                     .strip_prefix("metadata_filter[")
                     .and_then(|k| k.strip_suffix(']'))
                 {
-                    list.metadata_filter.push((meta_key.to_owned(), value.into_owned()));
+                    list.metadata_filter
+                        .push((meta_key.to_owned(), value.into_owned()));
                 }
             }
         }
@@ -136,10 +143,15 @@ mod tests {
         assert_eq!((q.limit, q.offset), (5, 2));
         assert_eq!(q.sort_by, SortBy::UpdatedAt);
         assert_eq!(q.direction, Direction::Asc);
-        assert_eq!(q.metadata_filter, vec![("team".into(), "a b".into()), ("x".into(), "1".into())]);
+        assert_eq!(
+            q.metadata_filter,
+            vec![("team".into(), "a b".into()), ("x".into(), "1".into())]
+        );
         let q = parse_list_query("metadata_filter=%7B%22k%22%3A2%7D").unwrap();
         assert_eq!(q.metadata_filter, vec![("k".into(), "2".into())]);
-        assert!(matches!(parse_list_query("limit=0&direction=up"), Err(ApiError::Validation(v)) if v.len() == 2));
+        assert!(
+            matches!(parse_list_query("limit=0&direction=up"), Err(ApiError::Validation(v)) if v.len() == 2)
+        );
     }
 
     #[test]
@@ -159,6 +171,9 @@ mod tests {
             ApiError::Validation(v) => assert_eq!(v[0].loc, "messages.0.role"),
             other => panic!("unexpected {other:?}"),
         }
-        assert!(matches!(parse_json::<B>(b"  "), Err(ApiError::Validation(_))));
+        assert!(matches!(
+            parse_json::<B>(b"  "),
+            Err(ApiError::Validation(_))
+        ));
     }
 }

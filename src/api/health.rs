@@ -14,7 +14,10 @@ pub async fn healthz() -> Json<Value> {
 
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.is_draining() {
-        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })));
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "draining" })),
+        );
     }
     match state.store.ping().await {
         Ok(()) => (
@@ -23,7 +26,10 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) 
         ),
         Err(e) => {
             tracing::error!(error = %e, "readiness: store does not answer");
-            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "store unavailable" })))
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "status": "store unavailable" })),
+            )
         }
     }
 }

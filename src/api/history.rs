@@ -38,7 +38,10 @@ pub async fn get(
     ListParams(query): ListParams,
 ) -> Result<Json<Value>, ApiError> {
     let session = load::<Sessions>(&state, &session_id).await?;
-    let entries = state.store.history(&session_id, query.limit, query.offset).await?;
+    let entries = state
+        .store
+        .history(&session_id, query.limit, query.offset)
+        .await?;
     Ok(Json(json!({
         "session_id": session_id,
         "created_at": rfc3339(session.created_at),
@@ -58,5 +61,8 @@ pub async fn clear(
         ))
     })?;
     state.store.clear_history(&session_id).await?;
-    Ok((StatusCode::ACCEPTED, Json(super::resources::deleted(&session_id))))
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(super::resources::deleted(&session_id)),
+    ))
 }

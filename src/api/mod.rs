@@ -53,7 +53,10 @@ impl AppState {
 /// The route table: every API path under `base_path`, health routes at the root.
 pub fn router(state: AppState, base_path: &str, max_body_bytes: usize) -> Router {
     let api = Router::new()
-        .route("/agents", post(resources::create::<Agents>).get(resources::list::<Agents>))
+        .route(
+            "/agents",
+            post(resources::create::<Agents>).get(resources::list::<Agents>),
+        )
         .route(
             "/agents/{id}",
             get(resources::get::<Agents>)
@@ -62,14 +65,20 @@ pub fn router(state: AppState, base_path: &str, max_body_bytes: usize) -> Router
                 .delete(resources::delete::<Agents>)
                 .post(resources::create_or_update::<Agents>),
         )
-        .route("/agents/{id}/tools", get(agent_tools::list).post(agent_tools::create))
+        .route(
+            "/agents/{id}/tools",
+            get(agent_tools::list).post(agent_tools::create),
+        )
         .route(
             "/agents/{id}/tools/{tool_id}",
             axum::routing::put(agent_tools::replace)
                 .patch(agent_tools::patch)
                 .delete(agent_tools::delete),
         )
-        .route("/users", post(resources::create::<Users>).get(resources::list::<Users>))
+        .route(
+            "/users",
+            post(resources::create::<Users>).get(resources::list::<Users>),
+        )
         .route(
             "/users/{id}",
             get(resources::get::<Users>)
@@ -78,7 +87,10 @@ pub fn router(state: AppState, base_path: &str, max_body_bytes: usize) -> Router
                 .delete(resources::delete::<Users>)
                 .post(resources::create_or_update::<Users>),
         )
-        .route("/sessions", post(resources::create::<Sessions>).get(resources::list::<Sessions>))
+        .route(
+            "/sessions",
+            post(resources::create::<Sessions>).get(resources::list::<Sessions>),
+        )
         .route(
             "/sessions/{id}",
             get(resources::get::<Sessions>)
@@ -88,9 +100,15 @@ pub fn router(state: AppState, base_path: &str, max_body_bytes: usize) -> Router
                 .post(resources::create_or_update::<Sessions>),
         )
         .route("/sessions/{id}/chat", post(chat::chat))
-        .route("/sessions/{id}/history", get(history::get).delete(history::clear))
+        .route(
+            "/sessions/{id}/history",
+            get(history::get).delete(history::clear),
+        )
         .fallback(no_route)
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_key));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     let api = if base_path.is_empty() {
         api
     } else {

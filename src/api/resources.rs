@@ -50,7 +50,10 @@ pub fn fields<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
     }
     serde_path_to_error::deserialize(input).map_err(|e| {
         let loc = e.path().to_string().replace('[', ".").replace(']', "");
-        ApiError::invalid(if loc == "." { "body".into() } else { loc }, e.inner().to_string())
+        ApiError::invalid(
+            if loc == "." { "body".into() } else { loc },
+            e.inner().to_string(),
+        )
     })
 }
 
@@ -165,7 +168,10 @@ pub async fn patch<R: Resource>(
     save_existing::<R>(&state, record).await
 }
 
-async fn save_existing<R: Resource>(state: &AppState, record: Record) -> Result<Json<Value>, ApiError> {
+async fn save_existing<R: Resource>(
+    state: &AppState,
+    record: Record,
+) -> Result<Json<Value>, ApiError> {
     if !state.store.update(R::COLLECTION, record.clone()).await? {
         return Err(ApiError::not_found(R::COLLECTION, record.id));
     }

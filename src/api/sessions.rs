@@ -30,13 +30,14 @@ struct SessionFields {
 }
 
 /// `single` and `list` forms of one participant kind, merged without duplicates.
-fn participants(
-    single: [Option<String>; 2],
-    list: Option<Vec<String>>,
-) -> Option<Vec<String>> {
+fn participants(single: [Option<String>; 2], list: Option<Vec<String>>) -> Option<Vec<String>> {
     let mut all: Vec<String> = Vec::new();
     let mut any = false;
-    for id in single.into_iter().flatten().chain(list.into_iter().flatten()) {
+    for id in single
+        .into_iter()
+        .flatten()
+        .chain(list.into_iter().flatten())
+    {
         any = true;
         if !all.contains(&id) {
             all.push(id);
@@ -60,7 +61,10 @@ impl Resource for Sessions {
                 ));
             }
             (Some(a), _) if a.is_empty() => {
-                return Err(ApiError::invalid("agents", "must list at least one agent id"));
+                return Err(ApiError::invalid(
+                    "agents",
+                    "must list at least one agent id",
+                ));
             }
             _ => {}
         }
@@ -105,7 +109,12 @@ impl Resource for Sessions {
 
     async fn check(state: &AppState, body: &Map<String, Value>) -> Result<(), ApiError> {
         for (key, collection) in [("agents", Collection::Agents), ("users", Collection::Users)] {
-            for id in body.get(key).and_then(Value::as_array).into_iter().flatten() {
+            for id in body
+                .get(key)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
                 let id = id.as_str().unwrap_or_default();
                 if state.store.get(collection, id).await?.is_none() {
                     return Err(ApiError::not_found(collection, id));

@@ -29,32 +29,40 @@ enum Item {
     Done(Result<TurnOutcome, TurnError>),
 }
 
-pub fn stream_turn(state: AppState, ctx: TurnContext, request: TurnRequest, guard: TurnGuard) -> Response {
+pub fn stream_turn(
+    state: AppState,
+    ctx: TurnContext,
+    request: TurnRequest,
+    guard: TurnGuard,
+) -> Response {
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<TurnEvent>();
     let (items_tx, items_rx) = mpsc::unbounded_channel::<Item>();
     let cancel = state.abort.child_token();
     let stop_on_drop = cancel.clone().drop_guard();
     let engine = state.engine.clone();
     let span = tracing::info_span!("turn", session_id = %ctx.session_id, stream = true);
-    tokio::spawn(async move {
-        let turn = engine.run(&ctx, request, Some(events_tx), &cancel);
-        tokio::pin!(turn);
-        // Forward events while the turn runs, then whatever is left, then the outcome.
-        let result = loop {
-            tokio::select! {
-                biased;
-                Some(event) = events_rx.recv() => {
-                    let _ = items_tx.send(Item::Event(event));
+    tokio::spawn(
+        async move {
+            let turn = engine.run(&ctx, request, Some(events_tx), &cancel);
+            tokio::pin!(turn);
+            // Forward events while the turn runs, then whatever is left, then the outcome.
+            let result = loop {
+                tokio::select! {
+                    biased;
+                    Some(event) = events_rx.recv() => {
+                        let _ = items_tx.send(Item::Event(event));
+                    }
+                    result = &mut turn => break result,
                 }
-                result = &mut turn => break result,
+            };
+            while let Ok(event) = events_rx.try_recv() {
+                let _ = items_tx.send(Item::Event(event));
             }
-        };
-        while let Ok(event) = events_rx.try_recv() {
-            let _ = items_tx.send(Item::Event(event));
+            let _ = items_tx.send(Item::Done(result));
+            drop(guard);
         }
-        let _ = items_tx.send(Item::Done(result));
-        drop(guard);
-    }.instrument(span));
+        .instrument(span),
+    );
     let id = uuid::Uuid::now_v7().to_string();
     let created_at = rfc3339(OffsetDateTime::now_utc());
     let stream = chunks(items_rx, id, created_at, stop_on_drop);
@@ -122,7 +130,10 @@ impl Chunker {
                     delta["tool_calls"] = json!(calls);
                 }
                 let usage = json!(outcome.usage);
-                (self.chunk(delta, Some(outcome.finish_reason.as_str()), usage), true)
+                (
+                    self.chunk(delta, Some(outcome.finish_reason.as_str()), usage),
+                    true,
+                )
             }
             Item::Done(Err(error)) => {
                 let error = ApiError::from(error);

@@ -38,7 +38,9 @@ async fn demo() -> Result<(), String> {
     let scratch = std::env::temp_dir().join(format!("agentd-demo-{}", std::process::id()));
     let outbox = scratch.join("outbox");
     std::fs::create_dir_all(&outbox).map_err(|e| format!("{}: {e}", scratch.display()))?;
-    println!("agentd demo: the main job end to end, offline (mock model, real HTTP, SQLite, tool)\n");
+    println!(
+        "agentd demo: the main job end to end, offline (mock model, real HTTP, SQLite, tool)\n"
+    );
 
     let mock = MockModel::start(MockConfig::default())
         .await
@@ -58,8 +60,13 @@ async fn demo() -> Result<(), String> {
     let app = App::build(config, registry).map_err(|e| e.to_string())?;
     let listener = app.bind().await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let key = std::fs::read_to_string(app.config.storage.data_dir.join(crate::keys::GENERATED_KEY_FILE))
-        .map_err(|e| format!("generated key: {e}"))?;
+    let key = std::fs::read_to_string(
+        app.config
+            .storage
+            .data_dir
+            .join(crate::keys::GENERATED_KEY_FILE),
+    )
+    .map_err(|e| format!("generated key: {e}"))?;
     let shutdown = CancellationToken::new();
     let app = std::sync::Arc::new(app);
     let server = {
@@ -79,7 +86,10 @@ async fn demo() -> Result<(), String> {
         .await?;
     let user = client.post("/users", json!({"name": "Ada"})).await?;
     let session = client
-        .post("/sessions", json!({"agent_id": agent["id"], "user_id": user["id"]}))
+        .post(
+            "/sessions",
+            json!({"agent_id": agent["id"], "user_id": user["id"]}),
+        )
         .await?;
     let session_id = session["id"].as_str().unwrap_or_default().to_owned();
     let chat = client
@@ -107,7 +117,10 @@ async fn demo() -> Result<(), String> {
     }
     let choice = &chat["choices"][0];
     println!("   answer      {}", choice["message"]["content"]);
-    println!("   finish      {} after {} model calls\n", choice["finish_reason"], chat["steps"]);
+    println!(
+        "   finish      {} after {} model calls\n",
+        choice["finish_reason"], chat["steps"]
+    );
 
     for file in eml_files(&outbox) {
         println!("message written by send_email: {}", file.display());
@@ -118,7 +131,9 @@ async fn demo() -> Result<(), String> {
         println!();
     }
 
-    let history = client.get(&format!("/sessions/{session_id}/history")).await?;
+    let history = client
+        .get(&format!("/sessions/{session_id}/history"))
+        .await?;
     let entries = history["entries"].as_array().cloned().unwrap_or_default();
     println!("stored history ({} entries, oldest first):", entries.len());
     for entry in &entries {
@@ -128,7 +143,11 @@ async fn demo() -> Result<(), String> {
             other => other.to_string(),
         };
         let short: String = content.chars().take(110).collect();
-        println!("   {:<9} {:<13} {short}", entry["role"].as_str().unwrap_or_default(), entry["source"].as_str().unwrap_or_default());
+        println!(
+            "   {:<9} {:<13} {short}",
+            entry["role"].as_str().unwrap_or_default(),
+            entry["source"].as_str().unwrap_or_default()
+        );
     }
 
     shutdown.cancel();
@@ -139,7 +158,10 @@ async fn demo() -> Result<(), String> {
         println!("\nok: one tool call validated and run, one message on disk, answer returned");
         Ok(())
     } else {
-        Err(format!("expected one message and a final answer; got {sent} message(s), finish_reason {}", choice["finish_reason"]))
+        Err(format!(
+            "expected one message and a final answer; got {sent} message(s), finish_reason {}",
+            choice["finish_reason"]
+        ))
     }
 }
 
@@ -209,7 +231,10 @@ impl Client {
         if !status.is_success() {
             return Err(format!("{status}: {body}"));
         }
-        let id = body["id"].as_str().map(|id| format!(" id={id}")).unwrap_or_default();
+        let id = body["id"]
+            .as_str()
+            .map(|id| format!(" id={id}"))
+            .unwrap_or_default();
         println!("<- {status}{id}");
         Ok(body)
     }

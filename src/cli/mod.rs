@@ -17,7 +17,11 @@ use crate::tool::{Catalog, Registry};
 pub const EXIT_CONFIG: u8 = 64;
 
 #[derive(Parser, Debug)]
-#[command(name = "agentd", version, about = "Tool-execution agent runtime serving the Julep sessions/chat API")]
+#[command(
+    name = "agentd",
+    version,
+    about = "Tool-execution agent runtime serving the Julep sessions/chat API"
+)]
 pub struct Cli {
     /// agentd.toml; without it every setting has its embedded default.
     #[arg(long, short, global = true, env = "AGENTD_CONFIG")]
@@ -59,10 +63,16 @@ impl Cli {
             sets.push(format!("server.listen={listen}"));
         }
         if let Some(tools) = &self.tools {
-            sets.push(format!("tools.catalog={}", toml_string(&tools.display().to_string())));
+            sets.push(format!(
+                "tools.catalog={}",
+                toml_string(&tools.display().to_string())
+            ));
         }
         if let Some(dir) = &self.data_dir {
-            sets.push(format!("storage.data_dir={}", toml_string(&dir.display().to_string())));
+            sets.push(format!(
+                "storage.data_dir={}",
+                toml_string(&dir.display().to_string())
+            ));
         }
         if self.log_json {
             sets.push("log.format=json".into());
@@ -104,7 +114,11 @@ fn validate(cli: &Cli) -> ExitCode {
     };
     match Catalog::load(path, &Registry::builtin()) {
         Ok(catalog) => {
-            println!("configuration ok; {} tools in {}", catalog.len(), path.display());
+            println!(
+                "configuration ok; {} tools in {}",
+                catalog.len(),
+                path.display()
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -153,7 +167,10 @@ fn serve(cli: &Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
         tracing::info!(%addr, tools = app.state.engine.catalog().len(), "agentd ready");
         match app.serve(listener, shutdown).await {
             Ok(()) => {

@@ -14,7 +14,7 @@ use serde::Deserialize;
 pub use overrides::apply_overrides;
 
 /// Everything the daemon reads at start.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -187,20 +187,6 @@ impl Default for LogConfig {
         Self {
             format: LogFormat::Text,
             filter: "info".into(),
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            auth: AuthConfig::default(),
-            storage: StorageConfig::default(),
-            provider: ProviderConfig::default(),
-            tools: ToolsConfig::default(),
-            turn: TurnConfig::default(),
-            log: LogConfig::default(),
         }
     }
 }

@@ -30,7 +30,8 @@ pub fn apply_overrides(
             .split_once('=')
             .ok_or_else(|| ConfigError(format!("--set `{set}`: expected section.key=value")))?;
         let path: Vec<String> = key.trim().split('.').map(str::to_owned).collect();
-        set_path(table, &path, value.trim()).map_err(|e| ConfigError(format!("--set {key}: {e}")))?;
+        set_path(table, &path, value.trim())
+            .map_err(|e| ConfigError(format!("--set {key}: {e}")))?;
     }
     Ok(())
 }
@@ -58,7 +59,9 @@ fn set_path(table: &mut toml::Table, path: &[String], raw: &str) -> Result<(), S
 fn parse_value(raw: &str) -> toml::Value {
     let doc = format!("v = {raw}");
     match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t.remove("v").unwrap_or_else(|| toml::Value::String(raw.to_owned())),
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
         Err(_) => toml::Value::String(raw.to_owned()),
     }
 }

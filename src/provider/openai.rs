@@ -114,7 +114,10 @@ impl ModelProvider for OpenAiProvider {
             .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))?;
         body["stream"] = Value::Bool(false);
         let response = self.send(&body, Some(self.read_timeout)).await?;
-        let bytes = response.bytes().await.map_err(|e| self.transport_error(e))?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| self.transport_error(e))?;
         let value: Value = serde_json::from_slice(&bytes)
             .map_err(|e| ProviderError::Protocol(format!("response is not JSON: {e}")))?;
         parse_completion(&value)
@@ -269,7 +272,10 @@ mod tests {
 
     #[test]
     fn error_text_prefers_error_message() {
-        assert_eq!(error_message(r#"{"error":{"message":"bad key"}}"#), "bad key");
+        assert_eq!(
+            error_message(r#"{"error":{"message":"bad key"}}"#),
+            "bad key"
+        );
         assert_eq!(error_message("upstream down"), "upstream down");
         assert_eq!(error_message(""), "(empty body)");
         assert!(error_message(&"x".repeat(2000)).chars().count() <= MAX_ERROR_TEXT + 1);

@@ -107,7 +107,10 @@ impl Assembler {
 
     fn push_call_delta(&mut self, delta: &Value) {
         let index = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
-        let id = delta.get("id").and_then(Value::as_str).filter(|s| !s.is_empty());
+        let id = delta
+            .get("id")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty());
         let function = delta.get("function");
         let name = function.and_then(|f| f.get("name")).and_then(Value::as_str);
         let arguments = arguments_text(function.and_then(|f| f.get("arguments")));
@@ -150,7 +153,11 @@ impl Assembler {
             .into_iter()
             .filter(|c| !c.name.is_empty())
             .map(|c| ToolCallRequest {
-                id: if c.id.is_empty() { generated_call_id() } else { c.id },
+                id: if c.id.is_empty() {
+                    generated_call_id()
+                } else {
+                    c.id
+                },
                 kind: "function".into(),
                 function: FunctionCall {
                     name: c.name,
@@ -160,7 +167,10 @@ impl Assembler {
             .collect();
         // finish_reason is not trusted: calls present means the model asked for tools.
         let finish_reason = if calls.is_empty() {
-            self.finish_reason.take().filter(|r| r != "tool_calls").or(Some("stop".into()))
+            self.finish_reason
+                .take()
+                .filter(|r| r != "tool_calls")
+                .or(Some("stop".into()))
         } else {
             Some("tool_calls".into())
         };
@@ -168,7 +178,11 @@ impl Assembler {
         Ok(ModelResponse {
             message: ChatMessage {
                 role: Role::Assistant,
-                content: if text.is_empty() { Value::Null } else { Value::String(text) },
+                content: if text.is_empty() {
+                    Value::Null
+                } else {
+                    Value::String(text)
+                },
                 name: None,
                 tool_call_id: None,
                 tool_calls: (!calls.is_empty()).then_some(calls),
@@ -221,8 +235,14 @@ mod tests {
         let r = a.finish(true).unwrap();
         let calls = r.message.calls();
         assert_eq!(calls.len(), 2);
-        assert_eq!((calls[0].id.as_str(), calls[0].function.arguments.as_str()), ("c1", "{\"a\":1}"));
-        assert_eq!((calls[1].id.as_str(), calls[1].function.arguments.as_str()), ("c2", "{\"b\":2}"));
+        assert_eq!(
+            (calls[0].id.as_str(), calls[0].function.arguments.as_str()),
+            ("c1", "{\"a\":1}")
+        );
+        assert_eq!(
+            (calls[1].id.as_str(), calls[1].function.arguments.as_str()),
+            ("c2", "{\"b\":2}")
+        );
         assert_eq!(r.finish_reason.as_deref(), Some("tool_calls"));
         assert_eq!(r.usage.total_tokens, 3);
     }

@@ -14,6 +14,6 @@ pub mod store;
 
 pub use message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
 pub use store::{
-    CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, Store,
-    StoreError, StoreResult,
+    CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, Store, StoreError,
+    StoreResult,
 };

@@ -148,9 +148,17 @@ pub trait Store: Send + Sync + 'static {
     /// journaled (so a call can be started at most once).
     async fn journal_start(&self, record: &JournalRecord) -> StoreResult<()>;
     /// Records a call's result.
-    async fn journal_finish(&self, session_id: &str, call_id: &str, result: &str)
-    -> StoreResult<()>;
-    async fn journal_get(&self, session_id: &str, call_id: &str) -> StoreResult<Option<JournalRecord>>;
+    async fn journal_finish(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        result: &str,
+    ) -> StoreResult<()>;
+    async fn journal_get(
+        &self,
+        session_id: &str,
+        call_id: &str,
+    ) -> StoreResult<Option<JournalRecord>>;
 
     /// Cheap liveness probe of the backend (used by readiness and the watchdog).
     async fn ping(&self) -> StoreResult<()>;

@@ -183,7 +183,10 @@ pub(super) fn table_to_json(table: &toml::Table, path: &str) -> Result<Value, St
 /// A positive duration.
 pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
     match agentd_sdk::parse_duration(text)? {
-        d if d.is_zero() => Err(format!("invalid duration `{}`: must be greater than zero", text.trim())),
+        d if d.is_zero() => Err(format!(
+            "invalid duration `{}`: must be greater than zero",
+            text.trim()
+        )),
         d => Ok(d),
     }
 }

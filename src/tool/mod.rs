@@ -19,6 +19,6 @@ mod test_support;
 
 pub use catalog::{Catalog, CatalogError, CatalogTool};
 pub use catalog_compile::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT};
-pub use dispatch::{DispatchRequest, Dispatcher, Outcome, ToolRun};
 pub use catalog_raw::is_valid_tool_name;
+pub use dispatch::{DispatchRequest, Dispatcher, Outcome, ToolRun};
 pub use registry::Registry;

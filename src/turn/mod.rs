@@ -15,7 +15,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TurnConfig;
-use crate::provider::{ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
+use crate::provider::{
+    ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage,
+};
 use crate::session::{ChatMessage, Entry, EntrySource, Store, StoreError, ToolCallRequest};
 use crate::tool::{Catalog, DispatchRequest, Dispatcher, ToolRun};
 
@@ -155,7 +157,10 @@ impl Engine {
 
     /// The catalog new turns start with.
     pub fn catalog(&self) -> Arc<Catalog> {
-        self.catalog.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Swaps the catalog; turns in flight keep the one they started with.
@@ -184,13 +189,16 @@ impl Engine {
         let sid = ctx.session_id.as_str();
         let save = request.save;
         let history = self.store.full_history(sid).await?;
-        let incoming = pending::reconcile(self.store.as_ref(), sid, &history, request.messages).await?;
-        let mut conversation: Vec<ChatMessage> =
-            history.into_iter().map(|e| e.message).collect();
+        let incoming =
+            pending::reconcile(self.store.as_ref(), sid, &history, request.messages).await?;
+        let mut conversation: Vec<ChatMessage> = history.into_iter().map(|e| e.message).collect();
         self.record(sid, save, &mut conversation, incoming).await?;
 
         let offer = prompt::offer(&catalog, &ctx.agent_tools, &request.tools);
-        let auto_run = request.auto_run_tools.or(ctx.auto_run_tools).unwrap_or(true);
+        let auto_run = request
+            .auto_run_tools
+            .or(ctx.auto_run_tools)
+            .unwrap_or(true);
         let max_steps = request
             .max_steps
             .unwrap_or(self.config.max_steps)
@@ -226,7 +234,9 @@ impl Engine {
                 settings: settings.clone(),
             };
             let started = Instant::now();
-            let response = self.call_model(&model_request, events.as_ref(), cancel).await;
+            let response = self
+                .call_model(&model_request, events.as_ref(), cancel)
+                .await;
             model_time += started.elapsed();
             let mut response = response?;
             usage += response.usage;
@@ -238,10 +248,19 @@ impl Engine {
             }
             let calls = response.message.calls().to_vec();
             let message = response.message.clone();
-            self.record(sid, save, &mut conversation, vec![(message, EntrySource::ApiResponse)])
-                .await?;
+            self.record(
+                sid,
+                save,
+                &mut conversation,
+                vec![(message, EntrySource::ApiResponse)],
+            )
+            .await?;
             if calls.is_empty() {
-                let stop = if last_call { StopReason::MaxSteps } else { StopReason::Finished };
+                let stop = if last_call {
+                    StopReason::MaxSteps
+                } else {
+                    StopReason::Finished
+                };
                 let finish = match response.finish_reason.as_deref() {
                     Some("tool_calls") | None => "stop".to_owned(),
                     Some(other) => other.to_owned(),
@@ -260,7 +279,10 @@ impl Engine {
             if let Some(events) = &events {
                 let _ = events.send(TurnEvent::ToolCalls(calls.clone()));
             }
-            let client_calls = !auto_run || calls.iter().any(|c| offer.client.contains(&c.function.name));
+            let client_calls = !auto_run
+                || calls
+                    .iter()
+                    .any(|c| offer.client.contains(&c.function.name));
             let server_calls: Vec<ToolCallRequest> = if auto_run {
                 calls
                     .iter()
@@ -287,7 +309,8 @@ impl Engine {
                 let results = step_runs
                     .iter()
                     .map(|run| {
-                        let message = ChatMessage::tool_result(&run.call_id, &run.name, run.content.clone());
+                        let message =
+                            ChatMessage::tool_result(&run.call_id, &run.name, run.content.clone());
                         (message, EntrySource::ToolResponse)
                     })
                     .collect();
@@ -361,7 +384,9 @@ impl Engine {
                     StreamEvent::Done(response) => return Ok(response),
                 }
             }
-            Err(ProviderError::Protocol("stream ended without an answer".into()))
+            Err(ProviderError::Protocol(
+                "stream ended without an answer".into(),
+            ))
         };
         tokio::select! {
             result = call => Ok(result?),

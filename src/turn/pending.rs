@@ -48,7 +48,9 @@ pub async fn reconcile(
                 "a `tool` message needs the `tool_call_id` of the call it answers",
             ));
         };
-        let in_request = rest.iter().any(|(m, _): &(ChatMessage, _)| m.calls().iter().any(|c| c.id == id));
+        let in_request = rest
+            .iter()
+            .any(|(m, _): &(ChatMessage, _)| m.calls().iter().any(|c| c.id == id));
         if !in_request && !pending.iter().any(|(p, _)| *p == id) {
             return Err(TurnError::invalid(
                 format!("messages.{i}.tool_call_id"),
@@ -63,7 +65,10 @@ pub async fn reconcile(
     }
     let mut ordered = Vec::with_capacity(pending.len() + rest.len());
     for (id, name) in &pending {
-        if let Some(pos) = answers.iter().position(|m| m.tool_call_id.as_deref() == Some(id)) {
+        if let Some(pos) = answers
+            .iter()
+            .position(|m| m.tool_call_id.as_deref() == Some(id))
+        {
             let mut message = answers.swap_remove(pos);
             message.name.get_or_insert_with(|| name.clone());
             ordered.push((message, EntrySource::ApiRequest));
@@ -82,7 +87,10 @@ pub async fn reconcile(
                 "no result was given for this call and it was not run",
             ),
         };
-        ordered.push((ChatMessage::tool_result(id, name, content), EntrySource::Internal));
+        ordered.push((
+            ChatMessage::tool_result(id, name, content),
+            EntrySource::Internal,
+        ));
     }
     ordered.extend(rest);
     Ok(ordered)

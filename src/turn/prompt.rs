@@ -54,7 +54,11 @@ pub fn offer(catalog: &Catalog, agent_tools: &[Value], request_tools: &[Value]) 
 /// The system message for a turn, if there is anything to say.
 pub fn system_message(ctx: &TurnContext) -> Option<ChatMessage> {
     let mut parts: Vec<String> = Vec::new();
-    if let Some(template) = ctx.system_template.as_deref().filter(|t| !t.trim().is_empty()) {
+    if let Some(template) = ctx
+        .system_template
+        .as_deref()
+        .filter(|t| !t.trim().is_empty())
+    {
         parts.push(render(template, ctx));
     } else {
         if !ctx.agent_name.is_empty() {
@@ -80,7 +84,10 @@ fn render(template: &str, ctx: &TurnContext) -> String {
         ("agent.name", ctx.agent_name.clone()),
         ("agent.about", ctx.agent_about.clone()),
         ("agent.instructions", ctx.instructions.join("\n")),
-        ("session.situation", ctx.situation.clone().unwrap_or_default()),
+        (
+            "session.situation",
+            ctx.situation.clone().unwrap_or_default(),
+        ),
     ] {
         for pattern in [format!("{{{{{key}}}}}"), format!("{{{{ {key} }}}}")] {
             out = out.replace(&pattern, &value);
@@ -113,7 +120,10 @@ pub fn truncate(conversation: &[ChatMessage], budget: u64) -> &[ChatMessage] {
         while block_start > 0 && conversation[block_start].role == Role::Tool {
             block_start -= 1;
         }
-        let cost: u64 = conversation[block_start..start].iter().map(estimate_tokens).sum();
+        let cost: u64 = conversation[block_start..start]
+            .iter()
+            .map(estimate_tokens)
+            .sum();
         if used + cost > budget && start != conversation.len() {
             break;
         }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use agentd::tool::Registry;
-use agentd_sdk::{CallContext, HandlerError, HandlerFactory, OptionsError, ToolCall, ToolHandler, ToolOutput};
+use agentd_sdk::{
+    CallContext, HandlerError, HandlerFactory, OptionsError, ToolCall, ToolHandler, ToolOutput,
+};
 use async_trait::async_trait;
 use serde_json::{Value, json};
 

@@ -106,22 +106,33 @@ impl TestDaemon {
         };
         let mock = match options.mock {
             Some(mock) => mock,
-            None => MockModel::start(MockConfig::default()).await.expect("mock model"),
+            None => MockModel::start(MockConfig::default())
+                .await
+                .expect("mock model"),
         };
         std::fs::write(data_dir.join("test-key"), KEY).expect("key file");
         let mut sets = vec![
             "server.listen=\"127.0.0.1:0\"".to_owned(),
-            format!("storage.data_dir={}", toml_str(&data_dir.display().to_string())),
+            format!(
+                "storage.data_dir={}",
+                toml_str(&data_dir.display().to_string())
+            ),
             format!("provider.base_url={}", toml_str(&mock.base_url())),
             "provider.model=\"mock-model\"".to_owned(),
             "provider.max_attempts=3".to_owned(),
             "provider.backoff_base=\"10ms\"".to_owned(),
-            format!("auth.api_keys=[{{ file = {} }}]", toml_str(&data_dir.join("test-key").display().to_string())),
+            format!(
+                "auth.api_keys=[{{ file = {} }}]",
+                toml_str(&data_dir.join("test-key").display().to_string())
+            ),
         ];
         if let Some(tools) = &options.tools_toml {
             let path = data_dir.join("tools.toml");
             std::fs::write(&path, tools).expect("tools file");
-            sets.push(format!("tools.catalog={}", toml_str(&path.display().to_string())));
+            sets.push(format!(
+                "tools.catalog={}",
+                toml_str(&path.display().to_string())
+            ));
         }
         sets.extend(options.sets.iter().cloned());
         let config = Config::load(None, &sets).expect("config");
@@ -157,7 +168,11 @@ impl TestDaemon {
             mock: None,
         };
         let mock = self.stop().await;
-        let mut next = Self::start_with(Options { mock: Some(mock), ..options }).await;
+        let mut next = Self::start_with(Options {
+            mock: Some(mock),
+            ..options
+        })
+        .await;
         next._tmp = tmp;
         next
     }
@@ -191,7 +206,12 @@ impl TestDaemon {
         format!("{}{path}", self.base)
     }
 
-    pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut request = self.http.request(method, self.url(path)).bearer_auth(KEY);
         if let Some(body) = body {
             request = request.json(&body);
@@ -199,7 +219,11 @@ impl TestDaemon {
         let response = request.send().await.expect("request");
         let status = response.status();
         let text = response.text().await.expect("body");
-        let value = if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) };
+        let value = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
         (status, value)
     }
 
@@ -213,12 +237,20 @@ impl TestDaemon {
 
     /// Creates an agent, a user and a session the way Julep's guide does; returns the session id.
     pub async fn session(&self) -> String {
-        let (s, agent) = self.post("/agents", json!({"name": "Helper", "instructions": "Be brief."})).await;
+        let (s, agent) = self
+            .post(
+                "/agents",
+                json!({"name": "Helper", "instructions": "Be brief."}),
+            )
+            .await;
         assert_eq!(s, StatusCode::CREATED, "{agent}");
         let (s, user) = self.post("/users", json!({"name": "Ada"})).await;
         assert_eq!(s, StatusCode::CREATED, "{user}");
         let (s, session) = self
-            .post("/sessions", json!({"agent_id": agent["id"], "user_id": user["id"]}))
+            .post(
+                "/sessions",
+                json!({"agent_id": agent["id"], "user_id": user["id"]}),
+            )
             .await;
         assert_eq!(s, StatusCode::CREATED, "{session}");
         session["id"].as_str().expect("session id").to_owned()
@@ -230,7 +262,9 @@ impl TestDaemon {
 
     /// The stored history entries of a session.
     pub async fn history(&self, session: &str) -> Vec<Value> {
-        let (s, h) = self.get(&format!("/sessions/{session}/history?limit=1000")).await;
+        let (s, h) = self
+            .get(&format!("/sessions/{session}/history?limit=1000"))
+            .await;
         assert_eq!(s, StatusCode::OK, "{h}");
         h["entries"].as_array().cloned().unwrap_or_default()
     }
@@ -255,14 +289,28 @@ pub fn assert_history_valid(entries: &[Value]) {
     let mut pending: Vec<String> = Vec::new();
     for e in entries {
         if let Some(calls) = e["tool_calls"].as_array() {
-            assert!(pending.is_empty(), "new tool calls while {pending:?} still pending");
-            pending.extend(calls.iter().map(|c| c["id"].as_str().unwrap_or_default().to_owned()));
+            assert!(
+                pending.is_empty(),
+                "new tool calls while {pending:?} still pending"
+            );
+            pending.extend(
+                calls
+                    .iter()
+                    .map(|c| c["id"].as_str().unwrap_or_default().to_owned()),
+            );
         } else if e["role"] == "tool" {
             let id = e["tool_call_id"].as_str().unwrap_or_default();
-            let at = pending.iter().position(|p| p == id).unwrap_or_else(|| panic!("result for unknown call {id}"));
+            let at = pending
+                .iter()
+                .position(|p| p == id)
+                .unwrap_or_else(|| panic!("result for unknown call {id}"));
             pending.remove(at);
         } else {
-            assert!(pending.is_empty(), "{} message while {pending:?} still pending", e["role"]);
+            assert!(
+                pending.is_empty(),
+                "{} message while {pending:?} still pending",
+                e["role"]
+            );
         }
     }
 }

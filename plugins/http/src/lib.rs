@@ -214,7 +214,10 @@ fn ensure_crypto_provider() {
 /// A positive duration.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     match agentd_sdk::parse_duration(text)? {
-        d if d.is_zero() => Err(format!("invalid duration `{}`: must be greater than zero", text.trim())),
+        d if d.is_zero() => Err(format!(
+            "invalid duration `{}`: must be greater than zero",
+            text.trim()
+        )),
         d => Ok(d),
     }
 }

@@ -10,7 +10,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let invalid = || format!("invalid duration `{text}` (write e.g. \"250ms\", \"30s\", \"2m\", \"1h\")");
+    let invalid =
+        || format!("invalid duration `{text}` (write e.g. \"250ms\", \"30s\", \"2m\", \"1h\")");
     let value: f64 = number.parse().map_err(|_| invalid())?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,

@@ -90,7 +90,12 @@ mod tests {
             env: Some("AGENTD_SDK_TEST_UNSET_VAR".into()),
             ..Default::default()
         });
-        assert!(matches!(missing, Err(SecretError::NotFound(s)) if s.contains("nope") && s.contains("AGENTD_SDK_TEST_UNSET_VAR")));
-        assert_eq!(resolve_secret(&SecretRef::default()), Err(SecretError::Empty));
+        assert!(
+            matches!(missing, Err(SecretError::NotFound(s)) if s.contains("nope") && s.contains("AGENTD_SDK_TEST_UNSET_VAR"))
+        );
+        assert_eq!(
+            resolve_secret(&SecretRef::default()),
+            Err(SecretError::Empty)
+        );
     }
 }
