@@ -28,6 +28,8 @@ pub enum ApiError {
     NotFound { noun: &'static str, id: String },
     #[error("no route for {0}")]
     NoRoute(String),
+    #[error("{0} is not allowed on this route")]
+    MethodNotAllowed(String),
     #[error("{0}")]
     BadRequest(String),
     #[error("request validation failed")]
@@ -65,6 +67,7 @@ impl ApiError {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
             ApiError::NotFound { .. } | ApiError::NoRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -82,6 +85,7 @@ impl ApiError {
             ApiError::Forbidden => "forbidden",
             ApiError::NotFound { .. } => "not_found",
             ApiError::NoRoute(_) => "no_route",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Validation(_) => "validation_error",
             ApiError::Conflict(_) => "conflict",

@@ -105,6 +105,7 @@ pub fn router(state: AppState, base_path: &str, max_body_bytes: usize) -> Router
             get(history::get).delete(history::clear),
         )
         .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -129,5 +130,5 @@ async fn no_route(uri: axum::http::Uri) -> ApiError {
 }
 
 async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
-    ApiError::NoRoute(format!("{method} {}", uri.path()))
+    ApiError::MethodNotAllowed(format!("{method} {}", uri.path()))
 }

@@ -125,12 +125,10 @@ impl<'s> Synth<'s, '_> {
         Value::Object(out)
     }
 
-    /// Optional properties are filled only when the schema fixes the value or the user named it.
-    fn trivially_fillable(&self, name: &str, property: &Value) -> bool {
+    /// Optional properties are filled only when the schema fixes their value: a model asked
+    /// to "send an email to X" does not also copy X into cc, bcc and reply-to.
+    fn trivially_fillable(&self, _name: &str, property: &Value) -> bool {
         property.get("const").is_some()
-            || (self.hints.address.is_some()
-                && purpose(name, property) == Purpose::Address
-                && is_type(property, "string"))
     }
 
     fn value(&self, name: &str, schema: &'s Value, depth: usize) -> Value {
