@@ -225,7 +225,10 @@ async fn lists_paginate_sort_and_filter_by_metadata() {
     assert_eq!(s, StatusCode::METHOD_NOT_ALLOWED, "{e}");
     assert_eq!(e["error"]["code"], "method_not_allowed");
     let (s, e) = d.get("/nowhere").await;
-    assert_eq!((s, &e["error"]["code"]), (StatusCode::NOT_FOUND, &json!("no_route")));
+    assert_eq!(
+        (s, &e["error"]["code"]),
+        (StatusCode::NOT_FOUND, &json!("no_route"))
+    );
 }
 
 #[tokio::test]

@@ -20,8 +20,15 @@ fn python() -> Command {
     Command::new(std::env::var("PYTHON").unwrap_or_else(|_| "python3".into()))
 }
 
+/// The server script, from this crate's tests or from the workspace root's (the daemon's own
+/// tests include this module too).
 fn script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/smtp_server.py")
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    ["tests/smtp_server.py", "plugins/smtp/tests/smtp_server.py"]
+        .iter()
+        .map(|p| root.join(p))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| root.join("tests/smtp_server.py"))
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
