@@ -1,0 +1,189 @@
+//! The real binary killed with SIGKILL while a tool call is in flight: after a restart the call
+//! is reported to the model as "outcome unknown", never run again, and the session goes on.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::Duration;
+
+use agentd::mock_model::{MockConfig, MockModel, Reply, ScriptedCall};
+use common::{assert_history_valid, toml_str};
+use serde_json::{Value, json};
+
+const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
+const KEY: &str = "crash-test-key";
+
+struct Daemon {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data: &std::path::Path, tools: &std::path::Path, mock: &MockModel) -> Daemon {
+    let mut child = Command::new(AGENTD)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .arg("--tools")
+        .arg(tools)
+        .args([
+            "--set",
+            &format!("provider.base_url={}", toml_str(&mock.base_url())),
+        ])
+        .arg("serve")
+        .env("AGENTD_API_KEY", KEY)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agentd");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("addr=").nth(1) {
+                let _ = tx.send(
+                    rest.split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned(),
+                );
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("agentd reports its address");
+    Daemon {
+        child,
+        base: format!("http://{addr}/api"),
+    }
+}
+
+async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
+    let response = http
+        .post(url)
+        .bearer_auth(KEY)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.expect("json")
+}
+
+#[tokio::test]
+async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
+    // A webhook target that accepts connections and never answers: the call stays in flight.
+    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = hook.local_addr().unwrap().port();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let (accepted_tx, accepted_rx) = mpsc::channel();
+    {
+        let connections = connections.clone();
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for stream in hook.incoming().map_while(Result::ok) {
+                connections.fetch_add(1, Ordering::SeqCst);
+                held.push(stream);
+                let _ = accepted_tx.send(());
+            }
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "[[tool]]\nname = \"hook\"\ndescription = \"Posts to the hook\"\nhandler = \"http\"\noffer = false\ntimeout = \"60s\"\nparameters = {{ type = \"object\" }}\n[tool.options]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\ntimeout = \"60s\"\n"
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    agentd::app::install_crypto_provider();
+    let http = reqwest::Client::new();
+
+    let mut daemon = start(&data, &tools, &mock);
+    let agent = post(
+        &http,
+        format!("{}/agents", daemon.base),
+        json!({"name": "a"}),
+    )
+    .await;
+    let session = post(
+        &http,
+        format!("{}/sessions", daemon.base),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await;
+    let session = session["id"].as_str().unwrap().to_owned();
+    mock.push(Reply::tool_calls(vec![
+        ScriptedCall::new("hook", json!({"event": "deploy"})).with_id("call_hook"),
+    ]));
+    let chat_url = format!("{}/sessions/{session}/chat", daemon.base);
+    let in_flight = {
+        let (http, url) = (http.clone(), chat_url.clone());
+        tokio::spawn(async move {
+            let body = json!({"messages": [{"role": "user", "content": "deploy"}], "tools": [{"type": "function", "function": {"name": "hook"}}]});
+            http.post(url).bearer_auth(KEY).json(&body).send().await
+        })
+    };
+    tokio::task::spawn_blocking(move || accepted_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the handler reached the hook");
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the request died with the daemon"
+    );
+    drop(daemon);
+
+    let daemon = start(&data, &tools, &mock);
+    mock.push(Reply::text("the deploy may or may not have happened"));
+    let body = json!({"messages": [{"role": "user", "content": "did it work?"}], "tools": [{"type": "function", "function": {"name": "hook"}}]});
+    let answer = post(
+        &http,
+        format!("{}/sessions/{session}/chat", daemon.base),
+        body,
+    )
+    .await;
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop");
+    let sent = mock.requests().last().cloned().unwrap();
+    let result = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == "call_hook")
+        .cloned()
+        .expect("the cut-off call has a result");
+    let result: Value = serde_json::from_str(result["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result["error"]["kind"], "outcome_unknown", "{result}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the call was not run again"
+    );
+
+    let history: Value = http
+        .get(format!("{}/sessions/{session}/history", daemon.base))
+        .bearer_auth(KEY)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_history_valid(history["entries"].as_array().unwrap());
+}
