@@ -187,10 +187,6 @@ impl<'s> Synth<'s, '_> {
     }
 }
 
-fn is_type(schema: &Value, wanted: &str) -> bool {
-    schema_type(schema) == wanted
-}
-
 /// The schema's type; the first non-null one of a type list; `object` when it has properties.
 fn schema_type(schema: &Value) -> &str {
     match schema.get("type") {
