@@ -38,6 +38,14 @@ timeout = "300ms"
 parameters = { type = "object", properties = { ms = { type = "integer" } }, required = ["ms"] }
 
 [[tool]]
+name = "slow_long"
+description = "Sleeps for ms milliseconds, then answers; waits up to 10s"
+handler = "sleep"
+offer = false
+timeout = "10s"
+parameters = { type = "object", properties = { ms = { type = "integer" } }, required = ["ms"] }
+
+[[tool]]
 name = "explode"
 description = "Panics"
 handler = "panic"
