@@ -159,7 +159,10 @@ fn assert_finished(s: &Streamed, finish: &str) {
     assert_well_formed(s);
     let last = s.chunks.last().unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], finish, "{last}");
-    assert!(last["usage"]["total_tokens"].as_u64().unwrap() > 0, "{last}");
+    assert!(
+        last["usage"]["total_tokens"].as_u64().unwrap() > 0,
+        "{last}"
+    );
     assert!(last.get("error").is_none_or(Value::is_null), "{last}");
 }
 
@@ -186,7 +189,8 @@ fn comparable(history: &[Value]) -> Vec<Value> {
 async fn text_stream_arrives_in_chunks_and_ends_with_usage() {
     let d = TestDaemon::start().await;
     let session = d.session().await;
-    d.mock.push(Reply::text("Hello there, friend").split_chars());
+    d.mock
+        .push(Reply::text("Hello there, friend").split_chars());
     let s = stream_chat(&d, &session, say("hi")).await;
     assert_finished(&s, "stop");
     let texts = s.chunks.iter().filter(|c| kind(c) == "text").count();
@@ -266,7 +270,10 @@ async fn parallel_calls_each_get_a_tool_chunk() {
     contents.sort_by_key(|v| v.to_string());
     assert_eq!(
         contents,
-        [json!({"echo": {"text": "one"}}), json!({"echo": {"text": "two"}})]
+        [
+            json!({"echo": {"text": "one"}}),
+            json!({"echo": {"text": "two"}})
+        ]
     );
     let calls_chunk = s.chunks.iter().find(|c| kind(c) == "calls").unwrap();
     let indexes: Vec<&Value> = delta(calls_chunk)["tool_calls"]
@@ -324,7 +331,10 @@ async fn calls_that_all_claim_index_zero_are_kept_apart() {
     let s = stream_chat(&d, &session, body).await;
     assert_finished(&s, "stop");
     let calls_chunk = s.chunks.iter().find(|c| kind(c) == "calls").unwrap();
-    assert_eq!(delta(calls_chunk)["tool_calls"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        delta(calls_chunk)["tool_calls"].as_array().unwrap().len(),
+        2
+    );
     let mut contents: Vec<Value> = tool_chunks(&s.chunks)
         .iter()
         .map(|c| tool_content(c))
@@ -365,7 +375,10 @@ fn assert_error_end(s: &Streamed) -> Value {
     assert_eq!(kind(last), "error", "{}", s.raw);
     let error = &last["error"];
     assert!(error["message"].is_string(), "{last}");
-    assert!(error["code"].is_string() || error["type"].is_string(), "{last}");
+    assert!(
+        error["code"].is_string() || error["type"].is_string(),
+        "{last}"
+    );
     error.clone()
 }
 
@@ -404,8 +417,14 @@ async fn upstream_error_before_the_first_byte_is_an_error_chunk() {
     assert_eq!(s.chunks.len(), 1, "{}", s.raw);
     assert!(
         error["message"].as_str().unwrap().contains("500")
-            || error["code"].as_str().unwrap_or_default().contains("upstream")
-            || error["type"].as_str().unwrap_or_default().contains("upstream"),
+            || error["code"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("upstream")
+            || error["type"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("upstream"),
         "{error}"
     );
     assert_history_valid(&d.history(&session).await);

@@ -71,11 +71,11 @@ pub fn stream_turn(
         .into_response()
 }
 
-/// Builds the chunks of one stream.
+/// Builds the chunks of one stream. Every delta names its role: the SDK's chunk model
+/// requires `delta.role`.
 struct Chunker {
     id: String,
     created_at: String,
-    sent_role: bool,
 }
 
 impl Chunker {
@@ -90,18 +90,13 @@ impl Chunker {
     }
 
     /// The SSE event for one item, and whether it is the last.
-    fn event(&mut self, item: Item) -> (Event, bool) {
+    fn event(&self, item: Item) -> (Event, bool) {
         match item {
             Item::Event(TurnEvent::Text(text)) => {
-                let mut delta = json!({ "content": text });
-                if !self.sent_role {
-                    delta["role"] = json!("assistant");
-                    self.sent_role = true;
-                }
+                let delta = json!({ "role": "assistant", "content": text });
                 (self.chunk(delta, None, Value::Null), false)
             }
             Item::Event(TurnEvent::ToolCalls(calls)) => {
-                self.sent_role = false;
                 let calls: Vec<Value> = calls
                     .iter()
                     .enumerate()
@@ -124,7 +119,7 @@ impl Chunker {
                 (self.chunk(delta, None, Value::Null), false)
             }
             Item::Done(Ok(outcome)) => {
-                let mut delta = json!({});
+                let mut delta = json!({ "role": "assistant" });
                 if let Some(calls) = &outcome.message.tool_calls {
                     delta["role"] = json!("assistant");
                     delta["tool_calls"] = json!(calls);
@@ -141,7 +136,7 @@ impl Chunker {
                 let body = json!({
                     "id": self.id,
                     "created_at": self.created_at,
-                    "choices": [{ "index": 0, "delta": {}, "finish_reason": null }],
+                    "choices": [{ "index": 0, "delta": { "role": "assistant" }, "finish_reason": null }],
                     "usage": null,
                     "error": error.body()["error"],
                 });
@@ -159,14 +154,10 @@ fn chunks(
     created_at: String,
     stop_on_drop: DropGuard,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let chunker = Chunker {
-        id,
-        created_at,
-        sent_role: false,
-    };
+    let chunker = Chunker { id, created_at };
     futures_util::stream::unfold(
         (items, chunker, stop_on_drop, false),
-        |(mut items, mut chunker, guard, finished)| async move {
+        |(mut items, chunker, guard, finished)| async move {
             if finished {
                 return None;
             }
