@@ -405,7 +405,7 @@ async fn upstream_dying_mid_stream_ends_with_an_error_chunk() {
 }
 
 #[tokio::test]
-async fn upstream_error_before_the_first_byte_is_an_error_chunk() {
+async fn upstream_failing_before_any_output_is_a_plain_502() {
     let d = TestDaemon::start().await;
     let session = d.session().await;
     for _ in 0..3 {
@@ -413,23 +413,117 @@ async fn upstream_error_before_the_first_byte_is_an_error_chunk() {
             .push(Reply::error(500, json!({"error": {"message": "boom"}})));
     }
     let s = stream_chat(&d, &session, say("hi")).await;
-    let error = assert_error_end(&s);
-    assert_eq!(s.chunks.len(), 1, "{}", s.raw);
+    assert_eq!(s.status, StatusCode::BAD_GATEWAY, "{}", s.raw);
     assert!(
-        error["message"].as_str().unwrap().contains("500")
-            || error["code"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("upstream")
-            || error["type"]
-                .as_str()
-                .unwrap_or_default()
-                .contains("upstream"),
-        "{error}"
+        s.content_type.starts_with("application/json"),
+        "{}",
+        s.content_type
     );
+    let body: Value = serde_json::from_str(&s.raw).unwrap();
+    assert!(body["error"]["message"].is_string(), "{body}");
+    assert_eq!(d.mock.requests().len(), 3);
     assert_history_valid(&d.history(&session).await);
     let (status, r) = d.chat(&session, say("again")).await;
     assert_eq!(status, StatusCode::CREATED, "{r}");
+}
+
+#[tokio::test]
+async fn upstream_failing_after_a_tool_ran_ends_with_an_error_chunk() {
+    let d = TestDaemon::start().await;
+    let session = d.session().await;
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "echo",
+        json!({"text": "x"}),
+    )]));
+    for _ in 0..3 {
+        d.mock
+            .push(Reply::error(500, json!({"error": {"message": "boom"}})));
+    }
+    let mut body = say("go");
+    body["tools"] = json!([tool("echo")]);
+    let s = stream_chat(&d, &session, body).await;
+    assert_error_end(&s);
+    assert_eq!(shape(&s.chunks), ["calls", "tool", "error"], "{}", s.raw);
+    let history = d.history(&session).await;
+    assert_history_valid(&history);
+    assert_eq!(history.len(), 3);
+    let (status, r) = d.chat(&session, say("again")).await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    assert_history_valid(&d.history(&session).await);
+}
+
+#[tokio::test]
+async fn client_tool_calls_are_sent_once_and_end_the_stream() {
+    let d = TestDaemon::start().await;
+    let session = d.session().await;
+    let weather = json!({"type": "function", "function": {"name": "get_weather",
+        "description": "Weather for a city",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}});
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "get_weather",
+        json!({"city": "Oslo"}),
+    )]));
+    let mut body = say("weather?");
+    body["tools"] = json!([weather]);
+    let s = stream_chat(&d, &session, body.clone()).await;
+    assert_finished(&s, "tool_calls");
+    assert_eq!(shape(&s.chunks), ["calls", "final"], "{}", s.raw);
+    let calls: Vec<&Value> = s
+        .chunks
+        .iter()
+        .filter_map(|c| delta(c)["tool_calls"].as_array())
+        .flatten()
+        .collect();
+    assert_eq!(calls.len(), 1, "each call is sent once: {}", s.raw);
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    let call_id = calls[0]["id"].as_str().unwrap().to_owned();
+
+    // The client answers; the streamed turn resumes from the result.
+    d.mock.push(Reply::text("Sunny in Oslo."));
+    body["messages"] = json!([{"role": "tool", "tool_call_id": call_id, "content": "sunny"}]);
+    let s = stream_chat(&d, &session, body).await;
+    assert_finished(&s, "stop");
+    assert_eq!(text_of(&s.chunks), "Sunny in Oslo.");
+    let history = d.history(&session).await;
+    assert_eq!(history.len(), 4);
+    assert_history_valid(&history);
+}
+
+#[tokio::test]
+async fn client_hanging_up_while_text_streams_frees_the_session() {
+    let d = TestDaemon::start().await;
+    let session = d.session().await;
+    d.mock.push(
+        Reply::text("one two three four five six seven eight nine ten eleven twelve")
+            .chunk_delay(Duration::from_millis(300)),
+    );
+    let mut response = stream_request(&d, &session, say("count"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let first = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+        .await
+        .expect("first chunk in time")
+        .expect("read")
+        .expect("stream open");
+    assert!(String::from_utf8_lossy(&first).contains("\"content\""));
+    let hung_up = Instant::now();
+    drop(response);
+    let mut next = None;
+    while hung_up.elapsed() < Duration::from_secs(3) {
+        let (status, r) = d.chat(&session, say("still there?")).await;
+        if status != StatusCode::CONFLICT {
+            next = Some((status, r));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (status, r) = next.expect("the session lock is released soon after the hang-up");
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+    let history = d.history(&session).await;
+    assert_history_valid(&history);
+    assert_eq!(history.last().unwrap()["role"], "assistant");
 }
 
 #[tokio::test]
