@@ -86,6 +86,41 @@ def main() -> int:
         if isinstance(delta.content, str) and delta.role == "assistant":
             tool_chunks.append({"text": delta.content})
 
+    # Upstream down before any output: the SDK raises the daemon's 502, streamed or not.
+    upstream_error = None
+    try:
+        for _ in client.sessions.chat(
+            session_id=session.id,
+            messages=[{"role": "user", "content": "Is anyone there?"}],
+            stream=True,
+        ):
+            pass
+    except julep.APIStatusError as e:
+        upstream_error = {"status": e.status_code, "message": (e.body or {}).get("error", {}).get("message")}
+
+    # A client tool: the call comes back to the SDK user, who sends the result.
+    weather_tool = {
+        "name": "get_weather",
+        "type": "function",
+        "function": {
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+        },
+    }
+    asked = client.sessions.chat(
+        session_id=session.id,
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+        tools=[weather_tool],
+    )
+    strict(asked)
+    call = asked.choices[0].message.tool_calls[0]
+    answered = client.sessions.chat(
+        session_id=session.id,
+        messages=[{"role": "tool", "tool_call_id": call.id, "content": "sunny"}],
+        tools=[weather_tool],
+    )
+    strict(answered)
+
     history = client.sessions.history(session_id=session.id)
     strict(history)
 
@@ -109,6 +144,13 @@ def main() -> int:
                     "last_usage": chunks[-1].get("usage") if chunks else None,
                 },
                 "tool_stream": tool_chunks,
+                "upstream_error": upstream_error,
+                "client_tool": {
+                    "finish_reason": asked.choices[0].finish_reason,
+                    "name": call.function.name,
+                    "arguments": call.function.arguments,
+                    "answer": answered.choices[0].message.content,
+                },
                 "history": {
                     "session_id": history.session_id,
                     "roles": [e.role for e in history.entries],

@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use agentd::mock_model::{Reply, ScriptedCall};
-use common::{KEY, TestDaemon};
+use common::{KEY, TestDaemon, assert_history_valid};
 use serde_json::{Value, json};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/julep_sdk.py");
@@ -36,6 +36,15 @@ async fn julep_python_sdk_drives_the_daemon() {
         json!({"text": "sdk"}),
     )]));
     d.mock.push(Reply::text("Echoed."));
+    for _ in 0..3 {
+        d.mock
+            .push(Reply::error(500, json!({"error": {"message": "boom"}})));
+    }
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "get_weather",
+        json!({"city": "Oslo"}),
+    )]));
+    d.mock.push(Reply::text("Sunny in Oslo."));
 
     let base = d.base.clone();
     let output = tokio::time::timeout(
@@ -94,19 +103,37 @@ async fn julep_python_sdk_drives_the_daemon() {
     assert_eq!(echoed, json!({"echo": {"text": "sdk"}}));
     assert_eq!(tool_stream[2]["text"], "Echoed.", "{summary}");
 
+    assert_eq!(summary["upstream_error"]["status"], 502, "{summary}");
+    assert!(
+        summary["upstream_error"]["message"].is_string(),
+        "{summary}"
+    );
+
+    let client_tool = &summary["client_tool"];
+    assert_eq!(client_tool["finish_reason"], "tool_calls", "{summary}");
+    assert_eq!(client_tool["name"], "get_weather");
+    let args: Value = serde_json::from_str(client_tool["arguments"].as_str().unwrap()).unwrap();
+    assert_eq!(args, json!({"city": "Oslo"}));
+    assert_eq!(client_tool["answer"], "Sunny in Oslo.");
+
     let history = &summary["history"];
     assert_eq!(history["session_id"], summary["session_id"]);
     assert_eq!(
         history["roles"],
         json!([
             "user",
-            "assistant",
+            "assistant", // plain chat
             "user",
-            "assistant",
+            "assistant", // streamed text
             "user",
             "assistant",
             "tool",
-            "assistant"
+            "assistant", // streamed server tool
+            "user",      // upstream down: the input is kept, no answer
+            "user",
+            "assistant",
+            "tool",
+            "assistant" // client tool round trip
         ]),
         "{summary}"
     );
@@ -115,8 +142,12 @@ async fn julep_python_sdk_drives_the_daemon() {
         "{summary}"
     );
 
+    let stored = d.history(summary["session_id"].as_str().unwrap()).await;
+    assert_eq!(stored.len(), 13);
+    assert_history_valid(&stored);
+
     let sent = d.mock.requests();
-    assert_eq!(sent.len(), 4);
+    assert_eq!(sent.len(), 9);
     assert_eq!(sent[0]["max_tokens"], 150);
     assert_eq!(sent[1]["stream"], true);
 }
