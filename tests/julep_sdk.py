@@ -121,6 +121,16 @@ def main() -> int:
     )
     strict(answered)
 
+    # Upstream cut off after some text: the stream ends with a chunk carrying an `error` object.
+    cut_chunks = [
+        strict(chunk)
+        for chunk in client.sessions.chat(
+            session_id=session.id,
+            messages=[{"role": "user", "content": "Say a lot."}],
+            stream=True,
+        )
+    ]
+
     history = client.sessions.history(session_id=session.id)
     strict(history)
 
@@ -145,6 +155,13 @@ def main() -> int:
                 },
                 "tool_stream": tool_chunks,
                 "upstream_error": upstream_error,
+                "cut_stream": {
+                    "chunks": len(cut_chunks),
+                    "text": "".join(
+                        c["choices"][0]["delta"].get("content") or "" for c in cut_chunks if not c.get("error")
+                    ),
+                    "last_error": cut_chunks[-1].get("error") if cut_chunks else None,
+                },
                 "client_tool": {
                     "finish_reason": asked.choices[0].finish_reason,
                     "name": call.function.name,

@@ -45,6 +45,11 @@ async fn julep_python_sdk_drives_the_daemon() {
         json!({"city": "Oslo"}),
     )]));
     d.mock.push(Reply::text("Sunny in Oslo."));
+    d.mock.push(
+        Reply::text("a long answer that the upstream never finishes sending")
+            .die_after(3)
+            .chunk_delay(Duration::from_millis(5)),
+    );
 
     let base = d.base.clone();
     let output = tokio::time::timeout(
@@ -116,6 +121,11 @@ async fn julep_python_sdk_drives_the_daemon() {
     assert_eq!(args, json!({"city": "Oslo"}));
     assert_eq!(client_tool["answer"], "Sunny in Oslo.");
 
+    let cut = &summary["cut_stream"];
+    assert!(cut["chunks"].as_u64().unwrap() >= 2, "{summary}");
+    assert!(!cut["text"].as_str().unwrap().is_empty(), "{summary}");
+    assert!(cut["last_error"]["message"].is_string(), "{summary}");
+
     let history = &summary["history"];
     assert_eq!(history["session_id"], summary["session_id"]);
     assert_eq!(
@@ -133,7 +143,8 @@ async fn julep_python_sdk_drives_the_daemon() {
             "user",
             "assistant",
             "tool",
-            "assistant" // client tool round trip
+            "assistant", // client tool round trip
+            "user"       // upstream cut off mid-answer: the input is kept, no answer
         ]),
         "{summary}"
     );
@@ -143,11 +154,11 @@ async fn julep_python_sdk_drives_the_daemon() {
     );
 
     let stored = d.history(summary["session_id"].as_str().unwrap()).await;
-    assert_eq!(stored.len(), 13);
+    assert_eq!(stored.len(), 14);
     assert_history_valid(&stored);
 
     let sent = d.mock.requests();
-    assert_eq!(sent.len(), 9);
+    assert_eq!(sent.len(), 10);
     assert_eq!(sent[0]["max_tokens"], 150);
     assert_eq!(sent[1]["stream"], true);
 }
