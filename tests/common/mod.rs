@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod handlers;
+pub mod sse;
 
 use std::path::PathBuf;
 use std::sync::Arc;
