@@ -65,8 +65,10 @@ pub async fn stream_turn(
             while let Ok(event) = events_rx.try_recv() {
                 let _ = items_tx.send(Item::Event(event));
             }
-            let _ = items_tx.send(Item::Done(result));
+            // The session is free before the client learns the turn ended, so a next chat sent
+            // right after the last chunk (or the error status) never meets a 409.
             drop(guard);
+            let _ = items_tx.send(Item::Done(result));
         }
         .instrument(span),
     );
