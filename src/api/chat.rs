@@ -313,7 +313,7 @@ pub async fn chat(
         ))
     })?;
     if stream {
-        return Ok(super::sse::stream_turn(state, ctx, request, guard));
+        return Ok(super::sse::stream_turn(state, ctx, request, guard).await);
     }
     // The turn runs in its own task: a client that hangs up does not cut it off half-way.
     let cancel = state.abort.child_token();

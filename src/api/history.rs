@@ -21,7 +21,8 @@ fn entry_json(entry: &Entry) -> Value {
         "session_id": entry.session_id,
         "role": m.role.as_str(),
         "name": m.name,
-        "content": m.content,
+        // The SDK's Entry model requires content: a tool-call message without text has "".
+        "content": if m.content.is_null() { json!("") } else { m.content.clone() },
         "tool_call_id": m.tool_call_id,
         "tool_calls": m.tool_calls,
         "source": entry.source,

@@ -1,7 +1,8 @@
 //! Streaming chat: the turn runs in its own task and reports events; this module turns them
 //! into `data: <ChunkChatResponse>` SSE events (no `[DONE]`), with keep-alive comments while
 //! tools run, `finish_reason` and usage on the last chunk only, and an error chunk when the turn
-//! fails after the stream started. Dropping the response (client gone) cancels the turn.
+//! fails after the stream started (a turn failing before its first event gets a plain HTTP
+//! error). Dropping the response (client gone) cancels the turn.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -24,19 +25,25 @@ use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
 /// How often a comment line is sent while nothing else is.
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
+/// How long the response waits for the turn's first event before committing to a stream. A
+/// turn that fails within this time (upstream down, bad request to the model) gets a plain
+/// HTTP error (502, ...) that clients raise as one, instead of a 200 whose only chunk is an
+/// error; no keep-alive would have been sent in this time anyway.
+const FIRST_EVENT_WAIT: Duration = KEEP_ALIVE;
+
 enum Item {
     Event(TurnEvent),
     Done(Result<TurnOutcome, TurnError>),
 }
 
-pub fn stream_turn(
+pub async fn stream_turn(
     state: AppState,
     ctx: TurnContext,
     request: TurnRequest,
     guard: TurnGuard,
 ) -> Response {
     let (events_tx, mut events_rx) = mpsc::unbounded_channel::<TurnEvent>();
-    let (items_tx, items_rx) = mpsc::unbounded_channel::<Item>();
+    let (items_tx, mut items_rx) = mpsc::unbounded_channel::<Item>();
     let cancel = state.abort.child_token();
     let stop_on_drop = cancel.clone().drop_guard();
     let engine = state.engine.clone();
@@ -58,24 +65,36 @@ pub fn stream_turn(
             while let Ok(event) = events_rx.try_recv() {
                 let _ = items_tx.send(Item::Event(event));
             }
-            let _ = items_tx.send(Item::Done(result));
+            // The session is free before the client learns the turn ended, so a next chat sent
+            // right after the last chunk (or the error status) never meets a 409.
             drop(guard);
+            let _ = items_tx.send(Item::Done(result));
         }
         .instrument(span),
     );
+    // Dropping this future (client gone while waiting) drops the guard and cancels the turn.
+    let first = match tokio::time::timeout(FIRST_EVENT_WAIT, items_rx.recv()).await {
+        Ok(Some(Item::Done(Err(error)))) => return ApiError::from(error).into_response(),
+        Ok(Some(item)) => Some(item),
+        Ok(None) => {
+            tracing::error!("streamed turn ended without an outcome");
+            return ApiError::Internal.into_response();
+        }
+        Err(_) => None,
+    };
     let id = uuid::Uuid::now_v7().to_string();
     let created_at = rfc3339(OffsetDateTime::now_utc());
-    let stream = chunks(items_rx, id, created_at, stop_on_drop);
+    let stream = chunks(items_rx, first, id, created_at, stop_on_drop);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response()
 }
 
-/// Builds the chunks of one stream.
+/// Builds the chunks of one stream. Every delta names its role: the SDK's chunk model
+/// requires `delta.role`.
 struct Chunker {
     id: String,
     created_at: String,
-    sent_role: bool,
 }
 
 impl Chunker {
@@ -90,18 +109,13 @@ impl Chunker {
     }
 
     /// The SSE event for one item, and whether it is the last.
-    fn event(&mut self, item: Item) -> (Event, bool) {
+    fn event(&self, item: Item) -> (Event, bool) {
         match item {
             Item::Event(TurnEvent::Text(text)) => {
-                let mut delta = json!({ "content": text });
-                if !self.sent_role {
-                    delta["role"] = json!("assistant");
-                    self.sent_role = true;
-                }
+                let delta = json!({ "role": "assistant", "content": text });
                 (self.chunk(delta, None, Value::Null), false)
             }
             Item::Event(TurnEvent::ToolCalls(calls)) => {
-                self.sent_role = false;
                 let calls: Vec<Value> = calls
                     .iter()
                     .enumerate()
@@ -124,11 +138,8 @@ impl Chunker {
                 (self.chunk(delta, None, Value::Null), false)
             }
             Item::Done(Ok(outcome)) => {
-                let mut delta = json!({});
-                if let Some(calls) = &outcome.message.tool_calls {
-                    delta["role"] = json!("assistant");
-                    delta["tool_calls"] = json!(calls);
-                }
+                // Tool calls were already sent in their own chunk; they are not repeated.
+                let delta = json!({ "role": "assistant" });
                 let usage = json!(outcome.usage);
                 (
                     self.chunk(delta, Some(outcome.finish_reason.as_str()), usage),
@@ -141,7 +152,7 @@ impl Chunker {
                 let body = json!({
                     "id": self.id,
                     "created_at": self.created_at,
-                    "choices": [{ "index": 0, "delta": {}, "finish_reason": null }],
+                    "choices": [{ "index": 0, "delta": { "role": "assistant" }, "finish_reason": null }],
                     "usage": null,
                     "error": error.body()["error"],
                 });
@@ -155,24 +166,24 @@ impl Chunker {
 /// dropped and the turn is cancelled at once, even in the middle of a tool call.
 fn chunks(
     items: mpsc::UnboundedReceiver<Item>,
+    first: Option<Item>,
     id: String,
     created_at: String,
     stop_on_drop: DropGuard,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let chunker = Chunker {
-        id,
-        created_at,
-        sent_role: false,
-    };
+    let chunker = Chunker { id, created_at };
     futures_util::stream::unfold(
-        (items, chunker, stop_on_drop, false),
-        |(mut items, mut chunker, guard, finished)| async move {
+        (items, first, chunker, stop_on_drop, false),
+        |(mut items, first, chunker, guard, finished)| async move {
             if finished {
                 return None;
             }
-            let item = items.recv().await?;
+            let item = match first {
+                Some(item) => item,
+                None => items.recv().await?,
+            };
             let (event, last) = chunker.event(item);
-            Some((Ok(event), (items, chunker, guard, last)))
+            Some((Ok(event), (items, None, chunker, guard, last)))
         },
     )
 }

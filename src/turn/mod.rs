@@ -294,6 +294,8 @@ impl Engine {
             };
             if !server_calls.is_empty() {
                 let started = Instant::now();
+                let (progress, forwarded) =
+                    events.as_ref().map(|tx| forward_runs(tx.clone())).unzip();
                 let step_runs = self
                     .dispatcher
                     .run(DispatchRequest {
@@ -302,10 +304,14 @@ impl Engine {
                         calls: &server_calls,
                         offered: &offer.names,
                         cancel,
-                        progress: events.as_ref().map(|tx| forward_runs(tx.clone())),
+                        progress,
                     })
                     .await;
                 tool_time += started.elapsed();
+                // Every result event goes out before anything the next model call streams.
+                if let Some(forwarded) = forwarded {
+                    let _ = forwarded.await;
+                }
                 let results = step_runs
                     .iter()
                     .map(|run| {
@@ -395,15 +401,18 @@ impl Engine {
     }
 }
 
-/// A progress channel for the dispatcher that forwards each finished run as a turn event.
-fn forward_runs(events: mpsc::UnboundedSender<TurnEvent>) -> mpsc::UnboundedSender<ToolRun> {
+/// A progress channel for the dispatcher that forwards each finished run as a turn event, and
+/// the forwarding task, which ends once the channel's sender is dropped and drained.
+fn forward_runs(
+    events: mpsc::UnboundedSender<TurnEvent>,
+) -> (mpsc::UnboundedSender<ToolRun>, tokio::task::JoinHandle<()>) {
     let (tx, mut rx) = mpsc::unbounded_channel::<ToolRun>();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Some(run) = rx.recv().await {
             if events.send(TurnEvent::ToolResult(run)).is_err() {
                 break;
             }
         }
     });
-    tx
+    (tx, task)
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod handlers;
+pub mod sse;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,6 +36,14 @@ description = "Sleeps for ms milliseconds, then answers"
 handler = "sleep"
 offer = false
 timeout = "300ms"
+parameters = { type = "object", properties = { ms = { type = "integer" } }, required = ["ms"] }
+
+[[tool]]
+name = "slow_long"
+description = "Sleeps for ms milliseconds, then answers; waits up to 10s"
+handler = "sleep"
+offer = false
+timeout = "10s"
 parameters = { type = "object", properties = { ms = { type = "integer" } }, required = ["ms"] }
 
 [[tool]]
