@@ -1,21 +1,12 @@
 //! The real binary: `agentd validate` on good and bad configuration, and `agentd serve`
 //! answering over HTTP with the generated key.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
+mod common;
 
-/// Kills the daemon if a test fails before stopping it.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::binary::{self, AGENTD};
 
 fn validate(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
     let output = Command::new(AGENTD)
@@ -103,35 +94,15 @@ parameters = { type = "object", properties = {} }
 #[test]
 fn serve_starts_with_embedded_defaults_and_a_generated_key() {
     let dir = tempfile::tempdir().unwrap();
-    let child = Command::new(AGENTD)
+    let mut command = Command::new(AGENTD);
+    command
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path())
         .arg("serve")
         .env_remove("AGENTD_API_KEY")
-        .env_remove("CREDENTIALS_DIRECTORY")
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agentd");
-    let mut child = KillOnDrop(child);
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    // Keep reading stderr for the whole run, as a journal would.
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("agentd reports its address");
+        .env_remove("CREDENTIALS_DIRECTORY");
+    let mut daemon = binary::spawn(command);
+    let addr = daemon.addr.clone();
     let key = std::fs::read_to_string(dir.path().join("api-key")).unwrap();
     let key = key.trim();
     let get = |path: &str, key: Option<&str>| {
@@ -152,20 +123,7 @@ fn serve_starts_with_embedded_defaults_and_a_generated_key() {
     assert!(get("/healthz", None).starts_with("HTTP/1.1 200"));
     assert!(get("/api/agents", None).starts_with("HTTP/1.1 401"));
     assert!(get("/api/agents", Some(key)).starts_with("HTTP/1.1 200"));
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.0.id().to_string())
-        .status();
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "agentd did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    daemon.signal("TERM");
+    let status = daemon.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM ends agentd cleanly: {status:?}");
 }

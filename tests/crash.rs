@@ -3,34 +3,22 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use agentd::mock_model::{MockConfig, MockModel, Reply, ScriptedCall};
+use common::binary::{self, AGENTD, Daemon};
 use common::{assert_history_valid, toml_str};
 use serde_json::{Value, json};
 
-const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
 const KEY: &str = "crash-test-key";
 
-struct Daemon {
-    child: Child,
-    base: String,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn start(data: &std::path::Path, tools: &std::path::Path, mock: &MockModel) -> Daemon {
-    let mut child = Command::new(AGENTD)
+    let mut command = Command::new(AGENTD);
+    command
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
         .arg("--tools")
@@ -40,32 +28,12 @@ fn start(data: &std::path::Path, tools: &std::path::Path, mock: &MockModel) -> D
             &format!("provider.base_url={}", toml_str(&mock.base_url())),
         ])
         .arg("serve")
-        .env("AGENTD_API_KEY", KEY)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn agentd");
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("addr=").nth(1) {
-                let _ = tx.send(
-                    rest.split_whitespace()
-                        .next()
-                        .unwrap_or_default()
-                        .to_owned(),
-                );
-            }
-        }
-    });
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("agentd reports its address");
-    Daemon {
-        child,
-        base: format!("http://{addr}/api"),
-    }
+        .env("AGENTD_API_KEY", KEY);
+    binary::spawn(command)
+}
+
+fn api(daemon: &Daemon) -> String {
+    format!("http://{}/api", daemon.addr)
 }
 
 async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
@@ -116,13 +84,13 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     let mut daemon = start(&data, &tools, &mock);
     let agent = post(
         &http,
-        format!("{}/agents", daemon.base),
+        format!("{}/agents", api(&daemon)),
         json!({"name": "a"}),
     )
     .await;
     let session = post(
         &http,
-        format!("{}/sessions", daemon.base),
+        format!("{}/sessions", api(&daemon)),
         json!({"agent_id": agent["id"]}),
     )
     .await;
@@ -130,7 +98,7 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     mock.push(Reply::tool_calls(vec![
         ScriptedCall::new("hook", json!({"event": "deploy"})).with_id("call_hook"),
     ]));
-    let chat_url = format!("{}/sessions/{session}/chat", daemon.base);
+    let chat_url = format!("{}/sessions/{session}/chat", api(&daemon));
     let in_flight = {
         let (http, url) = (http.clone(), chat_url.clone());
         tokio::spawn(async move {
@@ -155,7 +123,7 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     let body = json!({"messages": [{"role": "user", "content": "did it work?"}], "tools": [{"type": "function", "function": {"name": "hook"}}]});
     let answer = post(
         &http,
-        format!("{}/sessions/{session}/chat", daemon.base),
+        format!("{}/sessions/{session}/chat", api(&daemon)),
         body,
     )
     .await;
@@ -177,7 +145,7 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     );
 
     let history: Value = http
-        .get(format!("{}/sessions/{session}/history", daemon.base))
+        .get(format!("{}/sessions/{session}/history", api(&daemon)))
         .bearer_auth(KEY)
         .send()
         .await

@@ -2,6 +2,7 @@
 //! mock model, a real SQLite file in a temp directory, test handlers, and a small HTTP client.
 #![allow(dead_code)]
 
+pub mod binary;
 pub mod handlers;
 pub mod sse;
 

@@ -1,0 +1,93 @@
+//! The real `agentd` binary as a child process: its stderr drained for the whole run (as a
+//! journal would), its bound address read from the `agentd ready addr=...` line, and killed
+//! when the test lets go of it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+pub const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
+
+pub struct Daemon {
+    pub child: Child,
+    /// `host:port` the daemon listens on.
+    pub addr: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Starts `command` (an `agentd ... serve` invocation) and waits until it reports its address.
+pub fn spawn(mut command: Command) -> Daemon {
+    let mut child = command
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn agentd");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
+                }
+                log.lock().unwrap().push(line);
+            }
+        });
+    }
+    let mut daemon = Daemon {
+        child,
+        addr: String::new(),
+        log,
+    };
+    daemon.addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("agentd did not report its address:\n{}", daemon.log()));
+    daemon
+}
+
+impl Daemon {
+    /// Everything the daemon logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit, failing the test after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "agentd still running after {limit:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
