@@ -455,6 +455,7 @@ async fn sigterm_during_a_hung_tool_call_drains_cancels_and_history_stays_valid(
         result["content"].to_string().contains("cancelled"),
         "{result}"
     );
+    mock.push(Reply::text("Back."));
     let (s, body) = daemon.chat(&session, say("are you back?")).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
 }
