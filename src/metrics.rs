@@ -289,16 +289,13 @@ pub fn tool_call(tool: &str, outcome: &str, elapsed: Duration) {
 /// number of open event streams.
 pub async fn track_http(request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
+    let route = request.extensions().get::<MatchedPath>().cloned();
     let method = request.method().clone();
     let response = next.run(request).await;
     let status = response.status();
     REGISTRY.http.observe(
         &[
-            route.as_deref().unwrap_or("unmatched"),
+            route.as_ref().map_or("unmatched", MatchedPath::as_str),
             method.as_str(),
             status.as_str(),
         ],

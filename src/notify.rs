@@ -96,18 +96,37 @@ impl Notifier {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
-                match tokio::time::timeout(check_timeout, store.ping()).await {
-                    Ok(Ok(())) => notifier.watchdog(),
-                    Ok(Err(error)) => {
-                        tracing::error!(%error, "watchdog: store does not answer; not pinging");
-                    }
-                    Err(_) => tracing::error!(
-                        timeout_ms = check_timeout.as_millis() as u64,
-                        "watchdog: store check timed out; not pinging"
-                    ),
-                }
+                notifier
+                    .watchdog_if_healthy(store.ping(), check_timeout)
+                    .await;
             }
         }))
+    }
+
+    /// Pings the watchdog when `check` succeeds within `timeout`; logs and skips it otherwise.
+    /// Returns whether it pinged.
+    pub async fn watchdog_if_healthy<E: std::fmt::Display>(
+        &self,
+        check: impl Future<Output = Result<(), E>>,
+        timeout: Duration,
+    ) -> bool {
+        match tokio::time::timeout(timeout, check).await {
+            Ok(Ok(())) => {
+                self.watchdog();
+                true
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, "watchdog: store does not answer; not pinging");
+                false
+            }
+            Err(_) => {
+                tracing::error!(
+                    timeout_ms = timeout.as_millis() as u64,
+                    "watchdog: store check timed out; not pinging"
+                );
+                false
+            }
+        }
     }
 }
 
@@ -190,6 +209,49 @@ mod tests {
             .parse()
             .unwrap();
         assert!(usec > 0);
+    }
+
+    #[test]
+    fn datagrams_reach_an_abstract_socket() {
+        use std::os::linux::net::SocketAddrExt;
+        let name = format!("agentd-notify-test-{}", std::process::id());
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let receiver = UnixDatagram::bind_addr(&addr).unwrap();
+        receiver
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let notifier = Notifier {
+            target: Some(Arc::new(Target::Abstract(name.into_bytes()))),
+        };
+        notifier.stopping();
+        let mut buf = [0u8; 64];
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1\nSTATUS=draining");
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_hanging_health_check_skips_the_ping() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let receiver = UnixDatagram::bind(&path).unwrap();
+        receiver.set_nonblocking(true).unwrap();
+        let notifier = Notifier {
+            target: Some(Arc::new(Target::Path(path))),
+        };
+        let short = Duration::from_millis(50);
+        let hung = std::future::pending::<Result<(), String>>();
+        assert!(!notifier.watchdog_if_healthy(hung, short).await);
+        let failed = async { Err::<(), _>("database is locked".to_owned()) };
+        assert!(!notifier.watchdog_if_healthy(failed, short).await);
+        let mut buf = [0u8; 64];
+        assert!(
+            receiver.recv(&mut buf).is_err(),
+            "nothing sent while unhealthy"
+        );
+        let healthy = async { Ok::<(), String>(()) };
+        assert!(notifier.watchdog_if_healthy(healthy, short).await);
+        let n = receiver.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"WATCHDOG=1");
     }
 
     #[test]
