@@ -482,6 +482,19 @@ async fn metrics_need_the_key_and_expose_every_series() {
     let (s, body) = daemon.chat(&session, say("use alpha")).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
 
+    mock.push(Reply::text("Streamed."));
+    let streamed = daemon
+        .http
+        .post(daemon.url(&format!("/api/sessions/{session}/chat")))
+        .bearer_auth(KEY)
+        .json(&json!({"messages": [{"role": "user", "content": "stream it"}], "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), StatusCode::OK);
+    let events = streamed.text().await.unwrap();
+    assert!(events.contains("Streamed."), "{events}");
+
     let anonymous = reqwest::get(daemon.url("/metrics")).await.unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
     let (s, text) = daemon.call(reqwest::Method::GET, "/metrics", None).await;
@@ -491,14 +504,15 @@ async fn metrics_need_the_key_and_expose_every_series() {
         "agentd_http_requests_total{route=\"/api/sessions/{id}/chat\",method=\"POST\",status=\"201\"} 1",
         "agentd_http_request_duration_seconds_bucket{route=\"/api/sessions/{id}/chat\"",
         "agentd_model_calls_total{provider=",
-        "outcome=\"ok\"} 2",
+        "outcome=\"ok\"} 3",
         "agentd_model_call_duration_seconds_count",
         "agentd_tool_calls_total{tool=\"alpha\",outcome=\"ok\"} 1",
         "agentd_tool_call_duration_seconds_sum{tool=\"alpha\",outcome=\"ok\"}",
-        "agentd_turn_steps_count 1",
-        "agentd_turn_overhead_seconds_count 1",
+        "agentd_turn_overhead_seconds_count 2",
         "agentd_active_turns 0",
         "agentd_active_streams 0",
+        "agentd_http_requests_total{route=\"/api/sessions/{id}/chat\",method=\"POST\",status=\"200\"} 1",
+        "agentd_turn_steps_count 2",
     ] {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }

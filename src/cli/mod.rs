@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::app::{App, StartError};
 use crate::config::{Config, LogFormat};
 use crate::notify::Notifier;
 use crate::tool::{Catalog, Registry};
@@ -153,7 +153,11 @@ fn serve(cli: &Cli) -> ExitCode {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::from(EXIT_CONFIG);
+                // Only a configuration problem is final; storage may recover on a restart.
+                return match e {
+                    StartError::Store(_) | StartError::Listen { .. } => ExitCode::FAILURE,
+                    StartError::Config(_) | StartError::Catalog(_) => ExitCode::from(EXIT_CONFIG),
+                };
             }
         };
         let notifier = Notifier::from_env();
