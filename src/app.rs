@@ -119,6 +119,7 @@ impl App {
             self.state.clone(),
             &self.config.server.base_path,
             self.config.server.max_body_bytes,
+            self.config.server.metrics_public,
         );
         let state = self.state.clone();
         let drain = self.config.server.drain_timeout;

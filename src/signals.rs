@@ -1,5 +1,6 @@
-//! Signals: SIGTERM and SIGINT start the drain; SIGHUP reloads the tool catalog (the old one
-//! stays when the new one has problems, and every problem is logged).
+//! Signals: SIGTERM and SIGINT tell systemd `STOPPING=1` and start the drain; SIGHUP reloads
+//! the tool catalog between `RELOADING=1` and `READY=1` (the old catalog stays when the new one
+//! has problems, and every problem is logged).
 
 use std::sync::Arc;
 
@@ -7,9 +8,10 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
 use crate::app::App;
+use crate::notify::Notifier;
 
 /// Installs the handlers; call before announcing readiness.
-pub fn install(app: &App, shutdown: CancellationToken) -> std::io::Result<()> {
+pub fn install(app: &App, shutdown: CancellationToken, notifier: Notifier) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -23,9 +25,14 @@ pub fn install(app: &App, shutdown: CancellationToken) -> std::io::Result<()> {
             tokio::select! {
                 _ = term.recv() => break "SIGTERM",
                 _ = int.recv() => break "SIGINT",
-                _ = hup.recv() => reloader.reload(),
+                _ = hup.recv() => {
+                    notifier.reloading();
+                    let status = reloader.reload();
+                    notifier.ready(&status);
+                }
             }
         };
+        notifier.stopping();
         shutdown.cancel();
         tracing::info!("{signal}: draining");
     });
@@ -39,21 +46,29 @@ struct Reloader {
 }
 
 impl Reloader {
-    fn reload(&self) {
+    /// Reloads tools.toml; returns a one-line status for the service manager.
+    fn reload(&self) -> String {
         let Some(path) = &self.config.tools.catalog else {
             tracing::info!("SIGHUP: no tool catalog configured; nothing to reload");
-            return;
+            return "reload: no tool catalog configured".into();
         };
         match crate::tool::Catalog::load(path, &self.registry) {
             Ok(catalog) => {
                 let count = catalog.len();
                 self.engine.set_catalog(catalog);
                 tracing::info!(tools = count, path = %path.display(), "SIGHUP: tool catalog reloaded");
+                format!("reloaded {}: {count} tools", path.display())
             }
             Err(e) => {
                 for problem in &e.problems {
                     tracing::error!(%problem, "SIGHUP: tool catalog rejected; keeping the previous one");
                 }
+                format!(
+                    "reload of {} failed ({} problems); {} tools kept",
+                    path.display(),
+                    e.problems.len(),
+                    self.engine.catalog().len()
+                )
             }
         }
     }

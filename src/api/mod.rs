@@ -51,7 +51,13 @@ impl AppState {
 }
 
 /// The route table: every API path under `base_path`, health routes at the root.
-pub fn router(state: AppState, base_path: &str, max_body_bytes: usize) -> Router {
+/// `/metrics` is served at the root and needs a key unless `metrics_public`.
+pub fn router(
+    state: AppState,
+    base_path: &str,
+    max_body_bytes: usize,
+    metrics_public: bool,
+) -> Router {
     let api = Router::new()
         .route(
             "/agents",
@@ -115,12 +121,23 @@ pub fn router(state: AppState, base_path: &str, max_body_bytes: usize) -> Router
     } else {
         Router::new().nest(base_path, api)
     };
+    let metrics = Router::new().route("/metrics", get(crate::metrics::serve_metrics));
+    let metrics = if metrics_public {
+        metrics
+    } else {
+        metrics.route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ))
+    };
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .merge(metrics)
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(crate::metrics::track_http))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

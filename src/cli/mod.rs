@@ -9,8 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
+use crate::app::{App, StartError};
 use crate::config::{Config, LogFormat};
+use crate::notify::Notifier;
 use crate::tool::{Catalog, Registry};
 
 /// Exit status for a configuration error (EX_USAGE); systemd's unit does not restart on it.
@@ -152,11 +153,16 @@ fn serve(cli: &Cli) -> ExitCode {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!("{e}");
-                return ExitCode::from(EXIT_CONFIG);
+                // Only a configuration problem is final; storage may recover on a restart.
+                return match e {
+                    StartError::Store(_) | StartError::Listen { .. } => ExitCode::FAILURE,
+                    StartError::Config(_) | StartError::Catalog(_) => ExitCode::from(EXIT_CONFIG),
+                };
             }
         };
+        let notifier = Notifier::from_env();
         let shutdown = CancellationToken::new();
-        if let Err(e) = crate::signals::install(&app, shutdown.clone()) {
+        if let Err(e) = crate::signals::install(&app, shutdown.clone(), notifier.clone()) {
             tracing::error!("cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }
@@ -171,8 +177,15 @@ fn serve(cli: &Cli) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
-        tracing::info!(%addr, tools = app.state.engine.catalog().len(), "agentd ready");
-        match app.serve(listener, shutdown).await {
+        let tools = app.state.engine.catalog().len();
+        tracing::info!(%addr, tools, "agentd ready");
+        notifier.ready(&format!("listening on {addr}, {tools} tools"));
+        let watchdog = notifier.spawn_watchdog(app.state.store.clone());
+        let served = app.serve(listener, shutdown).await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
+        match served {
             Ok(()) => {
                 tracing::info!("agentd stopped");
                 ExitCode::SUCCESS

@@ -98,6 +98,7 @@ impl Dispatcher {
         let runs = request.calls.iter().map(|call| async move {
             let run = self.run_one(request, call).await;
             log_run(request.session_id, &run);
+            crate::metrics::tool_call(&run.name, run.outcome.as_str(), run.duration);
             if let Some(progress) = &request.progress {
                 // A closed receiver only means nobody is streaming any more.
                 let _ = progress.send(run.clone());

@@ -185,6 +185,7 @@ impl Engine {
         events: Option<mpsc::UnboundedSender<TurnEvent>>,
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, TurnError> {
+        let turn_timer = crate::metrics::turn_started();
         let catalog = self.catalog();
         let sid = ctx.session_id.as_str();
         let save = request.save;
@@ -238,6 +239,7 @@ impl Engine {
                 .call_model(&model_request, events.as_ref(), cancel)
                 .await;
             model_time += started.elapsed();
+            crate::metrics::model_call(self.provider.name(), &model, started.elapsed(), &response);
             let mut response = response?;
             usage += response.usage;
 
@@ -265,6 +267,7 @@ impl Engine {
                     Some("tool_calls") | None => "stop".to_owned(),
                     Some(other) => other.to_owned(),
                 };
+                crate::metrics::turn_finished(&turn_timer, step, model_time, tool_time);
                 return Ok(TurnOutcome {
                     message: response.message,
                     finish_reason: finish,
@@ -327,6 +330,7 @@ impl Engine {
                 }
             }
             if client_calls {
+                crate::metrics::turn_finished(&turn_timer, step, model_time, tool_time);
                 return Ok(TurnOutcome {
                     message: response.message,
                     finish_reason: "tool_calls".into(),

@@ -1,0 +1,275 @@
+//! The real binary under a stand-in service manager: readiness and watchdog datagrams on
+//! `NOTIFY_SOCKET`, SIGHUP catalog reloads (good and bad), SIGTERM during a tool call that
+//! never answers, and the `/metrics` series.
+
+mod common;
+mod systemd_support;
+
+use std::time::{Duration, Instant};
+
+use agentd::mock_model::{MockConfig, MockModel, Reply, ScriptedCall};
+use common::{KEY, assert_history_valid, say};
+use reqwest::StatusCode;
+use serde_json::json;
+use systemd_support::{Daemon, Setup, catalog, last, offered_tools, write_tools};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_after_the_port_answers_then_watchdog_pings_then_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = write_tools(dir.path(), &catalog(&["alpha", "beta"]));
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let mut daemon = Daemon::start(Setup {
+        dir: dir.path(),
+        tools: &tools,
+        mock: &mock,
+        sets: &[],
+        env: &[("WATCHDOG_USEC", "200000")],
+    })
+    .await;
+    let (ready, before) = daemon.expect("READY=1").await;
+    assert!(
+        before.iter().all(|m| !m.contains("WATCHDOG=1")),
+        "no watchdog ping before readiness: {before:?}"
+    );
+    // READY=1 means the port already answers.
+    let health = reqwest::get(daemon.url("/healthz")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(
+        ready.contains(&format!("STATUS=listening on {}, 2 tools", daemon.addr)),
+        "{ready}"
+    );
+
+    let started = Instant::now();
+    let mut pings = 0;
+    while pings < 4 && started.elapsed() < Duration::from_secs(5) {
+        if let Some(msg) = daemon.datagram(Duration::from_millis(500)).await
+            && msg == "WATCHDOG=1"
+        {
+            pings += 1;
+        }
+    }
+    assert_eq!(pings, 4, "watchdog pings every 100ms");
+
+    daemon.signal("TERM");
+    daemon.expect("STOPPING=1").await;
+    let status = daemon.wait_exit(Duration::from_secs(10));
+    assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watchdog_for_another_pid_is_ignored_and_no_socket_is_a_no_op() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = write_tools(dir.path(), &catalog(&["alpha"]));
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let daemon = Daemon::start(Setup {
+        dir: dir.path(),
+        tools: &tools,
+        mock: &mock,
+        sets: &[],
+        env: &[("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")],
+    })
+    .await;
+    daemon.expect("READY=1").await;
+    let mut extra = Vec::new();
+    while let Some(msg) = daemon.datagram(Duration::from_millis(400)).await {
+        extra.push(msg);
+    }
+    assert!(extra.is_empty(), "watchdog meant for pid 1: {extra:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_swaps_a_good_catalog_and_keeps_the_old_one_when_the_new_is_bad() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = write_tools(dir.path(), &catalog(&["alpha"]));
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let daemon = Daemon::start(Setup {
+        dir: dir.path(),
+        tools: &tools,
+        mock: &mock,
+        sets: &[],
+        env: &[],
+    })
+    .await;
+    daemon.expect("READY=1").await;
+    let session = daemon.session().await;
+    let (s, body) = daemon.chat(&session, say("hi")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(offered_tools(&last(&mock)), ["alpha"]);
+
+    write_tools(dir.path(), &catalog(&["gamma", "delta"]));
+    daemon.signal("HUP");
+    let (reloading, _) = daemon.expect("RELOADING=1").await;
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    let (ready, _) = daemon.expect("READY=1").await;
+    assert!(ready.contains("2 tools"), "{ready}");
+    let (s, body) = daemon.chat(&session, say("again")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(offered_tools(&last(&mock)), ["gamma", "delta"]);
+
+    write_tools(
+        dir.path(),
+        "[[tool]]\nname = \"broken\"\ndescription = \"x\"\nhandler = \"carrier_pigeon\"\nparameters = { type = \"object\" }\n",
+    );
+    daemon.signal("HUP");
+    daemon.expect("RELOADING=1").await;
+    let (ready, _) = daemon.expect("READY=1").await;
+    assert!(ready.contains("failed"), "{ready}");
+    assert!(ready.contains("2 tools kept"), "{ready}");
+    let (s, body) = daemon.chat(&session, say("still there?")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(offered_tools(&last(&mock)), ["gamma", "delta"]);
+    let log = daemon.log();
+    assert!(log.contains("carrier_pigeon"), "problem logged:\n{log}");
+    assert!(log.contains("keeping the previous one"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_a_hung_tool_call_drains_cancels_and_history_stays_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    // A webhook that accepts and never answers.
+    let hook = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_addr = hook.local_addr().unwrap();
+    let (accepted_tx, accepted_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in hook.incoming().map_while(Result::ok) {
+            held.push(stream);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let tools = write_tools(
+        dir.path(),
+        &format!(
+            "[[tool]]\nname = \"hook\"\ndescription = \"Calls the hook\"\nhandler = \"http\"\ntimeout = \"30s\"\n\
+             parameters = {{ type = \"object\", properties = {{ text = {{ type = \"string\" }} }} }}\n\
+             [tool.options]\nurl = \"http://{hook_addr}/hook\"\nallowed_hosts = [\"127.0.0.1\"]\ntimeout = \"30s\"\n"
+        ),
+    );
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let mut daemon = Daemon::start(Setup {
+        dir: dir.path(),
+        tools: &tools,
+        mock: &mock,
+        sets: &["server.drain_timeout=\"1s\""],
+        env: &[],
+    })
+    .await;
+    daemon.expect("READY=1").await;
+    let session = daemon.session().await;
+    mock.push(Reply::tool_calls(vec![
+        ScriptedCall::new("hook", json!({"text": "ping"})).with_id("call_hung"),
+    ]));
+    let url = daemon.url(&format!("/api/sessions/{session}/chat"));
+    let chat = tokio::spawn(async move {
+        reqwest::Client::new()
+            .post(url)
+            .bearer_auth(KEY)
+            .json(&say("call the hook"))
+            .send()
+            .await
+            .map(|r| r.status())
+    });
+    tokio::task::spawn_blocking(move || accepted_rx.recv_timeout(Duration::from_secs(15)))
+        .await
+        .unwrap()
+        .expect("the tool call reaches the hook");
+
+    let signalled = Instant::now();
+    daemon.signal("TERM");
+    daemon.expect("STOPPING=1").await;
+    let status = daemon.wait_exit(Duration::from_secs(8));
+    assert!(status.success(), "{status:?}\n{}", daemon.log());
+    assert!(signalled.elapsed() < Duration::from_secs(8));
+    let _ = tokio::time::timeout(Duration::from_secs(5), chat).await;
+    drop(daemon);
+
+    let daemon = Daemon::start(Setup {
+        dir: dir.path(),
+        tools: &tools,
+        mock: &mock,
+        sets: &[],
+        env: &[],
+    })
+    .await;
+    daemon.expect("READY=1").await;
+    let (s, history) = daemon
+        .call(
+            reqwest::Method::GET,
+            &format!("/api/sessions/{session}/history?limit=1000"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{history}");
+    let entries = history["entries"].as_array().cloned().unwrap_or_default();
+    assert_history_valid(&entries);
+    let result = entries
+        .iter()
+        .find(|e| e["role"] == "tool" && e["tool_call_id"] == "call_hung")
+        .unwrap_or_else(|| panic!("a result for the hung call: {entries:?}"));
+    assert!(
+        result["content"].to_string().contains("cancelled"),
+        "{result}"
+    );
+    mock.push(Reply::text("Back."));
+    let (s, body) = daemon.chat(&session, say("are you back?")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_need_the_key_and_expose_every_series() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = write_tools(dir.path(), &catalog(&["alpha"]));
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let daemon = Daemon::start(Setup {
+        dir: dir.path(),
+        tools: &tools,
+        mock: &mock,
+        sets: &[],
+        env: &[],
+    })
+    .await;
+    daemon.expect("READY=1").await;
+    let session = daemon.session().await;
+    mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "alpha",
+        json!({"text": "x"}),
+    )]));
+    let (s, body) = daemon.chat(&session, say("use alpha")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    mock.push(Reply::text("Streamed."));
+    let streamed = daemon
+        .http
+        .post(daemon.url(&format!("/api/sessions/{session}/chat")))
+        .bearer_auth(KEY)
+        .json(&json!({"messages": [{"role": "user", "content": "stream it"}], "stream": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(streamed.status(), StatusCode::OK);
+    let events = streamed.text().await.unwrap();
+    assert!(events.contains("Streamed."), "{events}");
+
+    let anonymous = reqwest::get(daemon.url("/metrics")).await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let (s, text) = daemon.call(reqwest::Method::GET, "/metrics", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let text = text.as_str().expect("text body").to_owned();
+    for needle in [
+        "agentd_http_requests_total{route=\"/api/sessions/{id}/chat\",method=\"POST\",status=\"201\"} 1",
+        "agentd_http_request_duration_seconds_bucket{route=\"/api/sessions/{id}/chat\"",
+        "agentd_model_calls_total{provider=",
+        "outcome=\"ok\"} 3",
+        "agentd_model_call_duration_seconds_count",
+        "agentd_tool_calls_total{tool=\"alpha\",outcome=\"ok\"} 1",
+        "agentd_tool_call_duration_seconds_sum{tool=\"alpha\",outcome=\"ok\"}",
+        "agentd_turn_overhead_seconds_count 2",
+        "agentd_active_turns 0",
+        "agentd_active_streams 0",
+        "agentd_http_requests_total{route=\"/api/sessions/{id}/chat\",method=\"POST\",status=\"200\"} 1",
+        "agentd_turn_steps_count 2",
+    ] {
+        assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
+    }
+    assert!(!text.contains(&session), "raw ids never become labels");
+}

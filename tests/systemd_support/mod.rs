@@ -1,0 +1,257 @@
+//! The real `agentd serve` under a stand-in service manager: a notify socket, signals, stderr
+//! kept as a journal would, and a small HTTP client with the test key.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use agentd::mock_model::MockModel;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::net::UnixDatagram;
+
+use crate::common::{KEY, toml_str};
+
+const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
+
+pub fn catalog(tools: &[&str]) -> String {
+    tools
+        .iter()
+        .map(|name| {
+            format!(
+                "[[tool]]\nname = \"{name}\"\ndescription = \"Returns its arguments\"\nhandler = \"echo\"\n\
+                 parameters = {{ type = \"object\", properties = {{ text = {{ type = \"string\" }} }} }}\n\n"
+            )
+        })
+        .collect()
+}
+
+/// A running `agentd serve` with its notify socket; killed when dropped.
+pub struct Daemon {
+    pub child: Child,
+    pub addr: String,
+    pub stderr: Arc<Mutex<String>>,
+    pub notify: UnixDatagram,
+    pub http: reqwest::Client,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Setup<'a> {
+    pub dir: &'a Path,
+    pub tools: &'a Path,
+    pub mock: &'a MockModel,
+    pub sets: &'a [&'a str],
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+impl Daemon {
+    pub async fn start(setup: Setup<'_>) -> Daemon {
+        agentd::app::install_crypto_provider();
+        let socket_path = setup.dir.join(format!(
+            "notify-{}",
+            uuid::Uuid::new_v4()
+                .simple()
+                .to_string()
+                .get(..8)
+                .unwrap_or("x")
+        ));
+        let notify = UnixDatagram::bind(&socket_path).expect("bind notify socket");
+        let mut command = Command::new(AGENTD);
+        command
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(setup.dir.join("data"))
+            .arg("--tools")
+            .arg(setup.tools)
+            .arg("--set")
+            .arg(format!(
+                "provider.base_url={}",
+                toml_str(&setup.mock.base_url())
+            ))
+            .args(["--set", "provider.max_attempts=1"]);
+        for set in setup.sets {
+            command.args(["--set", set]);
+        }
+        command
+            .arg("serve")
+            .env_remove("AGENTD_CONFIG")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
+            .env("AGENTD_API_KEY", KEY)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in setup.env {
+            command.env(k, v);
+        }
+        let mut child = command.spawn().expect("spawn agentd");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = Arc::clone(&log);
+        // Read stderr for the whole run, as a journal would.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("addr=").nth(1) {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
+                }
+                let mut text = sink.lock().unwrap();
+                text.push_str(&line);
+                text.push('\n');
+            }
+        });
+        let mut daemon = Daemon {
+            child,
+            addr: String::new(),
+            stderr: log,
+            notify,
+            http: reqwest::Client::new(),
+        };
+        daemon.addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("agentd reports its address: {}", daemon.log()));
+        daemon
+    }
+
+    pub fn log(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.pid())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// The next datagram, or `None` after `wait`.
+    pub async fn datagram(&self, wait: Duration) -> Option<String> {
+        let mut buf = vec![0u8; 4096];
+        match tokio::time::timeout(wait, self.notify.recv(&mut buf)).await {
+            Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// Reads datagrams until one contains `needle`; returns it and everything before it.
+    pub async fn expect(&self, needle: &str) -> (String, Vec<String>) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Some(msg) = self.datagram(Duration::from_millis(500)).await {
+                if msg.lines().any(|l| l == needle) {
+                    return (msg, seen);
+                }
+                seen.push(msg);
+            }
+        }
+        panic!("no `{needle}` datagram; got {seen:?}\nlog:\n{}", self.log());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, self.url(path)).bearer_auth(KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status();
+        let text = response.text().await.unwrap_or_default();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    pub async fn session(&self) -> String {
+        let (s, agent) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/agents",
+                Some(json!({"name": "Helper"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{agent}");
+        let (s, session) = self
+            .call(
+                reqwest::Method::POST,
+                "/api/sessions",
+                Some(json!({"agent_id": agent["id"]})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{session}");
+        session["id"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn chat(&self, session: &str, body: Value) -> (StatusCode, Value) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/api/sessions/{session}/chat"),
+            Some(body),
+        )
+        .await
+    }
+
+    /// Waits for the process to end; panics after `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "agentd still running after {limit:?}\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+pub fn offered_tools(request: &Value) -> Vec<String> {
+    request["tools"]
+        .as_array()
+        .map(|tools| {
+            tools
+                .iter()
+                .filter_map(|t| t["function"]["name"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The model request of the latest chat (the mock calls an offered tool first, then answers).
+pub fn last(mock: &MockModel) -> Value {
+    mock.last_request().expect("the model was called")
+}
+
+pub fn write_tools(dir: &Path, text: &str) -> PathBuf {
+    let path = dir.join("tools.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
