@@ -146,7 +146,11 @@ pub fn print_table(title: &str, calls: u64, rows: &[Row]) {
         let mut cells = vec![
             row.clients.to_string(),
             format!("{:.0}", a.ops_per_sec),
-            format!("{:.0}", a.round_trips_per_sec),
+            if calls > 0 {
+                format!("{:.0}", a.round_trips_per_sec)
+            } else {
+                "-".into()
+            },
             ms(a.latency.p50),
             ms(a.latency.p99),
             ms(a.latency.max),
