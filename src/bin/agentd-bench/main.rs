@@ -255,6 +255,9 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         kb_text(peak_rss_kb)
     );
 
+    // The micro loops run alone, with the daemon and the mock gone.
+    agentd.stop();
+    mock.stop();
     let validation = run_micro(args, scratch).ok();
 
     let at64 = |key: &str| {
@@ -309,8 +312,6 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     );
     report::print_target("argument validation", validation, 1_000_000.0, false, "/s");
     println!("\ntotal time {:.0} s", started.elapsed().as_secs_f64());
-    agentd.stop();
-    mock.stop();
     Ok(())
 }
 

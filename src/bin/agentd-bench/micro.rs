@@ -71,6 +71,19 @@ pub fn run(budget: Duration, scratch: &Path) -> Result<Vec<Measure>, String> {
             let _ = black_box(validate::check(&tool, black_box(EMAIL_ARGS)));
         }),
     });
+    let parsed: Value = serde_json::from_str(EMAIL_ARGS).map_err(|e| e.to_string())?;
+    results.push(Measure {
+        name: "  of which: JSON Schema check of parsed args",
+        ns_per_op: time_loop(budget, || {
+            black_box(tool.validator.is_valid(black_box(&parsed)));
+        }),
+    });
+    results.push(Measure {
+        name: "  of which: parse args JSON into a Value",
+        ns_per_op: time_loop(budget, || {
+            let _ = black_box(serde_json::from_str::<Value>(black_box(EMAIL_ARGS)));
+        }),
+    });
     results.push(Measure {
         name: "compile shipped tools.toml",
         ns_per_op: time_loop(budget, || {
