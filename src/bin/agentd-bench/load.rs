@@ -1,0 +1,337 @@
+//! The load generator: closed-loop client workers (one request in flight each) running one
+//! scenario against agentd or straight against the mock model, recording every latency.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+/// A chat session is replaced after this many turns, so stored history (re-sent to the model
+/// every turn) stays short and every run measures the same request size.
+pub const TURNS_PER_SESSION: u32 = 20;
+
+/// What one worker does in a loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// A chat turn through agentd: `tool` adds one server tool call, `stream` asks for SSE.
+    Chat { tool: bool, stream: bool },
+    /// `POST /api/sessions`.
+    NewSession,
+    /// The model calls of one turn sent straight to the mock.
+    Floor { tool: bool, stream: bool },
+}
+
+impl Op {
+    /// Model round trips per operation.
+    pub fn model_calls(self) -> u64 {
+        match self {
+            Op::Chat { tool, .. } | Op::Floor { tool, .. } => 1 + u64::from(tool),
+            Op::NewSession => 0,
+        }
+    }
+}
+
+/// Where the requests go.
+pub struct Target {
+    pub http: reqwest::Client,
+    /// `http://ADDR` of agentd.
+    pub agentd: String,
+    /// `http://ADDR` of the mock.
+    pub mock: String,
+    pub api_key: String,
+    pub agent_id: String,
+}
+
+/// Per-worker state kept across operations.
+#[derive(Default)]
+struct Worker {
+    session: Option<String>,
+    turns: u32,
+}
+
+/// One finished operation: total latency and, for streams, time to the first `data:` chunk.
+#[derive(Clone, Copy)]
+pub struct Sample {
+    pub total_ns: u64,
+    pub first_ns: Option<u64>,
+}
+
+/// Everything measured inside the window.
+pub struct Outcome {
+    pub samples: Vec<Sample>,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub window: Duration,
+}
+
+/// Runs `op` on `concurrency` workers: `warmup`, then a measured `window`. `at_mark` is called
+/// when the window opens and when it closes (to snapshot counters).
+pub async fn run(
+    target: Arc<Target>,
+    op: Op,
+    concurrency: usize,
+    warmup: Duration,
+    window: Duration,
+    mut at_mark: impl FnMut() + Send,
+) -> Outcome {
+    let start = Instant::now() + warmup;
+    let end = start + window;
+    let mut tasks = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        let target = Arc::clone(&target);
+        tasks.push(tokio::spawn(async move {
+            let mut worker = Worker::default();
+            let mut samples = Vec::new();
+            let mut errors = 0u64;
+            let mut first_error = None;
+            loop {
+                let began = Instant::now();
+                if began >= end {
+                    break;
+                }
+                let result = target.once(op, &mut worker).await;
+                let finished = Instant::now();
+                if began < start || finished > end {
+                    continue;
+                }
+                match result {
+                    Ok(first) => samples.push(Sample {
+                        total_ns: nanos(finished - began),
+                        first_ns: first.map(nanos),
+                    }),
+                    Err(error) => {
+                        errors += 1;
+                        first_error.get_or_insert(error);
+                        // Do not spin on a dead endpoint.
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+            (samples, errors, first_error)
+        }));
+    }
+    tokio::time::sleep_until(start.into()).await;
+    at_mark();
+    tokio::time::sleep_until(end.into()).await;
+    at_mark();
+    let mut outcome = Outcome {
+        samples: Vec::new(),
+        errors: 0,
+        first_error: None,
+        window,
+    };
+    for task in tasks {
+        match task.await {
+            Ok((samples, errors, first_error)) => {
+                outcome.samples.extend(samples);
+                outcome.errors += errors;
+                if outcome.first_error.is_none() {
+                    outcome.first_error = first_error;
+                }
+            }
+            Err(error) => {
+                outcome.errors += 1;
+                outcome.first_error.get_or_insert(error.to_string());
+            }
+        }
+    }
+    outcome
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Target {
+    /// Runs one operation; returns the time to the first streamed chunk for streams.
+    async fn once(&self, op: Op, worker: &mut Worker) -> Result<Option<Duration>, String> {
+        match op {
+            Op::NewSession => self.new_session().await.map(|_| None),
+            Op::Chat { tool, stream } => {
+                if worker.session.is_none() || worker.turns >= TURNS_PER_SESSION {
+                    worker.session = Some(self.new_session().await?);
+                    worker.turns = 0;
+                }
+                worker.turns += 1;
+                let session = worker.session.as_deref().unwrap_or_default();
+                self.chat(session, tool, stream).await
+            }
+            Op::Floor { tool, stream } => self.floor(tool, stream).await,
+        }
+    }
+
+    /// Creates the agent every session names.
+    pub async fn create_agent(&self) -> Result<String, String> {
+        let body = json!({"name": "Bench", "instructions": ["Answer briefly."]});
+        let value = self.post_agentd("/api/agents", &body).await?;
+        id_of(&value)
+    }
+
+    pub async fn new_session(&self) -> Result<String, String> {
+        let value = self
+            .post_agentd("/api/sessions", &json!({"agent_id": self.agent_id}))
+            .await?;
+        id_of(&value)
+    }
+
+    async fn post_agentd(&self, path: &str, body: &Value) -> Result<Value, String> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.agentd))
+            .bearer_auth(&self.api_key)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("POST {path}: {e}"))?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        if !status.is_success() {
+            return Err(format!(
+                "POST {path}: {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            ));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| format!("POST {path}: {e}"))
+    }
+
+    async fn chat(
+        &self,
+        session: &str,
+        tool: bool,
+        stream: bool,
+    ) -> Result<Option<Duration>, String> {
+        let mut body = if tool {
+            json!({
+                "messages": [{"role": "user", "content": "!call echo {\"text\":\"x\"}"}],
+                "tools": [{"type": "function", "function": {"name": "echo"}}]
+            })
+        } else {
+            json!({"messages": [{"role": "user", "content": "hi"}]})
+        };
+        if stream {
+            body["stream"] = Value::Bool(true);
+        }
+        let path = format!("/api/sessions/{session}/chat");
+        let began = Instant::now();
+        let response = self
+            .http
+            .post(format!("{}{path}", self.agentd))
+            .bearer_auth(&self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| format!("chat: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("chat: {status}: {text}"));
+        }
+        if stream {
+            return read_stream(response, began).await.map(Some);
+        }
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("chat: {e}"))?;
+        let finish = &value["choices"][0]["finish_reason"];
+        if finish != "stop" {
+            return Err(format!("chat: finish_reason {finish}"));
+        }
+        Ok(None)
+    }
+
+    /// The model calls agentd would make for one turn, straight to the mock.
+    async fn floor(&self, tool: bool, stream: bool) -> Result<Option<Duration>, String> {
+        let url = format!("{}/v1/chat/completions", self.mock);
+        let began = Instant::now();
+        if !tool {
+            let mut body = json!({
+                "model": "mock-model",
+                "messages": [{"role": "user", "content": "hi"}]
+            });
+            if stream {
+                body["stream"] = Value::Bool(true);
+                let response = self.send_mock(&url, &body).await?;
+                return read_stream(response, began).await.map(Some);
+            }
+            let response = self.send_mock(&url, &body).await?;
+            response.bytes().await.map_err(|e| e.to_string())?;
+            return Ok(None);
+        }
+        let user = json!({"role": "user", "content": "!call echo {\"text\":\"x\"}"});
+        let tools = json!([{"type": "function", "function": {
+            "name": "echo", "description": "Return the arguments", "parameters": {"type": "object"}}}]);
+        let first = json!({"model": "mock-model", "messages": [user], "tools": tools});
+        let response = self.send_mock(&url, &first).await?;
+        let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+        let value: Value = serde_json::from_slice(&bytes).map_err(|e| format!("floor: {e}"))?;
+        let assistant = value["choices"][0]["message"].clone();
+        let call_id = assistant["tool_calls"][0]["id"].clone();
+        if call_id.is_null() {
+            return Err(format!("floor: no tool call in {value}"));
+        }
+        let result =
+            json!({"role": "tool", "tool_call_id": call_id, "content": "{\"text\":\"x\"}"});
+        let second = json!({
+            "model": "mock-model",
+            "messages": [user, assistant, result],
+            "tools": tools
+        });
+        let response = self.send_mock(&url, &second).await?;
+        response.bytes().await.map_err(|e| e.to_string())?;
+        Ok(None)
+    }
+
+    async fn send_mock(&self, url: &str, body: &Value) -> Result<reqwest::Response, String> {
+        let response = self
+            .http
+            .post(url)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| format!("mock: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            let text = response.text().await.unwrap_or_default();
+            return Err(format!("mock: {status}: {text}"));
+        }
+        Ok(response)
+    }
+
+    /// The mock's `busy_ns_total` and request count.
+    pub async fn mock_stats(&self) -> Result<(u64, u64), String> {
+        let value: Value = self
+            .http
+            .get(format!("{}/_mock/stats", self.mock))
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let busy = value["busy_ns_total"]
+            .as_u64()
+            .ok_or("stats: no busy_ns_total")?;
+        let requests = value["requests"].as_u64().ok_or("stats: no requests")?;
+        Ok((busy, requests))
+    }
+}
+
+/// Reads an SSE body to the end; returns the time to the first `data:` chunk.
+async fn read_stream(mut response: reqwest::Response, began: Instant) -> Result<Duration, String> {
+    let mut first = None;
+    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+        if first.is_none() && chunk.windows(5).any(|w| w == b"data:") {
+            first = Some(began.elapsed());
+        }
+        if chunk.windows(8).any(|w| w == b"\"error\":") {
+            return Err(format!("stream error: {}", String::from_utf8_lossy(&chunk)));
+        }
+    }
+    first.ok_or_else(|| "stream: no data chunk".to_owned())
+}
+
+fn id_of(value: &Value) -> Result<String, String> {
+    value["id"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| format!("no id in {value}"))
+}

@@ -1,0 +1,183 @@
+//! The processes under test: the mock model and the agentd daemon, each started from the
+//! binaries next to the bench's own executable, plus their CPU time and memory from `/proc`.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a process may take to print its ready line.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A child process killed when dropped.
+pub struct Running {
+    child: Child,
+    /// Where it listens: `http://ADDR` (no path).
+    pub origin: String,
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The directory holding the bench's executable (and `agentd`, `mock-model`).
+pub fn bin_dir() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
+    exe.parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| "executable has no directory".to_owned())
+}
+
+fn binary(name: &str) -> Result<PathBuf, String> {
+    let path = bin_dir()?.join(name);
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(format!(
+            "{} not found; build it first: cargo build --release --bins",
+            path.display()
+        ))
+    }
+}
+
+/// Starts `mock-model --no-record` on a fresh port; waits for its ready line on stdout.
+pub fn start_mock(latency_ms: u64) -> Result<Running, String> {
+    let mut child = Command::new(binary("mock-model")?)
+        .args(["--listen", "127.0.0.1:0", "--no-record", "--latency-ms"])
+        .arg(latency_ms.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot start mock-model: {e}"))?;
+    let stdout = child.stdout.take().ok_or("mock-model: no stdout")?;
+    let line = wait_for_line(stdout, "mock model listening on ", false)?;
+    let url = line
+        .split("listening on ")
+        .nth(1)
+        .map(str::trim)
+        .ok_or_else(|| format!("mock-model: unexpected line {line:?}"))?;
+    let origin = url.trim_end_matches("/v1").to_owned();
+    Ok(Running { child, origin })
+}
+
+/// Starts `agentd serve` against the mock with a scratch data dir and catalog; waits for
+/// `agentd ready addr=...` on stderr (which is drained for the rest of the run).
+pub fn start_agentd(scratch: &Path, mock_origin: &str, api_key: &str) -> Result<Running, String> {
+    let tools = scratch.join("tools.toml");
+    std::fs::write(
+        &tools,
+        "[[tool]]\nname = \"echo\"\ndescription = \"Return the arguments\"\nhandler = \"echo\"\n\
+         offer = false\nparameters = { type = \"object\" }\n",
+    )
+    .map_err(|e| format!("{}: {e}", tools.display()))?;
+    let mut child = Command::new(binary("agentd")?)
+        .arg("serve")
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(scratch.join("data"))
+        .arg("--tools")
+        .arg(&tools)
+        .arg("--set")
+        .arg(format!("provider.base_url=\"{mock_origin}/v1\""))
+        .arg("--set")
+        .arg("provider.model=\"mock-model\"")
+        .env("AGENTD_API_KEY", api_key)
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start agentd: {e}"))?;
+    let stderr = child.stderr.take().ok_or("agentd: no stderr")?;
+    let line = wait_for_line(stderr, "agentd ready", true)?;
+    let addr = line
+        .split("addr=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .map(|a| a.trim_matches('"').to_owned())
+        .ok_or_else(|| format!("agentd: no addr in {line:?}"))?;
+    Ok(Running {
+        child,
+        origin: format!("http://{addr}"),
+    })
+}
+
+/// Reads lines on a thread until one contains `marker`; keeps draining afterwards. Lines are
+/// echoed to our stderr when `echo_problems` and they look like warnings or errors.
+fn wait_for_line(
+    source: impl std::io::Read + Send + 'static,
+    marker: &'static str,
+    echo_problems: bool,
+) -> Result<String, String> {
+    let (found, ready) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        let mut found = Some(found);
+        for line in BufReader::new(source).lines() {
+            let Ok(line) = line else { break };
+            if let Some(sender) = found.as_ref()
+                && line.contains(marker)
+            {
+                let _ = sender.send(line.clone());
+                found = None;
+                continue;
+            }
+            if echo_problems && (line.contains("ERROR") || line.contains("WARN")) {
+                eprintln!("  [agentd] {line}");
+            }
+        }
+    });
+    ready
+        .recv_timeout(READY_TIMEOUT)
+        .map_err(|_| format!("no line containing {marker:?} within {READY_TIMEOUT:?}"))
+}
+
+/// utime + stime of a process, in clock ticks.
+pub fn cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3 (state).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+/// Clock ticks per second (`getconf CLK_TCK`; 100 when that cannot be run).
+pub fn clock_ticks_per_second() -> u64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8(out.stdout).ok())
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(100)
+}
+
+/// A `kB` line of `/proc/PID/status` (`VmRSS`, `VmHWM`), in kB.
+pub fn status_kb(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|line| line.starts_with(key) && line[key.len()..].starts_with(':'))
+        .and_then(|line| line.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse().ok())
+}

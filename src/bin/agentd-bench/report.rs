@@ -1,0 +1,218 @@
+//! Figures from a run (percentiles, per-round-trip overhead, CPU per round trip) and the
+//! printed tables, plus the targets they are checked against.
+
+use crate::load::{Outcome, Sample};
+
+/// Counters read from the processes at the edges of the measured window.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub mock_busy_ns: u64,
+    pub mock_requests: u64,
+    pub agentd_ticks: u64,
+}
+
+/// Latency percentiles in nanoseconds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Percentiles {
+    pub p50: u64,
+    pub p99: u64,
+    pub max: u64,
+}
+
+pub fn percentiles(mut values: Vec<u64>) -> Percentiles {
+    if values.is_empty() {
+        return Percentiles::default();
+    }
+    values.sort_unstable();
+    let at = |q: f64| {
+        let rank = (q * values.len() as f64).ceil() as usize;
+        values[rank.clamp(1, values.len()) - 1]
+    };
+    Percentiles {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: values[values.len() - 1],
+    }
+}
+
+/// One side (agentd or floor) of one scenario at one concurrency.
+#[derive(Debug, Clone, Default)]
+pub struct Side {
+    pub ops_per_sec: f64,
+    pub round_trips_per_sec: f64,
+    pub latency: Percentiles,
+    pub first_byte: Option<Percentiles>,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Mean mock time per model call in the window (from `busy_ns_total`).
+    pub busy_per_call_ns: f64,
+    /// (latency - busy_per_call * calls) / calls, per request.
+    pub overhead_per_rt: Percentiles,
+    /// agentd CPU per round trip (per operation when the operation calls no model).
+    pub cpu_per_rt_ns: Option<f64>,
+}
+
+pub fn side(
+    outcome: &Outcome,
+    calls: u64,
+    before: Counters,
+    after: Counters,
+    ticks_per_sec: u64,
+    measure_cpu: bool,
+) -> Side {
+    let secs = outcome.window.as_secs_f64();
+    let ops = outcome.samples.len() as f64;
+    let mock_calls = after.mock_requests.saturating_sub(before.mock_requests);
+    let busy = after.mock_busy_ns.saturating_sub(before.mock_busy_ns);
+    let busy_per_call = if mock_calls == 0 {
+        0.0
+    } else {
+        busy as f64 / mock_calls as f64
+    };
+    let per = calls.max(1);
+    let overhead = outcome
+        .samples
+        .iter()
+        .map(|s: &Sample| {
+            let floor = busy_per_call * calls as f64;
+            ((s.total_ns as f64 - floor).max(0.0) / per as f64) as u64
+        })
+        .collect();
+    let firsts: Vec<u64> = outcome.samples.iter().filter_map(|s| s.first_ns).collect();
+    let cpu = measure_cpu.then(|| {
+        let ticks = after.agentd_ticks.saturating_sub(before.agentd_ticks);
+        let cpu_ns = ticks as f64 * 1e9 / ticks_per_sec as f64;
+        let units = (ops * per as f64).max(1.0);
+        cpu_ns / units
+    });
+    Side {
+        ops_per_sec: ops / secs,
+        round_trips_per_sec: ops * calls as f64 / secs,
+        latency: percentiles(outcome.samples.iter().map(|s| s.total_ns).collect()),
+        first_byte: (!firsts.is_empty()).then(|| percentiles(firsts)),
+        errors: outcome.errors,
+        first_error: outcome.first_error.clone(),
+        busy_per_call_ns: busy_per_call,
+        overhead_per_rt: percentiles(overhead),
+        cpu_per_rt_ns: cpu,
+    }
+}
+
+/// A table row: agentd and, when the scenario has one, the floor.
+pub struct Row {
+    pub clients: usize,
+    pub agentd: Side,
+    pub floor: Option<Side>,
+}
+
+fn ms(ns: u64) -> String {
+    format!("{:.2}", ns as f64 / 1e6)
+}
+
+fn us(ns: f64) -> String {
+    format!("{:.0}", ns / 1e3)
+}
+
+/// Prints one scenario's table.
+pub fn print_table(title: &str, calls: u64, rows: &[Row]) {
+    println!("\n### {title}\n");
+    let stream = rows.iter().any(|r| r.agentd.first_byte.is_some());
+    let mut header = vec![
+        "clients", "req/s", "RT/s", "p50 ms", "p99 ms", "max ms", "err",
+    ];
+    if stream {
+        header.extend(["TTFB p50", "TTFB p99"]);
+    }
+    if calls > 0 {
+        header.extend(["mock µs/call", "ovh/RT p50 µs", "ovh/RT p99 µs"]);
+    }
+    header.push(if calls > 0 {
+        "CPU µs/RT"
+    } else {
+        "CPU µs/op"
+    });
+    let has_floor = rows.iter().any(|r| r.floor.is_some());
+    if has_floor {
+        header.extend(["floor req/s", "floor p50", "floor p99"]);
+        if stream {
+            header.push("floor TTFB p50");
+        }
+        header.extend(["req/s ratio", "p50 ratio"]);
+    }
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---:|".repeat(header.len()));
+    for row in rows {
+        let a = &row.agentd;
+        let mut cells = vec![
+            row.clients.to_string(),
+            format!("{:.0}", a.ops_per_sec),
+            if calls > 0 {
+                format!("{:.0}", a.round_trips_per_sec)
+            } else {
+                "-".into()
+            },
+            ms(a.latency.p50),
+            ms(a.latency.p99),
+            ms(a.latency.max),
+            a.errors.to_string(),
+        ];
+        if stream {
+            let fb = a.first_byte.unwrap_or_default();
+            cells.extend([ms(fb.p50), ms(fb.p99)]);
+        }
+        if calls > 0 {
+            cells.extend([
+                us(a.busy_per_call_ns),
+                us(a.overhead_per_rt.p50 as f64),
+                us(a.overhead_per_rt.p99 as f64),
+            ]);
+        }
+        cells.push(a.cpu_per_rt_ns.map(us).unwrap_or_else(|| "-".into()));
+        if has_floor {
+            match &row.floor {
+                Some(f) => {
+                    cells.extend([
+                        format!("{:.0}", f.ops_per_sec),
+                        ms(f.latency.p50),
+                        ms(f.latency.p99),
+                    ]);
+                    if stream {
+                        cells.push(ms(f.first_byte.unwrap_or_default().p50));
+                    }
+                    let ratio = |x: f64, y: f64| {
+                        if y > 0.0 {
+                            format!("{:.2}", x / y)
+                        } else {
+                            "-".into()
+                        }
+                    };
+                    cells.push(ratio(a.ops_per_sec, f.ops_per_sec));
+                    cells.push(ratio(a.latency.p50 as f64, f.latency.p50 as f64));
+                }
+                None => cells.extend(std::iter::repeat_n("-".to_owned(), 5)),
+            }
+        }
+        println!("| {} |", cells.join(" | "));
+    }
+    for row in rows {
+        let sides = [Some(&row.agentd), row.floor.as_ref()];
+        for (side, name) in sides.into_iter().zip(["agentd", "floor"]) {
+            if let Some(error) = side.and_then(|s| s.first_error.as_ref()) {
+                println!("  first error ({name}, {} clients): {error}", row.clients);
+            }
+        }
+    }
+}
+
+/// One target line: what, the number, the limit, pass or miss.
+pub fn print_target(what: &str, value: Option<f64>, limit: f64, at_most: bool, unit: &str) {
+    let (shown, verdict) = match value {
+        Some(v) => {
+            let pass = if at_most { v <= limit } else { v >= limit };
+            (format!("{v:.3} {unit}"), if pass { "pass" } else { "MISS" })
+        }
+        None => ("not measured".to_owned(), "-"),
+    };
+    let relation = if at_most { "≤" } else { "≥" };
+    println!("| {what} | {shown} | {relation} {limit} {unit} | {verdict} |");
+}
