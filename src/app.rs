@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -124,6 +125,11 @@ impl App {
         let state = self.state.clone();
         let drain = self.config.server.drain_timeout;
         let graceful = shutdown.clone();
+        // Small writes (SSE chunks, short JSON answers) go out at once instead of waiting for
+        // the peer's delayed ACK (Nagle), which otherwise adds ~40 ms to a stream's first byte.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, router).with_graceful_shutdown(async move {
             graceful.cancelled().await;
             state.draining.store(true, Ordering::SeqCst);

@@ -22,8 +22,9 @@ use super::store::{
     CallStatus, Collection, JournalRecord, ListQuery, Record, Store, StoreError, StoreResult,
 };
 
-/// Read connections kept open between calls; more are opened on demand under load.
-const IDLE_READERS: usize = 4;
+/// Read connections kept open between calls; more are opened on demand under load. Opening
+/// one costs a schema parse and a cold page cache, so enough are kept for a busy daemon.
+const IDLE_READERS: usize = 64;
 
 /// SQLite-backed store. Cheap to clone; clones share the connections.
 #[derive(Clone)]
