@@ -137,10 +137,12 @@ async fn demo() -> Result<(), String> {
     let entries = history["entries"].as_array().cloned().unwrap_or_default();
     println!("stored history ({} entries, oldest first):", entries.len());
     for entry in &entries {
-        let content = match &entry["content"] {
-            Value::String(s) => s.clone(),
-            Value::Null => entry["tool_calls"].to_string(),
-            other => other.to_string(),
+        let content = match (&entry["content"], &entry["tool_calls"]) {
+            (_, Value::Array(calls)) if !calls.is_empty() => {
+                format!("tool calls: {}", entry["tool_calls"])
+            }
+            (Value::String(s), _) => s.clone(),
+            (other, _) => other.to_string(),
         };
         let short: String = content.chars().take(110).collect();
         println!(
