@@ -1,10 +1,8 @@
 //! The real `agentd serve` under a stand-in service manager: a notify socket, signals, stderr
 //! kept as a journal would, and a small HTTP client with the test key.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use agentd::mock_model::MockModel;
@@ -12,9 +10,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::UnixDatagram;
 
+use crate::common::binary::{self, AGENTD};
 use crate::common::{KEY, toml_str};
-
-const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
 
 pub fn catalog(tools: &[&str]) -> String {
     tools
@@ -30,18 +27,10 @@ pub fn catalog(tools: &[&str]) -> String {
 
 /// A running `agentd serve` with its notify socket; killed when dropped.
 pub struct Daemon {
-    pub child: Child,
+    pub process: binary::Daemon,
     pub addr: String,
-    pub stderr: Arc<Mutex<String>>,
     pub notify: UnixDatagram,
     pub http: reqwest::Client,
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 pub struct Setup<'a> {
@@ -87,57 +76,27 @@ impl Daemon {
             .env_remove("WATCHDOG_PID")
             .env("AGENTD_API_KEY", KEY)
             .env("NOTIFY_SOCKET", &socket_path)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
+            .stdout(Stdio::null());
         for (k, v) in setup.env {
             command.env(k, v);
         }
-        let mut child = command.spawn().expect("spawn agentd");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = Arc::clone(&log);
-        // Read stderr for the whole run, as a journal would.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_owned());
-                }
-                let mut text = sink.lock().unwrap();
-                text.push_str(&line);
-                text.push('\n');
-            }
-        });
-        let mut daemon = Daemon {
-            child,
-            addr: String::new(),
-            stderr: log,
+        let process = tokio::task::spawn_blocking(move || binary::spawn(command))
+            .await
+            .expect("spawn agentd");
+        Daemon {
+            addr: process.addr.clone(),
+            process,
             notify,
             http: reqwest::Client::new(),
-        };
-        daemon.addr = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("agentd reports its address: {}", daemon.log()));
-        daemon
+        }
     }
 
     pub fn log(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    pub fn pid(&self) -> String {
-        self.child.id().to_string()
+        self.process.log()
     }
 
     pub fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid())
-            .status()
-            .expect("run kill");
-        assert!(status.success());
+        self.process.signal(name);
     }
 
     /// The next datagram, or `None` after `wait`.
@@ -218,18 +177,7 @@ impl Daemon {
 
     /// Waits for the process to end; panics after `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
-        let started = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                started.elapsed() < limit,
-                "agentd still running after {limit:?}\nlog:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_exit(limit)
     }
 }
 
