@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use crate::app::App;
 use crate::config::Config;
 use crate::mock_model::{MockConfig, MockModel};
-use crate::tool::{Catalog, Registry};
+use crate::tool::Registry;
 
 /// The shipped catalog; the demo points its file transport at a scratch directory.
 const SHIPPED_TOOLS: &str = include_str!("../../tools.toml");
@@ -55,9 +55,7 @@ async fn demo() -> Result<(), String> {
     config.auth.api_keys = Vec::new();
     let tools_path = write_catalog(&scratch, &outbox)?;
     config.tools.catalog = Some(tools_path.clone());
-    let registry = Registry::builtin();
-    Catalog::load(&tools_path, &registry).map_err(|e| e.to_string())?;
-    let app = App::build(config, registry).map_err(|e| e.to_string())?;
+    let app = App::build(config, Registry::builtin()).map_err(|e| e.to_string())?;
     let listener = app.bind().await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let key = std::fs::read_to_string(

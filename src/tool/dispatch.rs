@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use agentd_sdk::{CallContext, HandlerError, ToolCall, ToolOutput};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -66,8 +65,8 @@ pub struct DispatchRequest<'a> {
     /// Every tool name the model was offered, for "did you mean" in `unknown_tool` results.
     pub offered: &'a [String],
     pub cancel: &'a CancellationToken,
-    /// Receives each run as soon as it finishes (streaming), before `run` returns.
-    pub progress: Option<mpsc::UnboundedSender<ToolRun>>,
+    /// Called with each run as soon as it finishes (streaming), before `run` returns.
+    pub progress: Option<&'a (dyn Fn(&ToolRun) + Send + Sync)>,
 }
 
 /// Shared by all turns: the store for the journal and a daemon-wide cap on running calls.
@@ -99,9 +98,8 @@ impl Dispatcher {
             let run = self.run_one(request, call).await;
             log_run(request.session_id, &run);
             crate::metrics::tool_call(&run.name, run.outcome.as_str(), run.duration);
-            if let Some(progress) = &request.progress {
-                // A closed receiver only means nobody is streaming any more.
-                let _ = progress.send(run.clone());
+            if let Some(progress) = request.progress {
+                progress(&run);
             }
             run
         });

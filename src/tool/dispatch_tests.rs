@@ -111,6 +111,11 @@ impl Harness {
         cancel: &CancellationToken,
         progress: Option<mpsc::UnboundedSender<ToolRun>>,
     ) -> Vec<ToolRun> {
+        let report = progress.map(|tx| {
+            move |run: &ToolRun| {
+                let _ = tx.send(run.clone());
+            }
+        });
         self.dispatcher
             .run(DispatchRequest {
                 catalog: &self.catalog,
@@ -118,7 +123,9 @@ impl Harness {
                 calls,
                 offered: &self.offered,
                 cancel,
-                progress,
+                progress: report
+                    .as_ref()
+                    .map(|f| f as &(dyn Fn(&ToolRun) + Send + Sync)),
             })
             .await
     }

@@ -297,8 +297,13 @@ impl Engine {
             };
             if !server_calls.is_empty() {
                 let started = Instant::now();
-                let (progress, forwarded) =
-                    events.as_ref().map(|tx| forward_runs(tx.clone())).unzip();
+                // Each result goes out as it finishes, before anything the next model call
+                // streams; a closed receiver only means nobody is listening any more.
+                let report = events.as_ref().map(|tx| {
+                    move |run: &ToolRun| {
+                        let _ = tx.send(TurnEvent::ToolResult(run.clone()));
+                    }
+                });
                 let step_runs = self
                     .dispatcher
                     .run(DispatchRequest {
@@ -307,14 +312,12 @@ impl Engine {
                         calls: &server_calls,
                         offered: &offer.names,
                         cancel,
-                        progress,
+                        progress: report
+                            .as_ref()
+                            .map(|f| f as &(dyn Fn(&ToolRun) + Send + Sync)),
                     })
                     .await;
                 tool_time += started.elapsed();
-                // Every result event goes out before anything the next model call streams.
-                if let Some(forwarded) = forwarded {
-                    let _ = forwarded.await;
-                }
                 let results = step_runs
                     .iter()
                     .map(|run| {
@@ -403,20 +406,4 @@ impl Engine {
             () = cancel.cancelled() => Err(TurnError::Cancelled),
         }
     }
-}
-
-/// A progress channel for the dispatcher that forwards each finished run as a turn event, and
-/// the forwarding task, which ends once the channel's sender is dropped and drained.
-fn forward_runs(
-    events: mpsc::UnboundedSender<TurnEvent>,
-) -> (mpsc::UnboundedSender<ToolRun>, tokio::task::JoinHandle<()>) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<ToolRun>();
-    let task = tokio::spawn(async move {
-        while let Some(run) = rx.recv().await {
-            if events.send(TurnEvent::ToolResult(run)).is_err() {
-                break;
-            }
-        }
-    });
-    (tx, task)
 }
