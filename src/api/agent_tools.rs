@@ -213,12 +213,9 @@ pub async fn delete(
 
 /// Every tool of an agent, as stored bodies (for the turn).
 pub async fn of_agent(state: &AppState, agent_id: &str) -> Result<Vec<Value>, ApiError> {
-    let query = crate::session::ListQuery {
-        limit: 1000,
-        parent: Some(agent_id.to_owned()),
-        direction: crate::session::Direction::Asc,
-        ..Default::default()
-    };
-    let records = state.store.list(Collection::AgentTools, &query).await?;
+    let records = state
+        .store
+        .children(Collection::AgentTools, agent_id)
+        .await?;
     Ok(records.into_iter().map(|r| r.body).collect())
 }

@@ -2,11 +2,10 @@
 //! session's turn lock (a second chat on a busy session gets 409), run the turn, answer with
 //! JSON (201) or an SSE stream (200).
 
-use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use tracing::Instrument;
@@ -18,6 +17,7 @@ use super::error::ApiError;
 use super::extract::JsonBody;
 use super::resources::{load, rfc3339};
 use super::sessions::Sessions;
+use crate::provider::Usage;
 use crate::session::{ChatMessage, Role, ToolCallRequest};
 use crate::tool::{Outcome, ToolRun};
 use crate::turn::{TurnContext, TurnOutcome, TurnRequest};
@@ -331,49 +331,95 @@ pub async fn chat(
         tracing::error!(error = %e, "turn task failed");
         ApiError::Internal
     })??;
+    let body = response_body(&session_id, &outcome).map_err(|e| {
+        tracing::error!(error = %e, "cannot encode the chat response");
+        ApiError::Internal
+    })?;
     Ok((
         StatusCode::CREATED,
-        Json(response_json(&session_id, &outcome)),
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
     )
         .into_response())
 }
 
-/// The ChatResponse body.
-pub fn response_json(session_id: &str, outcome: &TurnOutcome) -> Value {
-    let mut message = json!({ "role": "assistant", "content": outcome.message.content });
-    if let Some(calls) = &outcome.message.tool_calls {
-        message["tool_calls"] = json!(calls);
-    }
-    json!({
-        "id": uuid::Uuid::now_v7().to_string(),
-        "session_id": session_id,
-        "created_at": rfc3339(OffsetDateTime::now_utc()),
-        "jobs": [],
-        "docs": [],
-        "usage": outcome.usage,
-        "choices": [{
-            "index": 0,
-            "finish_reason": outcome.finish_reason,
-            "message": message,
-        }],
-        "steps": outcome.steps,
-        "stop_reason": outcome.stop.as_str(),
-        "tool_runs": outcome.runs.iter().map(run_json).collect::<Vec<_>>(),
-    })
+/// The ChatResponse body, serialized straight from the outcome.
+#[derive(Serialize)]
+struct ChatResponse<'a> {
+    id: String,
+    session_id: &'a str,
+    created_at: String,
+    jobs: [(); 0],
+    docs: [(); 0],
+    usage: &'a Usage,
+    choices: [Choice<'a>; 1],
+    steps: u32,
+    stop_reason: &'static str,
+    tool_runs: Vec<RunReport<'a>>,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    finish_reason: &'a str,
+    message: AnswerMessage<'a>,
+}
+
+#[derive(Serialize)]
+struct AnswerMessage<'a> {
+    role: &'static str,
+    content: &'a Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<&'a Vec<ToolCallRequest>>,
 }
 
 /// One tool run as reported to the client.
-pub fn run_json(run: &ToolRun) -> Value {
-    let (status, kind) = match &run.outcome {
-        Outcome::Ok => ("ok", None),
-        Outcome::Replayed => ("replayed", None),
-        Outcome::Error(kind) => ("error", Some(kind.as_str())),
-    };
-    json!({
-        "id": run.call_id,
-        "name": run.name,
-        "status": status,
-        "error_kind": kind,
-        "duration_ms": run.duration.as_secs_f64() * 1000.0,
+#[derive(Serialize)]
+struct RunReport<'a> {
+    id: &'a str,
+    name: &'a str,
+    status: &'static str,
+    error_kind: Option<&'a str>,
+    duration_ms: f64,
+}
+
+impl<'a> RunReport<'a> {
+    fn of(run: &'a ToolRun) -> Self {
+        let (status, error_kind) = match &run.outcome {
+            Outcome::Ok => ("ok", None),
+            Outcome::Replayed => ("replayed", None),
+            Outcome::Error(kind) => ("error", Some(kind.as_str())),
+        };
+        Self {
+            id: &run.call_id,
+            name: &run.name,
+            status,
+            error_kind,
+            duration_ms: run.duration.as_secs_f64() * 1000.0,
+        }
+    }
+}
+
+/// The ChatResponse body.
+fn response_body(session_id: &str, outcome: &TurnOutcome) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&ChatResponse {
+        id: uuid::Uuid::now_v7().to_string(),
+        session_id,
+        created_at: rfc3339(OffsetDateTime::now_utc()),
+        jobs: [],
+        docs: [],
+        usage: &outcome.usage,
+        choices: [Choice {
+            index: 0,
+            finish_reason: &outcome.finish_reason,
+            message: AnswerMessage {
+                role: "assistant",
+                content: &outcome.message.content,
+                tool_calls: outcome.message.tool_calls.as_ref(),
+            },
+        }],
+        steps: outcome.steps,
+        stop_reason: outcome.stop.as_str(),
+        tool_runs: outcome.runs.iter().map(RunReport::of).collect(),
     })
 }

@@ -6,6 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
@@ -16,9 +17,24 @@ use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
 /// Largest error body quoted back to the client.
 const MAX_ERROR_TEXT: usize = 500;
 
+/// A model call as sent: the request's fields plus the streaming switches.
+#[derive(Serialize)]
+struct WireRequest<'a> {
+    #[serde(flatten)]
+    request: &'a ModelRequest,
+    stream: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Serialize)]
+struct StreamOptions {
+    include_usage: bool,
+}
+
 pub struct OpenAiProvider {
     pub(super) client: reqwest::Client,
-    pub(super) url: String,
+    pub(super) url: reqwest::Url,
     pub(super) api_key: Option<SecretString>,
     pub(super) policy: RetryPolicy,
     pub(super) read_timeout: Duration,
@@ -33,9 +49,12 @@ impl OpenAiProvider {
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ProviderError::Connect(format!("cannot build HTTP client: {e}")))?;
+        let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
+        let url = reqwest::Url::parse(&url)
+            .map_err(|e| ProviderError::Connect(format!("invalid model URL {url}: {e}")))?;
         Ok(Self {
             client,
-            url: format!("{}/chat/completions", config.base_url.trim_end_matches('/')),
+            url,
             api_key: api_key.map(SecretString::from),
             policy: RetryPolicy {
                 max_attempts: config.max_attempts,
@@ -46,16 +65,35 @@ impl OpenAiProvider {
         })
     }
 
-    /// Sends the request, retrying retryable failures; returns the successful response.
+    /// Encodes a model call for the wire, with its `stream` flag.
+    pub(super) fn encode(request: &ModelRequest, stream: bool) -> Result<Vec<u8>, ProviderError> {
+        let wire = WireRequest {
+            request,
+            stream,
+            stream_options: stream.then_some(StreamOptions {
+                include_usage: true,
+            }),
+        };
+        serde_json::to_vec(&wire)
+            .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))
+    }
+
+    /// Sends the encoded request, retrying retryable failures; returns the successful
+    /// response.
     pub(super) async fn send(
         &self,
-        body: &Value,
+        body: Vec<u8>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, ProviderError> {
+        let body = bytes::Bytes::from(body);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request = self.client.post(&self.url).json(body);
+            let mut request = self
+                .client
+                .post(self.url.clone())
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
             if let Some(timeout) = timeout {
                 request = request.timeout(timeout);
             }
@@ -110,10 +148,8 @@ impl ModelProvider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ProviderError> {
-        let mut body = serde_json::to_value(request)
-            .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))?;
-        body["stream"] = Value::Bool(false);
-        let response = self.send(&body, Some(self.read_timeout)).await?;
+        let body = Self::encode(request, false)?;
+        let response = self.send(body, Some(self.read_timeout)).await?;
         let bytes = response
             .bytes()
             .await

@@ -16,11 +16,8 @@ pub(super) async fn open(
     provider: &OpenAiProvider,
     request: &ModelRequest,
 ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError> {
-    let mut body = serde_json::to_value(request)
-        .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))?;
-    body["stream"] = Value::Bool(true);
-    body["stream_options"] = serde_json::json!({ "include_usage": true });
-    let response = provider.send(&body, None).await?;
+    let body = OpenAiProvider::encode(request, true)?;
+    let response = provider.send(body, None).await?;
     let events = response.bytes_stream().eventsource();
     let stream = futures_util::stream::unfold(
         (events, Assembler::default(), false),

@@ -4,12 +4,16 @@
 pub mod lock;
 pub mod message;
 pub mod sqlite;
+mod sqlite_cache;
 mod sqlite_rows;
 mod sqlite_schema;
 #[cfg(test)]
 mod sqlite_tests;
 #[cfg(test)]
 mod sqlite_tests_history;
+#[cfg(test)]
+mod sqlite_tests_mirror;
+mod sqlite_writer;
 pub mod store;
 
 pub use message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};

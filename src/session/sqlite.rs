@@ -1,30 +1,41 @@
 //! The embedded [`Store`]: one SQLite file in WAL mode, migrations at open.
 //!
-//! rusqlite is synchronous, so every operation runs on tokio's blocking pool and no lock is
-//! ever held across an `.await`. Writes go through a single connection behind a mutex (SQLite
-//! admits one writer at a time anyway); reads borrow a connection from a small pool, since WAL
-//! lets readers run alongside the writer and see every committed write.
+//! rusqlite is synchronous, so no SQLite call runs on the async runtime. Writes go to one
+//! connection on a thread of its own that commits them in groups ([`super::sqlite_writer`]).
+//! Reads a turn makes (records by id, an agent's tools, whole histories) are answered from an
+//! in-memory mirror kept in step with the commits ([`super::sqlite_cache`]); the rest borrow a
+//! read connection from a pool on tokio's blocking pool, since WAL lets readers run alongside
+//! the writer and see every committed write. The data directory is locked for the store's
+//! lifetime: one process writes the file, so the mirror is never stale.
 
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
 use super::message::Entry;
+use super::sqlite_cache::{Cache, weigh};
 use super::sqlite_rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, collection_key,
     list_query, read_journal, status_key, to_nanos,
 };
 use super::sqlite_schema::{open_reader, open_writer};
+use super::sqlite_writer::{Write, Writer};
 use super::store::{
     CallStatus, Collection, JournalRecord, ListQuery, Record, Store, StoreError, StoreResult,
 };
 
 /// Read connections kept open between calls; more are opened on demand under load. Opening
 /// one costs a schema parse and a cold page cache, so enough are kept for a busy daemon.
-const IDLE_READERS: usize = 64;
+const IDLE_READERS: usize = 16;
+
+/// How long opening waits for another process (a daemon still shutting down) to release the
+/// data directory's lock.
+const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// SQLite-backed store. Cheap to clone; clones share the connections.
 #[derive(Clone)]
@@ -32,20 +43,17 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
 }
 
+/// Fields drop in order: the writer thread is joined (its connection closed) before the
+/// readers close and the lock is released.
 struct Shared {
-    path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Writer,
     readers: Mutex<Vec<Connection>>,
+    cache: Arc<Cache>,
+    path: PathBuf,
+    _lock: File,
 }
 
 impl Shared {
-    fn with_writer<T>(&self, work: impl FnOnce(&mut Connection) -> Outcome<T>) -> Outcome<T> {
-        // A panic mid-operation drops its transaction, which rolls back: the connection is
-        // still consistent, so a poisoned lock is safe to reuse.
-        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        work(&mut conn)
-    }
-
     fn with_reader<T>(&self, work: impl FnOnce(&Connection) -> Outcome<T>) -> Outcome<T> {
         let idle = self
             .readers
@@ -67,18 +75,24 @@ impl Shared {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs migrations. The parent directory
-    /// must exist.
+    /// must exist. Fails if another process has the database open through this store.
     pub fn open(path: &Path) -> StoreResult<Self> {
         let fail = |e: Failure| StoreError::Backend(format!("sqlite open {}: {e}", path.display()));
+        let lock = lock_database(path)
+            .map_err(|e| StoreError::Backend(format!("sqlite open {}: {e}", path.display())))?;
         let writer = open_writer(path).map_err(fail)?;
         // Readers are opened later, possibly after the working directory changed.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let reader = open_reader(&path).map_err(|e| fail(e.into()))?;
+        let writer = Writer::start(writer)
+            .map_err(|e| StoreError::Backend(format!("sqlite open: writer thread: {e}")))?;
         Ok(Self {
             shared: Arc::new(Shared {
-                path,
-                writer: Mutex::new(writer),
+                writer,
                 readers: Mutex::new(vec![reader]),
+                cache: Arc::new(Cache::new()),
+                path,
+                _lock: lock,
             }),
         })
     }
@@ -88,13 +102,34 @@ impl SqliteStore {
         &self.shared.path
     }
 
-    async fn write<T, F>(&self, operation: &'static str, work: F) -> StoreResult<T>
+    /// Commits `work` with the next group of writes; `after_commit` then updates the mirror.
+    async fn write<T, F, A>(
+        &self,
+        operation: &'static str,
+        work: F,
+        after_commit: A,
+    ) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Connection) -> Outcome<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Outcome<T> + Send + 'static,
+        A: FnOnce(&Cache, &T) + Send + 'static,
     {
-        let shared = Arc::clone(&self.shared);
-        blocking(operation, move || shared.with_writer(work)).await
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let cache = Arc::clone(&self.shared.cache);
+        let job = Box::new(Write {
+            work,
+            after_commit: move |value: &T| after_commit(&cache, value),
+            reply,
+        });
+        let unavailable =
+            || StoreError::Backend(format!("sqlite {operation}: the writer thread has stopped"));
+        if self.shared.writer.submit(job).is_err() {
+            return Err(unavailable());
+        }
+        match answer.await {
+            Ok(outcome) => outcome.map_err(|failure| failure.into_store_error(operation)),
+            Err(_) => Err(unavailable()),
+        }
     }
 
     async fn read<T, F>(&self, operation: &'static str, work: F) -> StoreResult<T>
@@ -103,20 +138,47 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Outcome<T> + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
-        blocking(operation, move || shared.with_reader(work)).await
+        match tokio::task::spawn_blocking(move || shared.with_reader(work)).await {
+            Ok(outcome) => outcome.map_err(|failure| failure.into_store_error(operation)),
+            Err(join) => Err(StoreError::Backend(format!(
+                "sqlite {operation}: task failed: {join}"
+            ))),
+        }
     }
 }
 
-async fn blocking<T, F>(operation: &'static str, work: F) -> StoreResult<T>
-where
-    T: Send + 'static,
-    F: FnOnce() -> Outcome<T> + Send + 'static,
-{
-    match tokio::task::spawn_blocking(work).await {
-        Ok(outcome) => outcome.map_err(|failure| failure.into_store_error(operation)),
-        Err(join) => Err(StoreError::Backend(format!(
-            "sqlite {operation}: task failed: {join}"
-        ))),
+/// Takes `<database>.lock` exclusively, waiting up to [`LOCK_WAIT`] for a previous owner.
+fn lock_database(path: &Path) -> std::io::Result<File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    let file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", lock_path.display())))?;
+    let deadline = Instant::now() + LOCK_WAIT;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(std::fs::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(std::io::Error::other(format!(
+                    "{} is in use by another agentd process ({} is locked)",
+                    path.display(),
+                    lock_path.display()
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", lock_path.display()),
+                ));
+            }
+        }
     }
 }
 
@@ -128,11 +190,54 @@ fn conflict(collection: Collection, id: &str) -> Failure {
 impl Store for SqliteStore {
     async fn insert(&self, collection: Collection, record: Record) -> StoreResult<()> {
         let row = RecordRow::from_record(&record).map_err(|f| f.into_store_error("insert"))?;
-        self.write("insert", move |conn| {
-            let inserted = conn
-                .prepare_cached(
+        let weight = weigh(row.body.len());
+        self.write(
+            "insert",
+            move |conn| {
+                let inserted = conn
+                    .prepare_cached(
+                        "INSERT INTO resources (collection, id, parent, body, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                    )?
+                    .execute(params![
+                        collection_key(collection),
+                        row.id,
+                        row.parent,
+                        row.body,
+                        row.created_at,
+                        row.updated_at
+                    ])?;
+                if inserted == 0 {
+                    return Err(conflict(collection, &row.id));
+                }
+                Ok(())
+            },
+            move |cache, ()| {
+                let mut mirror = cache.lock();
+                if let Some(parent) = &record.parent {
+                    mirror.children.remove(&(collection, parent.clone()));
+                }
+                mirror
+                    .records
+                    .put((collection, record.id.clone()), record, weight);
+            },
+        )
+        .await
+    }
+
+    async fn upsert(&self, collection: Collection, record: Record) -> StoreResult<()> {
+        let row = RecordRow::from_record(&record).map_err(|f| f.into_store_error("upsert"))?;
+        let (id, parent) = (record.id, record.parent);
+        self.write(
+            "upsert",
+            move |conn| {
+                conn.prepare_cached(
                     "INSERT INTO resources (collection, id, parent, body, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                     ON CONFLICT (collection, id) DO UPDATE SET
+                         parent = excluded.parent,
+                         body = excluded.body,
+                         updated_at = excluded.updated_at",
                 )?
                 .execute(params![
                     collection_key(collection),
@@ -142,50 +247,52 @@ impl Store for SqliteStore {
                     row.created_at,
                     row.updated_at
                 ])?;
-            if inserted == 0 {
-                return Err(conflict(collection, &row.id));
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    async fn upsert(&self, collection: Collection, record: Record) -> StoreResult<()> {
-        let row = RecordRow::from_record(&record).map_err(|f| f.into_store_error("upsert"))?;
-        self.write("upsert", move |conn| {
-            conn.prepare_cached(
-                "INSERT INTO resources (collection, id, parent, body, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (collection, id) DO UPDATE SET
-                     parent = excluded.parent,
-                     body = excluded.body,
-                     updated_at = excluded.updated_at",
-            )?
-            .execute(params![
-                collection_key(collection),
-                row.id,
-                row.parent,
-                row.body,
-                row.created_at,
-                row.updated_at
-            ])?;
-            Ok(())
-        })
+                Ok(())
+            },
+            // A replaced record keeps its stored created_at (and may have had another parent):
+            // the next read loads it.
+            move |cache, ()| forget_record(cache, collection, &id, parent.as_deref()),
+        )
         .await
     }
 
     async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Record>> {
+        let key = (collection, id.to_owned());
+        let token = match self.shared.cache.lock().records.get(&key, Clone::clone) {
+            Ok(record) => return Ok(Some(record)),
+            Err(token) => token,
+        };
         let id = id.to_owned();
-        self.read("get", move |conn| {
-            let row = conn
-                .prepare_cached(&format!(
-                    "SELECT {RECORD_COLUMNS} FROM resources WHERE collection = ?1 AND id = ?2"
-                ))?
-                .query_row(params![collection_key(collection), id], RecordRow::read)
-                .optional()?;
-            row.map(RecordRow::into_record).transpose()
-        })
-        .await
+        let loaded = self
+            .read("get", move |conn| {
+                let row = conn
+                    .prepare_cached(&format!(
+                        "SELECT {RECORD_COLUMNS} FROM resources WHERE collection = ?1 AND id = ?2"
+                    ))?
+                    .query_row(params![collection_key(collection), id], RecordRow::read)
+                    .optional()?;
+                row.map(|row| {
+                    let weight = weigh(row.body.len());
+                    row.into_record().map(|record| (record, weight))
+                })
+                .transpose()
+            })
+            .await;
+        let mut mirror = self.shared.cache.lock();
+        match loaded {
+            Ok(Some((record, weight))) => {
+                mirror.records.fill(key, token, record.clone(), weight);
+                Ok(Some(record))
+            }
+            Ok(None) => {
+                mirror.records.abandon(&key, token);
+                Ok(None)
+            }
+            Err(e) => {
+                mirror.records.abandon(&key, token);
+                Err(e)
+            }
+        }
     }
 
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>> {
@@ -202,53 +309,110 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {
+        let key = (collection, parent.to_owned());
+        let token = match self.shared.cache.lock().children.get(&key, Clone::clone) {
+            Ok(records) => return Ok(records),
+            Err(token) => token,
+        };
+        let parent = parent.to_owned();
+        let loaded = self
+            .read("children", move |conn| {
+                let mut statement = conn.prepare_cached(&format!(
+                    "SELECT {RECORD_COLUMNS} FROM resources WHERE collection = ?1 AND parent = ?2
+                     ORDER BY created_at, id"
+                ))?;
+                let rows = statement
+                    .query_map(params![collection_key(collection), parent], RecordRow::read)?;
+                let (mut records, mut weight) = (Vec::new(), 0);
+                for row in rows {
+                    let row = row?;
+                    weight += weigh(row.body.len());
+                    records.push(row.into_record()?);
+                }
+                Ok((records, weight))
+            })
+            .await;
+        let mut mirror = self.shared.cache.lock();
+        match loaded {
+            Ok((records, weight)) => {
+                mirror.children.fill(key, token, records.clone(), weight);
+                Ok(records)
+            }
+            Err(e) => {
+                mirror.children.abandon(&key, token);
+                Err(e)
+            }
+        }
+    }
+
     async fn update(&self, collection: Collection, record: Record) -> StoreResult<bool> {
         let row = RecordRow::from_record(&record).map_err(|f| f.into_store_error("update"))?;
-        self.write("update", move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE resources SET body = ?3, updated_at = ?4
-                     WHERE collection = ?1 AND id = ?2",
-                )?
-                .execute(params![
-                    collection_key(collection),
-                    row.id,
-                    row.body,
-                    row.updated_at
-                ])?;
-            Ok(changed > 0)
-        })
+        let (id, parent) = (record.id, record.parent);
+        self.write(
+            "update",
+            move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE resources SET body = ?3, updated_at = ?4
+                         WHERE collection = ?1 AND id = ?2",
+                    )?
+                    .execute(params![
+                        collection_key(collection),
+                        row.id,
+                        row.body,
+                        row.updated_at
+                    ])?;
+                Ok(changed > 0)
+            },
+            move |cache, _| forget_record(cache, collection, &id, parent.as_deref()),
+        )
         .await
     }
 
     async fn delete(&self, collection: Collection, id: &str) -> StoreResult<bool> {
         let id = id.to_owned();
-        self.write("delete", move |conn| {
-            let tx = conn.transaction()?;
-            let deleted = tx
-                .prepare_cached("DELETE FROM resources WHERE collection = ?1 AND id = ?2")?
-                .execute(params![collection_key(collection), id])?;
-            if deleted == 0 {
-                return Ok(false);
-            }
-            match collection {
-                Collection::Agents => {
-                    tx.prepare_cached(
-                        "DELETE FROM resources WHERE collection = ?1 AND parent = ?2",
-                    )?
-                    .execute(params![collection_key(Collection::AgentTools), id])?;
+        let key = id.clone();
+        self.write(
+            "delete",
+            move |conn| {
+                let deleted = conn
+                    .prepare_cached("DELETE FROM resources WHERE collection = ?1 AND id = ?2")?
+                    .execute(params![collection_key(collection), id])?;
+                if deleted == 0 {
+                    return Ok(false);
                 }
-                Collection::Sessions => {
-                    tx.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
-                        .execute(params![id])?;
-                    tx.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
-                        .execute(params![id])?;
+                match collection {
+                    Collection::Agents => {
+                        conn.prepare_cached(
+                            "DELETE FROM resources WHERE collection = ?1 AND parent = ?2",
+                        )?
+                        .execute(params![collection_key(Collection::AgentTools), id])?;
+                    }
+                    Collection::Sessions => {
+                        conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
+                            .execute(params![id])?;
+                        conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
+                            .execute(params![id])?;
+                    }
+                    Collection::Users | Collection::AgentTools => {}
                 }
-                Collection::Users | Collection::AgentTools => {}
-            }
-            tx.commit()?;
-            Ok(true)
-        })
+                Ok(true)
+            },
+            move |cache, _| {
+                let mut mirror = cache.lock();
+                mirror.records.remove(&(collection, key.clone()));
+                match collection {
+                    Collection::Agents => {
+                        mirror.children.remove(&(Collection::AgentTools, key));
+                    }
+                    Collection::Sessions => mirror.histories.remove(&key),
+                    // The tool's parent is not known here; tools change rarely.
+                    Collection::AgentTools => mirror.children.clear(),
+                    Collection::Users => {}
+                }
+            },
+        )
         .await
     }
 
@@ -256,16 +420,21 @@ impl Store for SqliteStore {
         if entries.is_empty() {
             return Ok(());
         }
-        // Serialize before taking the writer, so the lock covers only the inserts.
+        // Serialize before queueing, so the writer thread only binds and inserts.
         let rows = entries
             .iter()
             .map(EntryRow::from_entry)
             .collect::<Outcome<Vec<_>>>()
             .map_err(|f| f.into_store_error("append entries"))?;
-        self.write("append entries", move |conn| {
-            let tx = conn.transaction()?;
-            {
-                let mut insert = tx.prepare_cached(
+        let weighed: Vec<(Entry, usize)> = entries
+            .iter()
+            .cloned()
+            .zip(rows.iter().map(|row| weigh(row.message.len())))
+            .collect();
+        self.write(
+            "append entries",
+            move |conn| {
+                let mut insert = conn.prepare_cached(
                     "INSERT INTO history (session_id, id, source, role, message, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 )?;
@@ -279,29 +448,60 @@ impl Store for SqliteStore {
                         row.created_at
                     ])?;
                 }
-            }
-            tx.commit()?;
-            Ok(())
-        })
+                Ok(())
+            },
+            move |cache, ()| {
+                let mut mirror = cache.lock();
+                for (entry, weight) in weighed {
+                    let session = entry.session_id.clone();
+                    mirror
+                        .histories
+                        .change(&session, weight, |history| history.push(entry));
+                }
+            },
+        )
         .await
     }
 
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>> {
-        read_history(self, session_id, i64::from(limit), i64::from(offset)).await
+        read_history(self, session_id, i64::from(limit), i64::from(offset))
+            .await
+            .map(|(entries, _)| entries)
     }
 
     async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Entry>> {
+        let key = session_id.to_owned();
+        let token = match self.shared.cache.lock().histories.get(&key, Clone::clone) {
+            Ok(entries) => return Ok(entries),
+            Err(token) => token,
+        };
         // A negative LIMIT means no limit in SQLite.
-        read_history(self, session_id, -1, 0).await
+        let loaded = read_history(self, session_id, -1, 0).await;
+        let mut mirror = self.shared.cache.lock();
+        match loaded {
+            Ok((entries, weight)) => {
+                mirror.histories.fill(key, token, entries.clone(), weight);
+                Ok(entries)
+            }
+            Err(e) => {
+                mirror.histories.abandon(&key, token);
+                Err(e)
+            }
+        }
     }
 
     async fn clear_history(&self, session_id: &str) -> StoreResult<()> {
         let session_id = session_id.to_owned();
-        self.write("clear history", move |conn| {
-            conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
-                .execute(params![session_id])?;
-            Ok(())
-        })
+        let key = session_id.clone();
+        self.write(
+            "clear history",
+            move |conn| {
+                conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
+                    .execute(params![session_id])?;
+                Ok(())
+            },
+            move |cache, ()| cache.lock().histories.remove(&key),
+        )
         .await
     }
 
@@ -314,30 +514,34 @@ impl Store for SqliteStore {
             .map(to_nanos)
             .transpose()
             .map_err(|f| f.into_store_error("journal start"))?;
-        self.write("journal start", move |conn| {
-            let inserted = conn
-                .prepare_cached(&format!(
-                    "INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                     ON CONFLICT DO NOTHING"
-                ))?
-                .execute(params![
-                    record.session_id,
-                    record.call_id,
-                    record.tool,
-                    record.arguments,
-                    status_key(record.status),
-                    record.result,
-                    started_at,
-                    finished_at
-                ])?;
-            if inserted == 0 {
-                return Err(Failure::Store(StoreError::Conflict(format!(
-                    "tool call {} of session {}",
-                    record.call_id, record.session_id
-                ))));
-            }
-            Ok(())
-        })
+        self.write(
+            "journal start",
+            move |conn| {
+                let inserted = conn
+                    .prepare_cached(&format!(
+                        "INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                         ON CONFLICT DO NOTHING"
+                    ))?
+                    .execute(params![
+                        record.session_id,
+                        record.call_id,
+                        record.tool,
+                        record.arguments,
+                        status_key(record.status),
+                        record.result,
+                        started_at,
+                        finished_at
+                    ])?;
+                if inserted == 0 {
+                    return Err(Failure::Store(StoreError::Conflict(format!(
+                        "tool call {} of session {}",
+                        record.call_id, record.session_id
+                    ))));
+                }
+                Ok(())
+            },
+            |_, ()| {},
+        )
         .await
     }
 
@@ -351,26 +555,30 @@ impl Store for SqliteStore {
             (session_id.to_owned(), call_id.to_owned(), result.to_owned());
         let finished_at = to_nanos(OffsetDateTime::now_utc())
             .map_err(|f| f.into_store_error("journal finish"))?;
-        self.write("journal finish", move |conn| {
-            let changed = conn
-                .prepare_cached(
-                    "UPDATE journal SET status = ?3, result = ?4, finished_at = ?5
-                     WHERE session_id = ?1 AND call_id = ?2",
-                )?
-                .execute(params![
-                    session_id,
-                    call_id,
-                    status_key(CallStatus::Finished),
-                    result,
-                    finished_at
-                ])?;
-            if changed == 0 {
-                return Err(Failure::Invalid(format!(
-                    "tool call {call_id} of session {session_id} was never started"
-                )));
-            }
-            Ok(())
-        })
+        self.write(
+            "journal finish",
+            move |conn| {
+                let changed = conn
+                    .prepare_cached(
+                        "UPDATE journal SET status = ?3, result = ?4, finished_at = ?5
+                         WHERE session_id = ?1 AND call_id = ?2",
+                    )?
+                    .execute(params![
+                        session_id,
+                        call_id,
+                        status_key(CallStatus::Finished),
+                        result,
+                        finished_at
+                    ])?;
+                if changed == 0 {
+                    return Err(Failure::Invalid(format!(
+                        "tool call {call_id} of session {session_id} was never started"
+                    )));
+                }
+                Ok(())
+            },
+            |_, ()| {},
+        )
         .await
     }
 
@@ -392,22 +600,37 @@ impl Store for SqliteStore {
         .await
     }
 
+    /// Proves both sides answer: a read connection, and the writer thread with a commit.
     async fn ping(&self) -> StoreResult<()> {
         self.read("ping", |conn| {
             conn.prepare_cached("SELECT 1")?
                 .query_row([], |row| row.get::<_, i64>(0))?;
             Ok(())
         })
-        .await
+        .await?;
+        self.write("ping", |_| Ok(()), |_, ()| {}).await
     }
 }
 
+/// Drops a changed record (and its parent's list of children) from the mirror.
+fn forget_record(cache: &Cache, collection: Collection, id: &str, parent: Option<&str>) {
+    let mut mirror = cache.lock();
+    mirror.records.remove(&(collection, id.to_owned()));
+    match parent {
+        Some(parent) => mirror.children.remove(&(collection, parent.to_owned())),
+        // A record replaced without a parent may have had one before.
+        None if collection == Collection::AgentTools => mirror.children.clear(),
+        None => {}
+    }
+}
+
+/// A page of a session's history, oldest first, with its weight in the mirror.
 async fn read_history(
     store: &SqliteStore,
     session_id: &str,
     limit: i64,
     offset: i64,
-) -> StoreResult<Vec<Entry>> {
+) -> StoreResult<(Vec<Entry>, usize)> {
     let session_id = session_id.to_owned();
     store
         .read("history", move |conn| {
@@ -417,11 +640,13 @@ async fn read_history(
             )?;
             let rows =
                 statement.query_map(params![session_id, limit, offset], EntryRow::read_entry)?;
-            let mut entries = Vec::new();
+            let (mut entries, mut weight) = (Vec::new(), 0);
             for row in rows {
-                entries.push(row??);
+                let (entry, text_len) = row??;
+                weight += weigh(text_len);
+                entries.push(entry);
             }
-            Ok(entries)
+            Ok((entries, weight))
         })
         .await
 }

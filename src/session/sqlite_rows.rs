@@ -154,21 +154,23 @@ impl EntryRow {
         })
     }
 
-    /// Reads the columns `session_id, id, source, message, created_at` into an entry.
-    pub(super) fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome<Entry>> {
+    /// Reads the columns `session_id, id, source, message, created_at` into an entry, with
+    /// the length of its stored message text.
+    pub(super) fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome<(Entry, usize)>> {
         let session_id: String = row.get(0)?;
         let id: String = row.get(1)?;
         let source: String = row.get(2)?;
         let message: String = row.get(3)?;
         let created_at: i64 = row.get(4)?;
         Ok((|| {
-            Ok(Entry {
+            let entry = Entry {
                 id,
                 session_id,
                 source: parse_source(&source)?,
                 message: serde_json::from_str::<ChatMessage>(&message)?,
                 created_at: from_nanos(created_at)?,
-            })
+            };
+            Ok((entry, message.len()))
         })())
     }
 }

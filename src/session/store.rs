@@ -129,6 +129,16 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert(&self, collection: Collection, record: Record) -> StoreResult<()>;
     async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Record>>;
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>>;
+    /// Every record of a collection with this parent, oldest first (an agent's tools).
+    async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {
+        let query = ListQuery {
+            limit: u32::MAX,
+            direction: Direction::Asc,
+            parent: Some(parent.to_owned()),
+            ..ListQuery::default()
+        };
+        self.list(collection, &query).await
+    }
     /// Replaces body and `updated_at` of an existing record; false if it does not exist.
     async fn update(&self, collection: Collection, record: Record) -> StoreResult<bool>;
     /// Deletes a record and what hangs off it (an agent's tools; a session's history and

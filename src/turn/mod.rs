@@ -192,8 +192,10 @@ impl Engine {
         let history = self.store.full_history(sid).await?;
         let incoming =
             pending::reconcile(self.store.as_ref(), sid, &history, request.messages).await?;
-        let mut conversation: Vec<ChatMessage> = history.into_iter().map(|e| e.message).collect();
-        self.record(sid, save, &mut conversation, incoming).await?;
+        let mut transcript = Transcript::new(sid, save, history);
+        // The input is stored together with the model's first answer: a turn whose model
+        // call fails leaves no trace, so the client's retry does not repeat the input.
+        transcript.add(incoming);
 
         let offer = prompt::offer(&catalog, &ctx.agent_tools, &request.tools);
         let auto_run = request
@@ -220,8 +222,8 @@ impl Engine {
             step += 1;
             let last_call = step > max_steps;
             let window = match ctx.token_budget {
-                Some(budget) => prompt::truncate(&conversation, budget),
-                None => &conversation[..],
+                Some(budget) => prompt::truncate(&transcript.conversation, budget),
+                None => &transcript.conversation[..],
             };
             let model_request = ModelRequest {
                 model: model.clone(),
@@ -250,13 +252,8 @@ impl Engine {
             }
             let calls = response.message.calls().to_vec();
             let message = response.message.clone();
-            self.record(
-                sid,
-                save,
-                &mut conversation,
-                vec![(message, EntrySource::ApiResponse)],
-            )
-            .await?;
+            transcript.add(vec![(message, EntrySource::ApiResponse)]);
+            transcript.save(self.store.as_ref()).await?;
             if calls.is_empty() {
                 let stop = if last_call {
                     StopReason::MaxSteps
@@ -326,7 +323,8 @@ impl Engine {
                         (message, EntrySource::ToolResponse)
                     })
                     .collect();
-                self.record(sid, save, &mut conversation, results).await?;
+                transcript.add(results);
+                transcript.save(self.store.as_ref()).await?;
                 runs.extend(step_runs);
                 if cancel.is_cancelled() {
                     return Err(TurnError::Cancelled);
@@ -346,35 +344,6 @@ impl Engine {
                 });
             }
         }
-    }
-
-    /// Appends messages to the conversation and, when saving, to the stored history.
-    async fn record(
-        &self,
-        session_id: &str,
-        save: bool,
-        conversation: &mut Vec<ChatMessage>,
-        messages: Vec<(ChatMessage, EntrySource)>,
-    ) -> Result<(), TurnError> {
-        if messages.is_empty() {
-            return Ok(());
-        }
-        if save {
-            let now = OffsetDateTime::now_utc();
-            let entries: Vec<Entry> = messages
-                .iter()
-                .map(|(message, source)| Entry {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    session_id: session_id.to_owned(),
-                    source: *source,
-                    message: message.clone(),
-                    created_at: now,
-                })
-                .collect();
-            self.store.append_entries(&entries).await?;
-        }
-        conversation.extend(messages.into_iter().map(|(m, _)| m));
-        Ok(())
     }
 
     async fn call_model(
@@ -405,5 +374,54 @@ impl Engine {
             result = call => Ok(result?),
             () = cancel.cancelled() => Err(TurnError::Cancelled),
         }
+    }
+}
+
+/// The conversation a turn sends to the model, and what of it is not stored yet.
+struct Transcript<'a> {
+    session_id: &'a str,
+    save: bool,
+    conversation: Vec<ChatMessage>,
+    unsaved: Vec<(ChatMessage, EntrySource)>,
+}
+
+impl<'a> Transcript<'a> {
+    fn new(session_id: &'a str, save: bool, history: Vec<Entry>) -> Self {
+        Self {
+            session_id,
+            save,
+            conversation: history.into_iter().map(|e| e.message).collect(),
+            unsaved: Vec::new(),
+        }
+    }
+
+    /// Adds messages to the conversation; they are stored at the next [`Transcript::save`].
+    fn add(&mut self, messages: Vec<(ChatMessage, EntrySource)>) {
+        self.conversation
+            .extend(messages.iter().map(|(message, _)| message.clone()));
+        if self.save {
+            self.unsaved.extend(messages);
+        }
+    }
+
+    /// Stores what was added since the last save, in one transaction.
+    async fn save(&mut self, store: &dyn Store) -> Result<(), TurnError> {
+        if self.unsaved.is_empty() {
+            return Ok(());
+        }
+        let now = OffsetDateTime::now_utc();
+        let entries: Vec<Entry> = self
+            .unsaved
+            .drain(..)
+            .map(|(message, source)| Entry {
+                id: uuid::Uuid::now_v7().to_string(),
+                session_id: self.session_id.to_owned(),
+                source,
+                message,
+                created_at: now,
+            })
+            .collect();
+        store.append_entries(&entries).await?;
+        Ok(())
     }
 }

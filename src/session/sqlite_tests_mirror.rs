@@ -1,0 +1,201 @@
+//! Tests of what the embedded store adds around SQLite: the data directory lock, group commit
+//! keeping failed writes apart, and the in-memory mirror agreeing with the database after
+//! every kind of write.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::sqlite::SqliteStore;
+use super::sqlite_tests::{entry, entry_ids, ids, open, record, temp_db, tool};
+use super::store::{Collection, ListQuery, Record, Store, StoreError};
+
+#[tokio::test]
+async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
+    let (_dir, path) = temp_db();
+    let first = open(&path);
+    let refused = SqliteStore::open(&path).map(|_| ());
+    assert!(
+        matches!(refused, Err(StoreError::Backend(ref m)) if m.contains("in use by another agentd")),
+        "{refused:?}"
+    );
+    first
+        .insert(Collection::Users, record("u1", json!({}), 0, 0))
+        .await
+        .expect("insert");
+    drop(first);
+    let second = open(&path);
+    assert!(
+        second
+            .get(Collection::Users, "u1")
+            .await
+            .expect("get")
+            .is_some()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_write_in_a_group_leaves_the_others_committed() {
+    let (_dir, path) = temp_db();
+    let store = Arc::new(open(&path));
+    // Every id is inserted twice at once: one of each pair must fail with a conflict and
+    // neither failure may undo a write that shared its commit.
+    let mut handles = Vec::new();
+    for n in 0..128 {
+        let store = Arc::clone(&store);
+        let id = format!("u{}", n / 2);
+        handles.push(tokio::spawn(async move {
+            store
+                .insert(Collection::Users, record(&id, json!({ "n": n }), n, n))
+                .await
+        }));
+    }
+    let (mut ok, mut conflicts) = (0, 0);
+    for handle in handles {
+        match handle.await.expect("task") {
+            Ok(()) => ok += 1,
+            Err(StoreError::Conflict(_)) => conflicts += 1,
+            Err(other) => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!((ok, conflicts), (64, 64));
+    drop(store);
+    let reopened = open(&path);
+    let all = reopened
+        .list(
+            Collection::Users,
+            &ListQuery {
+                limit: 1000,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .expect("list");
+    assert_eq!(all.len(), 64);
+}
+
+/// The mirror's answer and the database's own answer for one agent, its tools and a session.
+async fn assert_agrees(store: &SqliteStore, agent: &str, session: &str) {
+    let listed = store
+        .list(
+            Collection::AgentTools,
+            &ListQuery {
+                parent: Some(agent.to_owned()),
+                direction: super::store::Direction::Asc,
+                ..ListQuery::default()
+            },
+        )
+        .await
+        .expect("list");
+    let children = store
+        .children(Collection::AgentTools, agent)
+        .await
+        .expect("children");
+    assert_eq!(ids(&children), ids(&listed), "tools of {agent}");
+    let paged = store.history(session, 1000, 0).await.expect("history");
+    let full = store.full_history(session).await.expect("full history");
+    assert_eq!(entry_ids(&full), entry_ids(&paged), "history of {session}");
+    let by_list = store
+        .list(Collection::Agents, &ListQuery::default())
+        .await
+        .expect("agents")
+        .into_iter()
+        .find(|r| r.id == agent);
+    let by_get = store.get(Collection::Agents, agent).await.expect("get");
+    assert_eq!(by_get, by_list, "agent {agent}");
+}
+
+#[tokio::test]
+async fn the_mirror_agrees_with_the_database_after_every_kind_of_write() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    let (agent, session) = ("a1", "s1");
+    // Fill the mirror while everything is absent.
+    assert_agrees(&store, agent, session).await;
+
+    store
+        .insert(Collection::Agents, record(agent, json!({ "v": 1 }), 0, 0))
+        .await
+        .expect("insert agent");
+    assert_agrees(&store, agent, session).await;
+    store
+        .update(Collection::Agents, record(agent, json!({ "v": 2 }), 0, 5))
+        .await
+        .expect("update");
+    assert_agrees(&store, agent, session).await;
+    store
+        .upsert(Collection::Agents, record(agent, json!({ "v": 3 }), 9, 9))
+        .await
+        .expect("upsert");
+    assert_agrees(&store, agent, session).await;
+    let got = store.get(Collection::Agents, agent).await.expect("get");
+    assert_eq!(got.map(|r| r.body), Some(json!({ "v": 3 })));
+
+    for t in ["t1", "t2", "t3"] {
+        store
+            .insert(Collection::AgentTools, tool(t, agent))
+            .await
+            .expect("tool");
+        assert_agrees(&store, agent, session).await;
+    }
+    store
+        .delete(Collection::AgentTools, "t2")
+        .await
+        .expect("delete tool");
+    assert_agrees(&store, agent, session).await;
+    let moved = Record {
+        body: json!({ "name": "t3", "moved": true }),
+        ..tool("t3", agent)
+    };
+    store
+        .upsert(Collection::AgentTools, moved)
+        .await
+        .expect("upsert tool");
+    assert_agrees(&store, agent, session).await;
+
+    store
+        .append_entries(&[entry(session, "e1", "one"), entry(session, "e2", "two")])
+        .await
+        .expect("append");
+    assert_agrees(&store, agent, session).await;
+    store
+        .append_entries(&[entry(session, "e3", "three")])
+        .await
+        .expect("append");
+    assert_agrees(&store, agent, session).await;
+    store.clear_history(session).await.expect("clear");
+    assert_agrees(&store, agent, session).await;
+    store
+        .append_entries(&[entry(session, "e4", "four")])
+        .await
+        .expect("append");
+    store
+        .insert(Collection::Sessions, record(session, json!({}), 0, 0))
+        .await
+        .expect("session");
+    store
+        .delete(Collection::Sessions, session)
+        .await
+        .expect("delete session");
+    assert_agrees(&store, agent, session).await;
+    assert!(
+        store
+            .full_history(session)
+            .await
+            .expect("history")
+            .is_empty()
+    );
+
+    store
+        .delete(Collection::Agents, agent)
+        .await
+        .expect("delete agent");
+    assert_agrees(&store, agent, session).await;
+    assert!(
+        store
+            .children(Collection::AgentTools, agent)
+            .await
+            .expect("children")
+            .is_empty()
+    );
+}

@@ -1,0 +1,166 @@
+//! The store's one writing connection, on a thread of its own, with group commit.
+//!
+//! Every write is a job sent to this thread. The thread takes whatever jobs are waiting (up to
+//! [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN IMMEDIATE` transaction,
+//! commits once, and only then tells each job how it ended. A job that fails is rolled back to
+//! its savepoint without touching the others; a commit that fails fails every job of the batch.
+//! Under load many turns share one commit (one WAL append, one lock round), and no write ever
+//! waits on tokio's blocking pool.
+
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+
+use super::sqlite_rows::{Failure, Outcome};
+
+/// Jobs committed together at most.
+const MAX_BATCH: usize = 256;
+
+/// How a job ended inside the batch: `Err` carries why it was not written.
+pub(super) type Settle = Box<dyn FnOnce(Result<(), &str>) + Send>;
+
+/// One write. `run` executes it inside the open transaction and says whether its changes stay
+/// (false rolls it back to its savepoint); `abort` answers a job that never got to run.
+pub(super) trait Job: Send {
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Settle);
+    fn abort(self: Box<Self>, reason: &str);
+}
+
+/// Handle to the writer thread. Dropping it lets queued jobs finish, then joins the thread, so
+/// the connection is closed when the drop returns.
+pub(super) struct Writer {
+    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Writer {
+    pub(super) fn start(conn: Connection) -> std::io::Result<Self> {
+        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
+        let thread = std::thread::Builder::new()
+            .name("agentd-store-writer".into())
+            .spawn(move || run(&conn, &queue))?;
+        Ok(Self {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues a job; gives it back if the thread is gone.
+    pub(super) fn submit(&self, job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
+        match &self.jobs {
+            Some(jobs) => jobs.send(job).map_err(|e| e.0),
+            None => Err(job),
+        }
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Ok(first) = queue.recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        commit_batch(conn, &mut batch);
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
+    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+        let reason = format!("could not begin a transaction: {e}");
+        for job in batch.drain(..) {
+            job.abort(&reason);
+        }
+        return;
+    }
+    let mut settles = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        settles.push(run_in_savepoint(conn, job));
+    }
+    let committed = exec(conn, "COMMIT").map_err(|e| {
+        let _ = exec(conn, "ROLLBACK");
+        format!("commit failed: {e}")
+    });
+    for settle in settles {
+        settle(committed.as_ref().map(|_| ()).map_err(String::as_str));
+    }
+}
+
+fn run_in_savepoint(conn: &Connection, job: Box<dyn Job>) -> Settle {
+    if let Err(e) = exec(conn, "SAVEPOINT job") {
+        let reason = format!("could not open a savepoint: {e}");
+        return Box::new(move |_| job.abort(&reason));
+    }
+    let (keep, settle) = job.run(conn);
+    let closed = if keep {
+        exec(conn, "RELEASE job")
+    } else {
+        exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+    };
+    match closed {
+        Ok(()) => settle,
+        Err(e) => {
+            let reason = format!("could not close a savepoint: {e}");
+            Box::new(move |_| settle(Err(&reason)))
+        }
+    }
+}
+
+fn exec(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([])?;
+    Ok(())
+}
+
+/// A write whose outcome goes to `reply` once the batch is committed. `after_commit` runs on
+/// the writer thread, in commit order, only for work that is durable.
+pub(super) struct Write<W, A, T> {
+    pub work: W,
+    pub after_commit: A,
+    pub reply: tokio::sync::oneshot::Sender<Outcome<T>>,
+}
+
+impl<W, A, T> Job for Write<W, A, T>
+where
+    W: FnOnce(&Connection) -> Outcome<T> + Send + 'static,
+    A: FnOnce(&T) + Send + 'static,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, conn: &Connection) -> (bool, Settle) {
+        let Write {
+            work,
+            after_commit,
+            reply,
+        } = *self;
+        let outcome = work(conn);
+        let keep = outcome.is_ok();
+        let settle: Settle = Box::new(move |committed| {
+            let outcome = match (outcome, committed) {
+                (Ok(value), Ok(())) => {
+                    after_commit(&value);
+                    Ok(value)
+                }
+                (Ok(_), Err(reason)) => Err(Failure::Invalid(reason.to_owned())),
+                (Err(failure), _) => Err(failure),
+            };
+            let _ = reply.send(outcome);
+        });
+        (keep, settle)
+    }
+
+    fn abort(self: Box<Self>, reason: &str) {
+        let _ = self.reply.send(Err(Failure::Invalid(reason.to_owned())));
+    }
+}
