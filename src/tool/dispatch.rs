@@ -129,21 +129,6 @@ impl Dispatcher {
     async fn execute(&self, request: &DispatchRequest<'_>, call: &ToolCallRequest) -> Ending {
         let session_id = request.session_id;
         let name = call.function.name.as_str();
-        // The journal comes first: a call that already ran is answered the same way again,
-        // whatever the catalog says now.
-        match self.store.journal_get(session_id, &call.id).await {
-            Ok(Some(record)) => {
-                return match (record.status, record.result) {
-                    (CallStatus::Finished, Some(result)) => Ending::Replayed(result),
-                    _ => Ending::Failure(failure::outcome_unknown()),
-                };
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal lookup failed");
-                return Ending::Failure(failure::journal_unavailable());
-            }
-        }
         let Some(tool) = request.catalog.get(name) else {
             return Ending::Failure(failure::unknown_tool(name, request.offered));
         };
@@ -166,9 +151,11 @@ impl Dispatcher {
             started_at: OffsetDateTime::now_utc(),
             finished_at: None,
         };
+        // Journaling is the check that the call never ran: a call id already journaled (a
+        // replay after a crash, or the same id twice) is answered from the journal instead.
         match self.store.journal_start(&record).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Ending::Failure(failure::outcome_unknown()),
+            Err(StoreError::Conflict(_)) => return self.earlier_run(session_id, name, call).await,
             Err(error) => {
                 tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal start failed");
                 return Ending::Failure(failure::journal_unavailable());
@@ -190,6 +177,22 @@ impl Dispatcher {
             tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal finish failed");
         }
         ending
+    }
+
+    /// The answer for a call the journal already holds: its result if it finished, otherwise
+    /// `outcome_unknown` (it may have had its effect; it is never run twice).
+    async fn earlier_run(&self, session_id: &str, name: &str, call: &ToolCallRequest) -> Ending {
+        match self.store.journal_get(session_id, &call.id).await {
+            Ok(Some(record)) => match (record.status, record.result) {
+                (CallStatus::Finished, Some(result)) => Ending::Replayed(result),
+                _ => Ending::Failure(failure::outcome_unknown()),
+            },
+            Ok(None) => Ending::Failure(failure::outcome_unknown()),
+            Err(error) => {
+                tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal lookup failed");
+                Ending::Failure(failure::journal_unavailable())
+            }
+        }
     }
 
     /// Waits for permits, then runs the handler in its own task with the tool's timeout,
