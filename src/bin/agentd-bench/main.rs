@@ -1,8 +1,13 @@
 //! `agentd-bench`: what agentd costs per model round trip, next to the floor (the same model
 //! calls sent straight to the mock). Starts `mock-model` and `agentd serve` as processes,
 //! drives closed-loop load from this process over loopback, and prints one table per scenario;
+//! the `held` scenario holds thousands of streams open on a fresh pair of processes;
 //! `agentd-bench micro` times the hot pieces in-process.
 
+mod held;
+mod held_client;
+mod held_report;
+mod limits;
 mod load;
 mod micro;
 mod procs;
@@ -35,9 +40,12 @@ struct Args {
     /// Measured seconds per scenario and client count.
     #[arg(long, default_value_t = 5.0)]
     duration_secs: f64,
-    /// Only these scenarios (comma-separated: chat,tool,stream,sessions).
+    /// Only these scenarios (comma-separated: chat,tool,stream,sessions,held).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Streaming chats the `held` scenario holds open at once (at most 1000 with --quick).
+    #[arg(long, default_value_t = 10_000)]
+    held: usize,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -149,6 +157,11 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     let warmup = (window / 5).clamp(Duration::from_millis(300), Duration::from_secs(1));
     let ticks_per_sec = procs::clock_ticks_per_second();
     let started = Instant::now();
+    let held_streams = args.held.min(if args.quick { 1000 } else { usize::MAX });
+    let run_held = args.only.is_empty() || args.only.iter().any(|o| o == "held");
+    // Each held stream costs agentd two descriptors; children inherit the limit set here.
+    let wanted = u64::try_from(held_streams).unwrap_or(u64::MAX) * 2 + 1024;
+    limits::raise_nofile_and_report(wanted);
 
     let mock = procs::start_mock(args.latency_ms)?;
     let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
@@ -255,9 +268,10 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         kb_text(peak_rss_kb)
     );
 
-    // The micro loops run alone, with the daemon and the mock gone.
     agentd.stop();
     mock.stop();
+    let held = run_held.then(|| held::run_and_print(&runtime, scratch, held_streams));
+    // The micro loops run alone, with the daemons and mocks gone.
     let validation = run_micro(args, scratch).ok();
 
     let at64 = |key: &str| {
@@ -268,7 +282,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     };
     let chat = at64("chat");
     let tool = at64("tool");
-    println!("\n### targets (at 64 clients)\n");
+    println!("\n### targets (rates and overheads at 64 clients)\n");
     println!("| target | measured | limit | verdict |");
     println!("|---|---:|---:|---|");
     for (name, side) in [("chat", &chat), ("tool", &tool)] {
@@ -311,6 +325,9 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         "MB",
     );
     report::print_target("argument validation", validation, 1_000_000.0, false, "/s");
+    if let Some(held) = &held {
+        held_report::print_targets(held.as_ref());
+    }
     println!("\ntotal time {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
