@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod mock_model;
 pub mod notify;
 pub mod provider;
+pub mod rlimit;
 pub mod session;
 pub mod signals;
 pub mod telemetry;

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::DropGuard;
 use tracing::Instrument;
 
@@ -36,55 +36,65 @@ enum Item {
     Done(Result<TurnOutcome, TurnError>),
 }
 
+/// What the turn task reports, in order: its events until the engine drops the sender (the
+/// turn has returned), then the outcome.
+struct Feed {
+    events: mpsc::UnboundedReceiver<TurnEvent>,
+    outcome: Option<oneshot::Receiver<Result<TurnOutcome, TurnError>>>,
+}
+
+impl Feed {
+    /// The next item; `None` after the outcome (or if the turn task died without one).
+    async fn next(&mut self) -> Option<Item> {
+        if let Some(event) = self.events.recv().await {
+            return Some(Item::Event(event));
+        }
+        match self.outcome.take()?.await {
+            Ok(result) => Some(Item::Done(result)),
+            Err(_) => {
+                tracing::error!("streamed turn ended without an outcome");
+                None
+            }
+        }
+    }
+}
+
 pub async fn stream_turn(
     state: AppState,
     ctx: TurnContext,
     request: TurnRequest,
     guard: TurnGuard,
 ) -> Response {
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel::<TurnEvent>();
-    let (items_tx, mut items_rx) = mpsc::unbounded_channel::<Item>();
+    let (events_tx, events) = mpsc::unbounded_channel::<TurnEvent>();
+    let (outcome_tx, outcome) = oneshot::channel();
     let cancel = state.abort.child_token();
     let stop_on_drop = cancel.clone().drop_guard();
     let engine = state.engine.clone();
     let span = tracing::info_span!("turn", session_id = %ctx.session_id, stream = true);
     tokio::spawn(
         async move {
-            let turn = engine.run(&ctx, request, Some(events_tx), &cancel);
-            tokio::pin!(turn);
-            // Forward events while the turn runs, then whatever is left, then the outcome.
-            let result = loop {
-                tokio::select! {
-                    biased;
-                    Some(event) = events_rx.recv() => {
-                        let _ = items_tx.send(Item::Event(event));
-                    }
-                    result = &mut turn => break result,
-                }
-            };
-            while let Ok(event) = events_rx.try_recv() {
-                let _ = items_tx.send(Item::Event(event));
-            }
+            let result = engine.run(&ctx, request, Some(events_tx), &cancel).await;
             // The session is free before the client learns the turn ended, so a next chat sent
             // right after the last chunk (or the error status) never meets a 409.
             drop(guard);
-            let _ = items_tx.send(Item::Done(result));
+            let _ = outcome_tx.send(result);
         }
         .instrument(span),
     );
+    let mut feed = Feed {
+        events,
+        outcome: Some(outcome),
+    };
     // Dropping this future (client gone while waiting) drops the guard and cancels the turn.
-    let first = match tokio::time::timeout(FIRST_EVENT_WAIT, items_rx.recv()).await {
+    let first = match tokio::time::timeout(FIRST_EVENT_WAIT, feed.next()).await {
         Ok(Some(Item::Done(Err(error)))) => return ApiError::from(error).into_response(),
         Ok(Some(item)) => Some(item),
-        Ok(None) => {
-            tracing::error!("streamed turn ended without an outcome");
-            return ApiError::Internal.into_response();
-        }
+        Ok(None) => return ApiError::Internal.into_response(),
         Err(_) => None,
     };
     let id = uuid::Uuid::now_v7().to_string();
     let created_at = rfc3339(OffsetDateTime::now_utc());
-    let stream = chunks(items_rx, first, id, created_at, stop_on_drop);
+    let stream = chunks(feed, first, id, created_at, stop_on_drop);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
         .into_response()
@@ -165,7 +175,7 @@ impl Chunker {
 /// The event stream. It owns the drop guard: when the client goes away the stream is
 /// dropped and the turn is cancelled at once, even in the middle of a tool call.
 fn chunks(
-    items: mpsc::UnboundedReceiver<Item>,
+    feed: Feed,
     first: Option<Item>,
     id: String,
     created_at: String,
@@ -173,17 +183,17 @@ fn chunks(
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let chunker = Chunker { id, created_at };
     futures_util::stream::unfold(
-        (items, first, chunker, stop_on_drop, false),
-        |(mut items, first, chunker, guard, finished)| async move {
+        (feed, first, chunker, stop_on_drop, false),
+        |(mut feed, first, chunker, guard, finished)| async move {
             if finished {
                 return None;
             }
             let item = match first {
                 Some(item) => item,
-                None => items.recv().await?,
+                None => feed.next().await?,
             };
             let (event, last) = chunker.event(item);
-            Some((Ok(event), (items, None, chunker, guard, last)))
+            Some((Ok(event), (feed, None, chunker, guard, last)))
         },
     )
 }

@@ -141,6 +141,7 @@ fn serve(cli: &Cli) -> ExitCode {
         }
     };
     crate::telemetry::init(config.log.format, &config.log.filter);
+    let open_files = crate::rlimit::raise_open_files();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -178,7 +179,7 @@ fn serve(cli: &Cli) -> ExitCode {
             .map(|a| a.to_string())
             .unwrap_or_default();
         let tools = app.state.engine.catalog().len();
-        tracing::info!(%addr, tools, "agentd ready");
+        tracing::info!(%addr, tools, open_files, "agentd ready");
         notifier.ready(&format!("listening on {addr}, {tools} tools"));
         let watchdog = notifier.spawn_watchdog(app.state.store.clone());
         let served = app.serve(listener, shutdown).await;

@@ -87,8 +87,8 @@ pub enum TurnEvent {
     Text(String),
     /// The model asked for these calls.
     ToolCalls(Vec<ToolCallRequest>),
-    /// A server tool finished.
-    ToolResult(ToolRun),
+    /// A server tool finished (boxed: events wait in a channel, sized by the largest).
+    ToolResult(Box<ToolRun>),
 }
 
 /// The end of a turn.
@@ -298,7 +298,7 @@ impl Engine {
                 // streams; a closed receiver only means nobody is listening any more.
                 let report = events.as_ref().map(|tx| {
                     move |run: &ToolRun| {
-                        let _ = tx.send(TurnEvent::ToolResult(run.clone()));
+                        let _ = tx.send(TurnEvent::ToolResult(Box::new(run.clone())));
                     }
                 });
                 let step_runs = self

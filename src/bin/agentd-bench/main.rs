@@ -19,6 +19,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 
+/// The daemon's allocator, so the in-process timing loops measure what agentd runs.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use load::{Op, Target};
 use report::{Counters, Row, Side};
 
