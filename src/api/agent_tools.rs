@@ -64,7 +64,7 @@ pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, Api
             "must be a JSON Schema object",
         ));
     }
-    if let Err(e) = jsonschema::validator_for(&parameters) {
+    if let Err(e) = super::known_schemas::check(&parameters) {
         return Err(ApiError::invalid(
             format!("{loc}function.parameters"),
             format!("invalid JSON Schema: {e}"),

@@ -7,6 +7,7 @@ mod chat;
 pub mod error;
 pub mod extract;
 mod health;
+mod known_schemas;
 mod history;
 mod resources;
 mod sessions;

@@ -12,20 +12,25 @@ use serde_json::{Map, Value};
 
 use crate::session::{ChatMessage, ToolCallRequest};
 
-/// One model call.
+/// One model call. Borrows the turn's conversation and settings: nothing is copied to build
+/// it, only serialized.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ModelRequest {
-    pub model: String,
-    pub messages: Vec<ChatMessage>,
+pub struct ModelRequest<'a> {
+    pub model: &'a str,
+    pub messages: Vec<&'a ChatMessage>,
     /// Tool definitions in OpenAI function form.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub tools: Vec<Value>,
+    #[serde(skip_serializing_if = "no_tools")]
+    pub tools: &'a [Value],
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tool_choice: Option<Value>,
+    pub tool_choice: Option<&'a Value>,
     /// Sampling settings passed through as given (`max_tokens`, `temperature`, `top_p`,
     /// `stop`, `seed`, `response_format`, ...).
     #[serde(flatten)]
-    pub settings: Map<String, Value>,
+    pub settings: &'a Map<String, Value>,
+}
+
+fn no_tools(tools: &&[Value]) -> bool {
+    tools.is_empty()
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,11 +88,11 @@ pub enum ProviderError {
 pub trait ModelProvider: Send + Sync + 'static {
     /// A short name for logs and metrics (e.g. "openai").
     fn name(&self) -> &str;
-    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ProviderError>;
+    async fn complete(&self, request: &ModelRequest<'_>) -> Result<ModelResponse, ProviderError>;
     /// Streams one answer. Retries happen only before the first event is yielded.
     async fn stream(
         &self,
-        request: &ModelRequest,
+        request: &ModelRequest<'_>,
     ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError>;
 }
 

@@ -21,7 +21,7 @@ const MAX_ERROR_TEXT: usize = 500;
 #[derive(Serialize)]
 struct WireRequest<'a> {
     #[serde(flatten)]
-    request: &'a ModelRequest,
+    request: &'a ModelRequest<'a>,
     stream: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream_options: Option<StreamOptions>,
@@ -66,7 +66,7 @@ impl OpenAiProvider {
     }
 
     /// Encodes a model call for the wire, with its `stream` flag.
-    pub(super) fn encode(request: &ModelRequest, stream: bool) -> Result<Vec<u8>, ProviderError> {
+    pub(super) fn encode(request: &ModelRequest<'_>, stream: bool) -> Result<Vec<u8>, ProviderError> {
         let wire = WireRequest {
             request,
             stream,
@@ -147,7 +147,7 @@ impl ModelProvider for OpenAiProvider {
         "openai"
     }
 
-    async fn complete(&self, request: &ModelRequest) -> Result<ModelResponse, ProviderError> {
+    async fn complete(&self, request: &ModelRequest<'_>) -> Result<ModelResponse, ProviderError> {
         let body = Self::encode(request, false)?;
         let response = self.send(body, Some(self.read_timeout)).await?;
         let bytes = response
@@ -161,7 +161,7 @@ impl ModelProvider for OpenAiProvider {
 
     async fn stream(
         &self,
-        request: &ModelRequest,
+        request: &ModelRequest<'_>,
     ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError> {
         super::stream::open(self, request).await
     }

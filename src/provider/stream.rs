@@ -14,7 +14,7 @@ use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
 /// Starts a streamed call; retries (inside `send`) happen only before the first byte.
 pub(super) async fn open(
     provider: &OpenAiProvider,
-    request: &ModelRequest,
+    request: &ModelRequest<'_>,
 ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError> {
     let body = OpenAiProvider::encode(request, true)?;
     let response = provider.send(body, None).await?;

@@ -5,6 +5,7 @@ pub mod lock;
 pub mod message;
 pub mod sqlite;
 mod sqlite_cache;
+mod sqlite_checkpoint;
 mod sqlite_rows;
 mod sqlite_schema;
 #[cfg(test)]

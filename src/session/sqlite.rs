@@ -19,6 +19,7 @@ use time::OffsetDateTime;
 
 use super::message::Entry;
 use super::sqlite_cache::{Cache, weigh};
+use super::sqlite_checkpoint::Checkpointer;
 use super::sqlite_rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, collection_key,
     list_query, read_journal, status_key, to_nanos,
@@ -43,10 +44,11 @@ pub struct SqliteStore {
     shared: Arc<Shared>,
 }
 
-/// Fields drop in order: the writer thread is joined (its connection closed) before the
-/// readers close and the lock is released.
+/// Fields drop in order: the writer and checkpoint threads are joined (their connections
+/// closed) before the readers close and the lock is released.
 struct Shared {
     writer: Writer,
+    _checkpointer: Checkpointer,
     readers: Mutex<Vec<Connection>>,
     cache: Arc<Cache>,
     path: PathBuf,
@@ -86,9 +88,12 @@ impl SqliteStore {
         let reader = open_reader(&path).map_err(|e| fail(e.into()))?;
         let writer = Writer::start(writer)
             .map_err(|e| StoreError::Backend(format!("sqlite open: writer thread: {e}")))?;
+        let checkpointer = Checkpointer::start(&path)
+            .map_err(|e| StoreError::Backend(format!("sqlite open: checkpoint thread: {e}")))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 writer,
+                _checkpointer: checkpointer,
                 readers: Mutex::new(vec![reader]),
                 cache: Arc::new(Cache::new()),
                 path,

@@ -71,6 +71,8 @@ pub(super) fn open_writer(path: &Path) -> Outcome<Connection> {
         )));
     }
     conn.pragma_update(None, "synchronous", "NORMAL")?;
+    // Checkpoints run on their own thread (`sqlite_checkpoint`), not inside a commit.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     migrate(&mut conn)?;
     Ok(conn)
 }

@@ -199,3 +199,34 @@ async fn the_mirror_agrees_with_the_database_after_every_kind_of_write() {
             .is_empty()
     );
 }
+
+#[tokio::test]
+async fn the_wal_is_checkpointed_in_the_background_and_reused() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    let wal = path.with_extension("db-wal");
+    let write_some = |round: usize| {
+        let store = &store;
+        async move {
+            for i in 0..300 {
+                let text = "x".repeat(500);
+                store
+                    .append_entries(&[entry("s", &format!("{round}-{i}"), &text)])
+                    .await
+                    .expect("append");
+            }
+        }
+    };
+    write_some(0).await;
+    let first = std::fs::metadata(&wal).expect("wal").len();
+    assert!(first > 100_000, "the WAL holds the first round ({first} bytes)");
+    // Commits never checkpoint by themselves; the background thread does within a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    write_some(1).await;
+    let second = std::fs::metadata(&wal).expect("wal").len();
+    assert!(
+        second < first * 3 / 2,
+        "the second round reused the checkpointed WAL ({first} then {second} bytes)"
+    );
+    assert_eq!(store.full_history("s").await.expect("history").len(), 600);
+}

@@ -213,6 +213,7 @@ impl Engine {
             .or_else(|| ctx.model.clone().filter(|m| !m.is_empty()))
             .unwrap_or_else(|| self.default_model.clone());
         let system = prompt::system_message(ctx);
+        let no_tools = json!("none");
 
         let mut usage = Usage::default();
         let mut runs = Vec::new();
@@ -226,15 +227,15 @@ impl Engine {
                 None => &transcript.conversation[..],
             };
             let model_request = ModelRequest {
-                model: model.clone(),
-                messages: system.iter().chain(window).cloned().collect(),
-                tools: offer.definitions.clone(),
+                model: &model,
+                messages: system.iter().chain(window).collect(),
+                tools: &offer.definitions,
                 tool_choice: if last_call {
-                    Some(json!("none"))
+                    Some(&no_tools)
                 } else {
-                    request.tool_choice.clone()
+                    request.tool_choice.as_ref()
                 },
-                settings: settings.clone(),
+                settings: &settings,
             };
             let started = Instant::now();
             let response = self
@@ -348,7 +349,7 @@ impl Engine {
 
     async fn call_model(
         &self,
-        request: &ModelRequest,
+        request: &ModelRequest<'_>,
         events: Option<&mpsc::UnboundedSender<TurnEvent>>,
         cancel: &CancellationToken,
     ) -> Result<ModelResponse, TurnError> {
