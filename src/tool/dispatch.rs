@@ -2,13 +2,14 @@
 //! and cancellation, concurrency limits, panic isolation; results in call order.
 
 use std::any::Any;
+use std::panic::AssertUnwindSafe;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use agentd_sdk::{CallContext, HandlerError, ToolCall, ToolOutput};
+use futures_util::FutureExt;
 use time::OffsetDateTime;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -195,8 +196,10 @@ impl Dispatcher {
         }
     }
 
-    /// Waits for permits, then runs the handler in its own task with the tool's timeout,
-    /// stopping early when the turn is cancelled.
+    /// Waits for permits, then runs the handler with the tool's timeout, stopping early when
+    /// the turn is cancelled. Handlers run on the turn's task (calls of one step concurrently,
+    /// not in parallel): they are I/O-bound, and a CPU-heavy one moves its work to
+    /// `spawn_blocking` itself.
     async fn invoke(
         &self,
         tool: &Arc<CatalogTool>,
@@ -219,18 +222,18 @@ impl Dispatcher {
             tool: tool.name.clone(),
             arguments,
         };
-        let mut task = AbortOnDrop(tokio::spawn(async move {
+        // The handler runs inside this future, so giving up on it (timeout, cancel, the turn
+        // dropped) drops it and its permits at once; a panic is caught at its poll.
+        let run = AssertUnwindSafe(async move {
             let _permits = permits;
             handler.call(call, ctx).await
-        }));
+        })
+        .catch_unwind();
         tokio::select! {
-            joined = tokio::time::timeout(tool.timeout, &mut task.0) => match joined {
+            finished = tokio::time::timeout(tool.timeout, run) => match finished {
                 Ok(Ok(Ok(output))) => Ending::Success(output),
                 Ok(Ok(Err(error))) => Ending::Failure(error),
-                Ok(Err(join_error)) if join_error.is_panic() => {
-                    Ending::Failure(failure::panicked(&panic_message(join_error.into_panic())))
-                }
-                Ok(Err(_)) => Ending::Failure(failure::cancelled()),
+                Ok(Err(payload)) => Ending::Failure(failure::panicked(&panic_message(payload))),
                 Err(_elapsed) => {
                     child.cancel();
                     Ending::Failure(failure::timeout(tool.timeout))
@@ -255,16 +258,6 @@ async fn acquire(
     let tool_permit = Arc::clone(tool).acquire_owned().await.ok()?;
     let running_permit = Arc::clone(running).acquire_owned().await.ok()?;
     Some((tool_permit, running_permit))
-}
-
-/// Aborts the handler task when the call stops waiting for it (timeout, cancel, or the turn
-/// itself being dropped), so it cannot hold its permits forever.
-struct AbortOnDrop<T>(JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
