@@ -66,7 +66,10 @@ impl OpenAiProvider {
     }
 
     /// Encodes a model call for the wire, with its `stream` flag.
-    pub(super) fn encode(request: &ModelRequest<'_>, stream: bool) -> Result<Vec<u8>, ProviderError> {
+    pub(super) fn encode(
+        request: &ModelRequest<'_>,
+        stream: bool,
+    ) -> Result<Vec<u8>, ProviderError> {
         let wire = WireRequest {
             request,
             stream,

@@ -219,7 +219,10 @@ async fn the_wal_is_checkpointed_in_the_background_and_reused() {
     };
     write_some(0).await;
     let first = std::fs::metadata(&wal).expect("wal").len();
-    assert!(first > 100_000, "the WAL holds the first round ({first} bytes)");
+    assert!(
+        first > 100_000,
+        "the WAL holds the first round ({first} bytes)"
+    );
     // Commits never checkpoint by themselves; the background thread does within a second.
     tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
     write_some(1).await;

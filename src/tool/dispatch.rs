@@ -2,8 +2,8 @@
 //! and cancellation, concurrency limits, panic isolation; results in call order.
 
 use std::any::Any;
-use std::panic::AssertUnwindSafe;
 use std::fmt;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -229,7 +229,10 @@ impl Dispatcher {
             handler.call(call, ctx).await
         })
         .catch_unwind();
+        // Cancellation is looked at first, so a turn already cancelled never starts a handler.
         tokio::select! {
+            biased;
+            () = cancel.cancelled() => Ending::Failure(failure::cancelled()),
             finished = tokio::time::timeout(tool.timeout, run) => match finished {
                 Ok(Ok(Ok(output))) => Ending::Success(output),
                 Ok(Ok(Err(error))) => Ending::Failure(error),
@@ -239,7 +242,6 @@ impl Dispatcher {
                     Ending::Failure(failure::timeout(tool.timeout))
                 }
             },
-            () = cancel.cancelled() => Ending::Failure(failure::cancelled()),
         }
     }
 }
