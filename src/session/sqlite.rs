@@ -9,6 +9,7 @@
 //! lifetime: one process writes the file, so the mirror is never stale.
 
 use std::fs::File;
+use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -123,17 +124,25 @@ impl SqliteStore {
         let cache = Arc::clone(&self.shared.cache);
         let job = Box::new(Write {
             work,
-            after_commit: move |value: &T| after_commit(&cache, value),
+            after_commit: move |value: &T| {
+                // A half-applied change would leave the copy wrong; an empty one is only slower.
+                if panic::catch_unwind(AssertUnwindSafe(|| after_commit(&cache, value))).is_err() {
+                    tracing::error!(operation, "updating the in-memory copy panicked; emptied it");
+                    cache.clear();
+                }
+            },
             reply,
         });
-        let unavailable =
-            || StoreError::Backend(format!("sqlite {operation}: the writer thread has stopped"));
         if self.shared.writer.submit(job).is_err() {
-            return Err(unavailable());
+            return Err(StoreError::Backend(format!(
+                "sqlite {operation}: the writer thread has stopped"
+            )));
         }
         match answer.await {
             Ok(outcome) => outcome.map_err(|failure| failure.into_store_error(operation)),
-            Err(_) => Err(unavailable()),
+            Err(_) => Err(StoreError::Backend(format!(
+                "sqlite {operation}: the write failed in the writer thread and was rolled back"
+            ))),
         }
     }
 

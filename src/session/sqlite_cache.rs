@@ -178,6 +178,14 @@ impl Cache {
         }
     }
 
+    /// Forgets everything (reads then load from the database again).
+    pub(super) fn clear(&self) {
+        let mut mirror = self.lock();
+        mirror.records.clear();
+        mirror.children.clear();
+        mirror.histories.clear();
+    }
+
     pub(super) fn lock(&self) -> MutexGuard<'_, Mirror> {
         // Every change is a single map operation; a panic cannot leave a half-made change.
         self.mirror.lock().unwrap_or_else(PoisonError::into_inner)

@@ -7,6 +7,7 @@
 //! Under load many turns share one commit (one WAL append, one lock round), and no write ever
 //! waits on tokio's blocking pool.
 
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -95,7 +96,10 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
         format!("commit failed: {e}")
     });
     for settle in settles {
-        settle(committed.as_ref().map(|_| ()).map_err(String::as_str));
+        let outcome = committed.as_ref().map(|_| ()).map_err(String::as_str);
+        if panic::catch_unwind(AssertUnwindSafe(|| settle(outcome))).is_err() {
+            tracing::error!("settling a store write panicked");
+        }
     }
 }
 
@@ -104,7 +108,16 @@ fn run_in_savepoint(conn: &Connection, job: Box<dyn Job>) -> Settle {
         let reason = format!("could not open a savepoint: {e}");
         return Box::new(move |_| job.abort(&reason));
     }
-    let (keep, settle) = job.run(conn);
+    // A panicking job is rolled back and only its caller fails (its reply is dropped); the
+    // thread and the other jobs of the batch go on.
+    let (keep, settle) = match panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))) {
+        Ok(ran) => ran,
+        Err(_) => {
+            tracing::error!("a store write panicked; it was rolled back");
+            let nothing: Settle = Box::new(|_: Result<(), &str>| {});
+            (false, nothing)
+        }
+    };
     let closed = if keep {
         exec(conn, "RELEASE job")
     } else {
@@ -162,5 +175,54 @@ where
 
     fn abort(self: Box<Self>, reason: &str) {
         let _ = self.reply.send(Err(Failure::Invalid(reason.to_owned())));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write<T: Send + 'static>(
+        writer: &Writer,
+        work: impl FnOnce(&Connection) -> Outcome<T> + Send + 'static,
+    ) -> tokio::sync::oneshot::Receiver<Outcome<T>> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let job = Box::new(Write {
+            work,
+            after_commit: |_: &T| {},
+            reply,
+        });
+        assert!(writer.submit(job).is_ok(), "writer accepts jobs");
+        answer
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (n INTEGER)").expect("schema");
+        let writer = Writer::start(conn).expect("start");
+        let before = write(&writer, |c| {
+            c.execute("INSERT INTO t VALUES (1)", [])?;
+            Ok(())
+        });
+        let panicking = write(&writer, |c| -> Outcome<()> {
+            c.execute("INSERT INTO t VALUES (2)", [])?;
+            panic!("a bug in a write");
+        });
+        let after = write(&writer, |c| {
+            c.execute("INSERT INTO t VALUES (3)", [])?;
+            Ok(())
+        });
+        assert!(matches!(before.await, Ok(Ok(()))));
+        assert!(panicking.await.is_err(), "the caller of the panicking write hears of it");
+        assert!(matches!(after.await, Ok(Ok(()))));
+        let rows = write(&writer, |c| {
+            let mut rows = c.prepare("SELECT n FROM t ORDER BY n")?;
+            let ns = rows
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ns)
+        });
+        assert_eq!(rows.await.expect("reply").expect("read"), vec![1, 3]);
     }
 }
