@@ -163,6 +163,34 @@ async fn two_step_server_tool_loop() {
     assert_history_valid(&history);
 }
 
+/// Some servers number calls per response ("call_0" every time). A reused id must not be
+/// taken for a replay of the earlier call: the second call runs, under an id of its own.
+#[tokio::test]
+async fn a_call_id_the_model_reuses_is_renamed_and_the_call_runs() {
+    let d = TestDaemon::start().await;
+    let session = d.session().await;
+    for text in ["first", "second"] {
+        d.mock.push(Reply::tool_calls(vec![
+            ScriptedCall::new("echo", json!({ "text": text })).with_id("call_0"),
+        ]));
+        d.mock.push(Reply::text("done"));
+        let mut body = say(text);
+        body["tools"] = json!([tool("echo")]);
+        let (s, r) = d.chat(&session, body).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        assert_eq!(r["tool_runs"][0]["status"], "ok", "{r}");
+    }
+    let requests = d.mock.requests();
+    let results = tool_results(requests.last().unwrap());
+    assert_eq!(results.len(), 2, "{results:?}");
+    assert_eq!(results[0].1, json!({"echo": {"text": "first"}}));
+    assert_eq!(results[1].1, json!({"echo": {"text": "second"}}));
+    assert_ne!(results[0].0, results[1].0, "each call has its own id");
+    let history = d.history(&session).await;
+    assert_eq!(history.len(), 8);
+    assert_history_valid(&history);
+}
+
 #[tokio::test]
 async fn parallel_calls_run_concurrently_and_results_keep_call_order() {
     let d = TestDaemon::start().await;

@@ -127,7 +127,10 @@ impl SqliteStore {
             after_commit: move |value: &T| {
                 // A half-applied change would leave the copy wrong; an empty one is only slower.
                 if panic::catch_unwind(AssertUnwindSafe(|| after_commit(&cache, value))).is_err() {
-                    tracing::error!(operation, "updating the in-memory copy panicked; emptied it");
+                    tracing::error!(
+                        operation,
+                        "updating the in-memory copy panicked; emptied it"
+                    );
                     cache.clear();
                 }
             },

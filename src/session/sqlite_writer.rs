@@ -199,7 +199,8 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
         let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch("CREATE TABLE t (n INTEGER)").expect("schema");
+        conn.execute_batch("CREATE TABLE t (n INTEGER)")
+            .expect("schema");
         let writer = Writer::start(conn).expect("start");
         let before = write(&writer, |c| {
             c.execute("INSERT INTO t VALUES (1)", [])?;
@@ -214,7 +215,10 @@ mod tests {
             Ok(())
         });
         assert!(matches!(before.await, Ok(Ok(()))));
-        assert!(panicking.await.is_err(), "the caller of the panicking write hears of it");
+        assert!(
+            panicking.await.is_err(),
+            "the caller of the panicking write hears of it"
+        );
         assert!(matches!(after.await, Ok(Ok(()))));
         let rows = write(&writer, |c| {
             let mut rows = c.prepare("SELECT n FROM t ORDER BY n")?;

@@ -6,6 +6,7 @@
 mod pending;
 pub mod prompt;
 
+use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -251,6 +252,7 @@ impl Engine {
                 // valid, and the answer is whatever text came with them.
                 response.message.tool_calls = None;
             }
+            transcript.fresh_call_ids(&mut response.message);
             let calls = response.message.calls().to_vec();
             let message = response.message.clone();
             transcript.add(vec![(message, EntrySource::ApiResponse)]);
@@ -384,20 +386,46 @@ struct Transcript<'a> {
     save: bool,
     conversation: Vec<ChatMessage>,
     unsaved: Vec<(ChatMessage, EntrySource)>,
+    /// Every tool-call id in the conversation.
+    call_ids: HashSet<String>,
 }
 
 impl<'a> Transcript<'a> {
     fn new(session_id: &'a str, save: bool, history: Vec<Entry>) -> Self {
+        let conversation: Vec<ChatMessage> = history.into_iter().map(|e| e.message).collect();
+        let call_ids = conversation
+            .iter()
+            .flat_map(ChatMessage::calls)
+            .map(|call| call.id.clone())
+            .collect();
         Self {
             session_id,
             save,
-            conversation: history.into_iter().map(|e| e.message).collect(),
+            conversation,
             unsaved: Vec::new(),
+            call_ids,
+        }
+    }
+
+    /// Gives a new id to every call whose id the conversation already has (some servers number
+    /// calls per response): each call then has its own result in history and its own journal
+    /// entry, instead of being taken for a replay of the earlier call and never run.
+    fn fresh_call_ids(&self, message: &mut ChatMessage) {
+        let mut seen = HashSet::new();
+        for call in message.tool_calls.iter_mut().flatten() {
+            if self.call_ids.contains(&call.id) || !seen.insert(call.id.clone()) {
+                call.id = crate::provider::openai::generated_call_id();
+                seen.insert(call.id.clone());
+            }
         }
     }
 
     /// Adds messages to the conversation; they are stored at the next [`Transcript::save`].
     fn add(&mut self, messages: Vec<(ChatMessage, EntrySource)>) {
+        for (message, _) in &messages {
+            self.call_ids
+                .extend(message.calls().iter().map(|call| call.id.clone()));
+        }
         self.conversation
             .extend(messages.iter().map(|(message, _)| message.clone()));
         if self.save {
