@@ -90,6 +90,7 @@ impl App {
             locks: Arc::new(TurnLocks::default()),
             draining: Arc::new(AtomicBool::new(false)),
             abort: CancellationToken::new(),
+            sse_keep_alive: config.server.sse_keep_alive,
         };
         Ok(Self {
             config,

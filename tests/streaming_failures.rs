@@ -204,3 +204,30 @@ async fn client_hanging_up_mid_tool_cancels_the_call_and_frees_the_session() {
     assert!(hung_up.elapsed() < Duration::from_secs(5));
     assert_history_valid(&d.history(&session).await);
 }
+
+#[tokio::test]
+async fn keep_alive_comments_flow_at_the_configured_interval_while_a_tool_runs() {
+    let d = TestDaemon::start_with(common::Options {
+        sets: vec!["server.sse_keep_alive=100ms".into()],
+        ..Default::default()
+    })
+    .await;
+    let session = d.session().await;
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "slow_long",
+        json!({"ms": 700}),
+    )]));
+    d.mock.push(Reply::text("rested"));
+    let mut body = say("take your time");
+    body["tools"] = json!([tool("slow_long")]);
+    let response = stream_request(&d, &session, body)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), StatusCode::OK);
+    let raw = response.text().await.expect("body");
+    let comments = raw.lines().filter(|line| line.starts_with(':')).count();
+    // 700 ms of tool time at one comment per 100 ms; the default (10 s) would send none.
+    assert!((3..=10).contains(&comments), "{comments} comments in {raw}");
+    assert!(raw.contains("rested"), "{raw}");
+}

@@ -16,6 +16,7 @@ mod users;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Cancelled when turns still running at the end of the drain must stop.
     pub abort: CancellationToken,
+    /// Interval of a stream's keep-alive comments (`server.sse_keep_alive`).
+    pub sse_keep_alive: Duration,
 }
 
 impl AppState {

@@ -5,7 +5,6 @@
 //! error). Dropping the response (client gone) cancels the turn.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -21,15 +20,6 @@ use super::error::ApiError;
 use super::resources::rfc3339;
 use crate::session::lock::TurnGuard;
 use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
-
-/// How often a comment line is sent while nothing else is.
-const KEEP_ALIVE: Duration = Duration::from_secs(10);
-
-/// How long the response waits for the turn's first event before committing to a stream. A
-/// turn that fails within this time (upstream down, bad request to the model) gets a plain
-/// HTTP error (502, ...) that clients raise as one, instead of a 200 whose only chunk is an
-/// error; no keep-alive would have been sent in this time anyway.
-const FIRST_EVENT_WAIT: Duration = KEEP_ALIVE;
 
 enum Item {
     Event(TurnEvent),
@@ -85,8 +75,13 @@ pub async fn stream_turn(
         events,
         outcome: Some(outcome),
     };
-    // Dropping this future (client gone while waiting) drops the guard and cancels the turn.
-    let first = match tokio::time::timeout(FIRST_EVENT_WAIT, feed.next()).await {
+    // The response waits for the turn's first event until the first keep-alive would be due,
+    // before committing to a stream: a turn that fails within this time (upstream down, bad
+    // request to the model) gets a plain HTTP error (502, ...) that clients raise as one,
+    // instead of a 200 whose only chunk is an error. Dropping this future (client gone while
+    // waiting) drops the guard and cancels the turn.
+    let keep_alive = state.sse_keep_alive;
+    let first = match tokio::time::timeout(keep_alive, feed.next()).await {
         Ok(Some(Item::Done(Err(error)))) => return ApiError::from(error).into_response(),
         Ok(Some(item)) => Some(item),
         Ok(None) => return ApiError::Internal.into_response(),
@@ -96,7 +91,7 @@ pub async fn stream_turn(
     let created_at = rfc3339(OffsetDateTime::now_utc());
     let stream = chunks(feed, first, id, created_at, stop_on_drop);
     Sse::new(stream)
-        .keep_alive(KeepAlive::new().interval(KEEP_ALIVE).text("keep-alive"))
+        .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
         .into_response()
 }
 

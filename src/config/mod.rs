@@ -39,6 +39,10 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Serve `/metrics` without a key.
     pub metrics_public: bool,
+    /// A streamed chat sends a comment line this often while nothing else is sent; a turn
+    /// that fails before its first event within this time gets a plain HTTP error instead.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub sse_keep_alive: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -119,6 +123,7 @@ impl Default for ServerConfig {
             max_body_bytes: 2 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
             metrics_public: false,
+            sse_keep_alive: Duration::from_secs(10),
         }
     }
 }
@@ -248,6 +253,9 @@ impl Config {
                 "provider.base_url `{}` must be an http:// or https:// URL",
                 self.provider.base_url
             ));
+        }
+        if self.server.sse_keep_alive.is_zero() {
+            problems.push("server.sse_keep_alive must be longer than 0".into());
         }
         if self.provider.max_attempts == 0 {
             problems.push("provider.max_attempts must be at least 1".into());
