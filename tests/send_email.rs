@@ -133,10 +133,14 @@ async fn a_replayed_call_is_answered_from_the_journal_and_sent_once() {
     };
     d.mock.push(call());
     d.mock.push(Reply::text("sent"));
-    let (s, r) = d.chat(&session, say("mail a")).await;
+    // Not saved: the call is journaled (every server call is) but not in history, so the
+    // same id coming back is taken for the same call.
+    let mut unsaved = say("mail a");
+    unsaved["save"] = json!(false);
+    let (s, r) = d.chat(&session, unsaved).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     let first = tool_result(&d);
-    // The model repeats the very same call (same id) in a later turn.
+    // The model sends the very same call (same id) again.
     d.mock.push(call());
     d.mock.push(Reply::text("sent again?"));
     let (s, r) = d.chat(&session, say("mail a again")).await;
