@@ -295,21 +295,7 @@ impl Store for SqliteStore {
                 .transpose()
             })
             .await;
-        let mut mirror = self.shared.cache.lock();
-        match loaded {
-            Ok(Some((record, weight))) => {
-                mirror.records.fill(key, token, record.clone(), weight);
-                Ok(Some(record))
-            }
-            Ok(None) => {
-                mirror.records.abandon(&key, token);
-                Ok(None)
-            }
-            Err(e) => {
-                mirror.records.abandon(&key, token);
-                Err(e)
-            }
-        }
+        self.shared.cache.lock().records.settle(key, token, loaded)
     }
 
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>> {
@@ -351,16 +337,8 @@ impl Store for SqliteStore {
             })
             .await;
         let mut mirror = self.shared.cache.lock();
-        match loaded {
-            Ok((records, weight)) => {
-                mirror.children.fill(key, token, records.clone(), weight);
-                Ok(records)
-            }
-            Err(e) => {
-                mirror.children.abandon(&key, token);
-                Err(e)
-            }
-        }
+        let records = mirror.children.settle(key, token, loaded.map(Some))?;
+        Ok(records.unwrap_or_default())
     }
 
     async fn update(&self, collection: Collection, record: Record) -> StoreResult<bool> {
@@ -495,16 +473,8 @@ impl Store for SqliteStore {
         // A negative LIMIT means no limit in SQLite.
         let loaded = read_history(self, session_id, -1, 0).await;
         let mut mirror = self.shared.cache.lock();
-        match loaded {
-            Ok((entries, weight)) => {
-                mirror.histories.fill(key, token, entries.clone(), weight);
-                Ok(entries)
-            }
-            Err(e) => {
-                mirror.histories.abandon(&key, token);
-                Err(e)
-            }
-        }
+        let entries = mirror.histories.settle(key, token, loaded.map(Some))?;
+        Ok(entries.unwrap_or_default())
     }
 
     async fn clear_history(&self, session_id: &str) -> StoreResult<()> {

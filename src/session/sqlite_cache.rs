@@ -78,6 +78,33 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
         }
     }
 
+    /// Files what a miss read: a value is kept (unless a write came between, see
+    /// [`Table::fill`]) and handed back; nothing found or a failure gives the key up.
+    pub(super) fn settle<E>(
+        &mut self,
+        key: K,
+        token: Token,
+        loaded: Result<Option<(V, usize)>, E>,
+    ) -> Result<Option<V>, E>
+    where
+        V: Clone,
+    {
+        match loaded {
+            Ok(Some((value, weight))) => {
+                self.fill(key, token, value.clone(), weight);
+                Ok(Some(value))
+            }
+            Ok(None) => {
+                self.abandon(&key, token);
+                Ok(None)
+            }
+            Err(e) => {
+                self.abandon(&key, token);
+                Err(e)
+            }
+        }
+    }
+
     /// Gives up a miss that found nothing or failed, so the key does not stay marked.
     pub(super) fn abandon(&mut self, key: &K, token: Token) {
         if matches!(self.slots.get(key), Some(Slot::Loading(t)) if *t == token) {
