@@ -118,7 +118,7 @@ async fn calls_interrupted_by_a_crash_are_never_run_twice() {
     let mut never = calls[0].clone();
     never.id = "c_never".into();
     calls.extend([finished, never]);
-    store.append_entries(&[entry]).await.unwrap();
+    store.append_entries(vec![entry]).await.unwrap();
     store
         .journal_start(&journal(&session, "c_started", CallStatus::Started, None))
         .await

@@ -300,16 +300,9 @@ impl Store for SqliteStore {
 
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>> {
         let (sql, params) = list_query(collection, query);
-        self.read("list", move |conn| {
-            let mut statement = conn.prepare_cached(&sql)?;
-            let rows = statement.query_map(params_from_iter(params), RecordRow::read)?;
-            let mut records = Vec::new();
-            for row in rows {
-                records.push(row?.into_record()?);
-            }
-            Ok(records)
-        })
-        .await
+        self.read("list", move |conn| read_records(conn, &sql, params))
+            .await
+            .map(|(records, _)| records)
     }
 
     async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {
@@ -318,23 +311,9 @@ impl Store for SqliteStore {
             Ok(records) => return Ok(records),
             Err(token) => token,
         };
-        let parent = parent.to_owned();
+        let (sql, params) = list_query(collection, &ListQuery::children_of(parent));
         let loaded = self
-            .read("children", move |conn| {
-                let mut statement = conn.prepare_cached(&format!(
-                    "SELECT {RECORD_COLUMNS} FROM resources WHERE collection = ?1 AND parent = ?2
-                     ORDER BY created_at, id"
-                ))?;
-                let rows = statement
-                    .query_map(params![collection_key(collection), parent], RecordRow::read)?;
-                let (mut records, mut weight) = (Vec::new(), 0);
-                for row in rows {
-                    let row = row?;
-                    weight += weigh(row.body.len());
-                    records.push(row.into_record()?);
-                }
-                Ok((records, weight))
-            })
+            .read("children", move |conn| read_records(conn, &sql, params))
             .await;
         let mut mirror = self.shared.cache.lock();
         let records = mirror.children.settle(key, token, loaded.map(Some))?;
@@ -411,7 +390,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_entries(&self, entries: &[Entry]) -> StoreResult<()> {
+    async fn append_entries(&self, entries: Vec<Entry>) -> StoreResult<()> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -422,8 +401,7 @@ impl Store for SqliteStore {
             .collect::<Outcome<Vec<_>>>()
             .map_err(|f| f.into_store_error("append entries"))?;
         let weighed: Vec<(Entry, usize)> = entries
-            .iter()
-            .cloned()
+            .into_iter()
             .zip(rows.iter().map(|row| weigh(row.message.len())))
             .collect();
         self.write(
@@ -597,6 +575,23 @@ impl Store for SqliteStore {
         .await?;
         self.write("ping", |_| Ok(()), |_, ()| {}).await
     }
+}
+
+/// The records a list query selects, with their weight in the mirror.
+fn read_records(
+    conn: &Connection,
+    sql: &str,
+    params: Vec<rusqlite::types::Value>,
+) -> Outcome<(Vec<Record>, usize)> {
+    let mut statement = conn.prepare_cached(sql)?;
+    let rows = statement.query_map(params_from_iter(params), RecordRow::read)?;
+    let (mut records, mut weight) = (Vec::new(), 0);
+    for row in rows {
+        let row = row?;
+        weight += weigh(row.body.len());
+        records.push(row.into_record()?);
+    }
+    Ok((records, weight))
 }
 
 /// Drops a changed record (and its parent's list of children) from the mirror.

@@ -449,7 +449,10 @@ async fn deleting_a_session_deletes_its_history_and_journal() {
             .await
             .expect("session");
         store
-            .append_entries(&[entry(session, "e1", "hi"), entry(session, "e2", "there")])
+            .append_entries(vec![
+                entry(session, "e1", "hi"),
+                entry(session, "e2", "there"),
+            ])
             .await
             .expect("append");
         store

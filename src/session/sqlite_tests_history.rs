@@ -23,9 +23,9 @@ async fn history_keeps_append_order_and_pages_across_reopen() {
                 .map(|i| entry("s", &format!("e{turn:03}-{i}"), "m"))
                 .collect();
             expected.extend(batch.iter().map(|e| e.id.clone()));
-            store.append_entries(&batch).await.expect("append");
+            store.append_entries(batch).await.expect("append");
             store
-                .append_entries(&[entry("other", &format!("o{turn}"), "x")])
+                .append_entries(vec![entry("other", &format!("o{turn}"), "x")])
                 .await
                 .expect("other");
         }
@@ -48,7 +48,7 @@ async fn history_keeps_append_order_and_pages_across_reopen() {
         expected[290..]
     );
     store
-        .append_entries(&[entry("s", "after-restart", "m")])
+        .append_entries(vec![entry("s", "after-restart", "m")])
         .await
         .expect("append");
     let all = store.full_history("s").await.expect("history");
@@ -109,7 +109,7 @@ async fn entries_round_trip_every_message_shape() {
             ..entry("s", "e4", "note")
         },
     ];
-    store.append_entries(&entries).await.expect("append");
+    store.append_entries(entries.clone()).await.expect("append");
     assert_eq!(store.full_history("s").await.expect("history"), entries);
 }
 
@@ -118,7 +118,7 @@ async fn clear_history_empties_only_that_session() {
     let (_dir, path) = temp_db();
     let store = open(&path);
     store
-        .append_entries(&[entry("s1", "a", "x"), entry("s2", "b", "y")])
+        .append_entries(vec![entry("s1", "a", "x"), entry("s2", "b", "y")])
         .await
         .expect("append");
     store.clear_history("s1").await.expect("clear");
@@ -128,7 +128,7 @@ async fn clear_history_empties_only_that_session() {
         ["b"]
     );
     store
-        .append_entries(&[entry("s1", "c", "z")])
+        .append_entries(vec![entry("s1", "c", "z")])
         .await
         .expect("append after clear");
     assert_eq!(
@@ -300,7 +300,10 @@ async fn concurrent_appends_all_land_in_per_task_order() {
             for i in 0..PER_TASK {
                 let shared = entry("shared", &format!("{task}:{i}"), "m");
                 let own = entry(&format!("own-{task}"), &format!("{i}"), "m");
-                store.append_entries(&[shared, own]).await.expect("append");
+                store
+                    .append_entries(vec![shared, own])
+                    .await
+                    .expect("append");
                 if i % 5 == 0 {
                     // Reads interleave with writes.
                     let seen = store
@@ -359,7 +362,7 @@ async fn append_throughput() {
     let start = std::time::Instant::now();
     for n in 0..APPENDS {
         store
-            .append_entries(&batch("sequential", n))
+            .append_entries(batch("sequential", n))
             .await
             .expect("append");
     }
@@ -372,7 +375,7 @@ async fn append_throughput() {
         handles.push(tokio::spawn(async move {
             for n in 0..APPENDS / 100 {
                 store
-                    .append_entries(&batch(&format!("c{task}"), n))
+                    .append_entries(batch(&format!("c{task}"), n))
                     .await
                     .expect("append");
             }

@@ -154,19 +154,22 @@ async fn the_mirror_agrees_with_the_database_after_every_kind_of_write() {
     assert_agrees(&store, agent, session).await;
 
     store
-        .append_entries(&[entry(session, "e1", "one"), entry(session, "e2", "two")])
+        .append_entries(vec![
+            entry(session, "e1", "one"),
+            entry(session, "e2", "two"),
+        ])
         .await
         .expect("append");
     assert_agrees(&store, agent, session).await;
     store
-        .append_entries(&[entry(session, "e3", "three")])
+        .append_entries(vec![entry(session, "e3", "three")])
         .await
         .expect("append");
     assert_agrees(&store, agent, session).await;
     store.clear_history(session).await.expect("clear");
     assert_agrees(&store, agent, session).await;
     store
-        .append_entries(&[entry(session, "e4", "four")])
+        .append_entries(vec![entry(session, "e4", "four")])
         .await
         .expect("append");
     store
@@ -211,7 +214,7 @@ async fn the_wal_is_checkpointed_in_the_background_and_reused() {
             for i in 0..300 {
                 let text = "x".repeat(500);
                 store
-                    .append_entries(&[entry("s", &format!("{round}-{i}"), &text)])
+                    .append_entries(vec![entry("s", &format!("{round}-{i}"), &text)])
                     .await
                     .expect("append");
             }

@@ -87,6 +87,18 @@ impl Default for ListQuery {
     }
 }
 
+impl ListQuery {
+    /// Every record with this parent, oldest first.
+    pub fn children_of(parent: &str) -> Self {
+        Self {
+            limit: u32::MAX,
+            direction: Direction::Asc,
+            parent: Some(parent.to_owned()),
+            ..Self::default()
+        }
+    }
+}
+
 /// The state of one journaled tool call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallStatus {
@@ -131,13 +143,7 @@ pub trait Store: Send + Sync + 'static {
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>>;
     /// Every record of a collection with this parent, oldest first (an agent's tools).
     async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {
-        let query = ListQuery {
-            limit: u32::MAX,
-            direction: Direction::Asc,
-            parent: Some(parent.to_owned()),
-            ..ListQuery::default()
-        };
-        self.list(collection, &query).await
+        self.list(collection, &ListQuery::children_of(parent)).await
     }
     /// Replaces body and `updated_at` of an existing record; false if it does not exist.
     async fn update(&self, collection: Collection, record: Record) -> StoreResult<bool>;
@@ -146,7 +152,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, collection: Collection, id: &str) -> StoreResult<bool>;
 
     /// Appends entries to a session's history in one transaction, in the given order.
-    async fn append_entries(&self, entries: &[Entry]) -> StoreResult<()>;
+    async fn append_entries(&self, entries: Vec<Entry>) -> StoreResult<()>;
     /// A session's history, oldest first.
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>>;
     /// Every history entry of a session, oldest first.

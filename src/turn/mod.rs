@@ -386,24 +386,15 @@ struct Transcript<'a> {
     save: bool,
     conversation: Vec<ChatMessage>,
     unsaved: Vec<(ChatMessage, EntrySource)>,
-    /// Every tool-call id in the conversation.
-    call_ids: HashSet<String>,
 }
 
 impl<'a> Transcript<'a> {
     fn new(session_id: &'a str, save: bool, history: Vec<Entry>) -> Self {
-        let conversation: Vec<ChatMessage> = history.into_iter().map(|e| e.message).collect();
-        let call_ids = conversation
-            .iter()
-            .flat_map(ChatMessage::calls)
-            .map(|call| call.id.clone())
-            .collect();
         Self {
             session_id,
             save,
-            conversation,
+            conversation: history.into_iter().map(|e| e.message).collect(),
             unsaved: Vec::new(),
-            call_ids,
         }
     }
 
@@ -411,9 +402,18 @@ impl<'a> Transcript<'a> {
     /// calls per response): each call then has its own result in history and its own journal
     /// entry, instead of being taken for a replay of the earlier call and never run.
     fn fresh_call_ids(&self, message: &mut ChatMessage) {
+        let Some(calls) = message.tool_calls.as_mut() else {
+            return;
+        };
+        let used = |id: &str| {
+            self.conversation
+                .iter()
+                .flat_map(ChatMessage::calls)
+                .any(|call| call.id == id)
+        };
         let mut seen = HashSet::new();
-        for call in message.tool_calls.iter_mut().flatten() {
-            if self.call_ids.contains(&call.id) || !seen.insert(call.id.clone()) {
+        for call in calls {
+            if used(&call.id) || !seen.insert(call.id.clone()) {
                 call.id = crate::provider::openai::generated_call_id();
                 seen.insert(call.id.clone());
             }
@@ -422,10 +422,6 @@ impl<'a> Transcript<'a> {
 
     /// Adds messages to the conversation; they are stored at the next [`Transcript::save`].
     fn add(&mut self, messages: Vec<(ChatMessage, EntrySource)>) {
-        for (message, _) in &messages {
-            self.call_ids
-                .extend(message.calls().iter().map(|call| call.id.clone()));
-        }
         self.conversation
             .extend(messages.iter().map(|(message, _)| message.clone()));
         if self.save {
@@ -450,7 +446,7 @@ impl<'a> Transcript<'a> {
                 created_at: now,
             })
             .collect();
-        store.append_entries(&entries).await?;
+        store.append_entries(entries).await?;
         Ok(())
     }
 }

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::json;
 
-use crate::held_client::{Opener, client, gauges, mock_config, one_stream};
+use crate::held_client::{Opener, gauges, mock_config, one_stream};
 use crate::limits;
-use crate::load::Target;
+use crate::load::{self, Target};
 use crate::procs::{self, Running};
 
 /// Mock latency while streams are held: every upstream call stays in flight this long. Below
@@ -125,7 +125,7 @@ async fn hold(
     requested: usize,
 ) -> Result<Held, String> {
     let mut target = Target {
-        http: client(256)?,
+        http: load::http_client(256)?,
         agentd: agentd.origin.clone(),
         mock: mock.origin.clone(),
         api_key,

@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 
 use crate::limits;
-use crate::load::Target;
+use crate::load::{self, Target};
 
 /// Streams opened together; the next batch waits until the mock has received this one, so
 /// connects never pile up beyond the listen backlogs (1024).
@@ -17,17 +17,6 @@ const BATCH: usize = 500;
 const BATCH_WAIT: Duration = Duration::from_secs(15);
 /// The body the `stream` scenario sends.
 const CHAT_BODY: &str = r#"{"messages":[{"role":"user","content":"hi"}],"stream":true}"#;
-
-/// An HTTP client with no cap on connections per host (reqwest has none) and `pool_idle` idle
-/// connections kept.
-pub fn client(pool_idle: usize) -> Result<reqwest::Client, String> {
-    reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(pool_idle)
-        .build()
-        .map_err(|e| e.to_string())
-}
 
 /// Client-side counts shared by the stream tasks.
 #[derive(Default)]
@@ -71,7 +60,7 @@ impl Opener {
             target,
             tally: Arc::new(Tally::default()),
             fds_peak: AtomicU64::new(0),
-            client: client(0)?,
+            client: load::http_client(0)?,
             agentd_pid,
             base_requests,
             tasks: Vec::new(),

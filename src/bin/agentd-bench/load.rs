@@ -31,6 +31,17 @@ impl Op {
     }
 }
 
+/// An HTTP client with no cap on connections per host (reqwest has none) and `pool_idle` idle
+/// connections kept per host.
+pub fn http_client(pool_idle: usize) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .pool_max_idle_per_host(pool_idle)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// Where the requests go.
 pub struct Target {
     pub http: reqwest::Client,

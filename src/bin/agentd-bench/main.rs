@@ -178,12 +178,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .tcp_nodelay(true)
-        .pool_max_idle_per_host(4096)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let http = load::http_client(4096)?;
     let mut target = Target {
         http,
         agentd: agentd.origin.clone(),

@@ -140,14 +140,14 @@ fn store_write(budget: Duration, scratch: &Path) -> Result<f64, String> {
             ]
         };
         store
-            .append_entries(&turn())
+            .append_entries(turn())
             .await
             .map_err(|e| e.to_string())?;
         let start = Instant::now();
         let mut done = 0u64;
         let mut failed = None;
         while start.elapsed() < budget {
-            if let Err(e) = store.append_entries(&turn()).await {
+            if let Err(e) = store.append_entries(turn()).await {
                 failed = Some(e.to_string());
                 break;
             }
