@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -123,29 +122,20 @@ impl App {
             self.config.server.max_body_bytes,
             self.config.server.metrics_public,
         );
-        let state = self.state.clone();
         let drain = self.config.server.drain_timeout;
-        let graceful = shutdown.clone();
-        // Small writes (SSE chunks, short JSON answers) go out at once instead of waiting for
-        // the peer's delayed ACK (Nagle), which otherwise adds ~40 ms to a stream's first byte.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        // A make-service clones the finished router per connection; handing axum the router
-        // itself rebuilds its route table for every connection (≈ 18 KB each, see README).
-        let service = router.into_make_service();
-        let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-            graceful.cancelled().await;
-            state.draining.store(true, Ordering::SeqCst);
-        });
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(crate::http_server::serve(
+            listener,
+            router,
+            shutdown.clone(),
+        ));
         shutdown.cancelled().await;
+        self.state.draining.store(true, Ordering::SeqCst);
         let abort = self.state.abort.clone();
         let deadline = tokio::time::sleep(drain);
         tokio::pin!(deadline);
         let mut server = server;
         tokio::select! {
-            result = &mut server => return result.map_err(std::io::Error::other)?,
+            result = &mut server => return result.map_err(std::io::Error::other),
             () = &mut deadline => {
                 tracing::warn!(drain_ms = drain.as_millis() as u64, "drain deadline reached; cancelling the turns still running");
                 abort.cancel();
@@ -153,7 +143,7 @@ impl App {
         }
         // Cancelled turns write their results and close their streams quickly.
         match tokio::time::timeout(Duration::from_secs(5), server).await {
-            Ok(result) => result.map_err(std::io::Error::other)?,
+            Ok(result) => result.map_err(std::io::Error::other),
             Err(_) => {
                 tracing::error!("connections still open after cancelling; exiting anyway");
                 Ok(())

@@ -15,6 +15,7 @@ pub mod api;
 pub mod app;
 pub mod cli;
 pub mod config;
+pub mod http_server;
 pub mod keys;
 pub mod metrics;
 pub mod mock_model;

@@ -42,11 +42,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use serde_json::Value;
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 pub use script::{Reply, ScriptedCall};
 pub use state::{MockStats, RecordedRequest};
@@ -78,7 +77,7 @@ impl Default for MockConfig {
 pub struct MockModel {
     shared: Arc<Shared>,
     addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
+    stop: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
@@ -94,25 +93,13 @@ impl MockModel {
         let addr = listener.local_addr()?;
         let shared = Shared::new(config.latency, config.record);
         let app = server::router(Arc::clone(&shared));
-        let (stop, stopped) = oneshot::channel::<()>();
-        let listener = listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "mock model: could not set TCP_NODELAY");
-            }
-        });
-        let task = tokio::spawn(async move {
-            let serving = axum::serve(listener, app).with_graceful_shutdown(async move {
-                // Either a stop request or the handle being dropped ends the server.
-                let _ = stopped.await;
-            });
-            if let Err(error) = serving.await {
-                tracing::error!(%error, "mock model server failed");
-            }
-        });
+        // Cancelled by a stop request or by the handle being dropped.
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(crate::http_server::serve(listener, app, stop.clone()));
         Ok(MockModel {
             shared,
             addr,
-            stop: Some(stop),
+            stop,
             task: Some(task),
         })
     }
@@ -185,9 +172,7 @@ impl MockModel {
 
     /// Stops accepting, lets open responses finish (at most 5 s), then returns.
     pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.cancel();
         if let Some(mut task) = self.task.take()
             && tokio::time::timeout(SHUTDOWN_GRACE, &mut task)
                 .await
@@ -200,9 +185,7 @@ impl MockModel {
 
 impl Drop for MockModel {
     fn drop(&mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
+        self.stop.cancel();
     }
 }
 

@@ -1,0 +1,123 @@
+//! The accept loop: every connection is served as HTTP/1.1 by hyper, and all of them are
+//! closed gracefully on shutdown.
+//!
+//! agentd speaks HTTP/1.1 only (the Julep SDK, curl and every OpenAI-style client use it).
+//! Serving it with hyper's HTTP/1 connection directly, instead of a server that first sniffs
+//! each connection for an HTTP/2 preface, saves a buffer and a wrapper per connection, which
+//! is most of what a held-open stream costs on the client side.
+
+use std::time::Duration;
+
+use axum::Router;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+/// Serves `router` on `listener` until `stop` is cancelled, then lets every connection finish
+/// the request it is serving and returns once all of them are closed.
+pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
+    // Each connection task holds a receiver; `closed()` resolves when the last one is gone.
+    let (open_tx, open_rx) = watch::channel(());
+    loop {
+        let tcp = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, _peer)) => tcp,
+                Err(error) => {
+                    backoff_after_accept_error(error).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let connection = serve_connection(tcp, router.clone(), stop.clone());
+        let open = open_rx.clone();
+        tokio::spawn(async move {
+            connection.await;
+            drop(open);
+        });
+    }
+    drop(listener);
+    drop(open_rx);
+    open_tx.closed().await;
+}
+
+/// One connection: requests in order until the peer closes or `stop` asks it to finish.
+async fn serve_connection(tcp: TcpStream, router: Router, stop: CancellationToken) {
+    // Small writes (SSE chunks, short JSON answers) go out at once instead of waiting for
+    // the peer's delayed ACK (Nagle), which otherwise adds ~40 ms to a stream's first byte.
+    let _ = tcp.set_nodelay(true);
+    let service = TowerToHyperService::new(router);
+    let connection =
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        // A peer that hangs up mid-request is routine; it is not an operator's problem.
+        tracing::debug!(%error, "connection ended with an error");
+    }
+}
+
+/// Out of file descriptors (or a similar resource) is retried after a pause instead of
+/// spinning; a connection reset before accept completed is simply skipped.
+async fn backoff_after_accept_error(error: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        error.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(%error, "accept failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::Router;
+    use axum::routing::get;
+    use tokio::net::TcpListener;
+    use tokio_util::sync::CancellationToken;
+
+    async fn slow() -> &'static str {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        "done"
+    }
+
+    #[tokio::test]
+    async fn stopping_finishes_the_request_in_flight_then_refuses_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(super::serve(
+            listener,
+            Router::new().route("/slow", get(slow)),
+            stop.clone(),
+        ));
+        crate::app::install_crypto_provider();
+        let client = reqwest::Client::new();
+        let in_flight = tokio::spawn(client.get(format!("http://{addr}/slow")).send());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.cancel();
+
+        let response = in_flight.await.unwrap().expect("the request in flight is answered");
+        assert_eq!(response.text().await.unwrap(), "done");
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("serve returns once its connections are closed")
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the listener is closed"
+        );
+    }
+}
