@@ -109,7 +109,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(100)).await;
         stop.cancel();
 
-        let response = in_flight.await.unwrap().expect("the request in flight is answered");
+        let response = in_flight
+            .await
+            .unwrap()
+            .expect("the request in flight is answered");
         assert_eq!(response.text().await.unwrap(), "done");
         tokio::time::timeout(Duration::from_secs(5), server)
             .await

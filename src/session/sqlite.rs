@@ -429,7 +429,7 @@ impl Store for SqliteStore {
                     let session = entry.session_id.clone();
                     mirror
                         .histories
-                        .change(&session, weight, |history| history.push(entry));
+                        .change(&session, weight, |history| history.push(Arc::new(entry)));
                 }
             },
         )
@@ -442,14 +442,19 @@ impl Store for SqliteStore {
             .map(|(entries, _)| entries)
     }
 
-    async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Entry>> {
+    async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Arc<Entry>>> {
         let key = session_id.to_owned();
         let token = match self.shared.cache.lock().histories.get(&key, Clone::clone) {
             Ok(entries) => return Ok(entries),
             Err(token) => token,
         };
         // A negative LIMIT means no limit in SQLite.
-        let loaded = read_history(self, session_id, -1, 0).await;
+        let loaded = read_history(self, session_id, -1, 0)
+            .await
+            .map(|(entries, weight)| {
+                let shared: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
+                (shared, weight)
+            });
         let mut mirror = self.shared.cache.lock();
         let entries = mirror.histories.settle(key, token, loaded.map(Some))?;
         Ok(entries.unwrap_or_default())

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::message::Entry;
 use super::store::{Collection, Record};
@@ -187,7 +187,7 @@ pub(super) struct Mirror {
     /// Children by collection and parent id, oldest first.
     pub children: Table<(Collection, String), Vec<Record>>,
     /// Whole histories by session id, oldest first.
-    pub histories: Table<String, Vec<Entry>>,
+    pub histories: Table<String, Vec<Arc<Entry>>>,
 }
 
 pub(super) struct Cache {

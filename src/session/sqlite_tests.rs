@@ -60,8 +60,8 @@ pub(super) fn ids(records: &[Record]) -> Vec<&str> {
     records.iter().map(|r| r.id.as_str()).collect()
 }
 
-pub(super) fn entry_ids(entries: &[Entry]) -> Vec<&str> {
-    entries.iter().map(|e| e.id.as_str()).collect()
+pub(super) fn entry_ids<E: std::borrow::Borrow<Entry>>(entries: &[E]) -> Vec<&str> {
+    entries.iter().map(|e| e.borrow().id.as_str()).collect()
 }
 
 pub(super) fn started(session: &str, call: &str) -> JournalRecord {

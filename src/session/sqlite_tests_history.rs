@@ -110,7 +110,11 @@ async fn entries_round_trip_every_message_shape() {
         },
     ];
     store.append_entries(entries.clone()).await.expect("append");
-    assert_eq!(store.full_history("s").await.expect("history"), entries);
+    let stored = store.full_history("s").await.expect("history");
+    assert_eq!(
+        stored.iter().map(|e| Entry::clone(e)).collect::<Vec<_>>(),
+        entries
+    );
 }
 
 #[tokio::test]

@@ -6,6 +6,8 @@
 //! handler runs and its result after, so that a restart can tell "never ran" from "ran, result
 //! lost" and never runs a side effect twice.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use time::OffsetDateTime;
@@ -155,8 +157,9 @@ pub trait Store: Send + Sync + 'static {
     async fn append_entries(&self, entries: Vec<Entry>) -> StoreResult<()>;
     /// A session's history, oldest first.
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>>;
-    /// Every history entry of a session, oldest first.
-    async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Entry>>;
+    /// Every history entry of a session, oldest first. The entries are shared, not copied:
+    /// a turn reads the whole history every time, and it only grows at the end.
+    async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Arc<Entry>>>;
     /// Removes a session's history entries (the session itself stays).
     async fn clear_history(&self, session_id: &str) -> StoreResult<()>;
 

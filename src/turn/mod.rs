@@ -223,13 +223,17 @@ impl Engine {
         loop {
             step += 1;
             let last_call = step > max_steps;
-            let window = match ctx.token_budget {
-                Some(budget) => prompt::truncate(&transcript.conversation, budget),
-                None => &transcript.conversation[..],
+            let messages = match ctx.token_budget {
+                Some(budget) => {
+                    let all: Vec<&ChatMessage> = transcript.messages().collect();
+                    let window = prompt::truncate(&all, budget);
+                    system.iter().chain(window.iter().copied()).collect()
+                }
+                None => system.iter().chain(transcript.messages()).collect(),
             };
             let model_request = ModelRequest {
                 model: &model,
-                messages: system.iter().chain(window).collect(),
+                messages,
                 tools: &offer.definitions,
                 tool_choice: if last_call {
                     Some(&no_tools)
@@ -380,22 +384,28 @@ impl Engine {
     }
 }
 
-/// The conversation a turn sends to the model, and what of it is not stored yet.
+/// The conversation a turn sends to the model: the session's history (shared with the
+/// store's in-memory copy, not copied), then what this turn added, the last `unsaved` of it
+/// not stored yet.
 struct Transcript<'a> {
     session_id: &'a str,
     save: bool,
-    conversation: Vec<ChatMessage>,
-    unsaved: Vec<(ChatMessage, EntrySource)>,
+    conversation: Vec<Arc<Entry>>,
+    unsaved: usize,
 }
 
 impl<'a> Transcript<'a> {
-    fn new(session_id: &'a str, save: bool, history: Vec<Entry>) -> Self {
+    fn new(session_id: &'a str, save: bool, history: Vec<Arc<Entry>>) -> Self {
         Self {
             session_id,
             save,
-            conversation: history.into_iter().map(|e| e.message).collect(),
-            unsaved: Vec::new(),
+            conversation: history,
+            unsaved: 0,
         }
+    }
+
+    fn messages(&self) -> impl Iterator<Item = &ChatMessage> {
+        self.conversation.iter().map(|entry| &entry.message)
     }
 
     /// Gives a new id to every call whose id the conversation already has (some servers number
@@ -406,8 +416,7 @@ impl<'a> Transcript<'a> {
             return;
         };
         let used = |id: &str| {
-            self.conversation
-                .iter()
+            self.messages()
                 .flat_map(ChatMessage::calls)
                 .any(|call| call.id == id)
         };
@@ -422,30 +431,32 @@ impl<'a> Transcript<'a> {
 
     /// Adds messages to the conversation; they are stored at the next [`Transcript::save`].
     fn add(&mut self, messages: Vec<(ChatMessage, EntrySource)>) {
-        self.conversation
-            .extend(messages.iter().map(|(message, _)| message.clone()));
-        if self.save {
-            self.unsaved.extend(messages);
-        }
-    }
-
-    /// Stores what was added since the last save, in one transaction.
-    async fn save(&mut self, store: &dyn Store) -> Result<(), TurnError> {
-        if self.unsaved.is_empty() {
-            return Ok(());
-        }
         let now = OffsetDateTime::now_utc();
-        let entries: Vec<Entry> = self
-            .unsaved
-            .drain(..)
-            .map(|(message, source)| Entry {
+        for (message, source) in messages {
+            self.conversation.push(Arc::new(Entry {
                 id: uuid::Uuid::now_v7().to_string(),
                 session_id: self.session_id.to_owned(),
                 source,
                 message,
                 created_at: now,
-            })
+            }));
+            if self.save {
+                self.unsaved += 1;
+            }
+        }
+    }
+
+    /// Stores what was added since the last save, in one transaction.
+    async fn save(&mut self, store: &dyn Store) -> Result<(), TurnError> {
+        if self.unsaved == 0 {
+            return Ok(());
+        }
+        let first = self.conversation.len() - self.unsaved;
+        let entries: Vec<Entry> = self.conversation[first..]
+            .iter()
+            .map(|entry| Entry::clone(entry))
             .collect();
+        self.unsaved = 0;
         store.append_entries(entries).await?;
         Ok(())
     }

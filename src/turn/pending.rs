@@ -5,6 +5,7 @@
 //! `no_result` for one that never ran).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use serde_json::json;
 
@@ -12,7 +13,7 @@ use super::TurnError;
 use crate::session::{CallStatus, ChatMessage, Entry, EntrySource, Role, Store};
 
 /// Calls in history without a result, in order, as `(call_id, tool name)`.
-pub fn unanswered(history: &[Entry]) -> Vec<(String, String)> {
+pub fn unanswered(history: &[Arc<Entry>]) -> Vec<(String, String)> {
     let answered: HashSet<&str> = history
         .iter()
         .filter(|e| e.message.role == Role::Tool)
@@ -31,7 +32,7 @@ pub fn unanswered(history: &[Entry]) -> Vec<(String, String)> {
 pub async fn reconcile(
     store: &dyn Store,
     session_id: &str,
-    history: &[Entry],
+    history: &[Arc<Entry>],
     incoming: Vec<ChatMessage>,
 ) -> Result<Vec<(ChatMessage, EntrySource)>, TurnError> {
     let pending = unanswered(history);

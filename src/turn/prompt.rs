@@ -2,6 +2,7 @@
 //! conversation (truncated to the session's token budget without splitting a tool call from
 //! its result), and the tools on offer.
 
+use std::borrow::Borrow;
 use std::collections::HashSet;
 
 use serde_json::{Value, json};
@@ -111,18 +112,18 @@ pub fn estimate_tokens(message: &ChatMessage) -> u64 {
 
 /// The newest part of `conversation` that fits `budget` tokens. A tool call and its results
 /// are kept or dropped together, and the newest block is always kept.
-pub fn truncate(conversation: &[ChatMessage], budget: u64) -> &[ChatMessage] {
+pub fn truncate<M: Borrow<ChatMessage>>(conversation: &[M], budget: u64) -> &[M] {
     let mut start = conversation.len();
     let mut used = 0u64;
     while start > 0 {
         // The block ending at `start`: trailing tool results belong to the call before them.
         let mut block_start = start - 1;
-        while block_start > 0 && conversation[block_start].role == Role::Tool {
+        while block_start > 0 && conversation[block_start].borrow().role == Role::Tool {
             block_start -= 1;
         }
         let cost: u64 = conversation[block_start..start]
             .iter()
-            .map(estimate_tokens)
+            .map(|message| estimate_tokens(message.borrow()))
             .sum();
         if used + cost > budget && start != conversation.len() {
             break;
