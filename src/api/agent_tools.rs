@@ -2,6 +2,8 @@
 //! name matches a catalog tool refers to it (the catalog's schema is the one enforced); any
 //! other is a client tool, run by the caller.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -103,7 +105,11 @@ fn to_json(record: &Record) -> Value {
     Value::Object(body)
 }
 
-async fn load_tool(state: &AppState, agent_id: &str, tool_id: &str) -> Result<Record, ApiError> {
+async fn load_tool(
+    state: &AppState,
+    agent_id: &str,
+    tool_id: &str,
+) -> Result<Arc<Record>, ApiError> {
     load::<Agents>(state, agent_id).await?;
     match state.store.get(Collection::AgentTools, tool_id).await? {
         Some(r) if r.parent.as_deref() == Some(agent_id) => Ok(r),
@@ -154,7 +160,7 @@ async fn change(
     input: Value,
     mode: Mode,
 ) -> Result<Json<Value>, ApiError> {
-    let mut record = load_tool(&state, &agent_id, &tool_id).await?;
+    let mut record = Arc::unwrap_or_clone(load_tool(&state, &agent_id, &tool_id).await?);
     let input = match (mode, input) {
         (Mode::Partial, Value::Object(changes)) => {
             let mut merged = record.body.as_object().cloned().unwrap_or_default();

@@ -260,7 +260,8 @@ async fn context(
             .map(|s| (*s).to_owned())
             .ok_or_else(|| ApiError::BadRequest("session has no agent".into()))?,
     };
-    let agent = load::<Agents>(state, &agent_id).await?.body;
+    let agent = load::<Agents>(state, &agent_id).await?;
+    let agent = &agent.body;
     let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
     let default_settings = agent["default_settings"]
         .as_object()

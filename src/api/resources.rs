@@ -3,6 +3,7 @@
 //! validation through [`Resource`].
 
 use std::future::Future;
+use std::sync::Arc;
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -87,7 +88,7 @@ pub fn to_json<R: Resource>(record: &Record) -> Value {
     Value::Object(body)
 }
 
-pub async fn load<R: Resource>(state: &AppState, id: &str) -> Result<Record, ApiError> {
+pub async fn load<R: Resource>(state: &AppState, id: &str) -> Result<Arc<Record>, ApiError> {
     state
         .store
         .get(R::COLLECTION, id)
@@ -126,7 +127,8 @@ pub async fn get<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    Ok(Json(to_json::<R>(&load::<R>(&state, &id).await?)))
+    let record = load::<R>(&state, &id).await?;
+    Ok(Json(to_json::<R>(&record)))
 }
 
 /// PUT: replaces every field.
@@ -135,7 +137,7 @@ pub async fn replace<R: Resource>(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut record = load::<R>(&state, &id).await?;
+    let mut record = Arc::unwrap_or_clone(load::<R>(&state, &id).await?);
     let body = R::normalize(input, Mode::Full)?;
     R::check(&state, &body).await?;
     record.body = Value::Object(body);
@@ -149,7 +151,7 @@ pub async fn patch<R: Resource>(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut record = load::<R>(&state, &id).await?;
+    let mut record = Arc::unwrap_or_clone(load::<R>(&state, &id).await?);
     let changes = R::normalize(input, Mode::Partial)?;
     let Value::Object(body) = &mut record.body else {
         return Err(ApiError::Internal);

@@ -236,7 +236,7 @@ impl Store for SqliteStore {
                 }
                 mirror
                     .records
-                    .put((collection, record.id.clone()), record, weight);
+                    .put((collection, record.id.clone()), Arc::new(record), weight);
             },
         )
         .await
@@ -273,7 +273,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Record>> {
+    async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Arc<Record>>> {
         let key = (collection, id.to_owned());
         let token = match self.shared.cache.lock().records.get(&key, Clone::clone) {
             Ok(record) => return Ok(Some(record)),
@@ -290,7 +290,7 @@ impl Store for SqliteStore {
                     .optional()?;
                 row.map(|row| {
                     let weight = weigh(row.body.len());
-                    row.into_record().map(|record| (record, weight))
+                    row.into_record().map(|record| (Arc::new(record), weight))
                 })
                 .transpose()
             })

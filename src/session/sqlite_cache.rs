@@ -183,7 +183,7 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
 /// The mirror's parts, behind one lock (held only for map operations, never across I/O).
 pub(super) struct Mirror {
     /// Records by collection and id.
-    pub records: Table<(Collection, String), Record>,
+    pub records: Table<(Collection, String), Arc<Record>>,
     /// Children by collection and parent id, oldest first.
     pub children: Table<(Collection, String), Vec<Record>>,
     /// Whole histories by session id, oldest first.

@@ -101,8 +101,8 @@ async fn crud_round_trips_in_every_collection() {
             .await
             .expect("insert");
         assert_eq!(
-            store.get(collection, "r1").await.expect("get"),
-            Some(original.clone())
+            store.get(collection, "r1").await.expect("get").as_deref(),
+            Some(&original)
         );
 
         let duplicate = store.insert(collection, original.clone()).await;

@@ -229,12 +229,20 @@ async fn everything_survives_reopen() {
     let store = open(&path);
     store.ping().await.expect("ping");
     assert_eq!(
-        store.get(Collection::Agents, "a").await.expect("get"),
-        Some(agent)
+        store
+            .get(Collection::Agents, "a")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some(&agent)
     );
     assert_eq!(
-        store.get(Collection::AgentTools, "t").await.expect("get"),
-        Some(tool("t", "a"))
+        store
+            .get(Collection::AgentTools, "t")
+            .await
+            .expect("get")
+            .as_deref(),
+        Some(&tool("t", "a"))
     );
     let finished = store
         .journal_get("s", "c1")

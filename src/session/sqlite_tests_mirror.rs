@@ -102,7 +102,7 @@ async fn assert_agrees(store: &SqliteStore, agent: &str, session: &str) {
         .into_iter()
         .find(|r| r.id == agent);
     let by_get = store.get(Collection::Agents, agent).await.expect("get");
-    assert_eq!(by_get, by_list, "agent {agent}");
+    assert_eq!(by_get.as_deref(), by_list.as_ref(), "agent {agent}");
 }
 
 #[tokio::test]
@@ -129,7 +129,7 @@ async fn the_mirror_agrees_with_the_database_after_every_kind_of_write() {
         .expect("upsert");
     assert_agrees(&store, agent, session).await;
     let got = store.get(Collection::Agents, agent).await.expect("get");
-    assert_eq!(got.map(|r| r.body), Some(json!({ "v": 3 })));
+    assert_eq!(got.map(|r| r.body.clone()), Some(json!({ "v": 3 })));
 
     for t in ["t1", "t2", "t3"] {
         store

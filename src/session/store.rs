@@ -141,7 +141,9 @@ pub trait Store: Send + Sync + 'static {
     async fn insert(&self, collection: Collection, record: Record) -> StoreResult<()>;
     /// Inserts or replaces a record by id (keeps the original `created_at` when replacing).
     async fn upsert(&self, collection: Collection, record: Record) -> StoreResult<()>;
-    async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Record>>;
+    /// A record by id, shared with the store's in-memory copy (a turn reads its session and
+    /// agent every time; changing one means `Arc::unwrap_or_clone` and `update`).
+    async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Arc<Record>>>;
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>>;
     /// Every record of a collection with this parent, oldest first (an agent's tools).
     async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {

@@ -47,7 +47,7 @@ impl Store for MemoryJournal {
     async fn upsert(&self, _: Collection, _: Record) -> StoreResult<()> {
         not_journal()
     }
-    async fn get(&self, _: Collection, _: &str) -> StoreResult<Option<Record>> {
+    async fn get(&self, _: Collection, _: &str) -> StoreResult<Option<std::sync::Arc<Record>>> {
         not_journal()
     }
     async fn list(&self, _: Collection, _: &ListQuery) -> StoreResult<Vec<Record>> {
