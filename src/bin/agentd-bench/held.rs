@@ -23,6 +23,9 @@ const AGENTD_FD_MARGIN: u64 = 128;
 const FD_MARGIN: u64 = 64;
 /// How long agentd gets to drop every stream and turn after the clients hang up.
 pub const RECOVERY_WAIT: Duration = Duration::from_secs(30);
+/// When, after the hang-up, memory is read a last time (the allocator returns freed pages to
+/// the system lazily, seconds later).
+pub const SETTLE_WAIT: Duration = Duration::from_secs(10);
 /// Streamed turns run (at latency 0, this many at once, twice) before the first RSS reading,
 /// so code paths, worker threads and the SQLite reader pool are warm.
 const WARMUP_STREAMS: usize = 64;
@@ -58,6 +61,8 @@ pub struct Held {
     pub fds_recovered: Option<u64>,
     /// A streamed turn on a session that had been held, after recovery.
     pub serves_after: Option<Result<(), String>>,
+    /// VmRSS [`SETTLE_WAIT`] after the hang-up: what the allocator gave back to the system.
+    pub rss_settled_kb: Option<u64>,
 }
 
 fn per_stream(from_kb: Option<u64>, to_kb: Option<u64>, streams: i64) -> Option<f64> {
@@ -215,6 +220,8 @@ async fn hold(
         Some(session) => one_stream(&target, session).await,
         None => Err("no session was held".into()),
     });
+    tokio::time::sleep(SETTLE_WAIT.saturating_sub(hung_up.elapsed())).await;
+    held.rss_settled_kb = procs::status_kb(pid, "VmRSS");
     Ok(held)
 }
 

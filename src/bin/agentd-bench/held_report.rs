@@ -1,6 +1,6 @@
 //! Printing the held-streams scenario: its table and its rows in the targets table.
 
-use crate::held::{HOLD, Held, RECOVERY_WAIT};
+use crate::held::{HOLD, Held, RECOVERY_WAIT, SETTLE_WAIT};
 use crate::report;
 
 fn kb(value: Option<u64>) -> String {
@@ -80,6 +80,10 @@ pub fn print(held: &Held) {
                 Some(Err(e)) => format!("FAILED: {e}"),
                 None => "not run".into(),
             },
+        ),
+        (
+            &format!("agentd VmRSS {} s after hang-up", SETTLE_WAIT.as_secs()),
+            kb(held.rss_settled_kb),
         ),
     ];
     for (what, value) in rows {
