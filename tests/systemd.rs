@@ -18,14 +18,9 @@ async fn ready_after_the_port_answers_then_watchdog_pings_then_stopping() {
     let dir = tempfile::tempdir().unwrap();
     let tools = write_tools(dir.path(), &catalog(&["alpha", "beta"]));
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
-    let mut daemon = Daemon::start(Setup {
-        dir: dir.path(),
-        tools: &tools,
-        mock: &mock,
-        sets: &[],
-        env: &[("WATCHDOG_USEC", "200000")],
-    })
-    .await;
+    let mut daemon =
+        Daemon::start(Setup::new(dir.path(), &tools, &mock).env(&[("WATCHDOG_USEC", "200000")]))
+            .await;
     let (ready, before) = daemon.expect("READY=1").await;
     assert!(
         before.iter().all(|m| !m.contains("WATCHDOG=1")),
@@ -61,13 +56,10 @@ async fn watchdog_for_another_pid_is_ignored_and_no_socket_is_a_no_op() {
     let dir = tempfile::tempdir().unwrap();
     let tools = write_tools(dir.path(), &catalog(&["alpha"]));
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
-    let daemon = Daemon::start(Setup {
-        dir: dir.path(),
-        tools: &tools,
-        mock: &mock,
-        sets: &[],
-        env: &[("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")],
-    })
+    let daemon = Daemon::start(
+        Setup::new(dir.path(), &tools, &mock)
+            .env(&[("WATCHDOG_USEC", "100000"), ("WATCHDOG_PID", "1")]),
+    )
     .await;
     daemon.expect("READY=1").await;
     let mut extra = Vec::new();
@@ -82,14 +74,7 @@ async fn sighup_swaps_a_good_catalog_and_keeps_the_old_one_when_the_new_is_bad()
     let dir = tempfile::tempdir().unwrap();
     let tools = write_tools(dir.path(), &catalog(&["alpha"]));
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
-    let daemon = Daemon::start(Setup {
-        dir: dir.path(),
-        tools: &tools,
-        mock: &mock,
-        sets: &[],
-        env: &[],
-    })
-    .await;
+    let daemon = Daemon::start(Setup::new(dir.path(), &tools, &mock)).await;
     daemon.expect("READY=1").await;
     let session = daemon.session().await;
     let (s, body) = daemon.chat(&session, say("hi")).await;
@@ -146,14 +131,9 @@ async fn sigterm_during_a_hung_tool_call_drains_cancels_and_history_stays_valid(
         ),
     );
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
-    let mut daemon = Daemon::start(Setup {
-        dir: dir.path(),
-        tools: &tools,
-        mock: &mock,
-        sets: &["server.drain_timeout=\"1s\""],
-        env: &[],
-    })
-    .await;
+    let mut daemon =
+        Daemon::start(Setup::new(dir.path(), &tools, &mock).sets(&["server.drain_timeout=\"1s\""]))
+            .await;
     daemon.expect("READY=1").await;
     let session = daemon.session().await;
     mock.push(Reply::tool_calls(vec![
@@ -183,14 +163,7 @@ async fn sigterm_during_a_hung_tool_call_drains_cancels_and_history_stays_valid(
     let _ = tokio::time::timeout(Duration::from_secs(5), chat).await;
     drop(daemon);
 
-    let daemon = Daemon::start(Setup {
-        dir: dir.path(),
-        tools: &tools,
-        mock: &mock,
-        sets: &[],
-        env: &[],
-    })
-    .await;
+    let daemon = Daemon::start(Setup::new(dir.path(), &tools, &mock)).await;
     daemon.expect("READY=1").await;
     let (s, history) = daemon
         .call(
@@ -220,14 +193,7 @@ async fn metrics_need_the_key_and_expose_every_series() {
     let dir = tempfile::tempdir().unwrap();
     let tools = write_tools(dir.path(), &catalog(&["alpha"]));
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
-    let daemon = Daemon::start(Setup {
-        dir: dir.path(),
-        tools: &tools,
-        mock: &mock,
-        sets: &[],
-        env: &[],
-    })
-    .await;
+    let daemon = Daemon::start(Setup::new(dir.path(), &tools, &mock)).await;
     daemon.expect("READY=1").await;
     let session = daemon.session().await;
     mock.push(Reply::tool_calls(vec![ScriptedCall::new(

@@ -211,19 +211,13 @@ impl Store for SqliteStore {
         self.write(
             "insert",
             move |conn| {
-                let inserted = conn
-                    .prepare_cached(
+                let inserted = row.insert_into(
+                    &mut *conn.prepare_cached(
                         "INSERT INTO resources (collection, id, parent, body, created_at, updated_at)
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT DO NOTHING",
-                    )?
-                    .execute(params![
-                        collection_key(collection),
-                        row.id,
-                        row.parent,
-                        row.body,
-                        row.created_at,
-                        row.updated_at
-                    ])?;
+                    )?,
+                    collection,
+                )?;
                 if inserted == 0 {
                     return Err(conflict(collection, &row.id));
                 }
@@ -248,22 +242,17 @@ impl Store for SqliteStore {
         self.write(
             "upsert",
             move |conn| {
-                conn.prepare_cached(
-                    "INSERT INTO resources (collection, id, parent, body, created_at, updated_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                     ON CONFLICT (collection, id) DO UPDATE SET
-                         parent = excluded.parent,
-                         body = excluded.body,
-                         updated_at = excluded.updated_at",
-                )?
-                .execute(params![
-                    collection_key(collection),
-                    row.id,
-                    row.parent,
-                    row.body,
-                    row.created_at,
-                    row.updated_at
-                ])?;
+                row.insert_into(
+                    &mut *conn.prepare_cached(
+                        "INSERT INTO resources (collection, id, parent, body, created_at, updated_at)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         ON CONFLICT (collection, id) DO UPDATE SET
+                             parent = excluded.parent,
+                             body = excluded.body,
+                             updated_at = excluded.updated_at",
+                    )?,
+                    collection,
+                )?;
                 Ok(())
             },
             // A replaced record keeps its stored created_at (and may have had another parent):

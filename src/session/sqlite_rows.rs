@@ -98,6 +98,23 @@ pub(super) struct RecordRow {
 }
 
 impl RecordRow {
+    /// Runs an `INSERT INTO resources (collection, id, parent, body, created_at, updated_at)`
+    /// statement with this row bound to ?1..?6.
+    pub(super) fn insert_into(
+        &self,
+        statement: &mut rusqlite::Statement<'_>,
+        collection: Collection,
+    ) -> rusqlite::Result<usize> {
+        statement.execute(rusqlite::params![
+            collection_key(collection),
+            self.id,
+            self.parent,
+            self.body,
+            self.created_at,
+            self.updated_at
+        ])
+    }
+
     pub(super) fn from_record(record: &Record) -> Outcome<Self> {
         Ok(Self {
             id: record.id.clone(),

@@ -41,6 +41,29 @@ pub struct Setup<'a> {
     pub env: &'a [(&'a str, &'a str)],
 }
 
+impl<'a> Setup<'a> {
+    /// A daemon on `dir` with `tools` against `mock`, no overrides, no extra environment.
+    pub fn new(dir: &'a Path, tools: &'a Path, mock: &'a MockModel) -> Self {
+        Self {
+            dir,
+            tools,
+            mock,
+            sets: &[],
+            env: &[],
+        }
+    }
+
+    /// `--set` overrides.
+    pub fn sets(self, sets: &'a [&'a str]) -> Self {
+        Self { sets, ..self }
+    }
+
+    /// Extra environment variables.
+    pub fn env(self, env: &'a [(&'a str, &'a str)]) -> Self {
+        Self { env, ..self }
+    }
+}
+
 impl Daemon {
     pub async fn start(setup: Setup<'_>) -> Daemon {
         agentd::app::install_crypto_provider();
