@@ -239,7 +239,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
                     clients,
                     warmup,
                     window,
-                    agentd.pid(),
+                    mock.pid(),
                     ticks_per_sec,
                 )
             });
@@ -247,10 +247,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
             rows.push(Row {
                 clients,
                 agentd: agentd_side,
-                floor: floor_side.map(|mut s| {
-                    s.cpu_per_rt_ns = None;
-                    s
-                }),
+                floor: floor_side,
             });
         }
         report::print_table(title, op.model_calls(), &rows);
@@ -338,6 +335,8 @@ fn kb_text(kb: Option<u64>) -> String {
     )
 }
 
+/// One window of `op` at `clients`, with the CPU time of process `cpu_of_pid` (agentd, or the
+/// mock for the floor) per model call.
 #[allow(clippy::too_many_arguments)]
 fn measure(
     runtime: &tokio::runtime::Runtime,
@@ -346,7 +345,7 @@ fn measure(
     clients: usize,
     warmup: Duration,
     window: Duration,
-    agentd_pid: u32,
+    cpu_of_pid: u32,
     ticks_per_sec: u64,
 ) -> Side {
     let marks: Arc<Mutex<Vec<Counters>>> = Arc::new(Mutex::new(Vec::new()));
@@ -357,7 +356,7 @@ fn measure(
             // Read counters synchronously on a helper thread so the runtime keeps serving.
             let target = Arc::clone(&target_at);
             let marks = Arc::clone(&marks_at);
-            let ticks = procs::cpu_ticks(agentd_pid).unwrap_or(0);
+            let ticks = procs::cpu_ticks(cpu_of_pid).unwrap_or(0);
             let handle = tokio::runtime::Handle::current();
             handle.spawn(async move {
                 let (busy, requests) = target.mock_stats().await.unwrap_or((0, 0));
@@ -365,7 +364,7 @@ fn measure(
                     marks.push(Counters {
                         mock_busy_ns: busy,
                         mock_requests: requests,
-                        agentd_ticks: ticks,
+                        cpu_ticks: ticks,
                     });
                 }
             });

@@ -8,7 +8,8 @@ use crate::load::{Outcome, Sample};
 pub struct Counters {
     pub mock_busy_ns: u64,
     pub mock_requests: u64,
-    pub agentd_ticks: u64,
+    /// utime+stime of the measured process (agentd, or the mock for the floor).
+    pub cpu_ticks: u64,
 }
 
 /// Latency percentiles in nanoseconds.
@@ -48,7 +49,8 @@ pub struct Side {
     pub busy_per_call_ns: f64,
     /// (latency - busy_per_call * calls) / calls, per request.
     pub overhead_per_rt: Percentiles,
-    /// agentd CPU per round trip (per operation when the operation calls no model).
+    /// CPU of the measured process per round trip (per operation when the operation calls
+    /// no model): agentd's, or for the floor the mock's own.
     pub cpu_per_rt_ns: Option<f64>,
 }
 
@@ -80,7 +82,7 @@ pub fn side(
         .collect();
     let firsts: Vec<u64> = outcome.samples.iter().filter_map(|s| s.first_ns).collect();
     let cpu = measure_cpu.then(|| {
-        let ticks = after.agentd_ticks.saturating_sub(before.agentd_ticks);
+        let ticks = after.cpu_ticks.saturating_sub(before.cpu_ticks);
         let cpu_ns = ticks as f64 * 1e9 / ticks_per_sec as f64;
         let units = (ops * per as f64).max(1.0);
         cpu_ns / units
@@ -137,6 +139,7 @@ pub fn print_table(title: &str, calls: u64, rows: &[Row]) {
         if stream {
             header.push("floor TTFB p50");
         }
+        header.push("mock CPU µs/call");
         header.extend(["req/s ratio", "p50 ratio"]);
     }
     println!("| {} |", header.join(" | "));
@@ -179,6 +182,7 @@ pub fn print_table(title: &str, calls: u64, rows: &[Row]) {
                     if stream {
                         cells.push(ms(f.first_byte.unwrap_or_default().p50));
                     }
+                    cells.push(f.cpu_per_rt_ns.map(us).unwrap_or_else(|| "-".into()));
                     let ratio = |x: f64, y: f64| {
                         if y > 0.0 {
                             format!("{:.2}", x / y)
@@ -189,7 +193,10 @@ pub fn print_table(title: &str, calls: u64, rows: &[Row]) {
                     cells.push(ratio(a.ops_per_sec, f.ops_per_sec));
                     cells.push(ratio(a.latency.p50 as f64, f.latency.p50 as f64));
                 }
-                None => cells.extend(std::iter::repeat_n("-".to_owned(), 5)),
+                None => cells.extend(std::iter::repeat_n(
+                    "-".to_owned(),
+                    header.len() - cells.len(),
+                )),
             }
         }
         println!("| {} |", cells.join(" | "));
