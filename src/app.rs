@@ -127,6 +127,7 @@ impl App {
             listener,
             router,
             shutdown.clone(),
+            self.config.server.header_timeout,
         ));
         shutdown.cancelled().await;
         self.state.draining.store(true, Ordering::SeqCst);

@@ -9,15 +9,22 @@
 use std::time::Duration;
 
 use axum::Router;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets every connection finish
-/// the request it is serving and returns once all of them are closed.
-pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToken) {
+/// the request it is serving and returns once all of them are closed. A connection that does
+/// not send a request's headers within `header_timeout` (of being accepted, or of finishing
+/// its previous request) is closed: a slow or idle client cannot hold a socket forever.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    header_timeout: Duration,
+) {
     // Each connection task holds a receiver; `closed()` resolves when the last one is gone.
     let (open_tx, open_rx) = watch::channel(());
     loop {
@@ -31,7 +38,7 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
             },
             () = stop.cancelled() => break,
         };
-        let connection = serve_connection(tcp, router.clone(), stop.clone());
+        let connection = serve_connection(tcp, router.clone(), stop.clone(), header_timeout);
         let open = open_rx.clone();
         tokio::spawn(async move {
             connection.await;
@@ -44,13 +51,20 @@ pub async fn serve(listener: TcpListener, router: Router, stop: CancellationToke
 }
 
 /// One connection: requests in order until the peer closes or `stop` asks it to finish.
-async fn serve_connection(tcp: TcpStream, router: Router, stop: CancellationToken) {
+async fn serve_connection(
+    tcp: TcpStream,
+    router: Router,
+    stop: CancellationToken,
+    header_timeout: Duration,
+) {
     // Small writes (SSE chunks, short JSON answers) go out at once instead of waiting for
     // the peer's delayed ACK (Nagle), which otherwise adds ~40 ms to a stream's first byte.
     let _ = tcp.set_nodelay(true);
     let service = TowerToHyperService::new(router);
-    let connection =
-        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(tcp), service);
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout)
+        .serve_connection(TokioIo::new(tcp), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
@@ -102,6 +116,7 @@ mod tests {
             listener,
             Router::new().route("/slow", get(slow)),
             stop.clone(),
+            Duration::from_secs(60),
         ));
         crate::app::install_crypto_provider();
         let client = reqwest::Client::new();
@@ -122,5 +137,31 @@ mod tests {
             tokio::net::TcpStream::connect(addr).await.is_err(),
             "the listener is closed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_connection_that_sends_no_complete_headers_is_closed() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        tokio::spawn(super::serve(
+            listener,
+            Router::new().route("/slow", get(slow)),
+            stop.clone(),
+            Duration::from_millis(200),
+        ));
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(5), tcp.read_to_end(&mut rest)).await;
+        assert!(
+            closed.is_ok(),
+            "the server closes a connection whose headers never finish"
+        );
+        stop.cancel();
     }
 }

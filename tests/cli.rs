@@ -89,6 +89,10 @@ parameters = { type = "object", properties = {} }
     let (code, out) = validate(dir.path(), &["--config", config.to_str().unwrap()]);
     assert_eq!(code, 64, "{out}");
     assert!(out.contains("sever"), "{out}");
+    std::fs::write(&config, "[server]\nheader_timeout = \"0s\"\n").unwrap();
+    let (code, out) = validate(dir.path(), &["--config", config.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("server.header_timeout"), "{out}");
 }
 
 #[test]

@@ -43,6 +43,10 @@ pub struct ServerConfig {
     /// that fails before its first event within this time gets a plain HTTP error instead.
     #[serde(deserialize_with = "duration::deserialize")]
     pub sse_keep_alive: Duration,
+    /// A connection must send a request's headers within this time of being accepted or of
+    /// finishing its previous request; an idle kept-alive connection is closed after it.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub header_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +128,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             metrics_public: false,
             sse_keep_alive: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -256,6 +261,9 @@ impl Config {
         }
         if self.server.sse_keep_alive.is_zero() {
             problems.push("server.sse_keep_alive must be longer than 0".into());
+        }
+        if self.server.header_timeout.is_zero() {
+            problems.push("server.header_timeout must be longer than 0".into());
         }
         if self.provider.max_attempts == 0 {
             problems.push("provider.max_attempts must be at least 1".into());

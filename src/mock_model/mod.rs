@@ -52,6 +52,9 @@ pub use state::{MockStats, RecordedRequest};
 
 use state::Shared;
 
+/// How long a connection may take to send a request's headers (or stay idle between requests).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How long [`MockModel::shutdown`] waits for open connections before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -95,7 +98,12 @@ impl MockModel {
         let app = server::router(Arc::clone(&shared));
         // Cancelled by a stop request or by the handle being dropped.
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::http_server::serve(listener, app, stop.clone()));
+        let task = tokio::spawn(crate::http_server::serve(
+            listener,
+            app,
+            stop.clone(),
+            HEADER_TIMEOUT,
+        ));
         Ok(MockModel {
             shared,
             addr,
