@@ -6,7 +6,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use secrecy::{ExposeSecret, SecretString};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
@@ -157,9 +157,7 @@ impl ModelProvider for OpenAiProvider {
             .bytes()
             .await
             .map_err(|e| self.transport_error(e))?;
-        let value: Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ProviderError::Protocol(format!("response is not JSON: {e}")))?;
-        parse_completion(&value)
+        parse_completion(&bytes)
     }
 
     async fn stream(
@@ -171,19 +169,48 @@ impl ModelProvider for OpenAiProvider {
 }
 
 /// Reads a `chat.completion` object.
-pub fn parse_completion(value: &Value) -> Result<ModelResponse, ProviderError> {
-    let choice = value
-        .get("choices")
-        .and_then(|c| c.get(0))
+/// The parts of a chat completion agentd reads. Everything else (ids, logprobs, model name,
+/// fingerprints) is skipped while parsing instead of being built into a `Value` tree.
+#[derive(Deserialize)]
+struct WireCompletion {
+    #[serde(default)]
+    choices: Option<Vec<WireChoice>>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireChoice {
+    #[serde(default)]
+    message: Option<WireMessage>,
+    #[serde(default)]
+    finish_reason: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct WireMessage {
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
+/// Reads a non-streaming chat completion body.
+pub fn parse_completion(body: &[u8]) -> Result<ModelResponse, ProviderError> {
+    let completion: WireCompletion = serde_json::from_slice(body)
+        .map_err(|e| ProviderError::Protocol(format!("response is not a chat completion: {e}")))?;
+    let choice = completion
+        .choices
+        .and_then(|choices| choices.into_iter().next())
         .ok_or_else(|| ProviderError::Protocol("response has no choices".into()))?;
     let message = choice
-        .get("message")
+        .message
         .ok_or_else(|| ProviderError::Protocol("choice has no message".into()))?;
-    let content = match message.get("content") {
-        Some(Value::String(s)) => Value::String(s.clone()),
+    let content = match message.content {
+        Some(Value::String(s)) => Value::String(s),
         _ => Value::Null,
     };
-    let tool_calls = match message.get("tool_calls") {
+    let tool_calls = match message.tool_calls {
         Some(Value::Array(calls)) if !calls.is_empty() => Some(
             calls
                 .iter()
@@ -193,9 +220,9 @@ pub fn parse_completion(value: &Value) -> Result<ModelResponse, ProviderError> {
         ),
         _ => None,
     };
-    let usage = value
-        .get("usage")
-        .and_then(|u| serde_json::from_value(u.clone()).ok())
+    let usage = completion
+        .usage
+        .and_then(|u| serde_json::from_value(u).ok())
         .unwrap_or_default();
     Ok(ModelResponse {
         message: ChatMessage {
@@ -205,10 +232,10 @@ pub fn parse_completion(value: &Value) -> Result<ModelResponse, ProviderError> {
             tool_call_id: None,
             tool_calls,
         },
-        finish_reason: choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .map(str::to_owned),
+        finish_reason: match choice.finish_reason {
+            Some(Value::String(reason)) => Some(reason),
+            _ => None,
+        },
         usage,
     })
 }
@@ -292,21 +319,48 @@ mod tests {
 
     #[test]
     fn reads_tool_calls_with_object_arguments_and_missing_ids() {
-        let value = json!({
-            "choices": [{"message": {"role": "assistant", "content": null, "tool_calls": [
+        let body = json!({
+            "id": "chatcmpl-1", "object": "chat.completion", "model": "m",
+            "choices": [{"index": 0, "logprobs": {"content": []}, "message": {"role": "assistant", "content": null, "tool_calls": [
                 {"function": {"name": "a", "arguments": {"x": 1}}},
                 {"id": "call_2", "function": {"name": "b", "arguments": "{\"y\":2}"}}
             ]}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
         });
-        let r = parse_completion(&value).unwrap();
+        let r = parse_completion(body.to_string().as_bytes()).unwrap();
         let calls = r.message.calls();
         assert_eq!(calls.len(), 2);
         assert!(calls[0].id.starts_with("call_"));
         assert_eq!(calls[0].function.arguments, "{\"x\":1}");
         assert_eq!(calls[1].id, "call_2");
         assert_eq!(r.usage.total_tokens, 7);
-        assert!(parse_completion(&json!({"choices": []})).is_err());
+        assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+        for bad in [
+            r#"{"choices": []}"#,
+            r#"{"choices": null}"#,
+            r#"{"choices": [{"finish_reason": "stop"}]}"#,
+            r#"{"choices": ["#,
+            "not json",
+        ] {
+            assert!(
+                matches!(
+                    parse_completion(bad.as_bytes()),
+                    Err(ProviderError::Protocol(_))
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn text_answers_keep_their_content_and_lenient_fields_stay_lenient() {
+        let body = r#"{"choices": [{"message": {"content": "hi"}, "finish_reason": 7}],
+                       "usage": "not an object"}"#;
+        let r = parse_completion(body.as_bytes()).unwrap();
+        assert_eq!(r.message.content, Value::String("hi".into()));
+        assert_eq!(r.message.tool_calls, None);
+        assert_eq!(r.finish_reason, None);
+        assert_eq!(r.usage, Usage::default());
     }
 
     #[test]
