@@ -22,6 +22,22 @@ pub fn raise_open_files() -> Option<u64> {
     }
 }
 
+/// Raises the hard `RLIMIT_NOFILE` to `wanted` when it is lower (only a process with
+/// CAP_SYS_RESOURCE may); the error says why it stayed. The soft limit is left as it is.
+pub fn raise_hard_open_files(wanted: u64) -> rustix::io::Result<()> {
+    let limit = getrlimit(Resource::Nofile);
+    if limit.maximum.is_none_or(|hard| hard >= wanted) {
+        return Ok(());
+    }
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: limit.current,
+            maximum: Some(wanted),
+        },
+    )
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

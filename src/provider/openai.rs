@@ -168,7 +168,6 @@ impl ModelProvider for OpenAiProvider {
     }
 }
 
-/// Reads a `chat.completion` object.
 /// The parts of a chat completion agentd reads. Everything else (ids, logprobs, model name,
 /// fingerprints) is skipped while parsing instead of being built into a `Value` tree.
 #[derive(Deserialize)]

@@ -16,6 +16,7 @@ mod sqlite_tests_history;
 mod sqlite_tests_mirror;
 mod sqlite_writer;
 pub mod store;
+mod worker_thread;
 
 pub use message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
 pub use store::{

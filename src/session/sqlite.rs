@@ -9,6 +9,8 @@
 //! lifetime: one process writes the file, so the mirror is never stale.
 
 use std::fs::File;
+use std::future::Future;
+use std::hash::Hash;
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -19,7 +21,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
 use super::message::Entry;
-use super::sqlite_cache::{Cache, weigh};
+use super::sqlite_cache::{Cache, Mirror, Table, weigh};
 use super::sqlite_checkpoint::Checkpointer;
 use super::sqlite_rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, collection_key,
@@ -149,6 +151,27 @@ impl SqliteStore {
         }
     }
 
+    /// A mirrored read: the mirror's value, else what `load` reads from SQLite (a value and
+    /// its weight), filed into the mirror unless a write touched the key meanwhile.
+    async fn read_through<K, V, L>(
+        &self,
+        table: fn(&mut Mirror) -> &mut Table<K, V>,
+        key: K,
+        load: impl FnOnce() -> L,
+    ) -> StoreResult<Option<V>>
+    where
+        K: Eq + Hash + Clone,
+        V: Clone,
+        L: Future<Output = StoreResult<Option<(V, usize)>>>,
+    {
+        let token = match table(&mut self.shared.cache.lock()).get(&key, Clone::clone) {
+            Ok(value) => return Ok(Some(value)),
+            Err(token) => token,
+        };
+        let loaded = load().await;
+        table(&mut self.shared.cache.lock()).settle(key, token, loaded)
+    }
+
     async fn read<T, F>(&self, operation: &'static str, work: F) -> StoreResult<T>
     where
         T: Send + 'static,
@@ -264,13 +287,9 @@ impl Store for SqliteStore {
 
     async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Arc<Record>>> {
         let key = (collection, id.to_owned());
-        let token = match self.shared.cache.lock().records.get(&key, Clone::clone) {
-            Ok(record) => return Ok(Some(record)),
-            Err(token) => token,
-        };
-        let id = id.to_owned();
-        let loaded = self
-            .read("get", move |conn| {
+        let load = || {
+            let id = id.to_owned();
+            self.read("get", move |conn| {
                 let row = conn
                     .prepare_cached(&format!(
                         "SELECT {RECORD_COLUMNS} FROM resources WHERE collection = ?1 AND id = ?2"
@@ -283,8 +302,9 @@ impl Store for SqliteStore {
                 })
                 .transpose()
             })
-            .await;
-        self.shared.cache.lock().records.settle(key, token, loaded)
+        };
+        self.read_through(|mirror| &mut mirror.records, key, load)
+            .await
     }
 
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>> {
@@ -296,16 +316,15 @@ impl Store for SqliteStore {
 
     async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {
         let key = (collection, parent.to_owned());
-        let token = match self.shared.cache.lock().children.get(&key, Clone::clone) {
-            Ok(records) => return Ok(records),
-            Err(token) => token,
+        let load = || async {
+            let (sql, params) = list_query(collection, &ListQuery::children_of(parent));
+            self.read("children", move |conn| read_records(conn, &sql, params))
+                .await
+                .map(Some)
         };
-        let (sql, params) = list_query(collection, &ListQuery::children_of(parent));
-        let loaded = self
-            .read("children", move |conn| read_records(conn, &sql, params))
-            .await;
-        let mut mirror = self.shared.cache.lock();
-        let records = mirror.children.settle(key, token, loaded.map(Some))?;
+        let records = self
+            .read_through(|mirror| &mut mirror.children, key, load)
+            .await?;
         Ok(records.unwrap_or_default())
     }
 
@@ -432,20 +451,14 @@ impl Store for SqliteStore {
     }
 
     async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Arc<Entry>>> {
-        let key = session_id.to_owned();
-        let token = match self.shared.cache.lock().histories.get(&key, Clone::clone) {
-            Ok(entries) => return Ok(entries),
-            Err(token) => token,
+        let load = || async {
+            // A negative LIMIT means no limit in SQLite.
+            let (entries, weight) = read_history(self, session_id, -1, 0).await?;
+            Ok(Some((entries.into_iter().map(Arc::new).collect(), weight)))
         };
-        // A negative LIMIT means no limit in SQLite.
-        let loaded = read_history(self, session_id, -1, 0)
-            .await
-            .map(|(entries, weight)| {
-                let shared: Vec<Arc<Entry>> = entries.into_iter().map(Arc::new).collect();
-                (shared, weight)
-            });
-        let mut mirror = self.shared.cache.lock();
-        let entries = mirror.histories.settle(key, token, loaded.map(Some))?;
+        let entries = self
+            .read_through(|mirror| &mut mirror.histories, session_id.to_owned(), load)
+            .await?;
         Ok(entries.unwrap_or_default())
     }
 

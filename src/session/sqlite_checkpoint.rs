@@ -5,18 +5,18 @@
 
 use std::path::Path;
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rusqlite::Connection;
+
+use super::worker_thread::WorkerThread;
 
 /// Time between checkpoints; the WAL holds at most about this much writing.
 const INTERVAL: Duration = Duration::from_millis(500);
 
 /// Handle to the checkpoint thread; dropping it stops the thread and waits for it.
 pub(super) struct Checkpointer {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
+    _thread: WorkerThread<()>,
 }
 
 impl Checkpointer {
@@ -24,29 +24,15 @@ impl Checkpointer {
         let conn = Connection::open(path).map_err(std::io::Error::other)?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(std::io::Error::other)?;
-        let (stop, stopped) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("agentd-store-checkpoint".into())
-            .spawn(move || {
-                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
-                    if let Err(error) = checkpoint(&conn) {
-                        tracing::warn!(%error, "WAL checkpoint failed; retrying later");
-                    }
+        // Nothing is ever sent: the channel closing (the handle dropped) is the stop signal.
+        WorkerThread::spawn("agentd-store-checkpoint", move |stopped| {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(INTERVAL) {
+                if let Err(error) = checkpoint(&conn) {
+                    tracing::warn!(%error, "WAL checkpoint failed; retrying later");
                 }
-            })?;
-        Ok(Self {
-            stop: Some(stop),
-            thread: Some(thread),
+            }
         })
-    }
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.stop.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        .map(|thread| Self { _thread: thread })
     }
 }
 

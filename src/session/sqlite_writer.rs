@@ -9,11 +9,11 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc;
-use std::thread::JoinHandle;
 
 use rusqlite::Connection;
 
 use super::sqlite_rows::{Failure, Outcome};
+use super::worker_thread::WorkerThread;
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 256;
@@ -30,38 +30,16 @@ pub(super) trait Job: Send {
 
 /// Handle to the writer thread. Dropping it lets queued jobs finish, then joins the thread, so
 /// the connection is closed when the drop returns.
-pub(super) struct Writer {
-    jobs: Option<mpsc::Sender<Box<dyn Job>>>,
-    thread: Option<JoinHandle<()>>,
-}
+pub(super) struct Writer(WorkerThread<Box<dyn Job>>);
 
 impl Writer {
     pub(super) fn start(conn: Connection) -> std::io::Result<Self> {
-        let (jobs, queue) = mpsc::channel::<Box<dyn Job>>();
-        let thread = std::thread::Builder::new()
-            .name("agentd-store-writer".into())
-            .spawn(move || run(&conn, &queue))?;
-        Ok(Self {
-            jobs: Some(jobs),
-            thread: Some(thread),
-        })
+        WorkerThread::spawn("agentd-store-writer", move |queue| run(&conn, &queue)).map(Self)
     }
 
     /// Queues a job; gives it back if the thread is gone.
     pub(super) fn submit(&self, job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
-        match &self.jobs {
-            Some(jobs) => jobs.send(job).map_err(|e| e.0),
-            None => Err(job),
-        }
-    }
-}
-
-impl Drop for Writer {
-    fn drop(&mut self) {
-        drop(self.jobs.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.0.send(job)
     }
 }
 

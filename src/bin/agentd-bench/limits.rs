@@ -1,7 +1,6 @@
 //! Open-file limits for the held-streams run: raising this process's RLIMIT_NOFILE (children
-//! inherit it) with the `prlimit` tool, and reading limits and open descriptors from `/proc`.
-
-use std::process::Command;
+//! inherit it) with the daemon's own [`agentd::rlimit`], and reading limits and open
+//! descriptors of any process from `/proc`.
 
 /// RLIMIT_NOFILE of a process: (soft, hard). `None` for unlimited or unreadable.
 pub fn open_files_limit(pid: u32) -> Option<(u64, u64)> {
@@ -27,41 +26,20 @@ pub struct Raised {
     pub hard_refused: Option<String>,
 }
 
-fn prlimit(pid: u32, soft: u64, hard: u64) -> Result<(), String> {
-    let out = Command::new("prlimit")
-        .arg("--pid")
-        .arg(pid.to_string())
-        .arg(format!("--nofile={soft}:{hard}"))
-        .output()
-        .map_err(|e| format!("cannot run prlimit: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
-    }
-}
-
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit, after trying to raise the hard
 /// limit to `wanted_hard` (allowed with CAP_SYS_RESOURCE). Processes started afterwards inherit
 /// the result.
 pub fn raise_nofile(wanted_hard: u64) -> Result<Raised, String> {
     let me = std::process::id();
     let (_, hard) = open_files_limit(me).ok_or("cannot read /proc/self/limits")?;
-    let mut hard_refused = None;
-    if wanted_hard > hard {
-        match prlimit(me, wanted_hard, wanted_hard) {
-            Ok(()) => {}
-            Err(e) => {
-                hard_refused = Some(format!(
-                    "hard limit {hard} kept, raising it to {wanted_hard} failed ({e}; needs CAP_SYS_RESOURCE)"
-                ));
-            }
-        }
-    }
-    let (soft, hard) = open_files_limit(me).ok_or("cannot read /proc/self/limits")?;
-    if soft < hard {
-        prlimit(me, hard, hard)?;
-    }
+    let hard_refused = agentd::rlimit::raise_hard_open_files(wanted_hard)
+        .err()
+        .map(|e| {
+            format!(
+                "hard limit {hard} kept, raising it to {wanted_hard} failed ({e}; needs CAP_SYS_RESOURCE)"
+            )
+        });
+    agentd::rlimit::raise_open_files();
     let (soft, hard) = open_files_limit(me).ok_or("cannot read /proc/self/limits")?;
     Ok(Raised {
         soft,
