@@ -69,10 +69,8 @@ impl App {
             ),
             None => None,
         };
-        let provider: Arc<dyn ModelProvider> = Arc::new(
-            OpenAiProvider::new(&config.provider, api_key)
-                .map_err(|e| StartError::Config(e.to_string()))?,
-        );
+        let provider: Arc<dyn ModelProvider> =
+            Arc::new(OpenAiProvider::new(&config.provider, api_key).map_err(StartError::Config)?);
         let engine = Arc::new(Engine::new(
             store.clone(),
             provider,

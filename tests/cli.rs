@@ -93,6 +93,61 @@ parameters = { type = "object", properties = {} }
     let (code, out) = validate(dir.path(), &["--config", config.to_str().unwrap()]);
     assert_eq!(code, 64, "{out}");
     assert!(out.contains("server.header_timeout"), "{out}");
+    let not_pem = dir.path().join("not-a-ca.pem");
+    std::fs::write(&not_pem, "no certificate here\n").unwrap();
+    for ca_file in [not_pem, dir.path().join("missing.pem")] {
+        let text = format!(
+            "[provider]\nca_file = {:?}\n",
+            ca_file.display().to_string()
+        );
+        std::fs::write(&config, text).unwrap();
+        let (code, out) = validate(dir.path(), &["--config", config.to_str().unwrap()]);
+        assert_eq!(code, 64, "{out}");
+        assert!(out.contains("provider.ca_file"), "{out}");
+    }
+}
+
+#[test]
+fn only_an_https_model_needs_ca_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let issuer = rcgen::CertifiedIssuer::self_signed(
+        rcgen::CertificateParams::new(Vec::<String>::new()).unwrap(),
+        rcgen::KeyPair::generate().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(&ca, issuer.pem()).unwrap();
+    let ca_set = format!("provider.ca_file={:?}", ca.display().to_string());
+    // A host without a CA bundle: rustls-native-certs reads only these, and they are empty.
+    let empty = tempfile::tempdir().unwrap();
+    let bundle = empty.path().join("bundle.pem");
+    std::fs::write(&bundle, "").unwrap();
+    let no_system_roots = |sets: &[&str]| {
+        let mut command = Command::new(AGENTD);
+        for set in sets {
+            command.args(["--set", set]);
+        }
+        let output = command
+            .arg("validate")
+            .current_dir(dir.path())
+            .env("SSL_CERT_FILE", &bundle)
+            .env("SSL_CERT_DIR", empty.path())
+            .env_remove("AGENTD_CONFIG")
+            .env_remove("AGENTD_TOOLS")
+            .output()
+            .expect("run agentd");
+        let text = String::from_utf8_lossy(&output.stderr).into_owned()
+            + &String::from_utf8_lossy(&output.stdout);
+        (output.status.code().unwrap_or(-1), text)
+    };
+    let (code, out) = no_system_roots(&["provider.base_url=\"http://127.0.0.1:11434/v1\""]);
+    assert_eq!(code, 0, "{out}");
+    let https = "provider.base_url=\"https://models.internal/v1\"";
+    let (code, out) = no_system_roots(&[https]);
+    assert_eq!(code, 64, "{out}");
+    assert!(out.contains("provider.ca_file"), "{out}");
+    let (code, out) = no_system_roots(&[https, &ca_set]);
+    assert_eq!(code, 0, "{out}");
 }
 
 #[test]

@@ -109,6 +109,10 @@ fn validate(cli: &Cli) -> ExitCode {
         }
     };
     crate::app::install_crypto_provider();
+    if let Err(e) = crate::provider::openai::OpenAiProvider::new(&config.provider, None) {
+        eprintln!("agentd.toml: {e}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let Some(path) = &config.tools.catalog else {
         println!("configuration ok; no tool catalog configured (tools.catalog)");
         return ExitCode::SUCCESS;

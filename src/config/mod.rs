@@ -73,6 +73,9 @@ pub struct ProviderConfig {
     pub api_key: Option<SecretRef>,
     /// Model used when neither agent nor request names one.
     pub model: String,
+    /// PEM file of root certificates trusted for an https base_url on top of the system's (a
+    /// private CA in front of vLLM or LiteLLM, say).
+    pub ca_file: Option<PathBuf>,
     #[serde(deserialize_with = "duration::deserialize")]
     pub connect_timeout: Duration,
     /// Longest wait for a whole non-streamed answer, or between two streamed chunks.
@@ -165,6 +168,7 @@ impl Default for ProviderConfig {
             base_url: "http://127.0.0.1:11434/v1".into(),
             api_key: None,
             model: "llama3.2".into(),
+            ca_file: None,
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(120),
             max_attempts: 3,

@@ -1,6 +1,7 @@
 //! The OpenAI-compatible chat-completions provider (OpenAI, Ollama, vLLM, llama.cpp, LiteLLM):
 //! request building, retries, and reading answers from providers that bend the format.
 
+use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,17 +42,43 @@ pub struct OpenAiProvider {
 }
 
 impl OpenAiProvider {
-    pub fn new(config: &ProviderConfig, api_key: Option<String>) -> Result<Self, ProviderError> {
-        let client = reqwest::Client::builder()
+    /// Builds the client for `config`; the error names the setting at fault.
+    pub fn new(config: &ProviderConfig, api_key: Option<String>) -> Result<Self, String> {
+        // HTTP/1.1 only, one connection per call in flight, like the official OpenAI SDKs. Over
+        // HTTP/2 every call to a host shares one connection, and calls beyond the server's
+        // SETTINGS_MAX_CONCURRENT_STREAMS wait inside agentd for a long stream to end.
+        let builder = reqwest::Client::builder()
+            .http1_only()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
             .pool_max_idle_per_host(256)
-            .tcp_nodelay(true)
-            .build()
-            .map_err(|e| ProviderError::Connect(format!("cannot build HTTP client: {e}")))?;
+            .tcp_nodelay(true);
+        let ca_file = match &config.ca_file {
+            Some(path) => read_ca_file(path)?,
+            None => Vec::new(),
+        };
+        // The system's roots are loaded only for an https model, so a host without a CA bundle
+        // (a minimal container next to Ollama) still runs agentd against a plain-http one.
+        let https = config.base_url.starts_with("https://");
+        let builder = if https {
+            builder.tls_certs_merge(ca_file)
+        } else {
+            builder.tls_certs_only(ca_file)
+        };
+        let client = builder.build().map_err(|e| {
+            let hint = if https {
+                " (an https model needs the system's CA certificates or provider.ca_file)"
+            } else {
+                ""
+            };
+            format!(
+                "cannot build the model's HTTP client: {}{hint}",
+                root_cause(&e)
+            )
+        })?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         let url = reqwest::Url::parse(&url)
-            .map_err(|e| ProviderError::Connect(format!("invalid model URL {url}: {e}")))?;
+            .map_err(|e| format!("provider.base_url gives an invalid URL {url}: {e}"))?;
         Ok(Self {
             client,
             url,
@@ -309,6 +336,18 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// Usage from a value, if present.
 pub fn parse_usage(value: Option<&Value>) -> Option<Usage> {
     value.and_then(|u| serde_json::from_value(u.clone()).ok())
+}
+
+/// The certificates of `provider.ca_file` (PEM), trusted on top of the system's roots.
+fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
+    let at = || format!("provider.ca_file {}", path.display());
+    let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", at()))?;
+    let certs =
+        reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("{}: {e}", at()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate in the file", at()));
+    }
+    Ok(certs)
 }
 
 #[cfg(test)]
