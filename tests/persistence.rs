@@ -4,13 +4,14 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use agentd::mock_model::{Reply, ScriptedCall};
 use agentd::session::sqlite::SqliteStore;
 use agentd::session::{
-    CallStatus, ChatMessage, Entry, EntrySource, FunctionCall, JournalRecord, Role, Store,
-    ToolCallRequest,
+    CallStatus, ChatMessage, Entry, EntrySource, FunctionCall, JournalRecord, MessageJson, Role,
+    Store, ToolCallRequest,
 };
 use common::{TestDaemon, assert_history_valid, handlers::SLEEP_CALLS, say, tool};
 use reqwest::StatusCode;
@@ -75,6 +76,7 @@ fn call_entry(session: &str, call_id: &str, tool: &str) -> Entry {
             ..ChatMessage::text(Role::Assistant, "")
         },
         created_at: OffsetDateTime::now_utc(),
+        json: MessageJson::default(),
     }
 }
 
@@ -118,7 +120,7 @@ async fn calls_interrupted_by_a_crash_are_never_run_twice() {
     let mut never = calls[0].clone();
     never.id = "c_never".into();
     calls.extend([finished, never]);
-    store.append_entries(vec![entry]).await.unwrap();
+    store.append_entries(vec![Arc::new(entry)]).await.unwrap();
     store
         .journal_start(&journal(&session, "c_started", CallStatus::Started, None))
         .await

@@ -10,14 +10,14 @@ use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::session::{ChatMessage, ToolCallRequest};
+use crate::session::{ChatMessage, PromptMessage, ToolCallRequest};
 
 /// One model call. Borrows the turn's conversation and settings: nothing is copied to build
-/// it, only serialized.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// it, only serialized, and stored entries not even that.
+#[derive(Debug, Clone, Serialize)]
 pub struct ModelRequest<'a> {
     pub model: &'a str,
-    pub messages: Vec<&'a ChatMessage>,
+    pub messages: Vec<PromptMessage<'a>>,
     /// Tool definitions in OpenAI function form.
     #[serde(skip_serializing_if = "no_tools")]
     pub tools: &'a [Value],

@@ -18,7 +18,10 @@ mod sqlite_writer;
 pub mod store;
 mod worker_thread;
 
-pub use message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
+pub use message::{
+    ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, PromptMessage, Role,
+    ToolCallRequest,
+};
 pub use store::{
     CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, Store, StoreError,
     StoreResult,

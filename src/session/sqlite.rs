@@ -398,17 +398,17 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_entries(&self, entries: Vec<Entry>) -> StoreResult<()> {
+    async fn append_entries(&self, entries: Vec<Arc<Entry>>) -> StoreResult<()> {
         if entries.is_empty() {
             return Ok(());
         }
         // Serialize before queueing, so the writer thread only binds and inserts.
         let rows = entries
             .iter()
-            .map(EntryRow::from_entry)
+            .map(|entry| EntryRow::from_entry(entry))
             .collect::<Outcome<Vec<_>>>()
             .map_err(|f| f.into_store_error("append entries"))?;
-        let weighed: Vec<(Entry, usize)> = entries
+        let weighed: Vec<(Arc<Entry>, usize)> = entries
             .into_iter()
             .zip(rows.iter().map(|row| weigh(row.message.len())))
             .collect();
@@ -437,7 +437,7 @@ impl Store for SqliteStore {
                     let session = entry.session_id.clone();
                     mirror
                         .histories
-                        .change(&session, weight, |history| history.push(Arc::new(entry)));
+                        .change(&session, weight, |history| history.push(entry));
                 }
             },
         )

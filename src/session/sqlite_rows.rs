@@ -4,7 +4,7 @@
 use rusqlite::types::Value as SqlValue;
 use time::OffsetDateTime;
 
-use super::message::{ChatMessage, Entry, EntrySource};
+use super::message::{ChatMessage, Entry, EntrySource, MessageJson};
 use super::store::{
     CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, StoreError,
 };
@@ -166,7 +166,7 @@ impl EntryRow {
             id: entry.id.clone(),
             source: source_key(entry.source).to_owned(),
             role: entry.message.role.as_str(),
-            message: serde_json::to_string(&entry.message)?,
+            message: entry.message_json()?.get().to_owned(),
             created_at: to_nanos(entry.created_at)?,
         })
     }
@@ -186,6 +186,9 @@ impl EntryRow {
                 source: parse_source(&source)?,
                 message: serde_json::from_str::<ChatMessage>(&message)?,
                 created_at: from_nanos(created_at)?,
+                // Made again from the parsed message when first needed, not taken from the
+                // row: fields this build does not know are not passed on to the model.
+                json: MessageJson::default(),
             };
             Ok((entry, message.len()))
         })())

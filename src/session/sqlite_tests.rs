@@ -2,12 +2,13 @@
 //! files in temporary directories, and the helpers the other store tests share.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::json;
 use tempfile::TempDir;
 use time::OffsetDateTime;
 
-use super::message::{ChatMessage, Entry, EntrySource, Role};
+use super::message::{ChatMessage, Entry, EntrySource, MessageJson, Role};
 use super::sqlite::SqliteStore;
 use super::store::{
     CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, Store, StoreError,
@@ -46,6 +47,11 @@ pub(super) fn tool(id: &str, agent: &str) -> Record {
     }
 }
 
+/// Entries as `append_entries` takes them.
+pub(super) fn shared(entries: Vec<Entry>) -> Vec<Arc<Entry>> {
+    entries.into_iter().map(Arc::new).collect()
+}
+
 pub(super) fn entry(session: &str, id: &str, text: &str) -> Entry {
     Entry {
         id: id.to_owned(),
@@ -53,6 +59,7 @@ pub(super) fn entry(session: &str, id: &str, text: &str) -> Entry {
         source: EntrySource::ApiRequest,
         message: ChatMessage::text(Role::User, text),
         created_at: at(0),
+        json: MessageJson::default(),
     }
 }
 
@@ -449,10 +456,10 @@ async fn deleting_a_session_deletes_its_history_and_journal() {
             .await
             .expect("session");
         store
-            .append_entries(vec![
+            .append_entries(shared(vec![
                 entry(session, "e1", "hi"),
                 entry(session, "e2", "there"),
-            ])
+            ]))
             .await
             .expect("append");
         store

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use super::message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
 use super::sqlite::SqliteStore;
 use super::sqlite_schema::MIGRATIONS;
-use super::sqlite_tests::{at, entry, entry_ids, open, record, started, temp_db, tool};
+use super::sqlite_tests::{at, entry, entry_ids, open, record, shared, started, temp_db, tool};
 use super::store::{CallStatus, Collection, Store, StoreError};
 
 #[tokio::test]
@@ -23,9 +23,9 @@ async fn history_keeps_append_order_and_pages_across_reopen() {
                 .map(|i| entry("s", &format!("e{turn:03}-{i}"), "m"))
                 .collect();
             expected.extend(batch.iter().map(|e| e.id.clone()));
-            store.append_entries(batch).await.expect("append");
+            store.append_entries(shared(batch)).await.expect("append");
             store
-                .append_entries(vec![entry("other", &format!("o{turn}"), "x")])
+                .append_entries(shared(vec![entry("other", &format!("o{turn}"), "x")]))
                 .await
                 .expect("other");
         }
@@ -48,7 +48,7 @@ async fn history_keeps_append_order_and_pages_across_reopen() {
         expected[290..]
     );
     store
-        .append_entries(vec![entry("s", "after-restart", "m")])
+        .append_entries(shared(vec![entry("s", "after-restart", "m")]))
         .await
         .expect("append");
     let all = store.full_history("s").await.expect("history");
@@ -109,7 +109,10 @@ async fn entries_round_trip_every_message_shape() {
             ..entry("s", "e4", "note")
         },
     ];
-    store.append_entries(entries.clone()).await.expect("append");
+    store
+        .append_entries(shared(entries.clone()))
+        .await
+        .expect("append");
     let stored = store.full_history("s").await.expect("history");
     assert_eq!(
         stored.iter().map(|e| Entry::clone(e)).collect::<Vec<_>>(),
@@ -122,7 +125,7 @@ async fn clear_history_empties_only_that_session() {
     let (_dir, path) = temp_db();
     let store = open(&path);
     store
-        .append_entries(vec![entry("s1", "a", "x"), entry("s2", "b", "y")])
+        .append_entries(shared(vec![entry("s1", "a", "x"), entry("s2", "b", "y")]))
         .await
         .expect("append");
     store.clear_history("s1").await.expect("clear");
@@ -132,7 +135,7 @@ async fn clear_history_empties_only_that_session() {
         ["b"]
     );
     store
-        .append_entries(vec![entry("s1", "c", "z")])
+        .append_entries(shared(vec![entry("s1", "c", "z")]))
         .await
         .expect("append after clear");
     assert_eq!(
@@ -310,10 +313,10 @@ async fn concurrent_appends_all_land_in_per_task_order() {
         let store = Arc::clone(&store);
         handles.push(tokio::spawn(async move {
             for i in 0..PER_TASK {
-                let shared = entry("shared", &format!("{task}:{i}"), "m");
+                let common = entry("shared", &format!("{task}:{i}"), "m");
                 let own = entry(&format!("own-{task}"), &format!("{i}"), "m");
                 store
-                    .append_entries(vec![shared, own])
+                    .append_entries(shared(vec![common, own]))
                     .await
                     .expect("append");
                 if i % 5 == 0 {
@@ -374,7 +377,7 @@ async fn append_throughput() {
     let start = std::time::Instant::now();
     for n in 0..APPENDS {
         store
-            .append_entries(batch("sequential", n))
+            .append_entries(shared(batch("sequential", n)))
             .await
             .expect("append");
     }
@@ -387,7 +390,7 @@ async fn append_throughput() {
         handles.push(tokio::spawn(async move {
             for n in 0..APPENDS / 100 {
                 store
-                    .append_entries(batch(&format!("c{task}"), n))
+                    .append_entries(shared(batch(&format!("c{task}"), n)))
                     .await
                     .expect("append");
             }

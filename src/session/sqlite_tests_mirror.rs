@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::sqlite::SqliteStore;
-use super::sqlite_tests::{entry, entry_ids, ids, open, record, temp_db, tool};
+use super::sqlite_tests::{entry, entry_ids, ids, open, record, shared, temp_db, tool};
 use super::store::{Collection, ListQuery, Record, Store, StoreError};
 
 #[tokio::test]
@@ -154,22 +154,22 @@ async fn the_mirror_agrees_with_the_database_after_every_kind_of_write() {
     assert_agrees(&store, agent, session).await;
 
     store
-        .append_entries(vec![
+        .append_entries(shared(vec![
             entry(session, "e1", "one"),
             entry(session, "e2", "two"),
-        ])
+        ]))
         .await
         .expect("append");
     assert_agrees(&store, agent, session).await;
     store
-        .append_entries(vec![entry(session, "e3", "three")])
+        .append_entries(shared(vec![entry(session, "e3", "three")]))
         .await
         .expect("append");
     assert_agrees(&store, agent, session).await;
     store.clear_history(session).await.expect("clear");
     assert_agrees(&store, agent, session).await;
     store
-        .append_entries(vec![entry(session, "e4", "four")])
+        .append_entries(shared(vec![entry(session, "e4", "four")]))
         .await
         .expect("append");
     store
@@ -214,7 +214,7 @@ async fn the_wal_is_checkpointed_in_the_background_and_reused() {
             for i in 0..300 {
                 let text = "x".repeat(500);
                 store
-                    .append_entries(vec![entry("s", &format!("{round}-{i}"), &text)])
+                    .append_entries(shared(vec![entry("s", &format!("{round}-{i}"), &text)]))
                     .await
                     .expect("append");
             }

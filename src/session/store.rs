@@ -156,7 +156,7 @@ pub trait Store: Send + Sync + 'static {
     async fn delete(&self, collection: Collection, id: &str) -> StoreResult<bool>;
 
     /// Appends entries to a session's history in one transaction, in the given order.
-    async fn append_entries(&self, entries: Vec<Entry>) -> StoreResult<()>;
+    async fn append_entries(&self, entries: Vec<Arc<Entry>>) -> StoreResult<()>;
     /// A session's history, oldest first.
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>>;
     /// Every history entry of a session, oldest first. The entries are shared, not copied:

@@ -59,7 +59,7 @@ impl Store for MemoryJournal {
     async fn delete(&self, _: Collection, _: &str) -> StoreResult<bool> {
         not_journal()
     }
-    async fn append_entries(&self, _: Vec<Entry>) -> StoreResult<()> {
+    async fn append_entries(&self, _: Vec<Arc<Entry>>) -> StoreResult<()> {
         not_journal()
     }
     async fn history(&self, _: &str, _: u32, _: u32) -> StoreResult<Vec<Entry>> {

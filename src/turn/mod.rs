@@ -19,7 +19,9 @@ use crate::config::TurnConfig;
 use crate::provider::{
     ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage,
 };
-use crate::session::{ChatMessage, Entry, EntrySource, Store, StoreError, ToolCallRequest};
+use crate::session::{
+    ChatMessage, Entry, EntrySource, MessageJson, PromptMessage, Store, StoreError, ToolCallRequest,
+};
 use crate::tool::{Catalog, DispatchRequest, Dispatcher, ToolRun};
 
 pub use pending::unanswered;
@@ -225,11 +227,19 @@ impl Engine {
             let last_call = step > max_steps;
             let messages = match ctx.token_budget {
                 Some(budget) => {
-                    let all: Vec<&ChatMessage> = transcript.messages().collect();
+                    let all: Vec<PromptMessage> = transcript.prompt().collect();
                     let window = prompt::truncate(&all, budget);
-                    system.iter().chain(window.iter().copied()).collect()
+                    system
+                        .iter()
+                        .map(PromptMessage::Built)
+                        .chain(window.iter().copied())
+                        .collect()
                 }
-                None => system.iter().chain(transcript.messages()).collect(),
+                None => system
+                    .iter()
+                    .map(PromptMessage::Built)
+                    .chain(transcript.prompt())
+                    .collect(),
             };
             let model_request = ModelRequest {
                 model: &model,
@@ -408,6 +418,13 @@ impl<'a> Transcript<'a> {
         self.conversation.iter().map(|entry| &entry.message)
     }
 
+    /// The conversation as model-request messages, each written from its entry's kept text.
+    fn prompt(&self) -> impl Iterator<Item = PromptMessage<'_>> {
+        self.conversation
+            .iter()
+            .map(|entry| PromptMessage::Entry(entry))
+    }
+
     /// Gives a new id to every call whose id the conversation already has (some servers number
     /// calls per response): each call then has its own result in history and its own journal
     /// entry, instead of being taken for a replay of the earlier call and never run.
@@ -439,6 +456,7 @@ impl<'a> Transcript<'a> {
                 source,
                 message,
                 created_at: now,
+                json: MessageJson::default(),
             }));
             if self.save {
                 self.unsaved += 1;
@@ -452,10 +470,9 @@ impl<'a> Transcript<'a> {
             return Ok(());
         }
         let first = self.conversation.len() - self.unsaved;
-        let entries: Vec<Entry> = self.conversation[first..]
-            .iter()
-            .map(|entry| Entry::clone(entry))
-            .collect();
+        // Shared with the store: the JSON text the store makes of each entry is the one the
+        // next model request is written from.
+        let entries = self.conversation[first..].to_vec();
         self.unsaved = 0;
         store.append_entries(entries).await?;
         Ok(())

@@ -3,11 +3,12 @@
 
 use std::hint::black_box;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agentd::provider::stream::Assembler;
 use agentd::session::sqlite::SqliteStore;
-use agentd::session::{ChatMessage, Entry, EntrySource, Role, Store};
+use agentd::session::{ChatMessage, Entry, EntrySource, MessageJson, Role, Store};
 use agentd::tool::{Catalog, Registry, validate};
 use serde_json::{Value, json};
 
@@ -123,12 +124,15 @@ fn store_write(budget: Duration, scratch: &Path) -> Result<f64, String> {
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
     let store = SqliteStore::open(&scratch.join("micro.sqlite")).map_err(|e| e.to_string())?;
     let session = "00000000-0000-7000-8000-000000000001";
-    let entry = |role: Role, text: &str, source: EntrySource| Entry {
-        id: uuid::Uuid::now_v7().to_string(),
-        session_id: session.to_owned(),
-        source,
-        message: ChatMessage::text(role, text),
-        created_at: time::OffsetDateTime::now_utc(),
+    let entry = |role: Role, text: &str, source: EntrySource| {
+        Arc::new(Entry {
+            id: uuid::Uuid::now_v7().to_string(),
+            session_id: session.to_owned(),
+            source,
+            message: ChatMessage::text(role, text),
+            created_at: time::OffsetDateTime::now_utc(),
+            json: MessageJson::default(),
+        })
     };
     runtime.block_on(async {
         let turn = || {
