@@ -108,7 +108,7 @@ parameters = { type = "object", properties = {} }
 }
 
 #[test]
-fn only_an_https_model_needs_ca_certificates() {
+fn only_https_endpoints_need_ca_certificates() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
     let issuer = rcgen::CertifiedIssuer::self_signed(
@@ -148,6 +148,11 @@ fn only_an_https_model_needs_ca_certificates() {
     assert!(out.contains("provider.ca_file"), "{out}");
     let (code, out) = no_system_roots(&[https, &ca_set]);
     assert_eq!(code, 0, "{out}");
+    // The shipped catalog's webhook posts to a plain-http URL.
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/tools.toml");
+    let (code, out) = no_system_roots(&[&format!("tools.catalog={shipped:?}")]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("configuration ok"), "{out}");
 }
 
 #[test]

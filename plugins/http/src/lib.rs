@@ -86,7 +86,10 @@ impl HandlerFactory for HttpFactory {
         if max_response_bytes == 0 {
             problems.push("max_response_bytes: must be at least 1".to_owned());
         }
-        let client = build_client(timeout).map_err(|e| problems.push(e)).ok();
+        let https = url.as_ref().is_some_and(|url| url.scheme() == "https");
+        let client = build_client(timeout, https)
+            .map_err(|e| problems.push(e))
+            .ok();
         match (url, method, client) {
             (Some(url), Some(method), Some(client)) if problems.is_empty() => {
                 Ok(Arc::new(HttpHandler {
@@ -191,15 +194,26 @@ fn build_headers(options: &HttpOptions, problems: &mut Vec<String>) -> HeaderMap
 }
 
 /// A client that never follows redirects (a redirect could leave the allowed hosts) and
-/// connects directly (the checked host is the one connected to).
-fn build_client(timeout: Duration) -> Result<reqwest::Client, String> {
+/// connects directly (the checked host is the one connected to). The system's CA roots are
+/// loaded only for an https URL, so a plain-http hook works on a host without a CA bundle.
+fn build_client(timeout: Duration, https: bool) -> Result<reqwest::Client, String> {
     ensure_crypto_provider();
-    reqwest::Client::builder()
+    let builder = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .no_proxy()
-        .connect_timeout(timeout)
-        .build()
-        .map_err(|e| format!("cannot create the HTTP client: {e}"))
+        .connect_timeout(timeout);
+    let builder = if https {
+        builder
+    } else {
+        builder.tls_certs_only(Vec::new())
+    };
+    builder.build().map_err(|e| {
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(source) = cause.source() {
+            cause = source;
+        }
+        format!("cannot create the HTTP client: {cause}")
+    })
 }
 
 /// reqwest is built without a default TLS crypto provider; the daemon installs one at start.
