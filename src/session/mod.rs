@@ -8,6 +8,7 @@ mod sqlite_cache;
 mod sqlite_checkpoint;
 mod sqlite_rows;
 mod sqlite_schema;
+mod sqlite_step;
 #[cfg(test)]
 mod sqlite_tests;
 #[cfg(test)]
@@ -23,6 +24,6 @@ pub use message::{
     ToolCallRequest,
 };
 pub use store::{
-    CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, Store, StoreError,
-    StoreResult,
+    CallResult, CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy,
+    StepWrite, Store, StoreError, StoreResult,
 };

@@ -18,19 +18,18 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
-use time::OffsetDateTime;
 
 use super::message::Entry;
 use super::sqlite_cache::{Cache, Mirror, Table, weigh};
 use super::sqlite_checkpoint::Checkpointer;
 use super::sqlite_rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, collection_key,
-    list_query, read_journal, status_key, to_nanos,
+    list_query, read_journal,
 };
 use super::sqlite_schema::{open_reader, open_writer};
 use super::sqlite_writer::{Write, Writer};
 use super::store::{
-    CallStatus, Collection, JournalRecord, ListQuery, Record, Store, StoreError, StoreResult,
+    Collection, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError, StoreResult,
 };
 
 /// Read connections kept open between calls; more are opened on demand under load. Opening
@@ -111,7 +110,7 @@ impl SqliteStore {
     }
 
     /// Commits `work` with the next group of writes; `after_commit` then updates the mirror.
-    async fn write<T, F, A>(
+    pub(super) async fn write<T, F, A>(
         &self,
         operation: &'static str,
         work: F,
@@ -398,50 +397,8 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn append_entries(&self, entries: Vec<Arc<Entry>>) -> StoreResult<()> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        // Serialize before queueing, so the writer thread only binds and inserts.
-        let rows = entries
-            .iter()
-            .map(|entry| EntryRow::from_entry(entry))
-            .collect::<Outcome<Vec<_>>>()
-            .map_err(|f| f.into_store_error("append entries"))?;
-        let weighed: Vec<(Arc<Entry>, usize)> = entries
-            .into_iter()
-            .zip(rows.iter().map(|row| weigh(row.message.len())))
-            .collect();
-        self.write(
-            "append entries",
-            move |conn| {
-                let mut insert = conn.prepare_cached(
-                    "INSERT INTO history (session_id, id, source, role, message, created_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )?;
-                for row in &rows {
-                    insert.execute(params![
-                        row.session_id,
-                        row.id,
-                        row.source,
-                        row.role,
-                        row.message,
-                        row.created_at
-                    ])?;
-                }
-                Ok(())
-            },
-            move |cache, ()| {
-                let mut mirror = cache.lock();
-                for (entry, weight) in weighed {
-                    let session = entry.session_id.clone();
-                    mirror
-                        .histories
-                        .change(&session, weight, |history| history.push(entry));
-                }
-            },
-        )
-        .await
+    async fn write_step(&self, step: StepWrite) -> StoreResult<Vec<bool>> {
+        super::sqlite_step::write_step(self, step).await
     }
 
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>> {
@@ -473,83 +430,6 @@ impl Store for SqliteStore {
                 Ok(())
             },
             move |cache, ()| cache.lock().histories.remove(&key),
-        )
-        .await
-    }
-
-    async fn journal_start(&self, record: &JournalRecord) -> StoreResult<()> {
-        let record = record.clone();
-        let started_at =
-            to_nanos(record.started_at).map_err(|f| f.into_store_error("journal start"))?;
-        let finished_at = record
-            .finished_at
-            .map(to_nanos)
-            .transpose()
-            .map_err(|f| f.into_store_error("journal start"))?;
-        self.write(
-            "journal start",
-            move |conn| {
-                let inserted = conn
-                    .prepare_cached(&format!(
-                        "INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                         ON CONFLICT DO NOTHING"
-                    ))?
-                    .execute(params![
-                        record.session_id,
-                        record.call_id,
-                        record.tool,
-                        record.arguments,
-                        status_key(record.status),
-                        record.result,
-                        started_at,
-                        finished_at
-                    ])?;
-                if inserted == 0 {
-                    return Err(Failure::Store(StoreError::Conflict(format!(
-                        "tool call {} of session {}",
-                        record.call_id, record.session_id
-                    ))));
-                }
-                Ok(())
-            },
-            |_, ()| {},
-        )
-        .await
-    }
-
-    async fn journal_finish(
-        &self,
-        session_id: &str,
-        call_id: &str,
-        result: &str,
-    ) -> StoreResult<()> {
-        let (session_id, call_id, result) =
-            (session_id.to_owned(), call_id.to_owned(), result.to_owned());
-        let finished_at = to_nanos(OffsetDateTime::now_utc())
-            .map_err(|f| f.into_store_error("journal finish"))?;
-        self.write(
-            "journal finish",
-            move |conn| {
-                let changed = conn
-                    .prepare_cached(
-                        "UPDATE journal SET status = ?3, result = ?4, finished_at = ?5
-                         WHERE session_id = ?1 AND call_id = ?2",
-                    )?
-                    .execute(params![
-                        session_id,
-                        call_id,
-                        status_key(CallStatus::Finished),
-                        result,
-                        finished_at
-                    ])?;
-                if changed == 0 {
-                    return Err(Failure::Invalid(format!(
-                        "tool call {call_id} of session {session_id} was never started"
-                    )));
-                }
-                Ok(())
-            },
-            |_, ()| {},
         )
         .await
     }

@@ -10,7 +10,7 @@ use super::message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCa
 use super::sqlite::SqliteStore;
 use super::sqlite_schema::MIGRATIONS;
 use super::sqlite_tests::{at, entry, entry_ids, open, record, shared, started, temp_db, tool};
-use super::store::{CallStatus, Collection, Store, StoreError};
+use super::store::{CallResult, CallStatus, Collection, StepWrite, Store, StoreError};
 
 #[tokio::test]
 async fn history_keeps_append_order_and_pages_across_reopen() {
@@ -413,5 +413,60 @@ async fn append_throughput() {
          100 tasks {concurrent:?} ({:.0}/s)",
         APPENDS as f64 / sequential.as_secs_f64(),
         APPENDS as f64 / concurrent.as_secs_f64(),
+    );
+}
+
+#[tokio::test]
+async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled_before() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .journal_start(&started("s", "old"))
+        .await
+        .expect("start");
+
+    let step = StepWrite {
+        entries: shared(vec![entry("s", "answer", "calls two tools")]),
+        start: vec![started("s", "new"), started("s", "old")],
+        finish: Vec::new(),
+    };
+    assert_eq!(
+        store.write_step(step).await.expect("step"),
+        vec![true, false]
+    );
+    assert_eq!(
+        entry_ids(&store.full_history("s").await.unwrap()),
+        ["answer"]
+    );
+
+    // A finish for a call never started fails the whole step: its entry is not stored either.
+    let step = StepWrite {
+        entries: shared(vec![entry("s", "result", "r")]),
+        start: Vec::new(),
+        finish: vec![
+            CallResult {
+                session_id: "s".into(),
+                call_id: "new".into(),
+                result: "done".into(),
+            },
+            CallResult {
+                session_id: "s".into(),
+                call_id: "never".into(),
+                result: "x".into(),
+            },
+        ],
+    };
+    assert!(store.write_step(step).await.is_err());
+    drop(store);
+    let store = open(&path);
+    assert_eq!(
+        entry_ids(&store.full_history("s").await.unwrap()),
+        ["answer"]
+    );
+    let new = store.journal_get("s", "new").await.unwrap().expect("new");
+    assert_eq!(
+        new.status,
+        CallStatus::Started,
+        "the failed step changed nothing"
     );
 }

@@ -123,6 +123,25 @@ pub struct JournalRecord {
     pub finished_at: Option<OffsetDateTime>,
 }
 
+/// What one step of a turn commits at once (see [`Store::write_step`]).
+#[derive(Debug, Default)]
+pub struct StepWrite {
+    /// Appended to their sessions' histories, in order.
+    pub entries: Vec<Arc<Entry>>,
+    /// Calls about to run, journaled as started.
+    pub start: Vec<JournalRecord>,
+    /// Calls that ran, journaled as finished with their results.
+    pub finish: Vec<CallResult>,
+}
+
+/// The result text of a journaled call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallResult {
+    pub session_id: String,
+    pub call_id: String,
+    pub result: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("{0} already exists")]
@@ -155,8 +174,20 @@ pub trait Store: Send + Sync + 'static {
     /// journal); false if it did not exist.
     async fn delete(&self, collection: Collection, id: &str) -> StoreResult<bool>;
 
+    /// Commits a step of a turn in one transaction: history entries, calls about to run, and
+    /// results of calls that ran. Returns, for each record of `start` in order, whether it was
+    /// journaled now; `false` means that call id was journaled before (it may have run, so it
+    /// must not run again). A `finish` for a call that was never started fails the step.
+    async fn write_step(&self, step: StepWrite) -> StoreResult<Vec<bool>>;
     /// Appends entries to a session's history in one transaction, in the given order.
-    async fn append_entries(&self, entries: Vec<Arc<Entry>>) -> StoreResult<()>;
+    async fn append_entries(&self, entries: Vec<Arc<Entry>>) -> StoreResult<()> {
+        self.write_step(StepWrite {
+            entries,
+            ..StepWrite::default()
+        })
+        .await
+        .map(drop)
+    }
     /// A session's history, oldest first.
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>>;
     /// Every history entry of a session, oldest first. The entries are shared, not copied:
@@ -167,14 +198,39 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records that a call is about to run. Fails with `Conflict` if the call is already
     /// journaled (so a call can be started at most once).
-    async fn journal_start(&self, record: &JournalRecord) -> StoreResult<()>;
+    async fn journal_start(&self, record: &JournalRecord) -> StoreResult<()> {
+        let started = self
+            .write_step(StepWrite {
+                start: vec![record.clone()],
+                ..StepWrite::default()
+            })
+            .await?;
+        match started.first() {
+            Some(true) => Ok(()),
+            _ => Err(StoreError::Conflict(format!(
+                "tool call {} of session {}",
+                record.call_id, record.session_id
+            ))),
+        }
+    }
     /// Records a call's result.
     async fn journal_finish(
         &self,
         session_id: &str,
         call_id: &str,
         result: &str,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<()> {
+        self.write_step(StepWrite {
+            finish: vec![CallResult {
+                session_id: session_id.to_owned(),
+                call_id: call_id.to_owned(),
+                result: result.to_owned(),
+            }],
+            ..StepWrite::default()
+        })
+        .await
+        .map(drop)
+    }
     async fn journal_get(
         &self,
         session_id: &str,

@@ -16,7 +16,9 @@ use tokio_util::sync::CancellationToken;
 use super::catalog::{Catalog, CatalogTool};
 use super::failure;
 use super::validate::{self, ArgumentError};
-use crate::session::{CallStatus, JournalRecord, Store, StoreError, ToolCallRequest};
+use crate::session::{
+    CallResult, CallStatus, Entry, JournalRecord, StepWrite, Store, StoreError, ToolCallRequest,
+};
 
 /// How one call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +57,17 @@ pub struct ToolRun {
     pub content: String,
     pub outcome: Outcome,
     pub duration: Duration,
+    /// Its handler was started by this step (not answered from the journal or refused).
+    pub ran: bool,
+}
+
+/// What a step's dispatch came to.
+#[derive(Debug)]
+pub struct StepRuns {
+    /// One run per call, in call order.
+    pub runs: Vec<ToolRun>,
+    /// The journal finish of the step's only running call, to be committed with its result.
+    pub finish: Vec<CallResult>,
 }
 
 /// What to run.
@@ -68,6 +81,9 @@ pub struct DispatchRequest<'a> {
     pub cancel: &'a CancellationToken,
     /// Called with each run as soon as it finishes (streaming), before `run` returns.
     pub progress: Option<&'a (dyn Fn(&ToolRun) + Send + Sync)>,
+    /// History entries committed together with the journal starts: the model answer that
+    /// made these calls, so both are durable before any call runs.
+    pub entries: Vec<Arc<Entry>>,
 }
 
 /// Shared by all turns: the store for the journal and a daemon-wide cap on running calls.
@@ -92,24 +108,128 @@ impl Dispatcher {
         }
     }
 
-    /// Runs every call (concurrently, bounded) and returns one run per call, in call order.
-    pub async fn run(&self, request: DispatchRequest<'_>) -> Vec<ToolRun> {
-        let request = &request;
-        let runs = request.calls.iter().map(|call| async move {
-            let run = self.run_one(request, call).await;
-            log_run(request.session_id, &run);
+    /// Checks every call, journals the runnable ones in one commit together with
+    /// `request.entries`, then runs them (concurrently, bounded). Each finished call is
+    /// journaled as it ends, except a step's only running call: its finish is handed back in
+    /// [`StepRuns::finish`] for the caller to commit with the call's result, one write instead
+    /// of two. Fails only when the commit that carried entries fails.
+    pub async fn run(&self, request: DispatchRequest<'_>) -> Result<StepRuns, StoreError> {
+        let DispatchRequest {
+            catalog,
+            session_id,
+            calls,
+            offered,
+            cancel,
+            progress,
+            entries,
+        } = request;
+        let mut records = Vec::new();
+        let checked: Vec<Result<Ready, HandlerError>> = calls
+            .iter()
+            .map(|call| {
+                let ready = check(catalog, offered, call)?;
+                records.push(journal_record(session_id, call));
+                Ok(ready)
+            })
+            .collect();
+        let mut journaled = self
+            .journal_starts(session_id, entries, records)
+            .await?
+            .into_iter();
+        let plans: Vec<Plan> = checked
+            .into_iter()
+            .map(|checked| match checked {
+                Ok(ready) => match journaled.next().unwrap_or(Journaled::Unavailable) {
+                    Journaled::Fresh => Plan::Run(ready),
+                    Journaled::Before => Plan::Replay,
+                    Journaled::Unavailable => Plan::Answer(failure::journal_unavailable()),
+                },
+                Err(error) => Plan::Answer(error),
+            })
+            .collect();
+        let running = plans.iter().filter(|p| matches!(p, Plan::Run(_))).count();
+        let finish_here = running != 1;
+        let runs = calls.iter().zip(plans).map(|(call, plan)| async move {
+            let run = self
+                .run_one(session_id, call, plan, cancel, finish_here)
+                .await;
+            log_run(session_id, &run);
             crate::metrics::tool_call(&run.name, run.outcome.as_str(), run.duration);
-            if let Some(progress) = request.progress {
+            if let Some(progress) = progress {
                 progress(&run);
             }
             run
         });
-        futures_util::future::join_all(runs).await
+        let runs = futures_util::future::join_all(runs).await;
+        let finish = if finish_here {
+            Vec::new()
+        } else {
+            runs.iter()
+                .filter(|run| run.ran)
+                .map(|run| CallResult {
+                    session_id: session_id.to_owned(),
+                    call_id: run.call_id.clone(),
+                    result: run.content.clone(),
+                })
+                .collect()
+        };
+        Ok(StepRuns { runs, finish })
     }
 
-    async fn run_one(&self, request: &DispatchRequest<'_>, call: &ToolCallRequest) -> ToolRun {
+    /// Journals the runnable calls as started, in one commit with `entries`. If that commit
+    /// fails and carried entries, the step fails (the model's answer was not stored); if it
+    /// carried only the journal, the calls are answered `journal_unavailable` and never run.
+    async fn journal_starts(
+        &self,
+        session_id: &str,
+        entries: Vec<Arc<Entry>>,
+        records: Vec<JournalRecord>,
+    ) -> Result<Vec<Journaled>, StoreError> {
+        let count = records.len();
+        let carried = !entries.is_empty();
+        let step = StepWrite {
+            entries,
+            start: records,
+            finish: Vec::new(),
+        };
+        match self.store.write_step(step).await {
+            Ok(fresh) => Ok(fresh
+                .into_iter()
+                .map(|fresh| {
+                    if fresh {
+                        Journaled::Fresh
+                    } else {
+                        Journaled::Before
+                    }
+                })
+                .collect()),
+            Err(error) if carried => Err(error),
+            Err(error) => {
+                tracing::warn!(session_id, %error, "journal start failed");
+                Ok(vec![Journaled::Unavailable; count])
+            }
+        }
+    }
+
+    async fn run_one(
+        &self,
+        session_id: &str,
+        call: &ToolCallRequest,
+        plan: Plan,
+        cancel: &CancellationToken,
+        finish_here: bool,
+    ) -> ToolRun {
         let started = Instant::now();
-        let ending = self.execute(request, call).await;
+        let name = call.function.name.as_str();
+        let ran = matches!(plan, Plan::Run(_));
+        let ending = match plan {
+            Plan::Answer(error) => Ending::Failure(error),
+            Plan::Replay => self.earlier_run(session_id, name, call).await,
+            Plan::Run(ready) => {
+                self.invoke(&ready.tool, session_id, &call.id, ready.arguments, cancel)
+                    .await
+            }
+        };
         let (content, outcome) = match ending {
             Ending::Success(output) => (output.content.to_string(), Outcome::Ok),
             Ending::Failure(error) => (
@@ -118,66 +238,23 @@ impl Dispatcher {
             ),
             Ending::Replayed(content) => (content, Outcome::Replayed),
         };
+        if ran
+            && finish_here
+            && let Err(error) = self
+                .store
+                .journal_finish(session_id, &call.id, &content)
+                .await
+        {
+            tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal finish failed");
+        }
         ToolRun {
             call_id: call.id.clone(),
             name: call.function.name.clone(),
             content,
             outcome,
             duration: started.elapsed(),
+            ran,
         }
-    }
-
-    async fn execute(&self, request: &DispatchRequest<'_>, call: &ToolCallRequest) -> Ending {
-        let session_id = request.session_id;
-        let name = call.function.name.as_str();
-        let Some(tool) = request.catalog.get(name) else {
-            return Ending::Failure(failure::unknown_tool(name, request.offered));
-        };
-        let arguments = match validate::check(tool, &call.function.arguments) {
-            Ok(arguments) => arguments,
-            Err(ArgumentError::Malformed(reason)) => {
-                return Ending::Failure(failure::malformed_arguments(&reason));
-            }
-            Err(ArgumentError::Invalid(violations)) => {
-                return Ending::Failure(failure::invalid_arguments(&violations));
-            }
-        };
-        let record = JournalRecord {
-            session_id: session_id.to_owned(),
-            call_id: call.id.clone(),
-            tool: name.to_owned(),
-            arguments: call.function.arguments.clone(),
-            status: CallStatus::Started,
-            result: None,
-            started_at: OffsetDateTime::now_utc(),
-            finished_at: None,
-        };
-        // Journaling is the check that the call never ran: a call id already journaled (a
-        // replay after a crash, or the same id twice) is answered from the journal instead.
-        match self.store.journal_start(&record).await {
-            Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return self.earlier_run(session_id, name, call).await,
-            Err(error) => {
-                tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal start failed");
-                return Ending::Failure(failure::journal_unavailable());
-            }
-        }
-        let ending = self
-            .invoke(tool, session_id, &call.id, arguments, request.cancel)
-            .await;
-        let content = match &ending {
-            Ending::Success(output) => output.content.to_string(),
-            Ending::Failure(error) => error.to_result_json().to_string(),
-            Ending::Replayed(content) => content.clone(),
-        };
-        if let Err(error) = self
-            .store
-            .journal_finish(session_id, &call.id, &content)
-            .await
-        {
-            tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal finish failed");
-        }
-        ending
     }
 
     /// The answer for a call the journal already holds: its result if it finished, otherwise
@@ -243,6 +320,65 @@ impl Dispatcher {
                 }
             },
         }
+    }
+}
+
+/// A call that passed the catalog and its schema.
+struct Ready {
+    tool: Arc<CatalogTool>,
+    arguments: serde_json::Value,
+}
+
+/// What journaling a ready call found.
+#[derive(Debug, Clone, Copy)]
+enum Journaled {
+    Fresh,
+    /// The call id was journaled before: a replay after a crash, or the same id twice.
+    Before,
+    Unavailable,
+}
+
+/// How a call of the step is answered.
+enum Plan {
+    Run(Ready),
+    /// From the journal: the call must not run again.
+    Replay,
+    /// Without running: unknown tool, bad arguments, no journal.
+    Answer(HandlerError),
+}
+
+/// Looks the call's tool up and checks its arguments.
+fn check(
+    catalog: &Catalog,
+    offered: &[String],
+    call: &ToolCallRequest,
+) -> Result<Ready, HandlerError> {
+    let name = call.function.name.as_str();
+    let Some(tool) = catalog.get(name) else {
+        return Err(failure::unknown_tool(name, offered));
+    };
+    match validate::check(tool, &call.function.arguments) {
+        Ok(arguments) => Ok(Ready {
+            tool: Arc::clone(tool),
+            arguments,
+        }),
+        Err(ArgumentError::Malformed(reason)) => Err(failure::malformed_arguments(&reason)),
+        Err(ArgumentError::Invalid(violations)) => Err(failure::invalid_arguments(&violations)),
+    }
+}
+
+/// The journal record of a call about to run. Journaling is the check that the call never
+/// ran: a call id already journaled is answered from the journal instead.
+fn journal_record(session_id: &str, call: &ToolCallRequest) -> JournalRecord {
+    JournalRecord {
+        session_id: session_id.to_owned(),
+        call_id: call.id.clone(),
+        tool: call.function.name.clone(),
+        arguments: call.function.arguments.clone(),
+        status: CallStatus::Started,
+        result: None,
+        started_at: OffsetDateTime::now_utc(),
+        finished_at: None,
     }
 }
 

@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::test_support::{FailFactory, MemoryJournal, SleepFactory};
-use super::{Catalog, DispatchRequest, Dispatcher, Outcome, Registry, ToolRun};
-use crate::session::{CallStatus, FunctionCall, JournalRecord, Store, ToolCallRequest};
+use super::{Catalog, DispatchRequest, Dispatcher, Outcome, Registry, StepRuns, ToolRun};
+use crate::session::{CallResult, CallStatus, FunctionCall, JournalRecord, Store, ToolCallRequest};
 
 const CATALOG: &str = r#"
 [[tool]]
@@ -116,6 +116,25 @@ impl Harness {
                 let _ = tx.send(run.clone());
             }
         });
+        let step = self
+            .step(calls, cancel, report.as_ref().map(|f| f as _))
+            .await;
+        // Commit a deferred finish the way the turn does, with the step's results.
+        for result in step.finish {
+            self.journal
+                .journal_finish(&result.session_id, &result.call_id, &result.result)
+                .await
+                .expect("finish");
+        }
+        step.runs
+    }
+
+    async fn step(
+        &self,
+        calls: &[ToolCallRequest],
+        cancel: &CancellationToken,
+        progress: Option<&(dyn Fn(&ToolRun) + Send + Sync)>,
+    ) -> StepRuns {
         self.dispatcher
             .run(DispatchRequest {
                 catalog: &self.catalog,
@@ -123,11 +142,11 @@ impl Harness {
                 calls,
                 offered: &self.offered,
                 cancel,
-                progress: report
-                    .as_ref()
-                    .map(|f| f as &(dyn Fn(&ToolRun) + Send + Sync)),
+                progress,
+                entries: Vec::new(),
             })
             .await
+            .expect("journal")
     }
 }
 
@@ -420,4 +439,40 @@ async fn a_call_started_but_never_finished_is_not_run_again() {
         "{outcomes:?}"
     );
     assert_eq!(h.sleep.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_lone_running_call_leaves_its_finish_to_the_caller_and_several_finish_themselves() {
+    let h = harness(16);
+    let cancel = CancellationToken::new();
+    // One call runs (the other is refused before running): its finish comes back, to be
+    // committed with its result, and the journal still says started.
+    let lone = [call("c1", "slow", "{}"), call("c2", "no_such_tool", "{}")];
+    let step = h.step(&lone, &cancel, None).await;
+    assert_eq!(step.runs.len(), 2);
+    assert!(step.runs[0].ran && !step.runs[1].ran);
+    assert_eq!(
+        step.finish,
+        vec![CallResult {
+            session_id: "s1".into(),
+            call_id: "c1".into(),
+            result: step.runs[0].content.clone(),
+        }]
+    );
+    assert_eq!(
+        h.journal.record("s1", "c1").unwrap().status,
+        CallStatus::Started
+    );
+    assert!(h.journal.record("s1", "c2").is_none());
+
+    // Two running calls each journal their finish as they end.
+    let pair = [call("c3", "slow", "{}"), call("c4", "mid", "{}")];
+    let step = h.step(&pair, &cancel, None).await;
+    assert!(step.finish.is_empty());
+    for id in ["c3", "c4"] {
+        assert_eq!(
+            h.journal.record("s1", id).unwrap().status,
+            CallStatus::Finished
+        );
+    }
 }

@@ -14,7 +14,8 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use crate::session::{
-    CallStatus, Collection, Entry, JournalRecord, ListQuery, Record, Store, StoreError, StoreResult,
+    CallStatus, Collection, Entry, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError,
+    StoreResult,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -59,8 +60,32 @@ impl Store for MemoryJournal {
     async fn delete(&self, _: Collection, _: &str) -> StoreResult<bool> {
         not_journal()
     }
-    async fn append_entries(&self, _: Vec<Arc<Entry>>) -> StoreResult<()> {
-        not_journal()
+    async fn write_step(&self, step: StepWrite) -> StoreResult<Vec<bool>> {
+        if !step.entries.is_empty() {
+            return not_journal();
+        }
+        let mut calls = self.calls.lock().unwrap();
+        let started = step
+            .start
+            .into_iter()
+            .map(|record| {
+                let key = (record.session_id.clone(), record.call_id.clone());
+                let fresh = !calls.contains_key(&key);
+                if fresh {
+                    calls.insert(key, record);
+                }
+                fresh
+            })
+            .collect();
+        for finish in step.finish {
+            let record = calls
+                .get_mut(&(finish.session_id, finish.call_id))
+                .ok_or_else(|| StoreError::Backend("finish without start".into()))?;
+            record.status = CallStatus::Finished;
+            record.result = Some(finish.result);
+            record.finished_at = Some(OffsetDateTime::now_utc());
+        }
+        Ok(started)
     }
     async fn history(&self, _: &str, _: u32, _: u32) -> StoreResult<Vec<Entry>> {
         not_journal()
@@ -70,30 +95,6 @@ impl Store for MemoryJournal {
     }
     async fn clear_history(&self, _: &str) -> StoreResult<()> {
         not_journal()
-    }
-    async fn journal_start(&self, record: &JournalRecord) -> StoreResult<()> {
-        let mut calls = self.calls.lock().unwrap();
-        let key = (record.session_id.clone(), record.call_id.clone());
-        if calls.contains_key(&key) {
-            return Err(StoreError::Conflict(format!("call {}", record.call_id)));
-        }
-        calls.insert(key, record.clone());
-        Ok(())
-    }
-    async fn journal_finish(
-        &self,
-        session_id: &str,
-        call_id: &str,
-        result: &str,
-    ) -> StoreResult<()> {
-        let mut calls = self.calls.lock().unwrap();
-        let record = calls
-            .get_mut(&(session_id.to_owned(), call_id.to_owned()))
-            .ok_or_else(|| StoreError::Backend("finish without start".into()))?;
-        record.status = CallStatus::Finished;
-        record.result = Some(result.to_owned());
-        record.finished_at = Some(OffsetDateTime::now_utc());
-        Ok(())
     }
     async fn journal_get(
         &self,

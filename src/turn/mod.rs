@@ -20,7 +20,8 @@ use crate::provider::{
     ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage,
 };
 use crate::session::{
-    ChatMessage, Entry, EntrySource, MessageJson, PromptMessage, Store, StoreError, ToolCallRequest,
+    CallResult, ChatMessage, Entry, EntrySource, MessageJson, PromptMessage, StepWrite, Store,
+    StoreError, ToolCallRequest,
 };
 use crate::tool::{Catalog, DispatchRequest, Dispatcher, ToolRun};
 
@@ -270,7 +271,24 @@ impl Engine {
             let calls = response.message.calls().to_vec();
             let message = response.message.clone();
             transcript.add(vec![(message, EntrySource::ApiResponse)]);
-            transcript.save(self.store.as_ref()).await?;
+            let client_calls = !auto_run
+                || calls
+                    .iter()
+                    .any(|c| offer.client.contains(&c.function.name));
+            let server_calls: Vec<ToolCallRequest> = if auto_run {
+                calls
+                    .iter()
+                    .filter(|c| !offer.client.contains(&c.function.name))
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            // An answer with server calls is stored by the dispatcher, in one commit with the
+            // journal starts of its calls.
+            if server_calls.is_empty() {
+                transcript.save(self.store.as_ref()).await?;
+            }
             if calls.is_empty() {
                 let stop = if last_call {
                     StopReason::MaxSteps
@@ -296,19 +314,6 @@ impl Engine {
             if let Some(events) = &events {
                 let _ = events.send(TurnEvent::ToolCalls(calls.clone()));
             }
-            let client_calls = !auto_run
-                || calls
-                    .iter()
-                    .any(|c| offer.client.contains(&c.function.name));
-            let server_calls: Vec<ToolCallRequest> = if auto_run {
-                calls
-                    .iter()
-                    .filter(|c| !offer.client.contains(&c.function.name))
-                    .cloned()
-                    .collect()
-            } else {
-                Vec::new()
-            };
             if !server_calls.is_empty() {
                 let started = Instant::now();
                 // Each result goes out as it finishes, before anything the next model call
@@ -329,10 +334,12 @@ impl Engine {
                         progress: report
                             .as_ref()
                             .map(|f| f as &(dyn Fn(&ToolRun) + Send + Sync)),
+                        entries: transcript.take_unsaved(),
                     })
-                    .await;
+                    .await?;
                 tool_time += started.elapsed();
                 let results = step_runs
+                    .runs
                     .iter()
                     .map(|run| {
                         let message =
@@ -341,8 +348,10 @@ impl Engine {
                     })
                     .collect();
                 transcript.add(results);
-                transcript.save(self.store.as_ref()).await?;
-                runs.extend(step_runs);
+                transcript
+                    .save_finishing(self.store.as_ref(), step_runs.finish)
+                    .await?;
+                runs.extend(step_runs.runs);
                 if cancel.is_cancelled() {
                     return Err(TurnError::Cancelled);
                 }
@@ -464,17 +473,37 @@ impl<'a> Transcript<'a> {
         }
     }
 
-    /// Stores what was added since the last save, in one transaction.
-    async fn save(&mut self, store: &dyn Store) -> Result<(), TurnError> {
-        if self.unsaved == 0 {
-            return Ok(());
-        }
+    /// Hands over what was added since the last save, for a caller that commits it.
+    fn take_unsaved(&mut self) -> Vec<Arc<Entry>> {
         let first = self.conversation.len() - self.unsaved;
+        self.unsaved = 0;
         // Shared with the store: the JSON text the store makes of each entry is the one the
         // next model request is written from.
-        let entries = self.conversation[first..].to_vec();
-        self.unsaved = 0;
-        store.append_entries(entries).await?;
+        self.conversation[first..].to_vec()
+    }
+
+    /// Stores what was added since the last save, in one transaction.
+    async fn save(&mut self, store: &dyn Store) -> Result<(), TurnError> {
+        self.save_finishing(store, Vec::new()).await
+    }
+
+    /// Stores what was added since the last save, and journals `finish`, in one transaction.
+    async fn save_finishing(
+        &mut self,
+        store: &dyn Store,
+        finish: Vec<CallResult>,
+    ) -> Result<(), TurnError> {
+        let entries = self.take_unsaved();
+        if entries.is_empty() && finish.is_empty() {
+            return Ok(());
+        }
+        store
+            .write_step(StepWrite {
+                entries,
+                start: Vec::new(),
+                finish,
+            })
+            .await?;
         Ok(())
     }
 }

@@ -1,0 +1,146 @@
+//! One step of a turn in one commit: history entries, journal starts and journal finishes.
+//!
+//! The calls of a model answer are journaled in the same commit as the answer itself, and a
+//! lone call's result in the same commit as its finish, so a tool turn writes three times
+//! instead of five.
+
+use std::sync::Arc;
+
+use rusqlite::{Connection, params};
+use time::OffsetDateTime;
+
+use super::message::Entry;
+use super::sqlite::SqliteStore;
+use super::sqlite_cache::weigh;
+use super::sqlite_rows::{EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos};
+use super::store::{CallResult, CallStatus, JournalRecord, StepWrite, StoreResult};
+
+/// A journal start with its times as stored.
+struct StartRow {
+    record: JournalRecord,
+    started_at: i64,
+    finished_at: Option<i64>,
+}
+
+pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreResult<Vec<bool>> {
+    let StepWrite {
+        entries,
+        start,
+        finish,
+    } = step;
+    if entries.is_empty() && start.is_empty() && finish.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Serialize before queueing, so the writer thread only binds and inserts.
+    let prepared = (|| {
+        let rows = entries
+            .iter()
+            .map(|entry| EntryRow::from_entry(entry))
+            .collect::<Outcome<Vec<_>>>()?;
+        let starts = start
+            .into_iter()
+            .map(|record| {
+                Ok(StartRow {
+                    started_at: to_nanos(record.started_at)?,
+                    finished_at: record.finished_at.map(to_nanos).transpose()?,
+                    record,
+                })
+            })
+            .collect::<Outcome<Vec<_>>>()?;
+        Ok((rows, starts, to_nanos(OffsetDateTime::now_utc())?))
+    })();
+    let (rows, starts, finished_at) = prepared.map_err(|f: Failure| f.into_store_error("step"))?;
+    let weighed: Vec<(Arc<Entry>, usize)> = entries
+        .into_iter()
+        .zip(rows.iter().map(|row| weigh(row.message.len())))
+        .collect();
+    store
+        .write(
+            "step",
+            move |conn| {
+                insert_entries(conn, &rows)?;
+                let started = starts
+                    .iter()
+                    .map(|row| insert_start(conn, row))
+                    .collect::<Outcome<Vec<bool>>>()?;
+                for result in &finish {
+                    update_finish(conn, result, finished_at)?;
+                }
+                Ok(started)
+            },
+            move |cache, _| {
+                let mut mirror = cache.lock();
+                for (entry, weight) in weighed {
+                    let session = entry.session_id.clone();
+                    mirror
+                        .histories
+                        .change(&session, weight, |history| history.push(entry));
+                }
+            },
+        )
+        .await
+}
+
+fn insert_entries(conn: &Connection, rows: &[EntryRow]) -> Outcome<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO history (session_id, id, source, role, message, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?;
+    for row in rows {
+        insert.execute(params![
+            row.session_id,
+            row.id,
+            row.source,
+            row.role,
+            row.message,
+            row.created_at
+        ])?;
+    }
+    Ok(())
+}
+
+/// Journals a start; false if the call id was journaled before.
+fn insert_start(conn: &Connection, row: &StartRow) -> Outcome<bool> {
+    let record = &row.record;
+    let inserted = conn
+        .prepare_cached(&format!(
+            "INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT DO NOTHING"
+        ))?
+        .execute(params![
+            record.session_id,
+            record.call_id,
+            record.tool,
+            record.arguments,
+            status_key(record.status),
+            record.result,
+            row.started_at,
+            row.finished_at
+        ])?;
+    Ok(inserted == 1)
+}
+
+fn update_finish(conn: &Connection, result: &CallResult, finished_at: i64) -> Outcome<()> {
+    let changed = conn
+        .prepare_cached(
+            "UPDATE journal SET status = ?3, result = ?4, finished_at = ?5
+             WHERE session_id = ?1 AND call_id = ?2",
+        )?
+        .execute(params![
+            result.session_id,
+            result.call_id,
+            status_key(CallStatus::Finished),
+            result.result,
+            finished_at
+        ])?;
+    if changed == 0 {
+        return Err(Failure::Invalid(format!(
+            "tool call {} of session {} was never started",
+            result.call_id, result.session_id
+        )));
+    }
+    Ok(())
+}
