@@ -57,7 +57,8 @@ pub struct ToolRun {
     pub content: String,
     pub outcome: Outcome,
     pub duration: Duration,
-    /// Its handler was started by this step (not answered from the journal or refused).
+    /// Journaled as started by this step and handed to its handler (not answered from the
+    /// journal, or refused before running); its finish belongs in the journal.
     pub ran: bool,
 }
 
