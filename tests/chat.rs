@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use agentd::mock_model::{Reply, ScriptedCall};
+use agentd::session::CallStatus;
 use common::{TestDaemon, assert_history_valid, say, tool};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -161,6 +162,41 @@ async fn two_step_server_tool_loop() {
     let history = d.history(&session).await;
     assert_eq!(history.len(), 6, "user, call, result, call, result, answer");
     assert_history_valid(&history);
+}
+
+/// `save: false` stores no history, but a server call is still journaled before it runs and
+/// finished after, so a replay of it is answered from the journal.
+#[tokio::test]
+async fn a_turn_that_saves_nothing_still_journals_its_tool_call() {
+    let d = TestDaemon::start().await;
+    let session = d.session().await;
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "echo",
+        json!({"text": "unsaved"}),
+    )]));
+    d.mock.push(Reply::text("done"));
+    let mut body = say("go");
+    body["tools"] = json!([tool("echo")]);
+    body["save"] = json!(false);
+    let (s, r) = d.chat(&session, body).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["choices"][0]["message"]["content"], "done");
+    assert!(d.history(&session).await.is_empty(), "nothing stored");
+
+    let results = tool_results(&d.mock.requests()[1]);
+    let (call_id, content) = &results[0];
+    assert_eq!(content, &json!({"echo": {"text": "unsaved"}}));
+    let record = d
+        .app
+        .state
+        .store
+        .journal_get(&session, call_id)
+        .await
+        .expect("journal")
+        .expect("the call is journaled");
+    assert_eq!(record.status, CallStatus::Finished);
+    let stored: Value = serde_json::from_str(record.result.as_deref().unwrap()).unwrap();
+    assert_eq!(&stored, content);
 }
 
 /// Some servers number calls per response ("call_0" every time). A reused id must not be
