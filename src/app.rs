@@ -83,7 +83,7 @@ impl App {
         let state = AppState {
             store,
             engine,
-            keys: Arc::new(keys),
+            keys: Arc::new(crate::keys::ApiKeys::new(keys)),
             locks: Arc::new(TurnLocks::default()),
             draining: Arc::new(AtomicBool::new(false)),
             abort: CancellationToken::new(),

@@ -1,8 +1,10 @@
 //! API keys: every configured secret reference that resolves is a valid key. With none, a key
 //! is generated once into `<data_dir>/api-key` (mode 0600) so a fresh install is never open.
+//! SIGHUP resolves the references again, so a rotated key file takes effect without a restart.
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
 use agentd_sdk::{SecretError, resolve_secret};
 use secrecy::SecretString;
@@ -11,6 +13,24 @@ use crate::config::Config;
 
 /// File name of the generated key inside the data directory.
 pub const GENERATED_KEY_FILE: &str = "api-key";
+
+/// The keys requests are checked against; replaced whole on reload.
+pub struct ApiKeys(RwLock<Arc<Vec<SecretString>>>);
+
+impl ApiKeys {
+    pub fn new(keys: Vec<SecretString>) -> Self {
+        Self(RwLock::new(Arc::new(keys)))
+    }
+
+    /// The keys in force now (a reload does not change a set already taken).
+    pub fn current(&self) -> Arc<Vec<SecretString>> {
+        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    pub fn replace(&self, keys: Vec<SecretString>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
+    }
+}
 
 pub fn resolve(config: &Config) -> Result<Vec<SecretString>, String> {
     let mut keys = Vec::new();

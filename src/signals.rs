@@ -1,6 +1,6 @@
 //! Signals: SIGTERM and SIGINT tell systemd `STOPPING=1` and start the drain; SIGHUP reloads
-//! the tool catalog between `RELOADING=1` and `READY=1` (the old catalog stays when the new one
-//! has problems, and every problem is logged).
+//! the tool catalog and resolves the API keys again, between `RELOADING=1` and `READY=1` (the
+//! old catalog or keys stay when the new ones have problems, and every problem is logged).
 
 use std::sync::Arc;
 
@@ -19,6 +19,7 @@ pub fn install(app: &App, shutdown: CancellationToken, notifier: Notifier) -> st
         config: app.config.clone(),
         registry: app.registry.clone(),
         engine: app.state.engine.clone(),
+        keys: app.state.keys.clone(),
     });
     tokio::spawn(async move {
         let signal = loop {
@@ -27,7 +28,7 @@ pub fn install(app: &App, shutdown: CancellationToken, notifier: Notifier) -> st
                 _ = int.recv() => break "SIGINT",
                 _ = hup.recv() => {
                     notifier.reloading();
-                    let status = reloader.reload();
+                    let status = format!("{}; {}", reloader.reload(), reloader.reload_keys());
                     notifier.ready(&status);
                 }
             }
@@ -43,9 +44,26 @@ struct Reloader {
     config: crate::config::Config,
     registry: crate::tool::Registry,
     engine: Arc<crate::turn::Engine>,
+    keys: Arc<crate::keys::ApiKeys>,
 }
 
 impl Reloader {
+    /// Resolves `auth.api_keys` again (a key file may have been rotated); returns a status.
+    fn reload_keys(&self) -> String {
+        match crate::keys::resolve(&self.config) {
+            Ok(keys) => {
+                let count = keys.len();
+                self.keys.replace(keys);
+                tracing::info!(keys = count, "SIGHUP: API keys reloaded");
+                format!("{count} API keys")
+            }
+            Err(problem) => {
+                tracing::error!(%problem, "SIGHUP: API keys not reloaded; keeping the previous ones");
+                format!("API keys not reloaded ({problem})")
+            }
+        }
+    }
+
     /// Reloads tools.toml; returns a one-line status for the service manager.
     fn reload(&self) -> String {
         let Some(path) = &self.config.tools.catalog else {

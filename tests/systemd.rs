@@ -109,6 +109,48 @@ async fn sighup_swaps_a_good_catalog_and_keeps_the_old_one_when_the_new_is_bad()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_takes_a_rotated_key_file_and_keeps_the_keys_when_the_file_is_unreadable() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = write_tools(dir.path(), &catalog(&["alpha"]));
+    let key_file = dir.path().join("rotating-key");
+    std::fs::write(&key_file, "first-key-0123456789\n").unwrap();
+    let keys = format!(
+        "auth.api_keys=[{{ file = {:?} }}, {{ env = \"AGENTD_API_KEY\" }}]",
+        key_file.display().to_string()
+    );
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let daemon = Daemon::start(Setup::new(dir.path(), &tools, &mock).sets(&[&keys])).await;
+    daemon.expect("READY=1").await;
+    let status = |key: &'static str| {
+        let request = daemon.http.get(daemon.url("/api/agents")).bearer_auth(key);
+        async move { request.send().await.expect("request").status() }
+    };
+    assert_eq!(status("first-key-0123456789").await, StatusCode::OK);
+    assert_eq!(status("second-key-0123456789").await, StatusCode::FORBIDDEN);
+
+    std::fs::write(&key_file, "second-key-0123456789\n").unwrap();
+    daemon.signal("HUP");
+    let (ready, _) = daemon.expect("READY=1").await;
+    assert!(ready.contains("2 API keys"), "{ready}");
+    assert_eq!(status("first-key-0123456789").await, StatusCode::FORBIDDEN);
+    assert_eq!(status("second-key-0123456789").await, StatusCode::OK);
+    assert_eq!(
+        status(KEY).await,
+        StatusCode::OK,
+        "the other reference still counts"
+    );
+
+    // A key file that exists but cannot be read is an error: the keys in force stay.
+    std::fs::remove_file(&key_file).unwrap();
+    std::fs::create_dir(&key_file).unwrap();
+    daemon.signal("HUP");
+    let (ready, _) = daemon.expect("READY=1").await;
+    assert!(ready.contains("API keys not reloaded"), "{ready}");
+    assert_eq!(status("second-key-0123456789").await, StatusCode::OK);
+    assert!(daemon.log().contains("keeping the previous ones"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_hung_tool_call_drains_cancels_and_history_stays_valid() {
     let dir = tempfile::tempdir().unwrap();
     // A webhook that accepts and never answers.

@@ -46,7 +46,7 @@ pub async fn require_key(
     next: Next,
 ) -> Result<Response, ApiError> {
     let key = presented(request.headers()).ok_or(ApiError::Unauthenticated)?;
-    if !key_matches(&state.keys, key) {
+    if !key_matches(&state.keys.current(), key) {
         return Err(ApiError::Forbidden);
     }
     Ok(next.run(request).await)

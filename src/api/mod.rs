@@ -22,7 +22,6 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::middleware;
 use axum::routing::{get, post};
-use secrecy::SecretString;
 use tokio_util::sync::CancellationToken;
 
 use crate::session::Store;
@@ -38,7 +37,7 @@ use users::Users;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
-    pub keys: Arc<Vec<SecretString>>,
+    pub keys: Arc<crate::keys::ApiKeys>,
     pub locks: Arc<TurnLocks>,
     /// Set when the daemon stops taking new turns.
     pub draining: Arc<AtomicBool>,
