@@ -25,11 +25,7 @@ type Negotiated = Arc<Mutex<Vec<Option<String>>>>;
 /// decrypted bytes to `upstream`. Writes the CA certificate to `ca_pem` and returns the
 /// terminator's address with the record of negotiated protocols.
 async fn tls_front(upstream: SocketAddr, ca_pem: &Path) -> (SocketAddr, Negotiated) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("CA key"))
-        .expect("CA certificate");
-    std::fs::write(ca_pem, ca.pem()).expect("write CA");
+    let ca = write_ca(ca_pem);
     let leaf_key = KeyPair::generate().expect("leaf key");
     let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()])
         .expect("leaf params")
@@ -75,24 +71,34 @@ async fn tls_front(upstream: SocketAddr, ca_pem: &Path) -> (SocketAddr, Negotiat
     (addr, negotiated)
 }
 
-async fn daemon_behind_tls(ca_file: Option<&Path>, ca_pem: &Path) -> (TestDaemon, Negotiated) {
+/// A fresh CA's certificate, written to `path` (PEM).
+fn write_ca(path: &Path) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().expect("CA key"))
+        .expect("CA certificate");
+    std::fs::write(path, ca.pem()).expect("write CA");
+    ca
+}
+
+/// agentd against the mock behind TLS; the terminator's CA goes to `served_ca`, and agentd
+/// trusts the CA in `trusted` (its own `provider.ca_file`).
+async fn daemon_behind_tls(trusted: &Path, served_ca: &Path) -> (TestDaemon, Negotiated) {
     let mock = MockModel::start(MockConfig {
         latency: Duration::from_millis(300),
         record: true,
     })
     .await
     .expect("mock model");
-    let (front, negotiated) = tls_front(mock.addr(), ca_pem).await;
-    let mut sets = vec![
+    let (front, negotiated) = tls_front(mock.addr(), served_ca).await;
+    let sets = vec![
         format!("provider.base_url=\"https://{front}/v1\""),
         "provider.max_attempts=1".to_owned(),
-    ];
-    if let Some(path) = ca_file {
-        sets.push(format!(
+        format!(
             "provider.ca_file={}",
-            toml_str(&path.display().to_string())
-        ));
-    }
+            toml_str(&trusted.display().to_string())
+        ),
+    ];
     let daemon = TestDaemon::start_with(Options {
         sets,
         mock: Some(mock),
@@ -106,7 +112,7 @@ async fn daemon_behind_tls(ca_file: Option<&Path>, ca_pem: &Path) -> (TestDaemon
 async fn concurrent_turns_each_get_their_own_http1_connection_to_an_https_model() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("model-ca.pem");
-    let (daemon, negotiated) = daemon_behind_tls(Some(&ca), &ca).await;
+    let (daemon, negotiated) = daemon_behind_tls(&ca, &ca).await;
     let daemon = Arc::new(daemon);
     let mut sessions = Vec::new();
     for _ in 0..4 {
@@ -141,7 +147,10 @@ async fn concurrent_turns_each_get_their_own_http1_connection_to_an_https_model(
 async fn a_model_certificate_from_an_untrusted_ca_fails_the_turn_with_a_gateway_error() {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("model-ca.pem");
-    let (daemon, negotiated) = daemon_behind_tls(None, &ca).await;
+    // agentd trusts a CA, but not the one that signed the model's certificate.
+    let other = dir.path().join("other-ca.pem");
+    write_ca(&other);
+    let (daemon, negotiated) = daemon_behind_tls(&other, &ca).await;
     let session = daemon.session().await;
 
     let (status, body) = daemon.chat(&session, say("Hello")).await;
