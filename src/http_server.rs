@@ -107,8 +107,14 @@ mod tests {
         "done"
     }
 
-    #[tokio::test]
-    async fn stopping_finishes_the_request_in_flight_then_refuses_connections() {
+    /// Serves a `/slow` route on a fresh port; the address, the stop token, the server task.
+    async fn start(
+        header_timeout: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -116,8 +122,14 @@ mod tests {
             listener,
             Router::new().route("/slow", get(slow)),
             stop.clone(),
-            Duration::from_secs(60),
+            header_timeout,
         ));
+        (addr, stop, server)
+    }
+
+    #[tokio::test]
+    async fn stopping_finishes_the_request_in_flight_then_refuses_connections() {
+        let (addr, stop, server) = start(Duration::from_secs(60)).await;
         crate::app::install_crypto_provider();
         let client = reqwest::Client::new();
         let in_flight = tokio::spawn(client.get(format!("http://{addr}/slow")).send());
@@ -143,15 +155,7 @@ mod tests {
     async fn a_connection_that_sends_no_complete_headers_is_closed() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        tokio::spawn(super::serve(
-            listener,
-            Router::new().route("/slow", get(slow)),
-            stop.clone(),
-            Duration::from_millis(200),
-        ));
+        let (addr, stop, _server) = start(Duration::from_millis(200)).await;
         let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
         tcp.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n")
             .await

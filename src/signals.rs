@@ -28,7 +28,7 @@ pub fn install(app: &App, shutdown: CancellationToken, notifier: Notifier) -> st
                 _ = int.recv() => break "SIGINT",
                 _ = hup.recv() => {
                     notifier.reloading();
-                    let status = format!("{}; {}", reloader.reload(), reloader.reload_keys());
+                    let status = format!("{}; {}", reloader.reload_catalog(), reloader.reload_keys());
                     notifier.ready(&status);
                 }
             }
@@ -65,7 +65,7 @@ impl Reloader {
     }
 
     /// Reloads tools.toml; returns a one-line status for the service manager.
-    fn reload(&self) -> String {
+    fn reload_catalog(&self) -> String {
         let Some(path) = &self.config.tools.catalog else {
             tracing::info!("SIGHUP: no tool catalog configured; nothing to reload");
             return "reload: no tool catalog configured".into();

@@ -9,12 +9,22 @@ mod common;
 use common::binary::{self, AGENTD};
 
 fn validate(dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    validate_with_env(dir, args, &[])
+}
+
+/// `agentd ARGS validate` in `dir` with extra environment variables; exit code and output.
+fn validate_with_env(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> (i32, String) {
     let output = Command::new(AGENTD)
         .args(args)
         .arg("validate")
         .current_dir(dir)
         .env_remove("AGENTD_CONFIG")
         .env_remove("AGENTD_TOOLS")
+        .envs(env.iter().copied())
         .output()
         .expect("run agentd");
     let text = format!(
@@ -123,22 +133,12 @@ fn only_https_endpoints_need_ca_certificates() {
     let bundle = empty.path().join("bundle.pem");
     std::fs::write(&bundle, "").unwrap();
     let no_system_roots = |sets: &[&str]| {
-        let mut command = Command::new(AGENTD);
-        for set in sets {
-            command.args(["--set", set]);
-        }
-        let output = command
-            .arg("validate")
-            .current_dir(dir.path())
-            .env("SSL_CERT_FILE", &bundle)
-            .env("SSL_CERT_DIR", empty.path())
-            .env_remove("AGENTD_CONFIG")
-            .env_remove("AGENTD_TOOLS")
-            .output()
-            .expect("run agentd");
-        let text = String::from_utf8_lossy(&output.stderr).into_owned()
-            + &String::from_utf8_lossy(&output.stdout);
-        (output.status.code().unwrap_or(-1), text)
+        let args: Vec<&str> = sets.iter().flat_map(|set| ["--set", set]).collect();
+        let env = [
+            ("SSL_CERT_FILE", bundle.as_path()),
+            ("SSL_CERT_DIR", empty.path()),
+        ];
+        validate_with_env(dir.path(), &args, &env)
     };
     let (code, out) = no_system_roots(&["provider.base_url=\"http://127.0.0.1:11434/v1\""]);
     assert_eq!(code, 0, "{out}");

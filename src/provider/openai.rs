@@ -53,7 +53,7 @@ impl OpenAiProvider {
             .read_timeout(config.read_timeout)
             .pool_max_idle_per_host(256)
             .tcp_nodelay(true);
-        let ca_file = match &config.ca_file {
+        let extra_roots = match &config.ca_file {
             Some(path) => read_ca_file(path)?,
             None => Vec::new(),
         };
@@ -61,9 +61,9 @@ impl OpenAiProvider {
         // (a minimal container next to Ollama) still runs agentd against a plain-http one.
         let https = config.base_url.starts_with("https://");
         let builder = if https {
-            builder.tls_certs_merge(ca_file)
+            builder.tls_certs_merge(extra_roots)
         } else {
-            builder.tls_certs_only(ca_file)
+            builder.tls_certs_only(extra_roots)
         };
         let client = builder.build().map_err(|e| {
             let hint = if https {

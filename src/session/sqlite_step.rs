@@ -4,7 +4,7 @@
 //! lone call's result in the same commit as its finish, so a tool turn writes three times
 //! instead of five.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
@@ -102,24 +102,27 @@ fn insert_entries(conn: &Connection, rows: &[EntryRow]) -> Outcome<()> {
     Ok(())
 }
 
+/// The journal insert, spelled once rather than formatted for every call.
+static INSERT_START: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+         ON CONFLICT DO NOTHING"
+    )
+});
+
 /// Journals a start; false if the call id was journaled before.
 fn insert_start(conn: &Connection, row: &StartRow) -> Outcome<bool> {
     let record = &row.record;
-    let inserted = conn
-        .prepare_cached(&format!(
-            "INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-             ON CONFLICT DO NOTHING"
-        ))?
-        .execute(params![
-            record.session_id,
-            record.call_id,
-            record.tool,
-            record.arguments,
-            status_key(record.status),
-            record.result,
-            row.started_at,
-            row.finished_at
-        ])?;
+    let inserted = conn.prepare_cached(&INSERT_START)?.execute(params![
+        record.session_id,
+        record.call_id,
+        record.tool,
+        record.arguments,
+        status_key(record.status),
+        record.result,
+        row.started_at,
+        row.finished_at
+    ])?;
     Ok(inserted == 1)
 }
 

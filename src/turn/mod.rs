@@ -226,25 +226,18 @@ impl Engine {
         loop {
             step += 1;
             let last_call = step > max_steps;
-            let messages = match ctx.token_budget {
-                Some(budget) => {
-                    let all: Vec<PromptMessage> = transcript.prompt().collect();
-                    let window = prompt::truncate(&all, budget);
-                    system
-                        .iter()
-                        .map(PromptMessage::Built)
-                        .chain(window.iter().copied())
-                        .collect()
-                }
-                None => system
-                    .iter()
-                    .map(PromptMessage::Built)
-                    .chain(transcript.prompt())
-                    .collect(),
+            let conversation: Vec<PromptMessage> = transcript.prompt().collect();
+            let window = match ctx.token_budget {
+                Some(budget) => prompt::truncate(&conversation, budget),
+                None => &conversation[..],
             };
             let model_request = ModelRequest {
                 model: &model,
-                messages,
+                messages: system
+                    .iter()
+                    .map(PromptMessage::Built)
+                    .chain(window.iter().copied())
+                    .collect(),
                 tools: &offer.definitions,
                 tool_choice: if last_call {
                     Some(&no_tools)

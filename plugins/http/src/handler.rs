@@ -147,7 +147,7 @@ impl HttpHandler {
 }
 
 /// An error and its causes on one line.
-fn describe(error: &reqwest::Error) -> String {
+pub(crate) fn describe(error: &reqwest::Error) -> String {
     let mut parts = vec![error.to_string()];
     let mut source = error.source();
     while let Some(cause) = source {

@@ -207,13 +207,9 @@ fn build_client(timeout: Duration, https: bool) -> Result<reqwest::Client, Strin
     } else {
         builder.tls_certs_only(Vec::new())
     };
-    builder.build().map_err(|e| {
-        let mut cause: &dyn std::error::Error = &e;
-        while let Some(source) = cause.source() {
-            cause = source;
-        }
-        format!("cannot create the HTTP client: {cause}")
-    })
+    builder
+        .build()
+        .map_err(|e| format!("cannot create the HTTP client: {}", handler::describe(&e)))
 }
 
 /// reqwest is built without a default TLS crypto provider; the daemon installs one at start.
