@@ -4,6 +4,7 @@
 //! [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN IMMEDIATE` transaction,
 //! commits once, and only then tells each job how it ended. A job that fails is rolled back to
 //! its savepoint without touching the others; a commit that fails fails every job of the batch.
+//! A job alone in its batch needs no savepoint: its failure rolls back the transaction.
 //! Under load many turns share one commit (one WAL append, one lock round), and no write ever
 //! waits on tokio's blocking pool.
 
@@ -65,16 +66,41 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
         }
         return;
     }
+    if batch.len() == 1 {
+        let job = batch.pop().expect("a batch of one");
+        return commit_alone(conn, job);
+    }
     let mut settles = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
         settles.push(run_in_savepoint(conn, job));
     }
-    let committed = exec(conn, "COMMIT").map_err(|e| {
+    settle_all(settles, commit(conn));
+}
+
+/// A job alone in its batch runs without a savepoint: rolling back the transaction undoes
+/// exactly its changes, and SQLite writes no statement journal for it. With one turn at a
+/// time, every write takes this path.
+fn commit_alone(conn: &Connection, job: Box<dyn Job>) {
+    let (keep, settle) = run_guarded(conn, job);
+    let ended = if keep {
+        commit(conn)
+    } else {
+        exec(conn, "ROLLBACK").map_err(|e| format!("rollback failed: {e}"))
+    };
+    settle_all(vec![settle], ended);
+}
+
+fn commit(conn: &Connection) -> Result<(), String> {
+    exec(conn, "COMMIT").map_err(|e| {
         let _ = exec(conn, "ROLLBACK");
         format!("commit failed: {e}")
-    });
+    })
+}
+
+/// Tells every job of the batch how the transaction ended.
+fn settle_all(settles: Vec<Settle>, ended: Result<(), String>) {
     for settle in settles {
-        let outcome = committed.as_ref().map(|_| ()).map_err(String::as_str);
+        let outcome = ended.as_ref().map(|_| ()).map_err(String::as_str);
         if panic::catch_unwind(AssertUnwindSafe(|| settle(outcome))).is_err() {
             tracing::error!("settling a store write panicked");
         }
@@ -86,16 +112,7 @@ fn run_in_savepoint(conn: &Connection, job: Box<dyn Job>) -> Settle {
         let reason = format!("could not open a savepoint: {e}");
         return Box::new(move |_| job.abort(&reason));
     }
-    // A panicking job is rolled back and only its caller fails (its reply is dropped); the
-    // thread and the other jobs of the batch go on.
-    let (keep, settle) = match panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))) {
-        Ok(ran) => ran,
-        Err(_) => {
-            tracing::error!("a store write panicked; it was rolled back");
-            let nothing: Settle = Box::new(|_: Result<(), &str>| {});
-            (false, nothing)
-        }
-    };
+    let (keep, settle) = run_guarded(conn, job);
     let closed = if keep {
         exec(conn, "RELEASE job")
     } else {
@@ -106,6 +123,19 @@ fn run_in_savepoint(conn: &Connection, job: Box<dyn Job>) -> Settle {
         Err(e) => {
             let reason = format!("could not close a savepoint: {e}");
             Box::new(move |_| settle(Err(&reason)))
+        }
+    }
+}
+
+/// Runs a job; a panicking one is reported as failed (its changes are to be rolled back) and
+/// only its caller hears of it (its reply is dropped): the thread and the other jobs go on.
+fn run_guarded(conn: &Connection, job: Box<dyn Job>) -> (bool, Settle) {
+    match panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))) {
+        Ok(ran) => ran,
+        Err(_) => {
+            tracing::error!("a store write panicked; it was rolled back");
+            let nothing: Settle = Box::new(|_: Result<(), &str>| {});
+            (false, nothing)
         }
     }
 }
@@ -206,5 +236,37 @@ mod tests {
             Ok(ns)
         });
         assert_eq!(rows.await.expect("reply").expect("read"), vec![1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_lone_job_that_fails_or_panics_leaves_nothing_behind() {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (n INTEGER)")
+            .expect("schema");
+        let writer = Writer::start(conn).expect("start");
+        // Each job is awaited before the next is sent, so each is alone in its batch.
+        let failing = write(&writer, |c| -> Outcome<()> {
+            c.execute("INSERT INTO t VALUES (1)", [])?;
+            Err(Failure::Invalid("refused after writing".into()))
+        });
+        assert!(matches!(failing.await, Ok(Err(Failure::Invalid(_)))));
+        let panicking = write(&writer, |c| -> Outcome<()> {
+            c.execute("INSERT INTO t VALUES (2)", [])?;
+            panic!("a bug in a write");
+        });
+        assert!(panicking.await.is_err());
+        let kept = write(&writer, |c| {
+            c.execute("INSERT INTO t VALUES (3)", [])?;
+            Ok(())
+        });
+        assert!(matches!(kept.await, Ok(Ok(()))));
+        let rows = write(&writer, |c| {
+            let mut rows = c.prepare("SELECT n FROM t ORDER BY n")?;
+            let ns = rows
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ns)
+        });
+        assert_eq!(rows.await.expect("reply").expect("read"), vec![3]);
     }
 }
