@@ -9,7 +9,8 @@ use std::convert::Infallible;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::DropGuard;
@@ -18,6 +19,8 @@ use tracing::Instrument;
 use super::AppState;
 use super::error::ApiError;
 use super::resources::rfc3339;
+use crate::provider::Usage;
+use crate::session::ToolCallRequest;
 use crate::session::lock::TurnGuard;
 use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
 
@@ -96,73 +99,157 @@ pub async fn stream_turn(
 }
 
 /// Builds the chunks of one stream. Every delta names its role: the SDK's chunk model
-/// requires `delta.role`.
+/// requires `delta.role`. Chunks are serialized from borrowed structs, with no `Value` tree
+/// built per chunk.
 struct Chunker {
     id: String,
     created_at: String,
 }
 
+/// One `ChunkChatResponse`.
+#[derive(Serialize)]
+struct Chunk<'a> {
+    id: &'a str,
+    created_at: &'a str,
+    choices: [ChunkChoice<'a>; 1],
+    usage: Option<&'a Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a Value>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: u32,
+    delta: Delta<'a>,
+    finish_reason: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct Delta<'a> {
+    role: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<IndexedCall<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_call_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+}
+
+impl Delta<'_> {
+    fn role(role: &'static str) -> Self {
+        Delta {
+            role,
+            content: None,
+            tool_calls: None,
+            tool_call_id: None,
+            name: None,
+        }
+    }
+}
+
+/// A tool call in a delta, with its position in the answer.
+#[derive(Serialize)]
+struct IndexedCall<'a> {
+    index: usize,
+    #[serde(flatten)]
+    call: &'a ToolCallRequest,
+}
+
 impl Chunker {
-    fn chunk(&self, delta: Value, finish: Option<&str>, usage: Value) -> Event {
-        let body = json!({
-            "id": self.id,
-            "created_at": self.created_at,
-            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
-            "usage": usage,
-        });
-        Event::default().data(body.to_string())
+    fn chunk<'a>(
+        &'a self,
+        delta: Delta<'a>,
+        finish_reason: Option<&'a str>,
+        usage: Option<&'a Usage>,
+    ) -> Chunk<'a> {
+        Chunk {
+            id: &self.id,
+            created_at: &self.created_at,
+            choices: [ChunkChoice {
+                index: 0,
+                delta,
+                finish_reason,
+            }],
+            usage,
+            error: None,
+        }
     }
 
     /// The SSE event for one item, and whether it is the last.
     fn event(&self, item: Item) -> (Event, bool) {
         match item {
-            Item::Event(TurnEvent::Text(text)) => {
-                let delta = json!({ "role": "assistant", "content": text });
-                (self.chunk(delta, None, Value::Null), false)
-            }
-            Item::Event(TurnEvent::ToolCalls(calls)) => {
-                let calls: Vec<Value> = calls
-                    .iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let mut v = json!(c);
-                        v["index"] = json!(i);
-                        v
-                    })
-                    .collect();
-                let delta = json!({ "role": "assistant", "tool_calls": calls });
-                (self.chunk(delta, None, Value::Null), false)
-            }
-            Item::Event(TurnEvent::ToolResult(run)) => {
-                let delta = json!({
-                    "role": "tool",
-                    "tool_call_id": run.call_id,
-                    "name": run.name,
-                    "content": run.content,
-                });
-                (self.chunk(delta, None, Value::Null), false)
-            }
-            Item::Done(Ok(outcome)) => {
-                // Tool calls were already sent in their own chunk; they are not repeated.
-                let delta = json!({ "role": "assistant" });
-                let usage = json!(outcome.usage);
-                (
-                    self.chunk(delta, Some(outcome.finish_reason.as_str()), usage),
-                    true,
-                )
-            }
             Item::Done(Err(error)) => {
                 let error = ApiError::from(error);
                 tracing::warn!(%error, "streamed turn failed after the stream started");
-                let body = json!({
-                    "id": self.id,
-                    "created_at": self.created_at,
-                    "choices": [{ "index": 0, "delta": { "role": "assistant" }, "finish_reason": null }],
-                    "usage": null,
-                    "error": error.body()["error"],
-                });
-                (Event::default().data(body.to_string()), true)
+                let body = error.body();
+                (encode(&self.error_chunk(&body)), true)
             }
+            item => (encode(&self.body(&item)), matches!(item, Item::Done(_))),
+        }
+    }
+
+    /// The last chunk of a turn that failed after the stream started; `body` is the error's
+    /// JSON body.
+    fn error_chunk<'a>(&'a self, body: &'a Value) -> Chunk<'a> {
+        let mut chunk = self.chunk(Delta::role("assistant"), None, None);
+        chunk.error = body.get("error");
+        chunk
+    }
+
+    /// The chunk for an item other than a failed turn.
+    fn body<'a>(&'a self, item: &'a Item) -> Chunk<'a> {
+        match item {
+            Item::Event(TurnEvent::Text(text)) => {
+                let delta = Delta {
+                    content: Some(text),
+                    ..Delta::role("assistant")
+                };
+                self.chunk(delta, None, None)
+            }
+            Item::Event(TurnEvent::ToolCalls(calls)) => {
+                let calls = calls
+                    .iter()
+                    .enumerate()
+                    .map(|(index, call)| IndexedCall { index, call })
+                    .collect();
+                let delta = Delta {
+                    tool_calls: Some(calls),
+                    ..Delta::role("assistant")
+                };
+                self.chunk(delta, None, None)
+            }
+            Item::Event(TurnEvent::ToolResult(run)) => {
+                let delta = Delta {
+                    content: Some(&run.content),
+                    tool_call_id: Some(&run.call_id),
+                    name: Some(&run.name),
+                    ..Delta::role("tool")
+                };
+                self.chunk(delta, None, None)
+            }
+            // Tool calls were already sent in their own chunk; they are not repeated.
+            Item::Done(Ok(outcome)) => self.chunk(
+                Delta::role("assistant"),
+                Some(outcome.finish_reason.as_str()),
+                Some(&outcome.usage),
+            ),
+            Item::Done(Err(_)) => self.chunk(Delta::role("assistant"), None, None),
+        }
+    }
+}
+
+fn encode(chunk: &Chunk<'_>) -> Event {
+    // Serialized into one string first: `Event::json_data` would scan every small piece the
+    // serializer writes for line breaks, which costs more than the serializing itself. Plain
+    // structs of strings and numbers always serialize; should that ever change, the client
+    // gets a comment line instead of a broken event.
+    match serde_json::to_string(chunk) {
+        Ok(data) => Event::default().data(data),
+        Err(error) => {
+            tracing::error!(%error, "a stream chunk could not be serialized");
+            Event::default().comment("unserializable chunk")
         }
     }
 }
@@ -191,4 +278,131 @@ fn chunks(
             Some((Ok(event), (feed, None, chunker, guard, last)))
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::{Value, json};
+
+    use super::{Chunker, Item};
+    use crate::api::error::ApiError;
+    use crate::provider::Usage;
+    use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
+    use crate::tool::{Outcome, ToolRun};
+    use crate::turn::{StopReason, TurnError, TurnEvent, TurnOutcome};
+
+    fn call(id: &str, name: &str, arguments: &str) -> ToolCallRequest {
+        ToolCallRequest {
+            id: id.into(),
+            kind: "function".into(),
+            function: FunctionCall {
+                name: name.into(),
+                arguments: arguments.into(),
+            },
+        }
+    }
+
+    /// Each chunk as the stream spelled it with `json!` trees: the typed chunks must be the
+    /// same JSON, field for field.
+    fn spelled_out(c: &Chunker, delta: Value, finish: Option<&str>, usage: Value) -> Value {
+        json!({
+            "id": c.id,
+            "created_at": c.created_at,
+            "choices": [{ "index": 0, "delta": delta, "finish_reason": finish }],
+            "usage": usage,
+        })
+    }
+
+    #[test]
+    fn typed_chunks_are_the_json_the_stream_has_always_sent() {
+        let c = Chunker {
+            id: "0190-chunk".into(),
+            created_at: "2026-12-02T00:00:00Z".into(),
+        };
+        let body = |item: &Item| serde_json::to_value(c.body(item)).unwrap();
+
+        let text = Item::Event(TurnEvent::Text("Hi \"there\"\n".into()));
+        assert_eq!(
+            body(&text),
+            spelled_out(
+                &c,
+                json!({"role": "assistant", "content": "Hi \"there\"\n"}),
+                None,
+                Value::Null
+            )
+        );
+
+        let calls = vec![
+            call("call_1", "send_email", "{\"to\":\"a@b\"}"),
+            call("call_2", "echo", ""),
+        ];
+        let indexed: Vec<Value> = calls
+            .iter()
+            .enumerate()
+            .map(|(i, call)| {
+                let mut v = json!(call);
+                v["index"] = json!(i);
+                v
+            })
+            .collect();
+        assert_eq!(
+            body(&Item::Event(TurnEvent::ToolCalls(calls))),
+            spelled_out(
+                &c,
+                json!({"role": "assistant", "tool_calls": indexed}),
+                None,
+                Value::Null
+            )
+        );
+
+        let run = ToolRun {
+            call_id: "call_1".into(),
+            name: "send_email".into(),
+            content: "{\"status\":\"sent\"}".into(),
+            outcome: Outcome::Ok,
+            duration: Duration::from_millis(3),
+            ran: true,
+        };
+        assert_eq!(
+            body(&Item::Event(TurnEvent::ToolResult(Box::new(run)))),
+            spelled_out(
+                &c,
+                json!({"role": "tool", "tool_call_id": "call_1", "name": "send_email",
+                       "content": "{\"status\":\"sent\"}"}),
+                None,
+                Value::Null
+            )
+        );
+
+        let usage = Usage {
+            prompt_tokens: 7,
+            completion_tokens: 3,
+            total_tokens: 10,
+        };
+        let outcome = TurnOutcome {
+            message: ChatMessage::text(Role::Assistant, "done"),
+            finish_reason: "stop".into(),
+            usage,
+            runs: Vec::new(),
+            steps: 1,
+            stop: StopReason::Finished,
+            model_time: Duration::ZERO,
+            tool_time: Duration::ZERO,
+        };
+        assert_eq!(
+            body(&Item::Done(Ok(outcome))),
+            spelled_out(&c, json!({"role": "assistant"}), Some("stop"), json!(usage))
+        );
+
+        let error = ApiError::from(TurnError::invalid("messages.0", "bad"));
+        let error_body = error.body();
+        let mut expected = spelled_out(&c, json!({"role": "assistant"}), None, Value::Null);
+        expected["error"] = error_body["error"].clone();
+        assert_eq!(
+            serde_json::to_value(c.error_chunk(&error_body)).unwrap(),
+            expected
+        );
+    }
 }
