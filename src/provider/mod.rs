@@ -3,6 +3,7 @@
 
 pub mod openai;
 pub mod retry;
+pub mod sse;
 pub mod stream;
 
 use async_trait::async_trait;

@@ -2,12 +2,12 @@
 //! calls assembled from deltas by id and index (robust to providers that send every call with
 //! index 0, split arguments across chunks, or report the wrong `finish_reason`).
 
-use eventsource_stream::Eventsource;
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde_json::Value;
 
-use super::openai::{OpenAiProvider, arguments_text, generated_call_id, parse_usage};
+use super::openai::{OpenAiProvider, arguments_text, generated_call_id, parse_usage, root_cause};
+use super::sse::SseDecoder;
 use super::{ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
 
@@ -18,7 +18,11 @@ pub(super) async fn open(
 ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError> {
     let body = OpenAiProvider::encode(request, true)?;
     let response = provider.send(body, None).await?;
-    let events = response.bytes_stream().eventsource();
+    let events = Events {
+        response,
+        decoder: SseDecoder::default(),
+        ended: false,
+    };
     let stream = futures_util::stream::unfold(
         (events, Assembler::default(), false),
         |(mut events, mut assembler, finished)| async move {
@@ -26,22 +30,19 @@ pub(super) async fn open(
                 return None;
             }
             loop {
-                let item = match events.next().await {
-                    Some(Ok(event)) => event,
-                    Some(Err(e)) => {
-                        let error = ProviderError::Protocol(format!("stream broken: {e}"));
-                        return Some((Err(error), (events, assembler, true)));
-                    }
+                let data = match events.next().await {
+                    Some(Ok(data)) => data,
+                    Some(Err(error)) => return Some((Err(error), (events, assembler, true))),
                     None => {
                         let result = assembler.finish(false);
                         return Some((result.map(StreamEvent::Done), (events, assembler, true)));
                     }
                 };
-                if item.data.trim() == "[DONE]" {
+                if data.trim() == "[DONE]" {
                     let result = assembler.finish(true);
                     return Some((result.map(StreamEvent::Done), (events, assembler, true)));
                 }
-                let chunk: Value = match serde_json::from_str(&item.data) {
+                let chunk: Value = match serde_json::from_str(&data) {
                     Ok(v) => v,
                     Err(e) => {
                         let error = ProviderError::Protocol(format!("bad stream chunk: {e}"));
@@ -55,6 +56,36 @@ pub(super) async fn open(
         },
     );
     Ok(stream.boxed())
+}
+
+/// The events of a streamed response body, read as they arrive.
+struct Events {
+    response: reqwest::Response,
+    decoder: SseDecoder,
+    ended: bool,
+}
+
+impl Events {
+    /// The data of the next event; `None` once the body has ended.
+    async fn next(&mut self) -> Option<Result<String, ProviderError>> {
+        loop {
+            match self.decoder.next_event() {
+                Ok(Some(data)) => return Some(Ok(data)),
+                Ok(None) if self.ended => return None,
+                Ok(None) => {}
+                Err(e) => return Some(Err(ProviderError::Protocol(format!("stream broken: {e}")))),
+            }
+            match self.response.chunk().await {
+                Ok(Some(bytes)) => self.decoder.push(&bytes),
+                Ok(None) => self.ended = true,
+                Err(e) => {
+                    let error =
+                        ProviderError::Protocol(format!("stream broken: {}", root_cause(&e)));
+                    return Some(Err(error));
+                }
+            }
+        }
+    }
 }
 
 /// Builds one assistant message out of streamed deltas.
