@@ -243,12 +243,21 @@ impl Store for SqliteStore {
                 if inserted == 0 {
                     return Err(conflict(collection, &row.id));
                 }
-                Ok(())
+                // A new session's history is known to be empty (checked, not assumed), so its
+                // first turn finds it in the mirror instead of reading SQLite.
+                let empty_history = collection == Collection::Sessions
+                    && !conn
+                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM history WHERE session_id = ?1)")?
+                        .query_row(params![row.id], |r| r.get::<_, bool>(0))?;
+                Ok(empty_history)
             },
-            move |cache, ()| {
+            move |cache, &empty_history| {
                 let mut mirror = cache.lock();
                 if let Some(parent) = &record.parent {
                     mirror.children.remove(&(collection, parent.clone()));
+                }
+                if empty_history {
+                    mirror.histories.put(record.id.clone(), Vec::new(), weigh(0));
                 }
                 mirror
                     .records
@@ -256,6 +265,7 @@ impl Store for SqliteStore {
             },
         )
         .await
+        .map(|_| ())
     }
 
     async fn upsert(&self, collection: Collection, record: Record) -> StoreResult<()> {

@@ -204,6 +204,43 @@ async fn the_mirror_agrees_with_the_database_after_every_kind_of_write() {
 }
 
 #[tokio::test]
+async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_none() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .insert(Collection::Sessions, record("fresh", json!({}), 0, 0))
+        .await
+        .expect("insert");
+    // A row written behind the store's back is seen only by a read of SQLite.
+    rusqlite::Connection::open(&path)
+        .expect("raw connection")
+        .execute(
+            "INSERT INTO history (session_id, id, source, role, message, created_at)
+             VALUES ('fresh', 'behind', 'api_request', 'user',
+                     '{\"role\":\"user\",\"content\":\"x\"}', 0)",
+            [],
+        )
+        .expect("write behind the store");
+    let fresh = store.full_history("fresh").await.expect("history");
+    assert!(
+        fresh.is_empty(),
+        "a new session's first read is answered from the mirror"
+    );
+
+    // An id that already has history rows is not taken for empty.
+    store
+        .append_entries(shared(vec![entry("reused", "e1", "one")]))
+        .await
+        .expect("append");
+    store
+        .insert(Collection::Sessions, record("reused", json!({}), 0, 0))
+        .await
+        .expect("insert");
+    let reused = store.full_history("reused").await.expect("history");
+    assert_eq!(entry_ids(&reused), ["e1"]);
+}
+
+#[tokio::test]
 async fn the_wal_is_checkpointed_in_the_background_and_reused() {
     let (_dir, path) = temp_db();
     let store = open(&path);
