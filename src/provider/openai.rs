@@ -335,7 +335,7 @@ pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// Usage from a value, if present.
 pub fn parse_usage(value: Option<&Value>) -> Option<Usage> {
-    value.and_then(|u| serde_json::from_value(u.clone()).ok())
+    value.and_then(|u| Usage::deserialize(u).ok())
 }
 
 /// The certificates of `provider.ca_file` (PEM), trusted on top of the system's roots.

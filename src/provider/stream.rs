@@ -4,6 +4,7 @@
 
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::openai::{OpenAiProvider, arguments_text, generated_call_id, parse_usage, root_cause};
@@ -42,14 +43,14 @@ pub(super) async fn open(
                     let result = assembler.finish(true);
                     return Some((result.map(StreamEvent::Done), (events, assembler, true)));
                 }
-                let chunk: Value = match serde_json::from_str(&data) {
-                    Ok(v) => v,
+                let chunk = match StreamChunk::parse(&data) {
+                    Ok(chunk) => chunk,
                     Err(e) => {
                         let error = ProviderError::Protocol(format!("bad stream chunk: {e}"));
                         return Some((Err(error), (events, assembler, true)));
                     }
                 };
-                if let Some(text) = assembler.push(&chunk) {
+                if let Some(text) = assembler.push(chunk) {
                     return Some((Ok(StreamEvent::Text(text)), (events, assembler, false)));
                 }
             }
@@ -88,6 +89,40 @@ impl Events {
     }
 }
 
+/// The parts of a streamed chunk agentd reads. Everything else (ids, model, logprobs) is
+/// skipped while parsing instead of being built into a `Value` tree; the fields whose shape
+/// providers bend stay `Value`s and are read leniently.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamChunk {
+    #[serde(default)]
+    choices: Option<Vec<ChunkChoice>>,
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkChoice {
+    #[serde(default)]
+    delta: Option<ChunkDelta>,
+    #[serde(default)]
+    finish_reason: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChunkDelta {
+    #[serde(default)]
+    content: Option<Value>,
+    #[serde(default)]
+    tool_calls: Option<Value>,
+}
+
+impl StreamChunk {
+    /// Reads one event's data.
+    pub fn parse(data: &str) -> Result<Self, serde_json::Error> {
+        serde_json::from_str(data)
+    }
+}
+
 /// Builds one assistant message out of streamed deltas.
 #[derive(Debug, Default)]
 pub struct Assembler {
@@ -109,25 +144,25 @@ struct PartialCall {
 
 impl Assembler {
     /// Takes one chunk; returns its text delta, if any.
-    pub fn push(&mut self, chunk: &Value) -> Option<String> {
-        if let Some(usage) = parse_usage(chunk.get("usage").filter(|u| !u.is_null())) {
+    pub fn push(&mut self, chunk: StreamChunk) -> Option<String> {
+        if let Some(usage) = parse_usage(chunk.usage.as_ref().filter(|u| !u.is_null())) {
             self.usage = Some(usage);
         }
-        let choice = chunk.get("choices").and_then(|c| c.get(0))?;
-        if let Some(reason) = choice.get("finish_reason").and_then(Value::as_str) {
-            self.finish_reason = Some(reason.to_owned());
+        let choice = chunk.choices?.into_iter().next()?;
+        if let Some(Value::String(reason)) = choice.finish_reason {
+            self.finish_reason = Some(reason);
             self.saw_finish = true;
         }
-        let delta = choice.get("delta")?;
-        if let Some(Value::Array(calls)) = delta.get("tool_calls") {
+        let delta = choice.delta?;
+        if let Some(Value::Array(calls)) = &delta.tool_calls {
             for call in calls {
                 self.push_call_delta(call);
             }
         }
-        match delta.get("content") {
+        match delta.content {
             Some(Value::String(text)) if !text.is_empty() => {
-                self.text.push_str(text);
-                Some(text.clone())
+                self.text.push_str(&text);
+                Some(text)
             }
             _ => None,
         }
@@ -237,7 +272,12 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn call_delta(index: u64, id: Option<&str>, name: Option<&str>, args: &str) -> Value {
+    /// A chunk as the model would send it.
+    fn chunk(value: Value) -> StreamChunk {
+        serde_json::from_value(value).expect("a chunk")
+    }
+
+    fn call_delta(index: u64, id: Option<&str>, name: Option<&str>, args: &str) -> StreamChunk {
         let mut function = json!({ "arguments": args });
         if let Some(name) = name {
             function["name"] = json!(name);
@@ -246,20 +286,22 @@ mod tests {
         if let Some(id) = id {
             call["id"] = json!(id);
         }
-        json!({ "choices": [{ "delta": { "tool_calls": [call] }, "finish_reason": null }] })
+        chunk(json!({ "choices": [{ "delta": { "tool_calls": [call] }, "finish_reason": null }] }))
     }
 
     #[test]
     fn assembles_split_arguments_and_all_index_zero_calls() {
         let mut a = Assembler::default();
-        a.push(&call_delta(0, Some("c1"), Some("first"), ""));
+        a.push(call_delta(0, Some("c1"), Some("first"), ""));
         for ch in ["{\"a\"", ":", "1}"] {
-            a.push(&call_delta(0, None, None, ch));
+            a.push(call_delta(0, None, None, ch));
         }
-        a.push(&call_delta(0, Some("c2"), Some("second"), "{\"b\":"));
-        a.push(&call_delta(0, None, None, "2}"));
-        a.push(&json!({ "choices": [{ "delta": {}, "finish_reason": "stop" }] }));
-        a.push(&json!({ "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3 } }));
+        a.push(call_delta(0, Some("c2"), Some("second"), "{\"b\":"));
+        a.push(call_delta(0, None, None, "2}"));
+        a.push(chunk(
+            json!({ "choices": [{ "delta": {}, "finish_reason": "stop" }] }),
+        ));
+        a.push(chunk(json!({ "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3 } })));
         let r = a.finish(true).unwrap();
         let calls = r.message.calls();
         assert_eq!(calls.len(), 2);
@@ -278,13 +320,40 @@ mod tests {
     #[test]
     fn text_is_forwarded_and_cut_off_streams_fail() {
         let mut a = Assembler::default();
-        let t = a.push(&json!({ "choices": [{ "delta": { "content": "Hel" } }] }));
+        let t = a.push(chunk(
+            json!({ "choices": [{ "delta": { "content": "Hel" } }] }),
+        ));
         assert_eq!(t.as_deref(), Some("Hel"));
-        a.push(&json!({ "choices": [{ "delta": { "content": "lo" } }] }));
+        a.push(chunk(
+            json!({ "choices": [{ "delta": { "content": "lo" } }] }),
+        ));
         assert!(Assembler::default().finish(false).is_err());
-        a.push(&json!({ "choices": [{ "delta": {}, "finish_reason": "length" }] }));
+        a.push(chunk(
+            json!({ "choices": [{ "delta": {}, "finish_reason": "length" }] }),
+        ));
         let r = a.finish(false).unwrap();
         assert_eq!(r.message.content, json!("Hello"));
         assert_eq!(r.finish_reason.as_deref(), Some("length"));
+    }
+
+    #[test]
+    fn chunks_are_read_leniently_and_unknown_fields_are_skipped() {
+        let mut a = Assembler::default();
+        let bent = [
+            r#"{"id":"x","object":"chat.completion.chunk","model":"m","choices":null,"usage":null}"#,
+            r#"{"choices":[{"index":0,"logprobs":{"a":[1]},"delta":{"content":7,"tool_calls":"no"},"finish_reason":3}],"usage":"n/a"}"#,
+            r#"{"choices":[{"delta":{"role":"assistant","content":"Hi","refusal":null},"finish_reason":null}],"extra":{"deep":[{}]}}"#,
+            r#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":4,"completion_tokens":1,"total_tokens":5,"details":{}}}"#,
+        ];
+        let texts: Vec<Option<String>> = bent
+            .iter()
+            .map(|data| a.push(StreamChunk::parse(data).expect("parses")))
+            .collect();
+        assert_eq!(texts, [None, None, Some("Hi".to_owned()), None]);
+        let r = a.finish(false).expect("a finish reason was seen");
+        assert_eq!(r.message.content, json!("Hi"));
+        assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+        assert_eq!(r.usage.total_tokens, 5);
+        assert!(StreamChunk::parse(r#"{"choices":"all"}"#).is_err());
     }
 }

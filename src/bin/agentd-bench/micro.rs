@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentd::provider::stream::Assembler;
+use agentd::provider::stream::{Assembler, StreamChunk};
 use agentd::session::sqlite::SqliteStore;
 use agentd::session::{ChatMessage, Entry, EntrySource, MessageJson, Role, Store};
 use agentd::tool::{Catalog, Registry, validate};
@@ -92,23 +92,26 @@ pub fn run(budget: Duration, scratch: &Path) -> Result<Vec<Measure>, String> {
         }),
     });
 
-    let chunks: Vec<Value> = (0..STREAM_CHUNKS)
+    let chunks: Vec<String> = (0..STREAM_CHUNKS)
         .map(|i| {
             let finish = (i + 1 == STREAM_CHUNKS).then_some("stop");
             json!({"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m",
                    "choices": [{"index": 0, "delta": {"content": format!("word{i} ")},
                    "finish_reason": finish}]})
+            .to_string()
         })
         .collect();
     let per_stream = time_loop(budget, || {
         let mut assembler = Assembler::default();
         for chunk in &chunks {
-            black_box(assembler.push(chunk));
+            if let Ok(chunk) = StreamChunk::parse(black_box(chunk)) {
+                black_box(assembler.push(chunk));
+            }
         }
         let _ = black_box(assembler.finish(true));
     });
     results.push(Measure {
-        name: "SSE chunk assembly (per chunk, 64-chunk stream)",
+        name: "SSE chunk parse + assembly (per chunk, 64-chunk stream)",
         ns_per_op: per_stream / STREAM_CHUNKS as f64,
     });
 
