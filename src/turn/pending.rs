@@ -4,7 +4,6 @@
 //! the model can read (`outcome_unknown` for a call that started but never finished,
 //! `no_result` for one that never ran).
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -13,16 +12,25 @@ use super::TurnError;
 use crate::session::{CallStatus, ChatMessage, Entry, EntrySource, Role, Store};
 
 /// Calls in history without a result, in order, as `(call_id, tool name)`.
+///
+/// History is well-formed up to its tail (results follow their calls before any other
+/// message), so only the last assistant message with calls can have calls without results,
+/// and only the messages after it can hold their results: the scan looks at that tail, not at
+/// every entry of a long session.
 pub fn unanswered(history: &[Arc<Entry>]) -> Vec<(String, String)> {
-    let answered: HashSet<&str> = history
+    let Some(last) = history.iter().rposition(|e| !e.message.calls().is_empty()) else {
+        return Vec::new();
+    };
+    let answered: Vec<&str> = history[last + 1..]
         .iter()
         .filter(|e| e.message.role == Role::Tool)
         .filter_map(|e| e.message.tool_call_id.as_deref())
         .collect();
-    history
+    history[last]
+        .message
+        .calls()
         .iter()
-        .flat_map(|e| e.message.calls())
-        .filter(|c| !answered.contains(c.id.as_str()))
+        .filter(|c| !answered.contains(&c.id.as_str()))
         .map(|c| (c.id.clone(), c.function.name.clone()))
         .collect()
 }
@@ -99,4 +107,80 @@ pub async fn reconcile(
 
 fn error_result(kind: &str, message: &str) -> String {
     json!({ "error": { "kind": kind, "message": message, "retryable": false } }).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::unanswered;
+    use crate::session::{
+        ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, Role, ToolCallRequest,
+    };
+
+    fn entry(message: ChatMessage) -> Arc<Entry> {
+        Arc::new(Entry {
+            id: String::new(),
+            session_id: "s".into(),
+            source: EntrySource::ApiRequest,
+            message,
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            json: MessageJson::default(),
+        })
+    }
+
+    fn calls(ids: &[&str]) -> Arc<Entry> {
+        let mut message = ChatMessage::text(Role::Assistant, "");
+        message.tool_calls = Some(
+            ids.iter()
+                .map(|id| ToolCallRequest {
+                    id: (*id).into(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: format!("tool_{id}"),
+                        arguments: "{}".into(),
+                    },
+                })
+                .collect(),
+        );
+        entry(message)
+    }
+
+    fn result(id: &str) -> Arc<Entry> {
+        let mut message = ChatMessage::text(Role::Tool, "{}");
+        message.tool_call_id = Some(id.into());
+        entry(message)
+    }
+
+    fn text(role: Role) -> Arc<Entry> {
+        entry(ChatMessage::text(role, "x"))
+    }
+
+    fn ids(history: &[Arc<Entry>]) -> Vec<String> {
+        unanswered(history).into_iter().map(|(id, _)| id).collect()
+    }
+
+    #[test]
+    fn only_the_calls_of_the_last_assistant_message_without_results_are_pending() {
+        assert!(ids(&[]).is_empty());
+        assert!(ids(&[text(Role::User), text(Role::Assistant)]).is_empty());
+        let answered_before = [
+            text(Role::User),
+            calls(&["a1"]),
+            result("a1"),
+            text(Role::Assistant),
+            text(Role::User),
+        ];
+        assert!(ids(&answered_before).is_empty());
+
+        let mut tail = answered_before.to_vec();
+        tail.extend([calls(&["b1", "b2", "b3"]), result("b2")]);
+        assert_eq!(ids(&tail), ["b1", "b3"]);
+        assert_eq!(
+            unanswered(&tail)[0],
+            ("b1".to_owned(), "tool_b1".to_owned())
+        );
+        tail.extend([result("b1"), result("b3")]);
+        assert!(ids(&tail).is_empty());
+    }
 }
