@@ -16,6 +16,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod http_server;
+pub mod ids;
 pub mod keys;
 pub mod metrics;
 pub mod mock_model;

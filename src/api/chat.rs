@@ -404,7 +404,7 @@ impl<'a> RunReport<'a> {
 /// The ChatResponse body.
 fn response_body(session_id: &str, outcome: &TurnOutcome) -> Result<Vec<u8>, serde_json::Error> {
     serde_json::to_vec(&ChatResponse {
-        id: uuid::Uuid::now_v7().to_string(),
+        id: crate::ids::new_v7().to_string(),
         session_id,
         created_at: rfc3339(OffsetDateTime::now_utc()),
         jobs: [],

@@ -72,7 +72,7 @@ pub fn rfc3339(at: OffsetDateTime) -> String {
 
 /// A new server-generated id (UUIDv7: time-ordered).
 pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+    crate::ids::new_v7().to_string()
 }
 
 /// The wire form of a record: id, stored fields, derived fields, timestamps.

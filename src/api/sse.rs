@@ -90,7 +90,7 @@ pub async fn stream_turn(
         Ok(None) => return ApiError::Internal.into_response(),
         Err(_) => None,
     };
-    let id = uuid::Uuid::now_v7().to_string();
+    let id = crate::ids::new_v7().to_string();
     let created_at = rfc3339(OffsetDateTime::now_utc());
     let stream = chunks(feed, first, id, created_at, stop_on_drop);
     Sse::new(stream)

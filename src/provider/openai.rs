@@ -299,7 +299,7 @@ pub fn arguments_text(arguments: Option<&Value>) -> String {
 
 /// An id for a call the provider sent without one (some local servers do).
 pub fn generated_call_id() -> String {
-    format!("call_{}", uuid::Uuid::now_v7().simple())
+    format!("call_{}", crate::ids::new_v7().simple())
 }
 
 /// The `error.message` of an OpenAI-style error body, or the body itself, shortened.

@@ -453,7 +453,7 @@ impl<'a> Transcript<'a> {
         let now = OffsetDateTime::now_utc();
         for (message, source) in messages {
             self.conversation.push(Arc::new(Entry {
-                id: uuid::Uuid::now_v7().to_string(),
+                id: crate::ids::new_v7().to_string(),
                 session_id: self.session_id.to_owned(),
                 source,
                 message,

@@ -129,7 +129,7 @@ fn store_write(budget: Duration, scratch: &Path) -> Result<f64, String> {
     let session = "00000000-0000-7000-8000-000000000001";
     let entry = |role: Role, text: &str, source: EntrySource| {
         Arc::new(Entry {
-            id: uuid::Uuid::now_v7().to_string(),
+            id: agentd::ids::new_v7().to_string(),
             session_id: session.to_owned(),
             source,
             message: ChatMessage::text(role, text),
