@@ -149,6 +149,16 @@ pub async fn run(
     outcome
 }
 
+/// Runs `op` `count` times from one client, one after the other (sessions replaced every
+/// [`TURNS_PER_SESSION`] turns, as under load); stops at the first error.
+pub async fn sequential(target: &Target, op: Op, count: u32) -> Result<(), String> {
+    let mut worker = Worker::default();
+    for _ in 0..count {
+        target.once(op, &mut worker).await?;
+    }
+    Ok(())
+}
+
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }

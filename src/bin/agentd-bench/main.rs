@@ -2,11 +2,13 @@
 //! calls sent straight to the mock). Starts `mock-model` and `agentd serve` as processes,
 //! drives closed-loop load from this process over loopback, and prints one table per scenario;
 //! the `held` scenario holds thousands of streams open on a fresh pair of processes;
-//! `agentd-bench micro` times the hot pieces in-process.
+//! `agentd-bench micro` times the hot pieces in-process; `agentd-bench instructions` counts
+//! agentd's instructions per turn under valgrind's callgrind.
 
 mod held;
 mod held_client;
 mod held_report;
+mod instructions;
 mod limits;
 mod load;
 mod micro;
@@ -58,6 +60,15 @@ struct Args {
 enum Command {
     /// Timing loops over validation, catalog compilation, chunk assembly and a history write.
     Micro,
+    /// User-space instructions per turn (chat, tool, stream), counted by callgrind.
+    Instructions {
+        /// Turns of the short run (start-up and shutdown are taken out with it).
+        #[arg(long, default_value_t = 300)]
+        short_turns: u32,
+        /// Turns of the long run.
+        #[arg(long, default_value_t = 900)]
+        long_turns: u32,
+    },
 }
 
 fn main() -> ExitCode {
@@ -69,6 +80,10 @@ fn main() -> ExitCode {
     }
     let result = match args.command {
         Some(Command::Micro) => run_micro(&args, &scratch).map(|_| ()),
+        Some(Command::Instructions {
+            short_turns,
+            long_turns,
+        }) => run_instructions(&scratch, short_turns, long_turns),
         None => run_load(&args, &scratch),
     };
     let _ = std::fs::remove_dir_all(&scratch);
@@ -99,6 +114,26 @@ fn run_micro(args: &Args, scratch: &std::path::Path) -> Result<f64, String> {
         .first()
         .map(micro::Measure::ops_per_sec)
         .unwrap_or(0.0))
+}
+
+fn run_instructions(scratch: &std::path::Path, short: u32, long: u32) -> Result<(), String> {
+    let counted = instructions::run(scratch, short, long)?;
+    println!(
+        "\n### instructions per turn (callgrind, user space, one client, sessions of {})\n",
+        load::TURNS_PER_SESSION
+    );
+    println!("| scenario | Ir, {short} turns | Ir, {long} turns | Ir per turn |");
+    println!("|---|---:|---:|---:|");
+    for c in &counted {
+        println!(
+            "| {} | {} | {} | {:.1} k |",
+            c.scenario,
+            c.short.1,
+            c.long.1,
+            c.per_turn() / 1000.0
+        );
+    }
+    Ok(())
 }
 
 /// The scenarios, each with its floor operation when it has one.

@@ -8,7 +8,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 /// How long a process may take to print its ready line.
-const READY_TIMEOUT: Duration = Duration::from_secs(20);
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A child process killed when dropped.
 pub struct Running {
@@ -24,6 +24,25 @@ impl Running {
 
     pub fn stop(mut self) {
         self.kill();
+    }
+
+    /// Asks the process to stop (SIGTERM) and waits up to `grace` for it to exit, so it can
+    /// write what it keeps until exit (callgrind's counts); killed after that.
+    pub fn terminate(mut self, grace: Duration) -> Result<(), String> {
+        let pid = i32::try_from(self.child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .ok_or("no process id")?;
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+            .map_err(|e| format!("SIGTERM: {e}"))?;
+        let deadline = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Err(format!("did not exit within {grace:?} of SIGTERM"))
     }
 
     fn kill(&mut self) {
@@ -82,6 +101,17 @@ pub fn start_mock(latency_ms: u64) -> Result<Running, String> {
 /// Starts `agentd serve` against the mock with a scratch data dir and catalog; waits for
 /// `agentd ready addr=...` on stderr (which is drained for the rest of the run).
 pub fn start_agentd(scratch: &Path, mock_origin: &str, api_key: &str) -> Result<Running, String> {
+    start_agentd_under(None, scratch, mock_origin, api_key)
+}
+
+/// [`start_agentd`], run by `launcher` (a program and its arguments, such as valgrind) when
+/// given; the launcher must keep the process id (exec or run in place).
+pub fn start_agentd_under(
+    launcher: Option<&[String]>,
+    scratch: &Path,
+    mock_origin: &str,
+    api_key: &str,
+) -> Result<Running, String> {
     let tools = scratch.join("tools.toml");
     std::fs::write(
         &tools,
@@ -89,7 +119,16 @@ pub fn start_agentd(scratch: &Path, mock_origin: &str, api_key: &str) -> Result<
          offer = false\nparameters = { type = \"object\" }\n",
     )
     .map_err(|e| format!("{}: {e}", tools.display()))?;
-    let mut child = Command::new(binary("agentd")?)
+    let agentd = binary("agentd")?;
+    let mut command = match launcher {
+        Some([program, args @ ..]) => {
+            let mut command = Command::new(program);
+            command.args(args).arg(&agentd);
+            command
+        }
+        _ => Command::new(&agentd),
+    };
+    let mut child = command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .arg("--data-dir")

@@ -1,0 +1,155 @@
+//! `agentd-bench instructions`: the user-space instructions agentd executes per turn, counted
+//! by valgrind's callgrind. Unlike time, the count is the same run to run whatever else the
+//! machine does, so changes of a few percent show.
+//!
+//! For each scenario agentd runs under callgrind twice, once for a short and once for a long
+//! sequence of turns from one client (sessions replaced every [`load::TURNS_PER_SESSION`]
+//! turns, as under load); the difference of the two totals divided by the difference in turns
+//! is one turn with start-up and shutdown taken out.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::load::{self, Op, Target};
+use crate::procs;
+
+/// How long agentd under callgrind gets to drain and write its counts after SIGTERM.
+const EXIT_GRACE: Duration = Duration::from_secs(60);
+
+/// One scenario's count.
+pub struct PerTurn {
+    pub scenario: &'static str,
+    pub short: (u32, u64),
+    pub long: (u32, u64),
+}
+
+impl PerTurn {
+    pub fn per_turn(&self) -> f64 {
+        let turns = f64::from(self.long.0 - self.short.0);
+        (self.long.1 as f64 - self.short.1 as f64) / turns
+    }
+}
+
+/// The scenarios counted: the load scenarios that make model calls.
+const SCENARIOS: [(&str, Op); 3] = [
+    (
+        "chat",
+        Op::Chat {
+            tool: false,
+            stream: false,
+        },
+    ),
+    (
+        "tool",
+        Op::Chat {
+            tool: true,
+            stream: false,
+        },
+    ),
+    (
+        "stream",
+        Op::Chat {
+            tool: false,
+            stream: true,
+        },
+    ),
+];
+
+pub fn run(scratch: &Path, short: u32, long: u32) -> Result<Vec<PerTurn>, String> {
+    if long <= short {
+        return Err(format!(
+            "--long-turns ({long}) must be more than --short-turns ({short})"
+        ));
+    }
+    let version = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .map_err(|e| format!("valgrind not found ({e}); install it: apt-get install valgrind"))?;
+    println!(
+        "counting with {} (callgrind), {short} and {long} turns per scenario",
+        String::from_utf8_lossy(&version.stdout).trim()
+    );
+    agentd::app::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mock = procs::start_mock(0)?;
+    let mut results = Vec::new();
+    for (scenario, op) in SCENARIOS {
+        let short_count = count(&runtime, scratch, &mock.origin, scenario, op, short)?;
+        let long_count = count(&runtime, scratch, &mock.origin, scenario, op, long)?;
+        results.push(PerTurn {
+            scenario,
+            short: (short, short_count),
+            long: (long, long_count),
+        });
+    }
+    mock.stop();
+    Ok(results)
+}
+
+/// Total instructions of one agentd process serving `turns` turns of `op`.
+fn count(
+    runtime: &tokio::runtime::Runtime,
+    scratch: &Path,
+    mock_origin: &str,
+    scenario: &str,
+    op: Op,
+    turns: u32,
+) -> Result<u64, String> {
+    let dir = scratch.join(format!("callgrind-{scenario}-{turns}"));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = dir.join("callgrind.out");
+    let launcher = [
+        "valgrind".to_owned(),
+        "--tool=callgrind".to_owned(),
+        format!("--callgrind-out-file={}", out.display()),
+    ];
+    let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let agentd = procs::start_agentd_under(Some(&launcher), &dir, mock_origin, &api_key)?;
+    let mut target = Target {
+        http: load::http_client(1)?,
+        agentd: agentd.origin.clone(),
+        mock: mock_origin.to_owned(),
+        api_key,
+        agent_id: String::new(),
+    };
+    let driven = runtime.block_on(async {
+        target.agent_id = target.create_agent().await?;
+        load::sequential(&target, op, turns).await
+    });
+    agentd.terminate(EXIT_GRACE)?;
+    driven.map_err(|e| format!("{scenario}, {turns} turns: {e}"))?;
+    let text = std::fs::read_to_string(&out).map_err(|e| format!("{}: {e}", out.display()))?;
+    total(&text).ok_or_else(|| format!("{}: no summary line", out.display()))
+}
+
+/// The `summary:` (or `totals:`) count of a callgrind output file.
+fn total(text: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix("summary:")
+            .or_else(|| line.strip_prefix("totals:"))
+            .and_then(|n| n.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{PerTurn, total};
+
+    #[test]
+    fn reads_the_total_and_takes_start_up_out() {
+        let text = "version: 1\ncreator: callgrind-3.19.0\nevents: Ir\nsummary: 123456\n";
+        assert_eq!(total(text), Some(123_456));
+        assert_eq!(total("events: Ir\n"), None);
+        let counted = PerTurn {
+            scenario: "chat",
+            short: (300, 1_000_000),
+            long: (900, 2_200_000),
+        };
+        assert!((counted.per_turn() - 2_000.0).abs() < 1e-9);
+    }
+}
