@@ -65,9 +65,11 @@ pub struct Held {
     pub rss_settled_kb: Option<u64>,
 }
 
+/// RSS growth per stream in KB; `None` without streams or without growth, since every open
+/// stream costs memory: RSS that did not grow was not read from the process holding them.
 fn per_stream(from_kb: Option<u64>, to_kb: Option<u64>, streams: i64) -> Option<f64> {
     let (from, to) = (from_kb?, to_kb?);
-    (streams > 0).then(|| (to as f64 - from as f64) / streams as f64)
+    (streams > 0 && to > from).then(|| (to - from) as f64 / streams as f64)
 }
 
 impl Held {
@@ -256,4 +258,18 @@ fn clamp(requested: usize, agentd: u32, mock: u32) -> (usize, Option<String>) {
         )
     });
     (fit, clamp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::per_stream;
+
+    #[test]
+    fn memory_per_stream_needs_streams_and_growth() {
+        assert_eq!(per_stream(Some(1_000), Some(3_000), 40), Some(50.0));
+        assert_eq!(per_stream(Some(1_000), Some(1_000), 40), None);
+        assert_eq!(per_stream(Some(1_000), Some(900), 40), None);
+        assert_eq!(per_stream(Some(1_000), Some(3_000), 0), None);
+        assert_eq!(per_stream(None, Some(3_000), 40), None);
+    }
 }
