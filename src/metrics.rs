@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
 use axum::extract::{MatchedPath, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
@@ -232,6 +231,11 @@ fn raise(gauge: &'static AtomicI64) -> Active {
     Active { gauge }
 }
 
+/// An open event stream: counts in `agentd_active_streams` until dropped (the stream owns it).
+pub fn stream_opened() -> Active {
+    raise(&REGISTRY.active_streams)
+}
+
 /// A running turn: counts in `agentd_active_turns` until dropped.
 #[must_use]
 pub struct TurnTimer {
@@ -301,20 +305,7 @@ pub async fn track_http(request: Request, next: Next) -> Response {
         ],
         started.elapsed().as_secs_f64(),
     );
-    let streaming = response
-        .headers()
-        .get(CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if !streaming {
-        return response;
-    }
-    let active = raise(&REGISTRY.active_streams);
-    let (parts, body) = response.into_parts();
-    let body = futures_util::StreamExt::map(body.into_data_stream(), move |chunk| {
-        let _alive = &active;
-        chunk
-    });
-    Response::from_parts(parts, Body::from_stream(body))
+    response
 }
 
 /// Everything, in the Prometheus text format (version 0.0.4).

@@ -245,8 +245,9 @@ async fn metrics_need_the_key_and_expose_every_series() {
     let (s, body) = daemon.chat(&session, say("use alpha")).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
 
-    mock.push(Reply::text("Streamed."));
-    let streamed = daemon
+    // Slow chunks keep the stream open long enough to be counted.
+    mock.push(Reply::text("Streamed.").chunk_delay(Duration::from_millis(300)));
+    let mut streamed = daemon
         .http
         .post(daemon.url(&format!("/api/sessions/{session}/chat")))
         .bearer_auth(KEY)
@@ -255,7 +256,20 @@ async fn metrics_need_the_key_and_expose_every_series() {
         .await
         .unwrap();
     assert_eq!(streamed.status(), StatusCode::OK);
-    let events = streamed.text().await.unwrap();
+    let mut events = String::new();
+    while !events.contains("data:") {
+        let chunk = streamed.chunk().await.unwrap().expect("a first event");
+        events.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (_, open) = daemon.call(reqwest::Method::GET, "/metrics", None).await;
+    let open = open.as_str().expect("text body").to_owned();
+    assert!(
+        open.contains("agentd_active_streams 1"),
+        "an open stream is counted:\n{open}"
+    );
+    while let Some(chunk) = streamed.chunk().await.unwrap() {
+        events.push_str(&String::from_utf8_lossy(&chunk));
+    }
     assert!(events.contains("Streamed."), "{events}");
 
     let anonymous = reqwest::get(daemon.url("/metrics")).await.unwrap();

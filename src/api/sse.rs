@@ -19,6 +19,7 @@ use tracing::Instrument;
 use super::AppState;
 use super::error::ApiError;
 use super::resources::rfc3339;
+use crate::metrics;
 use crate::provider::Usage;
 use crate::session::ToolCallRequest;
 use crate::session::lock::TurnGuard;
@@ -92,7 +93,13 @@ pub async fn stream_turn(
     };
     let id = crate::ids::new_v7().to_string();
     let created_at = rfc3339(OffsetDateTime::now_utc());
-    let stream = chunks(feed, first, id, created_at, stop_on_drop);
+    let stream = chunks(
+        feed,
+        first,
+        id,
+        created_at,
+        (stop_on_drop, metrics::stream_opened()),
+    );
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
         .into_response()
@@ -254,19 +261,20 @@ fn encode(chunk: &Chunk<'_>) -> Event {
     }
 }
 
-/// The event stream. It owns the drop guard: when the client goes away the stream is
-/// dropped and the turn is cancelled at once, even in the middle of a tool call.
+/// The event stream. It owns the drop guard and the open-stream count: when the client goes
+/// away the stream is dropped, the turn is cancelled at once, even in the middle of a tool
+/// call, and `agentd_active_streams` goes down.
 fn chunks(
     feed: Feed,
     first: Option<Item>,
     id: String,
     created_at: String,
-    stop_on_drop: DropGuard,
+    guards: (DropGuard, metrics::Active),
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let chunker = Chunker { id, created_at };
     futures_util::stream::unfold(
-        (feed, first, chunker, stop_on_drop, false),
-        |(mut feed, first, chunker, guard, finished)| async move {
+        (feed, first, chunker, guards, false),
+        |(mut feed, first, chunker, guards, finished)| async move {
             if finished {
                 return None;
             }
@@ -275,7 +283,7 @@ fn chunks(
                 None => feed.next().await?,
             };
             let (event, last) = chunker.event(item);
-            Some((Ok(event), (feed, None, chunker, guard, last)))
+            Some((Ok(event), (feed, None, chunker, guards, last)))
         },
     )
 }
