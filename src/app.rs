@@ -12,7 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, Shared};
 use crate::config::Config;
 use crate::provider::ModelProvider;
 use crate::provider::openai::OpenAiProvider;
@@ -80,7 +80,7 @@ impl App {
             config.tools.max_concurrent_calls,
         ));
         let keys = crate::keys::resolve(&config).map_err(StartError::Config)?;
-        let state = AppState {
+        let state = AppState::new(Shared {
             store,
             engine,
             keys: Arc::new(crate::keys::ApiKeys::new(keys)),
@@ -88,7 +88,7 @@ impl App {
             draining: Arc::new(AtomicBool::new(false)),
             abort: CancellationToken::new(),
             sse_keep_alive: config.server.sse_keep_alive,
-        };
+        });
         Ok(Self {
             config,
             state,

@@ -32,9 +32,27 @@ use error::ApiError;
 use sessions::Sessions;
 use users::Users;
 
-/// Everything a handler can reach.
+/// Everything a handler can reach, behind one `Arc`: handlers and middleware clone the state
+/// for every request, and one reference count is cheaper than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub struct Shared {
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
     pub keys: Arc<crate::keys::ApiKeys>,
@@ -47,7 +65,7 @@ pub struct AppState {
     pub sse_keep_alive: Duration,
 }
 
-impl AppState {
+impl Shared {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
