@@ -204,12 +204,29 @@ mod tests {
         answer
     }
 
-    #[tokio::test]
-    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+    /// A writer on an in-memory database with one table, `t (n INTEGER)`.
+    fn writer_on_table_t() -> Writer {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch("CREATE TABLE t (n INTEGER)")
             .expect("schema");
-        let writer = Writer::start(conn).expect("start");
+        Writer::start(conn).expect("start")
+    }
+
+    /// What `t` holds, in order, read through the writer.
+    async fn rows_of_t(writer: &Writer) -> Vec<i64> {
+        let rows = write(writer, |c| {
+            let mut rows = c.prepare("SELECT n FROM t ORDER BY n")?;
+            let ns = rows
+                .query_map([], |r| r.get::<_, i64>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ns)
+        });
+        rows.await.expect("reply").expect("read")
+    }
+
+    #[tokio::test]
+    async fn a_panicking_write_fails_alone_and_the_writer_goes_on() {
+        let writer = writer_on_table_t();
         let before = write(&writer, |c| {
             c.execute("INSERT INTO t VALUES (1)", [])?;
             Ok(())
@@ -228,22 +245,12 @@ mod tests {
             "the caller of the panicking write hears of it"
         );
         assert!(matches!(after.await, Ok(Ok(()))));
-        let rows = write(&writer, |c| {
-            let mut rows = c.prepare("SELECT n FROM t ORDER BY n")?;
-            let ns = rows
-                .query_map([], |r| r.get::<_, i64>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(ns)
-        });
-        assert_eq!(rows.await.expect("reply").expect("read"), vec![1, 3]);
+        assert_eq!(rows_of_t(&writer).await, vec![1, 3]);
     }
 
     #[tokio::test]
     async fn a_lone_job_that_fails_or_panics_leaves_nothing_behind() {
-        let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch("CREATE TABLE t (n INTEGER)")
-            .expect("schema");
-        let writer = Writer::start(conn).expect("start");
+        let writer = writer_on_table_t();
         // Each job is awaited before the next is sent, so each is alone in its batch.
         let failing = write(&writer, |c| -> Outcome<()> {
             c.execute("INSERT INTO t VALUES (1)", [])?;
@@ -260,13 +267,6 @@ mod tests {
             Ok(())
         });
         assert!(matches!(kept.await, Ok(Ok(()))));
-        let rows = write(&writer, |c| {
-            let mut rows = c.prepare("SELECT n FROM t ORDER BY n")?;
-            let ns = rows
-                .query_map([], |r| r.get::<_, i64>(0))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            Ok(ns)
-        });
-        assert_eq!(rows.await.expect("reply").expect("read"), vec![3]);
+        assert_eq!(rows_of_t(&writer).await, vec![3]);
     }
 }
