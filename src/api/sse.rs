@@ -187,14 +187,52 @@ impl Chunker {
     /// The SSE event for one item, and whether it is the last.
     fn event(&self, item: Item) -> (Event, bool) {
         match item {
+            Item::Event(event) => (encode(&self.event_chunk(&event)), false),
+            Item::Done(Ok(outcome)) => (encode(&self.final_chunk(&outcome)), true),
             Item::Done(Err(error)) => {
                 let error = ApiError::from(error);
                 tracing::warn!(%error, "streamed turn failed after the stream started");
                 let body = error.body();
                 (encode(&self.error_chunk(&body)), true)
             }
-            item => (encode(&self.body(&item)), matches!(item, Item::Done(_))),
         }
+    }
+
+    /// The chunk for something that happened during the turn.
+    fn event_chunk<'a>(&'a self, event: &'a TurnEvent) -> Chunk<'a> {
+        let delta = match event {
+            TurnEvent::Text(text) => Delta {
+                content: Some(text),
+                ..Delta::role("assistant")
+            },
+            TurnEvent::ToolCalls(calls) => Delta {
+                tool_calls: Some(
+                    calls
+                        .iter()
+                        .enumerate()
+                        .map(|(index, call)| IndexedCall { index, call })
+                        .collect(),
+                ),
+                ..Delta::role("assistant")
+            },
+            TurnEvent::ToolResult(run) => Delta {
+                content: Some(&run.content),
+                tool_call_id: Some(&run.call_id),
+                name: Some(&run.name),
+                ..Delta::role("tool")
+            },
+        };
+        self.chunk(delta, None, None)
+    }
+
+    /// The last chunk of a turn that finished: its finish reason and usage. Tool calls were
+    /// already sent in their own chunk; they are not repeated.
+    fn final_chunk<'a>(&'a self, outcome: &'a TurnOutcome) -> Chunk<'a> {
+        self.chunk(
+            Delta::role("assistant"),
+            Some(outcome.finish_reason.as_str()),
+            Some(&outcome.usage),
+        )
     }
 
     /// The last chunk of a turn that failed after the stream started; `body` is the error's
@@ -203,47 +241,6 @@ impl Chunker {
         let mut chunk = self.chunk(Delta::role("assistant"), None, None);
         chunk.error = body.get("error");
         chunk
-    }
-
-    /// The chunk for an item other than a failed turn.
-    fn body<'a>(&'a self, item: &'a Item) -> Chunk<'a> {
-        match item {
-            Item::Event(TurnEvent::Text(text)) => {
-                let delta = Delta {
-                    content: Some(text),
-                    ..Delta::role("assistant")
-                };
-                self.chunk(delta, None, None)
-            }
-            Item::Event(TurnEvent::ToolCalls(calls)) => {
-                let calls = calls
-                    .iter()
-                    .enumerate()
-                    .map(|(index, call)| IndexedCall { index, call })
-                    .collect();
-                let delta = Delta {
-                    tool_calls: Some(calls),
-                    ..Delta::role("assistant")
-                };
-                self.chunk(delta, None, None)
-            }
-            Item::Event(TurnEvent::ToolResult(run)) => {
-                let delta = Delta {
-                    content: Some(&run.content),
-                    tool_call_id: Some(&run.call_id),
-                    name: Some(&run.name),
-                    ..Delta::role("tool")
-                };
-                self.chunk(delta, None, None)
-            }
-            // Tool calls were already sent in their own chunk; they are not repeated.
-            Item::Done(Ok(outcome)) => self.chunk(
-                Delta::role("assistant"),
-                Some(outcome.finish_reason.as_str()),
-                Some(&outcome.usage),
-            ),
-            Item::Done(Err(_)) => self.chunk(Delta::role("assistant"), None, None),
-        }
     }
 }
 
@@ -329,7 +326,11 @@ mod tests {
             id: "0190-chunk".into(),
             created_at: "2026-12-02T00:00:00Z".into(),
         };
-        let body = |item: &Item| serde_json::to_value(c.body(item)).unwrap();
+        let body = |item: &Item| match item {
+            Item::Event(event) => serde_json::to_value(c.event_chunk(event)).unwrap(),
+            Item::Done(Ok(outcome)) => serde_json::to_value(c.final_chunk(outcome)).unwrap(),
+            Item::Done(Err(_)) => unreachable!("failed turns are checked with error_chunk"),
+        };
 
         let text = Item::Event(TurnEvent::Text("Hi \"there\"\n".into()));
         assert_eq!(

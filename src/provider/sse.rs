@@ -33,12 +33,11 @@ pub struct NotUtf8;
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl SseDecoder {
-    /// Appends bytes read from the connection.
+    /// Appends bytes read from the connection, dropping those already read: what is kept is
+    /// at most an unfinished line, so a long stream does not grow the buffer.
     pub fn push(&mut self, bytes: &[u8]) {
-        if self.read > 0 && self.read == self.buffer.len() {
-            self.buffer.clear();
-            self.read = 0;
-        }
+        self.buffer.drain(..self.read);
+        self.read = 0;
         self.buffer.extend_from_slice(bytes);
     }
 
@@ -63,7 +62,6 @@ impl SseDecoder {
             }
             let unread = &self.buffer[self.read..];
             let Some(end) = unread.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                self.compact();
                 return Ok(None);
             };
             self.after_cr = unread[end] == b'\r';
@@ -73,15 +71,6 @@ impl SseDecoder {
             if event.is_some() {
                 return Ok(event);
             }
-        }
-    }
-
-    /// Drops the bytes already read once they are most of the buffer, so a long stream does
-    /// not grow it and a short one does not copy on every read.
-    fn compact(&mut self) {
-        if self.read > 0 && self.read * 2 >= self.buffer.len() {
-            self.buffer.drain(..self.read);
-            self.read = 0;
         }
     }
 }

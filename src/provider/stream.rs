@@ -145,7 +145,8 @@ struct PartialCall {
 impl Assembler {
     /// Takes one chunk; returns its text delta, if any.
     pub fn push(&mut self, chunk: StreamChunk) -> Option<String> {
-        if let Some(usage) = parse_usage(chunk.usage.as_ref().filter(|u| !u.is_null())) {
+        // A `null` usage is already `None` here.
+        if let Some(usage) = parse_usage(chunk.usage.as_ref()) {
             self.usage = Some(usage);
         }
         let choice = chunk.choices?.into_iter().next()?;

@@ -87,7 +87,7 @@ fn commit_alone(conn: &Connection, job: Box<dyn Job>) {
     } else {
         exec(conn, "ROLLBACK").map_err(|e| format!("rollback failed: {e}"))
     };
-    settle_all(vec![settle], ended);
+    settle_all([settle], ended);
 }
 
 fn commit(conn: &Connection) -> Result<(), String> {
@@ -98,7 +98,7 @@ fn commit(conn: &Connection) -> Result<(), String> {
 }
 
 /// Tells every job of the batch how the transaction ended.
-fn settle_all(settles: Vec<Settle>, ended: Result<(), String>) {
+fn settle_all(settles: impl IntoIterator<Item = Settle>, ended: Result<(), String>) {
     for settle in settles {
         let outcome = ended.as_ref().map(|_| ()).map_err(String::as_str);
         if panic::catch_unwind(AssertUnwindSafe(|| settle(outcome))).is_err() {

@@ -101,6 +101,9 @@ pub fn run(budget: Duration, scratch: &Path) -> Result<Vec<Measure>, String> {
             .to_string()
         })
         .collect();
+    for chunk in &chunks {
+        StreamChunk::parse(chunk).map_err(|e| format!("bench chunk rejected: {e}"))?;
+    }
     let per_stream = time_loop(budget, || {
         let mut assembler = Assembler::default();
         for chunk in &chunks {
