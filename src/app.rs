@@ -58,7 +58,7 @@ impl App {
             ))
         })?;
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&config.database_path())
+            SqliteStore::open_with(&config.database_path(), config.storage.synchronous)
                 .map_err(|e| StartError::Store(e.to_string()))?,
         );
         let catalog = load_catalog(config.tools.catalog.as_deref(), &registry)?;

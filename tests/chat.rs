@@ -190,11 +190,19 @@ async fn a_turn_that_saves_nothing_still_journals_its_tool_call() {
         .app
         .state
         .store
-        .journal_get(&session, call_id)
+        .journal_get(
+            &session,
+            call_id,
+            &agentd::session::call_digest("echo", &json!({"text": "unsaved"})),
+        )
         .await
         .expect("journal")
         .expect("the call is journaled");
     assert_eq!(record.status, CallStatus::Finished);
+    assert_eq!(
+        record.arguments, "",
+        "the unsaved turn's arguments are not kept"
+    );
     let stored: Value = serde_json::from_str(record.result.as_deref().unwrap()).unwrap();
     assert_eq!(&stored, content);
 }
@@ -455,4 +463,161 @@ async fn upstream_failures_retry_then_map_to_502() {
     let (s, _) = d.chat(&session, say("once more")).await;
     assert_eq!(s, StatusCode::BAD_GATEWAY);
     assert_eq!(d.mock.request_count(), before + 1, "a 400 is not retried");
+}
+
+/// `offer` is access control: a catalog tool the turn did not offer (not offered by default,
+/// not declared by the agent or the request) is refused as unknown when the model names it,
+/// and never reaches the journal or its handler. A declared one runs.
+#[tokio::test]
+async fn a_tool_the_turn_did_not_offer_is_refused_even_when_it_is_in_the_catalog() {
+    let d = TestDaemon::start().await;
+    let session = d.session().await;
+    d.mock.push(Reply::tool_calls(vec![
+        ScriptedCall::new("echo", json!({"text": "hidden"})).with_id("c_hidden"),
+        ScriptedCall::new("slow", json!({"ms": 1})).with_id("c_offered"),
+    ]));
+    d.mock.push(Reply::text("done"));
+    let mut body = say("go");
+    body["tools"] = json!([tool("slow")]);
+    let (s, r) = d.chat(&session, body).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["tool_runs"][0]["error_kind"], "unknown_tool", "{r}");
+    assert_eq!(r["tool_runs"][1]["status"], "ok", "{r}");
+    let requests = d.mock.requests();
+    let offered: Vec<&str> = requests[0]["tools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["function"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(offered, ["slow"]);
+    let results = tool_results(&requests[1]);
+    assert_eq!(results[0].1["error"]["kind"], "unknown_tool");
+    assert_eq!(results[0].1["error"]["available"], json!(["slow"]));
+    let journaled = d
+        .app
+        .state
+        .store
+        .journal_get(
+            &session,
+            "c_hidden",
+            &agentd::session::call_digest("echo", &json!({"text": "hidden"})),
+        )
+        .await
+        .unwrap();
+    assert!(journaled.is_none(), "the hidden tool never started");
+    assert_history_valid(&d.history(&session).await);
+}
+
+/// Clearing history forgets the journal of the cleared calls: the same call (same id, same
+/// content) in the next conversation runs instead of being answered with the old result.
+#[tokio::test]
+async fn clearing_history_forgets_the_calls_it_held() {
+    let d = TestDaemon::start().await;
+    let session = d.session().await;
+    let arguments = json!({"text": "again"});
+    for round in 0..2 {
+        d.mock.push(Reply::tool_calls(vec![
+            ScriptedCall::new("echo", arguments.clone()).with_id("call_0"),
+        ]));
+        d.mock.push(Reply::text("done"));
+        let mut body = say("echo");
+        body["tools"] = json!([tool("echo")]);
+        let (s, r) = d.chat(&session, body).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        assert_eq!(r["tool_runs"][0]["status"], "ok", "round {round}: {r}");
+        let digest = agentd::session::call_digest("echo", &arguments);
+        let stored = d.app.state.store.journal_get(&session, "call_0", &digest);
+        assert!(
+            stored.await.unwrap().is_some(),
+            "journaled while it is in history"
+        );
+        let (s, _) = d
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/sessions/{session}/history"),
+                None,
+            )
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED);
+        let stored = d.app.state.store.journal_get(&session, "call_0", &digest);
+        assert!(stored.await.unwrap().is_none(), "cleared with its history");
+    }
+}
+
+/// Deleting a session cancels its running turn and waits for it: after the delete answers,
+/// nothing of the session is written again, and a session re-created under the same id is
+/// empty.
+#[tokio::test]
+async fn deleting_a_session_mid_turn_stops_the_turn_and_nothing_comes_back() {
+    let d = std::sync::Arc::new(TestDaemon::start().await);
+    let session = d.session().await;
+    let (s, created) = d.get(&format!("/sessions/{session}")).await;
+    assert_eq!(s, StatusCode::OK);
+    let arguments = json!({"ms": 8000});
+    d.mock.push(Reply::tool_calls(vec![
+        ScriptedCall::new("slow_long", arguments.clone()).with_id("c_long"),
+    ]));
+    d.mock.push(Reply::text("finished after all"));
+    let turn = tokio::spawn({
+        let d = std::sync::Arc::clone(&d);
+        let session = session.clone();
+        async move {
+            let mut body = say("take your time");
+            body["tools"] = json!([tool("slow_long")]);
+            d.chat(&session, body).await
+        }
+    });
+    // Wait until the call is running: journaled as started.
+    let digest = agentd::session::call_digest("slow_long", &arguments);
+    let started = tokio::time::Instant::now();
+    loop {
+        let stored = d.app.state.store.journal_get(&session, "c_long", &digest);
+        if stored.await.unwrap().is_some() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the call never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let (s, r) = d
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/sessions/{session}"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{r}");
+    assert!(
+        turn.is_finished(),
+        "the delete answered only after the turn ended"
+    );
+    let (s, r) = turn.await.unwrap();
+    assert_eq!(s, StatusCode::CONFLICT, "{r}");
+    assert!(
+        r["error"]["message"].as_str().unwrap().contains("deleted"),
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the running call was cancelled, not waited out"
+    );
+    assert_eq!(d.mock.requests().len(), 1, "no model call after the delete");
+
+    let (s, r) = d
+        .post(
+            &format!("/sessions/{session}"),
+            json!({"agents": created["agents"], "users": created["users"]}),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {r}");
+    assert!(
+        d.history(&session).await.is_empty(),
+        "the new session is empty"
+    );
+    let stored = d.app.state.store.journal_get(&session, "c_long", &digest);
+    assert!(stored.await.unwrap().is_none(), "the journal went with it");
 }

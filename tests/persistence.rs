@@ -89,6 +89,7 @@ fn journal(
     JournalRecord {
         session_id: session.to_owned(),
         call_id: call_id.to_owned(),
+        digest: agentd::session::call_digest_of_text("slow", "{\"ms\": 10}"),
         tool: "slow".into(),
         arguments: "{\"ms\": 10}".into(),
         status,
@@ -130,7 +131,12 @@ async fn calls_interrupted_by_a_crash_are_never_run_twice() {
         .await
         .unwrap();
     store
-        .journal_finish(&session, "c_finished", "{\"slept_ms\":10}")
+        .journal_finish(
+            &session,
+            "c_finished",
+            &agentd::session::call_digest_of_text("slow", "{\"ms\": 10}"),
+            "{\"slept_ms\":10}",
+        )
         .await
         .unwrap();
     drop(store);

@@ -157,3 +157,44 @@ async fn a_replayed_call_is_answered_from_the_journal_and_sent_once() {
         "exactly one message received"
     );
 }
+
+/// A provider that numbers calls per response sends `call_0` every time. With nothing in
+/// history to rename it against (`save: false`), a second email to another recipient under the
+/// same id is a new call: it is sent, not answered with the first call's result.
+#[tokio::test]
+async fn a_reused_call_id_with_other_arguments_sends_again() {
+    let dir = TempDir::new("agentd-send-email-reused-id");
+    let server = SmtpServer::start(&dir, &[]);
+    let options = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"agent@corp.example\"\n",
+        server.port
+    );
+    let d = TestDaemon::start_with(Options {
+        tools_toml: Some(catalog(&options)),
+        ..Default::default()
+    })
+    .await;
+    let session = d.session().await;
+    for to in ["a@example.com", "b@example.com"] {
+        d.mock.push(Reply::tool_calls(vec![
+            ScriptedCall::new(
+                "send_email",
+                json!({"to": to, "subject": "Hi", "body": "Hello"}),
+            )
+            .with_id("call_0"),
+        ]));
+        d.mock.push(Reply::text("sent"));
+        let mut body = say(&format!("mail {to}"));
+        body["save"] = json!(false);
+        let (s, r) = d.chat(&session, body).await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        assert_eq!(r["tool_runs"][0]["status"], "ok", "{to}: {r}");
+        assert_eq!(tool_result(&d)["status"], "sent");
+    }
+    let messages = server.events_of("message");
+    let recipients: Vec<&Value> = messages.iter().map(|m| &m["rcpt_tos"]).collect();
+    assert_eq!(
+        recipients,
+        [&json!(["a@example.com"]), &json!(["b@example.com"])]
+    );
+}

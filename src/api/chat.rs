@@ -20,7 +20,7 @@ use super::sessions::Sessions;
 use crate::provider::Usage;
 use crate::session::{ChatMessage, Role, ToolCallRequest};
 use crate::tool::{Outcome, ToolRun};
-use crate::turn::{TurnContext, TurnOutcome, TurnRequest};
+use crate::turn::{TurnContext, TurnError, TurnOutcome, TurnRequest};
 
 /// Sampling settings passed through to the model, from the request or the agent's defaults.
 const MODEL_SETTINGS: &[&str] = &[
@@ -307,17 +307,21 @@ pub async fn chat(
         return Err(ApiError::Draining);
     }
     let (request, stream, agent) = into_request(input, state.engine.max_steps_limit())?;
-    let ctx = context(&state, &session_id, agent).await?;
     let guard = state.locks.try_acquire(&session_id).ok_or_else(|| {
         ApiError::Conflict(format!(
             "a chat turn is already running on session `{session_id}`; retry when it ends"
         ))
     })?;
+    // Read under the lock: a session deleted while this request waited is not found, and a
+    // delete that starts now waits for this turn.
+    let ctx = context(&state, &session_id, agent).await?;
     if stream {
         return Ok(super::sse::stream_turn(state, ctx, request, guard).await);
     }
-    // The turn runs in its own task: a client that hangs up does not cut it off half-way.
+    // The turn runs in its own task: a client that hangs up does not cut it off half-way. A
+    // delete of the session cancels it.
     let cancel = state.abort.child_token();
+    guard.cancel_on_take_over(&cancel);
     let engine = state.engine.clone();
     let span = tracing::info_span!("turn", session_id = %session_id);
     let turn = tokio::spawn(
@@ -331,7 +335,13 @@ pub async fn chat(
     let outcome = turn.await.map_err(|e| {
         tracing::error!(error = %e, "turn task failed");
         ApiError::Internal
-    })??;
+    })?;
+    let outcome = match outcome {
+        Err(TurnError::Cancelled) if !state.is_draining() => {
+            return Err(deleted_under_turn(&session_id));
+        }
+        outcome => outcome?,
+    };
     let body = response_body(&session_id, &outcome).map_err(|e| {
         tracing::error!(error = %e, "cannot encode the chat response");
         ApiError::Internal
@@ -423,4 +433,11 @@ fn response_body(session_id: &str, outcome: &TurnOutcome) -> Result<Vec<u8>, ser
         stop_reason: outcome.stop.as_str(),
         tool_runs: outcome.runs.iter().map(RunReport::of).collect(),
     })
+}
+
+/// A turn cancelled while agentd is not draining was cancelled by a delete of its session.
+pub fn deleted_under_turn(session_id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "session `{session_id}` was deleted while this chat turn ran; the turn was stopped"
+    ))
 }

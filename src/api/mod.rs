@@ -123,7 +123,7 @@ pub fn router(
             get(resources::get::<Sessions>)
                 .put(resources::replace::<Sessions>)
                 .patch(resources::patch::<Sessions>)
-                .delete(resources::delete::<Sessions>)
+                .delete(sessions::delete)
                 .post(resources::create_or_update::<Sessions>),
         )
         .route("/sessions/{id}/chat", post(chat::chat))

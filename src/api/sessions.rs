@@ -1,12 +1,15 @@
 //! Sessions: participants (`agent`/`agent_id`/`agents`, `user`/`user_id`/`users`), situation,
 //! system template, token budget and overflow policy, metadata.
 
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::resources::{Mode, Resource, fields, put_opt};
+use super::resources::{Mode, Resource, deleted, fields, put_opt};
 use crate::session::Collection;
 
 pub struct Sessions;
@@ -137,4 +140,18 @@ impl Resource for Sessions {
         body.insert("kind".into(), json!(kind));
         body.entry("summary").or_insert(Value::Null);
     }
+}
+
+/// Deletes a session with its history and journal. A turn running on it is cancelled first
+/// (its calls end `cancelled`) and waited for, so once this answers no row of the session is
+/// ever written again and a session created later with the same id starts empty.
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let _turn = state.locks.take_over(&id).await;
+    if !state.store.delete(Collection::Sessions, &id).await? {
+        return Err(ApiError::not_found(Collection::Sessions, id));
+    }
+    Ok((StatusCode::ACCEPTED, Json(deleted(&id))))
 }

@@ -27,14 +27,14 @@ use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
 
 enum Item {
     Event(TurnEvent),
-    Done(Result<TurnOutcome, TurnError>),
+    Done(Result<TurnOutcome, ApiError>),
 }
 
 /// What the turn task reports, in order: its events until the engine drops the sender (the
 /// turn has returned), then the outcome.
 struct Feed {
     events: mpsc::UnboundedReceiver<TurnEvent>,
-    outcome: Option<oneshot::Receiver<Result<TurnOutcome, TurnError>>>,
+    outcome: Option<oneshot::Receiver<Result<TurnOutcome, ApiError>>>,
 }
 
 impl Feed {
@@ -62,12 +62,22 @@ pub async fn stream_turn(
     let (events_tx, events) = mpsc::unbounded_channel::<TurnEvent>();
     let (outcome_tx, outcome) = oneshot::channel();
     let cancel = state.abort.child_token();
+    guard.cancel_on_take_over(&cancel);
     let stop_on_drop = cancel.clone().drop_guard();
-    let engine = state.engine.clone();
+    let turn_state = state.clone();
     let span = tracing::info_span!("turn", session_id = %ctx.session_id, stream = true);
     tokio::spawn(
         async move {
-            let result = engine.run(&ctx, request, Some(events_tx), &cancel).await;
+            let result = turn_state
+                .engine
+                .run(&ctx, request, Some(events_tx), &cancel)
+                .await
+                .map_err(|error| match error {
+                    TurnError::Cancelled if !turn_state.is_draining() => {
+                        super::chat::deleted_under_turn(&ctx.session_id)
+                    }
+                    error => ApiError::from(error),
+                });
             // The session is free before the client learns the turn ended, so a next chat sent
             // right after the last chunk (or the error status) never meets a 409.
             drop(guard);
@@ -86,7 +96,7 @@ pub async fn stream_turn(
     // waiting) drops the guard and cancels the turn.
     let keep_alive = state.sse_keep_alive;
     let first = match tokio::time::timeout(keep_alive, feed.next()).await {
-        Ok(Some(Item::Done(Err(error)))) => return ApiError::from(error).into_response(),
+        Ok(Some(Item::Done(Err(error)))) => return error.into_response(),
         Ok(Some(item)) => Some(item),
         Ok(None) => return ApiError::Internal.into_response(),
         Err(_) => None,
@@ -190,7 +200,6 @@ impl Chunker {
             Item::Event(event) => (encode(&self.event_chunk(&event)), false),
             Item::Done(Ok(outcome)) => (encode(&self.final_chunk(&outcome)), true),
             Item::Done(Err(error)) => {
-                let error = ApiError::from(error);
                 tracing::warn!(%error, "streamed turn failed after the stream started");
                 let body = error.body();
                 (encode(&self.error_chunk(&body)), true)
@@ -373,6 +382,7 @@ mod tests {
             outcome: Outcome::Ok,
             duration: Duration::from_millis(3),
             ran: true,
+            digest: String::new(),
         };
         assert_eq!(
             body(&Item::Event(TurnEvent::ToolResult(Box::new(run)))),

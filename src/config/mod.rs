@@ -62,6 +62,35 @@ pub struct AuthConfig {
 pub struct StorageConfig {
     /// Directory holding the SQLite database (and a generated API key).
     pub data_dir: PathBuf,
+    /// How hard a commit waits for the disk (SQLite's `synchronous`): `full` (default)
+    /// survives a power loss with every acknowledged commit, the journal's "started" record of
+    /// a call whose side effect already happened included; `normal` may lose the last commits
+    /// on a power loss (not on a crash of agentd alone); `off` leaves it to the OS; `extra`
+    /// also syncs the directory.
+    pub synchronous: Synchronous,
+}
+
+/// SQLite's `PRAGMA synchronous` levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Synchronous {
+    Off,
+    Normal,
+    #[default]
+    Full,
+    Extra,
+}
+
+impl Synchronous {
+    /// The pragma's value.
+    pub fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Off => "OFF",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Full => "FULL",
+            Synchronous::Extra => "EXTRA",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,7 +187,10 @@ impl Default for StorageConfig {
         let data_dir = std::env::var_os("STATE_DIRECTORY")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("agentd-data"));
-        Self { data_dir }
+        Self {
+            data_dir,
+            synchronous: Synchronous::default(),
+        }
     }
 }
 

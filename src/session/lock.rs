@@ -1,33 +1,113 @@
 //! One turn at a time per session: a second chat on a busy session is refused with 409
-//! rather than queued, so a client never waits behind a turn it cannot see.
+//! rather than queued, so a client never waits behind a turn it cannot see. Deleting a session
+//! takes its lock over: the running turn is cancelled and the delete waits for it to end, so
+//! no row of the session is written after the delete.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 /// Per-session locks, created on demand and dropped when no turn holds them.
 #[derive(Default)]
 pub struct TurnLocks {
-    locks: Mutex<HashMap<String, Arc<AsyncMutex<()>>>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
+}
+
+/// One session's lock, and how to stop the turn that holds it.
+struct Slot {
+    turn: Arc<Semaphore>,
+    stop: Mutex<Stop>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            turn: Arc::new(Semaphore::new(1)),
+            stop: Mutex::new(Stop::default()),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Stop {
+    /// Cancels the turn holding the lock, once it has said how.
+    turn: Option<CancellationToken>,
+    /// Set by a take-over: a turn that registers after it is cancelled at once.
+    doomed: bool,
+}
+
+impl Slot {
+    fn stop(&self) -> std::sync::MutexGuard<'_, Stop> {
+        self.stop.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// Held for the length of a turn; releases the session when dropped.
 pub struct TurnGuard {
-    _guard: OwnedMutexGuard<()>,
+    slot: Arc<Slot>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl TurnGuard {
+    /// The token that stops this turn when the session is deleted under it.
+    pub fn cancel_on_take_over(&self, cancel: &CancellationToken) {
+        let mut stop = self.slot.stop();
+        if stop.doomed {
+            cancel.cancel();
+        }
+        stop.turn = Some(cancel.clone());
+    }
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        // Before the permit goes (fields drop after this): the next holder starts clean.
+        *self.slot.stop() = Stop::default();
+    }
 }
 
 impl TurnLocks {
     /// Takes the session's lock, or `None` when a turn is already running on it.
     pub fn try_acquire(&self, session_id: &str) -> Option<TurnGuard> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        // Forget locks nobody holds, so the map does not grow with every session ever seen.
-        if locks.len() > 1024 {
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
+        let slot = self.slot(session_id);
+        let permit = Arc::clone(&slot.turn).try_acquire_owned().ok()?;
+        Some(TurnGuard {
+            slot,
+            _permit: permit,
+        })
+    }
+
+    /// Takes the session's lock from whatever holds it: the running turn is cancelled (its
+    /// calls end `cancelled`, its history stays well-formed) and this waits for it to end.
+    pub async fn take_over(&self, session_id: &str) -> TurnGuard {
+        let slot = self.slot(session_id);
+        {
+            let mut stop = slot.stop();
+            stop.doomed = true;
+            if let Some(turn) = &stop.turn {
+                turn.cancel();
+            }
         }
-        let lock = locks.entry(session_id.to_owned()).or_default().clone();
-        drop(locks);
-        lock.try_lock_owned().ok().map(|g| TurnGuard { _guard: g })
+        let permit = Arc::clone(&slot.turn)
+            .acquire_owned()
+            .await
+            .unwrap_or_else(|_| unreachable!("the semaphore is never closed"));
+        *slot.stop() = Stop::default();
+        TurnGuard {
+            slot,
+            _permit: permit,
+        }
+    }
+
+    fn slot(&self, session_id: &str) -> Arc<Slot> {
+        let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
+        // Forget locks nobody holds, so the map does not grow with every session ever seen.
+        if slots.len() > 1024 {
+            slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        Arc::clone(slots.entry(session_id.to_owned()).or_default())
     }
 }
 
@@ -43,5 +123,53 @@ mod tests {
         assert!(locks.try_acquire("other").is_some());
         drop(first);
         assert!(locks.try_acquire("s").is_some());
+    }
+
+    #[tokio::test]
+    async fn take_over_cancels_the_holder_and_waits_for_it() {
+        let locks = Arc::new(TurnLocks::default());
+        let turn = locks.try_acquire("s").expect("free");
+        let cancel = CancellationToken::new();
+        turn.cancel_on_take_over(&cancel);
+        let (ended_tx, ended) = tokio::sync::oneshot::channel();
+        let holder = tokio::spawn({
+            let cancel = cancel.clone();
+            async move {
+                cancel.cancelled().await;
+                let _ = ended_tx.send(());
+                drop(turn);
+            }
+        });
+        let taken = locks.take_over("s").await;
+        assert!(cancel.is_cancelled());
+        ended
+            .await
+            .expect("the holder ended before the take-over returned");
+        holder.await.unwrap();
+        assert!(locks.try_acquire("s").is_none(), "the take-over holds it");
+        drop(taken);
+        let next = locks.try_acquire("s").expect("free again");
+        let fresh = CancellationToken::new();
+        next.cancel_on_take_over(&fresh);
+        assert!(!fresh.is_cancelled(), "a later turn is not doomed");
+    }
+
+    #[tokio::test]
+    async fn a_turn_that_registers_after_a_take_over_began_is_cancelled_at_once() {
+        let locks = Arc::new(TurnLocks::default());
+        let turn = locks.try_acquire("s").expect("free");
+        let waiting = tokio::spawn({
+            let locks = Arc::clone(&locks);
+            async move { drop(locks.take_over("s").await) }
+        });
+        tokio::task::yield_now().await;
+        while !waiting.is_finished() && !turn.slot.stop().doomed {
+            tokio::task::yield_now().await;
+        }
+        let cancel = CancellationToken::new();
+        turn.cancel_on_take_over(&cancel);
+        assert!(cancel.is_cancelled());
+        drop(turn);
+        waiting.await.unwrap();
     }
 }

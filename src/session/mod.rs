@@ -1,6 +1,7 @@
 //! Sessions' durable state: the message vocabulary, the [`Store`] boundary and its SQLite
 //! implementation, and the per-session turn lock.
 
+mod call_digest;
 pub mod lock;
 pub mod message;
 pub mod sqlite;
@@ -19,6 +20,7 @@ mod sqlite_writer;
 pub mod store;
 mod worker_thread;
 
+pub use call_digest::{call_digest, call_digest_of_text};
 pub use message::{
     ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, PromptMessage, Role,
     ToolCallRequest,

@@ -31,6 +31,7 @@ use super::sqlite_writer::{Write, Writer};
 use super::store::{
     Collection, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError, StoreResult,
 };
+use crate::config::Synchronous;
 
 /// Read connections kept open between calls; more are opened on demand under load. Opening
 /// one costs a schema parse and a cold page cache, so enough are kept for a busy daemon.
@@ -78,13 +79,19 @@ impl Shared {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the database file and runs migrations. The parent directory
-    /// must exist. Fails if another process has the database open through this store.
+    /// Opens (creating if needed) the database file with `synchronous = FULL` and runs
+    /// migrations. The parent directory must exist. Fails if another process has the database
+    /// open through this store.
     pub fn open(path: &Path) -> StoreResult<Self> {
+        Self::open_with(path, Synchronous::default())
+    }
+
+    /// [`SqliteStore::open`] with the durability level of commits.
+    pub fn open_with(path: &Path, synchronous: Synchronous) -> StoreResult<Self> {
         let fail = |e: Failure| StoreError::Backend(format!("sqlite open {}: {e}", path.display()));
         let lock = lock_database(path)
             .map_err(|e| StoreError::Backend(format!("sqlite open {}: {e}", path.display())))?;
-        let writer = open_writer(path).map_err(fail)?;
+        let writer = open_writer(path, synchronous).map_err(fail)?;
         // Readers are opened later, possibly after the working directory changed.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let reader = open_reader(&path).map_err(|e| fail(e.into()))?;
@@ -437,6 +444,8 @@ impl Store for SqliteStore {
             move |conn| {
                 conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
                     .execute(params![session_id])?;
+                conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
+                    .execute(params![session_id])?;
                 Ok(())
             },
             move |cache, ()| cache.lock().histories.remove(&key),
@@ -448,14 +457,17 @@ impl Store for SqliteStore {
         &self,
         session_id: &str,
         call_id: &str,
+        digest: &str,
     ) -> StoreResult<Option<JournalRecord>> {
-        let (session_id, call_id) = (session_id.to_owned(), call_id.to_owned());
+        let key = (session_id.to_owned(), call_id.to_owned(), digest.to_owned());
         self.read("journal get", move |conn| {
+            let (session_id, call_id, digest) = key;
             let record = conn
                 .prepare_cached(&format!(
-                    "SELECT {JOURNAL_COLUMNS} FROM journal WHERE session_id = ?1 AND call_id = ?2"
+                    "SELECT {JOURNAL_COLUMNS} FROM journal
+                     WHERE session_id = ?1 AND call_id = ?2 AND digest = ?3"
                 ))?
-                .query_row(params![session_id, call_id], read_journal)
+                .query_row(params![session_id, call_id, digest], read_journal)
                 .optional()?;
             record.transpose()
         })

@@ -196,22 +196,24 @@ impl EntryRow {
 }
 
 pub(super) const JOURNAL_COLUMNS: &str =
-    "session_id, call_id, tool, arguments, status, result, started_at, finished_at";
+    "session_id, call_id, digest, tool, arguments, status, result, started_at, finished_at";
 
 /// Reads [`JOURNAL_COLUMNS`] into a journal record.
 pub(super) fn read_journal(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome<JournalRecord>> {
     let session_id: String = row.get(0)?;
     let call_id: String = row.get(1)?;
-    let tool: String = row.get(2)?;
-    let arguments: String = row.get(3)?;
-    let status: String = row.get(4)?;
-    let result: Option<String> = row.get(5)?;
-    let started_at: i64 = row.get(6)?;
-    let finished_at: Option<i64> = row.get(7)?;
+    let digest: String = row.get(2)?;
+    let tool: String = row.get(3)?;
+    let arguments: String = row.get(4)?;
+    let status: String = row.get(5)?;
+    let result: Option<String> = row.get(6)?;
+    let started_at: i64 = row.get(7)?;
+    let finished_at: Option<i64> = row.get(8)?;
     Ok((|| {
         Ok(JournalRecord {
             session_id,
             call_id,
+            digest,
             tool,
             arguments,
             status: parse_status(&status)?,

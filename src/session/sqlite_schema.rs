@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use super::call_digest::call_digest_of_text;
 use super::sqlite_rows::{Failure, Outcome};
+use crate::config::Synchronous;
 
 /// How long a statement waits for another connection's lock before failing with "busy".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,10 +58,32 @@ pub(super) const MIGRATIONS: &[&str] = &[
         finished_at INTEGER,
         PRIMARY KEY (session_id, call_id)
     );",
+    // 2: a call is its id and the digest of its content; digests of existing rows are filled
+    // in by `backfill_digests` in the same transaction.
+    "CREATE TABLE journal_v2 (
+        session_id TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('started', 'finished')),
+        result TEXT,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        PRIMARY KEY (session_id, call_id, digest)
+    );
+    INSERT INTO journal_v2
+        SELECT session_id, call_id, '', tool, arguments, status, result, started_at, finished_at
+        FROM journal;
+    DROP TABLE journal;
+    ALTER TABLE journal_v2 RENAME TO journal;",
 ];
 
+/// The schema version after which journal rows carry digests.
+const DIGESTS_FROM: usize = 2;
+
 /// Opens the read-write connection, switches the file to WAL and brings the schema up to date.
-pub(super) fn open_writer(path: &Path) -> Outcome<Connection> {
+pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Outcome<Connection> {
     let mut conn = Connection::open(path)?;
     configure(&conn)?;
     let mode: String =
@@ -70,7 +94,7 @@ pub(super) fn open_writer(path: &Path) -> Outcome<Connection> {
             path.display()
         )));
     }
-    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "synchronous", synchronous.pragma())?;
     // Checkpoints run on their own thread (`sqlite_checkpoint`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     migrate(&mut conn)?;
@@ -108,8 +132,28 @@ fn migrate(conn: &mut Connection) -> Outcome<()> {
     }
     for (index, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
         tx.execute_batch(sql)?;
+        if index + 1 == DIGESTS_FROM {
+            backfill_digests(&tx)?;
+        }
         tx.pragma_update(None, "user_version", index + 1)?;
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Gives every journal row written before digests existed the digest of its stored tool and
+/// arguments, so a call journaled by an older build is still recognised as the same call.
+fn backfill_digests(conn: &Connection) -> Outcome<()> {
+    let rows: Vec<(i64, String, String)> = conn
+        .prepare("SELECT rowid, tool, arguments FROM journal WHERE digest = ''")?
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut update = conn.prepare("UPDATE journal SET digest = ?2 WHERE rowid = ?1")?;
+    for (rowid, tool, arguments) in rows {
+        update.execute(rusqlite::params![
+            rowid,
+            call_digest_of_text(&tool, &arguments)
+        ])?;
+    }
     Ok(())
 }

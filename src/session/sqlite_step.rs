@@ -105,17 +105,18 @@ fn insert_entries(conn: &Connection, rows: &[EntryRow]) -> Outcome<()> {
 /// The journal insert, spelled once rather than formatted for every call.
 static INSERT_START: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO journal ({JOURNAL_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT DO NOTHING"
     )
 });
 
-/// Journals a start; false if the call id was journaled before.
+/// Journals a start; false if the same call (id and digest) was journaled before.
 fn insert_start(conn: &Connection, row: &StartRow) -> Outcome<bool> {
     let record = &row.record;
     let inserted = conn.prepare_cached(&INSERT_START)?.execute(params![
         record.session_id,
         record.call_id,
+        record.digest,
         record.tool,
         record.arguments,
         status_key(record.status),
@@ -129,12 +130,13 @@ fn insert_start(conn: &Connection, row: &StartRow) -> Outcome<bool> {
 fn update_finish(conn: &Connection, result: &CallResult, finished_at: i64) -> Outcome<()> {
     let changed = conn
         .prepare_cached(
-            "UPDATE journal SET status = ?3, result = ?4, finished_at = ?5
-             WHERE session_id = ?1 AND call_id = ?2",
+            "UPDATE journal SET status = ?4, result = ?5, finished_at = ?6
+             WHERE session_id = ?1 AND call_id = ?2 AND digest = ?3",
         )?
         .execute(params![
             result.session_id,
             result.call_id,
+            result.digest,
             status_key(CallStatus::Finished),
             result.result,
             finished_at

@@ -71,10 +71,14 @@ pub(super) fn entry_ids<E: std::borrow::Borrow<Entry>>(entries: &[E]) -> Vec<&st
     entries.iter().map(|e| e.borrow().id.as_str()).collect()
 }
 
+/// The digest the journal tests give their calls (the store takes it as an opaque key).
+pub(super) const DIGEST: &str = "digest-0";
+
 pub(super) fn started(session: &str, call: &str) -> JournalRecord {
     JournalRecord {
         session_id: session.to_owned(),
         call_id: call.to_owned(),
+        digest: DIGEST.to_owned(),
         tool: "send_email".to_owned(),
         arguments: r#"{"to":"a@example.org"}"#.to_owned(),
         status: CallStatus::Started,
@@ -475,13 +479,16 @@ async fn deleting_a_session_deletes_its_history_and_journal() {
     );
     assert!(store.full_history("s1").await.expect("history").is_empty());
     assert_eq!(
-        store.journal_get("s1", "call_1").await.expect("journal"),
+        store
+            .journal_get("s1", "call_1", DIGEST)
+            .await
+            .expect("journal"),
         None
     );
     assert_eq!(store.full_history("s2").await.expect("history").len(), 2);
     assert!(
         store
-            .journal_get("s2", "call_1")
+            .journal_get("s2", "call_1", DIGEST)
             .await
             .expect("journal")
             .is_some()

@@ -9,8 +9,12 @@ use time::OffsetDateTime;
 use super::message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
 use super::sqlite::SqliteStore;
 use super::sqlite_schema::MIGRATIONS;
-use super::sqlite_tests::{at, entry, entry_ids, open, record, shared, started, temp_db, tool};
-use super::store::{CallResult, CallStatus, Collection, StepWrite, Store, StoreError};
+use super::sqlite_tests::{
+    DIGEST, at, entry, entry_ids, open, record, shared, started, temp_db, tool,
+};
+use super::store::{
+    CallResult, CallStatus, Collection, JournalRecord, StepWrite, Store, StoreError,
+};
 
 #[tokio::test]
 async fn history_keeps_append_order_and_pages_across_reopen() {
@@ -148,13 +152,16 @@ async fn clear_history_empties_only_that_session() {
 async fn journal_records_start_once_and_finish() {
     let (_dir, path) = temp_db();
     let store = open(&path);
-    assert_eq!(store.journal_get("s", "call_1").await.expect("get"), None);
+    assert_eq!(
+        store.journal_get("s", "call_1", DIGEST).await.expect("get"),
+        None
+    );
     store
         .journal_start(&started("s", "call_1"))
         .await
         .expect("start");
     assert_eq!(
-        store.journal_get("s", "call_1").await.expect("get"),
+        store.journal_get("s", "call_1", DIGEST).await.expect("get"),
         Some(started("s", "call_1"))
     );
 
@@ -168,11 +175,11 @@ async fn journal_records_start_once_and_finish() {
 
     let before = OffsetDateTime::now_utc();
     store
-        .journal_finish("s", "call_1", "sent, id 42")
+        .journal_finish("s", "call_1", DIGEST, "sent, id 42")
         .await
         .expect("finish");
     let done = store
-        .journal_get("s", "call_1")
+        .journal_get("s", "call_1", DIGEST)
         .await
         .expect("get")
         .expect("present");
@@ -186,14 +193,14 @@ async fn journal_records_start_once_and_finish() {
     assert_eq!((done.tool.as_str(), done.started_at), ("send_email", at(5)));
     assert_eq!(
         store
-            .journal_get("s2", "call_1")
+            .journal_get("s2", "call_1", DIGEST)
             .await
             .expect("get")
             .map(|r| r.status),
         Some(CallStatus::Started)
     );
 
-    let never = store.journal_finish("s", "call_never", "x").await;
+    let never = store.journal_finish("s", "call_never", DIGEST, "x").await;
     assert!(
         matches!(never, Err(StoreError::Backend(ref m)) if m.contains("never started")),
         "{never:?}"
@@ -223,7 +230,10 @@ async fn everything_survives_reopen() {
             .journal_start(&started("s", "c1"))
             .await
             .expect("start");
-        store.journal_finish("s", "c1", "ok").await.expect("finish");
+        store
+            .journal_finish("s", "c1", DIGEST, "ok")
+            .await
+            .expect("finish");
         store
             .journal_start(&started("s", "c2"))
             .await
@@ -248,7 +258,7 @@ async fn everything_survives_reopen() {
         Some(&tool("t", "a"))
     );
     let finished = store
-        .journal_get("s", "c1")
+        .journal_get("s", "c1", DIGEST)
         .await
         .expect("get")
         .expect("present");
@@ -257,7 +267,7 @@ async fn everything_survives_reopen() {
         (CallStatus::Finished, Some("ok"))
     );
     let pending = store
-        .journal_get("s", "c2")
+        .journal_get("s", "c2", DIGEST)
         .await
         .expect("get")
         .expect("present");
@@ -447,11 +457,13 @@ async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled
             CallResult {
                 session_id: "s".into(),
                 call_id: "new".into(),
+                digest: DIGEST.into(),
                 result: "done".into(),
             },
             CallResult {
                 session_id: "s".into(),
                 call_id: "never".into(),
+                digest: DIGEST.into(),
                 result: "x".into(),
             },
         ],
@@ -463,10 +475,99 @@ async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled
         entry_ids(&store.full_history("s").await.unwrap()),
         ["answer"]
     );
-    let new = store.journal_get("s", "new").await.unwrap().expect("new");
+    let new = store
+        .journal_get("s", "new", DIGEST)
+        .await
+        .unwrap()
+        .expect("new");
     assert_eq!(
         new.status,
         CallStatus::Started,
         "the failed step changed nothing"
     );
+}
+
+#[tokio::test]
+async fn one_call_id_with_two_digests_is_two_calls() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .journal_start(&started("s", "call_0"))
+        .await
+        .expect("first");
+    let other = JournalRecord {
+        digest: "digest-1".into(),
+        ..started("s", "call_0")
+    };
+    store.journal_start(&other).await.expect("other content");
+    store
+        .journal_finish("s", "call_0", "digest-1", "second")
+        .await
+        .expect("finish the second");
+    let first = store.journal_get("s", "call_0", DIGEST).await.unwrap();
+    assert_eq!(first.map(|r| r.status), Some(CallStatus::Started));
+    let second = store.journal_get("s", "call_0", "digest-1").await.unwrap();
+    assert_eq!(second.and_then(|r| r.result).as_deref(), Some("second"));
+}
+
+#[tokio::test]
+async fn clearing_history_forgets_the_journal_of_its_calls() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    for session in ["s", "s2"] {
+        store
+            .journal_start(&started(session, "call_1"))
+            .await
+            .expect("start");
+    }
+    store.clear_history("s").await.expect("clear");
+    assert_eq!(
+        store.journal_get("s", "call_1", DIGEST).await.unwrap(),
+        None
+    );
+    assert!(
+        store
+            .journal_get("s2", "call_1", DIGEST)
+            .await
+            .unwrap()
+            .is_some(),
+        "other sessions keep theirs"
+    );
+    drop(store);
+    let store = open(&path);
+    assert_eq!(
+        store.journal_get("s", "call_1", DIGEST).await.unwrap(),
+        None
+    );
+    store
+        .journal_start(&started("s", "call_1"))
+        .await
+        .expect("the id is new again");
+}
+
+/// A database written before journal rows had digests: opening it fills them in from each
+/// row's tool and arguments, so a call journaled then is still recognised.
+#[tokio::test]
+async fn journal_rows_from_before_digests_get_them_at_open() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO journal VALUES ('s', 'c1', 'send_email', '{\"to\": \"a@x.org\"}',
+             'finished', 'sent', 1, 2)",
+            [],
+        )
+        .unwrap();
+    }
+    let store = open(&path);
+    let digest = super::call_digest_of_text("send_email", r#"{"to":"a@x.org"}"#);
+    let record = store
+        .journal_get("s", "c1", &digest)
+        .await
+        .unwrap()
+        .expect("found by its content's digest");
+    assert_eq!(record.result.as_deref(), Some("sent"));
+    assert_eq!(record.digest, digest);
 }

@@ -110,11 +110,16 @@ pub enum CallStatus {
     Finished,
 }
 
+/// One journaled call. A call is identified by its session, its id and the digest of its
+/// content ([`super::call_digest`]): the same id with other content is another call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalRecord {
     pub session_id: String,
     pub call_id: String,
+    pub digest: String,
     pub tool: String,
+    /// The arguments text; empty for a call of a turn that saves no history, whose journal
+    /// keeps only what exactly-once needs (id, digest, outcome).
     pub arguments: String,
     pub status: CallStatus,
     /// The tool result text given to the model (set when finished).
@@ -139,6 +144,7 @@ pub struct StepWrite {
 pub struct CallResult {
     pub session_id: String,
     pub call_id: String,
+    pub digest: String,
     pub result: String,
 }
 
@@ -176,8 +182,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Commits a step of a turn in one transaction: history entries, calls about to run, and
     /// results of calls that ran. Returns, for each record of `start` in order, whether it was
-    /// journaled now; `false` means that call id was journaled before (it may have run, so it
-    /// must not run again). A `finish` for a call that was never started fails the step.
+    /// journaled now; `false` means the same call (id and digest) was journaled before (it may
+    /// have run, so it must not run again). A `finish` for a call that was never started fails
+    /// the step.
     async fn write_step(&self, step: StepWrite) -> StoreResult<Vec<bool>>;
     /// Appends entries to a session's history in one transaction, in the given order.
     async fn append_entries(&self, entries: Vec<Arc<Entry>>) -> StoreResult<()> {
@@ -193,11 +200,12 @@ pub trait Store: Send + Sync + 'static {
     /// Every history entry of a session, oldest first. The entries are shared, not copied:
     /// a turn reads the whole history every time, and it only grows at the end.
     async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Arc<Entry>>>;
-    /// Removes a session's history entries (the session itself stays).
+    /// Removes a session's history entries and the journal of its calls (the session itself
+    /// stays): nothing of the cleared conversation is kept.
     async fn clear_history(&self, session_id: &str) -> StoreResult<()>;
 
-    /// Records that a call is about to run. Fails with `Conflict` if the call is already
-    /// journaled (so a call can be started at most once).
+    /// Records that a call is about to run. Fails with `Conflict` if the same call (id and
+    /// digest) is already journaled (so a call can be started at most once).
     async fn journal_start(&self, record: &JournalRecord) -> StoreResult<()> {
         let started = self
             .write_step(StepWrite {
@@ -218,12 +226,14 @@ pub trait Store: Send + Sync + 'static {
         &self,
         session_id: &str,
         call_id: &str,
+        digest: &str,
         result: &str,
     ) -> StoreResult<()> {
         self.write_step(StepWrite {
             finish: vec![CallResult {
                 session_id: session_id.to_owned(),
                 call_id: call_id.to_owned(),
+                digest: digest.to_owned(),
                 result: result.to_owned(),
             }],
             ..StepWrite::default()
@@ -231,10 +241,12 @@ pub trait Store: Send + Sync + 'static {
         .await
         .map(drop)
     }
+    /// The journaled call with this id and digest, if any.
     async fn journal_get(
         &self,
         session_id: &str,
         call_id: &str,
+        digest: &str,
     ) -> StoreResult<Option<JournalRecord>>;
 
     /// Cheap liveness probe of the backend (used by readiness and the watchdog).

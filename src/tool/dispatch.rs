@@ -18,6 +18,7 @@ use super::failure;
 use super::validate::{self, ArgumentError};
 use crate::session::{
     CallResult, CallStatus, Entry, JournalRecord, StepWrite, Store, StoreError, ToolCallRequest,
+    call_digest,
 };
 
 /// How one call ended.
@@ -60,6 +61,9 @@ pub struct ToolRun {
     /// Journaled as started by this step and handed to its handler (not answered from the
     /// journal, or refused before running); its finish belongs in the journal.
     pub ran: bool,
+    /// The journal's identity of the call's content; empty for a call refused before it was
+    /// journaled.
+    pub digest: String,
 }
 
 /// What a step's dispatch came to.
@@ -75,9 +79,15 @@ pub struct StepRuns {
 pub struct DispatchRequest<'a> {
     pub catalog: &'a Catalog,
     pub session_id: &'a str,
-    /// Calls in the model's order. Calls whose name is not in the catalog get `unknown_tool`.
+    /// Whether the turn keeps history. A turn that does not journals its calls without their
+    /// arguments: the journal keeps what exactly-once needs (id, digest, outcome), not the
+    /// conversation the client asked not to store.
+    pub keep_arguments: bool,
+    /// Calls in the model's order. A call whose name was not offered, or is not in the
+    /// catalog, gets `unknown_tool` and never reaches a handler.
     pub calls: &'a [ToolCallRequest],
-    /// Every tool name the model was offered, for "did you mean" in `unknown_tool` results.
+    /// Every tool name the model was offered in this step: the only names a call may run
+    /// (access control, not a hint), and the list an `unknown_tool` result names.
     pub offered: &'a [String],
     pub cancel: &'a CancellationToken,
     /// Called with each run as soon as it finishes (streaming), before `run` returns.
@@ -118,6 +128,7 @@ impl Dispatcher {
         let DispatchRequest {
             catalog,
             session_id,
+            keep_arguments,
             calls,
             offered,
             cancel,
@@ -129,7 +140,7 @@ impl Dispatcher {
             .iter()
             .map(|call| {
                 let ready = check(catalog, offered, call)?;
-                records.push(journal_record(session_id, call));
+                records.push(journal_record(session_id, call, &ready, keep_arguments));
                 Ok(ready)
             })
             .collect();
@@ -142,7 +153,7 @@ impl Dispatcher {
             .map(|checked| match checked {
                 Ok(ready) => match journaled.next().unwrap_or(Journaled::Unavailable) {
                     Journaled::Fresh => Plan::Run(ready),
-                    Journaled::Before => Plan::Replay,
+                    Journaled::Before => Plan::Replay(ready.digest),
                     Journaled::Unavailable => Plan::Answer(failure::journal_unavailable()),
                 },
                 Err(error) => Plan::Answer(error),
@@ -170,6 +181,7 @@ impl Dispatcher {
                 .map(|run| CallResult {
                     session_id: session_id.to_owned(),
                     call_id: run.call_id.clone(),
+                    digest: run.digest.clone(),
                     result: run.content.clone(),
                 })
                 .collect()
@@ -223,12 +235,18 @@ impl Dispatcher {
         let started = Instant::now();
         let name = call.function.name.as_str();
         let ran = matches!(plan, Plan::Run(_));
-        let ending = match plan {
-            Plan::Answer(error) => Ending::Failure(error),
-            Plan::Replay => self.earlier_run(session_id, name, call).await,
+        let (ending, digest) = match plan {
+            Plan::Answer(error) => (Ending::Failure(error), String::new()),
+            Plan::Replay(digest) => (
+                self.earlier_run(session_id, name, call, &digest).await,
+                digest,
+            ),
             Plan::Run(ready) => {
-                self.invoke(&ready.tool, session_id, &call.id, ready.arguments, cancel)
-                    .await
+                let digest = ready.digest.clone();
+                (
+                    self.invoke(ready, session_id, &call.id, cancel).await,
+                    digest,
+                )
             }
         };
         let (content, outcome) = match ending {
@@ -243,7 +261,7 @@ impl Dispatcher {
             && finish_here
             && let Err(error) = self
                 .store
-                .journal_finish(session_id, &call.id, &content)
+                .journal_finish(session_id, &call.id, &digest, &content)
                 .await
         {
             tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal finish failed");
@@ -255,13 +273,20 @@ impl Dispatcher {
             outcome,
             duration: started.elapsed(),
             ran,
+            digest,
         }
     }
 
     /// The answer for a call the journal already holds: its result if it finished, otherwise
     /// `outcome_unknown` (it may have had its effect; it is never run twice).
-    async fn earlier_run(&self, session_id: &str, name: &str, call: &ToolCallRequest) -> Ending {
-        match self.store.journal_get(session_id, &call.id).await {
+    async fn earlier_run(
+        &self,
+        session_id: &str,
+        name: &str,
+        call: &ToolCallRequest,
+        digest: &str,
+    ) -> Ending {
+        match self.store.journal_get(session_id, &call.id, digest).await {
             Ok(Some(record)) => match (record.status, record.result) {
                 (CallStatus::Finished, Some(result)) => Ending::Replayed(result),
                 _ => Ending::Failure(failure::outcome_unknown()),
@@ -280,12 +305,16 @@ impl Dispatcher {
     /// `spawn_blocking` itself.
     async fn invoke(
         &self,
-        tool: &Arc<CatalogTool>,
+        ready: Ready,
         session_id: &str,
         call_id: &str,
-        arguments: serde_json::Value,
         cancel: &CancellationToken,
     ) -> Ending {
+        let Ready {
+            tool,
+            arguments,
+            digest,
+        } = ready;
         let permits = tokio::select! {
             permits = acquire(&tool.concurrency, &self.running) => permits,
             () = cancel.cancelled() => return Ending::Failure(failure::cancelled()),
@@ -294,7 +323,8 @@ impl Dispatcher {
             return Ending::Failure(failure::cancelled());
         };
         let child = cancel.child_token();
-        let ctx = CallContext::new(session_id, call_id, tool.timeout, child.clone());
+        let ctx = CallContext::new(session_id, call_id, tool.timeout, child.clone())
+            .with_content_digest(&digest);
         let handler = Arc::clone(&tool.handler);
         let call = ToolCall {
             tool: tool.name.clone(),
@@ -328,13 +358,16 @@ impl Dispatcher {
 struct Ready {
     tool: Arc<CatalogTool>,
     arguments: serde_json::Value,
+    /// Tool name and canonical arguments, hashed: what makes two calls with one id the same.
+    digest: String,
 }
 
 /// What journaling a ready call found.
 #[derive(Debug, Clone, Copy)]
 enum Journaled {
     Fresh,
-    /// The call id was journaled before: a replay after a crash, or the same id twice.
+    /// The same call (id and content) was journaled before: the client repeated a turn, or
+    /// a provider sent the same call again.
     Before,
     Unavailable,
 }
@@ -342,24 +375,32 @@ enum Journaled {
 /// How a call of the step is answered.
 enum Plan {
     Run(Ready),
-    /// From the journal: the call must not run again.
-    Replay,
+    /// From the journal (the call's digest): the call must not run again.
+    Replay(String),
     /// Without running: unknown tool, bad arguments, no journal.
     Answer(HandlerError),
 }
 
-/// Looks the call's tool up and checks its arguments.
+/// Looks the call's tool up among those offered and checks its arguments. A catalog tool the
+/// step did not offer is refused exactly like a name that does not exist, so a model cannot
+/// learn of, or run, a tool kept from it (`offer = false` and not declared for the turn).
 fn check(
     catalog: &Catalog,
     offered: &[String],
     call: &ToolCallRequest,
 ) -> Result<Ready, HandlerError> {
     let name = call.function.name.as_str();
-    let Some(tool) = catalog.get(name) else {
+    let tool = offered
+        .iter()
+        .any(|offered| offered == name)
+        .then(|| catalog.get(name))
+        .flatten();
+    let Some(tool) = tool else {
         return Err(failure::unknown_tool(name, offered));
     };
     match validate::check(tool, &call.function.arguments) {
         Ok(arguments) => Ok(Ready {
+            digest: call_digest(&tool.name, &arguments),
             tool: Arc::clone(tool),
             arguments,
         }),
@@ -369,13 +410,23 @@ fn check(
 }
 
 /// The journal record of a call about to run. Journaling is the check that the call never
-/// ran: a call id already journaled is answered from the journal instead.
-fn journal_record(session_id: &str, call: &ToolCallRequest) -> JournalRecord {
+/// ran: the same call (id and digest) already journaled is answered from the journal instead.
+fn journal_record(
+    session_id: &str,
+    call: &ToolCallRequest,
+    ready: &Ready,
+    keep_arguments: bool,
+) -> JournalRecord {
     JournalRecord {
         session_id: session_id.to_owned(),
         call_id: call.id.clone(),
+        digest: ready.digest.clone(),
         tool: call.function.name.clone(),
-        arguments: call.function.arguments.clone(),
+        arguments: if keep_arguments {
+            call.function.arguments.clone()
+        } else {
+            String::new()
+        },
         status: CallStatus::Started,
         result: None,
         started_at: OffsetDateTime::now_utc(),

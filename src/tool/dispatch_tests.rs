@@ -68,6 +68,7 @@ struct Harness {
     dispatcher: Dispatcher,
     sleep: Arc<SleepFactory>,
     offered: Vec<String>,
+    keep_arguments: bool,
 }
 
 fn harness(max_concurrent_calls: usize) -> Harness {
@@ -86,6 +87,7 @@ fn harness(max_concurrent_calls: usize) -> Harness {
         dispatcher,
         sleep,
         offered,
+        keep_arguments: true,
     }
 }
 
@@ -122,7 +124,12 @@ impl Harness {
         // Commit a deferred finish the way the turn does, with the step's results.
         for result in step.finish {
             self.journal
-                .journal_finish(&result.session_id, &result.call_id, &result.result)
+                .journal_finish(
+                    &result.session_id,
+                    &result.call_id,
+                    &result.digest,
+                    &result.result,
+                )
                 .await
                 .expect("finish");
         }
@@ -139,6 +146,7 @@ impl Harness {
             .run(DispatchRequest {
                 catalog: &self.catalog,
                 session_id: "s1",
+                keep_arguments: self.keep_arguments,
                 calls,
                 offered: &self.offered,
                 cancel,
@@ -410,6 +418,7 @@ async fn a_call_started_but_never_finished_is_not_run_again() {
         .journal_start(&JournalRecord {
             session_id: "s1".into(),
             call_id: "c1".into(),
+            digest: crate::session::call_digest_of_text("fast", r#"{"n": 6}"#),
             tool: "fast".into(),
             arguments: r#"{"n": 6}"#.into(),
             status: CallStatus::Started,
@@ -456,6 +465,7 @@ async fn a_lone_running_call_leaves_its_finish_to_the_caller_and_several_finish_
         vec![CallResult {
             session_id: "s1".into(),
             call_id: "c1".into(),
+            digest: step.runs[0].digest.clone(),
             result: step.runs[0].content.clone(),
         }]
     );
@@ -475,4 +485,66 @@ async fn a_lone_running_call_leaves_its_finish_to_the_caller_and_several_finish_
             CallStatus::Finished
         );
     }
+}
+
+#[tokio::test]
+async fn a_catalog_tool_the_step_did_not_offer_never_runs() {
+    let mut h = harness(16);
+    h.offered = vec!["fast".to_owned()];
+    let runs = h
+        .run(&[call("c1", "slow", "{}"), call("c2", "fast", r#"{"n": 1}"#)])
+        .await;
+    assert_eq!(runs[0].outcome, Outcome::Error("unknown_tool".into()));
+    assert_eq!(error_of(&runs[0])["available"], json!(["fast"]));
+    assert!(
+        !error_of(&runs[0])["message"]
+            .as_str()
+            .unwrap()
+            .contains("mid"),
+        "tools kept from the model are not named to it"
+    );
+    assert_eq!(runs[1].outcome, Outcome::Ok);
+    assert_eq!(
+        h.sleep.calls.load(Ordering::SeqCst),
+        1,
+        "only the offered call ran"
+    );
+    assert!(
+        h.journal.record("s1", "c1").is_none(),
+        "refused before the journal"
+    );
+}
+
+#[tokio::test]
+async fn the_same_id_with_other_content_is_a_new_call_and_the_same_content_a_replay() {
+    let h = harness(16);
+    let first = h.run(&[call("call_0", "fast", r#"{"n": 5}"#)]).await;
+    assert_eq!(first[0].outcome, Outcome::Ok);
+    let other = h.run(&[call("call_0", "fast", r#"{"n": 6}"#)]).await;
+    assert_eq!(other[0].outcome, Outcome::Ok, "other arguments run");
+    assert_eq!(h.sleep.calls.load(Ordering::SeqCst), 2);
+    // The same content, spelled differently, is the same call: answered from the journal.
+    let again = h.run(&[call("call_0", "fast", r#"{ "n" : 6 }"#)]).await;
+    assert_eq!(again[0].outcome, Outcome::Replayed);
+    assert_eq!(again[0].content, other[0].content);
+    assert_eq!(h.sleep.calls.load(Ordering::SeqCst), 2);
+    let records = h.journal.records("s1", "call_0");
+    assert_eq!(records.len(), 2);
+    assert_ne!(records[0].digest, records[1].digest);
+    assert!(records.iter().all(|r| r.status == CallStatus::Finished));
+}
+
+#[tokio::test]
+async fn a_turn_that_keeps_no_history_journals_no_arguments() {
+    let mut h = harness(16);
+    h.keep_arguments = false;
+    let runs = h.run(&[call("c1", "fast", r#"{"n": 9}"#)]).await;
+    assert_eq!(runs[0].outcome, Outcome::Ok);
+    let record = h.journal.record("s1", "c1").expect("journaled");
+    assert_eq!(record.arguments, "");
+    assert_eq!(record.digest, runs[0].digest);
+    assert_eq!(record.status, CallStatus::Finished);
+    // Exactly-once still holds without the arguments.
+    let again = h.run(&[call("c1", "fast", r#"{"n": 9}"#)]).await;
+    assert_eq!(again[0].outcome, Outcome::Replayed);
 }

@@ -23,16 +23,27 @@ use crate::session::{
 
 #[derive(Default)]
 pub(super) struct MemoryJournal {
-    calls: Mutex<HashMap<(String, String), JournalRecord>>,
+    calls: Mutex<HashMap<(String, String, String), JournalRecord>>,
 }
 
 impl MemoryJournal {
+    /// The record of a call id (of whichever content, when several share it).
     pub(super) fn record(&self, session: &str, call: &str) -> Option<JournalRecord> {
-        self.calls
+        self.records(session, call).into_iter().next()
+    }
+
+    /// Every record with this call id, oldest first.
+    pub(super) fn records(&self, session: &str, call: &str) -> Vec<JournalRecord> {
+        let mut records: Vec<JournalRecord> = self
+            .calls
             .lock()
             .unwrap()
-            .get(&(session.to_owned(), call.to_owned()))
+            .values()
+            .filter(|r| r.session_id == session && r.call_id == call)
             .cloned()
+            .collect();
+        records.sort_by_key(|r| r.started_at);
+        records
     }
 }
 
@@ -69,7 +80,11 @@ impl Store for MemoryJournal {
             .start
             .into_iter()
             .map(|record| {
-                let key = (record.session_id.clone(), record.call_id.clone());
+                let key = (
+                    record.session_id.clone(),
+                    record.call_id.clone(),
+                    record.digest.clone(),
+                );
                 let fresh = !calls.contains_key(&key);
                 if fresh {
                     calls.insert(key, record);
@@ -79,7 +94,7 @@ impl Store for MemoryJournal {
             .collect();
         for finish in step.finish {
             let record = calls
-                .get_mut(&(finish.session_id, finish.call_id))
+                .get_mut(&(finish.session_id, finish.call_id, finish.digest))
                 .ok_or_else(|| StoreError::Backend("finish without start".into()))?;
             record.status = CallStatus::Finished;
             record.result = Some(finish.result);
@@ -100,8 +115,12 @@ impl Store for MemoryJournal {
         &self,
         session_id: &str,
         call_id: &str,
+        digest: &str,
     ) -> StoreResult<Option<JournalRecord>> {
-        Ok(self.record(session_id, call_id))
+        Ok(self
+            .records(session_id, call_id)
+            .into_iter()
+            .find(|r| r.digest == digest))
     }
     async fn ping(&self) -> StoreResult<()> {
         Ok(())

@@ -321,6 +321,7 @@ impl Engine {
                     .run(DispatchRequest {
                         catalog: &catalog,
                         session_id: sid,
+                        keep_arguments: save,
                         calls: &server_calls,
                         offered: &offer.names,
                         cancel,

@@ -9,15 +9,26 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::TurnError;
-use crate::session::{CallStatus, ChatMessage, Entry, EntrySource, Role, Store};
+use crate::session::{
+    CallStatus, ChatMessage, Entry, EntrySource, Role, Store, call_digest_of_text,
+};
 
-/// Calls in history without a result, in order, as `(call_id, tool name)`.
+/// A call in history without a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingCall {
+    pub id: String,
+    pub name: String,
+    /// The journal's identity of the call's content.
+    pub digest: String,
+}
+
+/// Calls in history without a result, in order.
 ///
 /// History is well-formed up to its tail (results follow their calls before any other
 /// message), so only the last assistant message with calls can have calls without results,
 /// and only the messages after it can hold their results: the scan looks at that tail, not at
 /// every entry of a long session.
-pub fn unanswered(history: &[Arc<Entry>]) -> Vec<(String, String)> {
+pub fn unanswered(history: &[Arc<Entry>]) -> Vec<PendingCall> {
     let Some(last) = history.iter().rposition(|e| !e.message.calls().is_empty()) else {
         return Vec::new();
     };
@@ -31,7 +42,11 @@ pub fn unanswered(history: &[Arc<Entry>]) -> Vec<(String, String)> {
         .calls()
         .iter()
         .filter(|c| !answered.contains(&c.id.as_str()))
-        .map(|c| (c.id.clone(), c.function.name.clone()))
+        .map(|c| PendingCall {
+            id: c.id.clone(),
+            name: c.function.name.clone(),
+            digest: call_digest_of_text(&c.function.name, &c.function.arguments),
+        })
         .collect()
 }
 
@@ -60,7 +75,7 @@ pub async fn reconcile(
         let in_request = rest
             .iter()
             .any(|(m, _): &(ChatMessage, _)| m.calls().iter().any(|c| c.id == id));
-        if !in_request && !pending.iter().any(|(p, _)| *p == id) {
+        if !in_request && !pending.iter().any(|p| p.id == id) {
             return Err(TurnError::invalid(
                 format!("messages.{i}.tool_call_id"),
                 format!("`{id}` does not answer any pending tool call of this session"),
@@ -73,7 +88,7 @@ pub async fn reconcile(
         }
     }
     let mut ordered = Vec::with_capacity(pending.len() + rest.len());
-    for (id, name) in &pending {
+    for PendingCall { id, name, digest } in &pending {
         if let Some(pos) = answers
             .iter()
             .position(|m| m.tool_call_id.as_deref() == Some(id))
@@ -83,7 +98,7 @@ pub async fn reconcile(
             ordered.push((message, EntrySource::ApiRequest));
             continue;
         }
-        let content = match store.journal_get(session_id, id).await? {
+        let content = match store.journal_get(session_id, id, digest).await? {
             Some(record) if record.status == CallStatus::Finished => {
                 record.result.unwrap_or_default()
             }
@@ -157,7 +172,10 @@ mod tests {
     }
 
     fn ids(history: &[Arc<Entry>]) -> Vec<String> {
-        unanswered(history).into_iter().map(|(id, _)| id).collect()
+        unanswered(history)
+            .into_iter()
+            .map(|call| call.id)
+            .collect()
     }
 
     #[test]
@@ -176,9 +194,11 @@ mod tests {
         let mut tail = answered_before.to_vec();
         tail.extend([calls(&["b1", "b2", "b3"]), result("b2")]);
         assert_eq!(ids(&tail), ["b1", "b3"]);
+        let first = &unanswered(&tail)[0];
+        assert_eq!((first.id.as_str(), first.name.as_str()), ("b1", "tool_b1"));
         assert_eq!(
-            unanswered(&tail)[0],
-            ("b1".to_owned(), "tool_b1".to_owned())
+            first.digest,
+            crate::session::call_digest_of_text("tool_b1", "{}")
         );
         tail.extend([result("b1"), result("b3")]);
         assert!(ids(&tail).is_empty());

@@ -12,8 +12,10 @@ pub struct CallContext {
     pub session_id: String,
     /// The model's id for this tool call (`tool_call_id` in the history).
     pub call_id: String,
-    /// Stable across retries and replays of the same call: derived from session and call id.
-    /// Handlers with side effects use it to avoid doing them twice (for example as a Message-ID).
+    /// Stable across retries and replays of the same call: derived from the session, the call
+    /// id and (when agentd dispatches) the digest of the call's tool and arguments, so a model
+    /// reusing an id for other content gets another key. Handlers with side effects use it to
+    /// avoid doing them twice (for example as a Message-ID).
     pub idempotency_key: String,
     /// When agentd stops waiting for this call.
     pub deadline: Instant,
@@ -41,6 +43,13 @@ impl CallContext {
         }
     }
 
+    /// The same context for the call whose content has this digest: the idempotency key then
+    /// names the call's content too, not only its id.
+    pub fn with_content_digest(mut self, digest: &str) -> Self {
+        self.idempotency_key = key_of(&[&self.session_id, &self.call_id, digest]);
+        self
+    }
+
     /// Time left before the deadline (zero once it has passed).
     pub fn remaining(&self) -> Duration {
         self.deadline.saturating_duration_since(Instant::now())
@@ -50,6 +59,10 @@ impl CallContext {
 /// A short, stable, printable key for one call: FNV-1a over both ids, twice with different
 /// offsets, as 32 hex digits. Not a security boundary; only uniqueness and stability matter.
 pub fn idempotency_key(session_id: &str, call_id: &str) -> String {
+    key_of(&[session_id, call_id])
+}
+
+fn key_of(parts: &[&str]) -> String {
     fn fnv(seed: u64, parts: &[&str]) -> u64 {
         let mut h = seed;
         for part in parts {
@@ -60,11 +73,10 @@ pub fn idempotency_key(session_id: &str, call_id: &str) -> String {
         }
         h
     }
-    let parts = [session_id, call_id];
     format!(
         "{:016x}{:016x}",
-        fnv(0xcbf2_9ce4_8422_2325, &parts),
-        fnv(0x6c62_272e_07bb_0142, &parts)
+        fnv(0xcbf2_9ce4_8422_2325, parts),
+        fnv(0x6c62_272e_07bb_0142, parts)
     )
 }
 
@@ -81,5 +93,21 @@ mod tests {
         assert_ne!(a, idempotency_key("s2", "call_1"));
         // The separator keeps ("ab","c") and ("a","bc") apart.
         assert_ne!(idempotency_key("ab", "c"), idempotency_key("a", "bc"));
+    }
+
+    #[test]
+    fn the_content_digest_is_part_of_the_key() {
+        let ctx = || CallContext::new("s1", "call_0", Duration::from_secs(1), Default::default());
+        let first = ctx().with_content_digest("d1");
+        assert_eq!(
+            first.idempotency_key,
+            ctx().with_content_digest("d1").idempotency_key
+        );
+        assert_ne!(
+            first.idempotency_key,
+            ctx().with_content_digest("d2").idempotency_key
+        );
+        assert_ne!(first.idempotency_key, ctx().idempotency_key);
+        assert_eq!(first.idempotency_key.len(), 32);
     }
 }
