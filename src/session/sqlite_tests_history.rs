@@ -571,3 +571,35 @@ async fn journal_rows_from_before_digests_get_them_at_open() {
     assert_eq!(record.result.as_deref(), Some("sent"));
     assert_eq!(record.digest, digest);
 }
+
+/// Commits wait for the disk as `storage.synchronous` says: `full` unless set otherwise.
+#[tokio::test]
+async fn the_writer_commits_at_the_configured_durability() {
+    use crate::config::Synchronous;
+    let level = |store: SqliteStore| async move {
+        store
+            .write(
+                "probe",
+                |conn| Ok(conn.pragma_query_value(None, "synchronous", |row| row.get::<_, i64>(0))?),
+                |_, _| {},
+            )
+            .await
+            .expect("probe")
+    };
+    let (_dir, path) = temp_db();
+    // SQLite numbers the levels OFF 0, NORMAL 1, FULL 2, EXTRA 3.
+    assert_eq!(level(open(&path)).await, 2, "full by default");
+    for (setting, number) in [
+        (Synchronous::Off, 0),
+        (Synchronous::Normal, 1),
+        (Synchronous::Full, 2),
+        (Synchronous::Extra, 3),
+    ] {
+        let store = SqliteStore::open_with(&path, setting).expect("open");
+        assert_eq!(level(store).await, number, "{setting:?}");
+    }
+    assert_eq!(
+        crate::config::Config::default().storage.synchronous,
+        Synchronous::Full
+    );
+}

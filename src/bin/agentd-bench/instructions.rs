@@ -108,7 +108,7 @@ fn count(
         format!("--callgrind-out-file={}", out.display()),
     ];
     let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let agentd = procs::start_agentd_under(Some(&launcher), &dir, mock_origin, &api_key)?;
+    let agentd = procs::start_agentd_under(Some(&launcher), &dir, mock_origin, &api_key, &[])?;
     let mut target = Target {
         http: load::http_client(1)?,
         agentd: agentd.origin.clone(),

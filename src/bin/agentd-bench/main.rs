@@ -3,8 +3,10 @@
 //! drives closed-loop load from this process over loopback, and prints one table per scenario;
 //! the `held` scenario holds thousands of streams open on a fresh pair of processes;
 //! `agentd-bench micro` times the hot pieces in-process; `agentd-bench instructions` counts
-//! agentd's instructions per turn under valgrind's callgrind.
+//! agentd's instructions per turn under valgrind's callgrind; `agentd-bench durability`
+//! compares the `storage.synchronous` levels.
 
+mod durability;
 mod held;
 mod held_client;
 mod held_report;
@@ -60,6 +62,8 @@ struct Args {
 enum Command {
     /// Timing loops over validation, catalog compilation, chunk assembly and a history write.
     Micro,
+    /// Tool turns at each `storage.synchronous` level (off, normal, full, extra).
+    Durability,
     /// User-space instructions per turn (chat, tool, stream), counted by callgrind.
     Instructions {
         /// Turns of the short run (start-up and shutdown are taken out with it).
@@ -80,6 +84,17 @@ fn main() -> ExitCode {
     }
     let result = match args.command {
         Some(Command::Micro) => run_micro(&args, &scratch).map(|_| ()),
+        Some(Command::Durability) => {
+            let (clients, window) = if args.quick {
+                (vec![1, 16], Duration::from_secs(2))
+            } else {
+                (
+                    vec![1, 16, 64],
+                    Duration::from_secs_f64(args.duration_secs.max(0.5)),
+                )
+            };
+            durability::run(&scratch, &clients, window)
+        }
         Some(Command::Instructions {
             short_turns,
             long_turns,
@@ -373,7 +388,7 @@ fn kb_text(kb: Option<u64>) -> String {
 /// One window of `op` at `clients`, with the CPU time of process `cpu_of_pid` (agentd, or the
 /// mock for the floor) per model call.
 #[allow(clippy::too_many_arguments)]
-fn measure(
+pub(crate) fn measure(
     runtime: &tokio::runtime::Runtime,
     target: &Arc<Target>,
     op: Op,

@@ -101,16 +101,18 @@ pub fn start_mock(latency_ms: u64) -> Result<Running, String> {
 /// Starts `agentd serve` against the mock with a scratch data dir and catalog; waits for
 /// `agentd ready addr=...` on stderr (which is drained for the rest of the run).
 pub fn start_agentd(scratch: &Path, mock_origin: &str, api_key: &str) -> Result<Running, String> {
-    start_agentd_under(None, scratch, mock_origin, api_key)
+    start_agentd_under(None, scratch, mock_origin, api_key, &[])
 }
 
 /// [`start_agentd`], run by `launcher` (a program and its arguments, such as valgrind) when
-/// given; the launcher must keep the process id (exec or run in place).
+/// given; the launcher must keep the process id (exec or run in place). `sets` are more
+/// `--set key=value` settings.
 pub fn start_agentd_under(
     launcher: Option<&[String]>,
     scratch: &Path,
     mock_origin: &str,
     api_key: &str,
+    sets: &[String],
 ) -> Result<Running, String> {
     let tools = scratch.join("tools.toml");
     std::fs::write(
@@ -139,6 +141,7 @@ pub fn start_agentd_under(
         .arg(format!("provider.base_url=\"{mock_origin}/v1\""))
         .arg("--set")
         .arg("provider.model=\"mock-model\"")
+        .args(sets.iter().flat_map(|set| ["--set", set.as_str()]))
         .env("AGENTD_API_KEY", api_key)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
