@@ -435,10 +435,17 @@ impl<'a> Transcript<'a> {
         let Some(calls) = message.tool_calls.as_mut() else {
             return;
         };
-        let used = |id: &str| {
-            self.messages()
-                .flat_map(ChatMessage::calls)
-                .any(|call| call.id == id)
+        if calls.is_empty() {
+            return;
+        }
+        let earlier = || self.messages().flat_map(ChatMessage::calls);
+        // A few calls scan history each; many get one pass into a set, so an answer with
+        // thousands of calls costs history + calls, not history × calls.
+        let many: Option<HashSet<&str>> =
+            (calls.len() > 4).then(|| earlier().map(|call| call.id.as_str()).collect());
+        let used = |id: &str| match &many {
+            Some(set) => set.contains(id),
+            None => earlier().any(|call| call.id == id),
         };
         let mut seen = HashSet::new();
         for call in calls {
