@@ -51,6 +51,13 @@ impl App {
     /// Opens the store, builds the provider, compiles the catalog and resolves API keys.
     pub fn build(config: Config, registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
+        crate::metrics::configure(
+            crate::metrics::LabelLimits {
+                max_values: config.server.metrics_max_label_values,
+                max_bytes: config.server.metrics_max_label_bytes,
+            },
+            &config.provider.model,
+        );
         std::fs::create_dir_all(&config.storage.data_dir).map_err(|e| {
             StartError::Store(format!(
                 "cannot create {}: {e}",
