@@ -267,7 +267,7 @@ impl Config {
         {
             problems.push(format!(
                 "provider.base_url `{}` must be an http:// or https:// URL",
-                self.provider.base_url
+                agentd_sdk::redact_url(&self.provider.base_url)
             ));
         }
         if self.server.sse_keep_alive.is_zero() {

@@ -8,6 +8,7 @@
 mod context;
 mod duration;
 mod error;
+pub mod redact;
 mod secret;
 
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use serde_json::Value;
 pub use context::CallContext;
 pub use duration::parse_duration;
 pub use error::{HandlerError, OptionsError};
+pub use redact::{redact_url, redact_url_credentials, scrub};
 pub use secret::{SecretError, SecretRef, resolve_secret};
 pub use tokio_util::sync::CancellationToken;
 
