@@ -49,7 +49,7 @@ pub fn install_crypto_provider() {
 
 impl App {
     /// Opens the store, builds the provider, compiles the catalog and resolves API keys.
-    pub fn build(config: Config, registry: Registry) -> Result<Self, StartError> {
+    pub fn build(config: Config, mut registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
         crate::metrics::configure(
             crate::metrics::LabelLimits {
@@ -68,6 +68,7 @@ impl App {
             SqliteStore::open(&config.database_path())
                 .map_err(|e| StartError::Store(e.to_string()))?,
         );
+        registry.set_data_dir(config.storage.data_dir.clone());
         let catalog = load_catalog(config.tools.catalog.as_deref(), &registry)?;
         let api_key = match &config.provider.api_key {
             Some(reference) => Some(

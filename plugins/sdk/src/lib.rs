@@ -11,6 +11,7 @@ mod error;
 pub mod redact;
 mod secret;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -61,4 +62,25 @@ pub trait HandlerFactory: Send + Sync + 'static {
     /// Builds a handler for one catalog entry. `options` is the entry's `[tool.options]` table
     /// as JSON (an empty object when absent). Every problem found is returned, not just the first.
     fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError>;
+
+    /// Builds a handler knowing where the daemon keeps its files. A handler whose options name
+    /// a place it writes to resolves a relative path against [`BuildContext::data_dir`]; the
+    /// default ignores the context and calls [`HandlerFactory::build`].
+    fn build_with(
+        &self,
+        options: &Value,
+        context: &BuildContext,
+    ) -> Result<Arc<dyn ToolHandler>, OptionsError> {
+        let _ = context;
+        self.build(options)
+    }
+}
+
+/// What agentd tells a factory about where it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildContext {
+    /// The daemon's data directory (`storage.data_dir`, `$STATE_DIRECTORY` under systemd): a
+    /// directory only the service can write. `None` outside a daemon (relative paths then
+    /// stay relative to the working directory).
+    pub data_dir: Option<PathBuf>,
 }
