@@ -77,6 +77,7 @@ async fn hostile_round(d: &TestDaemon, session: &str, round: &str) {
         let method = Method::from_bytes(format!("BREW{i}{round}").as_bytes()).expect("method");
         for url in [
             format!("{root}/made/up/{round}/{i}"),
+            d.url(&format!("/made/up/{round}/{i}")),
             d.url("/agents"),
             d.url(&format!("/sessions/{round}-{i}/chat")),
         ] {
