@@ -49,8 +49,15 @@ pub fn install_crypto_provider() {
 
 impl App {
     /// Opens the store, builds the provider, compiles the catalog and resolves API keys.
-    pub fn build(config: Config, registry: Registry) -> Result<Self, StartError> {
+    pub fn build(config: Config, mut registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
+        crate::metrics::configure(
+            crate::metrics::LabelLimits {
+                max_values: config.server.metrics_max_label_values,
+                max_bytes: config.server.metrics_max_label_bytes,
+            },
+            &config.provider.model,
+        );
         std::fs::create_dir_all(&config.storage.data_dir).map_err(|e| {
             StartError::Store(format!(
                 "cannot create {}: {e}",
@@ -61,6 +68,7 @@ impl App {
             SqliteStore::open_with(&config.database_path(), config.storage.synchronous)
                 .map_err(|e| StartError::Store(e.to_string()))?,
         );
+        registry.set_data_dir(config.storage.data_dir.clone());
         let catalog = load_catalog(config.tools.catalog.as_deref(), &registry)?;
         let api_key = match &config.provider.api_key {
             Some(reference) => Some(

@@ -3,9 +3,13 @@
 //!
 //! A small registry instead of a metrics crate: every series is a histogram whose count is also
 //! the matching `_total` counter, so one observation takes one short lock and a scan of a few series.
+//! Every label value comes from a closed or bounded set (`labels.rs`), so the number of series
+//! has a fixed ceiling whatever clients and the model send.
+
+mod labels;
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -13,6 +17,12 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::header::CONTENT_TYPE;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+
+use labels::Admitted;
+pub use labels::{LabelLimits, OTHER};
+
+/// The most labels a family has.
+const MAX_LABELS: usize = 3;
 
 /// Buckets (seconds) for calls to the network: model, tools, HTTP requests.
 const LATENCY: &[f64] = &[
@@ -55,40 +65,100 @@ struct Family {
     /// `agentd_http_requests_total`; `None` when the family is a plain histogram.
     counter: Option<(&'static str, &'static str)>,
     histogram: (&'static str, &'static str),
-    labels: &'static [&'static str],
+    labels: &'static [Label],
     bounds: &'static [f64],
+    state: Mutex<FamilyState>,
+}
+
+/// A label's name and where its values come from.
+struct Label {
+    name: &'static str,
+    /// Values named by clients or the model: only the admitted ones are kept (`labels.rs`).
+    /// Closed labels get their values from a fixed set chosen by the caller.
+    open: bool,
+}
+
+const fn closed(name: &'static str) -> Label {
+    Label { name, open: false }
+}
+
+const fn open(name: &'static str) -> Label {
+    Label { name, open: true }
+}
+
+#[derive(Default)]
+struct FamilyState {
     /// Few series per family (routes × methods × statuses), so a scan beats hashing a key.
-    series: Mutex<Vec<(Box<[String]>, Histogram)>>,
+    series: Vec<(Box<[String]>, Histogram)>,
+    /// The values kept so far, one set per label (used for open labels only).
+    admitted: Vec<Admitted>,
 }
 
 impl Family {
     fn new(
         counter: Option<(&'static str, &'static str)>,
         histogram: (&'static str, &'static str),
-        labels: &'static [&'static str],
+        labels: &'static [Label],
         bounds: &'static [f64],
     ) -> Self {
+        debug_assert!(labels.len() <= MAX_LABELS);
         Self {
             counter,
             histogram,
             labels,
             bounds,
-            series: Mutex::new(Vec::new()),
+            state: Mutex::new(FamilyState {
+                series: Vec::new(),
+                admitted: labels.iter().map(|_| Admitted::default()).collect(),
+            }),
         }
     }
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, FamilyState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps `value` for the open label at `index` ahead of values seen later (the configured
+    /// model, so a flood of made-up names cannot push it into `other`).
+    fn admit(&self, index: usize, value: &str, limits: LabelLimits) {
+        if let Some(admitted) = self.lock().admitted.get_mut(index) {
+            admitted.admit(value, limits);
+        }
+    }
+
+    /// One observation with one value per label (extra values are ignored).
     fn observe(&self, values: &[&str], value: f64) {
-        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        self.observe_within(REGISTRY.limits(), values, value);
+    }
+
+    fn observe_within(&self, limits: LabelLimits, values: &[&str], value: f64) {
+        let mut state = self.lock();
+        let FamilyState { series, admitted } = &mut *state;
+        let mut key = [""; MAX_LABELS];
+        let count = values.len().min(self.labels.len());
+        for (((slot, given), label), kept) in key
+            .iter_mut()
+            .zip(values)
+            .zip(self.labels)
+            .zip(admitted.iter_mut())
+        {
+            *slot = if label.open {
+                kept.admit(given, limits)
+            } else {
+                given
+            };
+        }
+        let key = &key[..count];
         // Look up without allocating; allocate the key only for a new series.
         let found = series
             .iter_mut()
-            .find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()));
+            .find(|(k, _)| k.iter().map(String::as_str).eq(key.iter().copied()));
         match found {
             Some((_, histogram)) => histogram.observe(self.bounds, value),
             None => {
                 let mut histogram = Histogram::new(self.bounds);
                 histogram.observe(self.bounds, value);
-                let key: Box<[String]> = values.iter().map(|v| (*v).to_owned()).collect();
+                let key: Box<[String]> = key.iter().map(|v| (*v).to_owned()).collect();
                 series.push((key, histogram));
             }
         }
@@ -96,9 +166,8 @@ impl Family {
 
     fn render(&self, out: &mut String) {
         let mut series: Vec<(Box<[String]>, Histogram)> = self
-            .series
             .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .series
             .iter()
             .map(|(k, h)| (k.clone(), h.clone()))
             .collect();
@@ -129,9 +198,9 @@ impl Family {
 }
 
 /// `{a="x",le="1"}`, or nothing when there are no labels.
-fn label_text(names: &[&str], values: &[String], le: Option<&str>) -> String {
+fn label_text(labels: &[Label], values: &[String], le: Option<&str>) -> String {
     let mut text = String::new();
-    for (name, value) in names.iter().zip(values) {
+    for (Label { name, .. }, value) in labels.iter().zip(values) {
         if !text.is_empty() {
             text.push(',');
         }
@@ -150,6 +219,7 @@ fn label_text(names: &[&str], values: &[String], le: Option<&str>) -> String {
     }
 }
 
+/// A label value as the text format wants it: backslash, double quote and line feed escaped.
 fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
@@ -165,6 +235,17 @@ struct Registry {
     overhead: Family,
     active_turns: AtomicI64,
     active_streams: AtomicI64,
+    max_label_values: AtomicUsize,
+    max_label_bytes: AtomicUsize,
+}
+
+impl Registry {
+    fn limits(&self) -> LabelLimits {
+        LabelLimits {
+            max_values: self.max_label_values.load(Ordering::Relaxed),
+            max_bytes: self.max_label_bytes.load(Ordering::Relaxed),
+        }
+    }
 }
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
@@ -174,7 +255,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
             "agentd_http_request_duration_seconds",
             "Time to answer an HTTP request (until the response head for streams).",
         ),
-        &["route", "method", "status"],
+        const { &[closed("route"), closed("method"), closed("status")] },
         LATENCY,
     ),
     model: Family::new(
@@ -183,7 +264,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
             "agentd_model_call_duration_seconds",
             "Duration of model calls.",
         ),
-        &["provider", "model", "outcome"],
+        const { &[closed("provider"), open("model"), closed("outcome")] },
         LATENCY,
     ),
     tool: Family::new(
@@ -192,7 +273,7 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
             "agentd_tool_call_duration_seconds",
             "Duration of tool calls.",
         ),
-        &["tool", "outcome"],
+        const { &[open("tool"), open("outcome")] },
         LATENCY,
     ),
     steps: Family::new(
@@ -212,7 +293,24 @@ static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
     ),
     active_turns: AtomicI64::new(0),
     active_streams: AtomicI64::new(0),
+    max_label_values: AtomicUsize::new(LabelLimits::default().max_values),
+    max_label_bytes: AtomicUsize::new(LabelLimits::default().max_bytes),
 });
+
+/// Sets the limits of open labels (model and tool names, tool error kinds) and keeps the
+/// configured model's name ahead of any other. The registry is process-wide: the last call wins.
+pub fn configure(limits: LabelLimits, default_model: &str) {
+    REGISTRY
+        .max_label_values
+        .store(limits.max_values, Ordering::Relaxed);
+    REGISTRY
+        .max_label_bytes
+        .store(limits.max_bytes, Ordering::Relaxed);
+    REGISTRY.model.admit(MODEL_LABEL, default_model, limits);
+}
+
+/// Where `model` is among the model family's labels.
+const MODEL_LABEL: usize = 1;
 
 /// Keeps a gauge raised while alive.
 #[must_use]
@@ -276,11 +374,12 @@ pub fn model_call<T>(
         .observe(&[provider, model, outcome], elapsed.as_secs_f64());
 }
 
-/// One tool call: `outcome` is `ok`, `replayed` or the error kind. Names the model made up
-/// (`unknown_tool`) are not labels, so they cannot grow the series without bound.
+/// One tool call: `outcome` is `ok`, `replayed` or the error kind. A name the model made up
+/// (`unknown_tool`) is reported as `other`; catalog names and error kinds are kept up to the
+/// label limits.
 pub fn tool_call(tool: &str, outcome: &str, elapsed: Duration) {
     let tool = if outcome == "unknown_tool" {
-        "(unknown)"
+        OTHER
     } else {
         tool
     };
@@ -289,18 +388,18 @@ pub fn tool_call(tool: &str, outcome: &str, elapsed: Duration) {
         .observe(&[tool, outcome], elapsed.as_secs_f64());
 }
 
-/// Middleware recording every request by its route template (never the raw path), and the
-/// number of open event streams.
+/// Middleware recording every request by its route template (never the raw path; `unmatched`
+/// when no route matched) and its method (`other` for a non-standard one).
 pub async fn track_http(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
+    let method = labels::method(request.method());
     let response = next.run(request).await;
     let status = response.status();
     REGISTRY.http.observe(
         &[
             route.as_ref().map_or("unmatched", MatchedPath::as_str),
-            method.as_str(),
+            method,
             status.as_str(),
         ],
         started.elapsed().as_secs_f64(),
@@ -355,7 +454,7 @@ mod tests {
         let family = Family::new(
             Some(("t_total", "help")),
             ("t_seconds", "help"),
-            &["route"],
+            const { &[closed("route")] },
             &[0.1, 1.0],
         );
         family.observe(&["/a/{id}"], 0.05);
@@ -393,5 +492,51 @@ mod tests {
         assert!(out.contains("s_bucket{le=\"1\"} 0\n"), "{out}");
         assert!(out.contains("s_count 1\n"), "{out}");
         assert!(!out.contains("t_total"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let family = Family::new(None, ("e", "help"), const { &[open("model")] }, &[1.0]);
+        family.observe(&["a\\b\"c\nd"], 0.5);
+        let mut out = String::new();
+        family.render(&mut out);
+        assert!(
+            out.contains("e_count{model=\"a\\\\b\\\"c\\nd\"} 1\n"),
+            "{out}"
+        );
+        assert_eq!(out.lines().count(), 6, "{out}");
+    }
+
+    #[test]
+    fn open_labels_overflow_into_other_and_closed_ones_do_not() {
+        let family = Family::new(
+            Some(("o_total", "help")),
+            ("o_seconds", "help"),
+            const { &[closed("provider"), open("model")] },
+            &[1.0],
+        );
+        let limits = LabelLimits {
+            max_values: 2,
+            max_bytes: 10,
+        };
+        for model in ["m1", "m2", "m3", "m4", "a-very-long-model-name", "m1"] {
+            family.observe_within(limits, &["openai", model], 0.1);
+        }
+        family.observe_within(limits, &["custom", "m2"], 0.1);
+        let mut out = String::new();
+        family.render(&mut out);
+        assert!(
+            out.contains("o_total{provider=\"openai\",model=\"m1\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("o_total{provider=\"openai\",model=\"other\"} 3\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("o_total{provider=\"custom\",model=\"m2\"} 1\n"),
+            "{out}"
+        );
+        assert_eq!(out.matches("o_total{").count(), 4, "{out}");
     }
 }

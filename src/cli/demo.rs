@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::mock_model::{MockConfig, MockModel};
 use crate::tool::Registry;
 
-/// The shipped catalog; the demo points its file transport at a scratch directory.
+/// The shipped catalog, used as is: its file transport writes into the data directory.
 const SHIPPED_TOOLS: &str = include_str!("../../tools.toml");
 
 pub fn run() -> ExitCode {
@@ -36,8 +36,10 @@ pub fn run() -> ExitCode {
 
 async fn demo() -> Result<(), String> {
     let scratch = std::env::temp_dir().join(format!("agentd-demo-{}", std::process::id()));
-    let outbox = scratch.join("outbox");
-    std::fs::create_dir_all(&outbox).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    let data_dir = scratch.join("data");
+    // The shipped catalog's relative `dir`, which agentd resolves against the data directory.
+    let outbox = data_dir.join("outbox");
+    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     println!(
         "agentd demo: the main job end to end, offline (mock model, real HTTP, SQLite, tool)\n"
     );
@@ -49,11 +51,13 @@ async fn demo() -> Result<(), String> {
 
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-    config.storage.data_dir = scratch.join("data");
+    config.storage.data_dir = data_dir;
     config.provider.base_url = mock.base_url();
     config.provider.model = "mock-model".into();
     config.auth.api_keys = Vec::new();
-    let tools_path = write_catalog(&scratch, &outbox)?;
+    let tools_path = scratch.join("tools.toml");
+    std::fs::write(&tools_path, SHIPPED_TOOLS)
+        .map_err(|e| format!("{}: {e}", tools_path.display()))?;
     config.tools.catalog = Some(tools_path.clone());
     let app = App::build(config, Registry::builtin()).map_err(|e| e.to_string())?;
     let listener = app.bind().await.map_err(|e| e.to_string())?;
@@ -163,25 +167,6 @@ async fn demo() -> Result<(), String> {
             choice["finish_reason"]
         ))
     }
-}
-
-/// Writes the shipped catalog with the e-mail outbox pointed at `outbox`.
-fn write_catalog(scratch: &Path, outbox: &Path) -> Result<PathBuf, String> {
-    let mut table: toml::Table = toml::from_str(SHIPPED_TOOLS).map_err(|e| e.to_string())?;
-    if let Some(toml::Value::Array(tools)) = table.get_mut("tool") {
-        for tool in tools.iter_mut().filter_map(toml::Value::as_table_mut) {
-            if tool.get("name").and_then(toml::Value::as_str) == Some("send_email")
-                && let Some(options) = tool.get_mut("options").and_then(toml::Value::as_table_mut)
-            {
-                options.insert("transport".into(), "file".into());
-                options.insert("dir".into(), outbox.display().to_string().into());
-            }
-        }
-    }
-    let path = scratch.join("tools.toml");
-    std::fs::write(&path, toml::to_string(&table).map_err(|e| e.to_string())?)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(path)
 }
 
 fn eml_files(dir: &Path) -> Vec<PathBuf> {

@@ -117,7 +117,9 @@ fn validate(cli: &Cli) -> ExitCode {
         println!("configuration ok; no tool catalog configured (tools.catalog)");
         return ExitCode::SUCCESS;
     };
-    match Catalog::load(path, &Registry::builtin()) {
+    let mut registry = Registry::builtin();
+    registry.set_data_dir(config.storage.data_dir.clone());
+    match Catalog::load(path, &registry) {
         Ok(catalog) => {
             println!(
                 "configuration ok; {} tools in {}",

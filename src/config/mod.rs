@@ -39,6 +39,11 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// Serve `/metrics` without a key.
     pub metrics_public: bool,
+    /// Distinct values kept per metric label named by clients or the model (model and tool
+    /// names, tool error kinds); later ones are counted as `other`.
+    pub metrics_max_label_values: usize,
+    /// Longest such label value kept (bytes); a longer one is counted as `other`.
+    pub metrics_max_label_bytes: usize,
     /// A streamed chat sends a comment line this often while nothing else is sent; a turn
     /// that fails before its first event within this time gets a plain HTTP error instead.
     #[serde(deserialize_with = "duration::deserialize")]
@@ -159,6 +164,8 @@ impl Default for ServerConfig {
             max_body_bytes: 2 * 1024 * 1024,
             drain_timeout: Duration::from_secs(30),
             metrics_public: false,
+            metrics_max_label_values: 100,
+            metrics_max_label_bytes: 100,
             sse_keep_alive: Duration::from_secs(10),
             header_timeout: Duration::from_secs(60),
         }
@@ -292,7 +299,7 @@ impl Config {
         {
             problems.push(format!(
                 "provider.base_url `{}` must be an http:// or https:// URL",
-                self.provider.base_url
+                agentd_sdk::redact_url(&self.provider.base_url)
             ));
         }
         if self.server.sse_keep_alive.is_zero() {

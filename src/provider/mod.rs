@@ -3,6 +3,7 @@
 
 pub mod openai;
 pub mod retry;
+pub mod secrets;
 pub mod sse;
 pub mod stream;
 
@@ -69,7 +70,9 @@ pub enum StreamEvent {
     Done(ModelResponse),
 }
 
-/// Why a model call failed. Shown to HTTP clients as a 502 with this text.
+/// Why a model call failed. Shown to HTTP clients as a 502 with this text, so it never holds
+/// the provider's URL or a configured secret (`secrets.rs` cleans every message made from
+/// what a lower layer or the provider said); the daemon log adds the URL without user-info.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ProviderError {
     #[error("model provider unreachable: {0}")]

@@ -2,6 +2,7 @@
 //! request building, retries, and reading answers from providers that bend the format.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -11,12 +12,18 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use super::secrets::{Scrubber, shown_url};
 use super::{ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
 use crate::config::ProviderConfig;
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
 
 /// Largest error body quoted back to the client.
 const MAX_ERROR_TEXT: usize = 500;
+
+/// What a client is told when the provider refuses agentd's own credentials (401, 403, 407):
+/// that answer concerns the operator's key, so its text goes to the daemon log only.
+const CREDENTIALS_REFUSED: &str =
+    "the provider refused agentd's credentials (provider.api_key); the daemon log has its answer";
 
 /// A model call as sent: the request's fields plus the streaming switches.
 #[derive(Serialize)]
@@ -39,6 +46,10 @@ pub struct OpenAiProvider {
     pub(super) api_key: Option<SecretString>,
     pub(super) policy: RetryPolicy,
     pub(super) read_timeout: Duration,
+    /// Cleans error text of the key and the URL's user-info.
+    pub(super) scrubber: Arc<Scrubber>,
+    /// The URL as logs show it: no user-info, no query.
+    pub(super) shown_url: String,
 }
 
 impl OpenAiProvider {
@@ -73,14 +84,21 @@ impl OpenAiProvider {
             };
             format!(
                 "cannot build the model's HTTP client: {}{hint}",
-                root_cause(&e)
+                agentd_sdk::redact_url_credentials(&root_cause(&e))
             )
         })?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
-        let url = reqwest::Url::parse(&url)
-            .map_err(|e| format!("provider.base_url gives an invalid URL {url}: {e}"))?;
+        let url = reqwest::Url::parse(&url).map_err(|e| {
+            format!(
+                "provider.base_url gives an invalid URL {}: {e}",
+                agentd_sdk::redact_url(&url)
+            )
+        })?;
+        let scrubber = Arc::new(Scrubber::new(&url, api_key.as_deref()));
         Ok(Self {
             client,
+            shown_url: shown_url(&url),
+            scrubber,
             url,
             api_key: api_key.map(SecretString::from),
             policy: RetryPolicy {
@@ -140,34 +158,48 @@ impl OpenAiProvider {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
                     let text = response.text().await.unwrap_or_default();
-                    let error = ProviderError::Status {
-                        status,
-                        message: error_message(&text),
-                    };
+                    let message = self.scrubber.text(&error_message(&text));
+                    if matches!(status, 401 | 403 | 407) {
+                        tracing::warn!(url = %self.shown_url, status, answer = %message, "model provider refused agentd's credentials");
+                        return Err(ProviderError::Status {
+                            status,
+                            message: CREDENTIALS_REFUSED.to_owned(),
+                        });
+                    }
+                    let error = ProviderError::Status { status, message };
                     if !is_retryable_status(status) {
-                        return Err(error);
+                        return Err(self.failed(error));
                     }
                     (error, retry_after)
                 }
                 Err(e) => (self.transport_error(e), None),
             };
             if attempt >= self.policy.max_attempts {
-                return Err(error);
+                return Err(self.failed(error));
             }
             let wait = self.policy.delay(attempt, retry_after);
-            tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, %error, "model call failed; retrying");
+            tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, url = %self.shown_url, %error, "model call failed; retrying");
             tokio::time::sleep(wait).await;
         }
     }
 
+    /// A failed exchange as a client may see it: the cause without the URL or a secret.
     pub(super) fn transport_error(&self, e: reqwest::Error) -> ProviderError {
+        let e = e.without_url();
         if e.is_timeout() {
             ProviderError::Timeout(self.read_timeout)
         } else if e.is_connect() {
-            ProviderError::Connect(format!("{}: {}", self.url, root_cause(&e)))
+            ProviderError::Connect(self.scrubber.text(&root_cause(&e)))
         } else {
-            ProviderError::Protocol(root_cause(&e))
+            ProviderError::Protocol(self.scrubber.text(&root_cause(&e)))
         }
+    }
+
+    /// Logs a model call's final failure, with the URL the operator needs to find the
+    /// provider (never its user-info), and hands the error on.
+    pub(super) fn failed(&self, error: ProviderError) -> ProviderError {
+        tracing::warn!(url = %self.shown_url, %error, "model call failed");
+        error
     }
 }
 
@@ -183,8 +215,8 @@ impl ModelProvider for OpenAiProvider {
         let bytes = response
             .bytes()
             .await
-            .map_err(|e| self.transport_error(e))?;
-        parse_completion(&bytes)
+            .map_err(|e| self.failed(self.transport_error(e)))?;
+        parse_completion(&bytes).map_err(|e| self.failed(self.scrubber.error(e)))
     }
 
     async fn stream(

@@ -2,12 +2,15 @@
 //! calls assembled from deltas by id and index (robust to providers that send every call with
 //! index 0, split arguments across chunks, or report the wrong `finish_reason`).
 
+use std::sync::Arc;
+
 use futures_util::StreamExt;
 use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::openai::{OpenAiProvider, arguments_text, generated_call_id, parse_usage, root_cause};
+use super::secrets::Scrubber;
 use super::sse::SseDecoder;
 use super::{ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
@@ -23,6 +26,7 @@ pub(super) async fn open(
         response,
         decoder: SseDecoder::default(),
         ended: false,
+        scrubber: Arc::clone(&provider.scrubber),
     };
     let stream = futures_util::stream::unfold(
         (events, Assembler::default(), false),
@@ -46,7 +50,9 @@ pub(super) async fn open(
                 let chunk = match StreamChunk::parse(&data) {
                     Ok(chunk) => chunk,
                     Err(e) => {
-                        let error = ProviderError::Protocol(format!("bad stream chunk: {e}"));
+                        let error = ProviderError::Protocol(
+                            events.scrubber.text(&format!("bad stream chunk: {e}")),
+                        );
                         return Some((Err(error), (events, assembler, true)));
                     }
                 };
@@ -64,6 +70,8 @@ struct Events {
     response: reqwest::Response,
     decoder: SseDecoder,
     ended: bool,
+    /// Error text leaves without the provider's secrets.
+    scrubber: Arc<Scrubber>,
 }
 
 impl Events {
@@ -80,8 +88,10 @@ impl Events {
                 Ok(Some(bytes)) => self.decoder.push(&bytes),
                 Ok(None) => self.ended = true,
                 Err(e) => {
-                    let error =
-                        ProviderError::Protocol(format!("stream broken: {}", root_cause(&e)));
+                    let cause = root_cause(&e.without_url());
+                    let error = ProviderError::Protocol(
+                        self.scrubber.text(&format!("stream broken: {cause}")),
+                    );
                     return Some(Err(error));
                 }
             }

@@ -294,7 +294,7 @@ impl Compiler<'_> {
             },
             None => (Value::Object(Default::default()), raw.handler.span()),
         };
-        match factory.build(&options) {
+        match factory.build_with(&options, self.registry.build_context()) {
             Ok(handler) => Some(handler),
             Err(error) => {
                 for message in error.0 {

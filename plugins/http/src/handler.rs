@@ -20,6 +20,9 @@ pub(crate) struct HttpHandler {
     pub headers: HeaderMap,
     pub timeout: Duration,
     pub max_response_bytes: u64,
+    /// The bearer token and the URL's user-info: never quoted back to the model, even when
+    /// the endpoint echoes them.
+    pub secrets: Vec<String>,
 }
 
 #[async_trait]
@@ -71,7 +74,7 @@ impl HttpHandler {
                 json!({ "status": status.as_u16(), "body": body }),
             ));
         }
-        let text: String = String::from_utf8_lossy(&body)
+        let text: String = agentd_sdk::scrub(&String::from_utf8_lossy(&body), &self.secrets)
             .chars()
             .take(ERROR_BODY_CHARS)
             .collect();
@@ -114,7 +117,7 @@ impl HttpHandler {
 
     fn request_error(&self, error: reqwest::Error) -> HandlerError {
         let error = error.without_url();
-        let detail = describe(&error);
+        let detail = agentd_sdk::scrub(&describe(&error), &self.secrets).into_owned();
         let host = self.url.host_str().unwrap_or_default();
         if error.is_timeout() {
             self.timed_out(self.timeout)

@@ -71,7 +71,8 @@ impl HandlerFactory for HttpFactory {
                 None
             }
         };
-        let headers = build_headers(&options, &mut problems);
+        let mut secrets = Vec::new();
+        let headers = build_headers(&options, &mut problems, &mut secrets);
         let timeout = match options.timeout.as_deref().map(parse_duration) {
             None => DEFAULT_TIMEOUT,
             Some(Ok(timeout)) => timeout,
@@ -92,7 +93,14 @@ impl HandlerFactory for HttpFactory {
             .ok();
         match (url, method, client) {
             (Some(url), Some(method), Some(client)) if problems.is_empty() => {
+                secrets.extend(
+                    [url.username(), url.password().unwrap_or_default()]
+                        .into_iter()
+                        .filter(|part| !part.is_empty())
+                        .map(str::to_owned),
+                );
                 Ok(Arc::new(HttpHandler {
+                    secrets,
                     client,
                     url,
                     method,
@@ -113,7 +121,7 @@ fn check_url(options: &HttpOptions, problems: &mut Vec<String>) -> Option<Url> {
         Err(error) => {
             problems.push(format!(
                 "url: `{}` is not a valid URL: {error}",
-                options.url
+                agentd_sdk::redact_url(&options.url)
             ));
             return None;
         }
@@ -151,8 +159,13 @@ fn normalize_host(host: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Static headers plus `Authorization: Bearer` from the secret, which is marked sensitive.
-fn build_headers(options: &HttpOptions, problems: &mut Vec<String>) -> HeaderMap {
+/// Static headers plus `Authorization: Bearer` from the secret, which is marked sensitive and
+/// added to `secrets`.
+fn build_headers(
+    options: &HttpOptions,
+    problems: &mut Vec<String>,
+    secrets: &mut Vec<String>,
+) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, value) in &options.headers {
         let lowered = name.to_ascii_lowercase();
@@ -181,6 +194,7 @@ fn build_headers(options: &HttpOptions, problems: &mut Vec<String>) -> HeaderMap
                 Ok(mut value) => {
                     value.set_sensitive(true);
                     headers.insert(AUTHORIZATION, value);
+                    secrets.push(token);
                 }
                 Err(_) => problems.push(
                     "bearer_token: the secret contains characters not allowed in a header"

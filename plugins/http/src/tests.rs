@@ -318,6 +318,46 @@ fn build_rejects_hosts_not_allowed_and_other_bad_options_all_at_once() {
     );
 }
 
+#[test]
+fn option_errors_never_repeat_credentials() {
+    let Err(error) = HttpFactory.build(&json!({
+        "url": "http://hookuser:hook-password@[::1/hook",
+        "bearer_token": "inline-bearer-token",
+    })) else {
+        panic!("expected the options to be refused");
+    };
+    let all = error.0.join("\n");
+    assert!(all.contains("not the secret itself"), "{all}");
+    for secret in ["hookuser", "hook-password", "inline-bearer-token"] {
+        assert!(!all.contains(secret), "{secret} in: {all}");
+    }
+    let Err(error) =
+        HttpFactory.build(&json!({ "url": "http://hookuser:hook-password@[::1/hook" }))
+    else {
+        panic!("expected the URL to be refused");
+    };
+    let all = error.0.join("\n");
+    assert!(all.contains("http://***@[::1/hook"), "{all}");
+}
+
+#[tokio::test]
+async fn an_endpoint_echoing_credentials_does_not_pass_them_to_the_model() {
+    let dir = tempfile_dir("echo");
+    let path = dir.join("token");
+    std::fs::write(&path, "bearer-token-value\n").unwrap();
+    let echo = b"denied: Bearer bearer-token-value for hookuser:hook-password";
+    let (url, _seen) = serve_once(Some(response("401 Unauthorized", "text/plain", echo))).await;
+    let url = url.replace("http://", "http://hookuser:hook-password@");
+    let h = handler(json!({ "url": url, "bearer_token": { "file": path } }));
+    let error = call(h.as_ref(), json!({})).await.unwrap_err();
+    let result = error.to_result_json().to_string();
+    assert_eq!(error.kind, "http_status", "{result}");
+    for secret in ["bearer-token-value", "hookuser", "hook-password"] {
+        assert!(!result.contains(secret), "{secret} in: {result}");
+    }
+    assert!(result.contains("denied: Bearer ***"), "{result}");
+}
+
 fn tempfile_dir(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("agentd-http-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -8,8 +8,10 @@
 mod context;
 mod duration;
 mod error;
+pub mod redact;
 mod secret;
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -18,6 +20,7 @@ use serde_json::Value;
 pub use context::CallContext;
 pub use duration::parse_duration;
 pub use error::{HandlerError, OptionsError};
+pub use redact::{redact_url, redact_url_credentials, scrub};
 pub use secret::{SecretError, SecretRef, resolve_secret};
 pub use tokio_util::sync::CancellationToken;
 
@@ -59,4 +62,25 @@ pub trait HandlerFactory: Send + Sync + 'static {
     /// Builds a handler for one catalog entry. `options` is the entry's `[tool.options]` table
     /// as JSON (an empty object when absent). Every problem found is returned, not just the first.
     fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError>;
+
+    /// Builds a handler knowing where the daemon keeps its files. A handler whose options name
+    /// a place it writes to resolves a relative path against [`BuildContext::data_dir`]; the
+    /// default ignores the context and calls [`HandlerFactory::build`].
+    fn build_with(
+        &self,
+        options: &Value,
+        context: &BuildContext,
+    ) -> Result<Arc<dyn ToolHandler>, OptionsError> {
+        let _ = context;
+        self.build(options)
+    }
+}
+
+/// What agentd tells a factory about where it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BuildContext {
+    /// The daemon's data directory (`storage.data_dir`, `$STATE_DIRECTORY` under systemd): a
+    /// directory only the service can write. `None` outside a daemon (relative paths then
+    /// stay relative to the working directory).
+    pub data_dir: Option<PathBuf>,
 }

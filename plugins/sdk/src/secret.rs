@@ -3,19 +3,67 @@
 //! Lookup order: `$CREDENTIALS_DIRECTORY/<credential>` (systemd `LoadCredential=`), then a file
 //! path, then an environment variable. Trailing newlines are trimmed from file contents.
 
+use std::fmt;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::de::{self, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
 
 /// Where to find one secret. In TOML: `password = { credential = "smtp_password" }`,
 /// `{ file = "/etc/agentd/smtp.pass" }` or `{ env = "SMTP_PASSWORD" }` (several may be given;
 /// the first that resolves wins, in that order).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
+///
+/// A plain string where a reference belongs is refused with a message that does not repeat
+/// it: it is most likely the secret itself, and configuration errors end up in logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecretRef {
     pub credential: Option<String>,
     pub file: Option<PathBuf>,
     pub env: Option<String>,
+}
+
+/// A reference as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReferenceFields {
+    credential: Option<String>,
+    file: Option<PathBuf>,
+    env: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for SecretRef {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(ReferenceVisitor)
+    }
+}
+
+struct ReferenceVisitor;
+
+impl<'de> Visitor<'de> for ReferenceVisitor {
+    type Value = SecretRef;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "a secret reference: { credential = \"name\" }, { file = \"/path\" } or \
+             { env = \"VARIABLE\" }",
+        )
+    }
+
+    fn visit_str<E: de::Error>(self, _secret: &str) -> Result<SecretRef, E> {
+        Err(E::custom(
+            "expected a secret reference ({ credential = \"name\" }, { file = \"/path\" } \
+             or { env = \"VARIABLE\" }), not the secret itself; the value is not shown",
+        ))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<SecretRef, A::Error> {
+        let fields = ReferenceFields::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        Ok(SecretRef {
+            credential: fields.credential,
+            file: fields.file,
+            env: fields.env,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -97,5 +145,18 @@ mod tests {
             resolve_secret(&SecretRef::default()),
             Err(SecretError::Empty)
         );
+    }
+
+    #[test]
+    fn an_inline_secret_is_refused_without_being_repeated() {
+        let error = serde_json::from_value::<SecretRef>(serde_json::json!("sk-inline-secret"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("not the secret itself"), "{error}");
+        assert!(!error.contains("sk-inline-secret"), "{error}");
+        let reference: SecretRef =
+            serde_json::from_value(serde_json::json!({"env": "X", "file": "/f"})).unwrap();
+        assert_eq!(reference.env.as_deref(), Some("X"));
+        assert!(serde_json::from_value::<SecretRef>(serde_json::json!({"envv": "X"})).is_err());
     }
 }

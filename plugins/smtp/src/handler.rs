@@ -9,6 +9,7 @@ use agentd_sdk::{CallContext, HandlerError, ToolCall, ToolHandler, ToolOutput};
 use async_trait::async_trait;
 use lettre::message::Mailbox;
 use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
 
 use crate::errors::{Phase, deadline_passed, timed_out};
 use crate::message::{PreparedEmail, prepare};
@@ -211,7 +212,8 @@ fn cancelled(phase: Phase) -> HandlerError {
 }
 
 /// Writes the message to `<dir>/<message id>.eml` (through a temporary file and a rename, so a
-/// reader never sees half a message and a replay replaces the file).
+/// reader never sees half a message and a replay replaces the file), readable by agentd's
+/// user only.
 async fn write_eml(
     dir: &Path,
     email: &PreparedEmail,
@@ -226,8 +228,13 @@ async fn write_eml(
     let partial = dir.join(format!(".{name}.eml.partial"));
     let bytes = email.message.formatted();
     let write = async {
-        tokio::fs::create_dir_all(dir).await?;
-        tokio::fs::write(&partial, &bytes).await?;
+        crate::outbox::create_private_dir(dir).await?;
+        // Checked again at every write: the directory may have been replaced since the load.
+        crate::outbox::check_before_writing(dir).await?;
+        let mut file = crate::outbox::create_private_file(&partial).await?;
+        file.write_all(&bytes).await?;
+        file.flush().await?;
+        drop(file);
         tokio::fs::rename(&partial, &path).await
     };
     let failed = |e: std::io::Error| {

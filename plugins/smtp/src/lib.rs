@@ -9,16 +9,19 @@ mod errors;
 mod handler;
 mod message;
 mod options;
+mod outbox;
 mod policy;
 mod relay;
 mod sent;
 
+#[cfg(all(test, unix))]
+mod outbox_tests;
 #[cfg(test)]
 mod tests;
 
 use std::sync::Arc;
 
-use agentd_sdk::{HandlerFactory, OptionsError, ToolHandler};
+use agentd_sdk::{BuildContext, HandlerFactory, OptionsError, ToolHandler};
 use serde_json::Value;
 
 pub use handler::SmtpHandler;
@@ -33,7 +36,16 @@ impl HandlerFactory for SmtpFactory {
     }
 
     fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
-        let options = options::SmtpOptions::parse(options)?;
+        self.build_with(options, &BuildContext::default())
+    }
+
+    /// A relative file-transport `dir` is resolved against the daemon's data directory.
+    fn build_with(
+        &self,
+        options: &Value,
+        context: &BuildContext,
+    ) -> Result<Arc<dyn ToolHandler>, OptionsError> {
+        let options = options::SmtpOptions::parse(options, context.data_dir.as_deref())?;
         Ok(Arc::new(SmtpHandler::new(options)?))
     }
 }

@@ -1,7 +1,7 @@
 //! `[tool.options]` of an `smtp` tool: parsed and checked in one pass that reports every problem.
 
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -73,7 +73,8 @@ pub struct RelayOptions {
 /// Where messages go.
 pub enum TransportOptions {
     Smtp(RelayOptions),
-    /// One `.eml` file per message in this directory.
+    /// One `.eml` file per message in this directory (absolute, or relative to the working
+    /// directory when built without a data directory).
     File {
         dir: PathBuf,
     },
@@ -87,8 +88,9 @@ pub struct SmtpOptions {
 }
 
 impl SmtpOptions {
-    /// Parses the options table, collecting every problem before failing.
-    pub fn parse(options: &Value) -> Result<Self, OptionsError> {
+    /// Parses the options table, collecting every problem before failing. A relative `dir` is
+    /// resolved against `data_dir` (it stays relative to the working directory without one).
+    pub fn parse(options: &Value, data_dir: Option<&Path>) -> Result<Self, OptionsError> {
         let empty = Map::new();
         let map = match options {
             Value::Object(map) => map,
@@ -141,6 +143,7 @@ impl SmtpOptions {
         let transport = if is_file {
             reader
                 .required::<PathBuf>("dir")
+                .and_then(|dir| file_dir(&mut reader, dir, data_dir))
                 .map(|dir| TransportOptions::File { dir })
         } else {
             parse_relay(&mut reader).map(TransportOptions::Smtp)
@@ -153,6 +156,22 @@ impl SmtpOptions {
                 policy,
             }),
             _ => Err(OptionsError(reader.problems)),
+        }
+    }
+}
+
+/// The outbox: `dir` resolved against the data directory, refused when other users could
+/// read or replace what is written there.
+fn file_dir(reader: &mut Reader<'_>, dir: PathBuf, data_dir: Option<&Path>) -> Option<PathBuf> {
+    let dir = match data_dir {
+        Some(base) if dir.is_relative() => base.join(dir),
+        _ => dir,
+    };
+    match crate::outbox::unsafe_reason(&dir) {
+        None => Some(dir),
+        Some(reason) => {
+            reader.problem(format!("`dir`: {reason}"));
+            None
         }
     }
 }

@@ -268,7 +268,7 @@ fn factory_is_named_smtp_and_builds_outside_a_runtime() {
 }
 
 fn problems(options: Value) -> Vec<String> {
-    match SmtpOptions::parse(&options) {
+    match SmtpOptions::parse(&options, None) {
         Ok(_) => Vec::new(),
         Err(e) => e.0,
     }
@@ -335,10 +335,13 @@ fn defaults_follow_security_and_secrets_resolve_from_files() {
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("pw");
     std::fs::write(&secret, "s3cret\n").unwrap();
-    let parsed = SmtpOptions::parse(&json!({
-        "host": "smtp.example.com", "security": "tls", "from": "Bot <bot@b.example>",
-        "username": "bot", "password": { "file": secret }
-    }))
+    let parsed = SmtpOptions::parse(
+        &json!({
+            "host": "smtp.example.com", "security": "tls", "from": "Bot <bot@b.example>",
+            "username": "bot", "password": { "file": secret }
+        }),
+        None,
+    )
     .unwrap();
     let TransportOptions::Smtp(relay) = parsed.transport else {
         panic!("smtp transport expected");
@@ -352,7 +355,7 @@ fn defaults_follow_security_and_secrets_resolve_from_files() {
     );
     assert_eq!(relay.send_timeout, Duration::from_secs(30));
     let starttls =
-        SmtpOptions::parse(&json!({"host": "h.example", "from": "a@b.example"})).unwrap();
+        SmtpOptions::parse(&json!({"host": "h.example", "from": "a@b.example"}), None).unwrap();
     let TransportOptions::Smtp(relay) = starttls.transport else {
         panic!("smtp transport expected");
     };

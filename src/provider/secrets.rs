@@ -1,0 +1,105 @@
+//! What of the provider's settings is secret (its API key, the user and password in
+//! `provider.base_url`) and how text about a model call is cleaned of it before a client or a
+//! log sees it. Only failures pay for this: answers that succeed are never scanned.
+
+use secrecy::{ExposeSecret, SecretString};
+
+use super::ProviderError;
+
+/// The provider's secrets, searched for in error text.
+pub struct Scrubber {
+    secrets: Vec<SecretString>,
+}
+
+impl Scrubber {
+    /// The user-info of `url` (as written and percent-decoded) and the API key.
+    pub fn new(url: &reqwest::Url, api_key: Option<&str>) -> Self {
+        let mut secrets = Vec::new();
+        for part in [url.username(), url.password().unwrap_or_default()] {
+            if part.is_empty() {
+                continue;
+            }
+            let decoded = percent_decode(part);
+            if decoded != part {
+                secrets.push(SecretString::from(decoded));
+            }
+            secrets.push(SecretString::from(part.to_owned()));
+        }
+        if let Some(key) = api_key.filter(|key| !key.is_empty()) {
+            secrets.push(SecretString::from(key.to_owned()));
+        }
+        Self { secrets }
+    }
+
+    /// `text` without URL user-info and without any of the secrets.
+    pub fn text(&self, text: &str) -> String {
+        let secrets: Vec<&str> = self.secrets.iter().map(|s| s.expose_secret()).collect();
+        agentd_sdk::scrub(text, &secrets).into_owned()
+    }
+
+    /// The same error with its text cleaned.
+    pub fn error(&self, error: ProviderError) -> ProviderError {
+        match error {
+            ProviderError::Connect(text) => ProviderError::Connect(self.text(&text)),
+            ProviderError::Status { status, message } => ProviderError::Status {
+                status,
+                message: self.text(&message),
+            },
+            ProviderError::Protocol(text) => ProviderError::Protocol(self.text(&text)),
+            other @ (ProviderError::Timeout(_) | ProviderError::Cancelled) => other,
+        }
+    }
+}
+
+/// `scheme://host:port/path` of `url`, for logs: no user-info, query or fragment.
+pub fn shown_url(url: &reqwest::Url) -> String {
+    let mut shown = url.clone();
+    // Both fail only for URLs that cannot have user-info, which then have none to hide.
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.set_fragment(None);
+    shown.to_string()
+}
+
+/// `%XX` sequences decoded (user-info in a URL is percent-encoded); invalid ones kept as is.
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
+                i += 3;
+            }
+            (byte, _, _) => {
+                out.push(byte);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_info_and_key_are_scrubbed_in_both_spellings() {
+        let url =
+            reqwest::Url::parse("http://alice:p%40ss%2Fword@model.internal:8000/v1?k=q").unwrap();
+        let scrubber = Scrubber::new(&url, Some("sk-provider-key"));
+        let text = scrubber.text(
+            "refused p@ss/word and p%40ss%2Fword for alice with sk-provider-key at \
+             http://alice:p%40ss%2Fword@model.internal:8000/v1",
+        );
+        assert_eq!(
+            text,
+            "refused *** and *** for *** with *** at http://***@model.internal:8000/v1"
+        );
+        assert_eq!(shown_url(&url), "http://model.internal:8000/v1");
+    }
+}
