@@ -466,16 +466,16 @@ fn log_run(session_id: &str, run: &ToolRun) {
     match &run.outcome {
         Outcome::Error(kind) if kind == "panic" => tracing::warn!(
             session_id,
-            tool = %run.name,
-            call_id = %run.call_id,
+            tool = %failure::shown(&run.name),
+            call_id = %failure::shown(&run.call_id),
             outcome = %run.outcome,
             duration_ms,
             "tool call panicked"
         ),
         _ => tracing::info!(
             session_id,
-            tool = %run.name,
-            call_id = %run.call_id,
+            tool = %failure::shown(&run.name),
+            call_id = %failure::shown(&run.call_id),
             outcome = %run.outcome,
             duration_ms,
             "tool call finished"

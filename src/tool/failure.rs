@@ -9,9 +9,33 @@ use serde_json::json;
 
 use super::validate::Violation;
 
+/// Longest model-chosen name or id repeated in a message or a log line.
+const SHOWN_CHARS: usize = 64;
+
+/// A model-chosen name or id as it may be repeated back or logged: at most [`SHOWN_CHARS`]
+/// characters, control characters escaped, so it can neither forge log lines nor make a
+/// message as large as the model's answer.
+pub(super) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    let plain = text.len() <= SHOWN_CHARS && !text.chars().any(char::is_control);
+    if plain {
+        return text.into();
+    }
+    let mut out: String = text
+        .chars()
+        .take(SHOWN_CHARS)
+        .flat_map(char::escape_default)
+        .collect();
+    if text.chars().nth(SHOWN_CHARS).is_some() {
+        out.push('…');
+    }
+    out.into()
+}
+
 pub(super) fn unknown_tool(name: &str, offered: &[String]) -> HandlerError {
-    let mut message = format!("there is no tool named `{name}`");
-    if let Some(close) = closest(name, offered) {
+    let mut message = format!("there is no tool named `{}`", shown(name));
+    // A name far longer than any offered one is no typo (and would cost an edit distance).
+    let plausible = name.len() <= 4 * SHOWN_CHARS;
+    if let Some(close) = closest(name, offered).filter(|_| plausible) {
         message.push_str(&format!("; did you mean `{close}`?"));
     } else if offered.is_empty() {
         message.push_str("; no tools are available");
@@ -161,6 +185,15 @@ mod tests {
         assert_eq!(edit_distance("send_mail", "send_email"), 1);
         assert_eq!(edit_distance("", "abc"), 3);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+    }
+
+    #[test]
+    fn model_names_are_shown_short_and_without_control_characters() {
+        assert_eq!(shown("send_email"), "send_email");
+        assert_eq!(shown("a\nINFO forged"), "a\\nINFO forged");
+        let long = "x".repeat(100_000);
+        let message = unknown_tool(&long, &["send_email".to_owned()]).message;
+        assert!(message.len() < 200, "{}", message.len());
     }
 
     #[test]
