@@ -9,6 +9,7 @@ pub mod extract;
 mod health;
 mod history;
 mod known_schemas;
+mod prompt_text;
 mod resources;
 mod sessions;
 mod sse;
@@ -63,6 +64,9 @@ pub struct Shared {
     pub abort: CancellationToken,
     /// Interval of a stream's keep-alive comments (`server.sse_keep_alive`).
     pub sse_keep_alive: Duration,
+    /// Agent and session text that goes into the system prompt is refused above this
+    /// (`turn.max_system_prompt_bytes`).
+    pub max_system_prompt_bytes: usize,
 }
 
 impl Shared {

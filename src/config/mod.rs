@@ -105,6 +105,9 @@ pub struct TurnConfig {
     /// overrides, up to `max_steps_limit`).
     pub max_steps: u32,
     pub max_steps_limit: u32,
+    /// Largest system prompt (template rendered, or agent and session text); agent and session
+    /// text larger than this is refused when stored.
+    pub max_system_prompt_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -192,6 +195,7 @@ impl Default for TurnConfig {
         Self {
             max_steps: 10,
             max_steps_limit: 100,
+            max_system_prompt_bytes: 64 * 1024,
         }
     }
 }
