@@ -88,6 +88,7 @@ impl App {
             draining: Arc::new(AtomicBool::new(false)),
             abort: CancellationToken::new(),
             sse_keep_alive: config.server.sse_keep_alive,
+            tool_schemas: api::tool_schemas::ToolSchemas::new(&config.tools),
             max_system_prompt_bytes: config.turn.max_system_prompt_bytes,
         });
         Ok(Self {

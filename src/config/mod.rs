@@ -96,6 +96,17 @@ pub struct ToolsConfig {
     pub catalog: Option<PathBuf>,
     /// Server-tool calls running at once across the daemon.
     pub max_concurrent_calls: usize,
+    /// Tools one chat request, or one agent, may declare.
+    pub max_declared_tools: usize,
+    /// Largest `parameters` schema of a declared tool (its JSON text).
+    pub max_schema_bytes: usize,
+    /// Most `pattern` and `patternProperties` regular expressions in one declared schema.
+    pub max_schema_patterns: usize,
+    /// A declared schema must compile within this (waiting for a compile slot included).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub schema_compile_timeout: Duration,
+    /// Declared schemas compiled at once, each on a blocking thread.
+    pub max_concurrent_schema_compiles: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -186,6 +197,11 @@ impl Default for ToolsConfig {
         Self {
             catalog: None,
             max_concurrent_calls: 256,
+            max_declared_tools: 128,
+            max_schema_bytes: 64 * 1024,
+            max_schema_patterns: 64,
+            schema_compile_timeout: Duration::from_secs(2),
+            max_concurrent_schema_compiles: 2,
         }
     }
 }
@@ -281,6 +297,11 @@ impl Config {
         }
         if self.tools.max_concurrent_calls == 0 {
             problems.push("tools.max_concurrent_calls must be at least 1".into());
+        }
+        if self.tools.max_concurrent_schema_compiles == 0
+            || self.tools.schema_compile_timeout.is_zero()
+        {
+            problems.push("tools.max_concurrent_schema_compiles and tools.schema_compile_timeout must be above 0".into());
         }
         if problems.is_empty() {
             Ok(())
