@@ -90,6 +90,7 @@ impl App {
             sse_keep_alive: config.server.sse_keep_alive,
             tool_schemas: api::tool_schemas::ToolSchemas::new(&config.tools),
             max_system_prompt_bytes: config.turn.max_system_prompt_bytes,
+            max_metadata_filters: config.server.max_metadata_filters,
         });
         Ok(Self {
             config,

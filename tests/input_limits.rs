@@ -1,6 +1,7 @@
 //! Hostile input from API clients end to end: system templates expand once and the system
 //! prompt is bounded; declared tool schemas are bounded and compiled off the async workers with
-//! a deadline, so `/healthz` keeps answering.
+//! a deadline, so `/healthz` keeps answering; long participant lists stay linear.
+
 mod common;
 
 use std::time::{Duration, Instant};
@@ -281,4 +282,59 @@ async fn declared_tools_are_bounded_per_request_and_per_agent() {
         .await;
     assert!(s.is_client_error(), "{r}");
     assert_eq!(d.mock.request_count(), 0);
+}
+
+#[tokio::test]
+async fn a_long_participant_list_is_handled_in_linear_time() {
+    let d = daemon(&[]).await;
+    let (s, agent) = d.post("/agents", json!({"name": "Ada"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{agent}");
+    // 120,000 distinct ids (1.7 MB): merging them pairwise took tens of seconds.
+    let users: Vec<String> = (0..120_000).map(|i| format!("u{i:09}")).collect();
+    let started = Instant::now();
+    let (s, r) = d
+        .post(
+            "/sessions",
+            json!({"agent_id": agent["id"], "users": users}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("u000000000"),
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn metadata_filters_are_bounded() {
+    let d = daemon(&["server.max_metadata_filters=4"]).await;
+    let query = |n: usize| {
+        (0..n)
+            .map(|i| format!("metadata_filter.k{i}=v"))
+            .collect::<Vec<_>>()
+            .join("&")
+    };
+    let (s, r) = d.get(&format!("/agents?{}", query(4))).await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    // Each filter is one more condition in the list's SQL: two thousand of them went past
+    // SQLite's expression depth, a 500.
+    for n in [5, 2_000] {
+        let (s, r) = d.get(&format!("/agents?{}", query(n))).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+        assert_eq!(first_loc(&r), "query.metadata_filter");
+        assert!(
+            r["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("server.max_metadata_filters")
+        );
+    }
 }

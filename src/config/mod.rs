@@ -47,6 +47,8 @@ pub struct ServerConfig {
     /// finishing its previous request; an idle kept-alive connection is closed after it.
     #[serde(deserialize_with = "duration::deserialize")]
     pub header_timeout: Duration,
+    /// Most `metadata_filter` conditions in one list request.
+    pub max_metadata_filters: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +148,7 @@ impl Default for ServerConfig {
             metrics_public: false,
             sse_keep_alive: Duration::from_secs(10),
             header_timeout: Duration::from_secs(60),
+            max_metadata_filters: 16,
         }
     }
 }
