@@ -96,6 +96,9 @@ impl App {
             draining: Arc::new(AtomicBool::new(false)),
             abort: CancellationToken::new(),
             sse_keep_alive: config.server.sse_keep_alive,
+            tool_schemas: api::tool_schemas::ToolSchemas::new(&config.tools),
+            max_system_prompt_bytes: config.turn.max_system_prompt_bytes,
+            max_metadata_filters: config.server.max_metadata_filters,
         });
         Ok(Self {
             config,

@@ -35,6 +35,7 @@ struct ToolFields {
 }
 
 /// Validates one tool definition (agent or request) into `{type, name, description, function}`.
+/// Its schema is compiled separately, off the runtime (`AppState::tool_schemas`).
 pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, ApiError> {
     let f: ToolFields = fields(input).map_err(|e| prefix(e, loc))?;
     if let Some(kind) = f.kind.as_deref()
@@ -66,12 +67,6 @@ pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, Api
             "must be a JSON Schema object",
         ));
     }
-    if let Err(e) = super::known_schemas::check(&parameters) {
-        return Err(ApiError::invalid(
-            format!("{loc}function.parameters"),
-            format!("invalid JSON Schema: {e}"),
-        ));
-    }
     let description = function.description.or(f.description).unwrap_or_default();
     let mut body = Map::new();
     body.insert("type".into(), json!("function"));
@@ -82,6 +77,16 @@ pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, Api
         json!({ "name": name, "description": description, "parameters": parameters }),
     );
     Ok(body)
+}
+
+async fn check_schema(state: &AppState, body: &Map<String, Value>) -> Result<(), ApiError> {
+    let schema = body
+        .get("function")
+        .map_or(&Value::Null, |function| &function["parameters"]);
+    state
+        .tool_schemas
+        .check(schema, "function.parameters")
+        .await
 }
 
 fn prefix(e: ApiError, loc: &str) -> ApiError {
@@ -137,6 +142,19 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     load::<Agents>(&state, &agent_id).await?;
     let body = normalize_tool(input, "")?;
+    let declared = state
+        .store
+        .children(Collection::AgentTools, &agent_id)
+        .await?
+        .len();
+    let max = state.tool_schemas.max_tools();
+    if declared >= max {
+        return Err(ApiError::Conflict(format!(
+            "agent `{agent_id}` already has {declared} tools, the most allowed \
+             (tools.max_declared_tools); delete one first"
+        )));
+    }
+    check_schema(&state, &body).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: new_id(),
@@ -183,7 +201,9 @@ async fn change(
         }
         (_, input) => input,
     };
-    record.body = Value::Object(normalize_tool(input, "")?);
+    let body = normalize_tool(input, "")?;
+    check_schema(&state, &body).await?;
+    record.body = Value::Object(body);
     record.updated_at = OffsetDateTime::now_utc();
     state
         .store

@@ -307,6 +307,10 @@ pub async fn chat(
         return Err(ApiError::Draining);
     }
     let (request, stream, agent) = into_request(input, state.engine.max_steps_limit())?;
+    state
+        .tool_schemas
+        .check_all(&request.tools, "tools")
+        .await?;
     let guard = state.locks.try_acquire(&session_id).ok_or_else(|| {
         ApiError::Conflict(format!(
             "a chat turn is already running on session `{session_id}`; retry when it ends"

@@ -42,6 +42,9 @@ pub enum ApiError {
     Upstream(String),
     #[error("agentd is shutting down; retry against another instance")]
     Draining,
+    /// Work the request needs could not start in time because others hold every slot.
+    #[error("{0}")]
+    Overloaded(String),
     #[error("internal error; see the daemon log")]
     Internal,
 }
@@ -73,7 +76,7 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Draining | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -92,6 +95,7 @@ impl ApiError {
             ApiError::TooLarge => "payload_too_large",
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Draining => "draining",
+            ApiError::Overloaded(_) => "overloaded",
             ApiError::Internal => "internal_error",
         }
     }
@@ -100,7 +104,7 @@ impl ApiError {
         match self {
             ApiError::Unauthenticated | ApiError::Forbidden => "authentication_error",
             ApiError::Upstream(_) | ApiError::Draining => "upstream_error",
-            ApiError::Internal => "server_error",
+            ApiError::Internal | ApiError::Overloaded(_) => "server_error",
             _ => "invalid_request_error",
         }
     }

@@ -1,12 +1,14 @@
 //! Request parsing with the API's error shape: JSON bodies whose type errors become 422 with a
 //! `loc` path, and list query parameters (`limit`, `offset`, `sort_by`, `direction`,
-//! `metadata_filter.<key>`, or `metadata_filter` as a JSON object).
+//! `metadata_filter.<key>`, or `metadata_filter` as a JSON object; at most
+//! `server.max_metadata_filters` of them, each one a condition in the list's SQL).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 
+use super::AppState;
 use super::error::ApiError;
 use crate::session::{Direction, ListQuery, SortBy};
 
@@ -59,15 +61,17 @@ fn dotted(path: &str) -> String {
 /// List parameters from the query string.
 pub struct ListParams(pub ListQuery);
 
-impl<S: Send + Sync> FromRequestParts<S> for ListParams {
+impl FromRequestParts<AppState> for ListParams {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        parse_list_query(parts.uri.query().unwrap_or("")).map(ListParams)
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        parse_list_query(parts.uri.query().unwrap_or(""), state.max_metadata_filters)
+            .map(ListParams)
     }
 }
 
-pub fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
+/// Parses list parameters; more than `max_filters` metadata filters is a 422.
+pub fn parse_list_query(query: &str, max_filters: usize) -> Result<ListQuery, ApiError> {
     let mut list = ListQuery::default();
     let mut problems = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {
@@ -118,6 +122,12 @@ pub fn parse_list_query(query: &str) -> Result<ListQuery, ApiError> {
             }
         }
     }
+    if list.metadata_filter.len() > max_filters {
+        problems.push((
+            "metadata_filter",
+            "too many metadata filters (server.max_metadata_filters)",
+        ));
+    }
     if problems.is_empty() {
         Ok(list)
     } else {
@@ -139,7 +149,7 @@ mod tests {
 
     #[test]
     fn list_query_forms() {
-        let q = parse_list_query("limit=5&offset=2&sort_by=updated_at&direction=asc&metadata_filter.team=a%20b&metadata_filter[x]=1").unwrap();
+        let q = parse_list_query("limit=5&offset=2&sort_by=updated_at&direction=asc&metadata_filter.team=a%20b&metadata_filter[x]=1", 2).unwrap();
         assert_eq!((q.limit, q.offset), (5, 2));
         assert_eq!(q.sort_by, SortBy::UpdatedAt);
         assert_eq!(q.direction, Direction::Asc);
@@ -147,11 +157,18 @@ mod tests {
             q.metadata_filter,
             vec![("team".into(), "a b".into()), ("x".into(), "1".into())]
         );
-        let q = parse_list_query("metadata_filter=%7B%22k%22%3A2%7D").unwrap();
+        let q = parse_list_query("metadata_filter=%7B%22k%22%3A2%7D", 2).unwrap();
         assert_eq!(q.metadata_filter, vec![("k".into(), "2".into())]);
         assert!(
-            matches!(parse_list_query("limit=0&direction=up"), Err(ApiError::Validation(v)) if v.len() == 2)
+            matches!(parse_list_query("limit=0&direction=up", 2), Err(ApiError::Validation(v)) if v.len() == 2)
         );
+        let three = "metadata_filter.a=1&metadata_filter[b]=2&metadata_filter=%7B%22c%22%3A3%7D";
+        assert_eq!(parse_list_query(three, 3).unwrap().metadata_filter.len(), 3);
+        let Err(ApiError::Validation(problems)) = parse_list_query(three, 2) else {
+            panic!("three filters are one too many");
+        };
+        assert_eq!(problems[0].loc, "query.metadata_filter");
+        assert!(problems[0].msg.contains("server.max_metadata_filters"));
     }
 
     #[test]

@@ -1,11 +1,9 @@
 //! Checking that a tool's `parameters` is a usable JSON Schema costs a full compile, and
 //! clients send the same tools with every chat call: schemas already accepted are remembered
-//! (by their exact JSON text, in a bounded set) and not compiled again.
+//! (by their exact JSON text, in a bounded set) and not compiled again (`tool_schemas`).
 
 use std::collections::HashSet;
-use std::sync::{LazyLock, Mutex, PoisonError};
-
-use serde_json::Value;
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 
 /// Most schema texts remembered, and most bytes of them; past either the set starts over.
 const MAX_SCHEMAS: usize = 1024;
@@ -23,14 +21,20 @@ static KNOWN: LazyLock<Mutex<Known>> = LazyLock::new(|| {
     })
 });
 
-/// `Err` with the compiler's reason when `schema` is not a valid JSON Schema.
-pub fn check(schema: &Value) -> Result<(), String> {
-    let text = schema.to_string();
-    let known = || KNOWN.lock().unwrap_or_else(PoisonError::into_inner);
-    if known().texts.contains(&text) {
-        return Ok(());
+fn known() -> MutexGuard<'static, Known> {
+    KNOWN.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Whether a schema with exactly this JSON text was accepted before.
+pub fn is_known(text: &str) -> bool {
+    known().texts.contains(text)
+}
+
+/// Remembers an accepted schema's JSON text.
+pub fn remember(text: String) {
+    if text.len() > MAX_BYTES {
+        return;
     }
-    jsonschema::validator_for(schema).map_err(|e| e.to_string())?;
     let mut known = known();
     if known.texts.len() >= MAX_SCHEMAS || known.bytes + text.len() > MAX_BYTES {
         known.texts.clear();
@@ -38,20 +42,20 @@ pub fn check(schema: &Value) -> Result<(), String> {
     }
     known.bytes += text.len();
     known.texts.insert(text);
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-
     #[test]
-    fn a_schema_is_judged_the_same_the_first_and_the_second_time() {
-        let good = json!({"type": "object", "properties": {"city": {"type": "string"}}});
-        let bad = json!({"type": "object", "properties": {"city": {"type": 7}}});
-        for _ in 0..2 {
-            assert_eq!(super::check(&good), Ok(()));
-            assert!(super::check(&bad).is_err());
+    fn remembered_texts_are_bounded_in_count_and_bytes() {
+        let text = |i: usize| format!("{{\"known-schemas-test\":{i}}}");
+        super::remember(text(0));
+        assert!(super::is_known(&text(0)));
+        for i in 1..=super::MAX_SCHEMAS {
+            super::remember(text(i));
         }
+        let known = super::known();
+        assert!(known.texts.len() <= super::MAX_SCHEMAS);
+        assert!(known.bytes <= super::MAX_BYTES);
     }
 }

@@ -9,9 +9,11 @@ pub mod extract;
 mod health;
 mod history;
 mod known_schemas;
+mod prompt_text;
 mod resources;
 mod sessions;
 mod sse;
+pub mod tool_schemas;
 mod users;
 
 use std::sync::Arc;
@@ -63,6 +65,13 @@ pub struct Shared {
     pub abort: CancellationToken,
     /// Interval of a stream's keep-alive comments (`server.sse_keep_alive`).
     pub sse_keep_alive: Duration,
+    /// Compiles and bounds the schemas of declared tools (request and agent tools).
+    pub tool_schemas: tool_schemas::ToolSchemas,
+    /// Agent and session text that goes into the system prompt is refused above this
+    /// (`turn.max_system_prompt_bytes`).
+    pub max_system_prompt_bytes: usize,
+    /// Most `metadata_filter` conditions in one list request (`server.max_metadata_filters`).
+    pub max_metadata_filters: usize,
 }
 
 impl Shared {

@@ -101,7 +101,7 @@ pub async fn create<R: Resource>(
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = R::normalize(input, Mode::Full)?;
-    R::check(&state, &body).await?;
+    validate::<R>(&state, &body).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: new_id(),
@@ -139,7 +139,7 @@ pub async fn replace<R: Resource>(
 ) -> Result<Json<Value>, ApiError> {
     let mut record = Arc::unwrap_or_clone(load::<R>(&state, &id).await?);
     let body = R::normalize(input, Mode::Full)?;
-    R::check(&state, &body).await?;
+    validate::<R>(&state, &body).await?;
     record.body = Value::Object(body);
     record.updated_at = OffsetDateTime::now_utc();
     save_existing::<R>(&state, record).await
@@ -165,9 +165,19 @@ pub async fn patch<R: Resource>(
         }
     }
     let body = body.clone();
-    R::check(&state, &body).await?;
+    validate::<R>(&state, &body).await?;
     record.updated_at = OffsetDateTime::now_utc();
     save_existing::<R>(&state, record).await
+}
+
+/// The checks every stored body passes: its prompt text fits (`prompt_text`), then the
+/// resource's own.
+async fn validate<R: Resource>(
+    state: &AppState,
+    body: &Map<String, Value>,
+) -> Result<(), ApiError> {
+    super::prompt_text::check(R::COLLECTION, body, state.max_system_prompt_bytes)?;
+    R::check(state, body).await
 }
 
 async fn save_existing<R: Resource>(
@@ -188,7 +198,7 @@ pub async fn create_or_update<R: Resource>(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_id(&id)?;
     let body = R::normalize(input, Mode::Full)?;
-    R::check(&state, &body).await?;
+    validate::<R>(&state, &body).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: id.clone(),

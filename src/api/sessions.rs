@@ -32,9 +32,11 @@ struct SessionFields {
     forward_tool_calls: Option<bool>,
 }
 
-/// `single` and `list` forms of one participant kind, merged without duplicates.
+/// `single` and `list` forms of one participant kind, merged without duplicates, in order
+/// (a set of those seen keeps a long list linear).
 fn participants(single: [Option<String>; 2], list: Option<Vec<String>>) -> Option<Vec<String>> {
     let mut all: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut any = false;
     for id in single
         .into_iter()
@@ -42,7 +44,7 @@ fn participants(single: [Option<String>; 2], list: Option<Vec<String>>) -> Optio
         .chain(list.into_iter().flatten())
     {
         any = true;
-        if !all.contains(&id) {
+        if seen.insert(id.clone()) {
             all.push(id);
         }
     }

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     /// finishing its previous request; an idle kept-alive connection is closed after it.
     #[serde(deserialize_with = "duration::deserialize")]
     pub header_timeout: Duration,
+    /// Most `metadata_filter` conditions in one list request.
+    pub max_metadata_filters: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -130,6 +132,17 @@ pub struct ToolsConfig {
     pub catalog: Option<PathBuf>,
     /// Server-tool calls running at once across the daemon.
     pub max_concurrent_calls: usize,
+    /// Tools one chat request, or one agent, may declare.
+    pub max_declared_tools: usize,
+    /// Largest `parameters` schema of a declared tool (its JSON text).
+    pub max_schema_bytes: usize,
+    /// Most `pattern` and `patternProperties` regular expressions in one declared schema.
+    pub max_schema_patterns: usize,
+    /// A declared schema must compile within this (waiting for a compile slot included).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub schema_compile_timeout: Duration,
+    /// Declared schemas compiled at once, each on a blocking thread.
+    pub max_concurrent_schema_compiles: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,6 +152,9 @@ pub struct TurnConfig {
     /// overrides, up to `max_steps_limit`).
     pub max_steps: u32,
     pub max_steps_limit: u32,
+    /// Largest system prompt (template rendered, or agent and session text); agent and session
+    /// text larger than this is refused when stored.
+    pub max_system_prompt_bytes: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -168,6 +184,7 @@ impl Default for ServerConfig {
             metrics_max_label_bytes: 100,
             sse_keep_alive: Duration::from_secs(10),
             header_timeout: Duration::from_secs(60),
+            max_metadata_filters: 16,
         }
     }
 }
@@ -222,6 +239,11 @@ impl Default for ToolsConfig {
         Self {
             catalog: None,
             max_concurrent_calls: 256,
+            max_declared_tools: 128,
+            max_schema_bytes: 64 * 1024,
+            max_schema_patterns: 64,
+            schema_compile_timeout: Duration::from_secs(2),
+            max_concurrent_schema_compiles: 2,
         }
     }
 }
@@ -231,6 +253,7 @@ impl Default for TurnConfig {
         Self {
             max_steps: 10,
             max_steps_limit: 100,
+            max_system_prompt_bytes: 64 * 1024,
         }
     }
 }
@@ -316,6 +339,11 @@ impl Config {
         }
         if self.tools.max_concurrent_calls == 0 {
             problems.push("tools.max_concurrent_calls must be at least 1".into());
+        }
+        if self.tools.max_concurrent_schema_compiles == 0
+            || self.tools.schema_compile_timeout.is_zero()
+        {
+            problems.push("tools.max_concurrent_schema_compiles and tools.schema_compile_timeout must be above 0".into());
         }
         if problems.is_empty() {
             Ok(())

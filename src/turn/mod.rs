@@ -216,7 +216,7 @@ impl Engine {
             .model
             .or_else(|| ctx.model.clone().filter(|m| !m.is_empty()))
             .unwrap_or_else(|| self.default_model.clone());
-        let system = prompt::system_message(ctx);
+        let system = prompt::system_message(ctx, self.config.max_system_prompt_bytes)?;
         let no_tools = json!("none");
 
         let mut usage = Usage::default();

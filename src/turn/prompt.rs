@@ -7,7 +7,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use super::TurnContext;
+use super::{TurnContext, TurnError};
 use crate::session::{ChatMessage, Role};
 use crate::tool::Catalog;
 
@@ -52,49 +52,162 @@ pub fn offer(catalog: &Catalog, agent_tools: &[Value], request_tools: &[Value]) 
     offer
 }
 
-/// The system message for a turn, if there is anything to say.
-pub fn system_message(ctx: &TurnContext) -> Option<ChatMessage> {
-    let mut parts: Vec<String> = Vec::new();
-    if let Some(template) = ctx
+/// The system message for a turn, if there is anything to say: the session's
+/// `system_template` rendered, or the agent's name, about and instructions and the session's
+/// situation. Longer than `max_bytes` is a 422 for the chat call.
+pub fn system_message(
+    ctx: &TurnContext,
+    max_bytes: usize,
+) -> Result<Option<ChatMessage>, TurnError> {
+    let template = ctx
         .system_template
         .as_deref()
-        .filter(|t| !t.trim().is_empty())
-    {
-        parts.push(render(template, ctx));
-    } else {
-        if !ctx.agent_name.is_empty() {
-            let about = if ctx.agent_about.is_empty() {
-                String::new()
-            } else {
-                format!(": {}", ctx.agent_about)
-            };
-            parts.push(format!("You are {}{about}", ctx.agent_name));
-        }
-        parts.extend(ctx.instructions.iter().cloned());
-        if let Some(situation) = ctx.situation.as_deref().filter(|s| !s.trim().is_empty()) {
-            parts.push(situation.to_owned());
-        }
-    }
-    (!parts.is_empty()).then(|| ChatMessage::text(Role::System, parts.join("\n\n")))
+        .filter(|t| !t.trim().is_empty());
+    // Sized for every field once (the default prompt exactly), so a turn allocates it once.
+    let fields = ctx.agent_name.len()
+        + ctx.agent_about.len()
+        + ctx.instructions.iter().map(|i| i.len() + 2).sum::<usize>()
+        + ctx.situation.as_deref().map_or(0, str::len)
+        + 16;
+    let mut out = Bounded::new(max_bytes, fields + template.map_or(0, str::len));
+    let written = match template {
+        Some(template) => render(template, ctx, &mut out),
+        None => default_prompt(ctx, &mut out),
+    };
+    written.map_err(|TooLarge| {
+        tracing::warn!(
+            session_id = %ctx.session_id,
+            max_bytes,
+            "the system prompt would exceed turn.max_system_prompt_bytes; chat refused"
+        );
+        TurnError::invalid(
+            "system_prompt",
+            format!(
+                "the system prompt (the session's system_template and situation, the agent's \
+                 name, about and instructions) would be longer than {max_bytes} bytes \
+                 (turn.max_system_prompt_bytes); shorten them"
+            ),
+        )
+    })?;
+    Ok((!out.text.is_empty()).then(|| ChatMessage::text(Role::System, out.text)))
 }
 
-/// `{{agent.name}}`, `{{agent.about}}`, `{{agent.instructions}}` and `{{session.situation}}`.
-fn render(template: &str, ctx: &TurnContext) -> String {
-    let mut out = template.to_owned();
-    for (key, value) in [
-        ("agent.name", ctx.agent_name.clone()),
-        ("agent.about", ctx.agent_about.clone()),
-        ("agent.instructions", ctx.instructions.join("\n")),
-        (
-            "session.situation",
-            ctx.situation.clone().unwrap_or_default(),
-        ),
-    ] {
-        for pattern in [format!("{{{{{key}}}}}"), format!("{{{{ {key} }}}}")] {
-            out = out.replace(&pattern, &value);
+/// "You are {name}: {about}", then each instruction, then the situation, a blank line apart.
+fn default_prompt(ctx: &TurnContext, out: &mut Bounded) -> Result<(), TooLarge> {
+    let mut first = true;
+    if !ctx.agent_name.is_empty() {
+        out.push_all(&["You are ", &ctx.agent_name])?;
+        if !ctx.agent_about.is_empty() {
+            out.push_all(&[": ", &ctx.agent_about])?;
+        }
+        first = false;
+    }
+    let situation = ctx.situation.as_deref().filter(|s| !s.trim().is_empty());
+    for part in ctx.instructions.iter().map(String::as_str).chain(situation) {
+        if !first {
+            out.push("\n\n")?;
+        }
+        out.push(part)?;
+        first = false;
+    }
+    Ok(())
+}
+
+/// Longest text between `{{` and `}}` that can name a field (`agent.instructions` and spaces).
+const MAX_PLACEHOLDER_BYTES: usize = 40;
+
+/// `{{agent.name}}`, `{{agent.about}}`, `{{agent.instructions}}` and `{{session.situation}}`
+/// (spaces inside the braces allowed), in one pass over the template: inserted values are
+/// never searched for placeholders, so they cannot expand again. Anything else is kept as is.
+fn render(template: &str, ctx: &TurnContext, out: &mut Bounded) -> Result<(), TooLarge> {
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        out.push(&rest[..open])?;
+        let after = &rest[open + 2..];
+        // Only a short window is searched for the closing braces, so a template of many `{{`
+        // costs one pass, not one pass per brace.
+        let window = &after.as_bytes()[..after.len().min(MAX_PLACEHOLDER_BYTES + 2)];
+        let field = window
+            .windows(2)
+            .position(|pair| pair == b"}}")
+            .and_then(|close| Some((close, field_value(&after[..close], ctx)?)));
+        match field {
+            Some((close, value)) => {
+                value.write(out)?;
+                rest = &after[close + 2..];
+            }
+            None => {
+                // Not a field: keep one brace and look again from the next, so `{{{agent.name}}`
+                // still fills the field after its first brace.
+                out.push("{")?;
+                rest = &rest[open + 1..];
+            }
         }
     }
-    out
+    out.push(rest)
+}
+
+/// The value a placeholder stands for.
+enum FieldValue<'a> {
+    Text(&'a str),
+    Lines(&'a [String]),
+}
+
+impl FieldValue<'_> {
+    fn write(&self, out: &mut Bounded) -> Result<(), TooLarge> {
+        match self {
+            FieldValue::Text(text) => out.push(text),
+            FieldValue::Lines(lines) => {
+                for (i, line) in lines.iter().enumerate() {
+                    if i > 0 {
+                        out.push("\n")?;
+                    }
+                    out.push(line)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn field_value<'a>(name: &str, ctx: &'a TurnContext) -> Option<FieldValue<'a>> {
+    Some(match name.trim_matches(' ') {
+        "agent.name" => FieldValue::Text(&ctx.agent_name),
+        "agent.about" => FieldValue::Text(&ctx.agent_about),
+        "agent.instructions" => FieldValue::Lines(&ctx.instructions),
+        "session.situation" => FieldValue::Text(ctx.situation.as_deref().unwrap_or_default()),
+        _ => return None,
+    })
+}
+
+/// The system prompt hit its size limit.
+struct TooLarge;
+
+/// A string that refuses to grow past a limit.
+struct Bounded {
+    text: String,
+    max: usize,
+}
+
+impl Bounded {
+    fn new(max: usize, expected: usize) -> Self {
+        Self {
+            text: String::with_capacity(expected.min(max)),
+            max,
+        }
+    }
+
+    fn push(&mut self, part: &str) -> Result<(), TooLarge> {
+        if self.text.len() + part.len() > self.max {
+            return Err(TooLarge);
+        }
+        self.text.push_str(part);
+        Ok(())
+    }
+
+    fn push_all(&mut self, parts: &[&str]) -> Result<(), TooLarge> {
+        parts.iter().try_for_each(|part| self.push(part))
+    }
 }
 
 /// A rough token count: four characters a token, plus framing.
@@ -151,6 +264,81 @@ mod tests {
             }]),
             ..ChatMessage::text(Role::Assistant, "")
         }
+    }
+
+    fn context(template: Option<&str>) -> TurnContext {
+        TurnContext {
+            agent_name: "Ada".into(),
+            agent_about: "a helper".into(),
+            instructions: vec!["Be brief.".into(), "Be kind.".into()],
+            situation: Some("Support desk".into()),
+            system_template: template.map(str::to_owned),
+            ..TurnContext::default()
+        }
+    }
+
+    fn system_text(ctx: &TurnContext, max: usize) -> Result<String, TurnError> {
+        Ok(system_message(ctx, max)?
+            .map(|m| m.content.as_str().unwrap_or_default().to_owned())
+            .unwrap_or_default())
+    }
+
+    #[test]
+    fn template_fields_are_filled_and_other_braces_kept() {
+        let ctx = context(Some(
+            "{{agent.name}} ({{ agent.about }}): {{agent.instructions}} | {{session.situation}} \
+             {{user.name}} {{{agent.name}}} {{agent.name",
+        ));
+        assert_eq!(
+            system_text(&ctx, 1 << 16).unwrap(),
+            "Ada (a helper): Be brief.\nBe kind. | Support desk {{user.name}} {Ada} {{agent.name"
+        );
+        let ctx = context(None);
+        assert_eq!(
+            system_text(&ctx, 1 << 16).unwrap(),
+            "You are Ada: a helper\n\nBe brief.\n\nBe kind.\n\nSupport desk"
+        );
+    }
+
+    #[test]
+    fn inserted_values_are_never_expanded_again() {
+        // Each value names the others: expanding values again multiplies the text with every
+        // field (11 KB of such input used to render 100 MB on every turn).
+        let nested = "{{agent.about}}{{agent.instructions}}{{session.situation}}".repeat(50);
+        let ctx = TurnContext {
+            agent_name: nested.clone(),
+            agent_about: nested.clone(),
+            instructions: vec![nested.clone(); 2],
+            situation: Some(nested.clone()),
+            system_template: Some("{{agent.name}}|{{agent.about}}".into()),
+            ..TurnContext::default()
+        };
+        let text = system_text(&ctx, 1 << 20).unwrap();
+        assert_eq!(text, format!("{nested}|{nested}"));
+    }
+
+    #[test]
+    fn the_system_prompt_is_capped() {
+        let ctx = context(Some("{{agent.about}}{{agent.about}}"));
+        let exact = "a helper".len() * 2;
+        assert_eq!(system_text(&ctx, exact).unwrap(), "a helpera helper");
+        let err = system_text(&ctx, exact - 1).unwrap_err();
+        assert!(
+            matches!(&err, TurnError::Invalid { loc, msg } if loc == "system_prompt" && msg.contains("turn.max_system_prompt_bytes")),
+            "{err:?}"
+        );
+        // Without a template, the agent's and session's text is capped the same way.
+        let ctx = context(None);
+        let full = system_text(&ctx, 1 << 16).unwrap();
+        assert!(system_text(&ctx, full.len()).is_ok());
+        assert!(system_text(&ctx, full.len() - 1).is_err());
+    }
+
+    #[test]
+    fn a_template_of_open_braces_renders_unchanged() {
+        let template = format!("{}x{}", "{".repeat(60_000), "}".repeat(10));
+        let ctx = context(Some(&template));
+        assert_eq!(system_text(&ctx, 1 << 20).unwrap(), template);
     }
 
     #[test]

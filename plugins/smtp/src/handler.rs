@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 
 use crate::errors::{Phase, deadline_passed, timed_out};
-use crate::message::{PreparedEmail, prepare};
+use crate::message::{MessageLimits, PreparedEmail, prepare};
 use crate::options::{SmtpOptions, TransportOptions};
 use crate::policy::RecipientPolicy;
 use crate::relay::Relay;
@@ -40,6 +40,7 @@ pub(crate) enum Delivery {
 pub struct SmtpHandler {
     from: Mailbox,
     policy: RecipientPolicy,
+    limits: MessageLimits,
     delivery: Delivery,
     sent: SentLog,
 }
@@ -54,7 +55,7 @@ impl SmtpHandler {
             },
             TransportOptions::File { dir } => Delivery::File { dir },
         };
-        Ok(Self::with_delivery(options.from, options.policy, delivery))
+        Ok(Self::with_delivery(options.from, options.policy, delivery).with_limits(options.limits))
     }
 
     pub(crate) fn with_delivery(
@@ -65,9 +66,14 @@ impl SmtpHandler {
         Self {
             from,
             policy,
+            limits: MessageLimits::default(),
             delivery,
             sent: SentLog::new(REMEMBERED_CALLS),
         }
+    }
+
+    pub(crate) fn with_limits(self, limits: MessageLimits) -> Self {
+        Self { limits, ..self }
     }
 
     async fn deliver(
@@ -121,7 +127,13 @@ impl SmtpHandler {
 impl ToolHandler for SmtpHandler {
     async fn call(&self, call: ToolCall, ctx: CallContext) -> Result<ToolOutput, HandlerError> {
         let key = ctx.idempotency_key.clone();
-        let email = prepare(&call.arguments, &self.from, &self.policy, &key)?;
+        let email = prepare(
+            &call.arguments,
+            &self.from,
+            &self.policy,
+            &self.limits,
+            &key,
+        )?;
         let gate = self.sent.gate(&key);
         let _held = tokio::select! {
             _ = ctx.cancel.cancelled() => return Err(cancelled(Phase::Queue)),

@@ -11,6 +11,7 @@ use lettre::message::Mailbox;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+use crate::message::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, MessageLimits};
 use crate::policy::RecipientPolicy;
 
 const GENERAL_KEYS: &[&str] = &[
@@ -19,6 +20,8 @@ const GENERAL_KEYS: &[&str] = &[
     "allowed_domains",
     "allowed_addresses",
     "max_recipients",
+    "max_body_bytes",
+    "max_header_bytes",
 ];
 const SMTP_KEYS: &[&str] = &[
     "host",
@@ -85,6 +88,7 @@ pub struct SmtpOptions {
     pub transport: TransportOptions,
     pub from: Mailbox,
     pub policy: RecipientPolicy,
+    pub limits: MessageLimits,
 }
 
 impl SmtpOptions {
@@ -140,6 +144,7 @@ impl SmtpOptions {
                 .ok()
         });
         let policy = parse_policy(&mut reader);
+        let limits = parse_limits(&mut reader);
         let transport = if is_file {
             reader
                 .required::<PathBuf>("dir")
@@ -154,6 +159,7 @@ impl SmtpOptions {
                 transport,
                 from,
                 policy,
+                limits,
             }),
             _ => Err(OptionsError(reader.problems)),
         }
@@ -210,6 +216,25 @@ fn parse_policy(reader: &mut Reader<'_>) -> Option<RecipientPolicy> {
         clean_addresses,
         max_recipients,
     ))
+}
+
+fn parse_limits(reader: &mut Reader<'_>) -> MessageLimits {
+    let max_body_bytes: usize = reader
+        .get("max_body_bytes")
+        .unwrap_or(DEFAULT_MAX_BODY_BYTES);
+    let max_header_bytes: usize = reader
+        .get("max_header_bytes")
+        .unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+    if max_body_bytes == 0 {
+        reader.problem("`max_body_bytes` must be at least 1");
+    }
+    if max_header_bytes < 64 {
+        reader.problem("`max_header_bytes` must be at least 64 (an address alone may need that)");
+    }
+    MessageLimits {
+        max_body_bytes,
+        max_header_bytes,
+    }
 }
 
 fn parse_relay(reader: &mut Reader<'_>) -> Option<RelayOptions> {

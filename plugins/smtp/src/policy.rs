@@ -1,4 +1,6 @@
-//! Recipient policy: which addresses a tool may write to, and how many at once.
+//! Recipient policy: which addresses a tool may write to, and how many at once. It covers every
+//! address the model controls: the envelope's (to, cc, bcc) and the replies' (reply_to), which
+//! would otherwise send the answers to a message outside the allowed domains.
 //!
 //! Domains match exactly and case-insensitively: `example.com` allows `a@example.com` and
 //! `a@EXAMPLE.com` but not `a@mail.example.com` (list each subdomain that is allowed).
@@ -45,39 +47,49 @@ impl RecipientPolicy {
         self.allowed_addresses.contains(&address) || self.allowed_domains.contains(&domain)
     }
 
-    /// Checks the count first, then every recipient; the error names the first one refused.
-    pub fn check(&self, recipients: &[Mailbox]) -> Result<(), HandlerError> {
-        if recipients.len() > self.max_recipients {
-            return Err(HandlerError::new(
-                "too_many_recipients",
-                format!(
-                    "{} recipients (to, cc and bcc together) but this tool allows at most {}; \
-                     send fewer recipients per message",
-                    recipients.len(),
-                    self.max_recipients
-                ),
-            )
-            .with_details(json!({
-                "recipients": recipients.len(),
-                "max_recipients": self.max_recipients,
-            })));
+    /// Refuses more than `max_recipients` addresses (to, cc, bcc and reply_to together).
+    pub fn check_count(&self, addresses: usize) -> Result<(), HandlerError> {
+        if addresses <= self.max_recipients {
+            return Ok(());
         }
-        if let Some(refused) = recipients.iter().find(|r| !self.allows(r)) {
-            return Err(HandlerError::new(
-                "denied",
-                format!(
-                    "recipient {} is not allowed by this tool's policy ({}); nothing was sent",
-                    refused.email,
-                    self.describe()
-                ),
-            )
-            .with_details(json!({
-                "recipient": refused.email.to_string(),
-                "allowed_domains": self.allowed_domains,
-                "allowed_addresses": self.allowed_addresses,
-            })));
-        }
-        Ok(())
+        Err(HandlerError::new(
+            "too_many_recipients",
+            format!(
+                "{addresses} addresses (to, cc, bcc and reply_to together) but this tool allows \
+                 at most {}; send fewer addresses per message",
+                self.max_recipients
+            ),
+        )
+        .with_details(json!({
+            "recipients": addresses,
+            "max_recipients": self.max_recipients,
+        })))
+    }
+
+    /// Checks the count first, then every address with the field it came from; the error names
+    /// the first one refused.
+    pub fn check<'a>(
+        &self,
+        addresses: impl Iterator<Item = (&'a str, &'a Mailbox)> + Clone,
+    ) -> Result<(), HandlerError> {
+        self.check_count(addresses.clone().count())?;
+        let Some((field, refused)) = addresses.into_iter().find(|(_, m)| !self.allows(m)) else {
+            return Ok(());
+        };
+        Err(HandlerError::new(
+            "denied",
+            format!(
+                "`{field}` address {} is not allowed by this tool's policy ({}); nothing was sent",
+                refused.email,
+                self.describe()
+            ),
+        )
+        .with_details(json!({
+            "field": field,
+            "recipient": refused.email.to_string(),
+            "allowed_domains": self.allowed_domains,
+            "allowed_addresses": self.allowed_addresses,
+        })))
     }
 
     fn describe(&self) -> String {
@@ -106,13 +118,16 @@ mod tests {
         list.iter().map(|s| s.parse().unwrap()).collect()
     }
 
+    fn check(policy: &RecipientPolicy, list: &[&str]) -> Result<(), HandlerError> {
+        let all = mailboxes(list);
+        policy.check(all.iter().map(|m| ("to", m)))
+    }
+
     #[test]
     fn unrestricted_policy_only_counts() {
         let policy = RecipientPolicy::new(vec![], vec![], 2);
-        assert!(policy.check(&mailboxes(&["a@x.org", "b@y.net"])).is_ok());
-        let err = policy
-            .check(&mailboxes(&["a@x.org", "b@y.net", "c@z.com"]))
-            .unwrap_err();
+        assert!(check(&policy, &["a@x.org", "b@y.net"]).is_ok());
+        let err = check(&policy, &["a@x.org", "b@y.net", "c@z.com"]).unwrap_err();
         assert_eq!(err.kind, "too_many_recipients");
         assert!(err.message.contains("at most 2"), "{}", err.message);
     }
@@ -120,10 +135,8 @@ mod tests {
     #[test]
     fn domains_match_exactly_and_ignore_case() {
         let policy = RecipientPolicy::new(vec!["example.com".into()], vec![], 10);
-        assert!(policy.check(&mailboxes(&["Ann <ann@EXAMPLE.com>"])).is_ok());
-        let err = policy
-            .check(&mailboxes(&["ann@example.com", "bob@mail.example.com"]))
-            .unwrap_err();
+        assert!(check(&policy, &["Ann <ann@EXAMPLE.com>"]).is_ok());
+        let err = check(&policy, &["ann@example.com", "bob@mail.example.com"]).unwrap_err();
         assert_eq!(err.kind, "denied");
         assert!(
             err.message.contains("bob@mail.example.com"),
@@ -144,14 +157,8 @@ mod tests {
             vec!["ops@partner.org".into()],
             10,
         );
-        assert!(
-            policy
-                .check(&mailboxes(&["x@example.com", "OPS@partner.org"]))
-                .is_ok()
-        );
-        let err = policy
-            .check(&mailboxes(&["sales@partner.org"]))
-            .unwrap_err();
+        assert!(check(&policy, &["x@example.com", "OPS@partner.org"]).is_ok());
+        let err = check(&policy, &["sales@partner.org"]).unwrap_err();
         assert_eq!(err.kind, "denied");
         assert!(err.message.contains("sales@partner.org"));
     }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 
 use crate::SmtpFactory;
 use crate::handler::{Delivery, SmtpHandler};
+use crate::message::MessageLimits;
 use crate::options::{Security, SmtpOptions, TransportOptions, is_loopback, parse_duration};
 use crate::policy::RecipientPolicy;
 
@@ -396,4 +397,194 @@ async fn non_ascii_text_is_encoded_for_seven_bit_relays() {
     assert!(raw.is_ascii(), "{raw}");
     let subject = header(raw, "Subject").unwrap();
     assert!(subject.starts_with("=?utf-8?"), "{subject}");
+}
+
+#[tokio::test]
+async fn reply_to_is_under_the_recipient_policy() {
+    let policy = RecipientPolicy::new(vec!["example.com".into()], vec![], 10);
+    let (handler, stub) = stub_handler(policy);
+    for reply_to in [
+        json!("Boss <boss@evil.org>"),
+        json!(["ok@example.com", "x@evil.org"]),
+    ] {
+        let err = handler
+            .call(
+                call(json!({
+                    "to": "ann@example.com",
+                    "reply_to": reply_to,
+                    "subject": "s",
+                    "body": "b"
+                })),
+                ctx("reply_denied"),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, "denied", "{err:?}");
+        assert!(err.message.contains("evil.org"), "{}", err.message);
+        assert!(err.message.contains("reply_to"), "{}", err.message);
+        assert_eq!(err.details.unwrap()["field"], "reply_to");
+    }
+    assert!(stub.messages().await.is_empty(), "nothing was sent");
+
+    handler
+        .call(
+            call(json!({
+                "to": "ann@example.com",
+                "reply_to": ["Desk <desk@example.com>", "ops@EXAMPLE.com"],
+                "subject": "s",
+                "body": "b"
+            })),
+            ctx("reply_ok"),
+        )
+        .await
+        .unwrap();
+    let (envelope, raw) = &stub.messages().await[0];
+    let reply_to = header(raw, "Reply-To").unwrap();
+    assert!(
+        reply_to.contains("desk@example.com") && reply_to.contains("ops@EXAMPLE.com"),
+        "{reply_to}"
+    );
+    assert_eq!(envelope.to().len(), 1, "reply_to is not a recipient");
+}
+
+#[tokio::test]
+async fn line_breaks_in_addresses_are_refused_in_every_field() {
+    let (handler, stub) = stub_handler(open_policy());
+    let injected = [
+        "\"Boss\r\nBcc: spy@evil.example\" <ann@a.example>",
+        "Boss\r\n <ann@a.example>",
+        "ann@a.example\r\nBcc: spy@evil.example",
+        "ann@a.example\nX-Injected: 1",
+    ];
+    for field in ["to", "cc", "bcc", "reply_to"] {
+        for address in injected {
+            let mut args = json!({"to": "ann@a.example", "subject": "s", "body": "b"});
+            args[field] = json!(address);
+            let err = handler.call(call(args), ctx("inject")).await.unwrap_err();
+            assert_eq!(err.kind, "invalid_address", "{field} {address:?}: {err:?}");
+            assert!(err.message.contains(field), "{}", err.message);
+            assert!(
+                !err.message.contains('\r') && !err.message.contains('\n'),
+                "the result quotes the address escaped: {:?}",
+                err.message
+            );
+        }
+    }
+    assert!(stub.messages().await.is_empty());
+}
+
+#[tokio::test]
+async fn reply_to_counts_against_max_recipients_before_any_parsing() {
+    let (handler, stub) = stub_handler(RecipientPolicy::new(vec![], vec![], 3));
+    let err = handler
+        .call(
+            call(json!({
+                "to": ["a@x.example", "b@x.example"],
+                "reply_to": ["c@x.example", "d@x.example"],
+                "subject": "s",
+                "body": "b"
+            })),
+            ctx("count"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, "too_many_recipients");
+    assert_eq!(err.details.unwrap()["recipients"], 4);
+    // A huge list of garbage is refused by its length, not parsed entry by entry.
+    let garbage = vec!["not an address"; 50_000];
+    let err = handler
+        .call(
+            call(json!({"to": garbage, "subject": "s", "body": "b"})),
+            ctx("garbage"),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, "too_many_recipients", "{err:?}");
+    assert!(stub.messages().await.is_empty());
+}
+
+#[tokio::test]
+async fn body_and_header_values_are_bounded() {
+    let (handler, stub) = stub_handler(open_policy());
+    let handler = handler.with_limits(MessageLimits {
+        max_body_bytes: 100,
+        max_header_bytes: 80,
+    });
+    let cases = [
+        (
+            json!({"to": "a@x.example", "subject": "s", "body": "x".repeat(101)}),
+            "body",
+        ),
+        (
+            json!({"to": "a@x.example", "subject": "s", "body": "x".repeat(60), "html": "y".repeat(41)}),
+            "body",
+        ),
+        (
+            json!({"to": "a@x.example", "subject": "s".repeat(81), "body": "b"}),
+            "subject",
+        ),
+        (
+            json!({"to": format!("{} <a@x.example>", "N".repeat(80)), "subject": "s", "body": "b"}),
+            "to",
+        ),
+        (
+            json!({"to": "a@x.example", "reply_to": format!("{} <a@x.example>", "N".repeat(80)), "subject": "s", "body": "b"}),
+            "reply_to",
+        ),
+    ];
+    for (args, field) in cases {
+        let err = handler.call(call(args), ctx("big")).await.unwrap_err();
+        assert_eq!(err.kind, "too_large", "{field}: {err:?}");
+        assert!(!err.retryable);
+        assert_eq!(err.details.unwrap()["field"], field);
+    }
+    assert!(stub.messages().await.is_empty());
+    // At the limits the message goes out.
+    handler
+        .call(
+            call(json!({
+                "to": "a@x.example",
+                "subject": "s".repeat(80),
+                "body": "x".repeat(60),
+                "html": "y".repeat(40)
+            })),
+            ctx("fits"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stub.messages().await.len(), 1);
+}
+
+#[test]
+fn size_limits_have_defaults_and_are_checked() {
+    let parsed =
+        SmtpOptions::parse(&json!({"host": "h.example", "from": "a@b.example"}), None).unwrap();
+    assert_eq!(parsed.limits, MessageLimits::default());
+    assert_eq!(
+        (parsed.limits.max_body_bytes, parsed.limits.max_header_bytes),
+        (1 << 20, 998),
+        "documented defaults"
+    );
+    let parsed = SmtpOptions::parse(
+        &json!({
+            "host": "h.example", "from": "a@b.example", "max_body_bytes": 10, "max_header_bytes": 100
+        }),
+        None,
+    )
+    .unwrap();
+    assert_eq!(
+        parsed.limits,
+        MessageLimits {
+            max_body_bytes: 10,
+            max_header_bytes: 100
+        }
+    );
+    let found = problems(json!({
+        "host": "h.example", "from": "a@b.example", "max_body_bytes": 0, "max_header_bytes": 3
+    }));
+    let all = found.join("\n");
+    assert!(
+        all.contains("`max_body_bytes`") && all.contains("`max_header_bytes`"),
+        "{all}"
+    );
 }

@@ -422,3 +422,87 @@ async fn concurrent_calls_with_one_key_send_once() {
     let duplicates = [&a, &b].iter().filter(|r| r["duplicate"] == true).count();
     assert_eq!(duplicates, 1, "{a} {b}");
 }
+
+#[tokio::test]
+async fn every_address_the_model_writes_is_checked_before_the_relay_sees_it() {
+    let dir = TempDir::new("addresses");
+    let server = SmtpServer::start(&dir, &[]);
+    let handler = build(with(
+        plain_options(server.port),
+        json!({"allowed_domains": ["corp.example"], "max_recipients": 4}),
+    ));
+    let refused = [
+        (json!({"reply_to": "Boss <boss@evil.example>"}), "denied"),
+        (
+            json!({"cc": "\"Ann\r\nBcc: spy@evil.example\" <ann@corp.example>"}),
+            "invalid_address",
+        ),
+        (
+            json!({"reply_to": "desk@corp.example\r\nBcc: spy@evil.example"}),
+            "invalid_address",
+        ),
+        (
+            json!({"reply_to": ["a@corp.example", "b@corp.example"]}),
+            "too_many_recipients",
+        ),
+    ];
+    for (i, (extra, kind)) in refused.into_iter().enumerate() {
+        let call = ToolCall {
+            tool: "send_email".into(),
+            arguments: with(email(), extra),
+        };
+        let err = handler
+            .call(
+                call,
+                ctx(&format!("call_refused_{i}"), Duration::from_secs(10)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, kind, "{err:?}");
+    }
+    assert!(server.events().is_empty(), "{:?}", server.events());
+
+    let call = ToolCall {
+        tool: "send_email".into(),
+        arguments: with(email(), json!({"reply_to": "Desk <desk@corp.example>"})),
+    };
+    let out = handler
+        .call(call, ctx("call_reply_ok", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(out.content["status"], "sent");
+    let messages = server.events_of("message");
+    assert_eq!(messages.len(), 1);
+    assert_eq!(
+        messages[0]["rcpt_tos"],
+        json!(["ann@corp.example", "bob@corp.example", "audit@corp.example"]),
+        "reply_to is not an envelope recipient"
+    );
+    let data = messages[0]["data"].as_str().unwrap();
+    assert!(
+        header(data, "Reply-To")
+            .unwrap()
+            .contains("desk@corp.example")
+    );
+}
+
+#[tokio::test]
+async fn an_oversized_body_never_reaches_the_relay() {
+    let dir = TempDir::new("bigbody");
+    let server = SmtpServer::start(&dir, &[]);
+    let handler = build(with(
+        plain_options(server.port),
+        json!({"max_body_bytes": 1000}),
+    ));
+    let call = ToolCall {
+        tool: "send_email".into(),
+        arguments: with(email(), json!({"body": "x".repeat(1001)})),
+    };
+    let err = handler
+        .call(call, ctx("call_big", Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, "too_large", "{err:?}");
+    assert!(err.message.contains("1000"), "{}", err.message);
+    assert!(server.events().is_empty());
+}
