@@ -51,6 +51,7 @@ impl App {
     /// Opens the store, builds the provider, compiles the catalog and resolves API keys.
     pub fn build(config: Config, registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
+        crate::metrics::set_max_series(config.limits.max_metric_series);
         std::fs::create_dir_all(&config.storage.data_dir).map_err(|e| {
             StartError::Store(format!(
                 "cannot create {}: {e}",
@@ -69,16 +70,22 @@ impl App {
             ),
             None => None,
         };
-        let provider: Arc<dyn ModelProvider> =
-            Arc::new(OpenAiProvider::new(&config.provider, api_key).map_err(StartError::Config)?);
-        let engine = Arc::new(Engine::new(
-            store.clone(),
-            provider,
-            catalog,
-            config.turn.clone(),
-            config.provider.model.clone(),
-            config.tools.max_concurrent_calls,
-        ));
+        let provider: Arc<dyn ModelProvider> = Arc::new(
+            OpenAiProvider::new(&config.provider, api_key)
+                .map_err(StartError::Config)?
+                .with_limits(&config.limits),
+        );
+        let engine = Arc::new(
+            Engine::new(
+                store.clone(),
+                provider,
+                catalog,
+                config.turn.clone(),
+                config.provider.model.clone(),
+                config.tools.max_concurrent_calls,
+            )
+            .with_limits(&config.limits),
+        );
         let keys = crate::keys::resolve(&config).map_err(StartError::Config)?;
         let state = AppState::new(Shared {
             store,
@@ -88,6 +95,7 @@ impl App {
             draining: Arc::new(AtomicBool::new(false)),
             abort: CancellationToken::new(),
             sse_keep_alive: config.server.sse_keep_alive,
+            limits: config.limits,
         });
         Ok(Self {
             config,
@@ -126,6 +134,7 @@ impl App {
             router,
             shutdown.clone(),
             self.config.server.header_timeout,
+            self.config.limits.max_connections,
         ));
         shutdown.cancelled().await;
         self.state.draining.store(true, Ordering::SeqCst);

@@ -3,9 +3,12 @@
 //!
 //! A small registry instead of a metrics crate: every series is a histogram whose count is also
 //! the matching `_total` counter, so one observation takes one short lock and a scan of a few series.
+//! Some label values come from clients (a chat's `model`, an HTTP method): each family keeps at
+//! most `limits.max_metric_series` series, label values are cut to [`MAX_LABEL_BYTES`], and
+//! label sets past the cap are counted together under `(other)`.
 
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -24,6 +27,12 @@ const OVERHEAD: &[f64] = &[
 ];
 /// Buckets for model calls per turn.
 const STEPS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+
+/// Longest label value kept; a longer one is cut (at a character boundary).
+pub const MAX_LABEL_BYTES: usize = 128;
+
+/// The label value of every series past a family's cap.
+const OTHER: &str = "(other)";
 
 #[derive(Debug, Clone)]
 struct Histogram {
@@ -59,6 +68,8 @@ struct Family {
     bounds: &'static [f64],
     /// Few series per family (routes × methods × statuses), so a scan beats hashing a key.
     series: Mutex<Vec<(Box<[String]>, Histogram)>>,
+    /// Series kept before new label sets go to the `(other)` one.
+    max_series: AtomicUsize,
 }
 
 impl Family {
@@ -74,6 +85,7 @@ impl Family {
             labels,
             bounds,
             series: Mutex::new(Vec::new()),
+            max_series: AtomicUsize::new(crate::config::LimitsConfig::default().max_metric_series),
         }
     }
 
@@ -81,17 +93,29 @@ impl Family {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         // Look up without allocating; allocate the key only for a new series.
         let found = series
-            .iter_mut()
-            .find(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()));
-        match found {
-            Some((_, histogram)) => histogram.observe(self.bounds, value),
+            .iter()
+            .position(|(k, _)| k.iter().map(String::as_str).eq(values.iter().copied()));
+        let index = match found {
+            Some(index) => index,
             None => {
-                let mut histogram = Histogram::new(self.bounds);
-                histogram.observe(self.bounds, value);
-                let key: Box<[String]> = values.iter().map(|v| (*v).to_owned()).collect();
-                series.push((key, histogram));
+                // A cut value may have its series already; a new label set past the cap is
+                // counted under `(other)`.
+                let mut key: Box<[String]> =
+                    values.iter().map(|v| cut_label(v).to_owned()).collect();
+                let full = series.len() >= self.max_series.load(Ordering::Relaxed);
+                if full && !series.iter().any(|(k, _)| *k == key) {
+                    key = values.iter().map(|_| OTHER.to_owned()).collect();
+                }
+                match series.iter().position(|(k, _)| *k == key) {
+                    Some(index) => index,
+                    None => {
+                        series.push((key, Histogram::new(self.bounds)));
+                        series.len() - 1
+                    }
+                }
             }
-        }
+        };
+        series[index].1.observe(self.bounds, value);
     }
 
     fn render(&self, out: &mut String) {
@@ -125,6 +149,32 @@ impl Family {
             let _ = writeln!(out, "{name}_sum{labels} {}", histogram.sum);
             let _ = writeln!(out, "{name}_count{labels} {}", histogram.count);
         }
+    }
+}
+
+/// `value` cut to at most [`MAX_LABEL_BYTES`].
+fn cut_label(value: &str) -> &str {
+    if value.len() <= MAX_LABEL_BYTES {
+        return value;
+    }
+    let mut end = MAX_LABEL_BYTES;
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    &value[..end]
+}
+
+/// Sets how many series each family keeps (`limits.max_metric_series`).
+pub fn set_max_series(max_series: usize) {
+    let registry = &*REGISTRY;
+    for family in [
+        &registry.http,
+        &registry.model,
+        &registry.tool,
+        &registry.steps,
+        &registry.overhead,
+    ] {
+        family.max_series.store(max_series, Ordering::Relaxed);
     }
 }
 
@@ -393,5 +443,31 @@ mod tests {
         assert!(out.contains("s_bucket{le=\"1\"} 0\n"), "{out}");
         assert!(out.contains("s_count 1\n"), "{out}");
         assert!(!out.contains("t_total"));
+    }
+
+    #[test]
+    fn label_sets_past_the_cap_share_one_series_and_long_values_are_cut() {
+        let family = Family::new(
+            Some(("m_total", "help")),
+            ("m_seconds", "help"),
+            &["model", "outcome"],
+            &[1.0],
+        );
+        family.max_series.store(2, Ordering::Relaxed);
+        let long = "é".repeat(200);
+        family.observe(&[&long, "ok"], 0.5);
+        family.observe(&[&long, "ok"], 0.5);
+        for i in 0..50 {
+            family.observe(&[&format!("model-{i}"), "ok"], 0.5);
+        }
+        family.observe(&[&long, "ok"], 0.5);
+        let series = family.series.lock().unwrap();
+        let keys: Vec<&[String]> = series.iter().map(|(k, _)| &k[..]).collect();
+        assert_eq!(keys.len(), 3, "two series and the overflow: {keys:?}");
+        assert!(keys[0][0].len() <= MAX_LABEL_BYTES && long.starts_with(&keys[0][0]));
+        assert_eq!(series[0].1.count, 3, "a cut value still finds its series");
+        assert_eq!(keys[1], ["model-0", "ok"]);
+        assert_eq!(keys[2], [OTHER, OTHER]);
+        assert_eq!(series[2].1.count, 49);
     }
 }

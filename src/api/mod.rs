@@ -63,6 +63,8 @@ pub struct Shared {
     pub abort: CancellationToken,
     /// Interval of a stream's keep-alive comments (`server.sse_keep_alive`).
     pub sse_keep_alive: Duration,
+    /// Ceilings on what a request may make the daemon hold or wait for (`[limits]`).
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl Shared {

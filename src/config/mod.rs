@@ -2,6 +2,7 @@
 //! `AGENTD_<SECTION>__<KEY>` environment variables, then `--set section.key=value` flags.
 
 pub mod duration;
+mod limits;
 mod overrides;
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use agentd_sdk::SecretRef;
 use serde::Deserialize;
 
+pub use limits::LimitsConfig;
 pub use overrides::apply_overrides;
 
 /// Everything the daemon reads at start.
@@ -24,6 +26,7 @@ pub struct Config {
     pub tools: ToolsConfig,
     pub turn: TurnConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -278,6 +281,7 @@ impl Config {
         if self.tools.max_concurrent_calls == 0 {
             problems.push("tools.max_concurrent_calls must be at least 1".into());
         }
+        problems.extend(self.limits.problems());
         if problems.is_empty() {
             Ok(())
         } else {
