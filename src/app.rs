@@ -77,16 +77,22 @@ impl App {
             ),
             None => None,
         };
-        let provider: Arc<dyn ModelProvider> =
-            Arc::new(OpenAiProvider::new(&config.provider, api_key).map_err(StartError::Config)?);
-        let engine = Arc::new(Engine::new(
-            store.clone(),
-            provider,
-            catalog,
-            config.turn.clone(),
-            config.provider.model.clone(),
-            config.tools.max_concurrent_calls,
-        ));
+        let provider: Arc<dyn ModelProvider> = Arc::new(
+            OpenAiProvider::new(&config.provider, api_key)
+                .map_err(StartError::Config)?
+                .with_limits(&config.limits),
+        );
+        let engine = Arc::new(
+            Engine::new(
+                store.clone(),
+                provider,
+                catalog,
+                config.turn.clone(),
+                config.provider.model.clone(),
+                config.tools.max_concurrent_calls,
+            )
+            .with_limits(&config.limits),
+        );
         let keys = crate::keys::resolve(&config).map_err(StartError::Config)?;
         let state = AppState::new(Shared {
             store,
@@ -98,7 +104,7 @@ impl App {
             sse_keep_alive: config.server.sse_keep_alive,
             tool_schemas: api::tool_schemas::ToolSchemas::new(&config.tools),
             max_system_prompt_bytes: config.turn.max_system_prompt_bytes,
-            max_metadata_filters: config.server.max_metadata_filters,
+            limits: config.limits,
         });
         Ok(Self {
             config,
@@ -137,6 +143,7 @@ impl App {
             router,
             shutdown.clone(),
             self.config.server.header_timeout,
+            self.config.limits.max_connections,
         ));
         shutdown.cancelled().await;
         self.state.draining.store(true, Ordering::SeqCst);

@@ -1,33 +1,49 @@
-//! The accept loop: every connection is served as HTTP/1.1 by hyper, and all of them are
-//! closed gracefully on shutdown.
+//! The accept loop: every connection is served as HTTP/1.1 by hyper, at most
+//! `max_connections` at once, and all of them are closed gracefully on shutdown.
 //!
 //! agentd speaks HTTP/1.1 only (the Julep SDK, curl and every OpenAI-style client use it).
 //! Serving it with hyper's HTTP/1 connection directly, instead of a server that first sniffs
 //! each connection for an HTTP/2 preface, saves a buffer and a wrapper per connection, which
 //! is most of what a held-open stream costs on the client side.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::sync::CancellationToken;
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets every connection finish
 /// the request it is serving and returns once all of them are closed. A connection that does
 /// not send a request's headers within `header_timeout` (of being accepted, or of finishing
-/// its previous request) is closed: a slow or idle client cannot hold a socket forever.
+/// its previous request) is closed: a slow or idle client cannot hold a socket forever. At
+/// most `max_connections` are served at once: past that nothing is accepted until one
+/// closes, so further clients wait in the kernel's listen backlog instead of costing a task,
+/// buffers and a file descriptor each.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
     header_timeout: Duration,
+    max_connections: usize,
 ) {
     // Each connection task holds a receiver; `closed()` resolves when the last one is gone.
     let (open_tx, open_rx) = watch::channel(());
+    let slots = Arc::new(Semaphore::new(
+        max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
+    let mut full = false;
     loop {
+        let slot = tokio::select! {
+            slot = connection_slot(&slots, max_connections, &mut full) => match slot {
+                Some(slot) => slot,
+                None => break,
+            },
+            () = stop.cancelled() => break,
+        };
         let tcp = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _peer)) => tcp,
@@ -42,12 +58,35 @@ pub async fn serve(
         let open = open_rx.clone();
         tokio::spawn(async move {
             connection.await;
+            drop(slot);
             drop(open);
         });
     }
     drop(listener);
     drop(open_rx);
     open_tx.closed().await;
+}
+
+/// A free connection slot, waiting for one when all are taken. The operator hears of it once
+/// each time the daemon becomes full, not once per waiting client.
+async fn connection_slot(
+    slots: &Arc<Semaphore>,
+    max_connections: usize,
+    full: &mut bool,
+) -> Option<OwnedSemaphorePermit> {
+    if let Ok(slot) = Arc::clone(slots).try_acquire_owned() {
+        *full = false;
+        return Some(slot);
+    }
+    if !*full {
+        *full = true;
+        tracing::warn!(
+            max_connections,
+            "connection limit reached (limits.max_connections); new connections wait until one closes"
+        );
+    }
+    // `None` only if the semaphore were closed, which `serve` never does.
+    Arc::clone(slots).acquire_owned().await.ok()
 }
 
 /// One connection: requests in order until the peer closes or `stop` asks it to finish.
@@ -115,6 +154,17 @@ mod tests {
         CancellationToken,
         tokio::task::JoinHandle<()>,
     ) {
+        start_capped(header_timeout, 1024).await
+    }
+
+    async fn start_capped(
+        header_timeout: Duration,
+        max_connections: usize,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<()>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
@@ -123,6 +173,7 @@ mod tests {
             Router::new().route("/slow", get(slow)),
             stop.clone(),
             header_timeout,
+            max_connections,
         ));
         (addr, stop, server)
     }
@@ -165,6 +216,38 @@ mod tests {
         assert!(
             closed.is_ok(),
             "the server closes a connection whose headers never finish"
+        );
+        stop.cancel();
+    }
+
+    #[tokio::test]
+    async fn past_the_connection_limit_a_client_waits_until_a_connection_closes() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let (addr, stop, _server) = start_capped(Duration::from_secs(60), 1).await;
+        let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let early =
+            tokio::time::timeout(Duration::from_millis(800), second.read_to_end(&mut answer)).await;
+        assert!(
+            early.is_err(),
+            "the second connection is not served while the first holds the only slot: {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), second.read_to_end(&mut answer))
+            .await
+            .expect("served once the first connection closed")
+            .unwrap();
+        assert!(
+            answer.starts_with(b"HTTP/1.1 200") && answer.ends_with(b"done"),
+            "{:?}",
+            String::from_utf8_lossy(&answer)
         );
         stop.cancel();
     }

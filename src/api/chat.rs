@@ -138,6 +138,40 @@ fn check_tool_choice(choice: &Value) -> Result<(), ApiError> {
     }
 }
 
+/// Messages and replayed tool calls past `[limits]` are a 422: each message becomes a history
+/// entry, and each call one that needs a result. (Declared tools are bounded by
+/// `tools.max_declared_tools`.)
+fn check_counts(input: &ChatInput, limits: &crate::config::LimitsConfig) -> Result<(), ApiError> {
+    let over = |loc: &str, count: usize, max: usize, setting: &str| {
+        ApiError::invalid(
+            loc,
+            format!("{count} given; at most {max} per request (limits.{setting})"),
+        )
+    };
+    let messages = input.messages.len();
+    if messages > limits.max_request_messages {
+        return Err(over(
+            "messages",
+            messages,
+            limits.max_request_messages,
+            "max_request_messages",
+        ));
+    }
+    // A message replaying an assistant's calls is held to what a model answer may hold.
+    for (i, message) in input.messages.iter().enumerate() {
+        let calls = message.tool_calls.as_ref().map_or(0, Vec::len);
+        if calls > limits.max_tool_calls {
+            return Err(over(
+                &format!("messages.{i}.tool_calls"),
+                calls,
+                limits.max_tool_calls,
+                "max_tool_calls",
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Turns a parsed ChatInput into a turn request, checking what serde cannot.
 fn into_request(
     input: ChatInput,
@@ -295,6 +329,7 @@ async fn context(
         agent_tools: agent_tools::of_agent(state, &agent_id).await?,
         token_budget: body["token_budget"].as_u64(),
         auto_run_tools: body["auto_run_tools"].as_bool(),
+        truncate_on_overflow: body["context_overflow"] == "truncate",
     })
 }
 
@@ -306,6 +341,7 @@ pub async fn chat(
     if state.is_draining() {
         return Err(ApiError::Draining);
     }
+    check_counts(&input, &state.limits)?;
     let (request, stream, agent) = into_request(input, state.engine.max_steps_limit())?;
     state
         .tool_schemas

@@ -38,6 +38,15 @@ pub enum ApiError {
     Conflict(String),
     #[error("request body exceeds the size limit (server.max_body_bytes)")]
     TooLarge,
+    #[error(
+        "the request body did not arrive within {}s (limits.body_read_timeout)",
+        .0.as_secs_f64()
+    )]
+    BodyTimeout(std::time::Duration),
+    /// Something the request would make agentd hold is over a `[limits]` ceiling; `code` says
+    /// which (`history_full`, `prompt_too_large`).
+    #[error("{message}")]
+    LimitExceeded { code: &'static str, message: String },
     #[error("{0}")]
     Upstream(String),
     #[error("agentd is shutting down; retry against another instance")]
@@ -74,7 +83,8 @@ impl ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge | ApiError::LimitExceeded { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Draining | ApiError::Overloaded(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +103,8 @@ impl ApiError {
             ApiError::Validation(_) => "validation_error",
             ApiError::Conflict(_) => "conflict",
             ApiError::TooLarge => "payload_too_large",
+            ApiError::BodyTimeout(_) => "request_timeout",
+            ApiError::LimitExceeded { code, .. } => code,
             ApiError::Upstream(_) => "upstream_error",
             ApiError::Draining => "draining",
             ApiError::Overloaded(_) => "overloaded",
@@ -156,6 +168,7 @@ impl From<TurnError> for ApiError {
             TurnError::Provider(p) => p.into(),
             TurnError::Store(s) => s.into(),
             TurnError::Invalid { loc, msg } => ApiError::invalid(loc, msg),
+            TurnError::Limit { code, message } => ApiError::LimitExceeded { code, message },
             TurnError::Cancelled => ApiError::Draining,
         }
     }

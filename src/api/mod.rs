@@ -70,8 +70,8 @@ pub struct Shared {
     /// Agent and session text that goes into the system prompt is refused above this
     /// (`turn.max_system_prompt_bytes`).
     pub max_system_prompt_bytes: usize,
-    /// Most `metadata_filter` conditions in one list request (`server.max_metadata_filters`).
-    pub max_metadata_filters: usize,
+    /// Ceilings on what a request may make the daemon hold or wait for (`[limits]`).
+    pub limits: crate::config::LimitsConfig,
 }
 
 impl Shared {

@@ -2,7 +2,9 @@
 //! into `data: <ChunkChatResponse>` SSE events (no `[DONE]`), with keep-alive comments while
 //! tools run, `finish_reason` and usage on the last chunk only, and an error chunk when the turn
 //! fails after the stream started (a turn failing before its first event gets a plain HTTP
-//! error). Dropping the response (client gone) cancels the turn.
+//! error). Dropping the response (client gone) cancels the turn. Events wait in a bounded
+//! channel (`limits.stream_buffer_events`): a client that reads slowly holds the turn back
+//! rather than making the daemon buffer its whole answer.
 
 use std::convert::Infallible;
 
@@ -33,7 +35,7 @@ enum Item {
 /// What the turn task reports, in order: its events until the engine drops the sender (the
 /// turn has returned), then the outcome.
 struct Feed {
-    events: mpsc::UnboundedReceiver<TurnEvent>,
+    events: mpsc::Receiver<TurnEvent>,
     outcome: Option<oneshot::Receiver<Result<TurnOutcome, ApiError>>>,
 }
 
@@ -59,7 +61,7 @@ pub async fn stream_turn(
     request: TurnRequest,
     guard: TurnGuard,
 ) -> Response {
-    let (events_tx, events) = mpsc::unbounded_channel::<TurnEvent>();
+    let (events_tx, events) = mpsc::channel::<TurnEvent>(state.limits.stream_buffer_events);
     let (outcome_tx, outcome) = oneshot::channel();
     let cancel = state.abort.child_token();
     guard.cancel_on_take_over(&cancel);

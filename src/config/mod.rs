@@ -2,6 +2,7 @@
 //! `AGENTD_<SECTION>__<KEY>` environment variables, then `--set section.key=value` flags.
 
 pub mod duration;
+mod limits;
 mod overrides;
 
 use std::net::SocketAddr;
@@ -11,6 +12,7 @@ use std::time::Duration;
 use agentd_sdk::SecretRef;
 use serde::Deserialize;
 
+pub use limits::LimitsConfig;
 pub use overrides::apply_overrides;
 
 /// Everything the daemon reads at start.
@@ -24,6 +26,7 @@ pub struct Config {
     pub tools: ToolsConfig,
     pub turn: TurnConfig,
     pub log: LogConfig,
+    pub limits: LimitsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,8 +55,6 @@ pub struct ServerConfig {
     /// finishing its previous request; an idle kept-alive connection is closed after it.
     #[serde(deserialize_with = "duration::deserialize")]
     pub header_timeout: Duration,
-    /// Most `metadata_filter` conditions in one list request.
-    pub max_metadata_filters: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -184,7 +185,6 @@ impl Default for ServerConfig {
             metrics_max_label_bytes: 100,
             sse_keep_alive: Duration::from_secs(10),
             header_timeout: Duration::from_secs(60),
-            max_metadata_filters: 16,
         }
     }
 }
@@ -345,6 +345,7 @@ impl Config {
         {
             problems.push("tools.max_concurrent_schema_compiles and tools.schema_compile_timeout must be above 0".into());
         }
+        problems.extend(self.limits.problems());
         if problems.is_empty() {
             Ok(())
         } else {

@@ -55,6 +55,10 @@ use state::Shared;
 /// How long a connection may take to send a request's headers (or stay idle between requests).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Connections served at once: as many as the process can open (benchmarks hold thousands of
+/// streams open against the mock).
+const MAX_CONNECTIONS: usize = usize::MAX;
+
 /// How long [`MockModel::shutdown`] waits for open connections before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -103,6 +107,7 @@ impl MockModel {
             app,
             stop.clone(),
             HEADER_TIMEOUT,
+            MAX_CONNECTIONS,
         ));
         Ok(MockModel {
             shared,

@@ -45,11 +45,15 @@ pub struct Usage {
     pub total_tokens: u64,
 }
 
+/// Sums saturate: the counts are the model's word, and a model claiming `u64::MAX` tokens
+/// must not overflow a turn's total.
 impl std::ops::AddAssign for Usage {
     fn add_assign(&mut self, other: Usage) {
-        self.prompt_tokens += other.prompt_tokens;
-        self.completion_tokens += other.completion_tokens;
-        self.total_tokens += other.total_tokens;
+        self.prompt_tokens = self.prompt_tokens.saturating_add(other.prompt_tokens);
+        self.completion_tokens = self
+            .completion_tokens
+            .saturating_add(other.completion_tokens);
+        self.total_tokens = self.total_tokens.saturating_add(other.total_tokens);
     }
 }
 
@@ -85,6 +89,9 @@ pub enum ProviderError {
     Protocol(String),
     #[error("model call cancelled")]
     Cancelled,
+    /// The request was not sent: serialized, it is over `limits.max_prompt_bytes`.
+    #[error("the model request is {bytes} bytes, over limits.max_prompt_bytes ({limit})")]
+    RequestTooLarge { bytes: usize, limit: usize },
 }
 
 /// A chat-completions backend.

@@ -1,5 +1,6 @@
 //! The OpenAI-compatible chat-completions provider (OpenAI, Ollama, vLLM, llama.cpp, LiteLLM):
-//! request building, retries, and reading answers from providers that bend the format.
+//! request building, retries, and reading answers from providers that bend the format, each
+//! within its size limit (`limits.max_prompt_bytes`, `max_response_bytes`, `max_event_bytes`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use serde_json::{Map, Value};
 use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
 use super::secrets::{Scrubber, shown_url};
 use super::{ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
-use crate::config::ProviderConfig;
+use crate::config::{LimitsConfig, ProviderConfig};
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
 
 /// Largest error body quoted back to the client.
@@ -24,6 +25,32 @@ const MAX_ERROR_TEXT: usize = 500;
 /// that answer concerns the operator's key, so its text goes to the daemon log only.
 const CREDENTIALS_REFUSED: &str =
     "the provider refused agentd's credentials (provider.api_key); the daemon log has its answer";
+/// Most of an error response's body read to find its message; the rest is not read.
+const MAX_ERROR_BODY: usize = 64 * 1024;
+
+/// How large what goes to and comes from the model may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct WireLimits {
+    /// A serialized request.
+    pub request: usize,
+    /// A non-streamed body, or a streamed answer's text and tool calls.
+    pub response: usize,
+    /// One line, and one event's data, of an event stream.
+    pub event: usize,
+    /// Tool calls in one answer.
+    pub calls: usize,
+}
+
+impl From<&LimitsConfig> for WireLimits {
+    fn from(limits: &LimitsConfig) -> Self {
+        Self {
+            request: limits.max_prompt_bytes,
+            response: limits.max_response_bytes,
+            event: limits.max_event_bytes,
+            calls: limits.max_tool_calls,
+        }
+    }
+}
 
 /// A model call as sent: the request's fields plus the streaming switches.
 #[derive(Serialize)]
@@ -50,6 +77,7 @@ pub struct OpenAiProvider {
     pub(super) scrubber: Arc<Scrubber>,
     /// The URL as logs show it: no user-info, no query.
     pub(super) shown_url: String,
+    pub(super) limits: WireLimits,
 }
 
 impl OpenAiProvider {
@@ -107,11 +135,20 @@ impl OpenAiProvider {
                 max: config.backoff_max,
             },
             read_timeout: config.read_timeout,
+            limits: WireLimits::from(&LimitsConfig::default()),
         })
     }
 
-    /// Encodes a model call for the wire, with its `stream` flag.
+    /// Applies `[limits]` to what is sent to and read from the model.
+    pub fn with_limits(mut self, limits: &LimitsConfig) -> Self {
+        self.limits = WireLimits::from(limits);
+        self
+    }
+
+    /// Encodes a model call for the wire, with its `stream` flag; a request over the size
+    /// limit is refused before anything is sent.
     pub(super) fn encode(
+        &self,
         request: &ModelRequest<'_>,
         stream: bool,
     ) -> Result<Vec<u8>, ProviderError> {
@@ -122,8 +159,15 @@ impl OpenAiProvider {
                 include_usage: true,
             }),
         };
-        serde_json::to_vec(&wire)
-            .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))
+        let body = serde_json::to_vec(&wire)
+            .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))?;
+        if body.len() > self.limits.request {
+            return Err(ProviderError::RequestTooLarge {
+                bytes: body.len(),
+                limit: self.limits.request,
+            });
+        }
+        Ok(body)
     }
 
     /// Sends the encoded request, retrying retryable failures; returns the successful
@@ -157,7 +201,10 @@ impl OpenAiProvider {
                         .get(reqwest::header::RETRY_AFTER)
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_retry_after);
-                    let text = response.text().await.unwrap_or_default();
+                    let text = read_capped(response, MAX_ERROR_BODY)
+                        .await
+                        .map(|body| String::from_utf8_lossy(&body.bytes).into_owned())
+                        .unwrap_or_default();
                     let message = self.scrubber.text(&error_message(&text));
                     if matches!(status, 401 | 403 | 407) {
                         tracing::warn!(url = %self.shown_url, status, answer = %message, "model provider refused agentd's credentials");
@@ -210,13 +257,29 @@ impl ModelProvider for OpenAiProvider {
     }
 
     async fn complete(&self, request: &ModelRequest<'_>) -> Result<ModelResponse, ProviderError> {
-        let body = Self::encode(request, false)?;
+        let body = self.encode(request, false)?;
         let response = self.send(body, Some(self.read_timeout)).await?;
-        let bytes = response
-            .bytes()
-            .await
-            .map_err(|e| self.failed(self.transport_error(e)))?;
-        parse_completion(&bytes).map_err(|e| self.failed(self.scrubber.error(e)))
+        let limit = self.limits.response;
+        // A declared length over the limit is refused unread.
+        let declared = response.content_length().unwrap_or(0);
+        let body = if usize::try_from(declared).map_or(true, |n| n > limit) {
+            CappedBody {
+                bytes: Vec::new(),
+                cut: true,
+            }
+        } else {
+            read_capped(response, limit)
+                .await
+                .map_err(|e| self.failed(self.transport_error(e)))?
+        };
+        if body.cut {
+            tracing::warn!(limit, "model answer over limits.max_response_bytes");
+            return Err(ProviderError::Protocol(format!(
+                "the answer is larger than limits.max_response_bytes ({limit} bytes)"
+            )));
+        }
+        parse_completion(&body.bytes, self.limits.calls)
+            .map_err(|e| self.failed(self.scrubber.error(e)))
     }
 
     async fn stream(
@@ -225,6 +288,32 @@ impl ModelProvider for OpenAiProvider {
     ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError> {
         super::stream::open(self, request).await
     }
+}
+
+/// A response body read up to a size.
+struct CappedBody {
+    bytes: Vec<u8>,
+    /// More than the cap was on offer; `bytes` holds the cap's worth.
+    cut: bool,
+}
+
+/// Reads at most `cap` bytes of `response`'s body (the rest is never read), so a model cannot
+/// make agentd buffer without end.
+async fn read_capped(
+    mut response: reqwest::Response,
+    cap: usize,
+) -> Result<CappedBody, reqwest::Error> {
+    let declared = response.content_length().unwrap_or(0);
+    let mut bytes = Vec::with_capacity(usize::try_from(declared).map_or(cap, |n| n.min(cap)));
+    while let Some(chunk) = response.chunk().await? {
+        let room = cap - bytes.len();
+        if chunk.len() > room {
+            bytes.extend_from_slice(&chunk[..room]);
+            return Ok(CappedBody { bytes, cut: true });
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(CappedBody { bytes, cut: false })
 }
 
 /// The parts of a chat completion agentd reads. Everything else (ids, logprobs, model name,
@@ -253,8 +342,8 @@ struct WireMessage {
     tool_calls: Option<Value>,
 }
 
-/// Reads a non-streaming chat completion body.
-pub fn parse_completion(body: &[u8]) -> Result<ModelResponse, ProviderError> {
+/// Reads a non-streaming chat completion body; more than `max_calls` tool calls is an error.
+pub fn parse_completion(body: &[u8], max_calls: usize) -> Result<ModelResponse, ProviderError> {
     let completion: WireCompletion = serde_json::from_slice(body)
         .map_err(|e| ProviderError::Protocol(format!("response is not a chat completion: {e}")))?;
     let choice = completion
@@ -269,6 +358,17 @@ pub fn parse_completion(body: &[u8]) -> Result<ModelResponse, ProviderError> {
         _ => Value::Null,
     };
     let tool_calls = match message.tool_calls {
+        Some(Value::Array(calls)) if calls.len() > max_calls => {
+            tracing::warn!(
+                calls = calls.len(),
+                limit = max_calls,
+                "model answer over limits.max_tool_calls"
+            );
+            return Err(ProviderError::Protocol(format!(
+                "the answer calls {} tools at once, over limits.max_tool_calls ({max_calls})",
+                calls.len()
+            )));
+        }
         Some(Value::Array(calls)) if !calls.is_empty() => Some(
             calls
                 .iter()
@@ -397,7 +497,7 @@ mod tests {
             ]}, "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
         });
-        let r = parse_completion(body.to_string().as_bytes()).unwrap();
+        let r = parse_completion(body.to_string().as_bytes(), 128).unwrap();
         let calls = r.message.calls();
         assert_eq!(calls.len(), 2);
         assert!(calls[0].id.starts_with("call_"));
@@ -414,7 +514,7 @@ mod tests {
         ] {
             assert!(
                 matches!(
-                    parse_completion(bad.as_bytes()),
+                    parse_completion(bad.as_bytes(), 128),
                     Err(ProviderError::Protocol(_))
                 ),
                 "{bad}"
@@ -426,7 +526,7 @@ mod tests {
     fn text_answers_keep_their_content_and_lenient_fields_stay_lenient() {
         let body = r#"{"choices": [{"message": {"content": "hi"}, "finish_reason": 7}],
                        "usage": "not an object"}"#;
-        let r = parse_completion(body.as_bytes()).unwrap();
+        let r = parse_completion(body.as_bytes(), 128).unwrap();
         assert_eq!(r.message.content, Value::String("hi".into()));
         assert_eq!(r.message.tool_calls, None);
         assert_eq!(r.finish_reason, None);

@@ -46,7 +46,9 @@ impl Scrubber {
                 message: self.text(&message),
             },
             ProviderError::Protocol(text) => ProviderError::Protocol(self.text(&text)),
-            other @ (ProviderError::Timeout(_) | ProviderError::Cancelled) => other,
+            other @ (ProviderError::Timeout(_)
+            | ProviderError::Cancelled
+            | ProviderError::RequestTooLarge { .. }) => other,
         }
     }
 }

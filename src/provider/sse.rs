@@ -6,12 +6,16 @@
 //! with `\n`, a blank line ends the event, and an event without data is not dispatched. Other
 //! fields (`event`, `id`, `retry`) are read past: chat-completion streams carry everything in
 //! `data`. A line is only read once its end has arrived, so a character split between two
-//! reads is whole by then; an event the stream never finished is dropped.
+//! reads is whole by then; an event the stream never finished is dropped. A line, and an
+//! event's data, longer than the decoder's limit is an error as soon as it is known to be: an
+//! endless line is never buffered whole.
 
 /// Incremental decoder: [`push`](Self::push) what the connection delivered, then take events
 /// with [`next_event`](Self::next_event) until it says `None`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SseDecoder {
+    /// Longest line, and longest event data, accepted (`limits.max_event_bytes`).
+    max_bytes: usize,
     buffer: Vec<u8>,
     /// Where the unread part of `buffer` starts.
     read: usize,
@@ -27,12 +31,29 @@ pub struct SseDecoder {
 
 /// The stream's bytes are not an event stream agentd can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("an event-stream line is not UTF-8")]
-pub struct NotUtf8;
+pub enum DecodeError {
+    #[error("an event-stream line is not UTF-8")]
+    NotUtf8,
+    #[error("an event-stream line or event is longer than limits.max_event_bytes ({limit} bytes)")]
+    TooLong { limit: usize },
+}
 
 const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl SseDecoder {
+    /// A decoder refusing lines and events longer than `max_bytes`.
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            buffer: Vec::new(),
+            read: 0,
+            data: String::new(),
+            has_data: false,
+            after_cr: false,
+            started: false,
+        }
+    }
+
     /// Appends bytes read from the connection, dropping those already read: what is kept is
     /// at most an unfinished line, so a long stream does not grow the buffer.
     pub fn push(&mut self, bytes: &[u8]) {
@@ -42,7 +63,7 @@ impl SseDecoder {
     }
 
     /// The data of the next complete event, if the bytes pushed so far hold one.
-    pub fn next_event(&mut self) -> Result<Option<String>, NotUtf8> {
+    pub fn next_event(&mut self) -> Result<Option<String>, DecodeError> {
         if !self.started {
             let unread = &self.buffer[self.read..];
             if unread.len() < BOM.len() && BOM.starts_with(unread) {
@@ -61,11 +82,25 @@ impl SseDecoder {
                 }
             }
             let unread = &self.buffer[self.read..];
-            let Some(end) = unread.iter().position(|&b| b == b'\n' || b == b'\r') else {
-                return Ok(None);
+            let too_long = DecodeError::TooLong {
+                limit: self.max_bytes,
             };
+            let Some(end) = unread.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                // An unfinished line already over the limit will not get shorter.
+                return if unread.len() > self.max_bytes {
+                    Err(too_long)
+                } else {
+                    Ok(None)
+                };
+            };
+            if end > self.max_bytes {
+                return Err(too_long);
+            }
             self.after_cr = unread[end] == b'\r';
-            let line = std::str::from_utf8(&unread[..end]).map_err(|_| NotUtf8)?;
+            let line = std::str::from_utf8(&unread[..end]).map_err(|_| DecodeError::NotUtf8)?;
+            if self.data.len() + line.len() > self.max_bytes {
+                return Err(too_long);
+            }
             let event = take_line(&mut self.data, &mut self.has_data, line);
             self.read += end + 1;
             if event.is_some() {
@@ -103,11 +138,15 @@ fn take_line(data: &mut String, has_data: &mut bool, line: &str) -> Option<Strin
 
 #[cfg(test)]
 mod tests {
-    use super::{NotUtf8, SseDecoder};
+    use super::{DecodeError, SseDecoder};
 
     /// Feeds `chunks` one after the other; returns every event's data.
-    fn decode(chunks: &[&[u8]]) -> Result<Vec<String>, NotUtf8> {
-        let mut decoder = SseDecoder::default();
+    fn decode(chunks: &[&[u8]]) -> Result<Vec<String>, DecodeError> {
+        decode_within(1 << 20, chunks)
+    }
+
+    fn decode_within(max_bytes: usize, chunks: &[&[u8]]) -> Result<Vec<String>, DecodeError> {
+        let mut decoder = SseDecoder::new(max_bytes);
         let mut events = Vec::new();
         for chunk in chunks {
             decoder.push(chunk);
@@ -152,12 +191,12 @@ mod tests {
 
     #[test]
     fn a_line_that_is_not_utf8_is_an_error() {
-        assert_eq!(decode(&[b"data: \xff\xfe\n\n"]), Err(NotUtf8));
+        assert_eq!(decode(&[b"data: \xff\xfe\n\n"]), Err(DecodeError::NotUtf8));
     }
 
     #[test]
     fn a_long_stream_does_not_keep_what_was_read() {
-        let mut decoder = SseDecoder::default();
+        let mut decoder = SseDecoder::new(1 << 20);
         for i in 0..10_000 {
             decoder.push(format!("data: {i}\n\n").as_bytes());
             assert_eq!(decoder.next_event().unwrap(), Some(i.to_string()));
@@ -166,6 +205,31 @@ mod tests {
             decoder.buffer.capacity() < 1024,
             "{}",
             decoder.buffer.capacity()
+        );
+    }
+
+    #[test]
+    fn lines_and_events_over_the_limit_are_errors_before_they_are_whole() {
+        let too_long = DecodeError::TooLong { limit: 16 };
+        assert_eq!(
+            decode_within(16, &[b"data: 0123456789\n\n"]),
+            Ok(vec!["0123456789".to_owned()]),
+            "a line of exactly the limit is read"
+        );
+        assert_eq!(
+            decode_within(16, &[b"data: 0123456789A\n\n"]),
+            Err(too_long.clone())
+        );
+        // A line that never ends is refused once it is over the limit, not buffered on.
+        let mut decoder = SseDecoder::new(16);
+        decoder.push(b"data: 0123456789");
+        assert_eq!(decoder.next_event(), Ok(None));
+        decoder.push(b"ABCDEF");
+        assert_eq!(decoder.next_event(), Err(too_long.clone()));
+        // Many short data lines of one event add up.
+        assert_eq!(
+            decode_within(16, &[b"data: 01234\ndata: 56789\ndata: ABCDE\n\n"]),
+            Err(too_long)
         );
     }
 }

@@ -1,6 +1,9 @@
 //! Streamed chat completions: SSE parsed incrementally, text forwarded as it arrives, tool
 //! calls assembled from deltas by id and index (robust to providers that send every call with
-//! index 0, split arguments across chunks, or report the wrong `finish_reason`).
+//! index 0, split arguments across chunks, or report the wrong `finish_reason`). The answer
+//! assembled (text, tool-call ids, names and arguments) is bounded by
+//! `limits.max_response_bytes` and its calls by `limits.max_tool_calls`; a stream going past
+//! either is an upstream error.
 
 use std::sync::Arc;
 
@@ -20,16 +23,17 @@ pub(super) async fn open(
     provider: &OpenAiProvider,
     request: &ModelRequest<'_>,
 ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError> {
-    let body = OpenAiProvider::encode(request, true)?;
+    let body = provider.encode(request, true)?;
     let response = provider.send(body, None).await?;
     let events = Events {
         response,
-        decoder: SseDecoder::default(),
+        decoder: SseDecoder::new(provider.limits.event),
         ended: false,
         scrubber: Arc::clone(&provider.scrubber),
     };
+    let assembler = Assembler::new(provider.limits.response, provider.limits.calls);
     let stream = futures_util::stream::unfold(
-        (events, Assembler::default(), false),
+        (events, assembler, false),
         |(mut events, mut assembler, finished)| async move {
             if finished {
                 return None;
@@ -56,8 +60,12 @@ pub(super) async fn open(
                         return Some((Err(error), (events, assembler, true)));
                     }
                 };
-                if let Some(text) = assembler.push(chunk) {
-                    return Some((Ok(StreamEvent::Text(text)), (events, assembler, false)));
+                match assembler.push(chunk) {
+                    Ok(Some(text)) => {
+                        return Some((Ok(StreamEvent::Text(text)), (events, assembler, false)));
+                    }
+                    Ok(None) => {}
+                    Err(error) => return Some((Err(error), (events, assembler, true))),
                 }
             }
         },
@@ -82,7 +90,10 @@ impl Events {
                 Ok(Some(data)) => return Some(Ok(data)),
                 Ok(None) if self.ended => return None,
                 Ok(None) => {}
-                Err(e) => return Some(Err(ProviderError::Protocol(format!("stream broken: {e}")))),
+                Err(e) => {
+                    tracing::warn!(error = %e, "model event stream refused");
+                    return Some(Err(ProviderError::Protocol(format!("stream broken: {e}"))));
+                }
             }
             match self.response.chunk().await {
                 Ok(Some(bytes)) => self.decoder.push(&bytes),
@@ -134,8 +145,15 @@ impl StreamChunk {
 }
 
 /// Builds one assistant message out of streamed deltas.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Assembler {
+    /// Most bytes of text, call ids, names and arguments kept, each call counting
+    /// [`CALL_OVERHEAD`] more.
+    max_bytes: usize,
+    /// Most tool calls in the answer.
+    max_calls: usize,
+    /// What is kept so far, counted as `max_bytes` counts it.
+    kept_bytes: usize,
     text: String,
     calls: Vec<PartialCall>,
     finish_reason: Option<String>,
@@ -152,34 +170,81 @@ struct PartialCall {
     arguments: String,
 }
 
+/// What a tool call costs on top of its text: a call with no name or arguments is not free.
+const CALL_OVERHEAD: usize = 64;
+
+impl Default for Assembler {
+    fn default() -> Self {
+        let limits = crate::config::LimitsConfig::default();
+        Self::new(limits.max_response_bytes, limits.max_tool_calls)
+    }
+}
+
 impl Assembler {
-    /// Takes one chunk; returns its text delta, if any.
-    pub fn push(&mut self, chunk: StreamChunk) -> Option<String> {
+    /// An assembler refusing answers over `max_bytes` (see [`Assembler::max_bytes`]) or with
+    /// more than `max_calls` tool calls.
+    pub fn new(max_bytes: usize, max_calls: usize) -> Self {
+        Self {
+            max_bytes,
+            max_calls,
+            kept_bytes: 0,
+            text: String::new(),
+            calls: Vec::new(),
+            finish_reason: None,
+            usage: None,
+            saw_finish: false,
+        }
+    }
+
+    /// Takes one chunk; returns its text delta, if any. An answer growing past the limits is
+    /// an error.
+    pub fn push(&mut self, chunk: StreamChunk) -> Result<Option<String>, ProviderError> {
         // A `null` usage is already `None` here.
         if let Some(usage) = parse_usage(chunk.usage.as_ref()) {
             self.usage = Some(usage);
         }
-        let choice = chunk.choices?.into_iter().next()?;
+        let Some(choice) = chunk.choices.and_then(|choices| choices.into_iter().next()) else {
+            return Ok(None);
+        };
         if let Some(Value::String(reason)) = choice.finish_reason {
             self.finish_reason = Some(reason);
             self.saw_finish = true;
         }
-        let delta = choice.delta?;
+        let Some(delta) = choice.delta else {
+            return Ok(None);
+        };
         if let Some(Value::Array(calls)) = &delta.tool_calls {
             for call in calls {
-                self.push_call_delta(call);
+                self.push_call_delta(call)?;
             }
         }
         match delta.content {
             Some(Value::String(text)) if !text.is_empty() => {
+                self.keep(text.len())?;
                 self.text.push_str(&text);
-                Some(text)
+                Ok(Some(text))
             }
-            _ => None,
+            _ => Ok(None),
         }
     }
 
-    fn push_call_delta(&mut self, delta: &Value) {
+    /// Counts `bytes` more against the answer's limit.
+    fn keep(&mut self, bytes: usize) -> Result<(), ProviderError> {
+        self.kept_bytes = self.kept_bytes.saturating_add(bytes);
+        if self.kept_bytes > self.max_bytes {
+            tracing::warn!(
+                limit = self.max_bytes,
+                "streamed model answer over limits.max_response_bytes"
+            );
+            return Err(ProviderError::Protocol(format!(
+                "the answer is larger than limits.max_response_bytes ({} bytes)",
+                self.max_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    fn push_call_delta(&mut self, delta: &Value) -> Result<(), ProviderError> {
         let index = delta.get("index").and_then(Value::as_u64).unwrap_or(0);
         let id = delta
             .get("id")
@@ -190,29 +255,37 @@ impl Assembler {
         let arguments = arguments_text(function.and_then(|f| f.get("arguments")));
         // A new id starts a new call even when the index repeats (providers that send every
         // call with index 0); without an id, the delta continues the latest call at its index.
-        let target = match id {
-            Some(id) => match self.calls.iter().position(|c| c.id == id) {
-                Some(i) => i,
-                None => {
-                    self.calls.push(PartialCall::new(index, id.to_owned()));
-                    self.calls.len() - 1
-                }
-            },
-            None => match self.calls.iter().rposition(|c| c.index == index) {
-                Some(i) => i,
-                None => {
-                    self.calls.push(PartialCall::new(index, String::new()));
-                    self.calls.len() - 1
-                }
-            },
+        let found = match id {
+            Some(id) => self.calls.iter().position(|c| c.id == id),
+            None => self.calls.iter().rposition(|c| c.index == index),
         };
+        let target = match found {
+            Some(i) => i,
+            None => {
+                if self.calls.len() >= self.max_calls {
+                    tracing::warn!(
+                        limit = self.max_calls,
+                        "streamed model answer over limits.max_tool_calls"
+                    );
+                    return Err(ProviderError::Protocol(format!(
+                        "the answer calls more than limits.max_tool_calls ({}) tools at once",
+                        self.max_calls
+                    )));
+                }
+                let id = id.unwrap_or_default();
+                self.keep(CALL_OVERHEAD + id.len())?;
+                self.calls.push(PartialCall::new(index, id.to_owned()));
+                self.calls.len() - 1
+            }
+        };
+        let named = name.filter(|_| self.calls[target].name.is_empty());
+        self.keep(named.map_or(0, str::len) + arguments.len())?;
         let call = &mut self.calls[target];
-        if let Some(name) = name
-            && call.name.is_empty()
-        {
+        if let Some(name) = named {
             call.name = name.to_owned();
         }
         call.arguments.push_str(&arguments);
+        Ok(())
     }
 
     /// The assembled answer. `done` is whether the provider sent its end marker; a stream that
@@ -303,16 +376,20 @@ mod tests {
     #[test]
     fn assembles_split_arguments_and_all_index_zero_calls() {
         let mut a = Assembler::default();
-        a.push(call_delta(0, Some("c1"), Some("first"), ""));
+        a.push(call_delta(0, Some("c1"), Some("first"), ""))
+            .unwrap();
         for ch in ["{\"a\"", ":", "1}"] {
-            a.push(call_delta(0, None, None, ch));
+            a.push(call_delta(0, None, None, ch)).unwrap();
         }
-        a.push(call_delta(0, Some("c2"), Some("second"), "{\"b\":"));
-        a.push(call_delta(0, None, None, "2}"));
+        a.push(call_delta(0, Some("c2"), Some("second"), "{\"b\":"))
+            .unwrap();
+        a.push(call_delta(0, None, None, "2}")).unwrap();
         a.push(chunk(
             json!({ "choices": [{ "delta": {}, "finish_reason": "stop" }] }),
-        ));
-        a.push(chunk(json!({ "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3 } })));
+        ))
+        .unwrap();
+        a.push(chunk(json!({ "choices": [], "usage": { "prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3 } })))
+            .unwrap();
         let r = a.finish(true).unwrap();
         let calls = r.message.calls();
         assert_eq!(calls.len(), 2);
@@ -331,17 +408,21 @@ mod tests {
     #[test]
     fn text_is_forwarded_and_cut_off_streams_fail() {
         let mut a = Assembler::default();
-        let t = a.push(chunk(
-            json!({ "choices": [{ "delta": { "content": "Hel" } }] }),
-        ));
+        let t = a
+            .push(chunk(
+                json!({ "choices": [{ "delta": { "content": "Hel" } }] }),
+            ))
+            .unwrap();
         assert_eq!(t.as_deref(), Some("Hel"));
         a.push(chunk(
             json!({ "choices": [{ "delta": { "content": "lo" } }] }),
-        ));
+        ))
+        .unwrap();
         assert!(Assembler::default().finish(false).is_err());
         a.push(chunk(
             json!({ "choices": [{ "delta": {}, "finish_reason": "length" }] }),
-        ));
+        ))
+        .unwrap();
         let r = a.finish(false).unwrap();
         assert_eq!(r.message.content, json!("Hello"));
         assert_eq!(r.finish_reason.as_deref(), Some("length"));
@@ -358,7 +439,7 @@ mod tests {
         ];
         let texts: Vec<Option<String>> = bent
             .iter()
-            .map(|data| a.push(StreamChunk::parse(data).expect("parses")))
+            .map(|data| a.push(StreamChunk::parse(data).expect("parses")).unwrap())
             .collect();
         assert_eq!(texts, [None, None, Some("Hi".to_owned()), None]);
         let r = a.finish(false).expect("a finish reason was seen");
@@ -366,5 +447,31 @@ mod tests {
         assert_eq!(r.finish_reason.as_deref(), Some("stop"));
         assert_eq!(r.usage.total_tokens, 5);
         assert!(StreamChunk::parse(r#"{"choices":"all"}"#).is_err());
+    }
+
+    #[test]
+    fn an_answer_over_its_size_or_call_limit_is_an_error() {
+        let text = |t: &str| chunk(json!({ "choices": [{ "delta": { "content": t } }] }));
+        let mut a = Assembler::new(10, 4);
+        assert_eq!(a.push(text("12345")).unwrap().as_deref(), Some("12345"));
+        assert_eq!(a.push(text("67890")).unwrap().as_deref(), Some("67890"));
+        assert!(matches!(a.push(text("!")), Err(ProviderError::Protocol(_))));
+
+        let mut a = Assembler::new(1 << 20, 2);
+        a.push(call_delta(0, Some("c1"), Some("f"), "{}")).unwrap();
+        a.push(call_delta(1, Some("c2"), Some("f"), "{}")).unwrap();
+        a.push(call_delta(1, None, None, " ")).unwrap();
+        assert!(
+            matches!(
+                a.push(call_delta(2, Some("c3"), Some("f"), "{}")),
+                Err(ProviderError::Protocol(message)) if message.contains("max_tool_calls")
+            ),
+            "a third call is refused"
+        );
+
+        // Calls without names or arguments still count.
+        let mut a = Assembler::new(CALL_OVERHEAD * 2 - 1, 100);
+        a.push(call_delta(0, None, None, "")).unwrap();
+        assert!(a.push(call_delta(1, None, None, "")).is_err());
     }
 }

@@ -1,5 +1,6 @@
 //! Runs the server-tool calls of one model response: journal, validation, handler with timeout
-//! and cancellation, concurrency limits, panic isolation; results in call order.
+//! and cancellation, concurrency limits, panic isolation, a ceiling on result size; results in
+//! call order.
 
 use std::any::Any;
 use std::fmt;
@@ -9,6 +10,7 @@ use std::time::Duration;
 
 use agentd_sdk::{CallContext, HandlerError, ToolCall, ToolOutput};
 use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
 use time::OffsetDateTime;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -91,16 +93,22 @@ pub struct DispatchRequest<'a> {
     pub offered: &'a [String],
     pub cancel: &'a CancellationToken,
     /// Called with each run as soon as it finishes (streaming), before `run` returns.
-    pub progress: Option<&'a (dyn Fn(&ToolRun) + Send + Sync)>,
+    pub progress: Option<Progress<'a>>,
     /// History entries committed together with the journal starts: the model answer that
     /// made these calls, so both are durable before any call runs.
     pub entries: Vec<Arc<Entry>>,
 }
 
+/// Reports a finished run; the run's call waits for the returned future (a stream's client
+/// that reads slowly holds the turn back instead of a buffer growing).
+pub type Progress<'a> = &'a (dyn Fn(&ToolRun) -> BoxFuture<'static, ()> + Send + Sync);
+
 /// Shared by all turns: the store for the journal and a daemon-wide cap on running calls.
 pub struct Dispatcher {
     store: Arc<dyn Store>,
     running: Arc<tokio::sync::Semaphore>,
+    /// Longest result text kept (`limits.max_tool_result_bytes`).
+    max_result_bytes: usize,
 }
 
 /// What a call came to before it is turned into a [`ToolRun`].
@@ -116,7 +124,13 @@ impl Dispatcher {
         Self {
             store,
             running: Arc::new(tokio::sync::Semaphore::new(max_concurrent_calls)),
+            max_result_bytes: crate::config::LimitsConfig::default().max_tool_result_bytes,
         }
+    }
+
+    /// Results longer than this are replaced by a `result_too_large` error result.
+    pub fn set_max_result_bytes(&mut self, max_result_bytes: usize) {
+        self.max_result_bytes = max_result_bytes;
     }
 
     /// Checks every call, journals the runnable ones in one commit together with
@@ -168,7 +182,7 @@ impl Dispatcher {
             log_run(session_id, &run);
             crate::metrics::tool_call(&run.name, run.outcome.as_str(), run.duration);
             if let Some(progress) = progress {
-                progress(&run);
+                progress(&run).await;
             }
             run
         });
@@ -257,6 +271,7 @@ impl Dispatcher {
             ),
             Ending::Replayed(content) => (content, Outcome::Replayed),
         };
+        let (content, outcome) = self.limit_result(session_id, call, content, outcome);
         if ran
             && finish_here
             && let Err(error) = self
@@ -275,6 +290,33 @@ impl Dispatcher {
             ran,
             digest,
         }
+    }
+
+    /// A result over `max_result_bytes` is replaced, before it is journaled, stored or sent, by
+    /// an error result telling the model the call ran and to ask for less.
+    fn limit_result(
+        &self,
+        session_id: &str,
+        call: &ToolCallRequest,
+        content: String,
+        outcome: Outcome,
+    ) -> (String, Outcome) {
+        if content.len() <= self.max_result_bytes {
+            return (content, outcome);
+        }
+        tracing::warn!(
+            session_id,
+            tool = %call.function.name,
+            call_id = %call.id,
+            bytes = content.len(),
+            limit = self.max_result_bytes,
+            "tool result over limits.max_tool_result_bytes; replaced by an error result"
+        );
+        let error = failure::result_too_large(content.len(), self.max_result_bytes);
+        (
+            error.to_result_json().to_string(),
+            Outcome::Error(error.kind),
+        )
     }
 
     /// The answer for a call the journal already holds: its result if it finished, otherwise

@@ -7,13 +7,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use agentd_sdk::HandlerFactory;
+use futures_util::future::BoxFuture;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::test_support::{FailFactory, MemoryJournal, SleepFactory};
-use super::{Catalog, DispatchRequest, Dispatcher, Outcome, Registry, StepRuns, ToolRun};
+use super::{Catalog, DispatchRequest, Dispatcher, Outcome, Progress, Registry, StepRuns, ToolRun};
 use crate::session::{CallResult, CallStatus, FunctionCall, JournalRecord, Store, ToolCallRequest};
 
 const CATALOG: &str = r#"
@@ -114,8 +115,9 @@ impl Harness {
         progress: Option<mpsc::UnboundedSender<ToolRun>>,
     ) -> Vec<ToolRun> {
         let report = progress.map(|tx| {
-            move |run: &ToolRun| {
+            move |run: &ToolRun| -> BoxFuture<'static, ()> {
                 let _ = tx.send(run.clone());
+                Box::pin(async {})
             }
         });
         let step = self
@@ -140,7 +142,7 @@ impl Harness {
         &self,
         calls: &[ToolCallRequest],
         cancel: &CancellationToken,
-        progress: Option<&(dyn Fn(&ToolRun) + Send + Sync)>,
+        progress: Option<Progress<'_>>,
     ) -> StepRuns {
         self.dispatcher
             .run(DispatchRequest {

@@ -89,6 +89,17 @@ pub(super) fn journal_unavailable() -> HandlerError {
     .retryable()
 }
 
+pub(super) fn result_too_large(bytes: usize, limit: usize) -> HandlerError {
+    HandlerError::new(
+        "result_too_large",
+        format!(
+            "the call ran, but its result was {bytes} bytes, over the limit of {limit}, and was \
+             dropped; what the call does may have been done, so do not repeat it as is; to see \
+             its output, call it again asking for less"
+        ),
+    )
+}
+
 pub(super) fn timeout(limit: Duration) -> HandlerError {
     HandlerError::new(
         "timeout",

@@ -20,5 +20,5 @@ mod test_support;
 pub use catalog::{Catalog, CatalogError, CatalogTool};
 pub use catalog_compile::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT};
 pub use catalog_raw::is_valid_tool_name;
-pub use dispatch::{DispatchRequest, Dispatcher, Outcome, StepRuns, ToolRun};
+pub use dispatch::{DispatchRequest, Dispatcher, Outcome, Progress, StepRuns, ToolRun};
 pub use registry::Registry;

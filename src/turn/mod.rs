@@ -3,6 +3,7 @@
 //! (then one last call with `tool_choice: "none"`). History is written as the turn goes, so it
 //! is valid at every point: a tool call is never stored without its result following it.
 
+mod limits;
 mod pending;
 pub mod prompt;
 
@@ -10,6 +11,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
@@ -23,8 +25,9 @@ use crate::session::{
     CallResult, ChatMessage, Entry, EntrySource, MessageJson, PromptMessage, StepWrite, Store,
     StoreError, ToolCallRequest,
 };
-use crate::tool::{Catalog, DispatchRequest, Dispatcher, ToolRun};
+use crate::tool::{Catalog, DispatchRequest, Dispatcher, Progress, ToolRun};
 
+pub use limits::TurnLimits;
 pub use pending::unanswered;
 
 /// The session, agent and settings a turn runs with (loaded by the API layer).
@@ -46,6 +49,9 @@ pub struct TurnContext {
     pub token_budget: Option<u64>,
     /// The session's `auto_run_tools` default.
     pub auto_run_tools: Option<bool>,
+    /// The session's `context_overflow` is `truncate`: a model request over
+    /// `limits.max_prompt_bytes` drops its oldest messages instead of failing the turn.
+    pub truncate_on_overflow: bool,
 }
 
 /// What the caller asked for in this chat call.
@@ -117,6 +123,9 @@ pub enum TurnError {
     Store(#[from] StoreError),
     #[error("{loc}: {msg}")]
     Invalid { loc: String, msg: String },
+    /// Over a `[limits]` ceiling (`history_full`, `prompt_too_large`).
+    #[error("{message}")]
+    Limit { code: &'static str, message: String },
     #[error("turn cancelled")]
     Cancelled,
 }
@@ -138,6 +147,7 @@ pub struct Engine {
     dispatcher: Dispatcher,
     config: TurnConfig,
     default_model: String,
+    limits: TurnLimits,
 }
 
 impl Engine {
@@ -156,7 +166,16 @@ impl Engine {
             catalog: RwLock::new(Arc::new(catalog)),
             config,
             default_model,
+            limits: TurnLimits::default(),
         }
+    }
+
+    /// Applies `[limits]`: session history size, system prompt size and tool result size.
+    pub fn with_limits(mut self, limits: &crate::config::LimitsConfig) -> Self {
+        self.limits = TurnLimits::from(limits);
+        self.dispatcher
+            .set_max_result_bytes(limits.max_tool_result_bytes);
+        self
     }
 
     /// The catalog new turns start with.
@@ -186,7 +205,7 @@ impl Engine {
         &self,
         ctx: &TurnContext,
         request: TurnRequest,
-        events: Option<mpsc::UnboundedSender<TurnEvent>>,
+        events: Option<mpsc::Sender<TurnEvent>>,
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, TurnError> {
         let turn_timer = crate::metrics::turn_started();
@@ -200,6 +219,9 @@ impl Engine {
         // The input is stored together with the model's first answer: a turn whose model
         // call fails leaves no trace, so the client's retry does not repeat the input.
         transcript.add(incoming);
+        if save {
+            limits::check_history(sid, &transcript.conversation, self.limits)?;
+        }
 
         let offer = prompt::offer(&catalog, &ctx.agent_tools, &request.tools);
         let auto_run = request
@@ -248,7 +270,7 @@ impl Engine {
             };
             let started = Instant::now();
             let response = self
-                .call_model(&model_request, events.as_ref(), cancel)
+                .call_model_within_limit(model_request, ctx, events.as_ref(), cancel)
                 .await;
             model_time += started.elapsed();
             crate::metrics::model_call(self.provider.name(), &model, started.elapsed(), &response);
@@ -305,15 +327,20 @@ impl Engine {
                 });
             }
             if let Some(events) = &events {
-                let _ = events.send(TurnEvent::ToolCalls(calls.clone()));
+                // Waits while the client is slow; fails at once when it has gone.
+                let _ = events.send(TurnEvent::ToolCalls(calls.clone())).await;
             }
             if !server_calls.is_empty() {
                 let started = Instant::now();
                 // Each result goes out as it finishes, before anything the next model call
                 // streams; a closed receiver only means nobody is listening any more.
                 let report = events.as_ref().map(|tx| {
-                    move |run: &ToolRun| {
-                        let _ = tx.send(TurnEvent::ToolResult(Box::new(run.clone())));
+                    move |run: &ToolRun| -> BoxFuture<'static, ()> {
+                        let tx = tx.clone();
+                        let event = TurnEvent::ToolResult(Box::new(run.clone()));
+                        Box::pin(async move {
+                            let _ = tx.send(event).await;
+                        })
                     }
                 });
                 let step_runs = self
@@ -325,9 +352,7 @@ impl Engine {
                         calls: &server_calls,
                         offered: &offer.names,
                         cancel,
-                        progress: report
-                            .as_ref()
-                            .map(|f| f as &(dyn Fn(&ToolRun) + Send + Sync)),
+                        progress: report.as_ref().map(|f| f as Progress<'_>),
                         entries: transcript.take_unsaved(),
                     })
                     .await?;
@@ -369,7 +394,7 @@ impl Engine {
     async fn call_model(
         &self,
         request: &ModelRequest<'_>,
-        events: Option<&mpsc::UnboundedSender<TurnEvent>>,
+        events: Option<&mpsc::Sender<TurnEvent>>,
         cancel: &CancellationToken,
     ) -> Result<ModelResponse, TurnError> {
         let call = async {
@@ -381,7 +406,8 @@ impl Engine {
             while let Some(event) = stream.next().await {
                 match event? {
                     StreamEvent::Text(text) => {
-                        let _ = events.send(TurnEvent::Text(text));
+                        // A slow client holds the model's stream here, not in a buffer.
+                        let _ = events.send(TurnEvent::Text(text)).await;
                     }
                     StreamEvent::Done(response) => return Ok(response),
                 }

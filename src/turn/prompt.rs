@@ -1,6 +1,7 @@
 //! What the model sees: the system prompt (agent instructions, session situation), the
-//! conversation (truncated to the session's token budget without splitting a tool call from
-//! its result), and the tools on offer.
+//! conversation (truncated to the session's token budget, or by bytes to fit
+//! `limits.max_prompt_bytes`, without splitting a tool call from its result), and the tools on
+//! offer.
 
 use std::borrow::Borrow;
 use std::collections::HashSet;
@@ -247,6 +248,34 @@ pub fn truncate<M: Borrow<ChatMessage>>(conversation: &[M], budget: u64) -> &[M]
     &conversation[start..]
 }
 
+/// `conversation` without its oldest blocks, dropping just enough of them that their `size`
+/// adds up to at least `at_least`. A tool call and its results go together, and the newest
+/// block is never dropped: `None` when dropping everything else is not enough.
+pub fn drop_oldest<M: Borrow<ChatMessage>>(
+    conversation: &[M],
+    at_least: usize,
+    size: impl Fn(&M) -> usize,
+) -> Option<&[M]> {
+    let mut start = 0;
+    let mut dropped = 0usize;
+    while dropped < at_least {
+        // The block starting at `start`: a message and the tool results that follow it.
+        let mut end = start + 1;
+        while end < conversation.len() && conversation[end].borrow().role == Role::Tool {
+            end += 1;
+        }
+        if end >= conversation.len() {
+            return None;
+        }
+        dropped = conversation[start..end]
+            .iter()
+            .map(&size)
+            .fold(dropped, usize::saturating_add);
+        start = end;
+    }
+    Some(&conversation[start..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,5 +387,27 @@ mod tests {
         assert_eq!(truncate(&conversation, 10_000).len(), 4);
         // Even a block larger than the budget is kept when it is the newest.
         assert_eq!(truncate(&conversation[..3], 5).len(), 2);
+    }
+
+    #[test]
+    fn dropping_by_size_takes_whole_blocks_from_the_front_and_keeps_the_newest() {
+        let conversation = vec![
+            ChatMessage::text(Role::User, "first"),
+            call("c1"),
+            ChatMessage::tool_result("c1", "t", "result".into()),
+            ChatMessage::text(Role::User, "newest"),
+        ];
+        let ten = |_: &ChatMessage| 10;
+        let kept = drop_oldest(&conversation, 5, ten).unwrap();
+        assert_eq!(kept.len(), 3, "one block of 10 covers 5");
+        assert_eq!(kept[0].role, Role::Assistant);
+        let kept = drop_oldest(&conversation, 11, ten).unwrap();
+        assert_eq!(kept.len(), 1, "the call goes with its result");
+        assert_eq!(kept[0].content, "newest");
+        assert!(
+            drop_oldest(&conversation, 31, ten).is_none(),
+            "the newest block stays"
+        );
+        assert_eq!(drop_oldest(&conversation, 0, ten).unwrap().len(), 4);
     }
 }
