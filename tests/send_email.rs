@@ -36,6 +36,22 @@ fn tool_result(d: &TestDaemon) -> Value {
     serde_json::from_str(tool["content"].as_str().unwrap()).unwrap()
 }
 
+/// A daemon whose send_email talks plain SMTP to a fresh relay (no TLS, no AUTH).
+async fn plain_relay_daemon(name: &str) -> (TempDir, SmtpServer, TestDaemon) {
+    let dir = TempDir::new(name);
+    let server = SmtpServer::start(&dir, &[]);
+    let options = format!(
+        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"agent@corp.example\"\n",
+        server.port
+    );
+    let d = TestDaemon::start_with(Options {
+        tools_toml: Some(catalog(&options)),
+        ..Default::default()
+    })
+    .await;
+    (dir, server, d)
+}
+
 #[tokio::test]
 async fn a_chat_turn_sends_the_email_over_starttls_with_auth() {
     let dir = TempDir::new("agentd-send-email");
@@ -110,17 +126,7 @@ async fn a_chat_turn_sends_the_email_over_starttls_with_auth() {
 
 #[tokio::test]
 async fn a_replayed_call_is_answered_from_the_journal_and_sent_once() {
-    let dir = TempDir::new("agentd-send-email-replay");
-    let server = SmtpServer::start(&dir, &[]);
-    let options = format!(
-        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"agent@corp.example\"\n",
-        server.port
-    );
-    let d = TestDaemon::start_with(Options {
-        tools_toml: Some(catalog(&options)),
-        ..Default::default()
-    })
-    .await;
+    let (_dir, server, d) = plain_relay_daemon("agentd-send-email-replay").await;
     let session = d.session().await;
     let call = || {
         Reply::tool_calls(vec![
@@ -163,17 +169,7 @@ async fn a_replayed_call_is_answered_from_the_journal_and_sent_once() {
 /// same id is a new call: it is sent, not answered with the first call's result.
 #[tokio::test]
 async fn a_reused_call_id_with_other_arguments_sends_again() {
-    let dir = TempDir::new("agentd-send-email-reused-id");
-    let server = SmtpServer::start(&dir, &[]);
-    let options = format!(
-        "host = \"127.0.0.1\"\nport = {}\nsecurity = \"none\"\nfrom = \"agent@corp.example\"\n",
-        server.port
-    );
-    let d = TestDaemon::start_with(Options {
-        tools_toml: Some(catalog(&options)),
-        ..Default::default()
-    })
-    .await;
+    let (_dir, server, d) = plain_relay_daemon("agentd-send-email-reused-id").await;
     let session = d.session().await;
     for to in ["a@example.com", "b@example.com"] {
         d.mock.push(Reply::tool_calls(vec![
