@@ -328,7 +328,7 @@ impl Engine {
             }
             if let Some(events) = &events {
                 // Waits while the client is slow; fails at once when it has gone.
-                let _ = events.send(TurnEvent::ToolCalls(calls.clone())).await;
+                emit(events, TurnEvent::ToolCalls(calls.clone()), cancel).await;
             }
             if !server_calls.is_empty() {
                 let started = Instant::now();
@@ -337,10 +337,9 @@ impl Engine {
                 let report = events.as_ref().map(|tx| {
                     move |run: &ToolRun| -> BoxFuture<'static, ()> {
                         let tx = tx.clone();
+                        let cancel = cancel.clone();
                         let event = TurnEvent::ToolResult(Box::new(run.clone()));
-                        Box::pin(async move {
-                            let _ = tx.send(event).await;
-                        })
+                        Box::pin(async move { emit(&tx, event, &cancel).await })
                     }
                 });
                 let step_runs = self
@@ -420,6 +419,16 @@ impl Engine {
             result = call => Ok(result?),
             () = cancel.cancelled() => Err(TurnError::Cancelled),
         }
+    }
+}
+
+/// Sends a streamed turn's event, waiting while a slow client catches up, but never past the
+/// turn's cancellation (a delete, a drain, the client gone): a client that stops reading
+/// cannot hold a turn that is told to stop.
+async fn emit(events: &mpsc::Sender<TurnEvent>, event: TurnEvent, cancel: &CancellationToken) {
+    tokio::select! {
+        _ = events.send(event) => {}
+        () = cancel.cancelled() => {}
     }
 }
 
