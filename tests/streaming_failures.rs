@@ -231,3 +231,33 @@ async fn keep_alive_comments_flow_at_the_configured_interval_while_a_tool_runs()
     assert!((3..=10).contains(&comments), "{comments} comments in {raw}");
     assert!(raw.contains("rested"), "{raw}");
 }
+
+/// A model that keeps its stream alive without ever finishing (each chunk well within
+/// `provider.read_timeout`) cannot hold a turn past `limits.max_answer_time`.
+#[tokio::test]
+async fn a_stream_that_never_finishes_is_cut_off_at_the_answer_time_limit() {
+    let d = TestDaemon::start_with(common::Options {
+        sets: vec!["limits.max_answer_time=\"700ms\"".into()],
+        ..Default::default()
+    })
+    .await;
+    let session = d.session().await;
+    d.mock.push(
+        Reply::text("a".repeat(200))
+            .split_chars()
+            .chunk_delay(Duration::from_millis(40)),
+    );
+    let started = Instant::now();
+    let s = stream_chat(&d, &session, say("hi")).await;
+    let error = assert_error_end(&s);
+    assert!(
+        error["message"].as_str().unwrap().contains("timed out"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cut off at the limit, not after the 8 s the stream would take"
+    );
+    let (status, r) = d.chat(&session, say("again")).await;
+    assert_eq!(status, StatusCode::CREATED, "{r}");
+}

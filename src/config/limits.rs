@@ -33,6 +33,10 @@ pub struct LimitsConfig {
     /// Bytes of a model answer: a non-streamed body, or a streamed answer's text and tool
     /// calls (502 above).
     pub max_response_bytes: usize,
+    /// Longest a model call may take as a whole, however steadily its stream trickles (a
+    /// provider sending keep-alive comments forever): the turn then fails as a timeout.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub max_answer_time: Duration,
     /// Bytes of one line, and of one event's data, in a model's event stream (502 above).
     pub max_event_bytes: usize,
     /// Tool calls in one model answer (502 above), or in one assistant message of a chat
@@ -58,6 +62,7 @@ impl Default for LimitsConfig {
             max_prompt_bytes: 4 << 20,
             max_response_bytes: 4 << 20,
             max_event_bytes: 1 << 20,
+            max_answer_time: Duration::from_secs(600),
             max_tool_calls: 128,
             max_tool_result_bytes: 1 << 20,
             stream_buffer_events: 64,
@@ -87,6 +92,9 @@ impl LimitsConfig {
             .collect();
         if self.body_read_timeout.is_zero() {
             problems.push("limits.body_read_timeout must be longer than 0".into());
+        }
+        if self.max_answer_time.is_zero() {
+            problems.push("limits.max_answer_time must be longer than 0".into());
         }
         // tokio's semaphore cannot hand out more permits than this.
         if self.max_connections > tokio::sync::Semaphore::MAX_PERMITS {

@@ -21,6 +21,8 @@ pub struct TurnLimits {
     /// Bytes of one model request (the provider refuses larger ones; a system prompt rendered
     /// from a template stops growing past it).
     pub max_prompt_bytes: usize,
+    /// Longest one model call may take, streamed or not.
+    pub max_answer_time: std::time::Duration,
 }
 
 impl From<&LimitsConfig> for TurnLimits {
@@ -29,6 +31,7 @@ impl From<&LimitsConfig> for TurnLimits {
             max_history_entries: limits.max_history_entries,
             max_history_bytes: limits.max_history_bytes,
             max_prompt_bytes: limits.max_prompt_bytes,
+            max_answer_time: limits.max_answer_time,
         }
     }
 }

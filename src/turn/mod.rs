@@ -415,8 +415,15 @@ impl Engine {
                 "stream ended without an answer".into(),
             ))
         };
+        let most = self.limits.max_answer_time;
         tokio::select! {
-            result = call => Ok(result?),
+            result = tokio::time::timeout(most, call) => match result {
+                Ok(answer) => Ok(answer?),
+                Err(_elapsed) => {
+                    tracing::warn!(limit = ?most, "model answer took longer than limits.max_answer_time");
+                    Err(ProviderError::Timeout(most).into())
+                }
+            },
             () = cancel.cancelled() => Err(TurnError::Cancelled),
         }
     }
