@@ -3,17 +3,15 @@
 //! are the same call only when their digests match; the same id with other content is a new
 //! call that runs.
 
-use std::fmt::Write as _;
-
 use serde_json::Value;
 
 /// The digest of a call whose arguments were parsed (and validated) already.
 pub fn call_digest(tool: &str, arguments: &Value) -> String {
-    let mut canonical = String::with_capacity(tool.len() + 64);
-    canonical.push_str(tool);
-    canonical.push('\0');
+    let mut canonical = Vec::with_capacity(tool.len() + 128);
+    canonical.extend_from_slice(tool.as_bytes());
+    canonical.push(0);
     write_canonical(&mut canonical, arguments);
-    hex_sha256(canonical.as_bytes())
+    hex_sha256(&canonical)
 }
 
 /// The digest of a call as stored in history: its arguments text parsed when it is JSON
@@ -22,61 +20,61 @@ pub fn call_digest_of_text(tool: &str, arguments: &str) -> String {
     match serde_json::from_str::<Value>(arguments) {
         Ok(value) => call_digest(tool, &value),
         Err(_) => {
-            let mut raw = String::with_capacity(tool.len() + 1 + arguments.len());
-            raw.push_str(tool);
-            raw.push('\0');
-            raw.push_str(arguments);
-            hex_sha256(raw.as_bytes())
+            let mut raw = Vec::with_capacity(tool.len() + 1 + arguments.len());
+            raw.extend_from_slice(tool.as_bytes());
+            raw.push(0);
+            raw.extend_from_slice(arguments.as_bytes());
+            hex_sha256(&raw)
         }
     }
 }
 
 fn hex_sha256(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let digest = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut hex = String::with_capacity(64);
     for byte in digest.as_ref() {
-        let _ = write!(hex, "{byte:02x}");
+        hex.push(char::from(HEX[usize::from(byte >> 4)]));
+        hex.push(char::from(HEX[usize::from(byte & 0x0f)]));
     }
     hex
 }
 
 /// Writes `value` with object keys in byte order and no whitespace, whatever order the map
-/// keeps them in.
-fn write_canonical(out: &mut String, value: &Value) {
+/// keeps them in; strings and numbers are written as serde_json writes them.
+fn write_canonical(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
+            out.push(b'{');
             for (i, (key, value)) in entries.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                write_string(out, key);
-                out.push(':');
+                write_scalar(out, key);
+                out.push(b':');
                 write_canonical(out, value);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Value::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_canonical(out, item);
             }
-            out.push(']');
+            out.push(b']');
         }
-        Value::String(text) => write_string(out, text),
-        scalar => {
-            let _ = write!(out, "{scalar}");
-        }
+        scalar => write_scalar(out, scalar),
     }
 }
 
-fn write_string(out: &mut String, text: &str) {
-    let _ = write!(out, "{}", Value::String(text.to_owned()));
+fn write_scalar<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    // Writing a string, a number, a bool or null into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, value);
 }
 
 #[cfg(test)]

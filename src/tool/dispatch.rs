@@ -306,8 +306,8 @@ impl Dispatcher {
         }
         tracing::warn!(
             session_id,
-            tool = %call.function.name,
-            call_id = %call.id,
+            tool = %failure::shown(&call.function.name),
+            call_id = %failure::shown(&call.id),
             bytes = content.len(),
             limit = self.max_result_bytes,
             "tool result over limits.max_tool_result_bytes; replaced by an error result"

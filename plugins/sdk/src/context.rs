@@ -45,8 +45,12 @@ impl CallContext {
 
     /// The same context for the call whose content has this digest: the idempotency key then
     /// names the call's content too, not only its id.
+    /// The key keeps its first half (session and call id) and takes the digest's first 16
+    /// characters as its second: still 32 hex digits, no second hash over all three parts.
     pub fn with_content_digest(mut self, digest: &str) -> Self {
-        self.idempotency_key = key_of(&[&self.session_id, &self.call_id, digest]);
+        let content = digest.get(..16).unwrap_or(digest);
+        self.idempotency_key.truncate(16);
+        self.idempotency_key.push_str(content);
         self
     }
 
@@ -98,14 +102,15 @@ mod tests {
     #[test]
     fn the_content_digest_is_part_of_the_key() {
         let ctx = || CallContext::new("s1", "call_0", Duration::from_secs(1), Default::default());
-        let first = ctx().with_content_digest("d1");
+        let (d1, d2) = ("1f".repeat(32), "2e".repeat(32));
+        let first = ctx().with_content_digest(&d1);
         assert_eq!(
             first.idempotency_key,
-            ctx().with_content_digest("d1").idempotency_key
+            ctx().with_content_digest(&d1).idempotency_key
         );
         assert_ne!(
             first.idempotency_key,
-            ctx().with_content_digest("d2").idempotency_key
+            ctx().with_content_digest(&d2).idempotency_key
         );
         assert_ne!(first.idempotency_key, ctx().idempotency_key);
         assert_eq!(first.idempotency_key.len(), 32);
