@@ -359,3 +359,30 @@ async fn a_tool_result_over_the_limit_reaches_the_model_as_an_error_it_can_act_o
         results[0]
     );
 }
+
+/// A list page is bounded in bytes, not only in items: a page that would hold more than
+/// `limits.max_list_bytes` of records is refused before it is built.
+#[tokio::test]
+async fn a_list_page_over_its_byte_budget_is_a_422_asking_for_fewer_items() {
+    let d = daemon_with(&["limits.max_list_bytes=6000"]).await;
+    for i in 0..4 {
+        let about = format!("{i}{}", "x".repeat(2_000));
+        let (s, r) = d
+            .post("/agents", json!({"name": "big", "about": about}))
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+    }
+    let (s, r) = d.get("/agents?limit=2").await;
+    assert_eq!(s, StatusCode::OK, "{r}");
+    assert_eq!(r["items"].as_array().unwrap().len(), 2);
+    let (s, r) = d.get("/agents?limit=100").await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    assert_eq!(r["error"]["details"][0]["loc"], "query.limit", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_list_bytes"),
+        "{r}"
+    );
+}

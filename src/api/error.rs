@@ -148,6 +148,13 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::PageTooLarge(limit) => ApiError::invalid(
+                "query.limit",
+                format!(
+                    "the page would hold more than {limit} bytes (limits.max_list_bytes); \
+                     ask for fewer items with `limit`"
+                ),
+            ),
             StoreError::Backend(reason) => {
                 tracing::error!(%reason, "store failure");
                 ApiError::Internal

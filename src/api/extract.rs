@@ -79,7 +79,9 @@ impl FromRequestParts<AppState> for ListParams {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let query = parts.uri.query().unwrap_or("");
-        parse_list_query(query, state.limits.max_list_filters).map(ListParams)
+        let mut list = parse_list_query(query, state.limits.max_list_filters)?;
+        list.max_bytes = state.limits.max_list_bytes;
+        Ok(ListParams(list))
     }
 }
 

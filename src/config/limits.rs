@@ -19,6 +19,8 @@ pub struct LimitsConfig {
     pub body_read_timeout: Duration,
     /// Messages in one chat request (422 above).
     pub max_request_messages: usize,
+    /// Bytes of records one list page may hold (422 at `query.limit` above: ask for fewer).
+    pub max_list_bytes: usize,
     /// `metadata_filter` entries in one list query (422 above).
     pub max_list_filters: usize,
     /// History entries a session may hold; a turn that would store more gets 413.
@@ -57,6 +59,7 @@ impl Default for LimitsConfig {
             body_read_timeout: Duration::from_secs(30),
             max_request_messages: 1_000,
             max_list_filters: 16,
+            max_list_bytes: 16 << 20,
             max_history_entries: 10_000,
             max_history_bytes: 8 << 20,
             max_prompt_bytes: 4 << 20,
@@ -76,6 +79,7 @@ impl LimitsConfig {
         let counts = [
             ("max_connections", self.max_connections),
             ("max_request_messages", self.max_request_messages),
+            ("max_list_bytes", self.max_list_bytes),
             ("max_history_entries", self.max_history_entries),
             ("max_history_bytes", self.max_history_bytes),
             ("max_prompt_bytes", self.max_prompt_bytes),

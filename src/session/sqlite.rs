@@ -325,18 +325,23 @@ impl Store for SqliteStore {
 
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>> {
         let (sql, params) = list_query(collection, query);
-        self.read("list", move |conn| read_records(conn, &sql, params))
-            .await
-            .map(|(records, _)| records)
+        let max_bytes = query.max_bytes;
+        self.read("list", move |conn| {
+            read_records(conn, &sql, params, max_bytes)
+        })
+        .await
+        .map(|(records, _)| records)
     }
 
     async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {
         let key = (collection, parent.to_owned());
         let load = || async {
             let (sql, params) = list_query(collection, &ListQuery::children_of(parent));
-            self.read("children", move |conn| read_records(conn, &sql, params))
-                .await
-                .map(Some)
+            self.read("children", move |conn| {
+                read_records(conn, &sql, params, usize::MAX)
+            })
+            .await
+            .map(Some)
         };
         let records = self
             .read_through(|mirror| &mut mirror.children, key, load)
@@ -487,16 +492,23 @@ impl Store for SqliteStore {
 }
 
 /// The records a list query selects, with their weight in the mirror.
+/// The records a query selects, with their weight in the mirror; more than `max_bytes` of
+/// bodies is [`StoreError::PageTooLarge`], found before the rest of the page is read.
 fn read_records(
     conn: &Connection,
     sql: &str,
     params: Vec<rusqlite::types::Value>,
+    max_bytes: usize,
 ) -> Outcome<(Vec<Record>, usize)> {
     let mut statement = conn.prepare_cached(sql)?;
     let rows = statement.query_map(params_from_iter(params), RecordRow::read)?;
-    let (mut records, mut weight) = (Vec::new(), 0);
+    let (mut records, mut weight, mut bytes) = (Vec::new(), 0, 0usize);
     for row in rows {
         let row = row?;
+        bytes = bytes.saturating_add(row.body.len());
+        if bytes > max_bytes {
+            return Err(StoreError::PageTooLarge(max_bytes).into());
+        }
         weight += weigh(row.body.len());
         records.push(row.into_record()?);
     }

@@ -74,6 +74,9 @@ pub struct ListQuery {
     pub metadata_filter: Vec<(String, String)>,
     /// Only records with this parent.
     pub parent: Option<String>,
+    /// Most bytes of record bodies one page may hold; a page that would hold more fails with
+    /// [`StoreError::PageTooLarge`] instead of being built.
+    pub max_bytes: usize,
 }
 
 impl Default for ListQuery {
@@ -85,6 +88,7 @@ impl Default for ListQuery {
             direction: Direction::default(),
             metadata_filter: Vec::new(),
             parent: None,
+            max_bytes: usize::MAX,
         }
     }
 }
@@ -154,6 +158,9 @@ pub enum StoreError {
     Conflict(String),
     #[error("storage failure: {0}")]
     Backend(String),
+    /// A list page would hold more than its byte budget.
+    #[error("the page would be larger than {0} bytes")]
+    PageTooLarge(usize),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
