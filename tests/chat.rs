@@ -591,10 +591,6 @@ async fn deleting_a_session_mid_turn_stops_the_turn_and_nothing_comes_back() {
         )
         .await;
     assert_eq!(s, StatusCode::ACCEPTED, "{r}");
-    assert!(
-        turn.is_finished(),
-        "the delete answered only after the turn ended"
-    );
     let (s, r) = turn.await.unwrap();
     assert_eq!(s, StatusCode::CONFLICT, "{r}");
     assert!(
