@@ -386,3 +386,32 @@ async fn a_list_page_over_its_byte_budget_is_a_422_asking_for_fewer_items() {
         "{r}"
     );
 }
+
+/// Every participant a session names is looked up when it is stored, so the list is bounded
+/// before the first lookup.
+#[tokio::test]
+async fn a_session_naming_too_many_participants_is_a_422() {
+    let d = daemon_with(&["limits.max_session_participants=2"]).await;
+    let (s, agent) = d.post("/agents", json!({"name": "a"})).await;
+    assert_eq!(s, StatusCode::CREATED, "{agent}");
+    let users: Vec<String> = (0..3).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let (s, r) = d
+        .post(
+            "/sessions",
+            json!({"agent_id": agent["id"], "users": users}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{r}");
+    assert_eq!(r["error"]["details"][0]["loc"], "users", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("limits.max_session_participants"),
+        "{r}"
+    );
+    let (s, r) = d
+        .post("/sessions", json!({"agent_id": agent["id"], "users": []}))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+}

@@ -22,6 +22,15 @@ async fn daemon_with(sets: &[&str]) -> TestDaemon {
     .await
 }
 
+/// A streamed chat that fails before its first event: a 502 whose message names `setting`.
+async fn assert_streamed_502(d: &TestDaemon, session: &str, text: &str, setting: &str) {
+    let mut body = say(text);
+    body["stream"] = json!(true);
+    let (status, body) = d.chat(session, body).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
+    assert!(message_of(&body).contains(setting), "{body}");
+}
+
 fn message_of(body: &Value) -> &str {
     body["error"]["message"].as_str().unwrap_or_default()
 }
@@ -62,28 +71,14 @@ async fn an_event_stream_line_over_the_limit_is_a_502() {
     let session = d.session().await;
     // One chunk carrying 20 kB of text in one line.
     d.mock.push(Reply::text("y".repeat(20_000)));
-    let mut body = say("hi");
-    body["stream"] = json!(true);
-    let (status, body) = d.chat(&session, body).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert!(
-        message_of(&body).contains("limits.max_event_bytes"),
-        "{body}"
-    );
+    assert_streamed_502(&d, &session, "hi", "limits.max_event_bytes").await;
 
     // A line that never ends is refused once it is over the limit, not read to its end.
     d.mock.push(Reply::raw_body(
         200,
         format!("data: {}", "z".repeat(200_000)),
     ));
-    let mut body = say("again");
-    body["stream"] = json!(true);
-    let (status, body) = d.chat(&session, body).await;
-    assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-    assert!(
-        message_of(&body).contains("limits.max_event_bytes"),
-        "{body}"
-    );
+    assert_streamed_502(&d, &session, "again", "limits.max_event_bytes").await;
 }
 
 #[tokio::test]

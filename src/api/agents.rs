@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
+use super::AppState;
 use super::error::ApiError;
 use super::resources::{Mode, Resource, fields, put_opt};
 use crate::session::Collection;
@@ -65,5 +66,9 @@ impl Resource for Agents {
             put_opt(&mut body, "metadata", f.metadata);
         }
         Ok(body)
+    }
+
+    async fn check(state: &AppState, body: &Map<String, Value>) -> Result<(), ApiError> {
+        super::prompt_text::check_agent(body, state.max_system_prompt_bytes)
     }
 }

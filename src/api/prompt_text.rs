@@ -7,29 +7,21 @@
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use crate::session::Collection;
 
 /// Bytes an instruction adds besides its text (the blank line before it).
 const INSTRUCTION_SEPARATOR_BYTES: usize = 2;
 
-/// Checks the prompt text of a stored body (the whole body, after a PATCH is merged).
-pub fn check(
-    collection: Collection,
-    body: &Map<String, Value>,
-    max: usize,
-) -> Result<(), ApiError> {
-    match collection {
-        Collection::Agents => check_agent(body, max),
-        Collection::Sessions => ["situation", "system_template"]
-            .into_iter()
-            .try_for_each(|field| check_field(field, text_bytes(body.get(field)), max)),
-        _ => Ok(()),
-    }
+/// A session's situation and system_template (the whole body, after a PATCH is merged): each
+/// must fit the prompt on its own.
+pub fn check_session(body: &Map<String, Value>, max: usize) -> Result<(), ApiError> {
+    ["situation", "system_template"]
+        .into_iter()
+        .try_for_each(|field| check_field(field, text_bytes(body.get(field)), max))
 }
 
-/// Without a template an agent's name, about and instructions all go into the prompt, so
-/// together they must fit; the largest one is named.
-fn check_agent(body: &Map<String, Value>, max: usize) -> Result<(), ApiError> {
+/// An agent's name, about and instructions (the whole body, after a PATCH is merged): without
+/// a template they all go into the prompt, so together they must fit; the largest one is named.
+pub fn check_agent(body: &Map<String, Value>, max: usize) -> Result<(), ApiError> {
     let instructions = body
         .get("instructions")
         .and_then(Value::as_array)
@@ -83,9 +75,23 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+    use crate::session::Collection;
 
     fn body(value: Value) -> Map<String, Value> {
         value.as_object().cloned().unwrap_or_default()
+    }
+
+    /// The check each resource's own `check` runs (users have no prompt text).
+    fn check(
+        collection: Collection,
+        body: &Map<String, Value>,
+        max: usize,
+    ) -> Result<(), ApiError> {
+        match collection {
+            Collection::Agents => check_agent(body, max),
+            Collection::Sessions => check_session(body, max),
+            _ => Ok(()),
+        }
     }
 
     fn failing_loc(collection: Collection, value: Value, max: usize) -> Option<String> {

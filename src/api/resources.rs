@@ -32,7 +32,8 @@ pub trait Resource: Send + Sync + 'static {
     /// present in the body are returned.
     fn normalize(input: Value, mode: Mode) -> Result<Map<String, Value>, ApiError>;
 
-    /// Checks that need the store (for sessions: that participants exist).
+    /// Checks of the whole body (after a PATCH is merged) beyond its shape: that its prompt
+    /// text fits the system prompt (agents, sessions), that participants exist (sessions).
     fn check(
         _state: &AppState,
         _body: &Map<String, Value>,
@@ -101,7 +102,7 @@ pub async fn create<R: Resource>(
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let body = R::normalize(input, Mode::Full)?;
-    validate::<R>(&state, &body).await?;
+    R::check(&state, &body).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: new_id(),
@@ -139,7 +140,7 @@ pub async fn replace<R: Resource>(
 ) -> Result<Json<Value>, ApiError> {
     let mut record = Arc::unwrap_or_clone(load::<R>(&state, &id).await?);
     let body = R::normalize(input, Mode::Full)?;
-    validate::<R>(&state, &body).await?;
+    R::check(&state, &body).await?;
     record.body = Value::Object(body);
     record.updated_at = OffsetDateTime::now_utc();
     save_existing::<R>(&state, record).await
@@ -165,19 +166,9 @@ pub async fn patch<R: Resource>(
         }
     }
     let body = body.clone();
-    validate::<R>(&state, &body).await?;
+    R::check(&state, &body).await?;
     record.updated_at = OffsetDateTime::now_utc();
     save_existing::<R>(&state, record).await
-}
-
-/// The checks every stored body passes: its prompt text fits (`prompt_text`), then the
-/// resource's own.
-async fn validate<R: Resource>(
-    state: &AppState,
-    body: &Map<String, Value>,
-) -> Result<(), ApiError> {
-    super::prompt_text::check(R::COLLECTION, body, state.max_system_prompt_bytes)?;
-    R::check(state, body).await
 }
 
 async fn save_existing<R: Resource>(
@@ -198,7 +189,7 @@ pub async fn create_or_update<R: Resource>(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_id(&id)?;
     let body = R::normalize(input, Mode::Full)?;
-    validate::<R>(&state, &body).await?;
+    R::check(&state, &body).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: id.clone(),

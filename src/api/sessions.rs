@@ -113,13 +113,25 @@ impl Resource for Sessions {
     }
 
     async fn check(state: &AppState, body: &Map<String, Value>) -> Result<(), ApiError> {
+        super::prompt_text::check_session(body, state.max_system_prompt_bytes)?;
+        let max = state.limits.max_session_participants;
         for (key, collection) in [("agents", Collection::Agents), ("users", Collection::Users)] {
-            for id in body
+            let ids = body
                 .get(key)
                 .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
+                .map_or(&[][..], Vec::as_slice);
+            // Each one is looked up below: the list is bounded before any lookup.
+            if ids.len() > max {
+                return Err(ApiError::invalid(
+                    key,
+                    format!(
+                        "{} {key} given; a session may have at most {max} \
+                         (limits.max_session_participants)",
+                        ids.len()
+                    ),
+                ));
+            }
+            for id in ids {
                 let id = id.as_str().unwrap_or_default();
                 if state.store.get(collection, id).await?.is_none() {
                     return Err(ApiError::not_found(collection, id));

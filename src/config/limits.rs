@@ -21,6 +21,9 @@ pub struct LimitsConfig {
     pub max_request_messages: usize,
     /// Bytes of records one list page may hold (422 at `query.limit` above: ask for fewer).
     pub max_list_bytes: usize,
+    /// Agents, and users, one session may name (422 above): each is looked up when the
+    /// session is stored.
+    pub max_session_participants: usize,
     /// `metadata_filter` entries in one list query (422 above).
     pub max_list_filters: usize,
     /// History entries a session may hold; a turn that would store more gets 413.
@@ -59,6 +62,7 @@ impl Default for LimitsConfig {
             body_read_timeout: Duration::from_secs(30),
             max_request_messages: 1_000,
             max_list_filters: 16,
+            max_session_participants: 1_000,
             max_list_bytes: 16 << 20,
             max_history_entries: 10_000,
             max_history_bytes: 8 << 20,
@@ -80,6 +84,7 @@ impl LimitsConfig {
             ("max_connections", self.max_connections),
             ("max_request_messages", self.max_request_messages),
             ("max_list_bytes", self.max_list_bytes),
+            ("max_session_participants", self.max_session_participants),
             ("max_history_entries", self.max_history_entries),
             ("max_history_bytes", self.max_history_bytes),
             ("max_prompt_bytes", self.max_prompt_bytes),

@@ -260,18 +260,9 @@ impl ModelProvider for OpenAiProvider {
         let body = self.encode(request, false)?;
         let response = self.send(body, Some(self.read_timeout)).await?;
         let limit = self.limits.response;
-        // A declared length over the limit is refused unread.
-        let declared = response.content_length().unwrap_or(0);
-        let body = if usize::try_from(declared).map_or(true, |n| n > limit) {
-            CappedBody {
-                bytes: Vec::new(),
-                cut: true,
-            }
-        } else {
-            read_capped(response, limit)
-                .await
-                .map_err(|e| self.failed(self.transport_error(e)))?
-        };
+        let body = read_capped(response, limit)
+            .await
+            .map_err(|e| self.failed(self.transport_error(e)))?;
         if body.cut {
             tracing::warn!(limit, "model answer over limits.max_response_bytes");
             return Err(ProviderError::Protocol(format!(
@@ -298,13 +289,21 @@ struct CappedBody {
 }
 
 /// Reads at most `cap` bytes of `response`'s body (the rest is never read), so a model cannot
-/// make agentd buffer without end.
+/// make agentd buffer without end. A body whose declared length is over `cap` is not read at
+/// all.
 async fn read_capped(
     mut response: reqwest::Response,
     cap: usize,
 ) -> Result<CappedBody, reqwest::Error> {
     let declared = response.content_length().unwrap_or(0);
-    let mut bytes = Vec::with_capacity(usize::try_from(declared).map_or(cap, |n| n.min(cap)));
+    let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+    if declared > cap {
+        return Ok(CappedBody {
+            bytes: Vec::new(),
+            cut: true,
+        });
+    }
+    let mut bytes = Vec::with_capacity(declared);
     while let Some(chunk) = response.chunk().await? {
         let room = cap - bytes.len();
         if chunk.len() > room {

@@ -14,17 +14,11 @@ pub struct Scrubber {
 impl Scrubber {
     /// The user-info of `url` (as written and percent-decoded) and the API key.
     pub fn new(url: &reqwest::Url, api_key: Option<&str>) -> Self {
-        let mut secrets = Vec::new();
-        for part in [url.username(), url.password().unwrap_or_default()] {
-            if part.is_empty() {
-                continue;
-            }
-            let decoded = percent_decode(part);
-            if decoded != part {
-                secrets.push(SecretString::from(decoded));
-            }
-            secrets.push(SecretString::from(part.to_owned()));
-        }
+        let mut secrets: Vec<SecretString> =
+            agentd_sdk::userinfo_secrets(url.username(), url.password().unwrap_or_default())
+                .into_iter()
+                .map(SecretString::from)
+                .collect();
         if let Some(key) = api_key.filter(|key| !key.is_empty()) {
             secrets.push(SecretString::from(key.to_owned()));
         }
@@ -62,27 +56,6 @@ pub fn shown_url(url: &reqwest::Url) -> String {
     shown.set_query(None);
     shown.set_fragment(None);
     shown.to_string()
-}
-
-/// `%XX` sequences decoded (user-info in a URL is percent-encoded); invalid ones kept as is.
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |at: usize| bytes.get(at).and_then(|b| char::from(*b).to_digit(16));
-        match (bytes[i], hex(i + 1), hex(i + 2)) {
-            (b'%', Some(high), Some(low)) => {
-                out.push(u8::try_from(high * 16 + low).unwrap_or(b'%'));
-                i += 3;
-            }
-            (byte, _, _) => {
-                out.push(byte);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

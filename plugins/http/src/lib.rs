@@ -93,12 +93,10 @@ impl HandlerFactory for HttpFactory {
             .ok();
         match (url, method, client) {
             (Some(url), Some(method), Some(client)) if problems.is_empty() => {
-                secrets.extend(
-                    [url.username(), url.password().unwrap_or_default()]
-                        .into_iter()
-                        .filter(|part| !part.is_empty())
-                        .map(str::to_owned),
-                );
+                secrets.extend(agentd_sdk::userinfo_secrets(
+                    url.username(),
+                    url.password().unwrap_or_default(),
+                ));
                 Ok(Arc::new(HttpHandler {
                     secrets,
                     client,

@@ -20,7 +20,7 @@ use serde_json::Value;
 pub use context::CallContext;
 pub use duration::parse_duration;
 pub use error::{HandlerError, OptionsError};
-pub use redact::{redact_url, redact_url_credentials, scrub};
+pub use redact::{redact_url, redact_url_credentials, scrub, userinfo_secrets};
 pub use secret::{SecretError, SecretRef, resolve_secret};
 pub use tokio_util::sync::CancellationToken;
 

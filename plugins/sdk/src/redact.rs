@@ -52,6 +52,23 @@ pub fn redact_url(url: &str) -> Cow<'_, str> {
     }
 }
 
+/// The secrets in a URL's user-info (its user name and password, each as written and, when it
+/// differs, percent-decoded), for [`scrub`]: text about a request may quote either spelling.
+pub fn userinfo_secrets(username: &str, password: &str) -> Vec<String> {
+    let mut secrets = Vec::new();
+    for part in [username, password]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+    {
+        let decoded = percent_encoding::percent_decode_str(part).decode_utf8_lossy();
+        if decoded != part {
+            secrets.push(decoded.into_owned());
+        }
+        secrets.push(part.to_owned());
+    }
+    secrets
+}
+
 /// `text` with every occurrence of each secret (of at least [`MIN_SCRUBBED_LEN`] bytes)
 /// replaced by [`REDACTED`], and URL user-info redacted.
 pub fn scrub<'a, S: AsRef<str>>(text: &'a str, secrets: &[S]) -> Cow<'a, str> {

@@ -66,14 +66,13 @@ impl RecipientPolicy {
         })))
     }
 
-    /// Checks the count first, then every address with the field it came from; the error names
-    /// the first one refused.
+    /// Checks every address with the field it came from (counted before they were parsed, by
+    /// [`RecipientPolicy::check_count`]); the error names the first one refused.
     pub fn check<'a>(
         &self,
-        addresses: impl Iterator<Item = (&'a str, &'a Mailbox)> + Clone,
+        mut addresses: impl Iterator<Item = (&'a str, &'a Mailbox)>,
     ) -> Result<(), HandlerError> {
-        self.check_count(addresses.clone().count())?;
-        let Some((field, refused)) = addresses.into_iter().find(|(_, m)| !self.allows(m)) else {
+        let Some((field, refused)) = addresses.find(|(_, m)| !self.allows(m)) else {
             return Ok(());
         };
         Err(HandlerError::new(
@@ -120,6 +119,7 @@ mod tests {
 
     fn check(policy: &RecipientPolicy, list: &[&str]) -> Result<(), HandlerError> {
         let all = mailboxes(list);
+        policy.check_count(all.len())?;
         policy.check(all.iter().map(|m| ("to", m)))
     }
 

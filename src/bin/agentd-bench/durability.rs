@@ -38,15 +38,12 @@ pub fn run(scratch: &Path, clients: &[usize], window: Duration) -> Result<(), St
             &api_key,
             &[format!("storage.synchronous=\"{level}\"")],
         )?;
-        let mut target = Target {
-            http: crate::load::http_client(1024)?,
-            agentd: agentd.origin.clone(),
-            mock: mock.origin.clone(),
+        let target = Arc::new(runtime.block_on(Target::connect(
+            crate::load::http_client(1024)?,
+            &agentd.origin,
+            &mock.origin,
             api_key,
-            agent_id: String::new(),
-        };
-        target.agent_id = runtime.block_on(target.create_agent())?;
-        let target = Arc::new(target);
+        ))?);
         let mut rows = Vec::new();
         for &n in clients {
             let side = measure(

@@ -131,14 +131,13 @@ async fn hold(
     api_key: String,
     requested: usize,
 ) -> Result<Held, String> {
-    let mut target = Target {
-        http: load::http_client(256)?,
-        agentd: agentd.origin.clone(),
-        mock: mock.origin.clone(),
+    let target = Target::connect(
+        load::http_client(256)?,
+        &agentd.origin,
+        &mock.origin,
         api_key,
-        agent_id: String::new(),
-    };
-    target.agent_id = target.create_agent().await?;
+    )
+    .await?;
     let target = Arc::new(target);
     let began = Instant::now();
     let sessions: Vec<String> = futures_util::stream::iter(0..requested + WARMUP_STREAMS)

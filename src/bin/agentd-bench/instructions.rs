@@ -109,15 +109,9 @@ fn count(
     ];
     let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let agentd = procs::start_agentd_under(Some(&launcher), &dir, mock_origin, &api_key, &[])?;
-    let mut target = Target {
-        http: load::http_client(1)?,
-        agentd: agentd.origin.clone(),
-        mock: mock_origin.to_owned(),
-        api_key,
-        agent_id: String::new(),
-    };
+    let http = load::http_client(1)?;
     let driven = runtime.block_on(async {
-        target.agent_id = target.create_agent().await?;
+        let target = Target::connect(http, &agentd.origin, mock_origin, api_key).await?;
         load::sequential(&target, op, turns).await
     });
     agentd.terminate(EXIT_GRACE)?;

@@ -181,8 +181,26 @@ impl Target {
         }
     }
 
-    /// Creates the agent every session names.
-    pub async fn create_agent(&self) -> Result<String, String> {
+    /// A target for agentd and the mock at these origins, with the agent every session names
+    /// created.
+    pub async fn connect(
+        http: reqwest::Client,
+        agentd: &str,
+        mock: &str,
+        api_key: String,
+    ) -> Result<Self, String> {
+        let mut target = Self {
+            http,
+            agentd: agentd.to_owned(),
+            mock: mock.to_owned(),
+            api_key,
+            agent_id: String::new(),
+        };
+        target.agent_id = target.create_agent().await?;
+        Ok(target)
+    }
+
+    async fn create_agent(&self) -> Result<String, String> {
         let body = json!({"name": "Bench", "instructions": ["Answer briefly."]});
         let value = self.post_agentd("/api/agents", &body).await?;
         id_of(&value)

@@ -228,16 +228,12 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let http = load::http_client(4096)?;
-    let mut target = Target {
-        http,
-        agentd: agentd.origin.clone(),
-        mock: mock.origin.clone(),
+    let target = Arc::new(runtime.block_on(Target::connect(
+        load::http_client(4096)?,
+        &agentd.origin,
+        &mock.origin,
         api_key,
-        agent_id: String::new(),
-    };
-    target.agent_id = runtime.block_on(target.create_agent())?;
-    let target = Arc::new(target);
+    ))?);
 
     println!(
         "agentd-bench: agentd {} (pid {}), mock {} (pid {}), mock latency {} ms",
