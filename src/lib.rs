@@ -12,19 +12,15 @@
 //! tests, demos and benchmarks).
 
 pub mod api;
-pub mod app;
 pub mod cli;
 pub mod config;
-pub mod http_server;
+pub mod daemon;
 pub mod ids;
-pub mod keys;
 pub mod metrics;
 pub mod mock_model;
-pub mod notify;
 pub mod provider;
-pub mod rlimit;
 pub mod session;
-pub mod signals;
+pub mod store;
 pub mod telemetry;
 pub mod tool;
 pub mod turn;

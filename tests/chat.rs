@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use agentd::mock_model::{Reply, ScriptedCall};
-use agentd::session::CallStatus;
+use agentd::store::CallStatus;
 use common::{TestDaemon, assert_history_valid, say, tool};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use agentd::mock_model::{Reply, ScriptedCall};
-use agentd::session::sqlite::SqliteStore;
 use agentd::session::{
-    CallStatus, ChatMessage, Entry, EntrySource, FunctionCall, JournalRecord, MessageJson, Role,
-    Store, ToolCallRequest,
+    ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, Role, ToolCallRequest,
 };
+use agentd::store::sqlite::SqliteStore;
+use agentd::store::{CallStatus, JournalRecord, Store};
 use common::{TestDaemon, assert_history_valid, handlers::SLEEP_CALLS, say, tool};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -13,8 +13,8 @@ use std::process::Command;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
-use agentd::app::App;
 use agentd::config::Config;
+use agentd::daemon::App;
 use agentd::mock_model::{Reply, ScriptedCall};
 use common::binary::AGENTD;
 use common::sse::stream_chat;

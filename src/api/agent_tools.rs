@@ -16,7 +16,7 @@ use super::agents::Agents;
 use super::error::ApiError;
 use super::extract::{JsonBody, ListParams};
 use super::resources::{Mode, deleted, fields, load, new_id, rfc3339};
-use crate::session::{Collection, Record};
+use crate::store::{Collection, Record};
 
 #[derive(Deserialize)]
 struct FunctionFields {

@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::provider::ProviderError;
-use crate::session::{Collection, StoreError};
+use crate::store::{Collection, StoreError};
 use crate::turn::TurnError;
 
 /// Where a validation problem is (`messages.0.role`) and what it is.

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::session::{Direction, ListQuery, SortBy};
+use crate::store::{Direction, ListQuery, SortBy};
 
 /// A JSON body; unknown fields are ignored by the target types, wrong types are 422.
 pub struct JsonBody<T>(pub T);

@@ -26,8 +26,8 @@ use axum::middleware;
 use axum::routing::{get, post};
 use tokio_util::sync::CancellationToken;
 
-use crate::session::Store;
 use crate::session::lock::TurnLocks;
+use crate::store::Store;
 use crate::turn::Engine;
 use agents::Agents;
 use error::ApiError;
@@ -57,7 +57,7 @@ impl std::ops::Deref for AppState {
 pub struct Shared {
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
-    pub keys: Arc<crate::keys::ApiKeys>,
+    pub keys: Arc<crate::daemon::keys::ApiKeys>,
     pub locks: Arc<TurnLocks>,
     /// Set when the daemon stops taking new turns.
     pub draining: Arc<AtomicBool>,

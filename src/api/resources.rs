@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, ListParams};
-use crate::session::{Collection, Record};
+use crate::store::{Collection, Record};
 
 /// Whether a body must carry every required field (create, PUT) or only what changes (PATCH).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,7 +10,7 @@ use serde_json::{Map, Value, json};
 use super::AppState;
 use super::error::ApiError;
 use super::resources::{Mode, Resource, deleted, fields, put_opt};
-use crate::session::Collection;
+use crate::store::Collection;
 
 pub struct Sessions;
 

@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
 use crate::config::Config;
+use crate::daemon::App;
 use crate::mock_model::{MockConfig, MockModel};
 use crate::tool::Registry;
 
@@ -66,7 +66,7 @@ async fn demo() -> Result<(), String> {
         app.config
             .storage
             .data_dir
-            .join(crate::keys::GENERATED_KEY_FILE),
+            .join(crate::daemon::keys::GENERATED_KEY_FILE),
     )
     .map_err(|e| format!("generated key: {e}"))?;
     let shutdown = CancellationToken::new();

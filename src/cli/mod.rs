@@ -9,9 +9,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::{App, StartError};
 use crate::config::{Config, LogFormat};
-use crate::notify::Notifier;
+use crate::daemon::notify::Notifier;
+use crate::daemon::{App, StartError};
 use crate::tool::{Catalog, Registry};
 
 /// Exit status for a configuration error (EX_USAGE); systemd's unit does not restart on it.
@@ -108,7 +108,7 @@ fn validate(cli: &Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    crate::app::install_crypto_provider();
+    crate::daemon::install_crypto_provider();
     if let Err(e) = crate::provider::openai::OpenAiProvider::new(&config.provider, None) {
         eprintln!("agentd.toml: {e}");
         return ExitCode::from(EXIT_CONFIG);
@@ -147,7 +147,7 @@ fn serve(cli: &Cli) -> ExitCode {
         }
     };
     crate::telemetry::init(config.log.format, &config.log.filter);
-    let open_files = crate::rlimit::raise_open_files();
+    let open_files = crate::daemon::rlimit::raise_open_files();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -169,7 +169,7 @@ fn serve(cli: &Cli) -> ExitCode {
         };
         let notifier = Notifier::from_env();
         let shutdown = CancellationToken::new();
-        if let Err(e) = crate::signals::install(&app, shutdown.clone(), notifier.clone()) {
+        if let Err(e) = crate::daemon::signals::install(&app, shutdown.clone(), notifier.clone()) {
             tracing::error!("cannot install signal handlers: {e}");
             return ExitCode::FAILURE;
         }

@@ -102,7 +102,7 @@ impl MockModel {
         let app = server::router(Arc::clone(&shared));
         // Cancelled by a stop request or by the handle being dropped.
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::http_server::serve(
+        let task = tokio::spawn(crate::daemon::server::serve(
             listener,
             app,
             stop.clone(),

@@ -4,8 +4,6 @@
 pub mod openai;
 pub mod retry;
 pub mod secrets;
-pub mod sse;
-pub mod stream;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;

@@ -18,10 +18,8 @@ use tokio_util::sync::CancellationToken;
 use super::catalog::{Catalog, CatalogTool};
 use super::failure;
 use super::validate::{self, ArgumentError};
-use crate::session::{
-    CallResult, CallStatus, Entry, JournalRecord, StepWrite, Store, StoreError, ToolCallRequest,
-    call_digest,
-};
+use crate::session::{Entry, ToolCallRequest, call_digest};
+use crate::store::{CallResult, CallStatus, JournalRecord, StepWrite, Store, StoreError};
 
 /// How one call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::test_support::{FailFactory, MemoryJournal, SleepFactory};
 use super::{Catalog, DispatchRequest, Dispatcher, Outcome, Progress, Registry, StepRuns, ToolRun};
-use crate::session::{CallResult, CallStatus, FunctionCall, JournalRecord, Store, ToolCallRequest};
+use crate::session::{FunctionCall, ToolCallRequest};
+use crate::store::{CallResult, CallStatus, JournalRecord, Store};
 
 const CATALOG: &str = r#"
 [[tool]]

@@ -13,8 +13,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::session::{
-    CallStatus, Collection, Entry, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError,
+use crate::session::Entry;
+use crate::store::{
+    CallStatus, Collection, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError,
     StoreResult,
 };
 

@@ -22,9 +22,9 @@ use crate::provider::{
     ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage,
 };
 use crate::session::{
-    CallResult, ChatMessage, Entry, EntrySource, MessageJson, PromptMessage, StepWrite, Store,
-    StoreError, ToolCallRequest,
+    ChatMessage, Entry, EntrySource, MessageJson, PromptMessage, ToolCallRequest,
 };
+use crate::store::{CallResult, StepWrite, Store, StoreError};
 use crate::tool::{Catalog, DispatchRequest, Dispatcher, Progress, ToolRun};
 
 pub use limits::TurnLimits;

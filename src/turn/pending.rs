@@ -9,9 +9,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::TurnError;
-use crate::session::{
-    CallStatus, ChatMessage, Entry, EntrySource, Role, Store, call_digest_of_text,
-};
+use crate::session::{ChatMessage, Entry, EntrySource, Role, call_digest_of_text};
+use crate::store::{CallStatus, Store};
 
 /// A call in history without a result.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentd::app::App;
 use agentd::config::Config;
+use agentd::daemon::App;
 use agentd::mock_model::{MockConfig, MockModel};
 use agentd::tool::Registry;
 use reqwest::StatusCode;

@@ -223,7 +223,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(300));
     let idle_rss_kb = procs::status_kb(agentd.pid(), "VmRSS");
 
-    agentd::app::install_crypto_provider();
+    agentd::daemon::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -6,9 +6,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentd::provider::stream::{Assembler, StreamChunk};
-use agentd::session::sqlite::SqliteStore;
-use agentd::session::{ChatMessage, Entry, EntrySource, MessageJson, Role, Store};
+use agentd::provider::openai::stream::{Assembler, StreamChunk};
+use agentd::session::{ChatMessage, Entry, EntrySource, MessageJson, Role};
+use agentd::store::Store;
+use agentd::store::sqlite::SqliteStore;
 use agentd::tool::{Catalog, Registry, validate};
 use serde_json::{Value, json};
 

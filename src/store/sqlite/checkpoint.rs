@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-use super::worker_thread::WorkerThread;
+use crate::store::sqlite::worker_thread::WorkerThread;
 
 /// Time between checkpoints; the WAL holds at most about this much writing.
 const INTERVAL: Duration = Duration::from_millis(500);

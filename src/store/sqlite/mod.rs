@@ -1,12 +1,26 @@
 //! The embedded [`Store`]: one SQLite file in WAL mode, migrations at open.
 //!
 //! rusqlite is synchronous, so no SQLite call runs on the async runtime. Writes go to one
-//! connection on a thread of its own that commits them in groups ([`super::sqlite_writer`]).
+//! connection on a thread of its own that commits them in groups ([`writer`]).
 //! Reads a turn makes (records by id, an agent's tools, whole histories) are answered from an
-//! in-memory mirror kept in step with the commits ([`super::sqlite_cache`]); the rest borrow a
+//! in-memory mirror kept in step with the commits ([`cache`]); the rest borrow a
 //! read connection from a pool on tokio's blocking pool, since WAL lets readers run alongside
 //! the writer and see every committed write. The data directory is locked for the store's
 //! lifetime: one process writes the file, so the mirror is never stale.
+
+mod cache;
+mod checkpoint;
+mod rows;
+mod schema;
+mod step;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_history;
+#[cfg(test)]
+mod tests_mirror;
+mod worker_thread;
+mod writer;
 
 use std::fs::File;
 use std::future::Future;
@@ -19,16 +33,16 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use super::message::Entry;
-use super::sqlite_cache::{Cache, Mirror, Table, weigh};
-use super::sqlite_checkpoint::Checkpointer;
-use super::sqlite_rows::{
+use crate::session::message::Entry;
+use self::cache::{Cache, Mirror, Table, weigh};
+use self::checkpoint::Checkpointer;
+use self::rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, collection_key,
     list_query, read_journal,
 };
-use super::sqlite_schema::{open_reader, open_writer};
-use super::sqlite_writer::{Write, Writer};
-use super::store::{
+use self::schema::{open_reader, open_writer};
+use self::writer::{Write, Writer};
+use crate::store::{
     Collection, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError, StoreResult,
 };
 use crate::config::Synchronous;
@@ -117,7 +131,7 @@ impl SqliteStore {
     }
 
     /// Commits `work` with the next group of writes; `after_commit` then updates the mirror.
-    pub(super) async fn write<T, F, A>(
+    async fn write<T, F, A>(
         &self,
         operation: &'static str,
         work: F,
@@ -420,7 +434,7 @@ impl Store for SqliteStore {
     }
 
     async fn write_step(&self, step: StepWrite) -> StoreResult<Vec<bool>> {
-        super::sqlite_step::write_step(self, step).await
+        crate::store::sqlite::step::write_step(self, step).await
     }
 
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>> {

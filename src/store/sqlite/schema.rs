@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
-use super::call_digest::call_digest_of_text;
-use super::sqlite_rows::{Failure, Outcome};
+use crate::session::call_digest_of_text;
+use crate::store::sqlite::rows::{Failure, Outcome};
 use crate::config::Synchronous;
 
 /// How long a statement waits for another connection's lock before failing with "busy".
@@ -95,7 +95,7 @@ pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Outcome<Conn
         )));
     }
     conn.pragma_update(None, "synchronous", synchronous.pragma())?;
-    // Checkpoints run on their own thread (`sqlite_checkpoint`), not inside a commit.
+    // Checkpoints run on their own thread (`checkpoint.rs`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     migrate(&mut conn)?;
     Ok(conn)

@@ -8,9 +8,9 @@ use serde_json::json;
 use tempfile::TempDir;
 use time::OffsetDateTime;
 
-use super::message::{ChatMessage, Entry, EntrySource, MessageJson, Role};
-use super::sqlite::SqliteStore;
-use super::store::{
+use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson, Role};
+use crate::store::sqlite::SqliteStore;
+use crate::store::{
     CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, Store, StoreError,
 };
 

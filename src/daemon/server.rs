@@ -181,7 +181,7 @@ mod tests {
     #[tokio::test]
     async fn stopping_finishes_the_request_in_flight_then_refuses_connections() {
         let (addr, stop, server) = start(Duration::from_secs(60)).await;
-        crate::app::install_crypto_provider();
+        crate::daemon::install_crypto_provider();
         let client = reqwest::Client::new();
         let in_flight = tokio::spawn(client.get(format!("http://{addr}/slow")).send());
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::session::Store;
+use crate::store::Store;
 
 /// Where the service manager listens.
 #[derive(Debug, Clone)]

@@ -6,13 +6,15 @@
 //! handler runs and its result after, so that a restart can tell "never ran" from "ran, result
 //! lost" and never runs a side effect twice.
 
+pub mod sqlite;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::Value;
 use time::OffsetDateTime;
 
-use super::message::Entry;
+use crate::session::message::Entry;
 
 /// The kinds of documents the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -115,7 +117,7 @@ pub enum CallStatus {
 }
 
 /// One journaled call. A call is identified by its session, its id and the digest of its
-/// content ([`super::call_digest`]): the same id with other content is another call.
+/// content ([`crate::session`]): the same id with other content is another call.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JournalRecord {
     pub session_id: String,

@@ -2,6 +2,9 @@
 //! request building, retries, and reading answers from providers that bend the format, each
 //! within its size limit (`limits.max_prompt_bytes`, `max_response_bytes`, `max_event_bytes`).
 
+mod sse;
+pub mod stream;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,10 +15,12 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
-use super::secrets::{Scrubber, shown_url};
-use super::{ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
 use crate::config::{LimitsConfig, ProviderConfig};
+use crate::provider::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
+use crate::provider::secrets::{Scrubber, shown_url};
+use crate::provider::{
+    ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage,
+};
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
 
 /// Largest error body quoted back to the client.
@@ -277,7 +282,7 @@ impl ModelProvider for OpenAiProvider {
         &self,
         request: &ModelRequest<'_>,
     ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError> {
-        super::stream::open(self, request).await
+        self::stream::open(self, request).await
     }
 }
 

@@ -13,8 +13,8 @@ use std::sync::mpsc;
 
 use rusqlite::Connection;
 
-use super::sqlite_rows::{Failure, Outcome};
-use super::worker_thread::WorkerThread;
+use crate::store::sqlite::rows::{Failure, Outcome};
+use crate::store::sqlite::worker_thread::WorkerThread;
 
 /// Jobs committed together at most.
 const MAX_BATCH: usize = 256;

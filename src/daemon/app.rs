@@ -16,9 +16,9 @@ use crate::api::{self, AppState, Shared};
 use crate::config::Config;
 use crate::provider::ModelProvider;
 use crate::provider::openai::OpenAiProvider;
-use crate::session::Store;
 use crate::session::lock::TurnLocks;
-use crate::session::sqlite::SqliteStore;
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
 use crate::tool::{Catalog, Registry};
 use crate::turn::Engine;
 
@@ -93,11 +93,11 @@ impl App {
             )
             .with_limits(&config.limits),
         );
-        let keys = crate::keys::resolve(&config).map_err(StartError::Config)?;
+        let keys = crate::daemon::keys::resolve(&config).map_err(StartError::Config)?;
         let state = AppState::new(Shared {
             store,
             engine,
-            keys: Arc::new(crate::keys::ApiKeys::new(keys)),
+            keys: Arc::new(crate::daemon::keys::ApiKeys::new(keys)),
             locks: Arc::new(TurnLocks::default()),
             draining: Arc::new(AtomicBool::new(false)),
             abort: CancellationToken::new(),
@@ -138,7 +138,7 @@ impl App {
             self.config.server.metrics_public,
         );
         let drain = self.config.server.drain_timeout;
-        let server = tokio::spawn(crate::http_server::serve(
+        let server = tokio::spawn(crate::daemon::server::serve(
             listener,
             router,
             shutdown.clone(),

@@ -12,8 +12,8 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::message::Entry;
-use super::store::{Collection, Record};
+use crate::session::message::Entry;
+use crate::store::{Collection, Record};
 
 /// Approximate bytes each part of the mirror may hold before its least recently used keys go.
 const RECORD_BUDGET: usize = 16 << 20;

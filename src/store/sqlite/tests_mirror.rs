@@ -6,9 +6,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use super::sqlite::SqliteStore;
-use super::sqlite_tests::{entry, entry_ids, ids, open, record, shared, temp_db, tool};
-use super::store::{Collection, ListQuery, Record, Store, StoreError};
+use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::tests::{entry, entry_ids, ids, open, record, shared, temp_db, tool};
+use crate::store::{Collection, ListQuery, Record, Store, StoreError};
 
 #[tokio::test]
 async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
@@ -81,7 +81,7 @@ async fn assert_agrees(store: &SqliteStore, agent: &str, session: &str) {
             Collection::AgentTools,
             &ListQuery {
                 parent: Some(agent.to_owned()),
-                direction: super::store::Direction::Asc,
+                direction: crate::store::Direction::Asc,
                 ..ListQuery::default()
             },
         )

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::App;
-use crate::notify::Notifier;
+use crate::daemon::App;
+use crate::daemon::notify::Notifier;
 
 /// Installs the handlers; call before announcing readiness.
 pub fn install(app: &App, shutdown: CancellationToken, notifier: Notifier) -> std::io::Result<()> {
@@ -44,13 +44,13 @@ struct Reloader {
     config: crate::config::Config,
     registry: crate::tool::Registry,
     engine: Arc<crate::turn::Engine>,
-    keys: Arc<crate::keys::ApiKeys>,
+    keys: Arc<crate::daemon::keys::ApiKeys>,
 }
 
 impl Reloader {
     /// Resolves `auth.api_keys` again (a key file may have been rotated); returns a status.
     fn reload_keys(&self) -> String {
-        match crate::keys::resolve(&self.config) {
+        match crate::daemon::keys::resolve(&self.config) {
             Ok(keys) => {
                 let count = keys.len();
                 self.keys.replace(keys);

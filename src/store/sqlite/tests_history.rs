@@ -6,13 +6,13 @@ use std::sync::Arc;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use super::message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
-use super::sqlite::SqliteStore;
-use super::sqlite_schema::MIGRATIONS;
-use super::sqlite_tests::{
+use crate::session::message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
+use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::schema::MIGRATIONS;
+use crate::store::sqlite::tests::{
     DIGEST, at, entry, entry_ids, open, record, shared, started, temp_db, tool,
 };
-use super::store::{
+use crate::store::{
     CallResult, CallStatus, Collection, JournalRecord, StepWrite, Store, StoreError,
 };
 
@@ -562,7 +562,7 @@ async fn journal_rows_from_before_digests_get_them_at_open() {
         .unwrap();
     }
     let store = open(&path);
-    let digest = super::call_digest_of_text("send_email", r#"{"to":"a@x.org"}"#);
+    let digest = crate::session::call_digest_of_text("send_email", r#"{"to":"a@x.org"}"#);
     let record = store
         .journal_get("s", "c1", &digest)
         .await

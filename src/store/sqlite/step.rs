@@ -9,11 +9,11 @@ use std::sync::{Arc, LazyLock};
 use rusqlite::{Connection, params};
 use time::OffsetDateTime;
 
-use super::message::Entry;
-use super::sqlite::SqliteStore;
-use super::sqlite_cache::weigh;
-use super::sqlite_rows::{EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos};
-use super::store::{CallResult, CallStatus, JournalRecord, StepWrite, StoreResult};
+use crate::session::message::Entry;
+use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::cache::weigh;
+use crate::store::sqlite::rows::{EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos};
+use crate::store::{CallResult, CallStatus, JournalRecord, StepWrite, StoreResult};
 
 /// A journal start with its times as stored.
 struct StartRow {

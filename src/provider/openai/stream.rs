@@ -12,10 +12,10 @@ use futures_util::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::openai::{OpenAiProvider, arguments_text, generated_call_id, parse_usage, root_cause};
-use super::secrets::Scrubber;
 use super::sse::SseDecoder;
-use super::{ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
+use super::{OpenAiProvider, arguments_text, generated_call_id, parse_usage, root_cause};
+use crate::provider::secrets::Scrubber;
+use crate::provider::{ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
 
 /// Starts a streamed call; retries (inside `send`) happen only before the first byte.

@@ -4,8 +4,8 @@
 use rusqlite::types::Value as SqlValue;
 use time::OffsetDateTime;
 
-use super::message::{ChatMessage, Entry, EntrySource, MessageJson};
-use super::store::{
+use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson};
+use crate::store::{
     CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, StoreError,
 };
 

@@ -1,0 +1,12 @@
+//! The process around the data path: wiring the parts together and serving them with a drain
+//! (`app.rs`), the accept loop (`server.rs`), signals (`signals.rs`), the systemd notify
+//! protocol (`notify.rs`), the open-file limit (`rlimit.rs`) and API keys (`keys.rs`).
+
+mod app;
+pub mod keys;
+pub mod notify;
+pub mod rlimit;
+pub mod server;
+pub mod signals;
+
+pub use app::{App, StartError, install_crypto_provider};
