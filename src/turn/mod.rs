@@ -4,28 +4,24 @@
 //! is valid at every point: a tool call is never stored without its result following it.
 
 mod limits;
+mod model_call;
 mod pending;
 pub mod prompt;
+mod steps;
+mod transcript;
 
-use std::collections::HashSet;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures_util::future::BoxFuture;
-use serde_json::{Map, Value, json};
-use time::OffsetDateTime;
+use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::TurnConfig;
-use crate::provider::{
-    ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage,
-};
-use crate::session::{
-    ChatMessage, Entry, EntrySource, MessageJson, PromptMessage, ToolCallRequest,
-};
-use crate::store::{CallResult, StepWrite, Store, StoreError};
-use crate::tool::{Catalog, DispatchRequest, Dispatcher, Progress, ToolRun};
+use crate::provider::{ModelProvider, ProviderError, Usage};
+use crate::session::{ChatMessage, ToolCallRequest};
+use crate::store::{Store, StoreError};
+use crate::tool::{Catalog, Dispatcher, ToolRun};
 
 pub use limits::TurnLimits;
 pub use pending::unanswered;
@@ -208,345 +204,30 @@ impl Engine {
         events: Option<mpsc::Sender<TurnEvent>>,
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, TurnError> {
-        let turn_timer = crate::metrics::turn_started();
-        let catalog = self.catalog();
-        let sid = ctx.session_id.as_str();
-        let save = request.save;
-        let history = self.store.full_history(sid).await?;
-        let incoming =
-            pending::reconcile(self.store.as_ref(), sid, &history, request.messages).await?;
-        let mut transcript = Transcript::new(sid, save, history);
-        // The input is stored together with the model's first answer: a turn whose model
-        // call fails leaves no trace, so the client's retry does not repeat the input.
-        transcript.add(incoming);
-        if save {
-            limits::check_history(sid, &transcript.conversation, self.limits)?;
-        }
-
-        let offer = prompt::offer(&catalog, &ctx.agent_tools, &request.tools);
-        let auto_run = request
-            .auto_run_tools
-            .or(ctx.auto_run_tools)
-            .unwrap_or(true);
-        let max_steps = request
-            .max_steps
-            .unwrap_or(self.config.max_steps)
-            .clamp(1, self.config.max_steps_limit);
-        let mut settings = ctx.default_settings.clone();
-        settings.extend(request.settings);
-        let model = request
-            .model
-            .or_else(|| ctx.model.clone().filter(|m| !m.is_empty()))
-            .unwrap_or_else(|| self.default_model.clone());
-        let system = prompt::system_message(ctx, self.config.max_system_prompt_bytes)?;
-        let no_tools = json!("none");
-
-        let mut usage = Usage::default();
-        let mut runs = Vec::new();
-        let (mut model_time, mut tool_time) = (Duration::ZERO, Duration::ZERO);
-        let mut step = 0;
+        let mut turn = self.begin(ctx, request, events, cancel).await?;
         loop {
-            step += 1;
-            let last_call = step > max_steps;
-            let conversation: Vec<PromptMessage> = transcript.prompt().collect();
-            let window = match ctx.token_budget {
-                Some(budget) => prompt::truncate(&conversation, budget),
-                None => &conversation[..],
-            };
-            let model_request = ModelRequest {
-                model: &model,
-                messages: system
-                    .iter()
-                    .map(PromptMessage::Built)
-                    .chain(window.iter().copied())
-                    .collect(),
-                tools: &offer.definitions,
-                tool_choice: if last_call {
-                    Some(&no_tools)
-                } else {
-                    request.tool_choice.as_ref()
-                },
-                settings: &settings,
-            };
-            let started = Instant::now();
-            let response = self
-                .call_model_within_limit(model_request, ctx, events.as_ref(), cancel)
-                .await;
-            model_time += started.elapsed();
-            crate::metrics::model_call(self.provider.name(), &model, started.elapsed(), &response);
-            let mut response = response?;
-            usage += response.usage;
-
-            if last_call && !response.message.calls().is_empty() {
-                // The model ignored tool_choice "none": its calls are dropped so history stays
-                // valid, and the answer is whatever text came with them.
-                response.message.tool_calls = None;
-            }
-            transcript.fresh_call_ids(&mut response.message);
-            let calls = response.message.calls().to_vec();
-            let message = response.message.clone();
-            transcript.add(vec![(message, EntrySource::ApiResponse)]);
-            let client_calls = !auto_run
-                || calls
-                    .iter()
-                    .any(|c| offer.client.contains(&c.function.name));
-            let server_calls: Vec<ToolCallRequest> = if auto_run {
-                calls
-                    .iter()
-                    .filter(|c| !offer.client.contains(&c.function.name))
-                    .cloned()
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            // An answer with server calls is stored by the dispatcher, in one commit with the
-            // journal starts of its calls.
-            if server_calls.is_empty() {
-                transcript.save(self.store.as_ref()).await?;
-            }
-            if calls.is_empty() {
-                let stop = if last_call {
+            turn.step += 1;
+            let mut answer = self.ask_model(&mut turn).await?;
+            let calls = self.take_answer(&mut turn, &mut answer).await?;
+            if calls.all.is_empty() {
+                let stop = if turn.is_last_call() {
                     StopReason::MaxSteps
                 } else {
                     StopReason::Finished
                 };
-                let finish = match response.finish_reason.as_deref() {
+                let finish = match answer.finish_reason.as_deref() {
                     Some("tool_calls") | None => "stop".to_owned(),
                     Some(other) => other.to_owned(),
                 };
-                crate::metrics::turn_finished(&turn_timer, step, model_time, tool_time);
-                return Ok(TurnOutcome {
-                    message: response.message,
-                    finish_reason: finish,
-                    usage,
-                    runs,
-                    steps: step,
-                    stop,
-                    model_time,
-                    tool_time,
-                });
+                return Ok(turn.end(answer.message, finish, stop));
             }
-            if let Some(events) = &events {
-                // Waits while the client is slow; fails at once when it has gone.
-                emit(events, TurnEvent::ToolCalls(calls.clone()), cancel).await;
+            turn.announce(calls.all).await;
+            if !calls.server.is_empty() {
+                self.run_server_calls(&mut turn, &calls.server).await?;
             }
-            if !server_calls.is_empty() {
-                let started = Instant::now();
-                // Each result goes out as it finishes, before anything the next model call
-                // streams; a closed receiver only means nobody is listening any more.
-                let report = events.as_ref().map(|tx| {
-                    move |run: &ToolRun| -> BoxFuture<'static, ()> {
-                        let tx = tx.clone();
-                        let cancel = cancel.clone();
-                        let event = TurnEvent::ToolResult(Box::new(run.clone()));
-                        Box::pin(async move { emit(&tx, event, &cancel).await })
-                    }
-                });
-                let step_runs = self
-                    .dispatcher
-                    .run(DispatchRequest {
-                        catalog: &catalog,
-                        session_id: sid,
-                        keep_arguments: save,
-                        calls: &server_calls,
-                        offered: &offer.names,
-                        cancel,
-                        progress: report.as_ref().map(|f| f as Progress<'_>),
-                        entries: transcript.take_unsaved(),
-                    })
-                    .await?;
-                tool_time += started.elapsed();
-                let results = step_runs
-                    .runs
-                    .iter()
-                    .map(|run| {
-                        let message =
-                            ChatMessage::tool_result(&run.call_id, &run.name, run.content.clone());
-                        (message, EntrySource::ToolResponse)
-                    })
-                    .collect();
-                transcript.add(results);
-                transcript
-                    .save_finishing(self.store.as_ref(), step_runs.finish)
-                    .await?;
-                runs.extend(step_runs.runs);
-                if cancel.is_cancelled() {
-                    return Err(TurnError::Cancelled);
-                }
-            }
-            if client_calls {
-                crate::metrics::turn_finished(&turn_timer, step, model_time, tool_time);
-                return Ok(TurnOutcome {
-                    message: response.message,
-                    finish_reason: "tool_calls".into(),
-                    usage,
-                    runs,
-                    steps: step,
-                    stop: StopReason::ClientTools,
-                    model_time,
-                    tool_time,
-                });
+            if calls.for_client {
+                return Ok(turn.end(answer.message, "tool_calls".into(), StopReason::ClientTools));
             }
         }
-    }
-
-    async fn call_model(
-        &self,
-        request: &ModelRequest<'_>,
-        events: Option<&mpsc::Sender<TurnEvent>>,
-        cancel: &CancellationToken,
-    ) -> Result<ModelResponse, TurnError> {
-        let call = async {
-            let Some(events) = events else {
-                return self.provider.complete(request).await;
-            };
-            let mut stream = self.provider.stream(request).await?;
-            use futures_util::StreamExt;
-            while let Some(event) = stream.next().await {
-                match event? {
-                    StreamEvent::Text(text) => {
-                        // A slow client holds the model's stream here, not in a buffer.
-                        let _ = events.send(TurnEvent::Text(text)).await;
-                    }
-                    StreamEvent::Done(response) => return Ok(response),
-                }
-            }
-            Err(ProviderError::Protocol(
-                "stream ended without an answer".into(),
-            ))
-        };
-        let most = self.limits.max_answer_time;
-        tokio::select! {
-            result = tokio::time::timeout(most, call) => match result {
-                Ok(answer) => Ok(answer?),
-                Err(_elapsed) => {
-                    tracing::warn!(limit = ?most, "model answer took longer than limits.max_answer_time");
-                    Err(ProviderError::Timeout(most).into())
-                }
-            },
-            () = cancel.cancelled() => Err(TurnError::Cancelled),
-        }
-    }
-}
-
-/// Sends a streamed turn's event, waiting while a slow client catches up, but never past the
-/// turn's cancellation (a delete, a drain, the client gone): a client that stops reading
-/// cannot hold a turn that is told to stop.
-async fn emit(events: &mpsc::Sender<TurnEvent>, event: TurnEvent, cancel: &CancellationToken) {
-    tokio::select! {
-        _ = events.send(event) => {}
-        () = cancel.cancelled() => {}
-    }
-}
-
-/// The conversation a turn sends to the model: the session's history (shared with the
-/// store's in-memory copy, not copied), then what this turn added, the last `unsaved` of it
-/// not stored yet.
-struct Transcript<'a> {
-    session_id: &'a str,
-    save: bool,
-    conversation: Vec<Arc<Entry>>,
-    unsaved: usize,
-}
-
-impl<'a> Transcript<'a> {
-    fn new(session_id: &'a str, save: bool, history: Vec<Arc<Entry>>) -> Self {
-        Self {
-            session_id,
-            save,
-            conversation: history,
-            unsaved: 0,
-        }
-    }
-
-    fn messages(&self) -> impl Iterator<Item = &ChatMessage> {
-        self.conversation.iter().map(|entry| &entry.message)
-    }
-
-    /// The conversation as model-request messages, each written from its entry's kept text.
-    fn prompt(&self) -> impl Iterator<Item = PromptMessage<'_>> {
-        self.conversation
-            .iter()
-            .map(|entry| PromptMessage::Entry(entry))
-    }
-
-    /// Gives a new id to every call whose id the conversation already has (some servers number
-    /// calls per response): each call then has its own result in history and its own journal
-    /// entry, instead of being taken for a replay of the earlier call and never run.
-    fn fresh_call_ids(&self, message: &mut ChatMessage) {
-        let Some(calls) = message.tool_calls.as_mut() else {
-            return;
-        };
-        if calls.is_empty() {
-            return;
-        }
-        let earlier = || self.messages().flat_map(ChatMessage::calls);
-        // A few calls scan history each; many get one pass into a set, so an answer with
-        // thousands of calls costs history + calls, not history × calls.
-        let many: Option<HashSet<&str>> =
-            (calls.len() > 4).then(|| earlier().map(|call| call.id.as_str()).collect());
-        let used = |id: &str| match &many {
-            Some(set) => set.contains(id),
-            None => earlier().any(|call| call.id == id),
-        };
-        let mut seen = HashSet::new();
-        for call in calls {
-            if used(&call.id) || !seen.insert(call.id.clone()) {
-                call.id = crate::provider::openai::generated_call_id();
-                seen.insert(call.id.clone());
-            }
-        }
-    }
-
-    /// Adds messages to the conversation; they are stored at the next [`Transcript::save`].
-    fn add(&mut self, messages: Vec<(ChatMessage, EntrySource)>) {
-        let now = OffsetDateTime::now_utc();
-        for (message, source) in messages {
-            self.conversation.push(Arc::new(Entry {
-                id: crate::ids::new_v7().to_string(),
-                session_id: self.session_id.to_owned(),
-                source,
-                message,
-                created_at: now,
-                json: MessageJson::default(),
-            }));
-            if self.save {
-                self.unsaved += 1;
-            }
-        }
-    }
-
-    /// Hands over what was added since the last save, for a caller that commits it.
-    fn take_unsaved(&mut self) -> Vec<Arc<Entry>> {
-        let first = self.conversation.len() - self.unsaved;
-        self.unsaved = 0;
-        // Shared with the store: the JSON text the store makes of each entry is the one the
-        // next model request is written from.
-        self.conversation[first..].to_vec()
-    }
-
-    /// Stores what was added since the last save, in one transaction.
-    async fn save(&mut self, store: &dyn Store) -> Result<(), TurnError> {
-        self.save_finishing(store, Vec::new()).await
-    }
-
-    /// Stores what was added since the last save, and journals `finish`, in one transaction.
-    async fn save_finishing(
-        &mut self,
-        store: &dyn Store,
-        finish: Vec<CallResult>,
-    ) -> Result<(), TurnError> {
-        let entries = self.take_unsaved();
-        if entries.is_empty() && finish.is_empty() {
-            return Ok(());
-        }
-        store
-            .write_step(StepWrite {
-                entries,
-                start: Vec::new(),
-                finish,
-            })
-            .await?;
-        Ok(())
     }
 }

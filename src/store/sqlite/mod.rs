@@ -33,7 +33,6 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
-use crate::session::message::Entry;
 use self::cache::{Cache, Mirror, Table, weigh};
 use self::checkpoint::Checkpointer;
 use self::rows::{
@@ -42,10 +41,11 @@ use self::rows::{
 };
 use self::schema::{open_reader, open_writer};
 use self::writer::{Write, Writer};
+use crate::config::Synchronous;
+use crate::session::message::Entry;
 use crate::store::{
     Collection, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError, StoreResult,
 };
-use crate::config::Synchronous;
 
 /// Read connections kept open between calls; more are opened on demand under load. Opening
 /// one costs a schema parse and a cold page cache, so enough are kept for a busy daemon.

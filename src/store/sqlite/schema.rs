@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
+use crate::config::Synchronous;
 use crate::session::call_digest_of_text;
 use crate::store::sqlite::rows::{Failure, Outcome};
-use crate::config::Synchronous;
 
 /// How long a statement waits for another connection's lock before failing with "busy".
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

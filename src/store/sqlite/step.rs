@@ -12,7 +12,9 @@ use time::OffsetDateTime;
 use crate::session::message::Entry;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::cache::weigh;
-use crate::store::sqlite::rows::{EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos};
+use crate::store::sqlite::rows::{
+    EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos,
+};
 use crate::store::{CallResult, CallStatus, JournalRecord, StepWrite, StoreResult};
 
 /// A journal start with its times as stored.

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use serde_json::json;
 use time::OffsetDateTime;
 
-use crate::session::message::{ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest};
+use crate::session::message::{
+    ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest,
+};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::schema::MIGRATIONS;
 use crate::store::sqlite::tests::{

@@ -1,0 +1,123 @@
+//! The conversation of one turn as it grows: the session's history (shared with the store's
+//! in-memory copy, never copied), then what the turn added, and which of that is not stored yet.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::session::{ChatMessage, Entry, EntrySource, MessageJson, PromptMessage};
+use crate::store::{CallResult, StepWrite, Store};
+use crate::turn::TurnError;
+
+/// The conversation a turn sends to the model: the session's history (shared with the
+/// store's in-memory copy, not copied), then what this turn added, the last `unsaved` of it
+/// not stored yet.
+pub(super) struct Transcript<'a> {
+    session_id: &'a str,
+    save: bool,
+    pub(super) conversation: Vec<Arc<Entry>>,
+    unsaved: usize,
+}
+
+impl<'a> Transcript<'a> {
+    pub(super) fn new(session_id: &'a str, save: bool, history: Vec<Arc<Entry>>) -> Self {
+        Self {
+            session_id,
+            save,
+            conversation: history,
+            unsaved: 0,
+        }
+    }
+
+    pub(super) fn messages(&self) -> impl Iterator<Item = &ChatMessage> {
+        self.conversation.iter().map(|entry| &entry.message)
+    }
+
+    /// The conversation as model-request messages, each written from its entry's kept text.
+    pub(super) fn prompt(&self) -> impl Iterator<Item = PromptMessage<'_>> {
+        self.conversation
+            .iter()
+            .map(|entry| PromptMessage::Entry(entry))
+    }
+
+    /// Gives a new id to every call whose id the conversation already has (some servers number
+    /// calls per response): each call then has its own result in history and its own journal
+    /// entry, instead of being taken for a replay of the earlier call and never run.
+    pub(super) fn fresh_call_ids(&self, message: &mut ChatMessage) {
+        let Some(calls) = message.tool_calls.as_mut() else {
+            return;
+        };
+        if calls.is_empty() {
+            return;
+        }
+        let earlier = || self.messages().flat_map(ChatMessage::calls);
+        // A few calls scan history each; many get one pass into a set, so an answer with
+        // thousands of calls costs history + calls, not history × calls.
+        let many: Option<HashSet<&str>> =
+            (calls.len() > 4).then(|| earlier().map(|call| call.id.as_str()).collect());
+        let used = |id: &str| match &many {
+            Some(set) => set.contains(id),
+            None => earlier().any(|call| call.id == id),
+        };
+        let mut seen = HashSet::new();
+        for call in calls {
+            if used(&call.id) || !seen.insert(call.id.clone()) {
+                call.id = crate::provider::openai::generated_call_id();
+                seen.insert(call.id.clone());
+            }
+        }
+    }
+
+    /// Adds messages to the conversation; they are stored at the next [`Transcript::save`].
+    pub(super) fn add(&mut self, messages: Vec<(ChatMessage, EntrySource)>) {
+        let now = OffsetDateTime::now_utc();
+        for (message, source) in messages {
+            self.conversation.push(Arc::new(Entry {
+                id: crate::ids::new_v7().to_string(),
+                session_id: self.session_id.to_owned(),
+                source,
+                message,
+                created_at: now,
+                json: MessageJson::default(),
+            }));
+            if self.save {
+                self.unsaved += 1;
+            }
+        }
+    }
+
+    /// Hands over what was added since the last save, for a caller that commits it.
+    pub(super) fn take_unsaved(&mut self) -> Vec<Arc<Entry>> {
+        let first = self.conversation.len() - self.unsaved;
+        self.unsaved = 0;
+        // Shared with the store: the JSON text the store makes of each entry is the one the
+        // next model request is written from.
+        self.conversation[first..].to_vec()
+    }
+
+    /// Stores what was added since the last save, in one transaction.
+    pub(super) async fn save(&mut self, store: &dyn Store) -> Result<(), TurnError> {
+        self.save_finishing(store, Vec::new()).await
+    }
+
+    /// Stores what was added since the last save, and journals `finish`, in one transaction.
+    pub(super) async fn save_finishing(
+        &mut self,
+        store: &dyn Store,
+        finish: Vec<CallResult>,
+    ) -> Result<(), TurnError> {
+        let entries = self.take_unsaved();
+        if entries.is_empty() && finish.is_empty() {
+            return Ok(());
+        }
+        store
+            .write_step(StepWrite {
+                entries,
+                start: Vec::new(),
+                finish,
+            })
+            .await?;
+        Ok(())
+    }
+}
