@@ -6,6 +6,7 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::Response;
 use secrecy::{ExposeSecret, SecretString};
+use subtle::{Choice, ConstantTimeEq};
 
 use super::AppState;
 use super::error::ApiError;
@@ -26,18 +27,14 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
     (!key.is_empty()).then_some(key)
 }
 
-/// Compares without an early exit on the first differing byte.
-fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
+/// Whether `key` is one of `keys`. Each comparison takes the same time wherever the first
+/// differing byte is (`subtle`), and every key is compared, so timing tells nothing of a key.
 pub fn key_matches(keys: &[SecretString], key: &str) -> bool {
     keys.iter()
-        .fold(false, |ok, k| ok | same(k.expose_secret(), key))
+        .fold(Choice::from(0), |found, k| {
+            found | k.expose_secret().as_bytes().ct_eq(key.as_bytes())
+        })
+        .into()
 }
 
 pub async fn require_key(

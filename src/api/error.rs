@@ -155,8 +155,8 @@ impl From<StoreError> for ApiError {
                      ask for fewer items with `limit`"
                 ),
             ),
-            StoreError::Backend(reason) => {
-                tracing::error!(%reason, "store failure");
+            backend @ StoreError::Backend { .. } => {
+                tracing::error!(error = %backend, "store failure");
                 ApiError::Internal
             }
         }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Serves `router` on `listener` until `stop` is cancelled, then lets every connection finish
@@ -30,8 +31,7 @@ pub async fn serve(
     header_timeout: Duration,
     max_connections: usize,
 ) {
-    // Each connection task holds a receiver; `closed()` resolves when the last one is gone.
-    let (open_tx, open_rx) = watch::channel(());
+    let connections = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(
         max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
@@ -54,17 +54,18 @@ pub async fn serve(
             },
             () = stop.cancelled() => break,
         };
-        let connection = serve_connection(tcp, router.clone(), stop.clone(), header_timeout);
-        let open = open_rx.clone();
+        let connection = connections.watch(http1_connection(tcp, router.clone(), header_timeout));
         tokio::spawn(async move {
-            connection.await;
+            if let Err(error) = connection.await {
+                // A peer that hangs up mid-request is routine; it is not an operator's problem.
+                tracing::debug!(%error, "connection ended with an error");
+            }
             drop(slot);
-            drop(open);
         });
     }
     drop(listener);
-    drop(open_rx);
-    open_tx.closed().await;
+    // Each connection finishes the request it is serving, then closes.
+    connections.shutdown().await;
 }
 
 /// A free connection slot, waiting for one when all are taken. The operator hears of it once
@@ -89,33 +90,20 @@ async fn connection_slot(
     Arc::clone(slots).acquire_owned().await.ok()
 }
 
-/// One connection: requests in order until the peer closes or `stop` asks it to finish.
-async fn serve_connection(
+/// One connection: requests in order until the peer closes (or, once watched by a
+/// [`GracefulShutdown`], until a shutdown lets it finish its request).
+fn http1_connection(
     tcp: TcpStream,
     router: Router,
-    stop: CancellationToken,
     header_timeout: Duration,
-) {
+) -> hyper::server::conn::http1::Connection<TokioIo<TcpStream>, TowerToHyperService<Router>> {
     // Small writes (SSE chunks, short JSON answers) go out at once instead of waiting for
     // the peer's delayed ACK (Nagle), which otherwise adds ~40 ms to a stream's first byte.
     let _ = tcp.set_nodelay(true);
-    let service = TowerToHyperService::new(router);
-    let connection = hyper::server::conn::http1::Builder::new()
+    hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
-        .serve_connection(TokioIo::new(tcp), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        // A peer that hangs up mid-request is routine; it is not an operator's problem.
-        tracing::debug!(%error, "connection ended with an error");
-    }
+        .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router))
 }
 
 /// Out of file descriptors (or a similar resource) is retried after a pause instead of

@@ -158,11 +158,28 @@ pub struct CallResult {
 pub enum StoreError {
     #[error("{0} already exists")]
     Conflict(String),
-    #[error("storage failure: {0}")]
-    Backend(String),
+    /// The storage engine failed; `context` says doing what, `source` is the engine's error.
+    #[error("storage failure: {context}: {source}")]
+    Backend {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// A list page would hold more than its byte budget.
     #[error("the page would be larger than {0} bytes")]
     PageTooLarge(usize),
+}
+
+impl StoreError {
+    pub fn backend(
+        context: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        StoreError::Backend {
+            context: context.into(),
+            source: source.into(),
+        }
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

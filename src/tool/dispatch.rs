@@ -8,7 +8,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentd_sdk::{CallContext, HandlerError, ToolCall, ToolOutput};
+use agentd_sdk::{CallContext, ToolCall, ToolOutput};
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use time::OffsetDateTime;
@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::catalog::{Catalog, CatalogTool};
-use super::failure;
+use super::failure::{self, DispatchFailure, Failure, FailureKind};
 use super::validate::{self, ArgumentError};
 use crate::session::{Entry, ToolCallRequest, call_digest};
 use crate::store::{CallResult, CallStatus, JournalRecord, StepWrite, Store, StoreError};
@@ -27,9 +27,8 @@ pub enum Outcome {
     Ok,
     /// Answered from the journal: the call had already run.
     Replayed,
-    /// Failed; the kind is in the result JSON too (`malformed_arguments`, `invalid_arguments`,
-    /// `unknown_tool`, `timeout`, `panic`, `cancelled`, `outcome_unknown`, or a handler's kind).
-    Error(String),
+    /// Failed; the kind is in the result JSON too.
+    Error(FailureKind),
 }
 
 impl Outcome {
@@ -38,7 +37,7 @@ impl Outcome {
         match self {
             Outcome::Ok => "ok",
             Outcome::Replayed => "replayed",
-            Outcome::Error(kind) => kind,
+            Outcome::Error(kind) => kind.as_str(),
         }
     }
 }
@@ -112,7 +111,7 @@ pub struct Dispatcher {
 /// What a call came to before it is turned into a [`ToolRun`].
 enum Ending {
     Success(ToolOutput),
-    Failure(HandlerError),
+    Failure(Failure),
     /// The stored result of an earlier run of the same call.
     Replayed(String),
 }
@@ -148,7 +147,7 @@ impl Dispatcher {
             entries,
         } = request;
         let mut records = Vec::new();
-        let checked: Vec<Result<Ready, HandlerError>> = calls
+        let checked: Vec<Result<Ready, Failure>> = calls
             .iter()
             .map(|call| {
                 let ready = check(catalog, offered, call)?;
@@ -263,9 +262,9 @@ impl Dispatcher {
         };
         let (content, outcome) = match ending {
             Ending::Success(output) => (output.content.to_string(), Outcome::Ok),
-            Ending::Failure(error) => (
-                error.to_result_json().to_string(),
-                Outcome::Error(error.kind),
+            Ending::Failure(failure) => (
+                failure.error.to_result_json().to_string(),
+                Outcome::Error(failure.kind),
             ),
             Ending::Replayed(content) => (content, Outcome::Replayed),
         };
@@ -310,10 +309,10 @@ impl Dispatcher {
             limit = self.max_result_bytes,
             "tool result over limits.max_tool_result_bytes; replaced by an error result"
         );
-        let error = failure::result_too_large(content.len(), self.max_result_bytes);
+        let failure = failure::result_too_large(content.len(), self.max_result_bytes);
         (
-            error.to_result_json().to_string(),
-            Outcome::Error(error.kind),
+            failure.error.to_result_json().to_string(),
+            Outcome::Error(failure.kind),
         )
     }
 
@@ -383,7 +382,7 @@ impl Dispatcher {
             () = cancel.cancelled() => Ending::Failure(failure::cancelled()),
             finished = tokio::time::timeout(tool.timeout, run) => match finished {
                 Ok(Ok(Ok(output))) => Ending::Success(output),
-                Ok(Ok(Err(error))) => Ending::Failure(error),
+                Ok(Ok(Err(error))) => Ending::Failure(Failure::from_handler(error)),
                 Ok(Err(payload)) => Ending::Failure(failure::panicked(&panic_message(payload))),
                 Err(_elapsed) => {
                     child.cancel();
@@ -418,17 +417,13 @@ enum Plan {
     /// From the journal (the call's digest): the call must not run again.
     Replay(String),
     /// Without running: unknown tool, bad arguments, no journal.
-    Answer(HandlerError),
+    Answer(Failure),
 }
 
 /// Looks the call's tool up among those offered and checks its arguments. A catalog tool the
 /// step did not offer is refused exactly like a name that does not exist, so a model cannot
 /// learn of, or run, a tool kept from it (`offer = false` and not declared for the turn).
-fn check(
-    catalog: &Catalog,
-    offered: &[String],
-    call: &ToolCallRequest,
-) -> Result<Ready, HandlerError> {
+fn check(catalog: &Catalog, offered: &[String], call: &ToolCallRequest) -> Result<Ready, Failure> {
     let name = call.function.name.as_str();
     let tool = offered
         .iter()
@@ -504,7 +499,7 @@ fn panic_message(payload: Box<dyn Any + Send>) -> String {
 fn log_run(session_id: &str, run: &ToolRun) {
     let duration_ms = u64::try_from(run.duration.as_millis()).unwrap_or(u64::MAX);
     match &run.outcome {
-        Outcome::Error(kind) if kind == "panic" => tracing::warn!(
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::Panic)) => tracing::warn!(
             session_id,
             tool = %failure::shown(&run.name),
             call_id = %failure::shown(&run.call_id),

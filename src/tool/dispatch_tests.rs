@@ -14,7 +14,10 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::test_support::{FailFactory, MemoryJournal, SleepFactory};
-use super::{Catalog, DispatchRequest, Dispatcher, Outcome, Progress, Registry, StepRuns, ToolRun};
+use super::{
+    Catalog, DispatchFailure, DispatchRequest, Dispatcher, FailureKind, Outcome, Progress,
+    Registry, StepRuns, ToolRun,
+};
 use crate::session::{FunctionCall, ToolCallRequest};
 use crate::store::{CallResult, CallStatus, JournalRecord, Store};
 
@@ -246,7 +249,10 @@ async fn per_tool_and_daemon_wide_limits_cap_calls_running_at_once() {
 async fn a_call_past_its_timeout_is_stopped_and_journaled() {
     let h = harness(16);
     let runs = h.run(&[call("c1", "stuck", "{}")]).await;
-    assert_eq!(runs[0].outcome, Outcome::Error("timeout".into()));
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::Timeout))
+    );
     assert!(
         runs[0].duration < Duration::from_secs(5),
         "{:?}",
@@ -281,7 +287,10 @@ async fn a_panicking_handler_becomes_an_error_result() {
             call("c2", "fast", r#"{"n": 2}"#),
         ])
         .await;
-    assert_eq!(runs[0].outcome, Outcome::Error("panic".into()));
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::Panic))
+    );
     let error = error_of(&runs[0]);
     assert!(
         error["message"]
@@ -301,7 +310,10 @@ async fn a_panicking_handler_becomes_an_error_result() {
 async fn handler_errors_pass_through_with_their_details() {
     let h = harness(16);
     let runs = h.run(&[call("c1", "deny", "{}")]).await;
-    assert_eq!(runs[0].outcome, Outcome::Error("denied".into()));
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Error(FailureKind::Handler("denied".into()))
+    );
     assert_eq!(
         error_of(&runs[0]),
         json!({"kind": "denied", "message": "recipient not allowed", "retryable": false, "recipient": "x@y"})
@@ -324,7 +336,10 @@ async fn cancelling_the_turn_stops_running_calls() {
             None,
         )
         .await;
-    assert_eq!(runs[0].outcome, Outcome::Error("cancelled".into()));
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::Cancelled))
+    );
     assert_eq!(runs[1].outcome, Outcome::Ok, "finished before the cancel");
     assert_eq!(
         h.journal.record("s1", "c1").unwrap().status,
@@ -336,7 +351,10 @@ async fn cancelling_the_turn_stops_running_calls() {
     let runs = h
         .run_with(&[call("c3", "fast", r#"{"n": 4}"#)], &cancel, None)
         .await;
-    assert_eq!(runs[0].outcome, Outcome::Error("cancelled".into()));
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::Cancelled))
+    );
     assert_eq!(h.sleep.calls.load(Ordering::SeqCst), before);
 }
 
@@ -346,7 +364,10 @@ async fn unknown_tools_get_a_suggestion_and_are_not_journaled() {
     let runs = h
         .run(&[call("c1", "fsat", "{}"), call("c2", "weather", "{}")])
         .await;
-    assert_eq!(runs[0].outcome, Outcome::Error("unknown_tool".into()));
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::UnknownTool))
+    );
     let error = error_of(&runs[0]);
     assert!(
         error["message"]
@@ -379,7 +400,7 @@ async fn bad_arguments_never_reach_the_handler() {
         .await;
     assert_eq!(
         runs[0].outcome,
-        Outcome::Error("malformed_arguments".into())
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::MalformedArguments))
     );
     assert!(
         error_of(&runs[0])["message"]
@@ -387,7 +408,10 @@ async fn bad_arguments_never_reach_the_handler() {
             .unwrap()
             .contains("line 1 column")
     );
-    assert_eq!(runs[1].outcome, Outcome::Error("invalid_arguments".into()));
+    assert_eq!(
+        runs[1].outcome,
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::InvalidArguments))
+    );
     let violations = &error_of(&runs[1])["violations"];
     assert_eq!(violations[0]["pointer"], "/n");
     assert!(
@@ -432,7 +456,10 @@ async fn a_call_started_but_never_finished_is_not_run_again() {
         .await
         .unwrap();
     let runs = h.run(&[call("c1", "fast", r#"{"n": 6}"#)]).await;
-    assert_eq!(runs[0].outcome, Outcome::Error("outcome_unknown".into()));
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::OutcomeUnknown))
+    );
     let message = error_of(&runs[0])["message"].as_str().unwrap().to_owned();
     assert!(message.contains("was not run again"), "{message}");
     assert_eq!(h.sleep.calls.load(Ordering::SeqCst), 0);
@@ -447,7 +474,9 @@ async fn a_call_started_but_never_finished_is_not_run_again() {
     let outcomes: Vec<&Outcome> = runs.iter().map(|r| &r.outcome).collect();
     assert!(outcomes.contains(&&Outcome::Ok), "{outcomes:?}");
     assert!(
-        outcomes.contains(&&Outcome::Error("outcome_unknown".into())),
+        outcomes.contains(&&Outcome::Error(FailureKind::Dispatch(
+            DispatchFailure::OutcomeUnknown
+        ))),
         "{outcomes:?}"
     );
     assert_eq!(h.sleep.calls.load(Ordering::SeqCst), 1);
@@ -497,7 +526,10 @@ async fn a_catalog_tool_the_step_did_not_offer_never_runs() {
     let runs = h
         .run(&[call("c1", "slow", "{}"), call("c2", "fast", r#"{"n": 1}"#)])
         .await;
-    assert_eq!(runs[0].outcome, Outcome::Error("unknown_tool".into()));
+    assert_eq!(
+        runs[0].outcome,
+        Outcome::Error(FailureKind::Dispatch(DispatchFailure::UnknownTool))
+    );
     assert_eq!(error_of(&runs[0])["available"], json!(["fast"]));
     assert!(
         !error_of(&runs[0])["message"]

@@ -12,6 +12,93 @@ use super::validate::Violation;
 /// Longest model-chosen name or id repeated in a message or a log line.
 const SHOWN_CHARS: usize = 64;
 
+/// The failures dispatch itself reports, as opposed to a handler's own errors. Each is also
+/// the `kind` of the error result the model gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchFailure {
+    /// The model named a tool it was not offered.
+    UnknownTool,
+    /// The arguments are not one JSON object.
+    MalformedArguments,
+    /// The arguments do not match the tool's schema.
+    InvalidArguments,
+    /// The journal has the call as started but not finished: it may have had its effect.
+    OutcomeUnknown,
+    /// The call could not be journaled before running, so it was not run.
+    Unavailable,
+    /// The call ran but its result was over `limits.max_tool_result_bytes`.
+    ResultTooLarge,
+    Timeout,
+    Panic,
+    Cancelled,
+}
+
+impl DispatchFailure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DispatchFailure::UnknownTool => "unknown_tool",
+            DispatchFailure::MalformedArguments => "malformed_arguments",
+            DispatchFailure::InvalidArguments => "invalid_arguments",
+            DispatchFailure::OutcomeUnknown => "outcome_unknown",
+            DispatchFailure::Unavailable => "unavailable",
+            DispatchFailure::ResultTooLarge => "result_too_large",
+            DispatchFailure::Timeout => "timeout",
+            DispatchFailure::Panic => "panic",
+            DispatchFailure::Cancelled => "cancelled",
+        }
+    }
+
+    fn error(self, message: impl Into<String>) -> Failure {
+        Failure {
+            kind: FailureKind::Dispatch(self),
+            error: HandlerError::new(self.as_str(), message),
+        }
+    }
+}
+
+/// Why a call failed: refused or stopped by dispatch, or an error its handler returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FailureKind {
+    Dispatch(DispatchFailure),
+    /// The handler's own `kind` (for example `invalid_recipient`).
+    Handler(String),
+}
+
+impl FailureKind {
+    pub fn as_str(&self) -> &str {
+        match self {
+            FailureKind::Dispatch(failure) => failure.as_str(),
+            FailureKind::Handler(kind) => kind,
+        }
+    }
+}
+
+/// A failed call: its kind, and the error result the model gets.
+#[derive(Debug)]
+pub(super) struct Failure {
+    pub(super) kind: FailureKind,
+    pub(super) error: HandlerError,
+}
+
+impl Failure {
+    pub(super) fn from_handler(error: HandlerError) -> Self {
+        Failure {
+            kind: FailureKind::Handler(error.kind.clone()),
+            error,
+        }
+    }
+
+    fn with_details(mut self, details: serde_json::Value) -> Self {
+        self.error = self.error.with_details(details);
+        self
+    }
+
+    fn retryable(mut self) -> Self {
+        self.error = self.error.retryable();
+        self
+    }
+}
+
 /// A model-chosen name or id as it may be repeated back or logged: at most [`SHOWN_CHARS`]
 /// characters, control characters escaped, so it can neither forge log lines nor make a
 /// message as large as the model's answer.
@@ -31,7 +118,7 @@ pub(super) fn shown(text: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-pub(super) fn unknown_tool(name: &str, offered: &[String]) -> HandlerError {
+pub(super) fn unknown_tool(name: &str, offered: &[String]) -> Failure {
     let mut message = format!("there is no tool named `{}`", shown(name));
     // A name far longer than any offered one is no typo (and would cost an edit distance).
     let plausible = name.len() <= 4 * SHOWN_CHARS;
@@ -42,17 +129,18 @@ pub(super) fn unknown_tool(name: &str, offered: &[String]) -> HandlerError {
     } else {
         message.push_str(&format!("; available tools: {}", offered.join(", ")));
     }
-    HandlerError::new("unknown_tool", message).with_details(json!({ "available": offered }))
+    DispatchFailure::UnknownTool
+        .error(message)
+        .with_details(json!({ "available": offered }))
 }
 
-pub(super) fn malformed_arguments(reason: &str) -> HandlerError {
-    HandlerError::new(
-        "malformed_arguments",
-        format!("{reason}; send the arguments as one JSON object matching the tool's parameters"),
-    )
+pub(super) fn malformed_arguments(reason: &str) -> Failure {
+    DispatchFailure::MalformedArguments.error(format!(
+        "{reason}; send the arguments as one JSON object matching the tool's parameters"
+    ))
 }
 
-pub(super) fn invalid_arguments(violations: &[Violation]) -> HandlerError {
+pub(super) fn invalid_arguments(violations: &[Violation]) -> Failure {
     let summary: Vec<String> = violations
         .iter()
         .map(|v| {
@@ -64,45 +152,36 @@ pub(super) fn invalid_arguments(violations: &[Violation]) -> HandlerError {
             format!("{at}: {}", v.message)
         })
         .collect();
-    HandlerError::new(
-        "invalid_arguments",
-        format!(
+    DispatchFailure::InvalidArguments
+        .error(format!(
             "the arguments do not match the tool's parameters: {}",
             summary.join("; ")
-        ),
-    )
-    .with_details(json!({ "violations": violations }))
+        ))
+        .with_details(json!({ "violations": violations }))
 }
 
-pub(super) fn outcome_unknown() -> HandlerError {
-    HandlerError::new(
-        "outcome_unknown",
+pub(super) fn outcome_unknown() -> Failure {
+    DispatchFailure::OutcomeUnknown.error(
         "this call was started before but its result was lost; it was not run again; check before retrying",
     )
 }
 
-pub(super) fn journal_unavailable() -> HandlerError {
-    HandlerError::new(
-        "unavailable",
-        "the call was not run: it could not be recorded before running; try again later",
-    )
-    .retryable()
+pub(super) fn journal_unavailable() -> Failure {
+    DispatchFailure::Unavailable
+        .error("the call was not run: it could not be recorded before running; try again later")
+        .retryable()
 }
 
-pub(super) fn result_too_large(bytes: usize, limit: usize) -> HandlerError {
-    HandlerError::new(
-        "result_too_large",
-        format!(
-            "the call ran, but its result was {bytes} bytes, over the limit of {limit}, and was \
+pub(super) fn result_too_large(bytes: usize, limit: usize) -> Failure {
+    DispatchFailure::ResultTooLarge.error(format!(
+        "the call ran, but its result was {bytes} bytes, over the limit of {limit}, and was \
              dropped; what the call does may have been done, so do not repeat it as is; to see \
              its output, call it again asking for less"
-        ),
-    )
+    ))
 }
 
-pub(super) fn timeout(limit: Duration) -> HandlerError {
-    HandlerError::new(
-        "timeout",
+pub(super) fn timeout(limit: Duration) -> Failure {
+    DispatchFailure::Timeout.error(
         format!(
             "the tool did not finish within {}; it may or may not have taken effect; check before retrying",
             human(limit)
@@ -111,21 +190,16 @@ pub(super) fn timeout(limit: Duration) -> HandlerError {
     .retryable()
 }
 
-pub(super) fn panicked(detail: &str) -> HandlerError {
-    HandlerError::new(
-        "panic",
-        format!(
-            "the tool failed with an internal error ({detail}); it may or may not have taken effect"
-        ),
-    )
+pub(super) fn panicked(detail: &str) -> Failure {
+    DispatchFailure::Panic.error(format!(
+        "the tool failed with an internal error ({detail}); it may or may not have taken effect"
+    ))
 }
 
-pub(super) fn cancelled() -> HandlerError {
-    HandlerError::new(
-        "cancelled",
-        "the call was cancelled before it finished; it may or may not have taken effect",
-    )
-    .retryable()
+pub(super) fn cancelled() -> Failure {
+    DispatchFailure::Cancelled
+        .error("the call was cancelled before it finished; it may or may not have taken effect")
+        .retryable()
 }
 
 fn human(duration: Duration) -> String {
@@ -137,14 +211,16 @@ fn human(duration: Duration) -> String {
     }
 }
 
-/// The offered name closest to `name`, if it is close enough to be a likely typo.
+/// The offered name closest to `name`, if it is close enough to be a likely typo: at most a
+/// third of its length in edits, where inserting, deleting, replacing a character or swapping
+/// two neighbours each count one (optimal string alignment).
 pub(super) fn closest<'a>(name: &str, offered: &'a [String]) -> Option<&'a str> {
     let lowered = name.to_lowercase();
     offered
         .iter()
         .map(|candidate| {
             (
-                edit_distance(&lowered, &candidate.to_lowercase()),
+                strsim::osa_distance(&lowered, &candidate.to_lowercase()),
                 candidate,
             )
         })
@@ -156,54 +232,16 @@ pub(super) fn closest<'a>(name: &str, offered: &'a [String]) -> Option<&'a str> 
         .map(|(_, candidate)| candidate.as_str())
 }
 
-/// Edit distance over characters where inserting, deleting, replacing a character or swapping
-/// two neighbours each cost one (optimal string alignment).
-fn edit_distance(a: &str, b: &str) -> usize {
-    let a: Vec<char> = a.chars().collect();
-    let b: Vec<char> = b.chars().collect();
-    let width = b.len() + 1;
-    let mut d = vec![0usize; (a.len() + 1) * width];
-    for (i, row) in d.chunks_mut(width).enumerate() {
-        row[0] = i;
-    }
-    for (j, cell) in d.iter_mut().take(width).enumerate() {
-        *cell = j;
-    }
-    for i in 1..=a.len() {
-        for j in 1..=b.len() {
-            let cost = usize::from(a[i - 1] != b[j - 1]);
-            let mut best = (d[(i - 1) * width + j] + 1)
-                .min(d[i * width + j - 1] + 1)
-                .min(d[(i - 1) * width + j - 1] + cost);
-            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
-                best = best.min(d[(i - 2) * width + j - 2] + 1);
-            }
-            d[i * width + j] = best;
-        }
-    }
-    d[a.len() * width + b.len()]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn edit_distance_counts_single_edits() {
-        assert_eq!(edit_distance("send_email", "send_email"), 0);
-        assert_eq!(edit_distance("send_emial", "send_email"), 1);
-        assert_eq!(edit_distance("fsat", "fast"), 1);
-        assert_eq!(edit_distance("send_mail", "send_email"), 1);
-        assert_eq!(edit_distance("", "abc"), 3);
-        assert_eq!(edit_distance("kitten", "sitting"), 3);
-    }
 
     #[test]
     fn model_names_are_shown_short_and_without_control_characters() {
         assert_eq!(shown("send_email"), "send_email");
         assert_eq!(shown("a\nINFO forged"), "a\\nINFO forged");
         let long = "x".repeat(100_000);
-        let message = unknown_tool(&long, &["send_email".to_owned()]).message;
+        let message = unknown_tool(&long, &["send_email".to_owned()]).error.message;
         assert!(message.len() < 200, "{}", message.len());
     }
 
@@ -219,7 +257,7 @@ mod tests {
     #[test]
     fn unknown_tool_lists_what_is_available_when_nothing_is_close() {
         let offered = vec!["send_email".to_owned()];
-        let json = unknown_tool("weather", &offered).to_result_json();
+        let json = unknown_tool("weather", &offered).error.to_result_json();
         assert_eq!(json["error"]["kind"], "unknown_tool");
         assert_eq!(json["error"]["available"][0], "send_email");
         let message = json["error"]["message"].as_str().unwrap();

@@ -21,4 +21,5 @@ pub use catalog::{Catalog, CatalogError, CatalogTool};
 pub use catalog_compile::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT};
 pub use catalog_raw::is_valid_tool_name;
 pub use dispatch::{DispatchRequest, Dispatcher, Outcome, Progress, StepRuns, ToolRun};
+pub use failure::{DispatchFailure, FailureKind};
 pub use registry::Registry;

@@ -49,7 +49,10 @@ impl MemoryJournal {
 }
 
 fn not_journal<T>() -> StoreResult<T> {
-    Err(StoreError::Backend("only the journal is kept here".into()))
+    Err(StoreError::backend(
+        "memory journal",
+        "only the journal is kept here",
+    ))
 }
 
 #[async_trait]
@@ -96,7 +99,7 @@ impl Store for MemoryJournal {
         for finish in step.finish {
             let record = calls
                 .get_mut(&(finish.session_id, finish.call_id, finish.digest))
-                .ok_or_else(|| StoreError::Backend("finish without start".into()))?;
+                .ok_or_else(|| StoreError::backend("memory journal", "finish without start"))?;
             record.status = CallStatus::Finished;
             record.result = Some(finish.result);
             record.finished_at = Some(OffsetDateTime::now_utc());

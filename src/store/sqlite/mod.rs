@@ -102,17 +102,17 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with the durability level of commits.
     pub fn open_with(path: &Path, synchronous: Synchronous) -> StoreResult<Self> {
-        let fail = |e: Failure| StoreError::Backend(format!("sqlite open {}: {e}", path.display()));
+        let fail = |e: Failure| e.into_store_error(&format!("open {}", path.display()));
         let lock = lock_database(path)
-            .map_err(|e| StoreError::Backend(format!("sqlite open {}: {e}", path.display())))?;
+            .map_err(|e| StoreError::backend(format!("sqlite open {}", path.display()), e))?;
         let writer = open_writer(path, synchronous).map_err(fail)?;
         // Readers are opened later, possibly after the working directory changed.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let reader = open_reader(&path).map_err(|e| fail(e.into()))?;
         let writer = Writer::start(writer)
-            .map_err(|e| StoreError::Backend(format!("sqlite open: writer thread: {e}")))?;
+            .map_err(|e| StoreError::backend("sqlite open: writer thread", e))?;
         let checkpointer = Checkpointer::start(&path)
-            .map_err(|e| StoreError::Backend(format!("sqlite open: checkpoint thread: {e}")))?;
+            .map_err(|e| StoreError::backend("sqlite open: checkpoint thread", e))?;
         Ok(Self {
             shared: Arc::new(Shared {
                 writer,
@@ -159,15 +159,17 @@ impl SqliteStore {
             reply,
         });
         if self.shared.writer.submit(job).is_err() {
-            return Err(StoreError::Backend(format!(
-                "sqlite {operation}: the writer thread has stopped"
-            )));
+            return Err(StoreError::backend(
+                format!("sqlite {operation}"),
+                "the writer thread has stopped",
+            ));
         }
         match answer.await {
             Ok(outcome) => outcome.map_err(|failure| failure.into_store_error(operation)),
-            Err(_) => Err(StoreError::Backend(format!(
-                "sqlite {operation}: the write failed in the writer thread and was rolled back"
-            ))),
+            Err(_) => Err(StoreError::backend(
+                format!("sqlite {operation}"),
+                "the write failed in the writer thread and was rolled back",
+            )),
         }
     }
 
@@ -200,9 +202,7 @@ impl SqliteStore {
         let shared = Arc::clone(&self.shared);
         match tokio::task::spawn_blocking(move || shared.with_reader(work)).await {
             Ok(outcome) => outcome.map_err(|failure| failure.into_store_error(operation)),
-            Err(join) => Err(StoreError::Backend(format!(
-                "sqlite {operation}: task failed: {join}"
-            ))),
+            Err(join) => Err(StoreError::backend(format!("sqlite {operation}"), join)),
         }
     }
 }

@@ -27,7 +27,11 @@ impl Failure {
     pub(super) fn into_store_error(self, operation: &str) -> StoreError {
         match self {
             Failure::Store(error) => error,
-            other => StoreError::Backend(format!("sqlite {operation}: {other}")),
+            Failure::Sql(error) => StoreError::backend(format!("sqlite {operation}"), error),
+            Failure::Json(error) => {
+                StoreError::backend(format!("sqlite {operation}: invalid JSON"), error)
+            }
+            Failure::Invalid(reason) => StoreError::backend(format!("sqlite {operation}"), reason),
         }
     }
 }

@@ -204,7 +204,7 @@ async fn journal_records_start_once_and_finish() {
 
     let never = store.journal_finish("s", "call_never", DIGEST, "x").await;
     assert!(
-        matches!(never, Err(StoreError::Backend(ref m)) if m.contains("never started")),
+        matches!(never, Err(ref e @ StoreError::Backend { .. }) if e.to_string().contains("never started")),
         "{never:?}"
     );
 }
@@ -299,7 +299,7 @@ async fn schema_version_is_recorded_and_newer_files_are_refused() {
     drop(conn);
     let refused = SqliteStore::open(&path).map(|_| ());
     assert!(
-        matches!(refused, Err(StoreError::Backend(ref m)) if m.contains("newer")),
+        matches!(refused, Err(ref e @ StoreError::Backend { .. }) if e.to_string().contains("newer")),
         "{refused:?}"
     );
 }
@@ -309,7 +309,7 @@ async fn open_fails_cleanly_without_the_parent_directory() {
     let (dir, _) = temp_db();
     let result = SqliteStore::open(&dir.path().join("missing").join("agentd.db")).map(|_| ());
     assert!(
-        matches!(result, Err(StoreError::Backend(ref m)) if m.contains("missing")),
+        matches!(result, Err(ref e @ StoreError::Backend { .. }) if e.to_string().contains("missing")),
         "{result:?}"
     );
 }

@@ -16,7 +16,7 @@ async fn a_second_store_on_the_same_file_is_refused_until_the_first_closes() {
     let first = open(&path);
     let refused = SqliteStore::open(&path).map(|_| ());
     assert!(
-        matches!(refused, Err(StoreError::Backend(ref m)) if m.contains("in use by another agentd")),
+        matches!(refused, Err(ref e @ StoreError::Backend { .. }) if e.to_string().contains("in use by another agentd")),
         "{refused:?}"
     );
     first
