@@ -12,7 +12,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentd_sdk::{HandlerFactory, OptionsError, SecretRef, ToolHandler, resolve_secret};
+use agentd_sdk::{
+    HandlerFactory, OptionsError, PositiveDuration, SecretRef, ToolHandler, resolve_secret,
+};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
@@ -73,9 +75,9 @@ impl HandlerFactory for HttpFactory {
         };
         let mut secrets = Vec::new();
         let headers = build_headers(&options, &mut problems, &mut secrets);
-        let timeout = match options.timeout.as_deref().map(parse_duration) {
+        let timeout = match options.timeout.as_deref().map(PositiveDuration::parse) {
             None => DEFAULT_TIMEOUT,
-            Some(Ok(timeout)) => timeout,
+            Some(Ok(timeout)) => timeout.get(),
             Some(Err(message)) => {
                 problems.push(format!("timeout: {message}"));
                 DEFAULT_TIMEOUT
@@ -230,16 +232,5 @@ fn ensure_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race against another installer is fine: a provider is installed either way.
         let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
-/// A positive duration.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    match agentd_sdk::parse_duration(text)? {
-        d if d.is_zero() => Err(format!(
-            "invalid duration `{}`: must be greater than zero",
-            text.trim()
-        )),
-        d => Ok(d),
     }
 }
