@@ -277,7 +277,8 @@ impl Compiler<'_> {
                 raw.handler.span(),
                 Some(name),
                 format!(
-                    "unknown handler `{handler_name}` (known handlers: {})",
+                    "unknown handler `{handler_name}` (known handlers: {}; `agentd handlers` \
+                     shows their options)",
                     known.join(", ")
                 ),
             );

@@ -13,12 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agentd_sdk::{
-    HandlerFactory, OptionsError, PositiveDuration, SecretRef, ToolHandler, resolve_secret,
+    HandlerFactory, OptionsError, PositiveDuration, SecretRef, ToolHandler, duration_schema,
+    resolve_secret, secret_ref_schema,
 };
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use handler::HttpHandler;
 
@@ -55,6 +56,23 @@ struct HttpOptions {
 impl HandlerFactory for HttpFactory {
     fn name(&self) -> &'static str {
         "http"
+    }
+
+    fn options_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": false,
+            "properties": {
+                "url": { "type": "string", "description": "http(s) URL the arguments are sent to" },
+                "method": { "enum": ["POST", "PUT"], "default": "POST" },
+                "allowed_hosts": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "the URL's host must be one of these" },
+                "headers": { "type": "object", "additionalProperties": { "type": "string" }, "description": "static request headers" },
+                "bearer_token": secret_ref_schema("sent as Authorization: Bearer; a secret reference"),
+                "timeout": duration_schema("the whole request", "10s", false),
+                "max_response_bytes": { "type": "integer", "minimum": 1, "default": DEFAULT_MAX_RESPONSE_BYTES },
+            },
+        })
     }
 
     fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {

@@ -9,6 +9,7 @@ mod context;
 mod duration;
 mod error;
 pub mod redact;
+mod schema;
 mod secret;
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -23,6 +24,7 @@ pub use context::CallContext;
 pub use duration::{PositiveDuration, deserialize_duration, parse_duration};
 pub use error::{HandlerError, OptionsError};
 pub use redact::{redact_url, redact_url_credentials, scrub, userinfo_secrets};
+pub use schema::{duration_schema, secret_ref_schema};
 pub use secret::{SecretError, SecretRef, resolve_secret};
 pub use tokio_util::sync::CancellationToken;
 

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::message::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, MessageLimits};
 use crate::policy::RecipientPolicy;
 
-const GENERAL_KEYS: &[&str] = &[
+pub(crate) const GENERAL_KEYS: &[&str] = &[
     "transport",
     "from",
     "allowed_domains",
@@ -24,7 +24,7 @@ const GENERAL_KEYS: &[&str] = &[
     "max_body_bytes",
     "max_header_bytes",
 ];
-const SMTP_KEYS: &[&str] = &[
+pub(crate) const SMTP_KEYS: &[&str] = &[
     "host",
     "port",
     "security",
@@ -36,7 +36,7 @@ const SMTP_KEYS: &[&str] = &[
     "send_timeout",
     "max_attempts",
 ];
-const FILE_KEYS: &[&str] = &["dir"];
+pub(crate) const FILE_KEYS: &[&str] = &["dir"];
 
 /// How the relay connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -13,7 +13,10 @@ use serde_json::{Value, json};
 use crate::SmtpFactory;
 use crate::handler::{Delivery, SmtpHandler};
 use crate::message::MessageLimits;
-use crate::options::{Security, SmtpOptions, TransportOptions, is_loopback, relay_timeout};
+use crate::options::{
+    FILE_KEYS, GENERAL_KEYS, SMTP_KEYS, Security, SmtpOptions, TransportOptions, is_loopback,
+    relay_timeout,
+};
 use crate::policy::RecipientPolicy;
 
 fn stub_handler(policy: RecipientPolicy) -> (SmtpHandler, AsyncStubTransport) {
@@ -265,6 +268,22 @@ fn factory_is_named_smtp_and_builds_outside_a_runtime() {
         "host": "127.0.0.1", "port": 2525, "security": "none", "from": "a@b.example"
     }));
     assert!(built.is_ok(), "{:?}", built.err());
+}
+
+#[test]
+fn the_options_schema_names_every_option_the_parser_knows() {
+    let schema = SmtpFactory.options_schema();
+    let mut declared: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut known: Vec<&str> = [GENERAL_KEYS, SMTP_KEYS, FILE_KEYS].concat();
+    declared.sort_unstable();
+    known.sort_unstable();
+    assert_eq!(declared, known);
+    assert_eq!(schema["required"], json!(["from"]));
 }
 
 fn problems(options: Value) -> Vec<String> {
