@@ -191,3 +191,62 @@ fn serve_starts_with_embedded_defaults_and_a_generated_key() {
     let status = daemon.wait_exit(Duration::from_secs(20));
     assert!(status.success(), "SIGTERM ends agentd cleanly: {status:?}");
 }
+
+#[test]
+fn handlers_lists_every_registered_handler_with_its_options_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(AGENTD)
+        .args(["handlers", "--json"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run agentd");
+    assert!(output.status.success(), "{output:?}");
+    let listing: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let names: Vec<&String> = listing.as_object().unwrap().keys().collect();
+    assert_eq!(names, ["echo", "http", "lookup", "smtp"]);
+    assert_eq!(
+        listing["lookup"]["required"],
+        serde_json::json!(["entries"])
+    );
+    assert_eq!(listing["smtp"]["properties"]["password"]["type"], "object");
+    assert_eq!(listing["echo"]["additionalProperties"], false);
+
+    let output = Command::new(AGENTD)
+        .arg("handlers")
+        .current_dir(dir.path())
+        .output()
+        .expect("run agentd");
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{text}");
+    for name in ["\necho\n", "\nhttp\n", "\nlookup\n", "\nsmtp\n"] {
+        assert!(text.contains(name), "{name:?} in:\n{text}");
+    }
+    assert!(text.contains("\"case_sensitive\""), "{text}");
+}
+
+#[test]
+fn validate_names_the_registered_handlers_when_one_is_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = dir.path().join("tools.toml");
+    let entry = |handler: &str| {
+        format!(
+            "[[tool]]\nname = \"office_info\"\nhandler = \"{handler}\"\n\
+             parameters = {{ type = \"object\", properties = {{ key = {{ type = \"string\" }} }} }}\n\
+             [tool.options]\nentries = {{ hours = \"9-17\" }}\n"
+        )
+    };
+    std::fs::write(&tools, entry("lookpu")).unwrap();
+    let (code, out) = validate(dir.path(), &["--tools", tools.to_str().unwrap()]);
+    assert_eq!(code, 64, "{out}");
+    assert!(
+        out.contains(
+            "tool `office_info`: unknown handler `lookpu` (known handlers: echo, http, lookup, \
+             smtp; `agentd handlers` shows their options)"
+        ),
+        "{out}"
+    );
+    std::fs::write(&tools, entry("lookup")).unwrap();
+    let (code, out) = validate(dir.path(), &["--tools", tools.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 tools"), "{out}");
+}

@@ -1,7 +1,9 @@
 //! The commands of the `agentd` binary: `serve` (the daemon), `validate` (check agentd.toml and
-//! tools.toml, exit 64 when bad) and `demo` (an offline end-to-end run against the mock model).
+//! tools.toml, exit 64 when bad), `handlers` (the registered handlers and their options) and
+//! `demo` (an offline end-to-end run against the mock model).
 
 mod demo;
+mod handlers;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +54,12 @@ pub enum Command {
     Serve,
     /// Check agentd.toml and tools.toml; print every problem; exit 64 when any.
     Validate,
+    /// List the handlers tools.toml can name, with the JSON Schema of their options.
+    Handlers {
+        /// Print one JSON object, handler name to options schema.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the main job offline: mock model + daemon + a chat whose tool call sends an email.
     Demo,
 }
@@ -94,6 +102,7 @@ fn toml_string(s: &str) -> String {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Validate) => validate(&cli),
+        Some(Command::Handlers { json }) => handlers::run(json),
         Some(Command::Demo) => demo::run(),
         Some(Command::Serve) | None => serve(&cli),
     }

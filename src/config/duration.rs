@@ -1,20 +1,5 @@
-//! Serde adapter for durations in agentd.toml (the syntax is `agentd_sdk::parse_duration`'s).
+//! Serde adapter for durations in agentd.toml: a duration string (`"250ms"`, `"30s"`, `"2m"`)
+//! or a number of seconds, zero allowed; the SDK's parser, shared with tools.toml and plugins.
+//! Settings that must be positive are checked with their own message when the configuration is loaded.
 
-use std::time::Duration;
-
-use agentd_sdk::parse_duration;
-use serde::{Deserialize, Deserializer};
-
-/// Serde adapter: accepts a duration string or a number of seconds.
-pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Text(String),
-        Seconds(f64),
-    }
-    match Raw::deserialize(deserializer)? {
-        Raw::Text(text) => parse_duration(&text).map_err(serde::de::Error::custom),
-        Raw::Seconds(s) => Duration::try_from_secs_f64(s).map_err(serde::de::Error::custom),
-    }
-}
+pub use agentd_sdk::deserialize_duration as deserialize;

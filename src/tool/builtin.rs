@@ -16,6 +16,10 @@ impl HandlerFactory for EchoFactory {
         "echo"
     }
 
+    fn options_schema(&self) -> Value {
+        json!({ "type": "object", "additionalProperties": false, "properties": {} })
+    }
+
     fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
         match options {
             Value::Object(map) if map.is_empty() => Ok(Arc::new(Echo)),

@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use agentd_sdk::PositiveDuration;
 use serde_json::Value;
 use toml::Spanned;
 
 use super::catalog::{Catalog, CatalogError, CatalogTool};
 use super::catalog_raw::{
-    Locator, RawDefaults, RawTool, is_valid_tool_name, parse_duration, read, table_to_json,
-    toml_to_json,
+    Locator, RawDefaults, RawTool, is_valid_tool_name, read, table_to_json, toml_to_json,
 };
 use super::registry::Registry;
 
@@ -103,8 +103,8 @@ impl Compiler<'_> {
 
     fn timeout(&mut self, raw: Option<&Spanned<String>>, tool: Option<&str>) -> Option<Duration> {
         let raw = raw?;
-        match parse_duration(raw.get_ref()) {
-            Ok(duration) => Some(duration),
+        match PositiveDuration::parse(raw.get_ref()) {
+            Ok(duration) => Some(duration.get()),
             Err(message) => {
                 self.problem(raw.span(), tool, format!("timeout: {message}"));
                 None
@@ -277,7 +277,8 @@ impl Compiler<'_> {
                 raw.handler.span(),
                 Some(name),
                 format!(
-                    "unknown handler `{handler_name}` (known handlers: {})",
+                    "unknown handler `{handler_name}` (known handlers: {}; `agentd handlers` \
+                     shows their options)",
                     known.join(", ")
                 ),
             );

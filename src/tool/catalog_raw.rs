@@ -1,10 +1,9 @@
 //! Stage one of catalog compilation: the tools.toml file as written (unknown fields rejected,
 //! positions kept), plus the small conversions stage two needs (positions to line:column,
-//! TOML values to JSON, durations).
+//! TOML values to JSON).
 
 use std::ops::Range;
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::{Map, Number, Value};
@@ -180,17 +179,6 @@ pub(super) fn table_to_json(table: &toml::Table, path: &str) -> Result<Value, St
     Ok(Value::Object(map))
 }
 
-/// A positive duration.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    match agentd_sdk::parse_duration(text)? {
-        d if d.is_zero() => Err(format!(
-            "invalid duration `{}`: must be greater than zero",
-            text.trim()
-        )),
-        d => Ok(d),
-    }
-}
-
 /// `true` when `name` matches `^[a-zA-Z0-9_-]{1,64}$` (the function-name rule of OpenAI's API).
 pub fn is_valid_tool_name(name: &str) -> bool {
     (1..=64).contains(&name.len())
@@ -211,22 +199,6 @@ mod tests {
         // "bé = " is 6 bytes but 5 characters.
         assert_eq!(line_col(text, 12), (2, 6));
         assert_eq!(line_col(text, text.len() - 1), (3, 3));
-    }
-
-    #[test]
-    fn durations_parse_with_units_and_reject_the_rest() {
-        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
-        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
-        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
-        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
-        assert!(parse_duration("s").is_err());
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(
-            parse_duration("0s")
-                .unwrap_err()
-                .contains("greater than zero")
-        );
     }
 
     #[test]

@@ -134,7 +134,7 @@ fn bad_fixture_reports_every_problem_in_one_run() {
     assert_has(
         p,
         &format!(
-            "{file}:21:11: tool `no_such_handler`: unknown handler `smtpx` (known handlers: echo, http, smtp)"
+            "{file}:21:11: tool `no_such_handler`: unknown handler `smtpx` (known handlers: echo, http, lookup, smtp; `agentd handlers` shows their options)"
         ),
     );
     assert_has(

@@ -18,6 +18,7 @@ impl Registry {
     pub fn builtin() -> Self {
         let mut registry = Self::default();
         registry.register(Arc::new(super::builtin::EchoFactory));
+        registry.register(Arc::new(agentd_example::LookupFactory));
         registry.register(Arc::new(agentd_http::HttpFactory));
         registry.register(Arc::new(agentd_smtp::SmtpFactory));
         registry

@@ -12,11 +12,14 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use agentd_sdk::{HandlerFactory, OptionsError, SecretRef, ToolHandler, resolve_secret};
+use agentd_sdk::{
+    HandlerFactory, OptionsError, PositiveDuration, SecretRef, ToolHandler, duration_schema,
+    resolve_secret, secret_ref_schema,
+};
 use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Method, Url};
 use serde::Deserialize;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use handler::HttpHandler;
 
@@ -55,6 +58,23 @@ impl HandlerFactory for HttpFactory {
         "http"
     }
 
+    fn options_schema(&self) -> Value {
+        json!({
+            "type": "object",
+            "required": ["url"],
+            "additionalProperties": false,
+            "properties": {
+                "url": { "type": "string", "description": "http(s) URL the arguments are sent to" },
+                "method": { "enum": ["POST", "PUT"], "default": "POST" },
+                "allowed_hosts": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "the URL's host must be one of these" },
+                "headers": { "type": "object", "additionalProperties": { "type": "string" }, "description": "static request headers" },
+                "bearer_token": secret_ref_schema("sent as Authorization: Bearer; a secret reference"),
+                "timeout": duration_schema("the whole request", "10s", false),
+                "max_response_bytes": { "type": "integer", "minimum": 1, "default": DEFAULT_MAX_RESPONSE_BYTES },
+            },
+        })
+    }
+
     fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {
         let options: HttpOptions = serde_json::from_value(options.clone())
             .map_err(|e| OptionsError::one(e.to_string()))?;
@@ -73,9 +93,9 @@ impl HandlerFactory for HttpFactory {
         };
         let mut secrets = Vec::new();
         let headers = build_headers(&options, &mut problems, &mut secrets);
-        let timeout = match options.timeout.as_deref().map(parse_duration) {
+        let timeout = match options.timeout.as_deref().map(PositiveDuration::parse) {
             None => DEFAULT_TIMEOUT,
-            Some(Ok(timeout)) => timeout,
+            Some(Ok(timeout)) => timeout.get(),
             Some(Err(message)) => {
                 problems.push(format!("timeout: {message}"));
                 DEFAULT_TIMEOUT
@@ -230,16 +250,5 @@ fn ensure_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         // Losing a race against another installer is fine: a provider is installed either way.
         let _ = rustls::crypto::ring::default_provider().install_default();
-    }
-}
-
-/// A positive duration.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    match agentd_sdk::parse_duration(text)? {
-        d if d.is_zero() => Err(format!(
-            "invalid duration `{}`: must be greater than zero",
-            text.trim()
-        )),
-        d => Ok(d),
     }
 }

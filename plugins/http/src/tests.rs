@@ -2,7 +2,8 @@
 
 use std::time::Duration;
 
-use agentd_sdk::{CallContext, CancellationToken, HandlerFactory, ToolCall, ToolHandler};
+use agentd_sdk::testing::{self, TestTool, expect_error_kind};
+use agentd_sdk::{CallContext, HandlerFactory};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -89,28 +90,18 @@ fn unsized_response(body: &[u8]) -> Vec<u8> {
     bytes
 }
 
-fn handler(options: Value) -> std::sync::Arc<dyn ToolHandler> {
-    HttpFactory.build(&options).unwrap()
+fn handler(options: Value) -> TestTool {
+    testing::build(&HttpFactory, options).named("hook")
 }
 
-async fn call(
-    handler: &dyn ToolHandler,
-    arguments: Value,
-) -> Result<Value, agentd_sdk::HandlerError> {
-    let ctx = CallContext::new(
-        "s1",
-        "call_1",
-        Duration::from_secs(5),
-        CancellationToken::new(),
-    );
+/// The context of every call but the cancelled ones.
+fn context() -> CallContext {
+    testing::context().session("s1").call_id("call_1").build()
+}
+
+async fn call(handler: &TestTool, arguments: Value) -> Result<Value, agentd_sdk::HandlerError> {
     handler
-        .call(
-            ToolCall {
-                tool: "hook".into(),
-                arguments,
-            },
-            ctx,
-        )
+        .call_with(arguments, context())
         .await
         .map(|output| output.content)
 }
@@ -124,7 +115,7 @@ async fn success_posts_json_with_idempotency_key_and_returns_parsed_body() {
     )))
     .await;
     let h = handler(json!({ "url": url, "headers": { "X-Source": "agentd" } }));
-    let result = call(h.as_ref(), json!({"to": "a@b.c"})).await.unwrap();
+    let result = call(&h, json!({"to": "a@b.c"})).await.unwrap();
     assert_eq!(
         result,
         json!({"status": 200, "body": {"ok": true, "id": 7}})
@@ -137,11 +128,7 @@ async fn success_posts_json_with_idempotency_key_and_returns_parsed_body() {
     );
     assert_eq!(
         seen.header("idempotency-key").as_deref(),
-        Some(
-            agentd_sdk::CallContext::new("s1", "call_1", Duration::ZERO, CancellationToken::new())
-                .idempotency_key
-                .as_str()
-        )
+        Some(context().idempotency_key.as_str())
     );
     assert_eq!(seen.header("x-source").as_deref(), Some("agentd"));
     assert_eq!(
@@ -159,7 +146,7 @@ async fn put_and_bearer_token_from_a_secret_file() {
     std::fs::write(&path, "s3cret\n").unwrap();
     let (url, seen) = serve_once(Some(response("201 Created", "text/plain", b"made"))).await;
     let h = handler(json!({ "url": url, "method": "put", "bearer_token": { "file": path } }));
-    let result = call(h.as_ref(), json!({})).await.unwrap();
+    let result = call(&h, json!({})).await.unwrap();
     assert_eq!(result, json!({"status": 201, "body": "made"}));
     let seen = seen.await.unwrap();
     assert!(seen.head.starts_with("PUT /hook"), "{}", seen.head);
@@ -177,7 +164,7 @@ async fn non_2xx_is_an_http_status_error_retryable_only_for_429_and_5xx() {
         b"try later",
     )))
     .await;
-    let error = call(handler(json!({ "url": url })).as_ref(), json!({}))
+    let error = call(&handler(json!({ "url": url })), json!({}))
         .await
         .unwrap_err();
     assert_eq!(error.kind, "http_status");
@@ -192,7 +179,7 @@ async fn non_2xx_is_an_http_status_error_retryable_only_for_429_and_5xx() {
         b"{\"e\":1}",
     )))
     .await;
-    let error = call(handler(json!({ "url": url })).as_ref(), json!({}))
+    let error = call(&handler(json!({ "url": url })), json!({}))
         .await
         .unwrap_err();
     assert_eq!(error.kind, "http_status");
@@ -202,7 +189,7 @@ async fn non_2xx_is_an_http_status_error_retryable_only_for_429_and_5xx() {
         b"HTTP/1.1 302 Found\r\nLocation: http://example.org/\r\nContent-Length: 0\r\n\r\n"
             .to_vec();
     let (url, _seen) = serve_once(Some(redirect)).await;
-    let error = call(handler(json!({ "url": url })).as_ref(), json!({}))
+    let error = call(&handler(json!({ "url": url })), json!({}))
         .await
         .unwrap_err();
     assert_eq!(error.kind, "http_status");
@@ -218,17 +205,17 @@ async fn responses_past_the_cap_are_refused_with_or_without_a_length() {
     let big = vec![b'x'; 4096];
     let (url, _seen) = serve_once(Some(response("200 OK", "text/plain", &big))).await;
     let h = handler(json!({ "url": url, "max_response_bytes": 1024 }));
-    let error = call(h.as_ref(), json!({})).await.unwrap_err();
+    let error = call(&h, json!({})).await.unwrap_err();
     assert_eq!(error.kind, "response_too_large");
 
     let (url, _seen) = serve_once(Some(unsized_response(&big))).await;
     let h = handler(json!({ "url": url, "max_response_bytes": 1024 }));
-    let error = call(h.as_ref(), json!({})).await.unwrap_err();
+    let error = call(&h, json!({})).await.unwrap_err();
     assert_eq!(error.kind, "response_too_large");
 
     let (url, _seen) = serve_once(Some(unsized_response(&big[..1000]))).await;
     let h = handler(json!({ "url": url, "max_response_bytes": 1024 }));
-    let result = call(h.as_ref(), json!({})).await.unwrap();
+    let result = call(&h, json!({})).await.unwrap();
     assert_eq!(result["body"].as_str().map(str::len), Some(1000));
 }
 
@@ -238,36 +225,30 @@ async fn closed_port_is_unreachable_and_silence_is_a_timeout() {
     let address = listener.local_addr().unwrap();
     drop(listener);
     let h = handler(json!({ "url": format!("http://{address}/hook") }));
-    let error = call(h.as_ref(), json!({})).await.unwrap_err();
+    let error = call(&h, json!({})).await.unwrap_err();
     assert_eq!(error.kind, "unreachable", "{error}");
     assert!(error.retryable);
 
     let (url, _seen) = serve_once(None).await;
     let h = handler(json!({ "url": url, "timeout": "200ms" }));
-    let error = call(h.as_ref(), json!({})).await.unwrap_err();
+    let error = call(&h, json!({})).await.unwrap_err();
     assert_eq!(error.kind, "timeout");
 }
 
 #[tokio::test]
-async fn cancel_stops_the_wait() {
+async fn cancel_stops_the_wait_and_a_passed_deadline_is_a_timeout() {
     let (url, _seen) = serve_once(None).await;
     let h = handler(json!({ "url": url }));
-    let cancel = CancellationToken::new();
-    let ctx = CallContext::new("s", "c", Duration::from_secs(30), cancel.clone());
-    let canceller = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        cancel.cancel();
-    });
-    let call = ToolCall {
-        tool: "hook".into(),
-        arguments: json!({}),
-    };
-    let error = tokio::time::timeout(Duration::from_secs(5), h.call(call, ctx))
-        .await
-        .expect("cancel should end the call")
-        .unwrap_err();
-    assert_eq!(error.kind, "cancelled");
-    canceller.await.unwrap();
+    let cancelled = h
+        .cancel_mid_call(json!({}), Duration::from_millis(50))
+        .await;
+    expect_error_kind(cancelled, "cancelled");
+
+    let (url, _seen) = serve_once(None).await;
+    let h = handler(json!({ "url": url }));
+    let late = h.call_past_deadline(json!({})).await;
+    let error = expect_error_kind(late, "timeout");
+    assert!(error.retryable, "{error}");
 }
 
 #[test]
@@ -319,6 +300,29 @@ fn build_rejects_hosts_not_allowed_and_other_bad_options_all_at_once() {
 }
 
 #[test]
+fn the_options_schema_names_only_options_the_handler_reads() {
+    let schema = HttpFactory.options_schema();
+    let properties = schema["properties"].as_object().unwrap();
+    assert_eq!(properties.len(), 7);
+    for name in properties.keys().filter(|name| *name != "url") {
+        let options = json!({ "url": "http://127.0.0.1:9/hook", name.as_str(): null });
+        if let Err(error) = HttpFactory.build(&options) {
+            assert!(
+                !error.to_string().contains("unknown field"),
+                "{name}: {error}"
+            );
+        }
+    }
+    let Err(error) = HttpFactory.build(&json!({ "url": "http://127.0.0.1:9/", "extra": 1 })) else {
+        panic!("an option outside the schema is refused");
+    };
+    assert!(
+        error.to_string().contains("unknown field `extra`"),
+        "{error}"
+    );
+}
+
+#[test]
 fn option_errors_never_repeat_credentials() {
     let Err(error) = HttpFactory.build(&json!({
         "url": "http://hookuser:hook-password@[::1/hook",
@@ -349,7 +353,7 @@ async fn an_endpoint_echoing_credentials_does_not_pass_them_to_the_model() {
     let (url, _seen) = serve_once(Some(response("401 Unauthorized", "text/plain", echo))).await;
     let url = url.replace("http://", "http://hookuser:hook-password@");
     let h = handler(json!({ "url": url, "bearer_token": { "file": path } }));
-    let error = call(h.as_ref(), json!({})).await.unwrap_err();
+    let error = call(&h, json!({})).await.unwrap_err();
     let result = error.to_result_json().to_string();
     assert_eq!(error.kind, "http_status", "{result}");
     for secret in ["bearer-token-value", "hookuser", "hook-password"] {

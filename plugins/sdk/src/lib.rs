@@ -9,7 +9,10 @@ mod context;
 mod duration;
 mod error;
 pub mod redact;
+mod schema;
 mod secret;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,9 +21,10 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use context::CallContext;
-pub use duration::parse_duration;
+pub use duration::{PositiveDuration, deserialize_duration, parse_duration};
 pub use error::{HandlerError, OptionsError};
 pub use redact::{redact_url, redact_url_credentials, scrub, userinfo_secrets};
+pub use schema::{duration_schema, secret_ref_schema};
 pub use secret::{SecretError, SecretRef, resolve_secret};
 pub use tokio_util::sync::CancellationToken;
 
@@ -58,6 +62,13 @@ pub trait ToolHandler: Send + Sync + 'static {
 pub trait HandlerFactory: Send + Sync + 'static {
     /// The name used in tools.toml's `handler` field.
     fn name(&self) -> &'static str;
+
+    /// The JSON Schema of the `[tool.options]` table this factory accepts, for people writing
+    /// tools.toml (`agentd handlers` prints it). It documents; [`HandlerFactory::build`] still
+    /// checks. The default says only that the options are a table.
+    fn options_schema(&self) -> Value {
+        serde_json::json!({ "type": "object" })
+    }
 
     /// Builds a handler for one catalog entry. `options` is the entry's `[tool.options]` table
     /// as JSON (an empty object when absent). Every problem found is returned, not just the first.

@@ -9,6 +9,7 @@ mod errors;
 mod handler;
 mod message;
 mod options;
+mod options_schema;
 mod outbox;
 mod policy;
 mod relay;
@@ -33,6 +34,10 @@ pub struct SmtpFactory;
 impl HandlerFactory for SmtpFactory {
     fn name(&self) -> &'static str {
         "smtp"
+    }
+
+    fn options_schema(&self) -> Value {
+        options_schema::options_schema()
     }
 
     fn build(&self, options: &Value) -> Result<Arc<dyn ToolHandler>, OptionsError> {

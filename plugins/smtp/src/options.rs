@@ -5,16 +5,17 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
-use agentd_sdk::{OptionsError, SecretRef, resolve_secret};
+use agentd_sdk::{OptionsError, PositiveDuration, SecretRef, resolve_secret};
 use lettre::Address;
 use lettre::message::Mailbox;
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::message::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES, MessageLimits};
 use crate::policy::RecipientPolicy;
 
-const GENERAL_KEYS: &[&str] = &[
+pub(crate) const GENERAL_KEYS: &[&str] = &[
     "transport",
     "from",
     "allowed_domains",
@@ -23,7 +24,7 @@ const GENERAL_KEYS: &[&str] = &[
     "max_body_bytes",
     "max_header_bytes",
 ];
-const SMTP_KEYS: &[&str] = &[
+pub(crate) const SMTP_KEYS: &[&str] = &[
     "host",
     "port",
     "security",
@@ -35,7 +36,7 @@ const SMTP_KEYS: &[&str] = &[
     "send_timeout",
     "max_attempts",
 ];
-const FILE_KEYS: &[&str] = &["dir"];
+pub(crate) const FILE_KEYS: &[&str] = &["dir"];
 
 /// How the relay connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -363,11 +364,18 @@ pub fn is_loopback(host: &str) -> bool {
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A duration between zero and one day (exclusive).
-pub fn parse_duration(text: &str) -> Option<Duration> {
-    agentd_sdk::parse_duration(text)
-        .ok()
-        .filter(|d| !d.is_zero() && *d < Duration::from_secs(86_400))
+/// Relay timeouts are shorter than this: a longer one is a typo (`"10h"` for `"10s"`).
+const MAX_RELAY_TIMEOUT: Duration = Duration::from_secs(86_400);
+
+/// A relay timeout: a positive duration shorter than a day.
+pub(crate) fn relay_timeout(duration: PositiveDuration) -> Result<Duration, String> {
+    if duration.get() < MAX_RELAY_TIMEOUT {
+        Ok(duration.get())
+    } else {
+        Err(format!(
+            "`{duration}` is too long: a relay timeout is shorter than a day"
+        ))
+    }
 }
 
 fn json_type(value: &Value) -> &'static str {
@@ -411,18 +419,22 @@ impl Reader<'_> {
         self.get(key)
     }
 
+    /// A relay timeout (a string or a number of seconds), or `default` when absent.
     fn duration(&mut self, key: &str, default: Duration) -> Option<Duration> {
-        let parsed = match self.map.get(key) {
-            None => return Some(default),
-            Some(Value::String(s)) => parse_duration(s),
-            Some(Value::Number(n)) => n.as_f64().and_then(|s| parse_duration(&s.to_string())),
-            Some(_) => None,
+        let Some(value) = self.map.get(key) else {
+            return Some(default);
         };
-        if parsed.is_none() {
-            self.problem(format!(
-                "`{key}` must be a positive duration such as \"500ms\", \"10s\" or \"2m\""
-            ));
-        }
-        parsed
+        let checked = match PositiveDuration::deserialize(value) {
+            Ok(duration) => relay_timeout(duration),
+            Err(error) => Err(error.to_string()),
+        };
+        checked
+            .map_err(|reason| {
+                self.problem(format!(
+                    "`{key}` must be a positive duration such as \"500ms\", \"10s\" or \"2m\": \
+                     {reason}"
+                ));
+            })
+            .ok()
     }
 }

@@ -3,9 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use agentd_sdk::{BuildContext, CallContext, CancellationToken, HandlerFactory, ToolCall};
+use agentd_sdk::testing;
+use agentd_sdk::{BuildContext, HandlerFactory, ToolCall};
 use serde_json::json;
 
 use crate::SmtpFactory;
@@ -60,12 +60,10 @@ async fn send(handler: &dyn agentd_sdk::ToolHandler) -> Result<serde_json::Value
         tool: "send_email".into(),
         arguments: json!({"to": "john@example.com", "subject": "Hi", "body": "Hello"}),
     };
-    let ctx = CallContext::new(
-        "session-1",
-        "call-1",
-        Duration::from_secs(5),
-        CancellationToken::new(),
-    );
+    let ctx = testing::context()
+        .session("session-1")
+        .call_id("call-1")
+        .build();
     handler
         .call(call, ctx)
         .await

@@ -4,7 +4,8 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use agentd_sdk::{CallContext, CancellationToken, HandlerFactory, ToolCall, ToolHandler};
+use agentd_sdk::testing;
+use agentd_sdk::{CallContext, HandlerFactory, ToolCall, ToolHandler};
 use lettre::message::Mailbox;
 use lettre::transport::stub::AsyncStubTransport;
 use serde_json::{Value, json};
@@ -12,7 +13,10 @@ use serde_json::{Value, json};
 use crate::SmtpFactory;
 use crate::handler::{Delivery, SmtpHandler};
 use crate::message::MessageLimits;
-use crate::options::{Security, SmtpOptions, TransportOptions, is_loopback, parse_duration};
+use crate::options::{
+    FILE_KEYS, GENERAL_KEYS, SMTP_KEYS, Security, SmtpOptions, TransportOptions, is_loopback,
+    relay_timeout,
+};
 use crate::policy::RecipientPolicy;
 
 fn stub_handler(policy: RecipientPolicy) -> (SmtpHandler, AsyncStubTransport) {
@@ -27,12 +31,10 @@ fn open_policy() -> RecipientPolicy {
 }
 
 fn ctx(call_id: &str) -> CallContext {
-    CallContext::new(
-        "session-1",
-        call_id,
-        Duration::from_secs(5),
-        CancellationToken::new(),
-    )
+    testing::context()
+        .session("session-1")
+        .call_id(call_id)
+        .build()
 }
 
 fn call(arguments: Value) -> ToolCall {
@@ -268,6 +270,22 @@ fn factory_is_named_smtp_and_builds_outside_a_runtime() {
     assert!(built.is_ok(), "{:?}", built.err());
 }
 
+#[test]
+fn the_options_schema_names_every_option_the_parser_knows() {
+    let schema = SmtpFactory.options_schema();
+    let mut declared: Vec<&str> = schema["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let mut known: Vec<&str> = [GENERAL_KEYS, SMTP_KEYS, FILE_KEYS].concat();
+    declared.sort_unstable();
+    known.sort_unstable();
+    assert_eq!(declared, known);
+    assert_eq!(schema["required"], json!(["from"]));
+}
+
 fn problems(options: Value) -> Vec<String> {
     match SmtpOptions::parse(&options, None) {
         Ok(_) => Vec::new(),
@@ -321,6 +339,7 @@ fn every_problem_is_reported_at_once() {
         "`security`",
         "`pool_size`",
         "`send_timeout`",
+        "invalid duration `soon`",
         "*.example.com",
         "option `dir` does not apply",
         "unknown option `colour`",
@@ -371,6 +390,11 @@ fn defaults_follow_security_and_secrets_resolve_from_files() {
 
 #[test]
 fn durations_parse_with_units() {
+    let parse_duration = |text| {
+        agentd_sdk::PositiveDuration::parse(text)
+            .ok()
+            .and_then(|d| relay_timeout(d).ok())
+    };
     assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
     assert_eq!(parse_duration("10s"), Some(Duration::from_secs(10)));
     assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));

@@ -6,9 +6,8 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentd_sdk::{
-    CallContext, CancellationToken, HandlerError, HandlerFactory, ToolCall, ToolHandler, ToolOutput,
-};
+use agentd_sdk::testing;
+use agentd_sdk::{CallContext, HandlerError, HandlerFactory, ToolCall, ToolHandler, ToolOutput};
 use agentd_smtp::SmtpFactory;
 use serde_json::{Value, json};
 
@@ -38,7 +37,11 @@ fn with(mut options: Value, extra: Value) -> Value {
 }
 
 fn ctx(call_id: &str, timeout: Duration) -> CallContext {
-    CallContext::new("session-relay", call_id, timeout, CancellationToken::new())
+    testing::context()
+        .session("session-relay")
+        .call_id(call_id)
+        .timeout(timeout)
+        .build()
 }
 
 fn email() -> Value {
