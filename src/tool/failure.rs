@@ -241,7 +241,9 @@ mod tests {
         assert_eq!(shown("send_email"), "send_email");
         assert_eq!(shown("a\nINFO forged"), "a\\nINFO forged");
         let long = "x".repeat(100_000);
-        let message = unknown_tool(&long, &["send_email".to_owned()]).error.message;
+        let message = unknown_tool(&long, &["send_email".to_owned()])
+            .error
+            .message;
         assert!(message.len() < 200, "{}", message.len());
     }
 

@@ -60,19 +60,8 @@ fn parse(raw_arguments: &str) -> Result<Value, ArgumentError> {
     } else {
         Err(ArgumentError::Malformed(format!(
             "the arguments must be a JSON object, got {}",
-            json_kind(&value)
+            agentd_sdk::json_kind(&value)
         )))
-    }
-}
-
-fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

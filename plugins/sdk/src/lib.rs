@@ -8,6 +8,7 @@
 mod context;
 mod duration;
 mod error;
+mod json_kind;
 pub mod redact;
 mod schema;
 mod secret;
@@ -23,6 +24,7 @@ use serde_json::Value;
 pub use context::CallContext;
 pub use duration::{PositiveDuration, deserialize_duration, parse_duration};
 pub use error::{HandlerError, OptionsError};
+pub use json_kind::json_kind;
 pub use redact::{redact_url, redact_url_credentials, scrub, userinfo_secrets};
 pub use schema::{duration_schema, secret_ref_schema};
 pub use secret::{SecretError, SecretRef, resolve_secret};

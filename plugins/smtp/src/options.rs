@@ -378,14 +378,11 @@ pub(crate) fn relay_timeout(duration: PositiveDuration) -> Result<Duration, Stri
     }
 }
 
+/// A value's kind as an options table (TOML) calls it.
 fn json_type(value: &Value) -> &'static str {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
         Value::Object(_) => "a table",
+        other => agentd_sdk::json_kind(other),
     }
 }
 
