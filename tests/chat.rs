@@ -407,10 +407,9 @@ async fn a_new_message_instead_of_a_result_closes_the_pending_call() {
 async fn a_second_chat_on_a_busy_session_gets_409() {
     let d = std::sync::Arc::new(TestDaemon::start().await);
     let session = d.session().await;
-    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
-        "slow",
-        json!({"ms": 250}),
-    )]));
+    d.mock.push(Reply::tool_calls(vec![
+        ScriptedCall::new("slow", json!({"ms": 250})).with_id("call_busy_409"),
+    ]));
     d.mock.push(Reply::text("done"));
     let mut body = say("go");
     body["tools"] = json!([tool("slow")]);
@@ -418,7 +417,7 @@ async fn a_second_chat_on_a_busy_session_gets_409() {
         let (d, session) = (d.clone(), session.clone());
         tokio::spawn(async move { d.chat(&session, body).await })
     };
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    common::handlers::sleep_started("call_busy_409").await;
     let (s, e) = d.chat(&session, say("me too")).await;
     assert_eq!(s, StatusCode::CONFLICT, "{e}");
     let (s, _) = first.await.unwrap();
@@ -556,7 +555,7 @@ async fn deleting_a_session_mid_turn_stops_the_turn_and_nothing_comes_back() {
     assert_eq!(s, StatusCode::OK);
     let arguments = json!({"ms": 8000});
     d.mock.push(Reply::tool_calls(vec![
-        ScriptedCall::new("slow_long", arguments.clone()).with_id("c_long"),
+        ScriptedCall::new("slow_long", arguments.clone()).with_id("c_long_mid_turn_delete"),
     ]));
     d.mock.push(Reply::text("finished after all"));
     let turn = tokio::spawn({
@@ -568,20 +567,10 @@ async fn deleting_a_session_mid_turn_stops_the_turn_and_nothing_comes_back() {
             d.chat(&session, body).await
         }
     });
-    // Wait until the call is running: journaled as started.
-    let digest = agentd::session::call_digest("slow_long", &arguments);
     let started = tokio::time::Instant::now();
-    loop {
-        let stored = d.app.state.store.journal_get(&session, "c_long", &digest);
-        if stored.await.unwrap().is_some() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "the call never started"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // Wait until the call is running (journaled as started before its handler runs).
+    common::handlers::sleep_started("c_long_mid_turn_delete").await;
+    let digest = agentd::session::call_digest("slow_long", &arguments);
 
     let (s, r) = d
         .send(
@@ -614,6 +603,6 @@ async fn deleting_a_session_mid_turn_stops_the_turn_and_nothing_comes_back() {
         d.history(&session).await.is_empty(),
         "the new session is empty"
     );
-    let stored = d.app.state.store.journal_get(&session, "c_long", &digest);
+    let stored = d.app.state.store.journal_get(&session, "c_long_mid_turn_delete", &digest);
     assert!(stored.await.unwrap().is_none(), "the journal went with it");
 }
