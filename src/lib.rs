@@ -8,18 +8,20 @@
 //! - [`tool`]: the catalog from tools.toml, validation, handler registry, dispatch.
 //!
 //! Around them: [`config`] (agentd.toml and overrides), [`keys`] (API keys), [`app`] (wiring
-//! and serving), [`cli`] (the commands of the binary), [`mock_model`] (the fake model for
-//! tests, demos and benchmarks).
+//! and serving), [`cli`] (the commands of the binary). The fake model for tests, the demo and
+//! benchmarks is its own crate, `agentd-mock`.
 
 pub mod api;
 pub mod app;
+#[cfg(feature = "bench")]
+#[doc(hidden)]
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod http_server;
 pub mod ids;
 pub mod keys;
 pub mod metrics;
-pub mod mock_model;
 pub mod notify;
 pub mod provider;
 pub mod rlimit;

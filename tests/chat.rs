@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use agentd::mock_model::{Reply, ScriptedCall};
 use agentd::session::CallStatus;
+use agentd_mock::{Reply, ScriptedCall};
 use common::{TestDaemon, assert_history_valid, say, tool};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

@@ -7,12 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use agentd::mock_model::{Reply, ScriptedCall};
 use agentd::session::sqlite::SqliteStore;
 use agentd::session::{
     CallStatus, ChatMessage, Entry, EntrySource, FunctionCall, JournalRecord, MessageJson, Role,
     Store, ToolCallRequest,
 };
+use agentd_mock::{Reply, ScriptedCall};
 use common::{TestDaemon, assert_history_valid, handlers::SLEEP_CALLS, say, tool};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

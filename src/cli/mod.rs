@@ -1,6 +1,8 @@
 //! The commands of the `agentd` binary: `serve` (the daemon), `validate` (check agentd.toml and
-//! tools.toml, exit 64 when bad) and `demo` (an offline end-to-end run against the mock model).
+//! tools.toml, exit 64 when bad) and `demo` (an offline end-to-end run against the mock model,
+//! built with the default `demo` feature).
 
+#[cfg(feature = "demo")]
 mod demo;
 
 use std::path::PathBuf;
@@ -94,9 +96,20 @@ fn toml_string(s: &str) -> String {
 pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Validate) => validate(&cli),
-        Some(Command::Demo) => demo::run(),
+        Some(Command::Demo) => demo(),
         Some(Command::Serve) | None => serve(&cli),
     }
+}
+
+#[cfg(feature = "demo")]
+fn demo() -> ExitCode {
+    demo::run()
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo() -> ExitCode {
+    eprintln!("agentd demo: this agentd was built without the `demo` feature (cargo's default)");
+    ExitCode::FAILURE
 }
 
 fn validate(cli: &Cli) -> ExitCode {
