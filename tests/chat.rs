@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use agentd::mock_model::{Reply, ScriptedCall};
 use agentd::store::CallStatus;
+use agentd_mock::{Reply, ScriptedCall};
 use common::{TestDaemon, assert_history_valid, say, tool};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -603,6 +603,10 @@ async fn deleting_a_session_mid_turn_stops_the_turn_and_nothing_comes_back() {
         d.history(&session).await.is_empty(),
         "the new session is empty"
     );
-    let stored = d.app.state.store.journal_get(&session, "c_long_mid_turn_delete", &digest);
+    let stored = d
+        .app
+        .state
+        .store
+        .journal_get(&session, "c_long_mid_turn_delete", &digest);
     assert!(stored.await.unwrap().is_none(), "the journal went with it");
 }

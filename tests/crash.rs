@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
-use agentd::mock_model::{MockConfig, MockModel, Reply, ScriptedCall};
+use agentd_mock::{MockConfig, MockModel, Reply, ScriptedCall};
 use common::binary::{self, AGENTD, Daemon};
 use common::{assert_history_valid, toml_str};
 use serde_json::{Value, json};

@@ -3,7 +3,7 @@
 
 mod common;
 
-use agentd::mock_model::{Reply, ScriptedCall};
+use agentd_mock::{Reply, ScriptedCall};
 use common::{Options, TestDaemon, assert_history_valid, say};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

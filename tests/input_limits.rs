@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use agentd::mock_model::Reply;
+use agentd_mock::Reply;
 use common::{Options, TestDaemon, say, tool};
 use reqwest::StatusCode;
 use serde_json::{Map, Value, json};

@@ -8,7 +8,7 @@ mod common;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use agentd::mock_model::{Reply, ScriptedCall};
+use agentd_mock::{Reply, ScriptedCall};
 use common::{KEY, TestDaemon, assert_history_valid};
 use serde_json::{Value, json};
 

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use agentd::mock_model::{Reply, ScriptedCall};
+use agentd_mock::{Reply, ScriptedCall};
 use common::sse::{assert_error_end, stream_chat, text_of};
 use common::{KEY, Options, TestDaemon, say, tool};
 use reqwest::StatusCode;

@@ -4,7 +4,7 @@
 
 mod common;
 
-use agentd::mock_model::{Reply, ScriptedCall};
+use agentd_mock::{Reply, ScriptedCall};
 use common::{KEY, Options, TestDaemon, say};
 use reqwest::{Method, StatusCode};
 use serde_json::json;

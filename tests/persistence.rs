@@ -7,12 +7,12 @@ mod common;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use agentd::mock_model::{Reply, ScriptedCall};
 use agentd::session::{
     ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, Role, ToolCallRequest,
 };
 use agentd::store::sqlite::SqliteStore;
 use agentd::store::{CallStatus, JournalRecord, Store};
+use agentd_mock::{Reply, ScriptedCall};
 use common::{TestDaemon, assert_history_valid, handlers::SLEEP_CALLS, say, tool};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

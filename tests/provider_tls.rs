@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agentd::mock_model::{MockConfig, MockModel};
+use agentd_mock::{MockConfig, MockModel};
 use common::{Options, TestDaemon, say, toml_str};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use reqwest::StatusCode;

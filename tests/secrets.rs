@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use agentd::config::Config;
 use agentd::daemon::App;
-use agentd::mock_model::{Reply, ScriptedCall};
+use agentd_mock::{Reply, ScriptedCall};
 use common::binary::AGENTD;
 use common::sse::stream_chat;
 use common::{KEY, Options, TestDaemon, say, toml_str};
@@ -125,7 +125,7 @@ fn provider_sets(dir: &Path, host: &str) -> Vec<String> {
 async fn daemon(host: Option<&str>) -> (TestDaemon, tempfile::TempDir) {
     LazyLock::force(&LOG);
     let dir = tempfile::tempdir().unwrap();
-    let mock = agentd::mock_model::MockModel::start(Default::default())
+    let mock = agentd_mock::MockModel::start(Default::default())
         .await
         .unwrap();
     let host = host.map_or_else(|| mock.addr().to_string(), str::to_owned);

@@ -6,7 +6,7 @@ mod common;
 #[path = "../plugins/smtp/tests/support/mod.rs"]
 mod smtp_support;
 
-use agentd::mock_model::{Reply, ScriptedCall};
+use agentd_mock::{Reply, ScriptedCall};
 use common::{Options, TestDaemon, assert_history_valid, say, toml_str};
 use reqwest::StatusCode;
 use serde_json::{Value, json};

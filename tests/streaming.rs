@@ -3,7 +3,7 @@
 
 mod common;
 
-use agentd::mock_model::{Reply, ScriptedCall};
+use agentd_mock::{Reply, ScriptedCall};
 use common::sse::*;
 use common::{TestDaemon, assert_history_valid, say, tool};
 use reqwest::StatusCode;

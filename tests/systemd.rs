@@ -7,7 +7,7 @@ mod systemd_support;
 
 use std::time::{Duration, Instant};
 
-use agentd::mock_model::{MockConfig, MockModel, Reply, ScriptedCall};
+use agentd_mock::{MockConfig, MockModel, Reply, ScriptedCall};
 use common::{KEY, assert_history_valid, say};
 use reqwest::StatusCode;
 use serde_json::json;

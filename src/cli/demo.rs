@@ -6,12 +6,12 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use agentd_mock::{MockConfig, MockModel};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::daemon::App;
-use crate::mock_model::{MockConfig, MockModel};
 use crate::tool::Registry;
 
 /// The shipped catalog, used as is: its file transport writes into the data directory.

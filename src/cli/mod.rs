@@ -1,7 +1,9 @@
 //! The commands of the `agentd` binary: `serve` (the daemon), `validate` (check agentd.toml and
 //! tools.toml, exit 64 when bad), `handlers` (the registered handlers and their options) and
-//! `demo` (an offline end-to-end run against the mock model).
+//! `demo` (an offline end-to-end run against the mock model, built with the default `demo`
+//! feature).
 
+#[cfg(feature = "demo")]
 mod demo;
 mod handlers;
 
@@ -103,9 +105,20 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Validate) => validate(&cli),
         Some(Command::Handlers { json }) => handlers::run(json),
-        Some(Command::Demo) => demo::run(),
+        Some(Command::Demo) => demo(),
         Some(Command::Serve) | None => serve(&cli),
     }
+}
+
+#[cfg(feature = "demo")]
+fn demo() -> ExitCode {
+    demo::run()
+}
+
+#[cfg(not(feature = "demo"))]
+fn demo() -> ExitCode {
+    eprintln!("agentd demo: this agentd was built without the `demo` feature (cargo's default)");
+    ExitCode::FAILURE
 }
 
 fn validate(cli: &Cli) -> ExitCode {

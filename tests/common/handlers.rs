@@ -2,8 +2,8 @@
 //! that panics, one that always fails, and one that counts its calls.
 
 use std::collections::HashMap;
-use std::sync::{Arc, LazyLock, Mutex};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use agentd::tool::Registry;
@@ -18,7 +18,8 @@ use tokio::sync::Notify;
 pub static SLEEP_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 /// One signal per call id, raised when the `sleep` handler starts that call.
-static SLEEP_STARTED: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> = LazyLock::new(Default::default);
+static SLEEP_STARTED: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> =
+    LazyLock::new(Default::default);
 
 fn sleep_signal(call_id: &str) -> Arc<Notify> {
     let mut signals = SLEEP_STARTED.lock().unwrap();

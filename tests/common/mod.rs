@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use agentd::config::Config;
 use agentd::daemon::App;
-use agentd::mock_model::{MockConfig, MockModel};
 use agentd::tool::Registry;
+use agentd_mock::{MockConfig, MockModel};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use agentd::mock_model::MockModel;
+use agentd_mock::MockModel;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::UnixDatagram;

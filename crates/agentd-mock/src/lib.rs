@@ -1,4 +1,5 @@
-//! An OpenAI-compatible mock model server for tests, the offline demo and benchmarks.
+//! agentd-mock: an OpenAI-compatible mock model server for tests, the offline demo and
+//! benchmarks. It depends on nothing of agentd.
 //!
 //! It speaks the chat-completions wire format on its own terms (plain JSON, no agentd types),
 //! so it catches serialization mistakes: requests are checked as strictly as OpenAI checks them
@@ -10,7 +11,7 @@
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use agentd::mock_model::{MockConfig, MockModel, Reply, ScriptedCall};
+//! use agentd_mock::{MockConfig, MockModel, Reply, ScriptedCall};
 //! let mock = MockModel::start(MockConfig::default()).await?;
 //! mock.push(Reply::tool_calls(vec![ScriptedCall::raw("send_email", "{not json")]));
 //! mock.push(Reply::text("Sent."));
@@ -30,6 +31,7 @@ mod control;
 mod conversation;
 mod script;
 mod script_json;
+mod serve;
 mod server;
 mod state;
 mod stream;
@@ -54,10 +56,6 @@ use state::Shared;
 
 /// How long a connection may take to send a request's headers (or stay idle between requests).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Connections served at once: as many as the process can open (benchmarks hold thousands of
-/// streams open against the mock).
-const MAX_CONNECTIONS: usize = usize::MAX;
 
 /// How long [`MockModel::shutdown`] waits for open connections before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -102,13 +100,7 @@ impl MockModel {
         let app = server::router(Arc::clone(&shared));
         // Cancelled by a stop request or by the handle being dropped.
         let stop = CancellationToken::new();
-        let task = tokio::spawn(crate::daemon::server::serve(
-            listener,
-            app,
-            stop.clone(),
-            HEADER_TIMEOUT,
-            MAX_CONNECTIONS,
-        ));
+        let task = tokio::spawn(serve::serve(listener, app, stop.clone(), HEADER_TIMEOUT));
         Ok(MockModel {
             shared,
             addr,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{assemble, post_stream, send_email_tool, start, user_request};
-use crate::mock_model::{Reply, ScriptedCall};
+use crate::{Reply, ScriptedCall};
 
 fn streaming(text: &str) -> Value {
     let mut request = user_request(text);

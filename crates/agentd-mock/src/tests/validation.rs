@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{post, send_email_tool, start};
-use crate::mock_model::wire;
+use crate::wire;
 
 fn call(id: &str) -> Value {
     json!({"id": id, "type": "function", "function": {"name": "send_email", "arguments": "{}"}})
@@ -130,7 +130,7 @@ fn bad_parameters_and_tools_are_refused() {
 #[tokio::test]
 async fn refusals_are_400_in_openai_error_shape_and_keep_the_script() {
     let mock = start().await;
-    mock.push(crate::mock_model::Reply::text("kept"));
+    mock.push(crate::Reply::text("kept"));
     let refused = post(
         &mock,
         &json!({"model": "m", "messages": [{"role": "user", "content": "x", "extra": 1}]}),
@@ -151,7 +151,7 @@ async fn refusals_are_400_in_openai_error_shape_and_keep_the_script() {
     assert_eq!(mock.requests()[1], json!("{not json"));
 }
 
-async fn reqwest_post_raw(mock: &crate::mock_model::MockModel, body: &'static str) -> (u16, Value) {
+async fn reqwest_post_raw(mock: &crate::MockModel, body: &'static str) -> (u16, Value) {
     let response = super::client()
         .post(format!("{}/chat/completions", mock.base_url()))
         .header("content-type", "application/json")

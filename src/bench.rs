@@ -1,20 +1,25 @@
-//! `agentd-bench micro`: hand-rolled timing loops over the daemon's hot pieces: argument
-//! validation, catalog compilation, stream chunk assembly and one history write.
+//! The in-process side of `agentd-bench` (built only with the `bench` feature): hand-rolled
+//! timing loops over the daemon's hot pieces (argument validation, catalog compilation,
+//! stream chunk assembly and one history write) for `agentd-bench micro`, and the open-file
+//! limit raise the benchmark's processes inherit.
 
 use std::hint::black_box;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use agentd::provider::openai::stream::{Assembler, StreamChunk};
-use agentd::session::{ChatMessage, Entry, EntrySource, MessageJson, Role};
-use agentd::store::Store;
-use agentd::store::sqlite::SqliteStore;
-use agentd::tool::{Catalog, Registry, validate};
 use serde_json::{Value, json};
 
+use crate::provider::openai::stream::{Assembler, StreamChunk};
+use crate::session::{ChatMessage, Entry, EntrySource, MessageJson, Role};
+use crate::store::Store;
+use crate::store::sqlite::SqliteStore;
+use crate::tool::{Catalog, Registry, validate};
+
+pub use crate::daemon::rlimit::{raise_hard_open_files, raise_open_files};
+
 /// The catalog shipped with the daemon.
-const SHIPPED_TOOLS: &str = include_str!("../../../tools.toml");
+const SHIPPED_TOOLS: &str = include_str!("../tools.toml");
 
 /// Arguments the model would send for `send_email`.
 const EMAIL_ARGS: &str = r#"{"to":"john@example.com","subject":"Meeting tomorrow","body":"Hi John, see you at 10.","cc":["ann@example.com"]}"#;
@@ -56,6 +61,8 @@ fn time_loop(budget: Duration, mut op: impl FnMut()) -> f64 {
     }
 }
 
+/// Runs every loop for about `budget` each, one thread; the store writes to a file in
+/// `scratch`.
 pub fn run(budget: Duration, scratch: &Path) -> Result<Vec<Measure>, String> {
     let registry = Registry::builtin();
     let origin = Path::new("tools.toml");
@@ -133,7 +140,7 @@ fn store_write(budget: Duration, scratch: &Path) -> Result<f64, String> {
     let session = "00000000-0000-7000-8000-000000000001";
     let entry = |role: Role, text: &str, source: EntrySource| {
         Arc::new(Entry {
-            id: agentd::ids::new_v7().to_string(),
+            id: crate::ids::new_v7().to_string(),
             session_id: session.to_owned(),
             source,
             message: ChatMessage::text(role, text),

@@ -12,7 +12,7 @@ use super::script_json::ReplyWire;
 /// One scripted answer. Build it with a constructor and chain the setters:
 ///
 /// ```
-/// # use agentd::mock_model::{Reply, ScriptedCall};
+/// # use agentd_mock::{Reply, ScriptedCall};
 /// # use std::time::Duration;
 /// # use serde_json::json;
 /// let reply = Reply::tool_calls(vec![ScriptedCall::new("send_email", json!({"to": "a@b.c"}))])

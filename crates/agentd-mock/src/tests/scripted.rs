@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use super::{client, message, post, send_email_tool, start, user_request};
-use crate::mock_model::{MockConfig, MockModel, Reply, ScriptedCall};
+use crate::{MockConfig, MockModel, Reply, ScriptedCall};
 
 #[tokio::test]
 async fn scripted_text_is_answered_in_order_then_the_default_takes_over() {

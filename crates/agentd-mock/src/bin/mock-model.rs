@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use agentd::mock_model::{MockConfig, MockModel};
+use agentd_mock::{MockConfig, MockModel};
 use clap::Parser;
 
 /// An OpenAI-compatible mock chat-completions server for demos and benchmarks.

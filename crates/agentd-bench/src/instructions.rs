@@ -70,7 +70,7 @@ pub fn run(scratch: &Path, short: u32, long: u32) -> Result<Vec<PerTurn>, String
         "counting with {} (callgrind), {short} and {long} turns per scenario",
         String::from_utf8_lossy(&version.stdout).trim()
     );
-    agentd::daemon::install_crypto_provider();
+    crate::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

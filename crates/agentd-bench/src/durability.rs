@@ -16,7 +16,7 @@ const LEVELS: [&str; 4] = ["off", "normal", "full", "extra"];
 pub fn run(scratch: &Path, clients: &[usize], window: Duration) -> Result<(), String> {
     let warmup = (window / 5).clamp(Duration::from_millis(300), Duration::from_secs(1));
     let ticks_per_sec = procs::clock_ticks_per_second();
-    agentd::daemon::install_crypto_provider();
+    crate::install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

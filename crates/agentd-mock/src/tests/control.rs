@@ -3,7 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{client, message, post, start, user_request};
-use crate::mock_model::{MockConfig, MockModel};
+use crate::{MockConfig, MockModel};
 
 fn control_url(mock: &MockModel, path: &str) -> String {
     format!("http://{}/_mock/{path}", mock.addr())

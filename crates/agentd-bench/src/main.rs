@@ -2,7 +2,8 @@
 //! calls sent straight to the mock). Starts `mock-model` and `agentd serve` as processes,
 //! drives closed-loop load from this process over loopback, and prints one table per scenario;
 //! the `held` scenario holds thousands of streams open on a fresh pair of processes;
-//! `agentd-bench micro` times the hot pieces in-process; `agentd-bench instructions` counts
+//! `agentd-bench micro` times the hot pieces in-process (the loops live in the daemon crate,
+//! `agentd::bench`, built with its `bench` feature); `agentd-bench instructions` counts
 //! agentd's instructions per turn under valgrind's callgrind; `agentd-bench durability`
 //! compares the `storage.synchronous` levels.
 
@@ -13,7 +14,6 @@ mod held_report;
 mod instructions;
 mod limits;
 mod load;
-mod micro;
 mod procs;
 mod report;
 
@@ -116,7 +116,7 @@ fn run_micro(args: &Args, scratch: &std::path::Path) -> Result<f64, String> {
     println!("\n### micro (one thread, {budget:?} per loop)\n");
     println!("| operation | ns/op | ops/s |");
     println!("|---|---:|---:|");
-    let measures = micro::run(budget, scratch)?;
+    let measures = agentd::bench::run(budget, scratch)?;
     for m in &measures {
         println!(
             "| {} | {:.0} | {:.0} |",
@@ -127,7 +127,7 @@ fn run_micro(args: &Args, scratch: &std::path::Path) -> Result<f64, String> {
     }
     Ok(measures
         .first()
-        .map(micro::Measure::ops_per_sec)
+        .map(agentd::bench::Measure::ops_per_sec)
         .unwrap_or(0.0))
 }
 
@@ -223,7 +223,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     std::thread::sleep(Duration::from_millis(300));
     let idle_rss_kb = procs::status_kb(agentd.pid(), "VmRSS");
 
-    agentd::daemon::install_crypto_provider();
+    install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -372,6 +372,12 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     }
     println!("\ntotal time {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// rustls's ring provider, which reqwest (built without a default one) needs even for plain
+/// HTTP; the same one the daemon installs.
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
 fn kb_text(kb: Option<u64>) -> String {

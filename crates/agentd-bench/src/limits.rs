@@ -1,6 +1,6 @@
 //! Open-file limits for the held-streams run: raising this process's RLIMIT_NOFILE (children
-//! inherit it) with the daemon's own [`agentd::daemon::rlimit`], and reading limits and open
-//! descriptors of any process from `/proc`.
+//! inherit it) with the daemon's own code ([`agentd::bench::raise_open_files`]), and reading
+//! limits and open descriptors of any process from `/proc`.
 
 /// RLIMIT_NOFILE of a process: (soft, hard). `None` for unlimited or unreadable.
 pub fn open_files_limit(pid: u32) -> Option<(u64, u64)> {
@@ -32,14 +32,14 @@ pub struct Raised {
 pub fn raise_nofile(wanted_hard: u64) -> Result<Raised, String> {
     let me = std::process::id();
     let (_, hard) = open_files_limit(me).ok_or("cannot read /proc/self/limits")?;
-    let hard_refused = agentd::daemon::rlimit::raise_hard_open_files(wanted_hard)
+    let hard_refused = agentd::bench::raise_hard_open_files(wanted_hard)
         .err()
         .map(|e| {
             format!(
                 "hard limit {hard} kept, raising it to {wanted_hard} failed ({e}; needs CAP_SYS_RESOURCE)"
             )
         });
-    agentd::daemon::rlimit::raise_open_files();
+    agentd::bench::raise_open_files();
     let (soft, hard) = open_files_limit(me).ok_or("cannot read /proc/self/limits")?;
     Ok(Raised {
         soft,

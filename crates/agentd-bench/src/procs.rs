@@ -65,16 +65,23 @@ pub fn bin_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| "executable has no directory".to_owned())
 }
 
+/// `name` next to the bench's executable. The bench does not build it: a `cargo run` of the
+/// bench builds only the bench, so the error says which build puts the binaries there.
 fn binary(name: &str) -> Result<PathBuf, String> {
-    let path = bin_dir()?.join(name);
+    let dir = bin_dir()?;
+    let path = dir.join(name);
     if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "{} not found; build it first: cargo build --release --bins",
-            path.display()
-        ))
+        return Ok(path);
     }
+    let profile = if dir.ends_with("debug") {
+        ""
+    } else {
+        " --release"
+    };
+    Err(format!(
+        "{} not found; build agentd and the mock model first: cargo build{profile} -p agentd -p agentd-mock",
+        path.display()
+    ))
 }
 
 /// Starts `mock-model --no-record` on a fresh port; waits for its ready line on stdout.
