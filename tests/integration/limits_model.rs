@@ -3,7 +3,7 @@
 //! turn whose client reads slowly. Model-side excess is a 502 (or an error chunk once a
 //! stream has started), never unbounded buffering.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

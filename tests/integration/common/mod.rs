@@ -1,6 +1,5 @@
 //! Shared harness for the integration tests: the daemon in-process on 127.0.0.1:0 against the
 //! mock model, a real SQLite file in a temp directory, test handlers, and a small HTTP client.
-#![allow(dead_code)]
 
 pub mod binary;
 pub mod handlers;
@@ -183,24 +182,6 @@ impl TestDaemon {
             ..options
         })
         .await;
-        next._tmp = tmp;
-        next
-    }
-
-    /// Kills the daemon without a drain (in-flight turns are dropped mid-way, like a crash)
-    /// and starts a new one on the same data.
-    pub async fn crash_and_restart(self) -> Self {
-        self.server.abort();
-        self.shutdown.cancel();
-        self.app.state.abort.cancel();
-        let options = Options {
-            tools_toml: self.options_tools.clone(),
-            sets: self.options_sets.clone(),
-            data_dir: Some(self.data_dir.clone()),
-            mock: Some(self.mock),
-        };
-        let tmp = self._tmp.clone();
-        let mut next = Self::start_with(options).await;
         next._tmp = tmp;
         next
     }

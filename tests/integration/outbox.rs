@@ -1,7 +1,7 @@
 //! The shipped catalog's `send_email` writes into the daemon's own data directory, privately,
 //! and `agentd validate` refuses an outbox other users could write.
 
-mod common;
+use crate::common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
@@ -10,7 +10,7 @@ use common::binary::AGENTD;
 use common::{Options, TestDaemon, say};
 use reqwest::StatusCode;
 
-const SHIPPED_TOOLS: &str = include_str!("../tools.toml");
+const SHIPPED_TOOLS: &str = include_str!("../../tools.toml");
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o7777

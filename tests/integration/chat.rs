@@ -1,7 +1,7 @@
 //! The chat turn end to end against the mock model: the seed guide's curl flows, server tool
 //! loops, parallel calls, every failure kind reaching the model, client tools, max_steps.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

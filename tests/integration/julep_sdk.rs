@@ -3,7 +3,7 @@
 //! every response with the SDK's own models. Needs `python3` with `julep==2.21.0`
 //! (`.ci/requirements.txt`); the test fails, not skips, when they are missing.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Streamed chat when things go wrong: upstream failing before or during the stream, a tool
 //! call cut off mid-stream, and a client that hangs up while text streams or a tool runs.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

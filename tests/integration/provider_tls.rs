@@ -2,7 +2,7 @@
 //! from a private CA. agentd trusts that CA through `provider.ca_file`, and talks HTTP/1.1 with
 //! a connection per call in flight even though the server offers HTTP/2.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -1,7 +1,7 @@
 //! The example `lookup` handler end to end: declared in a catalog, offered to the mock model,
 //! called by it in a chat turn, and its answer (or its `not_found` error) read back by the model.
 
-mod common;
+use crate::common;
 
 use agentd_mock::{Reply, ScriptedCall};
 use common::{Options, TestDaemon, assert_history_valid, say};

@@ -2,7 +2,7 @@
 //! paths (unauthenticated), made-up model names in chat requests and tool names the model
 //! invents all end up in a fixed set of series, the overflow labelled `other`.
 
-mod common;
+use crate::common;
 
 use agentd_mock::{Reply, ScriptedCall};
 use common::{KEY, Options, TestDaemon, say};

@@ -1,10 +1,8 @@
 //! send_email end to end: a chat turn whose tool call is validated and sent over SMTP to a real
 //! SMTP server process (aiosmtpd), with STARTTLS and AUTH; a replayed call sends nothing twice.
 
-mod common;
-#[allow(dead_code)]
-#[path = "../plugins/smtp/tests/support/mod.rs"]
-mod smtp_support;
+use crate::common;
+use crate::smtp_support;
 
 use agentd_mock::{Reply, ScriptedCall};
 use common::{Options, TestDaemon, assert_history_valid, say, toml_str};

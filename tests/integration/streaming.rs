@@ -1,7 +1,7 @@
 //! Streamed chat (`stream: true`) end to end against the mock model: the SSE framing, chunk
 //! order through server and client tool loops, and upstream deltas cut or mislabelled.
 
-mod common;
+use crate::common;
 
 use agentd_mock::{Reply, ScriptedCall};
 use common::sse::*;

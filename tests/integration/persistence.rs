@@ -2,7 +2,7 @@
 //! (a call found started but unfinished is reported as "outcome unknown", never re-run; a
 //! finished call whose result missed history is answered from the journal).
 
-mod common;
+use crate::common;
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

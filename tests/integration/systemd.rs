@@ -2,8 +2,8 @@
 //! `NOTIFY_SOCKET`, SIGHUP catalog reloads (good and bad), SIGTERM during a tool call that
 //! never answers, and the `/metrics` series.
 
-mod common;
-mod systemd_support;
+use crate::common;
+use crate::systemd_support;
 
 use std::time::{Duration, Instant};
 

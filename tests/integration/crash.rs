@@ -1,7 +1,7 @@
 //! The real binary killed with SIGKILL while a tool call is in flight: after a restart the call
 //! is reported to the model as "outcome unknown", never run again, and the session goes on.
 
-mod common;
+use crate::common;
 
 use std::net::TcpListener;
 use std::process::Command;

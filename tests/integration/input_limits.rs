@@ -2,7 +2,7 @@
 //! prompt is bounded; declared tool schemas are bounded and compiled off the async workers with
 //! a deadline, so `/healthz` keeps answering; long participant lists stay linear.
 
-mod common;
+use crate::common;
 
 use std::time::{Duration, Instant};
 

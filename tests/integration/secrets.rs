@@ -4,7 +4,7 @@
 //! refused key, bad JSON, a timeout, a stream cut off, a tool failing, bad configuration),
 //! every response body is kept, every log line is captured, and all of it is searched.
 
-mod common;
+use crate::common;
 
 use std::io::Write;
 use std::net::TcpListener;

@@ -4,7 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-mod common;
+use crate::common;
 
 use common::binary::{self, AGENTD};
 

@@ -1,6 +1,6 @@
 //! The resource endpoints: happy paths and their 401/403/404/422 answers, lists, history.
 
-mod common;
+use crate::common;
 
 use common::{KEY, TestDaemon, say};
 use reqwest::{Method, StatusCode};

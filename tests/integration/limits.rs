@@ -2,7 +2,7 @@
 //! chat, list filters, a body that trickles in, open connections, a session's history and the
 //! size of the model request built from it. Each one is a 4xx in the API's error shape.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

@@ -1,0 +1,30 @@
+//! agentd's integration tests, as one test binary: the daemon in-process against the mock
+//! model (`common`), or the real `agentd` binary (`common::binary`, `systemd_support`), with
+//! real SQLite files, a real SMTP server process and real sockets. One module per area; the
+//! shared harness is compiled once.
+
+mod common;
+/// The aiosmtpd server and TLS material the smtp plugin's own tests use.
+#[allow(dead_code, unreachable_pub)]
+#[path = "../../plugins/smtp/tests/support/mod.rs"]
+mod smtp_support;
+mod systemd_support;
+
+mod api;
+mod chat;
+mod cli;
+mod crash;
+mod example_plugin;
+mod input_limits;
+mod julep_sdk;
+mod limits;
+mod limits_model;
+mod metrics_bounds;
+mod outbox;
+mod persistence;
+mod provider_tls;
+mod secrets;
+mod send_email;
+mod streaming;
+mod streaming_failures;
+mod systemd;
