@@ -132,10 +132,7 @@ pub async fn list(
     load::<Agents>(&state, &agent_id).await?;
     query.parent = Some(agent_id);
     let records = state.store.list(Collection::AgentTools, &query).await?;
-    let items = records
-        .iter()
-        .map(to_json)
-        .collect::<Result<Vec<_>, _>>()?;
+    let items = records.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "items": items })))
 }
 

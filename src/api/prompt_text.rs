@@ -79,9 +79,7 @@ mod tests {
     fn check(collection: Collection, body: &Value, max: usize) -> Result<(), ApiError> {
         match collection {
             Collection::Agents => check_agent(&AgentRecord::deserialize(body).unwrap(), max),
-            Collection::Sessions => {
-                check_session(&SessionRecord::deserialize(body).unwrap(), max)
-            }
+            Collection::Sessions => check_session(&SessionRecord::deserialize(body).unwrap(), max),
             _ => Ok(()),
         }
     }

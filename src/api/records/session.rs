@@ -67,7 +67,10 @@ impl SessionRecord<'_> {
     pub fn apply(&mut self, patch: SessionPatch) {
         set(&mut self.agents, patch.agents.map(texts));
         set(&mut self.users, patch.users.map(texts));
-        set(&mut self.situation, patch.situation.map(|s| Some(Text::from(s))));
+        set(
+            &mut self.situation,
+            patch.situation.map(|s| Some(Text::from(s))),
+        );
         set(
             &mut self.system_template,
             patch.system_template.map(|s| Some(Text::from(s))),
