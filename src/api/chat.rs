@@ -262,9 +262,8 @@ fn into_request(
 }
 
 /// Loads what the turn needs from the session and its answering agent. Their text is read
-/// borrowed from the stored records and copied once, into the context; their metadata and
-/// the agent's default settings other than [`MODEL_SETTINGS`](records::ModelSettings) are not
-/// read.
+/// borrowed from the stored records and copied once, into the context; their metadata and the
+/// agent's default settings that are not model settings ([`ModelSettings`]) are not read.
 async fn context(
     state: &AppState,
     session_id: &str,
