@@ -19,7 +19,7 @@ use super::records::{self, AgentToolRecord, ToolPatch, no_parameters};
 use super::resources::{Mode, deleted, fields, load, new_id, rfc3339};
 use crate::store::{Collection, Record};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct FunctionFields {
     name: Option<String>,
     description: Option<String>,
@@ -39,11 +39,7 @@ struct ToolFields {
 /// Its schema is compiled separately, off the runtime (`AppState::tool_schemas`).
 pub fn normalize_tool(input: Value, loc: &str) -> Result<AgentToolRecord<'static>, ApiError> {
     let f = parse(input, loc)?;
-    let function = f.function.unwrap_or(FunctionFields {
-        name: None,
-        description: None,
-        parameters: None,
-    });
+    let function = f.function.unwrap_or_default();
     let tool = AgentToolRecord::new(
         function.name.or(f.name).unwrap_or_default(),
         function.description.or(f.description).unwrap_or_default(),
@@ -65,6 +61,18 @@ fn parse(input: Value, loc: &str) -> Result<ToolFields, ApiError> {
         ));
     }
     Ok(f)
+}
+
+/// The changes a PATCH body asks for.
+fn patch_of(f: ToolFields) -> ToolPatch {
+    let function = f.function.unwrap_or_default();
+    ToolPatch {
+        name: f.name,
+        description: f.description,
+        function_name: function.name,
+        function_description: function.description,
+        parameters: function.parameters,
+    }
 }
 
 fn validate(tool: &AgentToolRecord<'_>, loc: &str) -> Result<(), ApiError> {
@@ -183,20 +191,9 @@ async fn change(
     let tool = match mode {
         Mode::Full => normalize_tool(input, "")?,
         Mode::Partial => {
-            let f = parse(input, "")?;
-            let function = f.function;
-            let (function_name, function_description, parameters) = match function {
-                Some(function) => (function.name, function.description, function.parameters),
-                None => (None, None, None),
-            };
+            let patch = patch_of(parse(input, "")?);
             let mut tool: AgentToolRecord<'_> = records::read(&stored)?;
-            tool.apply(ToolPatch {
-                name: f.name,
-                description: f.description,
-                function_name,
-                function_description,
-                parameters,
-            });
+            tool.apply(patch);
             validate(&tool, "")?;
             tool
         }
