@@ -7,6 +7,10 @@
 //! points into the stored body instead of copying it, and a reader names the fields it skips
 //! as [`Unread`] (the chat path does not copy an agent's metadata on every turn). A body stored
 //! by an older build with fields missing reads with the fields' defaults.
+//!
+//! A new field goes on the record with a serde default (so stored documents without it still
+//! read), on its `…Patch` and in its `apply`, and in the request fields of the resource's
+//! handler file (`api/agents.rs`, …), which validates it.
 
 mod agent;
 mod agent_tool;
