@@ -1,6 +1,6 @@
 //! Tools declared on an agent (`/agents/{id}/tools`), in OpenAI function form. A tool whose
 //! name matches a catalog tool refers to it (the catalog's schema is the one enforced); any
-//! other is a client tool, run by the caller.
+//! other is a client tool, run by the caller. The stored shape is [`AgentToolRecord`].
 
 use std::sync::Arc;
 
@@ -8,17 +8,18 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use time::OffsetDateTime;
 
 use super::AppState;
 use super::agents::Agents;
 use super::error::ApiError;
 use super::extract::{JsonBody, ListParams};
+use super::records::{self, AgentToolRecord, ToolPatch, no_parameters};
 use super::resources::{Mode, deleted, fields, load, new_id, rfc3339};
 use crate::store::{Collection, Record};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 struct FunctionFields {
     name: Option<String>,
     description: Option<String>,
@@ -36,7 +37,20 @@ struct ToolFields {
 
 /// Validates one tool definition (agent or request) into `{type, name, description, function}`.
 /// Its schema is compiled separately, off the runtime (`AppState::tool_schemas`).
-pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, ApiError> {
+pub fn normalize_tool(input: Value, loc: &str) -> Result<AgentToolRecord<'static>, ApiError> {
+    let f = parse(input, loc)?;
+    let function = f.function.unwrap_or_default();
+    let tool = AgentToolRecord::new(
+        function.name.or(f.name).unwrap_or_default(),
+        function.description.or(f.description).unwrap_or_default(),
+        function.parameters.unwrap_or_else(no_parameters),
+    );
+    validate(&tool, loc)?;
+    Ok(tool)
+}
+
+/// The fields of a tool definition, its type checked.
+fn parse(input: Value, loc: &str) -> Result<ToolFields, ApiError> {
     let f: ToolFields = fields(input).map_err(|e| prefix(e, loc))?;
     if let Some(kind) = f.kind.as_deref()
         && kind != "function"
@@ -46,46 +60,41 @@ pub fn normalize_tool(input: Value, loc: &str) -> Result<Map<String, Value>, Api
             format!("tool type `{kind}` is not supported; use `function`"),
         ));
     }
-    let function = f.function.unwrap_or(FunctionFields {
-        name: None,
-        description: None,
-        parameters: None,
-    });
-    let name = function.name.or(f.name).unwrap_or_default();
-    if !crate::tool::is_valid_tool_name(&name) {
+    Ok(f)
+}
+
+/// The changes a PATCH body asks for.
+fn patch_of(f: ToolFields) -> ToolPatch {
+    let function = f.function.unwrap_or_default();
+    ToolPatch {
+        name: f.name,
+        description: f.description,
+        function_name: function.name,
+        function_description: function.description,
+        parameters: function.parameters,
+    }
+}
+
+fn validate(tool: &AgentToolRecord<'_>, loc: &str) -> Result<(), ApiError> {
+    if !crate::tool::is_valid_tool_name(&tool.function.name) {
         return Err(ApiError::invalid(
             format!("{loc}function.name"),
             "tool name must be 1-64 characters of letters, digits, `_` or `-`",
         ));
     }
-    let parameters = function
-        .parameters
-        .unwrap_or_else(|| json!({"type": "object", "properties": {}}));
-    if !parameters.is_object() {
+    if !tool.function.parameters.is_object() {
         return Err(ApiError::invalid(
             format!("{loc}function.parameters"),
             "must be a JSON Schema object",
         ));
     }
-    let description = function.description.or(f.description).unwrap_or_default();
-    let mut body = Map::new();
-    body.insert("type".into(), json!("function"));
-    body.insert("name".into(), json!(name));
-    body.insert("description".into(), json!(description));
-    body.insert(
-        "function".into(),
-        json!({ "name": name, "description": description, "parameters": parameters }),
-    );
-    Ok(body)
+    Ok(())
 }
 
-async fn check_schema(state: &AppState, body: &Map<String, Value>) -> Result<(), ApiError> {
-    let schema = body
-        .get("function")
-        .map_or(&Value::Null, |function| &function["parameters"]);
+async fn check_schema(state: &AppState, tool: &AgentToolRecord<'_>) -> Result<(), ApiError> {
     state
         .tool_schemas
-        .check(schema, "function.parameters")
+        .check(&tool.function.parameters, "function.parameters")
         .await
 }
 
@@ -101,13 +110,14 @@ fn prefix(e: ApiError, loc: &str) -> ApiError {
     }
 }
 
-fn to_json(record: &Record) -> Value {
-    let mut body = record.body.as_object().cloned().unwrap_or_default();
+fn to_json(record: &Record) -> Result<Value, ApiError> {
+    let tool: AgentToolRecord<'_> = records::read(record)?;
+    let mut body = records::to_body(&tool)?;
     body.insert("id".into(), json!(record.id));
     body.insert("agent_id".into(), json!(record.parent));
     body.insert("created_at".into(), json!(rfc3339(record.created_at)));
     body.insert("updated_at".into(), json!(rfc3339(record.updated_at)));
-    Value::Object(body)
+    Ok(Value::Object(body))
 }
 
 async fn load_tool(
@@ -130,9 +140,8 @@ pub async fn list(
     load::<Agents>(&state, &agent_id).await?;
     query.parent = Some(agent_id);
     let records = state.store.list(Collection::AgentTools, &query).await?;
-    Ok(Json(
-        json!({ "items": records.iter().map(to_json).collect::<Vec<_>>() }),
-    ))
+    let items = records.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "items": items })))
 }
 
 pub async fn create(
@@ -141,7 +150,7 @@ pub async fn create(
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     load::<Agents>(&state, &agent_id).await?;
-    let body = normalize_tool(input, "")?;
+    let tool = normalize_tool(input, "")?;
     let declared = state
         .store
         .children(Collection::AgentTools, &agent_id)
@@ -154,12 +163,12 @@ pub async fn create(
              (tools.max_declared_tools); delete one first"
         )));
     }
-    check_schema(&state, &body).await?;
+    check_schema(&state, &tool).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: new_id(),
         parent: Some(agent_id),
-        body: Value::Object(body),
+        body: Value::Object(records::to_body(&tool)?),
         created_at: now,
         updated_at: now,
     };
@@ -167,10 +176,10 @@ pub async fn create(
         .store
         .insert(Collection::AgentTools, record.clone())
         .await?;
-    Ok((StatusCode::CREATED, Json(to_json(&record))))
+    Ok((StatusCode::CREATED, Json(to_json(&record)?)))
 }
 
-/// PUT replaces the definition; PATCH merges the given fields over it first.
+/// PUT replaces the definition; PATCH applies the given fields over it.
 async fn change(
     state: AppState,
     agent_id: String,
@@ -178,38 +187,30 @@ async fn change(
     input: Value,
     mode: Mode,
 ) -> Result<Json<Value>, ApiError> {
-    let mut record = Arc::unwrap_or_clone(load_tool(&state, &agent_id, &tool_id).await?);
-    let input = match (mode, input) {
-        (Mode::Partial, Value::Object(changes)) => {
-            let mut merged = record.body.as_object().cloned().unwrap_or_default();
-            if let Some(Value::Object(f)) = changes.get("function")
-                && let Some(Value::Object(old)) = merged.get_mut("function")
-            {
-                old.extend(f.clone());
-            }
-            for (k, v) in changes {
-                if k != "function" {
-                    merged.insert(k.clone(), v.clone());
-                    if let (Some(Value::Object(func)), "name" | "description") =
-                        (merged.get_mut("function"), k.as_str())
-                    {
-                        func.insert(k, v);
-                    }
-                }
-            }
-            Value::Object(merged)
+    let stored = load_tool(&state, &agent_id, &tool_id).await?;
+    let tool = match mode {
+        Mode::Full => normalize_tool(input, "")?,
+        Mode::Partial => {
+            let patch = patch_of(parse(input, "")?);
+            let mut tool: AgentToolRecord<'_> = records::read(&stored)?;
+            tool.apply(patch);
+            validate(&tool, "")?;
+            tool
         }
-        (_, input) => input,
     };
-    let body = normalize_tool(input, "")?;
-    check_schema(&state, &body).await?;
-    record.body = Value::Object(body);
-    record.updated_at = OffsetDateTime::now_utc();
+    check_schema(&state, &tool).await?;
+    let record = Record {
+        id: stored.id.clone(),
+        parent: stored.parent.clone(),
+        body: Value::Object(records::to_body(&tool)?),
+        created_at: stored.created_at,
+        updated_at: OffsetDateTime::now_utc(),
+    };
     state
         .store
         .update(Collection::AgentTools, record.clone())
         .await?;
-    Ok(Json(to_json(&record)))
+    Ok(Json(to_json(&record)?))
 }
 
 pub async fn replace(

@@ -1,12 +1,13 @@
 //! Agents: name, about, model, instructions (a string or a list), default settings merged into
-//! every chat, metadata.
+//! every chat, metadata. The stored shape is [`AgentRecord`].
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::AppState;
 use super::error::ApiError;
-use super::resources::{Mode, Resource, fields, put_opt};
+use super::records::{AgentPatch, AgentRecord};
+use super::resources::{Mode, Resource, fields};
 use crate::store::Collection;
 
 pub struct Agents;
@@ -30,10 +31,11 @@ struct AgentFields {
 
 impl Resource for Agents {
     const COLLECTION: Collection = Collection::Agents;
+    type Record = AgentRecord<'static>;
+    type Patch = AgentPatch;
 
-    fn normalize(input: Value, mode: Mode) -> Result<Map<String, Value>, ApiError> {
+    fn changes(input: Value, mode: Mode) -> Result<AgentPatch, ApiError> {
         let f: AgentFields = fields(input)?;
-        let mut body = Map::new();
         match (&f.name, mode) {
             (None, Mode::Full) => return Err(ApiError::invalid("name", "field required")),
             (Some(n), _) if n.trim().is_empty() => {
@@ -41,34 +43,24 @@ impl Resource for Agents {
             }
             _ => {}
         }
-        let instructions = f.instructions.map(|i| match i {
-            Instructions::One(s) => json!([s]),
-            Instructions::Many(v) => json!(v),
-        });
-        put_opt(&mut body, "name", f.name);
-        if mode == Mode::Full {
-            body.insert("about".into(), json!(f.about.unwrap_or_default()));
-            body.insert("model".into(), json!(f.model.unwrap_or_default()));
-            body.insert(
-                "instructions".into(),
-                instructions.unwrap_or_else(|| json!([])),
-            );
-            body.insert(
-                "default_settings".into(),
-                json!(f.default_settings.unwrap_or_default()),
-            );
-            body.insert("metadata".into(), json!(f.metadata.unwrap_or_default()));
-        } else {
-            put_opt(&mut body, "about", f.about);
-            put_opt(&mut body, "model", f.model);
-            put_opt(&mut body, "instructions", instructions);
-            put_opt(&mut body, "default_settings", f.default_settings);
-            put_opt(&mut body, "metadata", f.metadata);
-        }
-        Ok(body)
+        Ok(AgentPatch {
+            name: f.name,
+            about: f.about,
+            model: f.model,
+            instructions: f.instructions.map(|i| match i {
+                Instructions::One(s) => vec![s],
+                Instructions::Many(v) => v,
+            }),
+            default_settings: f.default_settings,
+            metadata: f.metadata,
+        })
     }
 
-    async fn check(state: &AppState, body: &Map<String, Value>) -> Result<(), ApiError> {
-        super::prompt_text::check_agent(body, state.max_system_prompt_bytes)
+    fn apply(record: &mut Self::Record, patch: AgentPatch) {
+        record.apply(patch);
+    }
+
+    async fn check(state: &AppState, record: &Self::Record) -> Result<(), ApiError> {
+        super::prompt_text::check_agent(record, state.max_system_prompt_bytes)
     }
 }

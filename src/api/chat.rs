@@ -15,26 +15,15 @@ use super::agent_tools::{self, normalize_tool};
 use super::agents::Agents;
 use super::error::ApiError;
 use super::extract::JsonBody;
+use super::records::{
+    self, AgentRecord, ContextOverflow, ModelSettings, SessionRecord, Text, Unread,
+};
 use super::resources::{load, rfc3339};
 use super::sessions::Sessions;
 use crate::provider::Usage;
 use crate::session::{ChatMessage, Role, ToolCallRequest};
 use crate::tool::{Outcome, ToolRun};
 use crate::turn::{TurnContext, TurnError, TurnOutcome, TurnRequest};
-
-/// Sampling settings passed through to the model, from the request or the agent's defaults.
-const MODEL_SETTINGS: &[&str] = &[
-    "max_tokens",
-    "temperature",
-    "top_p",
-    "stop",
-    "seed",
-    "response_format",
-    "frequency_penalty",
-    "presence_penalty",
-    "logit_bias",
-    "parallel_tool_calls",
-];
 
 #[derive(Deserialize)]
 struct InputMessage {
@@ -199,7 +188,10 @@ fn into_request(
         .unwrap_or_default()
         .into_iter()
         .enumerate()
-        .map(|(i, t)| normalize_tool(t, &format!("tools.{i}.")).map(Value::Object))
+        .map(|(i, t)| {
+            let tool = normalize_tool(t, &format!("tools.{i}."))?;
+            records::to_body(&tool).map(Value::Object)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     if let Some(choice) = &input.tool_choice {
         check_tool_choice(choice)?;
@@ -269,67 +261,51 @@ fn into_request(
     Ok((request, input.stream.unwrap_or(false), input.agent))
 }
 
-/// Loads what the turn needs from the session and its answering agent.
+/// Loads what the turn needs from the session and its answering agent. Their text is read
+/// borrowed from the stored records and copied once, into the context; their metadata and the
+/// agent's default settings that are not model settings ([`ModelSettings`]) are not read.
 async fn context(
     state: &AppState,
     session_id: &str,
     agent: Option<String>,
 ) -> Result<TurnContext, ApiError> {
-    let session = load::<Sessions>(state, session_id).await?;
-    let body = &session.body;
-    let agents: Vec<&str> = body["agents"]
-        .as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
+    let stored_session = load::<Sessions>(state, session_id).await?;
+    let session: SessionRecord<'_, Unread> = records::read(&stored_session)?;
     let agent_id = match agent {
-        Some(id) if agents.contains(&id.as_str()) => id,
+        Some(id) if session.agents.iter().any(|a| a.as_str() == id) => id,
         Some(id) => {
             return Err(ApiError::invalid(
                 "agent",
                 format!("agent `{id}` is not a participant of this session"),
             ));
         }
-        None => agents
+        None => session
+            .agents
             .first()
-            .map(|s| (*s).to_owned())
+            .map(|a| a.as_str().to_owned())
             .ok_or_else(|| ApiError::BadRequest("session has no agent".into()))?,
     };
-    let agent = load::<Agents>(state, &agent_id).await?;
-    let agent = &agent.body;
-    let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
-    let default_settings = agent["default_settings"]
-        .as_object()
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| MODEL_SETTINGS.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let stored_agent = load::<Agents>(state, &agent_id).await?;
+    let agent: AgentRecord<'_, ModelSettings, Unread> = records::read(&stored_agent)?;
     Ok(TurnContext {
-        session_id: session.id.clone(),
-        agent_name: text(&agent["name"]),
-        agent_about: text(&agent["about"]),
-        instructions: agent["instructions"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(Value::as_str)
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default(),
-        situation: body["situation"].as_str().map(str::to_owned),
-        system_template: body["system_template"].as_str().map(str::to_owned),
-        model: agent["model"]
-            .as_str()
+        session_id: stored_session.id.clone(),
+        agent_name: agent.name.into_owned(),
+        agent_about: agent.about.into_owned(),
+        instructions: agent
+            .instructions
+            .into_iter()
+            .map(Text::into_owned)
+            .collect(),
+        situation: session.situation.map(Text::into_owned),
+        system_template: session.system_template.map(Text::into_owned),
+        model: Some(agent.model)
             .filter(|m| !m.is_empty())
-            .map(str::to_owned),
-        default_settings,
+            .map(Text::into_owned),
+        default_settings: agent.default_settings.0,
         agent_tools: agent_tools::of_agent(state, &agent_id).await?,
-        token_budget: body["token_budget"].as_u64(),
-        auto_run_tools: body["auto_run_tools"].as_bool(),
-        truncate_on_overflow: body["context_overflow"] == "truncate",
+        token_budget: session.token_budget,
+        auto_run_tools: session.auto_run_tools,
+        truncate_on_overflow: session.context_overflow == Some(ContextOverflow::Truncate),
     })
 }
 

@@ -10,6 +10,7 @@ mod health;
 mod history;
 mod known_schemas;
 mod prompt_text;
+mod records;
 mod resources;
 mod sessions;
 mod sse;

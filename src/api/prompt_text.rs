@@ -4,35 +4,35 @@
 //! not on every later chat. What only the pair of agent and session decides (a template that
 //! repeats a long field) is caught when the prompt is rendered, also as a 422.
 
-use serde_json::{Map, Value};
-
 use super::error::ApiError;
+use super::records::{AgentRecord, SessionRecord};
 
 /// Bytes an instruction adds besides its text (the blank line before it).
 const INSTRUCTION_SEPARATOR_BYTES: usize = 2;
 
-/// A session's situation and system_template (the whole body, after a PATCH is merged): each
-/// must fit the prompt on its own.
-pub fn check_session(body: &Map<String, Value>, max: usize) -> Result<(), ApiError> {
-    ["situation", "system_template"]
-        .into_iter()
-        .try_for_each(|field| check_field(field, text_bytes(body.get(field)), max))
+/// A session's situation and system_template (the whole record, after a PATCH is applied):
+/// each must fit the prompt on its own.
+pub fn check_session(session: &SessionRecord<'_>, max: usize) -> Result<(), ApiError> {
+    [
+        ("situation", &session.situation),
+        ("system_template", &session.system_template),
+    ]
+    .into_iter()
+    .try_for_each(|(field, text)| check_field(field, text.as_deref().map_or(0, str::len), max))
 }
 
-/// An agent's name, about and instructions (the whole body, after a PATCH is merged): without
-/// a template they all go into the prompt, so together they must fit; the largest one is named.
-pub fn check_agent(body: &Map<String, Value>, max: usize) -> Result<(), ApiError> {
-    let instructions = body
-        .get("instructions")
-        .and_then(Value::as_array)
-        .map_or(0, |list| {
-            list.iter()
-                .map(|i| text_bytes(Some(i)) + INSTRUCTION_SEPARATOR_BYTES)
-                .sum()
-        });
+/// An agent's name, about and instructions (the whole record, after a PATCH is applied):
+/// without a template they all go into the prompt, so together they must fit; the largest one
+/// is named.
+pub fn check_agent(agent: &AgentRecord<'_>, max: usize) -> Result<(), ApiError> {
+    let instructions = agent
+        .instructions
+        .iter()
+        .map(|i| i.len() + INSTRUCTION_SEPARATOR_BYTES)
+        .sum();
     let sizes = [
-        ("name", text_bytes(body.get("name"))),
-        ("about", text_bytes(body.get("about"))),
+        ("name", agent.name.len()),
+        ("about", agent.about.len()),
         ("instructions", instructions),
     ];
     let total: usize = sizes.iter().map(|(_, bytes)| bytes).sum();
@@ -66,36 +66,26 @@ fn check_field(field: &str, bytes: usize, max: usize) -> Result<(), ApiError> {
     ))
 }
 
-fn text_bytes(value: Option<&Value>) -> usize {
-    value.and_then(Value::as_str).map_or(0, str::len)
-}
-
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde::Deserialize;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::store::Collection;
 
-    fn body(value: Value) -> Map<String, Value> {
-        value.as_object().cloned().unwrap_or_default()
-    }
-
-    /// The check each resource's own `check` runs (users have no prompt text).
-    fn check(
-        collection: Collection,
-        body: &Map<String, Value>,
-        max: usize,
-    ) -> Result<(), ApiError> {
+    /// The check each resource's own `check` runs on the record stored as `body` (users have
+    /// no prompt text).
+    fn check(collection: Collection, body: &Value, max: usize) -> Result<(), ApiError> {
         match collection {
-            Collection::Agents => check_agent(body, max),
-            Collection::Sessions => check_session(body, max),
+            Collection::Agents => check_agent(&AgentRecord::deserialize(body).unwrap(), max),
+            Collection::Sessions => check_session(&SessionRecord::deserialize(body).unwrap(), max),
             _ => Ok(()),
         }
     }
 
     fn failing_loc(collection: Collection, value: Value, max: usize) -> Option<String> {
-        match check(collection, &body(value), max) {
+        match check(collection, &value, max) {
             Ok(()) => None,
             Err(ApiError::Validation(details)) => Some(details[0].loc.clone()),
             Err(other) => panic!("unexpected {other:?}"),

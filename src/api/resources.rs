@@ -1,6 +1,6 @@
 //! The CRUD handlers shared by agents, users and sessions: create, list, get, replace (PUT),
 //! patch, delete and create-or-update (POST with an id). Each resource supplies its field
-//! validation through [`Resource`].
+//! validation, the application of its changes and its checks through [`Resource`].
 
 use std::future::Future;
 use std::sync::Arc;
@@ -9,12 +9,14 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{JsonBody, ListParams};
+use super::records;
 use crate::store::{Collection, Record};
 
 /// Whether a body must carry every required field (create, PUT) or only what changes (PATCH).
@@ -24,25 +26,34 @@ pub enum Mode {
     Partial,
 }
 
-/// A resource kept as a document in the store.
+/// A resource kept as a document in the store, its shape a type of [`super::records`].
 pub trait Resource: Send + Sync + 'static {
     const COLLECTION: Collection;
 
-    /// Validates a request body into the stored fields. In `Partial` mode only the fields
-    /// present in the body are returned.
-    fn normalize(input: Value, mode: Mode) -> Result<Map<String, Value>, ApiError>;
+    /// The stored record (owned: the handlers are generic over resources and hold it across
+    /// awaits; the chat path borrows instead, see [`records::read`]).
+    type Record: Serialize + Deserialize<'static> + Default + Send + Sync + 'static;
+    /// The fields a request changes.
+    type Patch: Send;
 
-    /// Checks of the whole body (after a PATCH is merged) beyond its shape: that its prompt
+    /// Validates a request body into the fields it sets. In `Full` mode the fields a new
+    /// record needs are required; applied to a default record it is the whole record.
+    fn changes(input: Value, mode: Mode) -> Result<Self::Patch, ApiError>;
+
+    /// Sets the changed fields (`metadata` merged key by key).
+    fn apply(record: &mut Self::Record, patch: Self::Patch);
+
+    /// Checks of the whole record (after a PATCH is applied) beyond its shape: that its prompt
     /// text fits the system prompt (agents, sessions), that participants exist (sessions).
     fn check(
         _state: &AppState,
-        _body: &Map<String, Value>,
+        _record: &Self::Record,
     ) -> impl Future<Output = Result<(), ApiError>> + Send {
         async { Ok(()) }
     }
 
-    /// Fields derived from the stored body, added to every response.
-    fn decorate(_body: &mut Map<String, Value>) {}
+    /// Fields derived from the record, added to every response.
+    fn decorate(_record: &Self::Record, _wire: &mut Map<String, Value>) {}
 }
 
 /// Deserializes a body into a typed field set with `loc`-carrying errors.
@@ -59,13 +70,6 @@ pub fn fields<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
     })
 }
 
-/// Inserts `value` under `key` when present (for building stored bodies).
-pub fn put_opt(map: &mut Map<String, Value>, key: &str, value: Option<impl Into<Value>>) {
-    if let Some(value) = value {
-        map.insert(key.to_owned(), value.into());
-    }
-}
-
 pub fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
@@ -76,17 +80,20 @@ pub fn new_id() -> String {
     crate::ids::new_v7().to_string()
 }
 
-/// The wire form of a record: id, stored fields, derived fields, timestamps.
-pub fn to_json<R: Resource>(record: &Record) -> Value {
-    let mut body = match &record.body {
-        Value::Object(map) => map.clone(),
-        _ => Map::new(),
-    };
-    R::decorate(&mut body);
+/// The wire form of a record: id, stored fields, derived fields, timestamps. A record stored
+/// by an older build answers with the defaults of the fields it lacks.
+pub fn to_json<R: Resource>(record: &Record) -> Result<Value, ApiError> {
+    let typed: R::Record = records::read_owned(record)?;
+    wire::<R>(record, &typed)
+}
+
+fn wire<R: Resource>(record: &Record, typed: &R::Record) -> Result<Value, ApiError> {
+    let mut body = records::to_body(typed)?;
+    R::decorate(typed, &mut body);
     body.insert("id".into(), json!(record.id));
     body.insert("created_at".into(), json!(rfc3339(record.created_at)));
     body.insert("updated_at".into(), json!(rfc3339(record.updated_at)));
-    Value::Object(body)
+    Ok(Value::Object(body))
 }
 
 pub async fn load<R: Resource>(state: &AppState, id: &str) -> Result<Arc<Record>, ApiError> {
@@ -97,22 +104,29 @@ pub async fn load<R: Resource>(state: &AppState, id: &str) -> Result<Arc<Record>
         .ok_or_else(|| ApiError::not_found(R::COLLECTION, id))
 }
 
+/// A new record from a full request body, checked.
+async fn build<R: Resource>(state: &AppState, input: Value) -> Result<Value, ApiError> {
+    let mut typed = R::Record::default();
+    R::apply(&mut typed, R::changes(input, Mode::Full)?);
+    R::check(state, &typed).await?;
+    Ok(Value::Object(records::to_body(&typed)?))
+}
+
 pub async fn create<R: Resource>(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = R::normalize(input, Mode::Full)?;
-    R::check(&state, &body).await?;
+    let body = build::<R>(&state, input).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: new_id(),
         parent: None,
-        body: Value::Object(body),
+        body,
         created_at: now,
         updated_at: now,
     };
     state.store.insert(R::COLLECTION, record.clone()).await?;
-    Ok((StatusCode::CREATED, Json(to_json::<R>(&record))))
+    Ok((StatusCode::CREATED, Json(to_json::<R>(&record)?)))
 }
 
 pub async fn list<R: Resource>(
@@ -120,7 +134,10 @@ pub async fn list<R: Resource>(
     ListParams(query): ListParams,
 ) -> Result<Json<Value>, ApiError> {
     let records = state.store.list(R::COLLECTION, &query).await?;
-    let items: Vec<Value> = records.iter().map(to_json::<R>).collect();
+    let items = records
+        .iter()
+        .map(to_json::<R>)
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Json(json!({ "items": items })))
 }
 
@@ -129,7 +146,7 @@ pub async fn get<R: Resource>(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let record = load::<R>(&state, &id).await?;
-    Ok(Json(to_json::<R>(&record)))
+    Ok(Json(to_json::<R>(&record)?))
 }
 
 /// PUT: replaces every field.
@@ -139,9 +156,7 @@ pub async fn replace<R: Resource>(
     JsonBody(input): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let mut record = Arc::unwrap_or_clone(load::<R>(&state, &id).await?);
-    let body = R::normalize(input, Mode::Full)?;
-    R::check(&state, &body).await?;
-    record.body = Value::Object(body);
+    record.body = build::<R>(&state, input).await?;
     record.updated_at = OffsetDateTime::now_utc();
     save_existing::<R>(&state, record).await
 }
@@ -152,22 +167,18 @@ pub async fn patch<R: Resource>(
     Path(id): Path<String>,
     JsonBody(input): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let mut record = Arc::unwrap_or_clone(load::<R>(&state, &id).await?);
-    let changes = R::normalize(input, Mode::Partial)?;
-    let Value::Object(body) = &mut record.body else {
-        return Err(ApiError::Internal);
+    let stored = load::<R>(&state, &id).await?;
+    let changes = R::changes(input, Mode::Partial)?;
+    let mut typed: R::Record = records::read_owned(&stored)?;
+    R::apply(&mut typed, changes);
+    R::check(&state, &typed).await?;
+    let record = Record {
+        id: stored.id.clone(),
+        parent: stored.parent.clone(),
+        body: Value::Object(records::to_body(&typed)?),
+        created_at: stored.created_at,
+        updated_at: OffsetDateTime::now_utc(),
     };
-    for (key, value) in changes {
-        match (key.as_str(), body.get_mut(&key), value) {
-            ("metadata", Some(Value::Object(old)), Value::Object(new)) => old.extend(new),
-            (_, _, value) => {
-                body.insert(key, value);
-            }
-        }
-    }
-    let body = body.clone();
-    R::check(&state, &body).await?;
-    record.updated_at = OffsetDateTime::now_utc();
     save_existing::<R>(&state, record).await
 }
 
@@ -178,7 +189,7 @@ async fn save_existing<R: Resource>(
     if !state.store.update(R::COLLECTION, record.clone()).await? {
         return Err(ApiError::not_found(R::COLLECTION, record.id));
     }
-    Ok(Json(to_json::<R>(&record)))
+    Ok(Json(to_json::<R>(&record)?))
 }
 
 /// POST with an id: creates the resource with that id, or replaces it.
@@ -188,19 +199,18 @@ pub async fn create_or_update<R: Resource>(
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_id(&id)?;
-    let body = R::normalize(input, Mode::Full)?;
-    R::check(&state, &body).await?;
+    let body = build::<R>(&state, input).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: id.clone(),
         parent: None,
-        body: Value::Object(body),
+        body,
         created_at: now,
         updated_at: now,
     };
     state.store.upsert(R::COLLECTION, record).await?;
     let stored = load::<R>(&state, &id).await?;
-    Ok((StatusCode::CREATED, Json(to_json::<R>(&stored))))
+    Ok((StatusCode::CREATED, Json(to_json::<R>(&stored)?)))
 }
 
 pub async fn delete<R: Resource>(

@@ -1,5 +1,6 @@
 //! Sessions: participants (`agent`/`agent_id`/`agents`, `user`/`user_id`/`users`), situation,
-//! system template, token budget and overflow policy, metadata.
+//! system template, token budget and overflow policy, metadata. The stored shape is
+//! [`SessionRecord`].
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -9,7 +10,8 @@ use serde_json::{Map, Value, json};
 
 use super::AppState;
 use super::error::ApiError;
-use super::resources::{Mode, Resource, deleted, fields, put_opt};
+use super::records::{ContextOverflow, SessionPatch, SessionRecord, Text};
+use super::resources::{Mode, Resource, deleted, fields};
 use crate::store::Collection;
 
 pub struct Sessions;
@@ -53,8 +55,10 @@ fn participants(single: [Option<String>; 2], list: Option<Vec<String>>) -> Optio
 
 impl Resource for Sessions {
     const COLLECTION: Collection = Collection::Sessions;
+    type Record = SessionRecord<'static>;
+    type Patch = SessionPatch;
 
-    fn normalize(input: Value, mode: Mode) -> Result<Map<String, Value>, ApiError> {
+    fn changes(input: Value, mode: Mode) -> Result<SessionPatch, ApiError> {
         let f: SessionFields = fields(input)?;
         let agents = participants([f.agent, f.agent_id], f.agents);
         let users = participants([f.user, f.user_id], f.users);
@@ -73,8 +77,9 @@ impl Resource for Sessions {
             }
             _ => {}
         }
-        match f.context_overflow.as_deref() {
-            None | Some("truncate") => {}
+        let context_overflow = match f.context_overflow.as_deref() {
+            None => None,
+            Some("truncate") => Some(ContextOverflow::Truncate),
             Some("adaptive") => {
                 return Err(ApiError::invalid(
                     "context_overflow",
@@ -87,39 +92,35 @@ impl Resource for Sessions {
                     format!("unknown policy `{other}`; expected `truncate` or `adaptive`"),
                 ));
             }
-        }
+        };
         if f.token_budget == Some(0) {
             return Err(ApiError::invalid("token_budget", "must be positive"));
         }
-        let mut body = Map::new();
-        put_opt(&mut body, "agents", agents);
-        put_opt(&mut body, "users", users.clone());
-        put_opt(&mut body, "situation", f.situation);
-        put_opt(&mut body, "system_template", f.system_template);
-        put_opt(&mut body, "metadata", f.metadata);
-        put_opt(&mut body, "token_budget", f.token_budget);
-        put_opt(&mut body, "context_overflow", f.context_overflow);
-        put_opt(&mut body, "render_templates", f.render_templates);
-        put_opt(&mut body, "auto_run_tools", f.auto_run_tools);
-        put_opt(&mut body, "forward_tool_calls", f.forward_tool_calls);
-        if mode == Mode::Full {
-            body.entry("users").or_insert_with(|| json!([]));
-            body.entry("metadata").or_insert_with(|| json!({}));
-            body.entry("situation").or_insert(Value::Null);
-            body.entry("token_budget").or_insert(Value::Null);
-            body.entry("context_overflow").or_insert(Value::Null);
-        }
-        Ok(body)
+        Ok(SessionPatch {
+            agents,
+            users,
+            situation: f.situation,
+            system_template: f.system_template,
+            metadata: f.metadata,
+            token_budget: f.token_budget,
+            context_overflow,
+            render_templates: f.render_templates,
+            auto_run_tools: f.auto_run_tools,
+            forward_tool_calls: f.forward_tool_calls,
+        })
     }
 
-    async fn check(state: &AppState, body: &Map<String, Value>) -> Result<(), ApiError> {
-        super::prompt_text::check_session(body, state.max_system_prompt_bytes)?;
+    fn apply(record: &mut Self::Record, patch: SessionPatch) {
+        record.apply(patch);
+    }
+
+    async fn check(state: &AppState, record: &Self::Record) -> Result<(), ApiError> {
+        super::prompt_text::check_session(record, state.max_system_prompt_bytes)?;
         let max = state.limits.max_session_participants;
-        for (key, collection) in [("agents", Collection::Agents), ("users", Collection::Users)] {
-            let ids = body
-                .get(key)
-                .and_then(Value::as_array)
-                .map_or(&[][..], Vec::as_slice);
+        for (key, collection, ids) in [
+            ("agents", Collection::Agents, &record.agents),
+            ("users", Collection::Users, &record.users),
+        ] {
             // Each one is looked up below: the list is bounded before any lookup.
             if ids.len() > max {
                 return Err(ApiError::invalid(
@@ -131,8 +132,7 @@ impl Resource for Sessions {
                     ),
                 ));
             }
-            for id in ids {
-                let id = id.as_str().unwrap_or_default();
+            for id in ids.iter().map(Text::as_str) {
                 if state.store.get(collection, id).await?.is_none() {
                     return Err(ApiError::not_found(collection, id));
                 }
@@ -141,18 +141,9 @@ impl Resource for Sessions {
         Ok(())
     }
 
-    fn decorate(body: &mut Map<String, Value>) {
-        let count = |key: &str| body.get(key).and_then(Value::as_array).map_or(0, Vec::len);
-        let kind = match (count("agents"), count("users")) {
-            (1, 0) => "single_agent",
-            (1, 1) => "single_agent_single_user",
-            (1, _) => "single_agent_multi_user",
-            (_, 0) => "multi_agent_no_user",
-            (_, 1) => "multi_agent_single_user",
-            _ => "multi_agent_multi_user",
-        };
-        body.insert("kind".into(), json!(kind));
-        body.entry("summary").or_insert(Value::Null);
+    fn decorate(record: &Self::Record, wire: &mut Map<String, Value>) {
+        wire.insert("kind".into(), json!(record.kind()));
+        wire.insert("summary".into(), Value::Null);
     }
 }
 

@@ -1,10 +1,11 @@
-//! Users: name, about, metadata.
+//! Users: name, about, metadata. The stored shape is [`UserRecord`].
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::resources::{Mode, Resource, fields, put_opt};
+use super::records::{UserPatch, UserRecord};
+use super::resources::{Mode, Resource, fields};
 use crate::store::Collection;
 
 pub struct Users;
@@ -18,19 +19,19 @@ struct UserFields {
 
 impl Resource for Users {
     const COLLECTION: Collection = Collection::Users;
+    type Record = UserRecord<'static>;
+    type Patch = UserPatch;
 
-    fn normalize(input: Value, mode: Mode) -> Result<Map<String, Value>, ApiError> {
+    fn changes(input: Value, _mode: Mode) -> Result<UserPatch, ApiError> {
         let f: UserFields = fields(input)?;
-        let mut body = Map::new();
-        if mode == Mode::Full {
-            body.insert("name".into(), json!(f.name.unwrap_or_default()));
-            body.insert("about".into(), json!(f.about.unwrap_or_default()));
-            body.insert("metadata".into(), json!(f.metadata.unwrap_or_default()));
-        } else {
-            put_opt(&mut body, "name", f.name);
-            put_opt(&mut body, "about", f.about);
-            put_opt(&mut body, "metadata", f.metadata);
-        }
-        Ok(body)
+        Ok(UserPatch {
+            name: f.name,
+            about: f.about,
+            metadata: f.metadata,
+        })
+    }
+
+    fn apply(record: &mut Self::Record, patch: UserPatch) {
+        record.apply(patch);
     }
 }
