@@ -18,7 +18,6 @@ pub mod config;
 pub mod http_server;
 pub mod ids;
 pub mod keys;
-pub mod metrics;
 pub mod mock_model;
 pub mod notify;
 pub mod provider;

@@ -139,6 +139,16 @@ impl TurnError {
     }
 }
 
+/// How a model call ended, as the metrics count it.
+fn model_outcome<T>(result: &Result<T, TurnError>) -> crate::telemetry::ModelOutcome {
+    use crate::telemetry::ModelOutcome;
+    match result {
+        Ok(_) => ModelOutcome::Ok,
+        Err(TurnError::Cancelled) => ModelOutcome::Cancelled,
+        Err(_) => ModelOutcome::Error,
+    }
+}
+
 /// Runs turns. Shared by all requests.
 pub struct Engine {
     store: Arc<dyn Store>,
@@ -208,7 +218,7 @@ impl Engine {
         events: Option<mpsc::Sender<TurnEvent>>,
         cancel: &CancellationToken,
     ) -> Result<TurnOutcome, TurnError> {
-        let turn_timer = crate::metrics::turn_started();
+        let turn_timer = crate::telemetry::metrics().turn_started();
         let catalog = self.catalog();
         let sid = ctx.session_id.as_str();
         let save = request.save;
@@ -273,7 +283,12 @@ impl Engine {
                 .call_model_within_limit(model_request, ctx, events.as_ref(), cancel)
                 .await;
             model_time += started.elapsed();
-            crate::metrics::model_call(self.provider.name(), &model, started.elapsed(), &response);
+            crate::telemetry::metrics().record_model_call(
+                self.provider.name(),
+                &model,
+                model_outcome(&response),
+                started.elapsed(),
+            );
             let mut response = response?;
             usage += response.usage;
 
@@ -314,7 +329,7 @@ impl Engine {
                     Some("tool_calls") | None => "stop".to_owned(),
                     Some(other) => other.to_owned(),
                 };
-                crate::metrics::turn_finished(&turn_timer, step, model_time, tool_time);
+                crate::telemetry::metrics().turn_finished(&turn_timer, step, model_time, tool_time);
                 return Ok(TurnOutcome {
                     message: response.message,
                     finish_reason: finish,
@@ -375,7 +390,7 @@ impl Engine {
                 }
             }
             if client_calls {
-                crate::metrics::turn_finished(&turn_timer, step, model_time, tool_time);
+                crate::telemetry::metrics().turn_finished(&turn_timer, step, model_time, tool_time);
                 return Ok(TurnOutcome {
                     message: response.message,
                     finish_reason: "tool_calls".into(),
