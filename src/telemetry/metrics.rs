@@ -20,7 +20,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use super::label_sets::{HttpLabels, HttpMethod, ModelLabels, ModelOutcome, ToolLabels};
-use super::labels::{Admitted, CLOSED, LabelLimits};
+use super::labels::{Admitted, CLOSED, LabelLimits, OTHER};
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -233,7 +233,7 @@ impl Metrics {
     pub fn record_tool_call(&self, tool: Option<&str>, outcome: &str, elapsed: Duration) {
         let limits = self.limits();
         let labels = ToolLabels {
-            tool: self.tools.admit(tool.unwrap_or(super::OTHER), limits),
+            tool: self.tools.admit(tool.unwrap_or(OTHER), limits),
             outcome: self.tool_outcomes.admit(outcome, limits),
         };
         self.tool.observe(&labels, elapsed);
