@@ -22,7 +22,6 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod ids;
-pub mod metrics;
 pub mod provider;
 pub mod session;
 pub mod store;

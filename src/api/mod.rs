@@ -8,7 +8,9 @@ pub mod error;
 pub mod extract;
 mod health;
 mod history;
+mod http_metrics;
 mod known_schemas;
+mod metrics;
 mod prompt_text;
 mod records;
 mod resources;
@@ -152,7 +154,7 @@ pub fn router(
     } else {
         Router::new().nest(base_path, api)
     };
-    let metrics = Router::new().route("/metrics", get(crate::metrics::serve_metrics));
+    let metrics = Router::new().route("/metrics", get(metrics::serve));
     let metrics = if metrics_public {
         metrics
     } else {
@@ -168,7 +170,7 @@ pub fn router(
         .merge(api)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(crate::metrics::track_http))
+        .layer(middleware::from_fn(http_metrics::track))
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .with_state(state)
 }

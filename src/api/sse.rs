@@ -21,10 +21,10 @@ use tracing::Instrument;
 use super::AppState;
 use super::error::ApiError;
 use super::resources::rfc3339;
-use crate::metrics;
 use crate::provider::Usage;
 use crate::session::ToolCallRequest;
 use crate::session::lock::TurnGuard;
+use crate::telemetry;
 use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
 
 enum Item {
@@ -110,7 +110,7 @@ pub async fn stream_turn(
         first,
         id,
         created_at,
-        (stop_on_drop, metrics::stream_opened()),
+        (stop_on_drop, telemetry::metrics().stream_opened()),
     );
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(keep_alive).text("keep-alive"))
@@ -277,7 +277,7 @@ fn chunks(
     first: Option<Item>,
     id: String,
     created_at: String,
-    guards: (DropGuard, metrics::Active),
+    guards: (DropGuard, telemetry::Active),
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     let chunker = Chunker { id, created_at };
     futures_util::stream::unfold(

@@ -51,8 +51,8 @@ impl App {
     /// Opens the store, builds the provider, compiles the catalog and resolves API keys.
     pub fn build(config: Config, mut registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
-        crate::metrics::configure(
-            crate::metrics::LabelLimits {
+        crate::telemetry::metrics().configure(
+            crate::telemetry::LabelLimits {
                 max_values: config.server.metrics_max_label_values,
                 max_bytes: config.server.metrics_max_label_bytes,
             },

@@ -177,7 +177,9 @@ impl Dispatcher {
                 .run_one(session_id, call, plan, cancel, finish_here)
                 .await;
             log_run(session_id, &run);
-            crate::metrics::tool_call(&run.name, run.outcome.as_str(), run.duration);
+            // A name the model made up is not a label value.
+            let tool = (run.outcome.as_str() != "unknown_tool").then_some(run.name.as_str());
+            crate::telemetry::metrics().record_tool_call(tool, run.outcome.as_str(), run.duration);
             if let Some(progress) = progress {
                 progress(&run).await;
             }

@@ -51,7 +51,7 @@ pub(super) struct Turn<'a> {
     runs: Vec<ToolRun>,
     model_time: Duration,
     tool_time: Duration,
-    timer: crate::metrics::TurnTimer,
+    timer: crate::telemetry::TurnTimer,
 }
 
 /// The calls of one model answer, sorted by who runs them.
@@ -85,7 +85,12 @@ impl Turn<'_> {
         finish_reason: String,
         stop: StopReason,
     ) -> TurnOutcome {
-        crate::metrics::turn_finished(&self.timer, self.step, self.model_time, self.tool_time);
+        crate::telemetry::metrics().turn_finished(
+            &self.timer,
+            self.step,
+            self.model_time,
+            self.tool_time,
+        );
         TurnOutcome {
             message,
             finish_reason,
@@ -111,7 +116,7 @@ impl Engine {
         events: Option<mpsc::Sender<TurnEvent>>,
         cancel: &'a CancellationToken,
     ) -> Result<Turn<'a>, TurnError> {
-        let timer = crate::metrics::turn_started();
+        let timer = crate::telemetry::metrics().turn_started();
         let catalog = self.catalog();
         let sid = ctx.session_id.as_str();
         let TurnRequest {
@@ -198,7 +203,12 @@ impl Engine {
             .await;
         let elapsed = started.elapsed();
         turn.model_time += elapsed;
-        crate::metrics::model_call(self.provider.name(), &plan.model, elapsed, &response);
+        crate::telemetry::metrics().record_model_call(
+            self.provider.name(),
+            &plan.model,
+            model_outcome(&response),
+            elapsed,
+        );
         let response = response?;
         turn.usage += response.usage;
         Ok(response)
@@ -290,5 +300,15 @@ impl Engine {
             return Err(TurnError::Cancelled);
         }
         Ok(())
+    }
+}
+
+/// How a model call ended, as the metrics count it.
+fn model_outcome<T>(result: &Result<T, TurnError>) -> crate::telemetry::ModelOutcome {
+    use crate::telemetry::ModelOutcome;
+    match result {
+        Ok(_) => ModelOutcome::Ok,
+        Err(TurnError::Cancelled) => ModelOutcome::Cancelled,
+        Err(_) => ModelOutcome::Error,
     }
 }

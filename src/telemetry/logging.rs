@@ -1,5 +1,5 @@
-//! Logging: human-readable lines on stderr by default (journald keeps them), JSON with
-//! `log.format = "json"`; `RUST_LOG` overrides the configured filter.
+//! Logging, the tracing subscriber: human-readable lines on stderr by default (journald keeps
+//! them), JSON with `log.format = "json"`; `RUST_LOG` overrides the configured filter.
 
 use std::io::IsTerminal;
 
@@ -7,6 +7,7 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Installs the process's subscriber once; a second call keeps the first.
 pub fn init(format: LogFormat, filter: &str) {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(filter))

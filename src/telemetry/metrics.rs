@@ -1,0 +1,300 @@
+//! Process-wide metrics in the Prometheus text format (version 0.0.4), through
+//! prometheus-client: HTTP requests, model calls, tool calls, turn steps and overhead, active
+//! turns and streams.
+//!
+//! Callers record plain values through [`Metrics`]; each timed family is a counter and a
+//! histogram over the same typed label set (`label_sets.rs`), and every label value comes from
+//! a closed or bounded set (`labels.rs`), so the number of series has a fixed ceiling whatever
+//! clients and the model send.
+
+use std::hash::Hash;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use prometheus_client::encoding::{EncodeLabelSet, prometheus_text};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use super::label_sets::{HttpLabels, HttpMethod, ModelLabels, ModelOutcome, ToolLabels};
+use super::labels::{Admitted, CLOSED, LabelLimits, OTHER};
+
+/// The `Content-Type` of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+
+/// The route of a request no route matched.
+const UNMATCHED: &str = "unmatched";
+
+/// Buckets (seconds) for calls to the network: model, tools, HTTP requests.
+const LATENCY: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
+/// Buckets (seconds) for agentd's own time inside a turn.
+const OVERHEAD: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+/// Buckets for model calls per turn.
+const STEPS: &[f64] = &[1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0];
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(LATENCY.iter().copied())
+}
+
+/// A counter and a latency histogram over the same label set: `<name>_total` counts what
+/// `<duration>` times.
+#[derive(Debug)]
+struct Timed<S> {
+    calls: Family<S, Counter>,
+    duration: Family<S, Histogram, fn() -> Histogram>,
+}
+
+impl<S> Timed<S>
+where
+    S: Clone + Hash + Eq + EncodeLabelSet + std::fmt::Debug + Send + Sync + 'static,
+{
+    /// Registers both families; `calls` is named without `_total` (the encoder appends it),
+    /// and help texts without the final period (the encoder adds it).
+    fn register(registry: &mut Registry, calls: (&str, &str), duration: (&str, &str)) -> Self {
+        let timed = Self {
+            calls: Family::default(),
+            duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+        };
+        registry.register(calls.0, calls.1, timed.calls.clone());
+        registry.register(duration.0, duration.1, timed.duration.clone());
+        timed
+    }
+
+    fn observe(&self, labels: &S, elapsed: Duration) {
+        self.calls.get_or_create(labels).inc();
+        self.duration
+            .get_or_create(labels)
+            .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The registry and a handle on each of its metrics. One per process ([`metrics`]); a test
+/// may build its own.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    http: Timed<HttpLabels>,
+    model: Timed<ModelLabels>,
+    tool: Timed<ToolLabels>,
+    steps: Histogram,
+    overhead: Histogram,
+    active_turns: Gauge,
+    active_streams: Gauge,
+    routes: Admitted,
+    providers: Admitted,
+    models: Admitted,
+    tools: Admitted,
+    tool_outcomes: Admitted,
+    max_label_values: AtomicUsize,
+    max_label_bytes: AtomicUsize,
+}
+
+static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
+
+/// The process's metrics, served at `/metrics`.
+pub fn metrics() -> &'static Metrics {
+    &METRICS
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let http = Timed::register(
+            &mut registry,
+            ("agentd_http_requests", "HTTP requests answered"),
+            (
+                "agentd_http_request_duration_seconds",
+                "Time to answer an HTTP request (until the response head for streams)",
+            ),
+        );
+        let model = Timed::register(
+            &mut registry,
+            ("agentd_model_calls", "Model calls made"),
+            (
+                "agentd_model_call_duration_seconds",
+                "Duration of model calls",
+            ),
+        );
+        let tool = Timed::register(
+            &mut registry,
+            ("agentd_tool_calls", "Server-tool calls run"),
+            (
+                "agentd_tool_call_duration_seconds",
+                "Duration of tool calls",
+            ),
+        );
+        let steps = Histogram::new(STEPS.iter().copied());
+        registry.register(
+            "agentd_turn_steps",
+            "Model calls per finished turn",
+            steps.clone(),
+        );
+        let overhead = Histogram::new(OVERHEAD.iter().copied());
+        registry.register(
+            "agentd_turn_overhead_seconds",
+            "Turn wall time minus model time minus tool time",
+            overhead.clone(),
+        );
+        let active_turns = Gauge::default();
+        registry.register(
+            "agentd_active_turns",
+            "Turns running now",
+            active_turns.clone(),
+        );
+        let active_streams = Gauge::default();
+        registry.register(
+            "agentd_active_streams",
+            "Event streams open now",
+            active_streams.clone(),
+        );
+        let limits = LabelLimits::default();
+        Self {
+            registry,
+            http,
+            model,
+            tool,
+            steps,
+            overhead,
+            active_turns,
+            active_streams,
+            routes: Admitted::default(),
+            providers: Admitted::default(),
+            models: Admitted::default(),
+            tools: Admitted::default(),
+            tool_outcomes: Admitted::default(),
+            max_label_values: AtomicUsize::new(limits.max_values),
+            max_label_bytes: AtomicUsize::new(limits.max_bytes),
+        }
+    }
+}
+
+impl Metrics {
+    /// Sets the limits of open labels (model and tool names, tool error kinds) and keeps the
+    /// configured model's name ahead of any other, so a flood of made-up names cannot push it
+    /// into `other`. The last call wins.
+    pub fn configure(&self, limits: LabelLimits, default_model: &str) {
+        self.max_label_values
+            .store(limits.max_values, Ordering::Relaxed);
+        self.max_label_bytes
+            .store(limits.max_bytes, Ordering::Relaxed);
+        self.models.admit(default_model, limits);
+    }
+
+    fn limits(&self) -> LabelLimits {
+        LabelLimits {
+            max_values: self.max_label_values.load(Ordering::Relaxed),
+            max_bytes: self.max_label_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    /// One answered HTTP request: `route` is the matched route template (`None`: no route
+    /// matched), never the raw path.
+    pub fn record_http(
+        &self,
+        method: HttpMethod,
+        route: Option<&str>,
+        status: u16,
+        elapsed: Duration,
+    ) {
+        let labels = HttpLabels {
+            route: self.routes.admit(route.unwrap_or(UNMATCHED), CLOSED),
+            method,
+            status,
+        };
+        self.http.observe(&labels, elapsed);
+    }
+
+    /// One model call and how it ended. Model names past the label limits count as `other`.
+    pub fn record_model_call(
+        &self,
+        provider: &str,
+        model: &str,
+        outcome: ModelOutcome,
+        elapsed: Duration,
+    ) {
+        let labels = ModelLabels {
+            provider: self.providers.admit(provider, CLOSED),
+            model: self.models.admit(model, self.limits()),
+            outcome,
+        };
+        self.model.observe(&labels, elapsed);
+    }
+
+    /// One tool call: `tool` is the catalog name (`None` for a name the model made up, counted
+    /// as `other`); `outcome` is `ok`, `replayed` or the error kind. Names and kinds are kept
+    /// up to the label limits.
+    pub fn record_tool_call(&self, tool: Option<&str>, outcome: &str, elapsed: Duration) {
+        let limits = self.limits();
+        let labels = ToolLabels {
+            tool: self.tools.admit(tool.unwrap_or(OTHER), limits),
+            outcome: self.tool_outcomes.admit(outcome, limits),
+        };
+        self.tool.observe(&labels, elapsed);
+    }
+
+    /// An open event stream: counts in `agentd_active_streams` until dropped (the stream owns it).
+    pub fn stream_opened(&self) -> Active {
+        Active::raise(&self.active_streams)
+    }
+
+    /// Call when a turn starts; keep the value for the turn's lifetime.
+    pub fn turn_started(&self) -> TurnTimer {
+        TurnTimer {
+            started: Instant::now(),
+            _active: Active::raise(&self.active_turns),
+        }
+    }
+
+    /// A turn finished with `steps` model calls, having waited `model` on the model and
+    /// `tools` on handlers; the rest of its wall time is agentd's overhead.
+    pub fn turn_finished(&self, timer: &TurnTimer, steps: u32, model: Duration, tools: Duration) {
+        let overhead = timer.started.elapsed().saturating_sub(model + tools);
+        self.steps.observe(f64::from(steps));
+        self.overhead.observe(overhead.as_secs_f64());
+    }
+
+    /// Everything, in the Prometheus text format (version 0.0.4, [`CONTENT_TYPE`]).
+    pub fn encode(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing into a String cannot fail.
+        let _ = prometheus_text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Keeps a gauge raised while alive.
+#[must_use]
+#[derive(Debug)]
+pub struct Active {
+    gauge: Gauge,
+}
+
+impl Active {
+    fn raise(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self {
+            gauge: gauge.clone(),
+        }
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// A running turn: counts in `agentd_active_turns` until dropped.
+#[must_use]
+#[derive(Debug)]
+pub struct TurnTimer {
+    started: Instant,
+    _active: Active,
+}
