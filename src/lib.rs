@@ -14,17 +14,17 @@
 //! commands of the binary). The fake model for tests, the demo and benchmarks is its own
 //! crate, `agentd-mock`.
 
-pub mod api;
+mod api;
 #[cfg(feature = "bench")]
 #[doc(hidden)]
 pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
-pub mod ids;
-pub mod provider;
+mod ids;
+mod provider;
 pub mod session;
 pub mod store;
-pub mod telemetry;
+mod telemetry;
 pub mod tool;
-pub mod turn;
+mod turn;

@@ -37,7 +37,10 @@ struct ToolFields {
 
 /// Validates one tool definition (agent or request) into `{type, name, description, function}`.
 /// Its schema is compiled separately, off the runtime (`AppState::tool_schemas`).
-pub fn normalize_tool(input: Value, loc: &str) -> Result<AgentToolRecord<'static>, ApiError> {
+pub(super) fn normalize_tool(
+    input: Value,
+    loc: &str,
+) -> Result<AgentToolRecord<'static>, ApiError> {
     let f = parse(input, loc)?;
     let function = f.function.unwrap_or_default();
     let tool = AgentToolRecord::new(
@@ -132,7 +135,7 @@ async fn load_tool(
     }
 }
 
-pub async fn list(
+pub(super) async fn list(
     State(state): State<AppState>,
     Path(agent_id): Path<String>,
     ListParams(mut query): ListParams,
@@ -144,7 +147,7 @@ pub async fn list(
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn create(
+pub(super) async fn create(
     State(state): State<AppState>,
     Path(agent_id): Path<String>,
     JsonBody(input): JsonBody<Value>,
@@ -213,7 +216,7 @@ async fn change(
     Ok(Json(to_json(&record)?))
 }
 
-pub async fn replace(
+pub(super) async fn replace(
     State(state): State<AppState>,
     Path((agent_id, tool_id)): Path<(String, String)>,
     JsonBody(input): JsonBody<Value>,
@@ -221,7 +224,7 @@ pub async fn replace(
     change(state, agent_id, tool_id, input, Mode::Full).await
 }
 
-pub async fn patch(
+pub(super) async fn patch(
     State(state): State<AppState>,
     Path((agent_id, tool_id)): Path<(String, String)>,
     JsonBody(input): JsonBody<Value>,
@@ -229,7 +232,7 @@ pub async fn patch(
     change(state, agent_id, tool_id, input, Mode::Partial).await
 }
 
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<AppState>,
     Path((agent_id, tool_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -239,7 +242,7 @@ pub async fn delete(
 }
 
 /// Every tool of an agent, as stored bodies (for the turn).
-pub async fn of_agent(state: &AppState, agent_id: &str) -> Result<Vec<Value>, ApiError> {
+pub(super) async fn of_agent(state: &AppState, agent_id: &str) -> Result<Vec<Value>, ApiError> {
     let records = state
         .store
         .children(Collection::AgentTools, agent_id)

@@ -10,11 +10,11 @@ use super::records::{AgentPatch, AgentRecord};
 use super::resources::{Mode, Resource, fields};
 use crate::store::Collection;
 
-pub struct Agents;
+pub(super) struct Agents;
 
 #[derive(Deserialize)]
 #[serde(untagged)]
-pub enum Instructions {
+pub(super) enum Instructions {
     One(String),
     Many(Vec<String>),
 }

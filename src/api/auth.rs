@@ -29,7 +29,7 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 
 /// Whether `key` is one of `keys`. Each comparison takes the same time wherever the first
 /// differing byte is (`subtle`), and every key is compared, so timing tells nothing of a key.
-pub fn key_matches(keys: &[SecretString], key: &str) -> bool {
+pub(super) fn key_matches(keys: &[SecretString], key: &str) -> bool {
     keys.iter()
         .fold(Choice::from(0), |found, k| {
             found | k.expose_secret().as_bytes().ct_eq(key.as_bytes())
@@ -37,7 +37,7 @@ pub fn key_matches(keys: &[SecretString], key: &str) -> bool {
         .into()
 }
 
-pub async fn require_key(
+pub(super) async fn require_key(
     State(state): State<AppState>,
     request: Request,
     next: Next,

@@ -65,7 +65,7 @@ enum Stop {
 }
 
 #[derive(Deserialize)]
-pub struct ChatInput {
+pub(super) struct ChatInput {
     messages: Vec<InputMessage>,
     tools: Option<Vec<Value>>,
     tool_choice: Option<Value>,
@@ -309,7 +309,7 @@ async fn context(
     })
 }
 
-pub async fn chat(
+pub(super) async fn chat(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
     JsonBody(input): JsonBody<ChatInput>,
@@ -452,7 +452,7 @@ fn response_body(session_id: &str, outcome: &TurnOutcome) -> Result<Vec<u8>, ser
 }
 
 /// A turn cancelled while agentd is not draining was cancelled by a delete of its session.
-pub fn deleted_under_turn(session_id: &str) -> ApiError {
+pub(super) fn deleted_under_turn(session_id: &str) -> ApiError {
     ApiError::Conflict(format!(
         "session `{session_id}` was deleted while this chat turn ran; the turn was stopped"
     ))

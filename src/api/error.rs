@@ -13,13 +13,13 @@ use crate::turn::TurnError;
 
 /// Where a validation problem is (`messages.0.role`) and what it is.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct FieldError {
+pub(crate) struct FieldError {
     pub loc: String,
     pub msg: String,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ApiError {
+pub(crate) enum ApiError {
     #[error("missing API key: send `Authorization: Bearer <key>` or `X-Auth-Key: <key>`")]
     Unauthenticated,
     #[error("invalid API key")]
@@ -59,7 +59,7 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    pub fn not_found(collection: Collection, id: impl Into<String>) -> Self {
+    pub(crate) fn not_found(collection: Collection, id: impl Into<String>) -> Self {
         ApiError::NotFound {
             noun: collection.noun(),
             id: id.into(),
@@ -67,14 +67,14 @@ impl ApiError {
     }
 
     /// One validation problem.
-    pub fn invalid(loc: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub(crate) fn invalid(loc: impl Into<String>, msg: impl Into<String>) -> Self {
         ApiError::Validation(vec![FieldError {
             loc: loc.into(),
             msg: msg.into(),
         }])
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthenticated => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
@@ -92,7 +92,7 @@ impl ApiError {
     }
 
     /// Stable machine-readable code.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             ApiError::Unauthenticated => "unauthenticated",
             ApiError::Forbidden => "forbidden",
@@ -122,7 +122,7 @@ impl ApiError {
     }
 
     /// The JSON body (also used for the error chunk of a stream).
-    pub fn body(&self) -> serde_json::Value {
+    pub(crate) fn body(&self) -> serde_json::Value {
         let mut error = json!({
             "message": self.to_string(),
             "code": self.code(),

@@ -14,7 +14,7 @@ use super::error::ApiError;
 use crate::store::{Direction, ListQuery, SortBy};
 
 /// A JSON body; unknown fields are ignored by the target types, wrong types are 422.
-pub struct JsonBody<T>(pub T);
+pub(crate) struct JsonBody<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = ApiError;
@@ -44,7 +44,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
 }
 
 /// Parses JSON into `T`, reporting the failing path as `loc`.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::invalid(
             "body",
@@ -72,7 +72,7 @@ fn dotted(path: &str) -> String {
 }
 
 /// List parameters from the query string.
-pub struct ListParams(pub ListQuery);
+pub(crate) struct ListParams(pub ListQuery);
 
 impl FromRequestParts<AppState> for ListParams {
     type Rejection = ApiError;
@@ -95,7 +95,7 @@ fn note(problems: &mut Vec<(&'static str, &'static str)>, problem: (&'static str
 
 /// Reads list parameters; more than `max_filters` metadata filters is a 422 (each one is a
 /// clause of the query the database plans and runs).
-pub fn parse_list_query(query: &str, max_filters: usize) -> Result<ListQuery, ApiError> {
+pub(crate) fn parse_list_query(query: &str, max_filters: usize) -> Result<ListQuery, ApiError> {
     let mut list = ListQuery::default();
     let mut problems = Vec::new();
     for (key, value) in form_urlencoded::parse(query.as_bytes()) {

@@ -8,11 +8,11 @@ use serde_json::{Value, json};
 
 use super::AppState;
 
-pub async fn healthz() -> Json<Value> {
+pub(super) async fn healthz() -> Json<Value> {
     Json(json!({ "status": "ok" }))
 }
 
-pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     if state.is_draining() {
         return (
             StatusCode::SERVICE_UNAVAILABLE,

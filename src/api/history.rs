@@ -33,7 +33,7 @@ fn entry_json(entry: &Entry) -> Value {
     })
 }
 
-pub async fn get(
+pub(super) async fn get(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
     ListParams(query): ListParams,
@@ -51,7 +51,7 @@ pub async fn get(
     })))
 }
 
-pub async fn clear(
+pub(super) async fn clear(
     State(state): State<AppState>,
     Path(session_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -26,12 +26,12 @@ fn known() -> MutexGuard<'static, Known> {
 }
 
 /// Whether a schema with exactly this JSON text was accepted before.
-pub fn is_known(text: &str) -> bool {
+pub(super) fn is_known(text: &str) -> bool {
     known().texts.contains(text)
 }
 
 /// Remembers an accepted schema's JSON text.
-pub fn remember(text: String) {
+pub(super) fn remember(text: String) {
     if text.len() > MAX_BYTES {
         return;
     }

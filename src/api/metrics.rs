@@ -5,7 +5,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::telemetry;
 
-pub async fn serve() -> Response {
+pub(super) async fn serve() -> Response {
     (
         [(CONTENT_TYPE, telemetry::CONTENT_TYPE)],
         telemetry::metrics().encode(),

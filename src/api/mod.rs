@@ -4,8 +4,8 @@ mod agent_tools;
 mod agents;
 mod auth;
 mod chat;
-pub mod error;
-pub mod extract;
+pub(crate) mod error;
+pub(crate) mod extract;
 mod health;
 mod history;
 mod http_metrics;
@@ -16,7 +16,7 @@ mod records;
 mod resources;
 mod sessions;
 mod sse;
-pub mod tool_schemas;
+pub(crate) mod tool_schemas;
 mod users;
 
 use std::sync::Arc;
@@ -40,10 +40,10 @@ use users::Users;
 /// Everything a handler can reach, behind one `Arc`: handlers and middleware clone the state
 /// for every request, and one reference count is cheaper than one per field.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
+pub(crate) struct AppState(Arc<Shared>);
 
 impl AppState {
-    pub fn new(shared: Shared) -> Self {
+    pub(crate) fn new(shared: Shared) -> Self {
         Self(Arc::new(shared))
     }
 }
@@ -57,7 +57,7 @@ impl std::ops::Deref for AppState {
 }
 
 /// What [`AppState`] shares.
-pub struct Shared {
+pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
     pub keys: Arc<crate::daemon::keys::ApiKeys>,
@@ -78,14 +78,14 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn is_draining(&self) -> bool {
+    pub(crate) fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 }
 
 /// The route table: every API path under `base_path`, health routes at the root.
 /// `/metrics` is served at the root and needs a key unless `metrics_public`.
-pub fn router(
+pub(crate) fn router(
     state: AppState,
     base_path: &str,
     max_body_bytes: usize,

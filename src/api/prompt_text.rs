@@ -12,7 +12,7 @@ const INSTRUCTION_SEPARATOR_BYTES: usize = 2;
 
 /// A session's situation and system_template (the whole record, after a PATCH is applied):
 /// each must fit the prompt on its own.
-pub fn check_session(session: &SessionRecord<'_>, max: usize) -> Result<(), ApiError> {
+pub(super) fn check_session(session: &SessionRecord<'_>, max: usize) -> Result<(), ApiError> {
     [
         ("situation", &session.situation),
         ("system_template", &session.system_template),
@@ -24,7 +24,7 @@ pub fn check_session(session: &SessionRecord<'_>, max: usize) -> Result<(), ApiE
 /// An agent's name, about and instructions (the whole record, after a PATCH is applied):
 /// without a template they all go into the prompt, so together they must fit; the largest one
 /// is named.
-pub fn check_agent(agent: &AgentRecord<'_>, max: usize) -> Result<(), ApiError> {
+pub(super) fn check_agent(agent: &AgentRecord<'_>, max: usize) -> Result<(), ApiError> {
     let instructions = agent
         .instructions
         .iter()

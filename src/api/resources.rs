@@ -21,13 +21,13 @@ use crate::store::{Collection, Record};
 
 /// Whether a body must carry every required field (create, PUT) or only what changes (PATCH).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+pub(super) enum Mode {
     Full,
     Partial,
 }
 
 /// A resource kept as a document in the store, its shape a type of [`super::records`].
-pub trait Resource: Send + Sync + 'static {
+pub(super) trait Resource: Send + Sync + 'static {
     const COLLECTION: Collection;
 
     /// The stored record (owned: the handlers are generic over resources and hold it across
@@ -57,7 +57,7 @@ pub trait Resource: Send + Sync + 'static {
 }
 
 /// Deserializes a body into a typed field set with `loc`-carrying errors.
-pub fn fields<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
+pub(super) fn fields<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
     if !input.is_object() {
         return Err(ApiError::invalid("body", "expected a JSON object"));
     }
@@ -70,19 +70,19 @@ pub fn fields<T: DeserializeOwned>(input: Value) -> Result<T, ApiError> {
     })
 }
 
-pub fn rfc3339(at: OffsetDateTime) -> String {
+pub(super) fn rfc3339(at: OffsetDateTime) -> String {
     at.format(&time::format_description::well_known::Rfc3339)
         .unwrap_or_default()
 }
 
 /// A new server-generated id (UUIDv7: time-ordered).
-pub fn new_id() -> String {
+pub(super) fn new_id() -> String {
     crate::ids::new_v7().to_string()
 }
 
 /// The wire form of a record: id, stored fields, derived fields, timestamps. A record stored
 /// by an older build answers with the defaults of the fields it lacks.
-pub fn to_json<R: Resource>(record: &Record) -> Result<Value, ApiError> {
+pub(super) fn to_json<R: Resource>(record: &Record) -> Result<Value, ApiError> {
     let typed: R::Record = records::read_owned(record)?;
     wire::<R>(record, &typed)
 }
@@ -96,7 +96,7 @@ fn wire<R: Resource>(record: &Record, typed: &R::Record) -> Result<Value, ApiErr
     Ok(Value::Object(body))
 }
 
-pub async fn load<R: Resource>(state: &AppState, id: &str) -> Result<Arc<Record>, ApiError> {
+pub(super) async fn load<R: Resource>(state: &AppState, id: &str) -> Result<Arc<Record>, ApiError> {
     state
         .store
         .get(R::COLLECTION, id)
@@ -112,7 +112,7 @@ async fn build<R: Resource>(state: &AppState, input: Value) -> Result<Value, Api
     Ok(Value::Object(records::to_body(&typed)?))
 }
 
-pub async fn create<R: Resource>(
+pub(super) async fn create<R: Resource>(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -129,7 +129,7 @@ pub async fn create<R: Resource>(
     Ok((StatusCode::CREATED, Json(to_json::<R>(&record)?)))
 }
 
-pub async fn list<R: Resource>(
+pub(super) async fn list<R: Resource>(
     State(state): State<AppState>,
     ListParams(query): ListParams,
 ) -> Result<Json<Value>, ApiError> {
@@ -141,7 +141,7 @@ pub async fn list<R: Resource>(
     Ok(Json(json!({ "items": items })))
 }
 
-pub async fn get<R: Resource>(
+pub(super) async fn get<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
@@ -150,7 +150,7 @@ pub async fn get<R: Resource>(
 }
 
 /// PUT: replaces every field.
-pub async fn replace<R: Resource>(
+pub(super) async fn replace<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<Value>,
@@ -162,7 +162,7 @@ pub async fn replace<R: Resource>(
 }
 
 /// PATCH: changes the fields present in the body; `metadata` is merged key by key.
-pub async fn patch<R: Resource>(
+pub(super) async fn patch<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<Value>,
@@ -193,7 +193,7 @@ async fn save_existing<R: Resource>(
 }
 
 /// POST with an id: creates the resource with that id, or replaces it.
-pub async fn create_or_update<R: Resource>(
+pub(super) async fn create_or_update<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
     JsonBody(input): JsonBody<Value>,
@@ -213,7 +213,7 @@ pub async fn create_or_update<R: Resource>(
     Ok((StatusCode::CREATED, Json(to_json::<R>(&stored)?)))
 }
 
-pub async fn delete<R: Resource>(
+pub(super) async fn delete<R: Resource>(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -224,12 +224,12 @@ pub async fn delete<R: Resource>(
 }
 
 /// The body of every DELETE answer.
-pub fn deleted(id: &str) -> Value {
+pub(super) fn deleted(id: &str) -> Value {
     json!({ "id": id, "deleted_at": rfc3339(OffsetDateTime::now_utc()), "jobs": [] })
 }
 
 /// Client-chosen ids must be UUIDs, like server-generated ones.
-pub fn check_id(id: &str) -> Result<(), ApiError> {
+pub(super) fn check_id(id: &str) -> Result<(), ApiError> {
     uuid::Uuid::parse_str(id)
         .map(|_| ())
         .map_err(|_| ApiError::invalid("path.id", "must be a UUID"))

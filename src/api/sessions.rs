@@ -14,7 +14,7 @@ use super::records::{ContextOverflow, SessionPatch, SessionRecord, Text};
 use super::resources::{Mode, Resource, deleted, fields};
 use crate::store::Collection;
 
-pub struct Sessions;
+pub(super) struct Sessions;
 
 #[derive(Deserialize)]
 struct SessionFields {
@@ -150,7 +150,7 @@ impl Resource for Sessions {
 /// Deletes a session with its history and journal. A turn running on it is cancelled first
 /// (its calls end `cancelled`) and waited for, so once this answers no row of the session is
 /// ever written again and a session created later with the same id starts empty.
-pub async fn delete(
+pub(super) async fn delete(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {

@@ -55,7 +55,7 @@ impl Feed {
     }
 }
 
-pub async fn stream_turn(
+pub(super) async fn stream_turn(
     state: AppState,
     ctx: TurnContext,
     request: TurnRequest,
@@ -409,8 +409,6 @@ mod tests {
             runs: Vec::new(),
             steps: 1,
             stop: StopReason::Finished,
-            model_time: Duration::ZERO,
-            tool_time: Duration::ZERO,
         };
         assert_eq!(
             body(&Item::Done(Ok(outcome))),

@@ -19,7 +19,7 @@ use super::known_schemas;
 use crate::config::ToolsConfig;
 
 /// Guards the compiling of declared schemas; one per daemon.
-pub struct ToolSchemas {
+pub(crate) struct ToolSchemas {
     max_tools: usize,
     max_bytes: usize,
     max_patterns: usize,
@@ -35,7 +35,7 @@ enum CompileError {
 }
 
 impl ToolSchemas {
-    pub fn new(config: &ToolsConfig) -> Self {
+    pub(crate) fn new(config: &ToolsConfig) -> Self {
         Self {
             max_tools: config.max_declared_tools,
             max_bytes: config.max_schema_bytes,
@@ -46,13 +46,13 @@ impl ToolSchemas {
     }
 
     /// Most tools one request or one agent may declare.
-    pub fn max_tools(&self) -> usize {
+    pub(crate) fn max_tools(&self) -> usize {
         self.max_tools
     }
 
     /// Checks the count of `tools` (normalized bodies), then each one's schema, all within one
     /// `schema_compile_timeout`; `loc` names the list (`tools`).
-    pub async fn check_all(&self, tools: &[Value], loc: &str) -> Result<(), ApiError> {
+    pub(crate) async fn check_all(&self, tools: &[Value], loc: &str) -> Result<(), ApiError> {
         let deadline = Instant::now() + self.timeout;
         if tools.len() > self.max_tools {
             return Err(ApiError::invalid(
@@ -73,7 +73,7 @@ impl ToolSchemas {
     }
 
     /// `Ok` when `schema` is a JSON Schema within the limits that compiles in time.
-    pub async fn check(&self, schema: &Value, loc: &str) -> Result<(), ApiError> {
+    pub(crate) async fn check(&self, schema: &Value, loc: &str) -> Result<(), ApiError> {
         self.check_by(schema, loc, Instant::now() + self.timeout)
             .await
     }

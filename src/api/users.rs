@@ -8,7 +8,7 @@ use super::records::{UserPatch, UserRecord};
 use super::resources::{Mode, Resource, fields};
 use crate::store::Collection;
 
-pub struct Users;
+pub(super) struct Users;
 
 #[derive(Deserialize)]
 struct UserFields {

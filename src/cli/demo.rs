@@ -17,7 +17,7 @@ use crate::tool::Registry;
 /// The shipped catalog, used as is: its file transport writes into the data directory.
 const SHIPPED_TOOLS: &str = include_str!("../../tools.toml");
 
-pub fn run() -> ExitCode {
+pub(super) fn run() -> ExitCode {
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::tool::Registry;
 
 /// Prints every registered handler: as text, or as one JSON object by name with `json`.
-pub fn run(json: bool) -> ExitCode {
+pub(super) fn run(json: bool) -> ExitCode {
     let listing = describe(&Registry::builtin());
     let text = if json {
         serde_json::to_string_pretty(&Value::Object(listing))
@@ -28,7 +28,7 @@ pub fn run(json: bool) -> ExitCode {
 }
 
 /// Each handler's name with its options schema, in name order.
-pub fn describe(registry: &Registry) -> Map<String, Value> {
+pub(super) fn describe(registry: &Registry) -> Map<String, Value> {
     registry
         .names()
         .filter_map(|name| Some((name.to_owned(), registry.get(name)?.options_schema())))

@@ -37,9 +37,9 @@ pub enum StartError {
 
 /// A built daemon, ready to serve.
 pub struct App {
-    pub config: Config,
-    pub state: AppState,
-    pub registry: Registry,
+    pub(crate) config: Config,
+    pub(crate) state: AppState,
+    pub(crate) registry: Registry,
 }
 
 /// Installs the TLS crypto provider once per process (ring; no other provider is compiled in).
@@ -48,6 +48,11 @@ pub fn install_crypto_provider() {
 }
 
 impl App {
+    /// The store the daemon serves from (for tools that inspect it in-process, such as tests).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.state.store
+    }
+
     /// Opens the store, builds the provider, compiles the catalog and resolves API keys.
     pub fn build(config: Config, mut registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
@@ -169,7 +174,10 @@ impl App {
     }
 }
 
-pub fn load_catalog(path: Option<&Path>, registry: &Registry) -> Result<Catalog, StartError> {
+pub(super) fn load_catalog(
+    path: Option<&Path>,
+    registry: &Registry,
+) -> Result<Catalog, StartError> {
     match path {
         Some(path) => Catalog::load(path, registry).map_err(|e| StartError::Catalog(e.to_string())),
         None => Ok(Catalog::default()),

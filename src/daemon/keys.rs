@@ -12,27 +12,27 @@ use secrecy::SecretString;
 use crate::config::Config;
 
 /// File name of the generated key inside the data directory.
-pub const GENERATED_KEY_FILE: &str = "api-key";
+pub(crate) const GENERATED_KEY_FILE: &str = "api-key";
 
 /// The keys requests are checked against; replaced whole on reload.
-pub struct ApiKeys(RwLock<Arc<Vec<SecretString>>>);
+pub(crate) struct ApiKeys(RwLock<Arc<Vec<SecretString>>>);
 
 impl ApiKeys {
-    pub fn new(keys: Vec<SecretString>) -> Self {
+    pub(crate) fn new(keys: Vec<SecretString>) -> Self {
         Self(RwLock::new(Arc::new(keys)))
     }
 
     /// The keys in force now (a reload does not change a set already taken).
-    pub fn current(&self) -> Arc<Vec<SecretString>> {
+    pub(crate) fn current(&self) -> Arc<Vec<SecretString>> {
         Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    pub fn replace(&self, keys: Vec<SecretString>) {
+    pub(crate) fn replace(&self, keys: Vec<SecretString>) {
         *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(keys);
     }
 }
 
-pub fn resolve(config: &Config) -> Result<Vec<SecretString>, String> {
+pub(crate) fn resolve(config: &Config) -> Result<Vec<SecretString>, String> {
     let mut keys = Vec::new();
     for reference in &config.auth.api_keys {
         match resolve_secret(reference) {

@@ -3,10 +3,10 @@
 //! protocol (`notify.rs`), the open-file limit (`rlimit.rs`) and API keys (`keys.rs`).
 
 mod app;
-pub mod keys;
-pub mod notify;
-pub mod rlimit;
-pub mod server;
-pub mod signals;
+pub(crate) mod keys;
+pub(crate) mod notify;
+pub(crate) mod rlimit;
+pub(crate) mod server;
+pub(crate) mod signals;
 
 pub use app::{App, StartError, install_crypto_provider};

@@ -17,13 +17,13 @@ enum Target {
 
 /// A connection to the service manager; cheap to clone.
 #[derive(Debug, Clone, Default)]
-pub struct Notifier {
+pub(crate) struct Notifier {
     target: Option<Arc<Target>>,
 }
 
 impl Notifier {
     /// From `$NOTIFY_SOCKET` (a path, or `@name` for an abstract socket).
-    pub fn from_env() -> Self {
+    pub(crate) fn from_env() -> Self {
         let target = std::env::var_os("NOTIFY_SOCKET")
             .filter(|s| !s.is_empty())
             .map(|s| {
@@ -39,12 +39,12 @@ impl Notifier {
     }
 
     /// True when a service manager listens.
-    pub fn enabled(&self) -> bool {
+    pub(crate) fn enabled(&self) -> bool {
         self.target.is_some()
     }
 
     /// Sends `state` (newline-separated `KEY=VALUE` lines). Failures are logged, never fatal.
-    pub fn send(&self, state: &str) {
+    pub(crate) fn send(&self, state: &str) {
         let Some(target) = &self.target else {
             return;
         };
@@ -53,34 +53,33 @@ impl Notifier {
         }
     }
 
-    pub fn ready(&self, status: &str) {
+    pub(crate) fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
-    pub fn status(&self, status: &str) {
-        self.send(&format!("STATUS={}", one_line(status)));
-    }
-
-    pub fn stopping(&self) {
+    pub(crate) fn stopping(&self) {
         self.send("STOPPING=1\nSTATUS=draining");
     }
 
     /// `RELOADING=1` with the `MONOTONIC_USEC` systemd 253+ expects alongside it.
-    pub fn reloading(&self) {
+    pub(crate) fn reloading(&self) {
         self.send(&format!(
             "RELOADING=1\nMONOTONIC_USEC={}\nSTATUS=reloading",
             monotonic_usec()
         ));
     }
 
-    pub fn watchdog(&self) {
+    pub(crate) fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
 
     /// Starts the watchdog task when systemd asked for one (`WATCHDOG_USEC`, and
     /// `WATCHDOG_PID` unset or ours). Every half interval it pings, but only after the store
     /// answers within `check_timeout`; a wedged daemon stops pinging and systemd restarts it.
-    pub fn spawn_watchdog(&self, store: Arc<dyn Store>) -> Option<tokio::task::JoinHandle<()>> {
+    pub(crate) fn spawn_watchdog(
+        &self,
+        store: Arc<dyn Store>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         if !self.enabled() {
             return None;
         }
@@ -105,7 +104,7 @@ impl Notifier {
 
     /// Pings the watchdog when `check` succeeds within `timeout`; logs and skips it otherwise.
     /// Returns whether it pinged.
-    pub async fn watchdog_if_healthy<E: std::fmt::Display>(
+    pub(crate) async fn watchdog_if_healthy<E: std::fmt::Display>(
         &self,
         check: impl Future<Output = Result<(), E>>,
         timeout: Duration,
@@ -131,7 +130,11 @@ impl Notifier {
 }
 
 /// Half the watchdog period, when the watchdog is meant for this process.
-pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, own_pid: u32) -> Option<Duration> {
+pub(crate) fn watchdog_interval(
+    usec: Option<&str>,
+    pid: Option<&str>,
+    own_pid: u32,
+) -> Option<Duration> {
     let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
     if let Some(pid) = pid
         && pid.trim().parse::<u32>().ok() != Some(own_pid)

@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 /// most `max_connections` are served at once: past that nothing is accepted until one
 /// closes, so further clients wait in the kernel's listen backlog instead of costing a task,
 /// buffers and a file descriptor each.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,

@@ -11,7 +11,11 @@ use crate::daemon::App;
 use crate::daemon::notify::Notifier;
 
 /// Installs the handlers; call before announcing readiness.
-pub fn install(app: &App, shutdown: CancellationToken, notifier: Notifier) -> std::io::Result<()> {
+pub(crate) fn install(
+    app: &App,
+    shutdown: CancellationToken,
+    notifier: Notifier,
+) -> std::io::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -1,21 +1,21 @@
 //! Model providers: the [`ModelProvider`] boundary, the OpenAI-compatible implementation and
 //! its retry policy.
 
-pub mod openai;
-pub mod retry;
-pub mod secrets;
+pub(crate) mod openai;
+pub(crate) mod retry;
+pub(crate) mod secrets;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::session::{ChatMessage, PromptMessage, ToolCallRequest};
+use crate::session::{ChatMessage, PromptMessage};
 
 /// One model call. Borrows the turn's conversation and settings: nothing is copied to build
 /// it, only serialized, and stored entries not even that.
 #[derive(Debug, Clone, Serialize)]
-pub struct ModelRequest<'a> {
+pub(crate) struct ModelRequest<'a> {
     pub model: &'a str,
     pub messages: Vec<PromptMessage<'a>>,
     /// Tool definitions in OpenAI function form.
@@ -34,7 +34,7 @@ fn no_tools(tools: &&[Value]) -> bool {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Usage {
+pub(crate) struct Usage {
     #[serde(default)]
     pub prompt_tokens: u64,
     #[serde(default)]
@@ -57,7 +57,7 @@ impl std::ops::AddAssign for Usage {
 
 /// A complete model answer.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ModelResponse {
+pub(crate) struct ModelResponse {
     pub message: ChatMessage,
     pub finish_reason: Option<String>,
     pub usage: Usage,
@@ -65,7 +65,7 @@ pub struct ModelResponse {
 
 /// One event of a streamed model answer, after tool-call assembly.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StreamEvent {
+pub(crate) enum StreamEvent {
     /// A piece of assistant text, forwarded as it arrives.
     Text(String),
     /// The stream ended; the assembled message (text and complete tool calls).
@@ -76,7 +76,7 @@ pub enum StreamEvent {
 /// the provider's URL or a configured secret (`secrets.rs` cleans every message made from
 /// what a lower layer or the provider said); the daemon log adds the URL without user-info.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProviderError {
+pub(crate) enum ProviderError {
     #[error("model provider unreachable: {0}")]
     Connect(String),
     #[error("model provider timed out after {0:?}")]
@@ -85,8 +85,6 @@ pub enum ProviderError {
     Status { status: u16, message: String },
     #[error("model provider sent an answer agentd cannot read: {0}")]
     Protocol(String),
-    #[error("model call cancelled")]
-    Cancelled,
     /// The request was not sent: serialized, it is over `limits.max_prompt_bytes`.
     #[error("the model request is {bytes} bytes, over limits.max_prompt_bytes ({limit})")]
     RequestTooLarge { bytes: usize, limit: usize },
@@ -94,7 +92,7 @@ pub enum ProviderError {
 
 /// A chat-completions backend.
 #[async_trait]
-pub trait ModelProvider: Send + Sync + 'static {
+pub(crate) trait ModelProvider: Send + Sync + 'static {
     /// A short name for logs and metrics (e.g. "openai").
     fn name(&self) -> &str;
     async fn complete(&self, request: &ModelRequest<'_>) -> Result<ModelResponse, ProviderError>;
@@ -103,9 +101,4 @@ pub trait ModelProvider: Send + Sync + 'static {
         &self,
         request: &ModelRequest<'_>,
     ) -> Result<BoxStream<'static, Result<StreamEvent, ProviderError>>, ProviderError>;
-}
-
-/// Tool calls of a response, for convenience.
-pub fn tool_calls(response: &ModelResponse) -> &[ToolCallRequest] {
-    response.message.calls()
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     /// Attempts in all, the first included.
     pub max_attempts: u32,
     pub base: Duration,
@@ -17,7 +17,7 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Wait before attempt `attempt + 1`, after attempt `attempt` (1-based) failed.
     /// `Retry-After` wins over the computed backoff when present (capped at one minute).
-    pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
+    pub(crate) fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         if let Some(wait) = retry_after {
             return wait.min(MAX_RETRY_AFTER);
         }
@@ -33,12 +33,12 @@ impl RetryPolicy {
 }
 
 /// Statuses worth another attempt: rate limits, timeouts and server-side failures.
-pub fn is_retryable_status(status: u16) -> bool {
+pub(crate) fn is_retryable_status(status: u16) -> bool {
     matches!(status, 408 | 409 | 429 | 500 | 502 | 503 | 504 | 520..=529)
 }
 
 /// Reads a `Retry-After` header: delta-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<f64>() {
         return Duration::try_from_secs_f64(seconds).ok();

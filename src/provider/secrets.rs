@@ -7,13 +7,13 @@ use secrecy::{ExposeSecret, SecretString};
 use super::ProviderError;
 
 /// The provider's secrets, searched for in error text.
-pub struct Scrubber {
+pub(crate) struct Scrubber {
     secrets: Vec<SecretString>,
 }
 
 impl Scrubber {
     /// The user-info of `url` (as written and percent-decoded) and the API key.
-    pub fn new(url: &reqwest::Url, api_key: Option<&str>) -> Self {
+    pub(crate) fn new(url: &reqwest::Url, api_key: Option<&str>) -> Self {
         let mut secrets: Vec<SecretString> =
             agentd_sdk::userinfo_secrets(url.username(), url.password().unwrap_or_default())
                 .into_iter()
@@ -26,13 +26,13 @@ impl Scrubber {
     }
 
     /// `text` without URL user-info and without any of the secrets.
-    pub fn text(&self, text: &str) -> String {
+    pub(crate) fn text(&self, text: &str) -> String {
         let secrets: Vec<&str> = self.secrets.iter().map(|s| s.expose_secret()).collect();
         agentd_sdk::scrub(text, &secrets).into_owned()
     }
 
     /// The same error with its text cleaned.
-    pub fn error(&self, error: ProviderError) -> ProviderError {
+    pub(crate) fn error(&self, error: ProviderError) -> ProviderError {
         match error {
             ProviderError::Connect(text) => ProviderError::Connect(self.text(&text)),
             ProviderError::Status { status, message } => ProviderError::Status {
@@ -40,15 +40,13 @@ impl Scrubber {
                 message: self.text(&message),
             },
             ProviderError::Protocol(text) => ProviderError::Protocol(self.text(&text)),
-            other @ (ProviderError::Timeout(_)
-            | ProviderError::Cancelled
-            | ProviderError::RequestTooLarge { .. }) => other,
+            other @ (ProviderError::Timeout(_) | ProviderError::RequestTooLarge { .. }) => other,
         }
     }
 }
 
 /// `scheme://host:port/path` of `url`, for logs: no user-info, query or fragment.
-pub fn shown_url(url: &reqwest::Url) -> String {
+pub(crate) fn shown_url(url: &reqwest::Url) -> String {
     let mut shown = url.clone();
     // Both fail only for URLs that cannot have user-info, which then have none to hide.
     let _ = shown.set_username("");

@@ -11,7 +11,7 @@ use super::labels::OTHER;
 /// An HTTP request method: the standard nine by name, any other token (clients may send any)
 /// as [`OTHER`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum HttpMethod {
+pub(crate) enum HttpMethod {
     Get,
     Head,
     Post,
@@ -25,7 +25,7 @@ pub enum HttpMethod {
 }
 
 impl HttpMethod {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HttpMethod::Get => "GET",
             HttpMethod::Head => "HEAD",
@@ -49,14 +49,14 @@ impl EncodeLabelValue for HttpMethod {
 
 /// How a model call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ModelOutcome {
+pub(crate) enum ModelOutcome {
     Ok,
     Error,
     Cancelled,
 }
 
 impl ModelOutcome {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ModelOutcome::Ok => "ok",
             ModelOutcome::Error => "error",

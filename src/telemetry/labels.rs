@@ -7,12 +7,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 /// The value of a label whose real value is not kept: an unknown method, a model name past
 /// the limits, a tool name the model made up.
-pub const OTHER: &str = "other";
+pub(crate) const OTHER: &str = "other";
 
 /// How many values an open label keeps and how long one may be
 /// (`server.metrics_max_label_values`, `server.metrics_max_label_bytes`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LabelLimits {
+pub(crate) struct LabelLimits {
     pub max_values: usize,
     pub max_bytes: usize,
 }

@@ -23,7 +23,7 @@ use super::label_sets::{HttpLabels, HttpMethod, ModelLabels, ModelOutcome, ToolL
 use super::labels::{Admitted, CLOSED, LabelLimits, OTHER};
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.
-pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
+pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
 /// The route of a request no route matched.
 const UNMATCHED: &str = "unmatched";
@@ -78,7 +78,7 @@ where
 /// The registry and a handle on each of its metrics. One per process ([`metrics`]); a test
 /// may build its own.
 #[derive(Debug)]
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     http: Timed<HttpLabels>,
     model: Timed<ModelLabels>,
@@ -99,7 +99,7 @@ pub struct Metrics {
 static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::default);
 
 /// The process's metrics, served at `/metrics`.
-pub fn metrics() -> &'static Metrics {
+pub(crate) fn metrics() -> &'static Metrics {
     &METRICS
 }
 
@@ -179,7 +179,7 @@ impl Metrics {
     /// Sets the limits of open labels (model and tool names, tool error kinds) and keeps the
     /// configured model's name ahead of any other, so a flood of made-up names cannot push it
     /// into `other`. The last call wins.
-    pub fn configure(&self, limits: LabelLimits, default_model: &str) {
+    pub(crate) fn configure(&self, limits: LabelLimits, default_model: &str) {
         self.max_label_values
             .store(limits.max_values, Ordering::Relaxed);
         self.max_label_bytes
@@ -196,7 +196,7 @@ impl Metrics {
 
     /// One answered HTTP request: `route` is the matched route template (`None`: no route
     /// matched), never the raw path.
-    pub fn record_http(
+    pub(crate) fn record_http(
         &self,
         method: HttpMethod,
         route: Option<&str>,
@@ -212,7 +212,7 @@ impl Metrics {
     }
 
     /// One model call and how it ended. Model names past the label limits count as `other`.
-    pub fn record_model_call(
+    pub(crate) fn record_model_call(
         &self,
         provider: &str,
         model: &str,
@@ -230,7 +230,7 @@ impl Metrics {
     /// One tool call: `tool` is the catalog name (`None` for a name the model made up, counted
     /// as `other`); `outcome` is `ok`, `replayed` or the error kind. Names and kinds are kept
     /// up to the label limits.
-    pub fn record_tool_call(&self, tool: Option<&str>, outcome: &str, elapsed: Duration) {
+    pub(crate) fn record_tool_call(&self, tool: Option<&str>, outcome: &str, elapsed: Duration) {
         let limits = self.limits();
         let labels = ToolLabels {
             tool: self.tools.admit(tool.unwrap_or(OTHER), limits),
@@ -240,12 +240,12 @@ impl Metrics {
     }
 
     /// An open event stream: counts in `agentd_active_streams` until dropped (the stream owns it).
-    pub fn stream_opened(&self) -> Active {
+    pub(crate) fn stream_opened(&self) -> Active {
         Active::raise(&self.active_streams)
     }
 
     /// Call when a turn starts; keep the value for the turn's lifetime.
-    pub fn turn_started(&self) -> TurnTimer {
+    pub(crate) fn turn_started(&self) -> TurnTimer {
         TurnTimer {
             started: Instant::now(),
             _active: Active::raise(&self.active_turns),
@@ -254,14 +254,20 @@ impl Metrics {
 
     /// A turn finished with `steps` model calls, having waited `model` on the model and
     /// `tools` on handlers; the rest of its wall time is agentd's overhead.
-    pub fn turn_finished(&self, timer: &TurnTimer, steps: u32, model: Duration, tools: Duration) {
+    pub(crate) fn turn_finished(
+        &self,
+        timer: &TurnTimer,
+        steps: u32,
+        model: Duration,
+        tools: Duration,
+    ) {
         let overhead = timer.started.elapsed().saturating_sub(model + tools);
         self.steps.observe(f64::from(steps));
         self.overhead.observe(overhead.as_secs_f64());
     }
 
     /// Everything, in the Prometheus text format (version 0.0.4, [`CONTENT_TYPE`]).
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut out = String::with_capacity(8192);
         // Writing into a String cannot fail.
         let _ = prometheus_text::encode(&mut out, &self.registry);
@@ -272,7 +278,7 @@ impl Metrics {
 /// Keeps a gauge raised while alive.
 #[must_use]
 #[derive(Debug)]
-pub struct Active {
+pub(crate) struct Active {
     gauge: Gauge,
 }
 
@@ -294,7 +300,7 @@ impl Drop for Active {
 /// A running turn: counts in `agentd_active_turns` until dropped.
 #[must_use]
 #[derive(Debug)]
-pub struct TurnTimer {
+pub(crate) struct TurnTimer {
     started: Instant,
     _active: Active,
 }

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use super::{HttpMethod, LabelLimits, Metrics, ModelOutcome};
+use super::metrics::Metrics;
+use super::{HttpMethod, LabelLimits, ModelOutcome};
 
 /// 2⁻⁷ s: exact in binary, so sums print exactly.
 const SHORT: Duration = Duration::from_nanos(7_812_500);

@@ -12,7 +12,7 @@ mod metrics;
 #[cfg(test)]
 mod metrics_tests;
 
-pub use label_sets::{HttpMethod, ModelOutcome};
-pub use labels::{LabelLimits, OTHER};
-pub use logging::init;
-pub use metrics::{Active, CONTENT_TYPE, Metrics, TurnTimer, metrics};
+pub(crate) use label_sets::{HttpMethod, ModelOutcome};
+pub(crate) use labels::LabelLimits;
+pub(crate) use logging::init;
+pub(crate) use metrics::{Active, CONTENT_TYPE, TurnTimer, metrics};

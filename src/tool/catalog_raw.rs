@@ -104,7 +104,7 @@ pub(super) struct Locator<'a> {
 }
 
 impl<'a> Locator<'a> {
-    pub fn new(text: &'a str, file: &Path) -> Self {
+    pub(super) fn new(text: &'a str, file: &Path) -> Self {
         Self {
             text,
             file: file.display().to_string(),
@@ -112,7 +112,7 @@ impl<'a> Locator<'a> {
     }
 
     /// `file:line:col` for the start of `span`, or just `file` when there is none.
-    pub fn at(&self, span: Option<Range<usize>>) -> String {
+    pub(super) fn at(&self, span: Option<Range<usize>>) -> String {
         match span {
             Some(span) => {
                 let (line, col) = line_col(self.text, span.start);

@@ -14,7 +14,7 @@ use crate::session::{Entry, PromptMessage};
 
 /// How much history one session may hold, and how large a model request may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct TurnLimits {
+pub(crate) struct TurnLimits {
     pub max_history_entries: usize,
     /// Bytes of message JSON, as stored and as sent to the model.
     pub max_history_bytes: usize,

@@ -6,12 +6,11 @@
 mod limits;
 mod model_call;
 mod pending;
-pub mod prompt;
+pub(crate) mod prompt;
 mod steps;
 mod transcript;
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::mpsc;
@@ -23,12 +22,11 @@ use crate::session::{ChatMessage, ToolCallRequest};
 use crate::store::{Store, StoreError};
 use crate::tool::{Catalog, Dispatcher, ToolRun};
 
-pub use limits::TurnLimits;
-pub use pending::unanswered;
+pub(crate) use limits::TurnLimits;
 
 /// The session, agent and settings a turn runs with (loaded by the API layer).
 #[derive(Debug, Clone, Default)]
-pub struct TurnContext {
+pub(crate) struct TurnContext {
     pub session_id: String,
     pub agent_name: String,
     pub agent_about: String,
@@ -52,7 +50,7 @@ pub struct TurnContext {
 
 /// What the caller asked for in this chat call.
 #[derive(Debug, Clone, Default)]
-pub struct TurnRequest {
+pub(crate) struct TurnRequest {
     pub messages: Vec<ChatMessage>,
     /// Request tools (normalized bodies).
     pub tools: Vec<Value>,
@@ -67,7 +65,7 @@ pub struct TurnRequest {
 
 /// Why the turn ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StopReason {
+pub(crate) enum StopReason {
     /// The model answered without tool calls.
     Finished,
     /// The model called tools the client runs (or `auto_run_tools` is false).
@@ -77,7 +75,7 @@ pub enum StopReason {
 }
 
 impl StopReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             StopReason::Finished => "finished",
             StopReason::ClientTools => "client_tools",
@@ -88,7 +86,7 @@ impl StopReason {
 
 /// Something that happened during a turn, for streaming.
 #[derive(Debug, Clone)]
-pub enum TurnEvent {
+pub(crate) enum TurnEvent {
     /// Assistant text as the model produces it.
     Text(String),
     /// The model asked for these calls.
@@ -99,20 +97,17 @@ pub enum TurnEvent {
 
 /// The end of a turn.
 #[derive(Debug, Clone)]
-pub struct TurnOutcome {
+pub(crate) struct TurnOutcome {
     pub message: ChatMessage,
     pub finish_reason: String,
     pub usage: Usage,
     pub runs: Vec<ToolRun>,
     pub steps: u32,
     pub stop: StopReason,
-    /// Time spent waiting on the model and on handlers (the rest is agentd's own cost).
-    pub model_time: Duration,
-    pub tool_time: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum TurnError {
+pub(crate) enum TurnError {
     #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error(transparent)]
@@ -127,7 +122,7 @@ pub enum TurnError {
 }
 
 impl TurnError {
-    pub fn invalid(loc: impl Into<String>, msg: impl Into<String>) -> Self {
+    pub(crate) fn invalid(loc: impl Into<String>, msg: impl Into<String>) -> Self {
         TurnError::Invalid {
             loc: loc.into(),
             msg: msg.into(),
@@ -136,7 +131,7 @@ impl TurnError {
 }
 
 /// Runs turns. Shared by all requests.
-pub struct Engine {
+pub(crate) struct Engine {
     store: Arc<dyn Store>,
     provider: Arc<dyn ModelProvider>,
     catalog: RwLock<Arc<Catalog>>,
@@ -147,7 +142,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         store: Arc<dyn Store>,
         provider: Arc<dyn ModelProvider>,
         catalog: Catalog,
@@ -167,7 +162,7 @@ impl Engine {
     }
 
     /// Applies `[limits]`: session history size, system prompt size and tool result size.
-    pub fn with_limits(mut self, limits: &crate::config::LimitsConfig) -> Self {
+    pub(crate) fn with_limits(mut self, limits: &crate::config::LimitsConfig) -> Self {
         self.limits = TurnLimits::from(limits);
         self.dispatcher
             .set_max_result_bytes(limits.max_tool_result_bytes);
@@ -175,7 +170,7 @@ impl Engine {
     }
 
     /// The catalog new turns start with.
-    pub fn catalog(&self) -> Arc<Catalog> {
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
         self.catalog
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -183,21 +178,17 @@ impl Engine {
     }
 
     /// Swaps the catalog; turns in flight keep the one they started with.
-    pub fn set_catalog(&self, catalog: Catalog) {
+    pub(crate) fn set_catalog(&self, catalog: Catalog) {
         *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(catalog);
     }
 
-    pub fn max_steps_limit(&self) -> u32 {
+    pub(crate) fn max_steps_limit(&self) -> u32 {
         self.config.max_steps_limit
-    }
-
-    pub fn provider(&self) -> &dyn ModelProvider {
-        self.provider.as_ref()
     }
 
     /// Runs one turn. With `events`, the model is streamed and progress is reported as it
     /// happens. `cancel` abandons the turn (client gone, shutdown); history stays valid.
-    pub async fn run(
+    pub(crate) async fn run(
         &self,
         ctx: &TurnContext,
         request: TurnRequest,

@@ -14,7 +14,7 @@ use crate::store::{CallStatus, Store};
 
 /// A call in history without a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PendingCall {
+pub(crate) struct PendingCall {
     pub id: String,
     pub name: String,
     /// The journal's identity of the call's content.
@@ -27,7 +27,7 @@ pub struct PendingCall {
 /// message), so only the last assistant message with calls can have calls without results,
 /// and only the messages after it can hold their results: the scan looks at that tail, not at
 /// every entry of a long session.
-pub fn unanswered(history: &[Arc<Entry>]) -> Vec<PendingCall> {
+pub(crate) fn unanswered(history: &[Arc<Entry>]) -> Vec<PendingCall> {
     let Some(last) = history.iter().rposition(|e| !e.message.calls().is_empty()) else {
         return Vec::new();
     };
@@ -51,7 +51,7 @@ pub fn unanswered(history: &[Arc<Entry>]) -> Vec<PendingCall> {
 
 /// Orders the request's messages after history: results for pending calls first (from the
 /// request, else from the journal, else an error result), then the rest of the request.
-pub async fn reconcile(
+pub(super) async fn reconcile(
     store: &dyn Store,
     session_id: &str,
     history: &[Arc<Entry>],

@@ -14,7 +14,7 @@ use crate::tool::Catalog;
 
 /// The tools offered for one turn.
 #[derive(Debug, Default)]
-pub struct Offer {
+pub(crate) struct Offer {
     /// OpenAI function definitions, catalog tools first.
     pub definitions: Vec<Value>,
     /// Every offered name.
@@ -25,7 +25,7 @@ pub struct Offer {
 
 /// Catalog tools offered by default, then agent and request tools. A declared tool named like a
 /// catalog tool is the catalog tool (its schema is the one enforced and offered).
-pub fn offer(catalog: &Catalog, agent_tools: &[Value], request_tools: &[Value]) -> Offer {
+pub(crate) fn offer(catalog: &Catalog, agent_tools: &[Value], request_tools: &[Value]) -> Offer {
     let mut offer = Offer::default();
     for tool in catalog.tools().iter().filter(|t| t.offer) {
         offer.names.push(tool.name.clone());
@@ -56,7 +56,7 @@ pub fn offer(catalog: &Catalog, agent_tools: &[Value], request_tools: &[Value]) 
 /// The system message for a turn, if there is anything to say: the session's
 /// `system_template` rendered, or the agent's name, about and instructions and the session's
 /// situation. Longer than `max_bytes` is a 422 for the chat call.
-pub fn system_message(
+pub(crate) fn system_message(
     ctx: &TurnContext,
     max_bytes: usize,
 ) -> Result<Option<ChatMessage>, TurnError> {
@@ -212,7 +212,7 @@ impl Bounded {
 }
 
 /// A rough token count: four characters a token, plus framing.
-pub fn estimate_tokens(message: &ChatMessage) -> u64 {
+pub(crate) fn estimate_tokens(message: &ChatMessage) -> u64 {
     let mut chars = match &message.content {
         Value::String(s) => s.len(),
         Value::Null => 0,
@@ -226,7 +226,7 @@ pub fn estimate_tokens(message: &ChatMessage) -> u64 {
 
 /// The newest part of `conversation` that fits `budget` tokens. A tool call and its results
 /// are kept or dropped together, and the newest block is always kept.
-pub fn truncate<M: Borrow<ChatMessage>>(conversation: &[M], budget: u64) -> &[M] {
+pub(crate) fn truncate<M: Borrow<ChatMessage>>(conversation: &[M], budget: u64) -> &[M] {
     let mut start = conversation.len();
     let mut used = 0u64;
     while start > 0 {
@@ -251,7 +251,7 @@ pub fn truncate<M: Borrow<ChatMessage>>(conversation: &[M], budget: u64) -> &[M]
 /// `conversation` without its oldest blocks, dropping just enough of them that their `size`
 /// adds up to at least `at_least`. A tool call and its results go together, and the newest
 /// block is never dropped: `None` when dropping everything else is not enough.
-pub fn drop_oldest<M: Borrow<ChatMessage>>(
+pub(crate) fn drop_oldest<M: Borrow<ChatMessage>>(
     conversation: &[M],
     at_least: usize,
     size: impl Fn(&M) -> usize,

@@ -98,8 +98,6 @@ impl Turn<'_> {
             runs: self.runs,
             steps: self.step,
             stop,
-            model_time: self.model_time,
-            tool_time: self.tool_time,
         }
     }
 }

@@ -188,8 +188,7 @@ async fn a_turn_that_saves_nothing_still_journals_its_tool_call() {
     assert_eq!(content, &json!({"echo": {"text": "unsaved"}}));
     let record = d
         .app
-        .state
-        .store
+        .store()
         .journal_get(
             &session,
             call_id,
@@ -495,8 +494,7 @@ async fn a_tool_the_turn_did_not_offer_is_refused_even_when_it_is_in_the_catalog
     assert_eq!(results[0].1["error"]["available"], json!(["slow"]));
     let journaled = d
         .app
-        .state
-        .store
+        .store()
         .journal_get(
             &session,
             "c_hidden",
@@ -526,7 +524,7 @@ async fn clearing_history_forgets_the_calls_it_held() {
         assert_eq!(s, StatusCode::CREATED, "{r}");
         assert_eq!(r["tool_runs"][0]["status"], "ok", "round {round}: {r}");
         let digest = agentd::session::call_digest("echo", &arguments);
-        let stored = d.app.state.store.journal_get(&session, "call_0", &digest);
+        let stored = d.app.store().journal_get(&session, "call_0", &digest);
         assert!(
             stored.await.unwrap().is_some(),
             "journaled while it is in history"
@@ -539,7 +537,7 @@ async fn clearing_history_forgets_the_calls_it_held() {
             )
             .await;
         assert_eq!(s, StatusCode::ACCEPTED);
-        let stored = d.app.state.store.journal_get(&session, "call_0", &digest);
+        let stored = d.app.store().journal_get(&session, "call_0", &digest);
         assert!(stored.await.unwrap().is_none(), "cleared with its history");
     }
 }
@@ -605,8 +603,7 @@ async fn deleting_a_session_mid_turn_stops_the_turn_and_nothing_comes_back() {
     );
     let stored = d
         .app
-        .state
-        .store
+        .store()
         .journal_get(&session, "c_long_mid_turn_delete", &digest);
     assert!(stored.await.unwrap().is_none(), "the journal went with it");
 }

@@ -13,7 +13,7 @@ use crate::{measure, procs};
 /// The levels measured, weakest first.
 const LEVELS: [&str; 4] = ["off", "normal", "full", "extra"];
 
-pub fn run(scratch: &Path, clients: &[usize], window: Duration) -> Result<(), String> {
+pub(crate) fn run(scratch: &Path, clients: &[usize], window: Duration) -> Result<(), String> {
     let warmup = (window / 5).clamp(Duration::from_millis(300), Duration::from_secs(1));
     let ticks_per_sec = procs::clock_ticks_per_second();
     crate::install_crypto_provider();

@@ -15,24 +15,24 @@ use crate::procs::{self, Running};
 
 /// Mock latency while streams are held: every upstream call stays in flight this long. Below
 /// agentd's provider read timeout (120 s), so no stream ends by timing out while measured.
-pub const HOLD: Duration = Duration::from_secs(110);
+pub(crate) const HOLD: Duration = Duration::from_secs(110);
 /// Descriptors left free in agentd beside the streams and what it holds after the warm-up:
 /// more SQLite readers (2 descriptors each) open while many chats start at once.
 const AGENTD_FD_MARGIN: u64 = 128;
 /// Descriptors left free in the mock and in this process.
 const FD_MARGIN: u64 = 64;
 /// How long agentd gets to drop every stream and turn after the clients hang up.
-pub const RECOVERY_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const RECOVERY_WAIT: Duration = Duration::from_secs(30);
 /// When, after the hang-up, memory is read a last time (the allocator returns freed pages to
 /// the system lazily, seconds later).
-pub const SETTLE_WAIT: Duration = Duration::from_secs(10);
+pub(crate) const SETTLE_WAIT: Duration = Duration::from_secs(10);
 /// Streamed turns run (at latency 0, this many at once, twice) before the first RSS reading,
 /// so code paths, worker threads and the SQLite reader pool are warm.
 const WARMUP_STREAMS: usize = 64;
 
 /// What one held-streams run measured.
 #[derive(Debug, Default)]
-pub struct Held {
+pub(crate) struct Held {
     pub requested: usize,
     /// Streams opened (after any clamp).
     pub attempted: usize,
@@ -74,13 +74,13 @@ fn per_stream(from_kb: Option<u64>, to_kb: Option<u64>, streams: i64) -> Option<
 
 impl Held {
     /// (RSS with all open − RSS before) ÷ streams confirmed open, in KB.
-    pub fn kb_per_stream(&self) -> Option<f64> {
+    pub(crate) fn kb_per_stream(&self) -> Option<f64> {
         per_stream(self.rss_before_kb, self.rss_after_kb, self.confirmed)
     }
 
     /// (RSS with all open − RSS with half open) ÷ the streams in between, in KB: the cost of
     /// one more stream, without what grows once (threads, SQLite readers).
-    pub fn kb_per_stream_marginal(&self) -> Option<f64> {
+    pub(crate) fn kb_per_stream_marginal(&self) -> Option<f64> {
         per_stream(
             self.rss_half_kb,
             self.rss_after_kb,
@@ -90,7 +90,7 @@ impl Held {
 }
 
 /// [`run`], then prints the table (or why the run failed).
-pub fn run_and_print(
+pub(crate) fn run_and_print(
     runtime: &tokio::runtime::Runtime,
     scratch: &std::path::Path,
     requested: usize,
@@ -109,7 +109,7 @@ pub fn run_and_print(
 
 /// Starts a fresh mock and agentd under `scratch`, holds `requested` streams (fewer when the
 /// descriptor limits cannot cover them) and stops both processes again.
-pub fn run(
+pub(crate) fn run(
     runtime: &tokio::runtime::Runtime,
     scratch: &std::path::Path,
     requested: usize,

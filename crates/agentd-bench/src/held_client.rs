@@ -20,7 +20,7 @@ const CHAT_BODY: &str = r#"{"messages":[{"role":"user","content":"hi"}],"stream"
 
 /// Client-side counts shared by the stream tasks.
 #[derive(Default)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub heads: AtomicUsize,
     pub failed: AtomicUsize,
     pub first_error: Mutex<Option<String>>,
@@ -34,7 +34,7 @@ impl Tally {
         }
     }
 
-    pub fn failed(&self) -> usize {
+    pub(crate) fn failed(&self) -> usize {
         self.failed.load(Ordering::Relaxed)
     }
 }
@@ -42,7 +42,7 @@ impl Tally {
 /// Opens and holds streams; every task is aborted (its connection closed) by [`hang_up`].
 ///
 /// [`hang_up`]: Opener::hang_up
-pub struct Opener {
+pub(crate) struct Opener {
     pub target: Arc<Target>,
     pub tally: Arc<Tally>,
     /// Most descriptors agentd was seen holding while streams opened.
@@ -54,7 +54,7 @@ pub struct Opener {
 }
 
 impl Opener {
-    pub async fn new(target: Arc<Target>, agentd_pid: u32) -> Result<Self, String> {
+    pub(crate) async fn new(target: Arc<Target>, agentd_pid: u32) -> Result<Self, String> {
         let (_, base_requests) = target.mock_stats().await?;
         Ok(Self {
             target,
@@ -68,7 +68,7 @@ impl Opener {
     }
 
     /// Model calls the mock received since this opener was made.
-    pub async fn mock_arrivals(&self) -> u64 {
+    pub(crate) async fn mock_arrivals(&self) -> u64 {
         self.target
             .mock_stats()
             .await
@@ -84,7 +84,7 @@ impl Opener {
 
     /// Opens one stream per session in batches of [`BATCH`], each batch once the mock has
     /// received the previous one (or [`BATCH_WAIT`] passed).
-    pub async fn open(&mut self, sessions: &[String]) {
+    pub(crate) async fn open(&mut self, sessions: &[String]) {
         let key: Arc<str> = Arc::from(self.target.api_key.as_str());
         for batch in sessions.chunks(BATCH) {
             for session in batch {
@@ -113,7 +113,7 @@ impl Opener {
     /// Waits until agentd counts every opened stream that has not failed as open (it sends
     /// the SSE head on the turn's first event or after 10 s), or until `deadline`. Answers the
     /// streams open.
-    pub async fn wait_open(&self, deadline: Instant) -> i64 {
+    pub(crate) async fn wait_open(&self, deadline: Instant) -> i64 {
         loop {
             self.note_fds();
             let expected = self.tasks.len().saturating_sub(self.tally.failed());
@@ -126,7 +126,7 @@ impl Opener {
     }
 
     /// Closes every stream's connection at once.
-    pub fn hang_up(&mut self) {
+    pub(crate) fn hang_up(&mut self) {
         for task in self.tasks.drain(..) {
             task.abort();
         }
@@ -162,7 +162,7 @@ async fn hold_one(client: reqwest::Client, url: String, key: Arc<str>, tally: Ar
 }
 
 /// A streamed turn on `session`, read to its end; fails unless it finished with `stop`.
-pub async fn one_stream(target: &Target, session: &str) -> Result<(), String> {
+pub(crate) async fn one_stream(target: &Target, session: &str) -> Result<(), String> {
     let text = target
         .http
         .post(format!("{}/api/sessions/{session}/chat", target.agentd))
@@ -185,7 +185,7 @@ pub async fn one_stream(target: &Target, session: &str) -> Result<(), String> {
 }
 
 /// `POST /_mock/config`; answers the latency in force afterwards, in ms.
-pub async fn mock_config(target: &Target, change: Value) -> Result<u64, String> {
+pub(crate) async fn mock_config(target: &Target, change: Value) -> Result<u64, String> {
     let value: Value = target
         .http
         .post(format!("{}/_mock/config", target.mock))
@@ -202,7 +202,7 @@ pub async fn mock_config(target: &Target, change: Value) -> Result<u64, String> 
 }
 
 /// agentd's `agentd_active_streams` and `agentd_active_turns` gauges.
-pub async fn gauges(target: &Target) -> Result<(i64, i64), String> {
+pub(crate) async fn gauges(target: &Target) -> Result<(i64, i64), String> {
     let text = target
         .http
         .get(format!("{}/metrics", target.agentd))

@@ -16,7 +16,7 @@ fn count(value: Option<u64>) -> String {
 }
 
 /// Prints the scenario's table.
-pub fn print(held: &Held) {
+pub(crate) fn print(held: &Held) {
     println!(
         "\n### held: {} streaming chats held open at once (mock latency {} s, one per session)\n",
         held.attempted,
@@ -95,7 +95,7 @@ pub fn print(held: &Held) {
 }
 
 /// The held-streams rows of the targets table; `None` when the run failed.
-pub fn print_targets(held: Option<&Held>) {
+pub(crate) fn print_targets(held: Option<&Held>) {
     report::print_target(
         "held streams: agentd memory per open stream",
         held.and_then(Held::kb_per_stream),

@@ -18,14 +18,14 @@ use crate::procs;
 const EXIT_GRACE: Duration = Duration::from_secs(60);
 
 /// One scenario's count.
-pub struct PerTurn {
+pub(crate) struct PerTurn {
     pub scenario: &'static str,
     pub short: (u32, u64),
     pub long: (u32, u64),
 }
 
 impl PerTurn {
-    pub fn per_turn(&self) -> f64 {
+    pub(crate) fn per_turn(&self) -> f64 {
         let turns = f64::from(self.long.0 - self.short.0);
         (self.long.1 as f64 - self.short.1 as f64) / turns
     }
@@ -56,7 +56,7 @@ const SCENARIOS: [(&str, Op); 3] = [
     ),
 ];
 
-pub fn run(scratch: &Path, short: u32, long: u32) -> Result<Vec<PerTurn>, String> {
+pub(crate) fn run(scratch: &Path, short: u32, long: u32) -> Result<Vec<PerTurn>, String> {
     if long <= short {
         return Err(format!(
             "--long-turns ({long}) must be more than --short-turns ({short})"

@@ -3,7 +3,7 @@
 //! limits and open descriptors of any process from `/proc`.
 
 /// RLIMIT_NOFILE of a process: (soft, hard). `None` for unlimited or unreadable.
-pub fn open_files_limit(pid: u32) -> Option<(u64, u64)> {
+pub(crate) fn open_files_limit(pid: u32) -> Option<(u64, u64)> {
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).ok()?;
     let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
     let mut numbers = line["Max open files".len()..]
@@ -13,13 +13,13 @@ pub fn open_files_limit(pid: u32) -> Option<(u64, u64)> {
 }
 
 /// Descriptors a process has open now.
-pub fn open_fds(pid: u32) -> Option<u64> {
+pub(crate) fn open_fds(pid: u32) -> Option<u64> {
     let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
     Some(entries.count() as u64)
 }
 
 /// What raising the limit did, to print.
-pub struct Raised {
+pub(crate) struct Raised {
     pub soft: u64,
     pub hard: u64,
     /// Why the hard limit could not be raised to `wanted_hard`, when it could not.
@@ -29,7 +29,7 @@ pub struct Raised {
 /// Raises this process's soft RLIMIT_NOFILE to its hard limit, after trying to raise the hard
 /// limit to `wanted_hard` (allowed with CAP_SYS_RESOURCE). Processes started afterwards inherit
 /// the result.
-pub fn raise_nofile(wanted_hard: u64) -> Result<Raised, String> {
+pub(crate) fn raise_nofile(wanted_hard: u64) -> Result<Raised, String> {
     let me = std::process::id();
     let (_, hard) = open_files_limit(me).ok_or("cannot read /proc/self/limits")?;
     let hard_refused = agentd::bench::raise_hard_open_files(wanted_hard)
@@ -49,7 +49,7 @@ pub fn raise_nofile(wanted_hard: u64) -> Result<Raised, String> {
 }
 
 /// [`raise_nofile`], printing the limits now in force.
-pub fn raise_nofile_and_report(wanted_hard: u64) {
+pub(crate) fn raise_nofile_and_report(wanted_hard: u64) {
     match raise_nofile(wanted_hard) {
         Ok(raised) => {
             println!("open files: soft {}, hard {}", raised.soft, raised.hard);
@@ -63,7 +63,7 @@ pub fn raise_nofile_and_report(wanted_hard: u64) {
 
 /// Streams that fit in one process's descriptors: its soft limit minus what it holds now minus
 /// `margin`, divided by the descriptors each stream costs it.
-pub fn streams_that_fit(pid: u32, per_stream: u64, margin: u64) -> Option<u64> {
+pub(crate) fn streams_that_fit(pid: u32, per_stream: u64, margin: u64) -> Option<u64> {
     let (soft, _) = open_files_limit(pid)?;
     let open = open_fds(pid)?;
     Some(soft.saturating_sub(open + margin) / per_stream.max(1))

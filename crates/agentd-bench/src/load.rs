@@ -8,11 +8,11 @@ use serde_json::{Value, json};
 
 /// A chat session is replaced after this many turns, so stored history (re-sent to the model
 /// every turn) stays short and every run measures the same request size.
-pub const TURNS_PER_SESSION: u32 = 20;
+pub(crate) const TURNS_PER_SESSION: u32 = 20;
 
 /// What one worker does in a loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
+pub(crate) enum Op {
     /// A chat turn through agentd: `tool` adds one server tool call, `stream` asks for SSE.
     Chat { tool: bool, stream: bool },
     /// `POST /api/sessions`.
@@ -23,7 +23,7 @@ pub enum Op {
 
 impl Op {
     /// Model round trips per operation.
-    pub fn model_calls(self) -> u64 {
+    pub(crate) fn model_calls(self) -> u64 {
         match self {
             Op::Chat { tool, .. } | Op::Floor { tool, .. } => 1 + u64::from(tool),
             Op::NewSession => 0,
@@ -33,7 +33,7 @@ impl Op {
 
 /// An HTTP client with no cap on connections per host (reqwest has none) and `pool_idle` idle
 /// connections kept per host.
-pub fn http_client(pool_idle: usize) -> Result<reqwest::Client, String> {
+pub(crate) fn http_client(pool_idle: usize) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .no_proxy()
         .tcp_nodelay(true)
@@ -43,7 +43,7 @@ pub fn http_client(pool_idle: usize) -> Result<reqwest::Client, String> {
 }
 
 /// Where the requests go.
-pub struct Target {
+pub(crate) struct Target {
     pub http: reqwest::Client,
     /// `http://ADDR` of agentd.
     pub agentd: String,
@@ -62,13 +62,13 @@ struct Worker {
 
 /// One finished operation: total latency and, for streams, time to the first `data:` chunk.
 #[derive(Clone, Copy)]
-pub struct Sample {
+pub(crate) struct Sample {
     pub total_ns: u64,
     pub first_ns: Option<u64>,
 }
 
 /// Everything measured inside the window.
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub samples: Vec<Sample>,
     pub errors: u64,
     pub first_error: Option<String>,
@@ -77,7 +77,7 @@ pub struct Outcome {
 
 /// Runs `op` on `concurrency` workers: `warmup`, then a measured `window`. `at_mark` is called
 /// when the window opens and when it closes (to snapshot counters).
-pub async fn run(
+pub(crate) async fn run(
     target: Arc<Target>,
     op: Op,
     concurrency: usize,
@@ -151,7 +151,7 @@ pub async fn run(
 
 /// Runs `op` `count` times from one client, one after the other (sessions replaced every
 /// [`TURNS_PER_SESSION`] turns, as under load); stops at the first error.
-pub async fn sequential(target: &Target, op: Op, count: u32) -> Result<(), String> {
+pub(crate) async fn sequential(target: &Target, op: Op, count: u32) -> Result<(), String> {
     let mut worker = Worker::default();
     for _ in 0..count {
         target.once(op, &mut worker).await?;
@@ -183,7 +183,7 @@ impl Target {
 
     /// A target for agentd and the mock at these origins, with the agent every session names
     /// created.
-    pub async fn connect(
+    pub(crate) async fn connect(
         http: reqwest::Client,
         agentd: &str,
         mock: &str,
@@ -206,7 +206,7 @@ impl Target {
         id_of(&value)
     }
 
-    pub async fn new_session(&self) -> Result<String, String> {
+    pub(crate) async fn new_session(&self) -> Result<String, String> {
         let value = self
             .post_agentd("/api/sessions", &json!({"agent_id": self.agent_id}))
             .await?;
@@ -336,7 +336,7 @@ impl Target {
     }
 
     /// The mock's `busy_ns_total` and request count.
-    pub async fn mock_stats(&self) -> Result<(u64, u64), String> {
+    pub(crate) async fn mock_stats(&self) -> Result<(u64, u64), String> {
         let value: Value = self
             .http
             .get(format!("{}/_mock/stats", self.mock))

@@ -11,24 +11,24 @@ use std::time::Duration;
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A child process killed when dropped.
-pub struct Running {
+pub(crate) struct Running {
     child: Child,
     /// Where it listens: `http://ADDR` (no path).
     pub origin: String,
 }
 
 impl Running {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.kill();
     }
 
     /// Asks the process to stop (SIGTERM) and waits up to `grace` for it to exit, so it can
     /// write what it keeps until exit (callgrind's counts); killed after that.
-    pub fn terminate(mut self, grace: Duration) -> Result<(), String> {
+    pub(crate) fn terminate(mut self, grace: Duration) -> Result<(), String> {
         let pid = i32::try_from(self.child.id())
             .ok()
             .and_then(rustix::process::Pid::from_raw)
@@ -58,7 +58,7 @@ impl Drop for Running {
 }
 
 /// The directory holding the bench's executable (and `agentd`, `mock-model`).
-pub fn bin_dir() -> Result<PathBuf, String> {
+pub(crate) fn bin_dir() -> Result<PathBuf, String> {
     let exe = std::env::current_exe().map_err(|e| format!("current_exe: {e}"))?;
     exe.parent()
         .map(Path::to_path_buf)
@@ -85,7 +85,7 @@ fn binary(name: &str) -> Result<PathBuf, String> {
 }
 
 /// Starts `mock-model --no-record` on a fresh port; waits for its ready line on stdout.
-pub fn start_mock(latency_ms: u64) -> Result<Running, String> {
+pub(crate) fn start_mock(latency_ms: u64) -> Result<Running, String> {
     let mut child = Command::new(binary("mock-model")?)
         .args(["--listen", "127.0.0.1:0", "--no-record", "--latency-ms"])
         .arg(latency_ms.to_string())
@@ -107,14 +107,18 @@ pub fn start_mock(latency_ms: u64) -> Result<Running, String> {
 
 /// Starts `agentd serve` against the mock with a scratch data dir and catalog; waits for
 /// `agentd ready addr=...` on stderr (which is drained for the rest of the run).
-pub fn start_agentd(scratch: &Path, mock_origin: &str, api_key: &str) -> Result<Running, String> {
+pub(crate) fn start_agentd(
+    scratch: &Path,
+    mock_origin: &str,
+    api_key: &str,
+) -> Result<Running, String> {
     start_agentd_under(None, scratch, mock_origin, api_key, &[])
 }
 
 /// [`start_agentd`], run by `launcher` (a program and its arguments, such as valgrind) when
 /// given; the launcher must keep the process id (exec or run in place). `sets` are more
 /// `--set key=value` settings.
-pub fn start_agentd_under(
+pub(crate) fn start_agentd_under(
     launcher: Option<&[String]>,
     scratch: &Path,
     mock_origin: &str,
@@ -200,7 +204,7 @@ fn wait_for_line(
 }
 
 /// utime + stime of a process, in clock ticks.
-pub fn cpu_ticks(pid: u32) -> Option<u64> {
+pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces) start at field 3 (state).
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -211,7 +215,7 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 when that cannot be run).
-pub fn clock_ticks_per_second() -> u64 {
+pub(crate) fn clock_ticks_per_second() -> u64 {
     Command::new("getconf")
         .arg("CLK_TCK")
         .output()
@@ -222,7 +226,7 @@ pub fn clock_ticks_per_second() -> u64 {
 }
 
 /// A `kB` line of `/proc/PID/status` (`VmRSS`, `VmHWM`), in kB.
-pub fn status_kb(pid: u32, key: &str) -> Option<u64> {
+pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -5,7 +5,7 @@ use crate::load::{Outcome, Sample};
 
 /// Counters read from the processes at the edges of the measured window.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     pub mock_busy_ns: u64,
     pub mock_requests: u64,
     /// utime+stime of the measured process (agentd, or the mock for the floor).
@@ -14,13 +14,13 @@ pub struct Counters {
 
 /// Latency percentiles in nanoseconds.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Percentiles {
+pub(crate) struct Percentiles {
     pub p50: u64,
     pub p99: u64,
     pub max: u64,
 }
 
-pub fn percentiles(mut values: Vec<u64>) -> Percentiles {
+pub(crate) fn percentiles(mut values: Vec<u64>) -> Percentiles {
     if values.is_empty() {
         return Percentiles::default();
     }
@@ -38,7 +38,7 @@ pub fn percentiles(mut values: Vec<u64>) -> Percentiles {
 
 /// One side (agentd or floor) of one scenario at one concurrency.
 #[derive(Debug, Clone, Default)]
-pub struct Side {
+pub(crate) struct Side {
     pub ops_per_sec: f64,
     pub round_trips_per_sec: f64,
     pub latency: Percentiles,
@@ -54,7 +54,7 @@ pub struct Side {
     pub cpu_per_rt_ns: Option<f64>,
 }
 
-pub fn side(
+pub(crate) fn side(
     outcome: &Outcome,
     calls: u64,
     before: Counters,
@@ -101,7 +101,7 @@ pub fn side(
 }
 
 /// A table row: agentd and, when the scenario has one, the floor.
-pub struct Row {
+pub(crate) struct Row {
     pub clients: usize,
     pub agentd: Side,
     pub floor: Option<Side>,
@@ -116,7 +116,7 @@ fn us(ns: f64) -> String {
 }
 
 /// Prints one scenario's table.
-pub fn print_table(title: &str, calls: u64, rows: &[Row]) {
+pub(crate) fn print_table(title: &str, calls: u64, rows: &[Row]) {
     println!("\n### {title}\n");
     let stream = rows.iter().any(|r| r.agentd.first_byte.is_some());
     let mut header = vec![
@@ -212,7 +212,7 @@ pub fn print_table(title: &str, calls: u64, rows: &[Row]) {
 }
 
 /// One target line: what, the number, the limit, pass or miss.
-pub fn print_target(what: &str, value: Option<f64>, limit: f64, at_most: bool, unit: &str) {
+pub(crate) fn print_target(what: &str, value: Option<f64>, limit: f64, at_most: bool, unit: &str) {
     let (shown, verdict) = match value {
         Some(v) => {
             let pass = if at_most { v <= limit } else { v >= limit };

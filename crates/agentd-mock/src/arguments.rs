@@ -16,7 +16,7 @@ pub(crate) struct Hints<'a> {
 }
 
 impl<'a> Hints<'a> {
-    pub fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         Self {
             text,
             address: first_email(text),

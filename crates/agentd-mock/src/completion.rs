@@ -24,7 +24,7 @@ pub(crate) struct Usage {
 }
 
 impl Usage {
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         json!({
             "prompt_tokens": self.prompt,
             "completion_tokens": self.completion,
@@ -68,7 +68,7 @@ impl From<DefaultAnswer> for Draft {
 
 impl Answer {
     /// Gives calls without an id `call_N`, with N from `next_id`.
-    pub fn new(
+    pub(crate) fn new(
         request: &ChatRequest<'_>,
         draft: Draft,
         quirks: &StreamQuirks,
@@ -113,7 +113,7 @@ impl Answer {
     }
 
     /// The `chat.completion` object.
-    pub fn to_json(&self) -> Value {
+    pub(crate) fn to_json(&self) -> Value {
         let mut message = json!({
             "role": "assistant",
             "content": self.text,

@@ -51,7 +51,10 @@ mod header_map {
     use serde::{Deserialize, Deserializer, Serializer, ser::SerializeMap};
     use serde_json::{Map, Value};
 
-    pub fn serialize<S: Serializer>(headers: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(
+        headers: &[(String, String)],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(headers.len()))?;
         for (name, value) in headers {
             map.serialize_entry(name, value)?;
@@ -59,7 +62,9 @@ mod header_map {
         map.end()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, String)>, D::Error> {
         let map = Map::<String, Value>::deserialize(d)?;
         Ok(map
             .into_iter()

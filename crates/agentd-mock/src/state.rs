@@ -77,7 +77,7 @@ fn nanos(duration: Duration) -> u64 {
 }
 
 impl Shared {
-    pub fn new(latency: Duration, record: bool) -> Arc<Self> {
+    pub(crate) fn new(latency: Duration, record: bool) -> Arc<Self> {
         Arc::new(Self {
             latency_ns: AtomicU64::new(nanos(latency)),
             record: AtomicBool::new(record),
@@ -90,53 +90,53 @@ impl Shared {
         })
     }
 
-    pub fn latency(&self) -> Duration {
+    pub(crate) fn latency(&self) -> Duration {
         Duration::from_nanos(self.latency_ns.load(Ordering::Relaxed))
     }
 
-    pub fn set_latency(&self, latency: Duration) {
+    pub(crate) fn set_latency(&self, latency: Duration) {
         self.latency_ns.store(nanos(latency), Ordering::Relaxed);
     }
 
-    pub fn recording(&self) -> bool {
+    pub(crate) fn recording(&self) -> bool {
         self.record.load(Ordering::Relaxed)
     }
 
-    pub fn set_recording(&self, on: bool) {
+    pub(crate) fn set_recording(&self, on: bool) {
         self.record.store(on, Ordering::Relaxed);
     }
 
-    pub fn push(&self, replies: impl IntoIterator<Item = Reply>) -> usize {
+    pub(crate) fn push(&self, replies: impl IntoIterator<Item = Reply>) -> usize {
         let mut script = locked(&self.script);
         script.extend(replies);
         script.len()
     }
 
-    pub fn next_reply(&self) -> Option<Reply> {
+    pub(crate) fn next_reply(&self) -> Option<Reply> {
         locked(&self.script).pop_front()
     }
 
-    pub fn record(&self, request: RecordedRequest) {
+    pub(crate) fn record(&self, request: RecordedRequest) {
         locked(&self.recorded).push(request);
     }
 
-    pub fn recorded(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn recorded(&self) -> Vec<RecordedRequest> {
         locked(&self.recorded).clone()
     }
 
-    pub fn bodies(&self) -> Vec<Value> {
+    pub(crate) fn bodies(&self) -> Vec<Value> {
         locked(&self.recorded)
             .iter()
             .map(|r| r.body.clone())
             .collect()
     }
 
-    pub fn clear_recorded(&self) {
+    pub(crate) fn clear_recorded(&self) {
         locked(&self.recorded).clear();
     }
 
     /// Counts a request; the returned guard adds its lifetime to the busy time when dropped.
-    pub fn begin(self: &Arc<Self>) -> Busy {
+    pub(crate) fn begin(self: &Arc<Self>) -> Busy {
         self.requests.fetch_add(1, Ordering::Relaxed);
         Busy {
             shared: Arc::clone(self),
@@ -144,23 +144,23 @@ impl Shared {
         }
     }
 
-    pub fn request_count(&self) -> u64 {
+    pub(crate) fn request_count(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
     }
 
-    pub fn pending_replies(&self) -> usize {
+    pub(crate) fn pending_replies(&self) -> usize {
         locked(&self.script).len()
     }
 
-    pub fn next_call_id(&self) -> u64 {
+    pub(crate) fn next_call_id(&self) -> u64 {
         self.call_ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn next_completion_id(&self) -> u64 {
+    pub(crate) fn next_completion_id(&self) -> u64 {
         self.completion_ids.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub fn stats(&self) -> MockStats {
+    pub(crate) fn stats(&self) -> MockStats {
         MockStats {
             requests: self.requests.load(Ordering::Relaxed),
             busy_ns_total: self.busy_ns.load(Ordering::Relaxed),
@@ -170,7 +170,7 @@ impl Shared {
     }
 
     /// Forgets the script, the recordings and the counters (ids keep counting up).
-    pub fn reset(&self) {
+    pub(crate) fn reset(&self) {
         locked(&self.script).clear();
         locked(&self.recorded).clear();
         self.requests.store(0, Ordering::Relaxed);

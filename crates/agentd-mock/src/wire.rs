@@ -78,7 +78,7 @@ impl InvalidRequest {
         }
     }
 
-    pub fn body(&self) -> Value {
+    pub(crate) fn body(&self) -> Value {
         serde_json::json!({"error": {
             "message": self.message,
             "type": "invalid_request_error",

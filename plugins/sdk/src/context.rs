@@ -62,7 +62,7 @@ impl CallContext {
 
 /// A short, stable, printable key for one call: FNV-1a over both ids, twice with different
 /// offsets, as 32 hex digits. Not a security boundary; only uniqueness and stability matter.
-pub fn idempotency_key(session_id: &str, call_id: &str) -> String {
+pub(crate) fn idempotency_key(session_id: &str, call_id: &str) -> String {
     key_of(&[session_id, call_id])
 }
 

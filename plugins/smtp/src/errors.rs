@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 /// Where one delivery attempt was when it stopped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Waiting for a free connection slot or reusing an idle connection.
     Queue = 0,
     /// TCP connect, TLS handshake for `security = "tls"`, greeting and EHLO.
@@ -29,7 +29,7 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub fn from_u8(value: u8) -> Phase {
+    pub(crate) fn from_u8(value: u8) -> Phase {
         match value {
             1 => Phase::Connect,
             2 => Phase::StartTls,
@@ -52,7 +52,7 @@ impl Phase {
 
 /// A failed attempt: what to tell the model, and whether another attempt in this call may help.
 #[derive(Debug)]
-pub struct AttemptError {
+pub(crate) struct AttemptError {
     pub error: HandlerError,
     pub retry: bool,
 }
@@ -68,7 +68,7 @@ impl AttemptError {
 
 /// Classifies a lettre error raised during `phase`; `wrapped_tls` says the connect phase
 /// includes a TLS handshake (`security = "tls"`).
-pub fn classify(phase: Phase, err: &SmtpError, wrapped_tls: bool) -> AttemptError {
+pub(crate) fn classify(phase: Phase, err: &SmtpError, wrapped_tls: bool) -> AttemptError {
     let text = err.to_string();
     let details = |extra: Value| {
         let mut base = json!({ "phase": phase.name() });
@@ -183,7 +183,7 @@ pub fn classify(phase: Phase, err: &SmtpError, wrapped_tls: bool) -> AttemptErro
 }
 
 /// The error for an attempt that ran out of time; `phase` says whether data may have gone out.
-pub fn timed_out(phase: Phase, waited: Duration) -> HandlerError {
+pub(crate) fn timed_out(phase: Phase, waited: Duration) -> HandlerError {
     let sent_maybe = phase == Phase::Send;
     let message = if sent_maybe {
         format!(
@@ -228,7 +228,7 @@ fn io_error_kind(err: &SmtpError) -> Option<io::ErrorKind> {
 }
 
 /// The error for a call whose deadline passed before `what` could start; nothing was sent.
-pub fn deadline_passed(what: &str) -> HandlerError {
+pub(crate) fn deadline_passed(what: &str) -> HandlerError {
     HandlerError::new(
         "timeout",
         format!("the call's deadline passed before {what}; nothing was sent"),

@@ -48,7 +48,7 @@ struct EmailArgs {
 
 /// Size limits on what the model writes into one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MessageLimits {
+pub(crate) struct MessageLimits {
     /// `body` and `html` together, in bytes.
     pub max_body_bytes: usize,
     /// The subject, and each address with its display name, in bytes.
@@ -56,9 +56,9 @@ pub struct MessageLimits {
 }
 
 /// Default of `max_body_bytes`.
-pub const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
+pub(crate) const DEFAULT_MAX_BODY_BYTES: usize = 1 << 20;
 /// Default of `max_header_bytes`: RFC 5322's line length limit.
-pub const DEFAULT_MAX_HEADER_BYTES: usize = 998;
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 998;
 
 impl Default for MessageLimits {
     fn default() -> Self {
@@ -70,7 +70,7 @@ impl Default for MessageLimits {
 }
 
 /// A message ready for delivery, with what the result reports about it.
-pub struct PreparedEmail {
+pub(crate) struct PreparedEmail {
     pub message: Message,
     /// `<key@domain>`, stable for one tool call.
     pub message_id: String,
@@ -80,7 +80,7 @@ pub struct PreparedEmail {
 
 /// The Message-ID for one call: `<{key}@{domain of from}>`, with the key reduced to characters
 /// that are safe in a Message-ID and a file name.
-pub fn message_id(idempotency_key: &str, from: &Mailbox) -> String {
+pub(crate) fn message_id(idempotency_key: &str, from: &Mailbox) -> String {
     let key: String = idempotency_key
         .chars()
         .map(|c| {
@@ -96,7 +96,7 @@ pub fn message_id(idempotency_key: &str, from: &Mailbox) -> String {
 
 /// Parses the arguments, applies the size limits and the recipient policy, and builds the
 /// message.
-pub fn prepare(
+pub(crate) fn prepare(
     arguments: &Value,
     from: &Mailbox,
     policy: &RecipientPolicy,

@@ -40,7 +40,7 @@ pub(crate) const FILE_KEYS: &[&str] = &["dir"];
 
 /// How the relay connection is protected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Security {
+pub(crate) enum Security {
     /// Plain connection upgraded with STARTTLS, which the relay must offer (port 587).
     StartTls,
     /// TLS from the first byte (port 465).
@@ -60,7 +60,7 @@ impl Security {
 }
 
 /// Settings for delivery through an SMTP relay.
-pub struct RelayOptions {
+pub(crate) struct RelayOptions {
     pub host: String,
     pub port: u16,
     pub security: Security,
@@ -75,7 +75,7 @@ pub struct RelayOptions {
 }
 
 /// Where messages go.
-pub enum TransportOptions {
+pub(crate) enum TransportOptions {
     Smtp(RelayOptions),
     /// One `.eml` file per message in this directory (absolute, or relative to the working
     /// directory when built without a data directory).
@@ -85,7 +85,7 @@ pub enum TransportOptions {
 }
 
 /// Every option of one `smtp` tool, checked.
-pub struct SmtpOptions {
+pub(crate) struct SmtpOptions {
     pub transport: TransportOptions,
     pub from: Mailbox,
     pub policy: RecipientPolicy,
@@ -95,7 +95,7 @@ pub struct SmtpOptions {
 impl SmtpOptions {
     /// Parses the options table, collecting every problem before failing. A relative `dir` is
     /// resolved against `data_dir` (it stays relative to the working directory without one).
-    pub fn parse(options: &Value, data_dir: Option<&Path>) -> Result<Self, OptionsError> {
+    pub(crate) fn parse(options: &Value, data_dir: Option<&Path>) -> Result<Self, OptionsError> {
         let empty = Map::new();
         let map = match options {
             Value::Object(map) => map,
@@ -358,7 +358,7 @@ fn parse_credentials(reader: &mut Reader<'_>) -> Option<(String, String)> {
 }
 
 /// True for 127.0.0.0/8, ::1 and `localhost`.
-pub fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())

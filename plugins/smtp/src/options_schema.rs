@@ -4,7 +4,7 @@
 use agentd_sdk::{duration_schema, secret_ref_schema};
 use serde_json::{Value, json};
 
-pub fn options_schema() -> Value {
+pub(crate) fn options_schema() -> Value {
     let addresses = json!({ "type": "array", "items": { "type": "string" } });
     json!({
         "type": "object",

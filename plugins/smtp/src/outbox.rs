@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 /// Why `dir` is no place for messages, or `None` when it is fine (or does not exist yet and
 /// would be created under safe parents). Reads only metadata.
-pub fn unsafe_reason(dir: &Path) -> Option<String> {
+pub(crate) fn unsafe_reason(dir: &Path) -> Option<String> {
     #[cfg(unix)]
     {
         unix::unsafe_reason(dir)
@@ -24,7 +24,7 @@ pub fn unsafe_reason(dir: &Path) -> Option<String> {
 }
 
 /// Creates `dir` and its missing parents, readable by agentd's user only.
-pub async fn create_private_dir(dir: &Path) -> io::Result<()> {
+pub(crate) async fn create_private_dir(dir: &Path) -> io::Result<()> {
     let mut builder = tokio::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
@@ -33,7 +33,7 @@ pub async fn create_private_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Creates (or truncates) `path`, readable by agentd's user only.
-pub async fn create_private_file(path: &Path) -> io::Result<tokio::fs::File> {
+pub(crate) async fn create_private_file(path: &Path) -> io::Result<tokio::fs::File> {
     let mut options = tokio::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -42,7 +42,7 @@ pub async fn create_private_file(path: &Path) -> io::Result<tokio::fs::File> {
 }
 
 /// [`unsafe_reason`] off the async runtime, as an I/O error when the directory is unsafe.
-pub async fn check_before_writing(dir: &Path) -> io::Result<()> {
+pub(crate) async fn check_before_writing(dir: &Path) -> io::Result<()> {
     let dir: PathBuf = dir.to_path_buf();
     match tokio::task::spawn_blocking(move || unsafe_reason(&dir)).await {
         Ok(None) => Ok(()),
@@ -59,7 +59,7 @@ mod unix {
     const WORLD_WRITABLE: u32 = 0o002;
     const STICKY: u32 = 0o1000;
 
-    pub fn unsafe_reason(dir: &Path) -> Option<String> {
+    pub(super) fn unsafe_reason(dir: &Path) -> Option<String> {
         let me = rustix::process::geteuid().as_raw();
         let trusted = |uid: u32| uid == me || uid == 0;
         match std::fs::symlink_metadata(dir) {

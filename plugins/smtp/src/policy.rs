@@ -13,7 +13,7 @@ use serde_json::json;
 
 /// Allowed recipients of one tool.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecipientPolicy {
+pub(crate) struct RecipientPolicy {
     /// Lower-case domains.
     allowed_domains: Vec<String>,
     /// Lower-case addresses.
@@ -22,7 +22,7 @@ pub struct RecipientPolicy {
 }
 
 impl RecipientPolicy {
-    pub fn new(
+    pub(crate) fn new(
         allowed_domains: Vec<String>,
         allowed_addresses: Vec<String>,
         max_recipients: usize,
@@ -48,7 +48,7 @@ impl RecipientPolicy {
     }
 
     /// Refuses more than `max_recipients` addresses (to, cc, bcc and reply_to together).
-    pub fn check_count(&self, addresses: usize) -> Result<(), HandlerError> {
+    pub(crate) fn check_count(&self, addresses: usize) -> Result<(), HandlerError> {
         if addresses <= self.max_recipients {
             return Ok(());
         }
@@ -68,7 +68,7 @@ impl RecipientPolicy {
 
     /// Checks every address with the field it came from (counted before they were parsed, by
     /// [`RecipientPolicy::check_count`]); the error names the first one refused.
-    pub fn check<'a>(
+    pub(crate) fn check<'a>(
         &self,
         mut addresses: impl Iterator<Item = (&'a str, &'a Mailbox)>,
     ) -> Result<(), HandlerError> {

@@ -31,7 +31,7 @@ struct Parked {
 }
 
 /// One configured relay with its connection pool.
-pub struct Relay {
+pub(crate) struct Relay {
     host: String,
     port: u16,
     security: Security,
@@ -46,7 +46,7 @@ pub struct Relay {
 }
 
 impl Relay {
-    pub fn new(options: &RelayOptions) -> Result<Self, OptionsError> {
+    pub(crate) fn new(options: &RelayOptions) -> Result<Self, OptionsError> {
         let tls = match options.security {
             Security::None => None,
             Security::StartTls | Security::Tls => {
@@ -80,7 +80,7 @@ impl Relay {
 
     /// Delivers one message in one attempt. `phase` is updated as the attempt advances, so a
     /// caller that abandons the attempt (timeout, cancel) knows how far it got.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         envelope: &Envelope,
         email: &[u8],

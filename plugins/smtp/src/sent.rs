@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, Weak};
 use serde_json::Value;
 
 /// How many delivered calls are remembered; the oldest are forgotten first.
-pub const REMEMBERED_CALLS: usize = 10_000;
+pub(crate) const REMEMBERED_CALLS: usize = 10_000;
 
 type Gate = tokio::sync::Mutex<()>;
 
@@ -19,13 +19,13 @@ struct State {
 }
 
 /// Results of delivered calls, bounded, plus per-key gates.
-pub struct SentLog {
+pub(crate) struct SentLog {
     capacity: usize,
     state: Mutex<State>,
 }
 
 impl SentLog {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         Self {
             capacity: capacity.max(1),
             state: Mutex::new(State::default()),
@@ -38,7 +38,7 @@ impl SentLog {
     }
 
     /// The gate for `key`: hold its lock while checking and delivering.
-    pub fn gate(&self, key: &str) -> Arc<Gate> {
+    pub(crate) fn gate(&self, key: &str) -> Arc<Gate> {
         let mut state = self.lock();
         if let Some(gate) = state.gates.get(key).and_then(Weak::upgrade) {
             return gate;
@@ -50,12 +50,12 @@ impl SentLog {
     }
 
     /// The result recorded for `key`, if that call was delivered.
-    pub fn get(&self, key: &str) -> Option<Value> {
+    pub(crate) fn get(&self, key: &str) -> Option<Value> {
         self.lock().results.get(key).cloned()
     }
 
     /// Records a delivered call, forgetting the oldest beyond capacity.
-    pub fn record(&self, key: &str, result: Value) {
+    pub(crate) fn record(&self, key: &str, result: Value) {
         let mut state = self.lock();
         if state.results.insert(key.to_owned(), result).is_none() {
             state.order.push_back(key.to_owned());

@@ -17,7 +17,7 @@ use super::{Object, Text, merge, set, texts};
     serialize = "S: Serialize, M: Serialize",
     deserialize = "S: Deserialize<'de> + Default, M: Deserialize<'de> + Default"
 ))]
-pub struct AgentRecord<'a, S = Object, M = Object> {
+pub(crate) struct AgentRecord<'a, S = Object, M = Object> {
     #[serde(borrow, default)]
     pub name: Text<'a>,
     #[serde(borrow, default)]
@@ -35,7 +35,7 @@ pub struct AgentRecord<'a, S = Object, M = Object> {
 
 /// Changes to an agent; `None` keeps a field, `metadata` is merged key by key.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct AgentPatch {
+pub(crate) struct AgentPatch {
     pub name: Option<String>,
     pub about: Option<String>,
     pub model: Option<String>,
@@ -45,7 +45,7 @@ pub struct AgentPatch {
 }
 
 impl AgentRecord<'_> {
-    pub fn apply(&mut self, patch: AgentPatch) {
+    pub(crate) fn apply(&mut self, patch: AgentPatch) {
         set(&mut self.name, patch.name);
         set(&mut self.about, patch.about);
         set(&mut self.model, patch.model);
@@ -57,7 +57,7 @@ impl AgentRecord<'_> {
 
 /// Sampling settings an agent's `default_settings` passes to the model; other keys stay stored
 /// but do not reach the model.
-pub const MODEL_SETTINGS: &[&str] = &[
+pub(super) const MODEL_SETTINGS: &[&str] = &[
     "max_tokens",
     "temperature",
     "top_p",
@@ -72,7 +72,7 @@ pub const MODEL_SETTINGS: &[&str] = &[
 
 /// The [`MODEL_SETTINGS`] of an agent's `default_settings`, read without copying the rest.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ModelSettings(pub Map<String, Value>);
+pub(crate) struct ModelSettings(pub Map<String, Value>);
 
 impl<'de> Deserialize<'de> for ModelSettings {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {

@@ -8,7 +8,7 @@ use super::Text;
 
 /// A tool declared on an agent, as stored.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AgentToolRecord<'a> {
+pub(crate) struct AgentToolRecord<'a> {
     #[serde(rename = "type", default)]
     pub kind: ToolKind,
     #[serde(borrow, default)]
@@ -22,14 +22,14 @@ pub struct AgentToolRecord<'a> {
 /// The only kind of declared tool.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ToolKind {
+pub(crate) enum ToolKind {
     #[default]
     Function,
 }
 
 /// The function of a declared tool.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FunctionRecord<'a> {
+pub(crate) struct FunctionRecord<'a> {
     #[serde(borrow, default)]
     pub name: Text<'a>,
     #[serde(borrow, default)]
@@ -50,14 +50,14 @@ impl Default for FunctionRecord<'_> {
 }
 
 /// The schema of a function declared without one: no arguments.
-pub fn no_parameters() -> Value {
+pub(crate) fn no_parameters() -> Value {
     json!({"type": "object", "properties": {}})
 }
 
 /// Changes to a declared tool; `None` keeps a field. The function's name and description are
 /// applied first, then the top-level ones, which change both copies.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct ToolPatch {
+pub(crate) struct ToolPatch {
     pub name: Option<String>,
     pub description: Option<String>,
     pub function_name: Option<String>,
@@ -67,7 +67,7 @@ pub struct ToolPatch {
 
 impl AgentToolRecord<'_> {
     /// A tool of this name, description and parameters, both copies of the text equal.
-    pub fn new(name: String, description: String, parameters: Value) -> Self {
+    pub(crate) fn new(name: String, description: String, parameters: Value) -> Self {
         Self {
             kind: ToolKind::Function,
             name: Text::from(name.clone()),
@@ -80,7 +80,7 @@ impl AgentToolRecord<'_> {
         }
     }
 
-    pub fn apply(&mut self, patch: ToolPatch) {
+    pub(crate) fn apply(&mut self, patch: ToolPatch) {
         let function = &mut self.function;
         let name = patch.name.or(patch.function_name);
         let description = patch.description.or(patch.function_description);

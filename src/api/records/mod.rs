@@ -27,28 +27,28 @@ use serde::de::{Deserializer, IgnoredAny};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-pub use agent::{AgentPatch, AgentRecord, ModelSettings};
-pub use agent_tool::{AgentToolRecord, ToolPatch, no_parameters};
-pub use session::{ContextOverflow, SessionPatch, SessionRecord};
-pub use user::{UserPatch, UserRecord};
+pub(super) use agent::{AgentPatch, AgentRecord, ModelSettings};
+pub(super) use agent_tool::{AgentToolRecord, ToolPatch, no_parameters};
+pub(super) use session::{ContextOverflow, SessionPatch, SessionRecord};
+pub(super) use user::{UserPatch, UserRecord};
 
 use super::error::ApiError;
 use crate::store::Record;
 
 /// A free-form JSON object of a record (`metadata`, an agent's `default_settings`).
-pub type Object = Map<String, Value>;
+pub(super) type Object = Map<String, Value>;
 
 /// Text of a record: borrowed from the stored body when read, owned when built from a request.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
+pub(super) struct Text<'a>(#[serde(borrow)] pub Cow<'a, str>);
 
 impl Text<'_> {
-    pub fn as_str(&self) -> &str {
+    pub(super) fn as_str(&self) -> &str {
         &self.0
     }
 
-    pub fn into_owned(self) -> String {
+    pub(super) fn into_owned(self) -> String {
         self.0.into_owned()
     }
 }
@@ -82,7 +82,7 @@ impl fmt::Display for Text<'_> {
 /// A field its reader does not need: skipped without being copied. A record read with an
 /// `Unread` field cannot be written back.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Unread;
+pub(super) struct Unread;
 
 impl<'de> Deserialize<'de> for Unread {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -92,7 +92,7 @@ impl<'de> Deserialize<'de> for Unread {
 
 /// Reads a stored record's body as `T`, borrowing its text. A body that does not have the
 /// shape of `T` is a 500 for the client and an error line for the operator.
-pub fn read<'a, T: Deserialize<'a>>(record: &'a Record) -> Result<T, ApiError> {
+pub(super) fn read<'a, T: Deserialize<'a>>(record: &'a Record) -> Result<T, ApiError> {
     T::deserialize(&record.body).map_err(|e| {
         tracing::error!(id = %record.id, error = %e, "a stored record does not have its resource's shape");
         ApiError::Internal
@@ -100,7 +100,7 @@ pub fn read<'a, T: Deserialize<'a>>(record: &'a Record) -> Result<T, ApiError> {
 }
 
 /// Reads a stored record's body as an owned `T` (for handlers that keep it across awaits).
-pub fn read_owned<T: Deserialize<'static>>(record: &Record) -> Result<T, ApiError> {
+pub(super) fn read_owned<T: Deserialize<'static>>(record: &Record) -> Result<T, ApiError> {
     T::deserialize(record.body.clone()).map_err(|e| {
         tracing::error!(id = %record.id, error = %e, "a stored record does not have its resource's shape");
         ApiError::Internal
@@ -108,7 +108,7 @@ pub fn read_owned<T: Deserialize<'static>>(record: &Record) -> Result<T, ApiErro
 }
 
 /// The stored body of a record (a JSON object).
-pub fn to_body<T: Serialize>(record: &T) -> Result<Object, ApiError> {
+pub(super) fn to_body<T: Serialize>(record: &T) -> Result<Object, ApiError> {
     match serde_json::to_value(record) {
         Ok(Value::Object(body)) => Ok(body),
         Ok(_) => {

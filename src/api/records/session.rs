@@ -15,7 +15,7 @@ use super::{Object, Text, merge, set, texts};
     serialize = "M: Serialize",
     deserialize = "M: Deserialize<'de> + Default"
 ))]
-pub struct SessionRecord<'a, M = Object> {
+pub(crate) struct SessionRecord<'a, M = Object> {
     /// Agent ids, in order, without duplicates; the first answers unless a chat names another.
     #[serde(borrow, default)]
     pub agents: Vec<Text<'a>>,
@@ -43,14 +43,14 @@ pub struct SessionRecord<'a, M = Object> {
 /// What a turn does with a prompt over its limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum ContextOverflow {
+pub(crate) enum ContextOverflow {
     /// Drop the oldest messages.
     Truncate,
 }
 
 /// Changes to a session; `None` keeps a field, `metadata` is merged key by key.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct SessionPatch {
+pub(crate) struct SessionPatch {
     pub agents: Option<Vec<String>>,
     pub users: Option<Vec<String>>,
     pub situation: Option<String>,
@@ -64,7 +64,7 @@ pub struct SessionPatch {
 }
 
 impl SessionRecord<'_> {
-    pub fn apply(&mut self, patch: SessionPatch) {
+    pub(crate) fn apply(&mut self, patch: SessionPatch) {
         set(&mut self.agents, patch.agents.map(texts));
         set(&mut self.users, patch.users.map(texts));
         set(
@@ -89,7 +89,7 @@ impl SessionRecord<'_> {
 
 impl<M> SessionRecord<'_, M> {
     /// The Julep session kind, from the number of agents and users.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match (self.agents.len(), self.users.len()) {
             (1, 0) => "single_agent",
             (1, 1) => "single_agent_single_user",

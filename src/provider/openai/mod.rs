@@ -3,7 +3,7 @@
 //! within its size limit (`limits.max_prompt_bytes`, `max_response_bytes`, `max_event_bytes`).
 
 mod sse;
-pub mod stream;
+pub(crate) mod stream;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -72,7 +72,7 @@ struct StreamOptions {
     include_usage: bool,
 }
 
-pub struct OpenAiProvider {
+pub(crate) struct OpenAiProvider {
     pub(super) client: reqwest::Client,
     pub(super) url: reqwest::Url,
     pub(super) api_key: Option<SecretString>,
@@ -87,7 +87,7 @@ pub struct OpenAiProvider {
 
 impl OpenAiProvider {
     /// Builds the client for `config`; the error names the setting at fault.
-    pub fn new(config: &ProviderConfig, api_key: Option<String>) -> Result<Self, String> {
+    pub(crate) fn new(config: &ProviderConfig, api_key: Option<String>) -> Result<Self, String> {
         // HTTP/1.1 only, one connection per call in flight, like the official OpenAI SDKs. Over
         // HTTP/2 every call to a host shares one connection, and calls beyond the server's
         // SETTINGS_MAX_CONCURRENT_STREAMS wait inside agentd for a long stream to end.
@@ -145,7 +145,7 @@ impl OpenAiProvider {
     }
 
     /// Applies `[limits]` to what is sent to and read from the model.
-    pub fn with_limits(mut self, limits: &LimitsConfig) -> Self {
+    pub(crate) fn with_limits(mut self, limits: &LimitsConfig) -> Self {
         self.limits = WireLimits::from(limits);
         self
     }
@@ -347,7 +347,10 @@ struct WireMessage {
 }
 
 /// Reads a non-streaming chat completion body; more than `max_calls` tool calls is an error.
-pub fn parse_completion(body: &[u8], max_calls: usize) -> Result<ModelResponse, ProviderError> {
+pub(crate) fn parse_completion(
+    body: &[u8],
+    max_calls: usize,
+) -> Result<ModelResponse, ProviderError> {
     let completion: WireCompletion = serde_json::from_slice(body)
         .map_err(|e| ProviderError::Protocol(format!("response is not a chat completion: {e}")))?;
     let choice = completion
@@ -425,7 +428,7 @@ fn parse_tool_call(index: usize, call: &Value) -> Result<ToolCallRequest, Provid
 }
 
 /// Some providers send arguments as a JSON object instead of a JSON text.
-pub fn arguments_text(arguments: Option<&Value>) -> String {
+pub(crate) fn arguments_text(arguments: Option<&Value>) -> String {
     match arguments {
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => String::new(),
@@ -434,7 +437,7 @@ pub fn arguments_text(arguments: Option<&Value>) -> String {
 }
 
 /// An id for a call the provider sent without one (some local servers do).
-pub fn generated_call_id() -> String {
+pub(crate) fn generated_call_id() -> String {
     format!("call_{}", crate::ids::new_v7().simple())
 }
 
@@ -470,7 +473,7 @@ pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Usage from a value, if present.
-pub fn parse_usage(value: Option<&Value>) -> Option<Usage> {
+pub(crate) fn parse_usage(value: Option<&Value>) -> Option<Usage> {
     value.and_then(|u| Usage::deserialize(u).ok())
 }
 

@@ -114,7 +114,7 @@ impl Events {
 /// skipped while parsing instead of being built into a `Value` tree; the fields whose shape
 /// providers bend stay `Value`s and are read leniently.
 #[derive(Debug, Default, Deserialize)]
-pub struct StreamChunk {
+pub(crate) struct StreamChunk {
     #[serde(default)]
     choices: Option<Vec<ChunkChoice>>,
     #[serde(default)]
@@ -139,14 +139,14 @@ struct ChunkDelta {
 
 impl StreamChunk {
     /// Reads one event's data.
-    pub fn parse(data: &str) -> Result<Self, serde_json::Error> {
+    pub(crate) fn parse(data: &str) -> Result<Self, serde_json::Error> {
         serde_json::from_str(data)
     }
 }
 
 /// Builds one assistant message out of streamed deltas.
 #[derive(Debug)]
-pub struct Assembler {
+pub(crate) struct Assembler {
     /// Most bytes of text, call ids, names and arguments kept, each call counting
     /// [`CALL_OVERHEAD`] more.
     max_bytes: usize,
@@ -183,7 +183,7 @@ impl Default for Assembler {
 impl Assembler {
     /// An assembler refusing answers over `max_bytes` (see [`Assembler::max_bytes`]) or with
     /// more than `max_calls` tool calls.
-    pub fn new(max_bytes: usize, max_calls: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize, max_calls: usize) -> Self {
         Self {
             max_bytes,
             max_calls,
@@ -198,7 +198,7 @@ impl Assembler {
 
     /// Takes one chunk; returns its text delta, if any. An answer growing past the limits is
     /// an error.
-    pub fn push(&mut self, chunk: StreamChunk) -> Result<Option<String>, ProviderError> {
+    pub(crate) fn push(&mut self, chunk: StreamChunk) -> Result<Option<String>, ProviderError> {
         // A `null` usage is already `None` here.
         if let Some(usage) = parse_usage(chunk.usage.as_ref()) {
             self.usage = Some(usage);
@@ -290,7 +290,7 @@ impl Assembler {
 
     /// The assembled answer. `done` is whether the provider sent its end marker; a stream that
     /// stops with neither an end marker nor a finish reason was cut off.
-    pub fn finish(&mut self, done: bool) -> Result<ModelResponse, ProviderError> {
+    pub(crate) fn finish(&mut self, done: bool) -> Result<ModelResponse, ProviderError> {
         if !done && !self.saw_finish {
             return Err(ProviderError::Protocol(
                 "the model's stream ended before the answer was complete".into(),

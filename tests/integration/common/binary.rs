@@ -7,9 +7,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-pub const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
+pub(crate) const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
 
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub child: Child,
     /// `host:port` the daemon listens on.
     pub addr: String,
@@ -17,7 +17,7 @@ pub struct Daemon {
 }
 
 /// Starts `command` (an `agentd ... serve` invocation) and waits until it reports its address.
-pub fn spawn(mut command: Command) -> Daemon {
+pub(crate) fn spawn(mut command: Command) -> Daemon {
     let mut child = command
         .env("RUST_LOG", "info")
         .stderr(Stdio::piped())
@@ -55,11 +55,11 @@ pub fn spawn(mut command: Command) -> Daemon {
 
 impl Daemon {
     /// Everything the daemon logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.log.lock().unwrap().join("\n")
     }
 
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         let status = Command::new("kill")
             .arg(format!("-{name}"))
             .arg(self.child.id().to_string())
@@ -69,7 +69,7 @@ impl Daemon {
     }
 
     /// Waits for the process to exit, failing the test after `limit`.
-    pub fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> ExitStatus {
         let started = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 
 /// Calls that reached the `sleep` handler, across the process.
-pub static SLEEP_CALLS: AtomicUsize = AtomicUsize::new(0);
+pub(crate) static SLEEP_CALLS: AtomicUsize = AtomicUsize::new(0);
 
 /// One signal per call id, raised when the `sleep` handler starts that call.
 static SLEEP_STARTED: LazyLock<Mutex<HashMap<String, Arc<Notify>>>> =
@@ -28,13 +28,13 @@ fn sleep_signal(call_id: &str) -> Arc<Notify> {
 
 /// Waits until the `sleep` handler has started the call with this id (give each test's call
 /// an id of its own: tests of one binary run at once). Fails the test after 10 s.
-pub async fn sleep_started(call_id: &str) {
+pub(crate) async fn sleep_started(call_id: &str) {
     tokio::time::timeout(Duration::from_secs(10), sleep_signal(call_id).notified())
         .await
         .unwrap_or_else(|_| panic!("the sleep handler never started call `{call_id}`"));
 }
 
-pub fn register(registry: &mut Registry) {
+pub(crate) fn register(registry: &mut Registry) {
     registry.register(Arc::new(Simple("sleep", || Arc::new(Sleep))));
     registry.register(Arc::new(Simple("panic", || Arc::new(Panic))));
     registry.register(Arc::new(Simple("fail", || Arc::new(Fail))));

@@ -1,9 +1,9 @@
 //! Shared harness for the integration tests: the daemon in-process on 127.0.0.1:0 against the
 //! mock model, a real SQLite file in a temp directory, test handlers, and a small HTTP client.
 
-pub mod binary;
-pub mod handlers;
-pub mod sse;
+pub(crate) mod binary;
+pub(crate) mod handlers;
+pub(crate) mod sse;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub const KEY: &str = "test-key-0123456789";
+pub(crate) const KEY: &str = "test-key-0123456789";
 
 /// The catalog most tests use: an echo tool and the test handlers, none offered by default
 /// (a request offers one by naming it in `tools`).
-pub const TEST_TOOLS: &str = r#"
+pub(crate) const TEST_TOOLS: &str = r#"
 [[tool]]
 name = "echo"
 description = "Returns its arguments"
@@ -62,7 +62,7 @@ parameters = { type = "object", properties = {} }
 "#;
 
 /// How to start a daemon.
-pub struct Options {
+pub(crate) struct Options {
     pub tools_toml: Option<String>,
     pub sets: Vec<String>,
     pub data_dir: Option<PathBuf>,
@@ -80,7 +80,7 @@ impl Default for Options {
     }
 }
 
-pub struct TestDaemon {
+pub(crate) struct TestDaemon {
     pub base: String,
     pub mock: MockModel,
     pub data_dir: PathBuf,
@@ -93,18 +93,18 @@ pub struct TestDaemon {
     options_sets: Vec<String>,
 }
 
-pub fn registry() -> Registry {
+pub(crate) fn registry() -> Registry {
     let mut registry = Registry::builtin();
     handlers::register(&mut registry);
     registry
 }
 
 impl TestDaemon {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(Options::default()).await
     }
 
-    pub async fn start_with(options: Options) -> Self {
+    pub(crate) async fn start_with(options: Options) -> Self {
         let (tmp, data_dir) = match options.data_dir {
             Some(dir) => (None, dir),
             None => {
@@ -168,7 +168,7 @@ impl TestDaemon {
     }
 
     /// Stops the daemon gracefully and starts a new one on the same data and mock model.
-    pub async fn restart(self) -> Self {
+    pub(crate) async fn restart(self) -> Self {
         let tmp = self._tmp.clone();
         let options = Options {
             tools_toml: self.options_tools.clone(),
@@ -187,17 +187,17 @@ impl TestDaemon {
     }
 
     /// Stops the daemon; returns the mock model for reuse.
-    pub async fn stop(self) -> MockModel {
+    pub(crate) async fn stop(self) -> MockModel {
         self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.server).await;
         self.mock
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -206,16 +206,16 @@ impl TestDaemon {
         request(&self.http, method, self.url(path), body).await
     }
 
-    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
         self.send(reqwest::Method::POST, path, Some(body)).await
     }
 
-    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.send(reqwest::Method::GET, path, None).await
     }
 
     /// Creates an agent, a user and a session the way Julep's guide does; returns the session id.
-    pub async fn session(&self) -> String {
+    pub(crate) async fn session(&self) -> String {
         let (s, agent) = self
             .post(
                 "/agents",
@@ -235,12 +235,12 @@ impl TestDaemon {
         session["id"].as_str().expect("session id").to_owned()
     }
 
-    pub async fn chat(&self, session: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn chat(&self, session: &str, body: Value) -> (StatusCode, Value) {
         self.post(&format!("/sessions/{session}/chat"), body).await
     }
 
     /// The stored history entries of a session.
-    pub async fn history(&self, session: &str) -> Vec<Value> {
+    pub(crate) async fn history(&self, session: &str) -> Vec<Value> {
         let (s, h) = self
             .get(&format!("/sessions/{session}/history?limit=1000"))
             .await;
@@ -250,7 +250,7 @@ impl TestDaemon {
 }
 
 /// One authorized request; the body comes back as JSON (or as a string when it is not JSON).
-pub async fn request(
+pub(crate) async fn request(
     http: &reqwest::Client,
     method: reqwest::Method,
     url: String,
@@ -271,22 +271,22 @@ pub async fn request(
     (status, value)
 }
 
-pub fn toml_str(s: &str) -> String {
+pub(crate) fn toml_str(s: &str) -> String {
     toml::Value::String(s.to_owned()).to_string()
 }
 
 /// A request tool entry naming a tool (a catalog tool when the name is in the catalog).
-pub fn tool(name: &str) -> Value {
+pub(crate) fn tool(name: &str) -> Value {
     json!({"type": "function", "function": {"name": name, "description": name, "parameters": {"type": "object", "properties": {}}}})
 }
 
 /// A user message body.
-pub fn say(text: &str) -> Value {
+pub(crate) fn say(text: &str) -> Value {
     json!({"messages": [{"role": "user", "content": text}]})
 }
 
 /// Asserts that every tool call in a history has exactly one result after it.
-pub fn assert_history_valid(entries: &[Value]) {
+pub(crate) fn assert_history_valid(entries: &[Value]) {
     let mut pending: Vec<String> = Vec::new();
     for e in entries {
         if let Some(calls) = e["tool_calls"].as_array() {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use super::{KEY, TestDaemon};
 
 /// A finished stream: status, content type, the parsed `data:` chunks and the raw body.
-pub struct Streamed {
+pub(crate) struct Streamed {
     pub status: StatusCode,
     pub content_type: String,
     pub chunks: Vec<Value>,
@@ -18,7 +18,7 @@ pub struct Streamed {
 
 /// Parses a complete SSE body into its `data:` payloads; comment lines are skipped and every
 /// payload must be JSON.
-pub fn parse_events(raw: &str) -> Vec<Value> {
+pub(crate) fn parse_events(raw: &str) -> Vec<Value> {
     let mut chunks = Vec::new();
     for block in raw.split("\n\n").filter(|b| !b.trim().is_empty()) {
         for line in block.lines() {
@@ -37,7 +37,11 @@ pub fn parse_events(raw: &str) -> Vec<Value> {
     chunks
 }
 
-pub fn stream_request(d: &TestDaemon, session: &str, mut body: Value) -> reqwest::RequestBuilder {
+pub(crate) fn stream_request(
+    d: &TestDaemon,
+    session: &str,
+    mut body: Value,
+) -> reqwest::RequestBuilder {
     body["stream"] = json!(true);
     d.http
         .post(d.url(&format!("/sessions/{session}/chat")))
@@ -45,7 +49,7 @@ pub fn stream_request(d: &TestDaemon, session: &str, mut body: Value) -> reqwest
         .json(&body)
 }
 
-pub async fn stream_chat(d: &TestDaemon, session: &str, body: Value) -> Streamed {
+pub(crate) async fn stream_chat(d: &TestDaemon, session: &str, body: Value) -> Streamed {
     let response = tokio::time::timeout(
         Duration::from_secs(20),
         stream_request(d, session, body).send(),
@@ -77,12 +81,12 @@ pub async fn stream_chat(d: &TestDaemon, session: &str, body: Value) -> Streamed
     }
 }
 
-pub fn delta(chunk: &Value) -> &Value {
+pub(crate) fn delta(chunk: &Value) -> &Value {
     &chunk["choices"][0]["delta"]
 }
 
 /// What a chunk carries, in one word: `text`, `calls`, `tool`, `final` or `error`.
-pub fn kind(chunk: &Value) -> &'static str {
+pub(crate) fn kind(chunk: &Value) -> &'static str {
     let d = delta(chunk);
     if chunk.get("error").is_some_and(|e| !e.is_null()) {
         "error"
@@ -100,7 +104,7 @@ pub fn kind(chunk: &Value) -> &'static str {
 }
 
 /// The chunk kinds with consecutive repeats of `text` folded into one.
-pub fn shape(chunks: &[Value]) -> Vec<&'static str> {
+pub(crate) fn shape(chunks: &[Value]) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = Vec::new();
     for c in chunks {
         let k = kind(c);
@@ -112,19 +116,19 @@ pub fn shape(chunks: &[Value]) -> Vec<&'static str> {
     out
 }
 
-pub fn text_of(chunks: &[Value]) -> String {
+pub(crate) fn text_of(chunks: &[Value]) -> String {
     chunks
         .iter()
         .filter_map(|c| delta(c)["content"].as_str().filter(|_| kind(c) == "text"))
         .collect()
 }
 
-pub fn tool_chunks(chunks: &[Value]) -> Vec<&Value> {
+pub(crate) fn tool_chunks(chunks: &[Value]) -> Vec<&Value> {
     chunks.iter().filter(|c| kind(c) == "tool").collect()
 }
 
 /// A tool chunk's content parsed as JSON (it is sent as a string, like the history stores it).
-pub fn tool_content(chunk: &Value) -> Value {
+pub(crate) fn tool_content(chunk: &Value) -> Value {
     let content = &delta(chunk)["content"];
     match content.as_str() {
         Some(text) => serde_json::from_str(text).unwrap_or(Value::String(text.to_owned())),
@@ -132,7 +136,7 @@ pub fn tool_content(chunk: &Value) -> Value {
     }
 }
 
-pub fn assert_well_formed(s: &Streamed) {
+pub(crate) fn assert_well_formed(s: &Streamed) {
     assert_eq!(s.status, StatusCode::OK, "{}", s.raw);
     assert!(
         s.content_type.starts_with("text/event-stream"),
@@ -151,7 +155,7 @@ pub fn assert_well_formed(s: &Streamed) {
     }
 }
 
-pub fn assert_finished(s: &Streamed, finish: &str) {
+pub(crate) fn assert_finished(s: &Streamed, finish: &str) {
     assert_well_formed(s);
     let last = s.chunks.last().unwrap();
     assert_eq!(last["choices"][0]["finish_reason"], finish, "{last}");
@@ -163,7 +167,7 @@ pub fn assert_finished(s: &Streamed, finish: &str) {
 }
 
 /// Role, content and tool-call names/arguments of each history entry (ids and times dropped).
-pub fn comparable(history: &[Value]) -> Vec<Value> {
+pub(crate) fn comparable(history: &[Value]) -> Vec<Value> {
     history
         .iter()
         .map(|e| {
@@ -181,7 +185,7 @@ pub fn comparable(history: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-pub fn assert_error_end(s: &Streamed) -> Value {
+pub(crate) fn assert_error_end(s: &Streamed) -> Value {
     assert_well_formed(s);
     let last = s.chunks.last().unwrap();
     assert_eq!(kind(last), "error", "{}", s.raw);

@@ -13,7 +13,7 @@ use tokio::net::UnixDatagram;
 use crate::common::binary::{self, AGENTD};
 use crate::common::{KEY, toml_str};
 
-pub fn catalog(tools: &[&str]) -> String {
+pub(crate) fn catalog(tools: &[&str]) -> String {
     tools
         .iter()
         .map(|name| {
@@ -26,14 +26,14 @@ pub fn catalog(tools: &[&str]) -> String {
 }
 
 /// A running `agentd serve` with its notify socket; killed when dropped.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub process: binary::Daemon,
     pub addr: String,
     pub notify: UnixDatagram,
     pub http: reqwest::Client,
 }
 
-pub struct Setup<'a> {
+pub(crate) struct Setup<'a> {
     pub dir: &'a Path,
     pub tools: &'a Path,
     pub mock: &'a MockModel,
@@ -43,7 +43,7 @@ pub struct Setup<'a> {
 
 impl<'a> Setup<'a> {
     /// A daemon on `dir` with `tools` against `mock`, no overrides, no extra environment.
-    pub fn new(dir: &'a Path, tools: &'a Path, mock: &'a MockModel) -> Self {
+    pub(crate) fn new(dir: &'a Path, tools: &'a Path, mock: &'a MockModel) -> Self {
         Self {
             dir,
             tools,
@@ -54,18 +54,18 @@ impl<'a> Setup<'a> {
     }
 
     /// `--set` overrides.
-    pub fn sets(self, sets: &'a [&'a str]) -> Self {
+    pub(crate) fn sets(self, sets: &'a [&'a str]) -> Self {
         Self { sets, ..self }
     }
 
     /// Extra environment variables.
-    pub fn env(self, env: &'a [(&'a str, &'a str)]) -> Self {
+    pub(crate) fn env(self, env: &'a [(&'a str, &'a str)]) -> Self {
         Self { env, ..self }
     }
 }
 
 impl Daemon {
-    pub async fn start(setup: Setup<'_>) -> Daemon {
+    pub(crate) async fn start(setup: Setup<'_>) -> Daemon {
         agentd::daemon::install_crypto_provider();
         let socket_path = setup.dir.join(format!(
             "notify-{}",
@@ -114,16 +114,16 @@ impl Daemon {
         }
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         self.process.log()
     }
 
-    pub fn signal(&self, name: &str) {
+    pub(crate) fn signal(&self, name: &str) {
         self.process.signal(name);
     }
 
     /// The next datagram, or `None` after `wait`.
-    pub async fn datagram(&self, wait: Duration) -> Option<String> {
+    pub(crate) async fn datagram(&self, wait: Duration) -> Option<String> {
         let mut buf = vec![0u8; 4096];
         match tokio::time::timeout(wait, self.notify.recv(&mut buf)).await {
             Ok(Ok(n)) => Some(String::from_utf8_lossy(&buf[..n]).into_owned()),
@@ -132,7 +132,7 @@ impl Daemon {
     }
 
     /// Reads datagrams until one contains `needle`; returns it and everything before it.
-    pub async fn expect(&self, needle: &str) -> (String, Vec<String>) {
+    pub(crate) async fn expect(&self, needle: &str) -> (String, Vec<String>) {
         let deadline = Instant::now() + Duration::from_secs(15);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
@@ -146,11 +146,11 @@ impl Daemon {
         panic!("no `{needle}` datagram; got {seen:?}\nlog:\n{}", self.log());
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
-    pub async fn call(
+    pub(crate) async fn call(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -159,7 +159,7 @@ impl Daemon {
         crate::common::request(&self.http, method, self.url(path), body).await
     }
 
-    pub async fn session(&self) -> String {
+    pub(crate) async fn session(&self) -> String {
         let (s, agent) = self
             .call(
                 reqwest::Method::POST,
@@ -179,7 +179,7 @@ impl Daemon {
         session["id"].as_str().unwrap().to_owned()
     }
 
-    pub async fn chat(&self, session: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn chat(&self, session: &str, body: Value) -> (StatusCode, Value) {
         self.call(
             reqwest::Method::POST,
             &format!("/api/sessions/{session}/chat"),
@@ -189,12 +189,12 @@ impl Daemon {
     }
 
     /// Waits for the process to end; panics after `limit`.
-    pub fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self, limit: Duration) -> std::process::ExitStatus {
         self.process.wait_exit(limit)
     }
 }
 
-pub fn offered_tools(request: &Value) -> Vec<String> {
+pub(crate) fn offered_tools(request: &Value) -> Vec<String> {
     request["tools"]
         .as_array()
         .map(|tools| {
@@ -207,11 +207,11 @@ pub fn offered_tools(request: &Value) -> Vec<String> {
 }
 
 /// The model request of the latest chat (the mock calls an offered tool first, then answers).
-pub fn last(mock: &MockModel) -> Value {
+pub(crate) fn last(mock: &MockModel) -> Value {
     mock.last_request().expect("the model was called")
 }
 
-pub fn write_tools(dir: &Path, text: &str) -> PathBuf {
+pub(crate) fn write_tools(dir: &Path, text: &str) -> PathBuf {
     let path = dir.join("tools.toml");
     std::fs::write(&path, text).unwrap();
     path

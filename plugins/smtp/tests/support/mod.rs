@@ -32,10 +32,10 @@ fn script() -> PathBuf {
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(PathBuf);
+pub(crate) struct TempDir(PathBuf);
 
 impl TempDir {
-    pub fn new(label: &str) -> Self {
+    pub(crate) fn new(label: &str) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
             "agentd-smtp-{label}-{}-{}",
@@ -47,11 +47,11 @@ impl TempDir {
         Self(path)
     }
 
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.0
     }
 
-    pub fn join(&self, name: &str) -> PathBuf {
+    pub(crate) fn join(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
 }
@@ -64,14 +64,14 @@ impl Drop for TempDir {
 
 /// Certificates made by the script: a CA, a server certificate it signed for 127.0.0.1 and
 /// localhost, and an unrelated CA.
-pub struct Certs {
+pub(crate) struct Certs {
     pub ca: PathBuf,
     pub wrong_ca: PathBuf,
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-pub fn gen_certs(dir: &TempDir) -> Certs {
+pub(crate) fn gen_certs(dir: &TempDir) -> Certs {
     let out = python()
         .arg(script())
         .arg("--gen-certs")
@@ -92,7 +92,7 @@ pub fn gen_certs(dir: &TempDir) -> Certs {
 }
 
 /// A running aiosmtpd server; killed on drop.
-pub struct SmtpServer {
+pub(crate) struct SmtpServer {
     child: Child,
     pub port: u16,
     spool: PathBuf,
@@ -100,7 +100,7 @@ pub struct SmtpServer {
 
 impl SmtpServer {
     /// Starts the server with extra `args`, spooling into `dir`, and waits for `READY <port>`.
-    pub fn start(dir: &TempDir, args: &[&str]) -> Self {
+    pub(crate) fn start(dir: &TempDir, args: &[&str]) -> Self {
         let spool = dir.join("spool.jsonl");
         let mut child = python()
             .arg(script())
@@ -136,7 +136,7 @@ impl SmtpServer {
     }
 
     /// Every spooled event, in order.
-    pub fn events(&self) -> Vec<Value> {
+    pub(crate) fn events(&self) -> Vec<Value> {
         match std::fs::read_to_string(&self.spool) {
             Ok(text) => text
                 .lines()
@@ -147,7 +147,7 @@ impl SmtpServer {
     }
 
     /// Spooled events of one kind (`message`, `mail`, `rcpt`).
-    pub fn events_of(&self, kind: &str) -> Vec<Value> {
+    pub(crate) fn events_of(&self, kind: &str) -> Vec<Value> {
         self.events()
             .into_iter()
             .filter(|e| e["event"] == kind)
@@ -163,7 +163,7 @@ impl Drop for SmtpServer {
 }
 
 /// A loopback port with nothing listening on it.
-pub fn closed_port() -> u16 {
+pub(crate) fn closed_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
     drop(listener);
@@ -171,7 +171,7 @@ pub fn closed_port() -> u16 {
 }
 
 /// The unfolded value of header `name` in a raw message, if present.
-pub fn header(raw: &str, name: &str) -> Option<String> {
+pub(crate) fn header(raw: &str, name: &str) -> Option<String> {
     let head = raw
         .split("\r\n\r\n")
         .next()
