@@ -10,15 +10,25 @@ use std::time::Duration;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 
+/// Why a duration was refused. The message quotes what was written and says what to write.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    /// Not a number with a known unit, or out of range.
+    #[error("invalid duration `{0}` (write e.g. \"250ms\", \"30s\", \"2m\", \"1h\")")]
+    Unreadable(String),
+    /// Zero where only a positive duration makes sense.
+    #[error("invalid duration `{0}`: must be greater than zero")]
+    Zero(String),
+}
+
 /// Parses a duration; zero is allowed (use [`PositiveDuration`] where it is not).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     let text = text.trim();
     let split = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let invalid =
-        || format!("invalid duration `{text}` (write e.g. \"250ms\", \"30s\", \"2m\", \"1h\")");
+    let invalid = || DurationError::Unreadable(text.to_owned());
     let value: f64 = number.parse().map_err(|_| invalid())?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
@@ -31,10 +41,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// A number of seconds as written in configuration (`timeout = 2.5`); zero is allowed.
-fn seconds_to_duration(seconds: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(seconds).map_err(|_| {
-        format!("invalid duration `{seconds}` (write e.g. \"250ms\", \"30s\", \"2m\", \"1h\")")
-    })
+fn seconds_to_duration(seconds: f64) -> Result<Duration, DurationError> {
+    Duration::try_from_secs_f64(seconds).map_err(|_| DurationError::Unreadable(seconds.to_string()))
 }
 
 /// A duration greater than zero: a timeout, an interval, a deadline.
@@ -66,18 +74,17 @@ impl PositiveDuration {
     }
 
     /// Parses `"250ms"`, `"30s"`, `"2m"`, `"1h"` or a bare number of seconds.
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str) -> Result<Self, DurationError> {
         Self::positive(parse_duration(text)?, text.trim())
     }
 
     /// A number of seconds as written in configuration.
-    pub fn from_secs_f64(seconds: f64) -> Result<Self, String> {
+    pub fn from_secs_f64(seconds: f64) -> Result<Self, DurationError> {
         Self::positive(seconds_to_duration(seconds)?, &seconds.to_string())
     }
 
-    fn positive(duration: Duration, written: &str) -> Result<Self, String> {
-        Self::new(duration)
-            .ok_or_else(|| format!("invalid duration `{written}`: must be greater than zero"))
+    fn positive(duration: Duration, written: &str) -> Result<Self, DurationError> {
+        Self::new(duration).ok_or_else(|| DurationError::Zero(written.to_owned()))
     }
 }
 
@@ -88,9 +95,9 @@ impl From<PositiveDuration> for Duration {
 }
 
 impl FromStr for PositiveDuration {
-    type Err = String;
+    type Err = DurationError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, DurationError> {
         Self::parse(text)
     }
 }
@@ -138,7 +145,10 @@ pub fn deserialize_duration<'de, D: Deserializer<'de>>(
 }
 
 /// Accepts a string (parsed by `.0`) or a number of seconds (converted by `.1`).
-struct DurationVisitor<T>(fn(&str) -> Result<T, String>, fn(f64) -> Result<T, String>);
+struct DurationVisitor<T>(
+    fn(&str) -> Result<T, DurationError>,
+    fn(f64) -> Result<T, DurationError>,
+);
 
 impl<T> Visitor<'_> for DurationVisitor<T> {
     type Value = T;
@@ -188,19 +198,22 @@ mod tests {
         assert_eq!(parse("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse(" 30 "), Ok(Duration::from_secs(30)));
+        let zero = parse(" 0s ").unwrap_err();
+        assert_eq!(zero, DurationError::Zero("0s".to_owned()));
         assert_eq!(
-            parse(" 0s "),
-            Err("invalid duration `0s`: must be greater than zero".to_owned())
+            zero.to_string(),
+            "invalid duration `0s`: must be greater than zero"
         );
+        let negative = parse("-1s").unwrap_err();
+        assert_eq!(negative, DurationError::Unreadable("-1s".to_owned()));
         assert_eq!(
-            parse("-1s"),
-            Err(
-                "invalid duration `-1s` (write e.g. \"250ms\", \"30s\", \"2m\", \"1h\")".to_owned()
-            )
+            negative.to_string(),
+            "invalid duration `-1s` (write e.g. \"250ms\", \"30s\", \"2m\", \"1h\")"
         );
         assert!(
             PositiveDuration::from_secs_f64(-2.0)
                 .unwrap_err()
+                .to_string()
                 .contains("`-2`")
         );
         assert_eq!(PositiveDuration::new(Duration::ZERO), None);
@@ -220,11 +233,7 @@ mod tests {
         assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
         assert!(parse_duration("s").is_err());
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(
-            parse_duration("0s")
-                .unwrap_err()
-                .contains("greater than zero")
-        );
+        assert!(matches!(parse_duration("0s"), Err(DurationError::Zero(_))));
     }
 
     #[test]

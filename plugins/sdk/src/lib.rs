@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 
 pub use context::CallContext;
-pub use duration::{PositiveDuration, deserialize_duration, parse_duration};
+pub use duration::{DurationError, PositiveDuration, deserialize_duration, parse_duration};
 pub use error::{HandlerError, OptionsError};
 pub use json_kind::json_kind;
 pub use redact::{redact_url, redact_url_credentials, scrub, userinfo_secrets};
