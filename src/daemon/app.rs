@@ -43,7 +43,7 @@ pub struct App {
 }
 
 /// Installs the TLS crypto provider once per process (ring; no other provider is compiled in).
-pub fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 

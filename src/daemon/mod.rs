@@ -9,4 +9,5 @@ pub(crate) mod rlimit;
 pub(crate) mod server;
 pub(crate) mod signals;
 
-pub use app::{App, StartError, install_crypto_provider};
+pub(crate) use app::install_crypto_provider;
+pub use app::{App, StartError};

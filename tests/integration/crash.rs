@@ -78,7 +78,7 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
-    agentd::daemon::install_crypto_provider();
+    crate::common::install_crypto_provider();
     let http = reqwest::Client::new();
 
     let mut daemon = start(&data, &tools, &mock);

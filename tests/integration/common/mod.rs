@@ -93,6 +93,11 @@ pub(crate) struct TestDaemon {
     options_sets: Vec<String>,
 }
 
+/// The TLS crypto provider the test's own HTTP clients use (ring, as in the daemon).
+pub(crate) fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub(crate) fn registry() -> Registry {
     let mut registry = Registry::builtin();
     handlers::register(&mut registry);

@@ -66,7 +66,7 @@ impl<'a> Setup<'a> {
 
 impl Daemon {
     pub(crate) async fn start(setup: Setup<'_>) -> Daemon {
-        agentd::daemon::install_crypto_provider();
+        crate::common::install_crypto_provider();
         let socket_path = setup.dir.join(format!(
             "notify-{}",
             uuid::Uuid::new_v4()
