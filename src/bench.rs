@@ -16,7 +16,27 @@ use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::tool::{Catalog, Registry, validate};
 
-pub use crate::daemon::rlimit::{raise_hard_open_files, raise_open_files};
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit, as the daemon does at start; returns the
+/// limit now in force.
+pub fn raise_open_files() -> Option<u64> {
+    crate::daemon::rlimit::raise_open_files()
+}
+
+/// Raises the hard `RLIMIT_NOFILE` to `wanted` when it is lower (only a process with
+/// CAP_SYS_RESOURCE may); the error says why it stayed. The soft limit is left as it is.
+pub fn raise_hard_open_files(wanted: u64) -> rustix::io::Result<()> {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if limit.maximum.is_none_or(|hard| hard >= wanted) {
+        return Ok(());
+    }
+    rustix::process::setrlimit(
+        rustix::process::Resource::Nofile,
+        rustix::process::Rlimit {
+            current: limit.current,
+            maximum: Some(wanted),
+        },
+    )
+}
 
 /// The catalog shipped with the daemon.
 const SHIPPED_TOOLS: &str = include_str!("../tools.toml");
