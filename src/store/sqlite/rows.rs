@@ -5,6 +5,7 @@ use rusqlite::types::Value as SqlValue;
 use time::OffsetDateTime;
 
 use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson};
+use crate::store::sqlite::writer::BatchError;
 use crate::store::{
     CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, StoreError,
 };
@@ -19,6 +20,9 @@ pub(super) enum Failure {
     Json(#[from] serde_json::Error),
     #[error("{0}")]
     Invalid(String),
+    /// The transaction the write ran in did not commit.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -32,6 +36,10 @@ impl Failure {
                 StoreError::backend(format!("sqlite {operation}: invalid JSON"), error)
             }
             Failure::Invalid(reason) => StoreError::backend(format!("sqlite {operation}"), reason),
+            Failure::Batch(failed) => {
+                let (step, source) = failed.into_parts();
+                StoreError::backend(format!("sqlite {operation}: {step}"), source)
+            }
         }
     }
 }

@@ -9,7 +9,7 @@
 //! waits on tokio's blocking pool.
 
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use rusqlite::Connection;
 
@@ -20,13 +20,37 @@ use crate::store::sqlite::worker_thread::WorkerThread;
 const MAX_BATCH: usize = 256;
 
 /// How a job ended inside the batch: `Err` carries why it was not written.
-pub(super) type Settle = Box<dyn FnOnce(Result<(), &str>) + Send>;
+pub(super) type Settle = Box<dyn FnOnce(Result<(), &BatchError>) + Send>;
+
+/// Why a job was not written although it ran (or never ran): the transaction step that failed
+/// and SQLite's error, shared by every job it failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{step} failed: {source}")]
+pub(super) struct BatchError {
+    step: &'static str,
+    #[source]
+    source: Arc<rusqlite::Error>,
+}
+
+impl BatchError {
+    fn new(step: &'static str, source: rusqlite::Error) -> Self {
+        Self {
+            step,
+            source: Arc::new(source),
+        }
+    }
+
+    /// The step, for the context of a store error; the SQLite error is its source.
+    pub(super) fn into_parts(self) -> (&'static str, Arc<rusqlite::Error>) {
+        (self.step, self.source)
+    }
+}
 
 /// One write. `run` executes it inside the open transaction and says whether its changes stay
 /// (false rolls it back to its savepoint); `abort` answers a job that never got to run.
 pub(super) trait Job: Send {
     fn run(self: Box<Self>, conn: &Connection) -> (bool, Settle);
-    fn abort(self: Box<Self>, reason: &str);
+    fn abort(self: Box<Self>, reason: &BatchError);
 }
 
 /// Handle to the writer thread. Dropping it lets queued jobs finish, then joins the thread, so
@@ -60,7 +84,7 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
 
 fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
-        let reason = format!("could not begin a transaction: {e}");
+        let reason = BatchError::new("beginning a transaction", e);
         for job in batch.drain(..) {
             job.abort(&reason);
         }
@@ -85,22 +109,22 @@ fn commit_alone(conn: &Connection, job: Box<dyn Job>) {
     let ended = if keep {
         commit(conn)
     } else {
-        exec(conn, "ROLLBACK").map_err(|e| format!("rollback failed: {e}"))
+        exec(conn, "ROLLBACK").map_err(|e| BatchError::new("rollback", e))
     };
     settle_all([settle], ended);
 }
 
-fn commit(conn: &Connection) -> Result<(), String> {
+fn commit(conn: &Connection) -> Result<(), BatchError> {
     exec(conn, "COMMIT").map_err(|e| {
         let _ = exec(conn, "ROLLBACK");
-        format!("commit failed: {e}")
+        BatchError::new("commit", e)
     })
 }
 
 /// Tells every job of the batch how the transaction ended.
-fn settle_all(settles: impl IntoIterator<Item = Settle>, ended: Result<(), String>) {
+fn settle_all(settles: impl IntoIterator<Item = Settle>, ended: Result<(), BatchError>) {
     for settle in settles {
-        let outcome = ended.as_ref().map(|_| ()).map_err(String::as_str);
+        let outcome = ended.as_ref().map(|_| ());
         if panic::catch_unwind(AssertUnwindSafe(|| settle(outcome))).is_err() {
             tracing::error!("settling a store write panicked");
         }
@@ -109,7 +133,7 @@ fn settle_all(settles: impl IntoIterator<Item = Settle>, ended: Result<(), Strin
 
 fn run_in_savepoint(conn: &Connection, job: Box<dyn Job>) -> Settle {
     if let Err(e) = exec(conn, "SAVEPOINT job") {
-        let reason = format!("could not open a savepoint: {e}");
+        let reason = BatchError::new("opening a savepoint", e);
         return Box::new(move |_| job.abort(&reason));
     }
     let (keep, settle) = run_guarded(conn, job);
@@ -121,7 +145,7 @@ fn run_in_savepoint(conn: &Connection, job: Box<dyn Job>) -> Settle {
     match closed {
         Ok(()) => settle,
         Err(e) => {
-            let reason = format!("could not close a savepoint: {e}");
+            let reason = BatchError::new("closing a savepoint", e);
             Box::new(move |_| settle(Err(&reason)))
         }
     }
@@ -134,7 +158,7 @@ fn run_guarded(conn: &Connection, job: Box<dyn Job>) -> (bool, Settle) {
         Ok(ran) => ran,
         Err(_) => {
             tracing::error!("a store write panicked; it was rolled back");
-            let nothing: Settle = Box::new(|_: Result<(), &str>| {});
+            let nothing: Settle = Box::new(|_: Result<(), &BatchError>| {});
             (false, nothing)
         }
     }
@@ -173,7 +197,7 @@ where
                     after_commit(&value);
                     Ok(value)
                 }
-                (Ok(_), Err(reason)) => Err(Failure::Invalid(reason.to_owned())),
+                (Ok(_), Err(reason)) => Err(Failure::Batch(reason.clone())),
                 (Err(failure), _) => Err(failure),
             };
             let _ = reply.send(outcome);
@@ -181,8 +205,8 @@ where
         (keep, settle)
     }
 
-    fn abort(self: Box<Self>, reason: &str) {
-        let _ = self.reply.send(Err(Failure::Invalid(reason.to_owned())));
+    fn abort(self: Box<Self>, reason: &BatchError) {
+        let _ = self.reply.send(Err(Failure::Batch(reason.clone())));
     }
 }
 
@@ -268,5 +292,40 @@ mod tests {
         });
         assert!(matches!(kept.await, Ok(Ok(()))));
         assert_eq!(rows_of_t(&writer).await, vec![3]);
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_fails_keeps_sqlites_error_as_the_source() {
+        let conn = Connection::open_in_memory().expect("open");
+        // A deferred foreign key is checked at COMMIT: the write runs, the commit refuses it.
+        conn.execute_batch(
+            "PRAGMA foreign_keys = ON;
+             CREATE TABLE parent (id INTEGER PRIMARY KEY);
+             CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
+        )
+        .expect("schema");
+        let writer = Writer::start(conn).expect("start");
+        let orphan = write(&writer, |c| {
+            c.execute("INSERT INTO child VALUES (7)", [])?;
+            Ok(())
+        });
+        let failure = orphan
+            .await
+            .expect("reply")
+            .expect_err("the commit refuses it");
+        assert!(matches!(failure, Failure::Batch(_)), "{failure:?}");
+        let error = failure.into_store_error("write");
+        assert!(
+            error.to_string().contains("sqlite write: commit"),
+            "{error}"
+        );
+        let source = std::error::Error::source(&error).expect("a source");
+        let sqlite = source
+            .downcast_ref::<Arc<rusqlite::Error>>()
+            .expect("SQLite's own error");
+        assert_eq!(
+            sqlite.sqlite_error_code(),
+            Some(rusqlite::ErrorCode::ConstraintViolation)
+        );
     }
 }
