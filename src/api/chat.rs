@@ -21,9 +21,13 @@ use super::records::{
 use super::resources::{load, rfc3339};
 use super::sessions::Sessions;
 use crate::provider::Usage;
+use crate::session::lock::TurnGuard;
 use crate::session::{ChatMessage, Role, ToolCallRequest};
 use crate::tool::{Outcome, ToolRun};
-use crate::turn::{TurnContext, TurnError, TurnOutcome, TurnRequest};
+use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Deserialize)]
 struct InputMessage {
@@ -334,30 +338,12 @@ pub(super) async fn chat(
     if stream {
         return Ok(super::sse::stream_turn(state, ctx, request, guard).await);
     }
-    // The turn runs in its own task: a client that hangs up does not cut it off half-way. A
-    // delete of the session cancels it.
     let cancel = state.abort.child_token();
-    guard.cancel_on_take_over(&cancel);
-    let engine = state.engine.clone();
-    let span = tracing::info_span!("turn", session_id = %session_id);
-    let turn = tokio::spawn(
-        async move {
-            let outcome = engine.run(&ctx, request, None, &cancel).await;
-            drop(guard);
-            outcome
-        }
-        .instrument(span),
-    );
+    let turn = spawn_turn(&state, ctx, request, guard, cancel, None);
     let outcome = turn.await.map_err(|e| {
         tracing::error!(error = %e, "turn task failed");
         ApiError::Internal
-    })?;
-    let outcome = match outcome {
-        Err(TurnError::Cancelled) if !state.is_draining() => {
-            return Err(deleted_under_turn(&session_id));
-        }
-        outcome => outcome?,
-    };
+    })??;
     let body = response_body(&session_id, &outcome).map_err(|e| {
         tracing::error!(error = %e, "cannot encode the chat response");
         ApiError::Internal
@@ -451,8 +437,36 @@ fn response_body(session_id: &str, outcome: &TurnOutcome) -> Result<Vec<u8>, ser
     })
 }
 
+/// Runs a turn in a task of its own, so a client that hangs up does not cut it off half-way.
+/// `cancel` stops it, and so does a delete of the session taking the lock over. The lock is
+/// released as soon as the turn returns, before anyone hears of the outcome, so a next chat
+/// sent right after the answer (or the last chunk) never meets a 409.
+pub(super) fn spawn_turn(
+    state: &AppState,
+    ctx: TurnContext,
+    request: TurnRequest,
+    guard: TurnGuard,
+    cancel: CancellationToken,
+    events: Option<mpsc::Sender<TurnEvent>>,
+) -> JoinHandle<Result<TurnOutcome, ApiError>> {
+    guard.cancel_on_take_over(&cancel);
+    let state = state.clone();
+    let span = tracing::info_span!("turn", session_id = %ctx.session_id, stream = events.is_some());
+    tokio::spawn(
+        async move {
+            let outcome = state.engine.run(&ctx, request, events, &cancel).await;
+            drop(guard);
+            outcome.map_err(|error| match error {
+                TurnError::Cancelled if !state.is_draining() => deleted_under_turn(&ctx.session_id),
+                error => ApiError::from(error),
+            })
+        }
+        .instrument(span),
+    )
+}
+
 /// A turn cancelled while agentd is not draining was cancelled by a delete of its session.
-pub(super) fn deleted_under_turn(session_id: &str) -> ApiError {
+fn deleted_under_turn(session_id: &str) -> ApiError {
     ApiError::Conflict(format!(
         "session `{session_id}` was deleted while this chat turn ran; the turn was stopped"
     ))

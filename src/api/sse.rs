@@ -14,9 +14,9 @@ use futures_util::Stream;
 use serde::Serialize;
 use serde_json::Value;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 use tokio_util::sync::DropGuard;
-use tracing::Instrument;
 
 use super::AppState;
 use super::error::ApiError;
@@ -25,7 +25,7 @@ use crate::provider::Usage;
 use crate::session::ToolCallRequest;
 use crate::session::lock::TurnGuard;
 use crate::telemetry;
-use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
+use crate::turn::{TurnContext, TurnEvent, TurnOutcome, TurnRequest};
 
 enum Item {
     Event(TurnEvent),
@@ -36,7 +36,7 @@ enum Item {
 /// turn has returned), then the outcome.
 struct Feed {
     events: mpsc::Receiver<TurnEvent>,
-    outcome: Option<oneshot::Receiver<Result<TurnOutcome, ApiError>>>,
+    outcome: Option<JoinHandle<Result<TurnOutcome, ApiError>>>,
 }
 
 impl Feed {
@@ -62,31 +62,9 @@ pub(super) async fn stream_turn(
     guard: TurnGuard,
 ) -> Response {
     let (events_tx, events) = mpsc::channel::<TurnEvent>(state.limits.stream_buffer_events);
-    let (outcome_tx, outcome) = oneshot::channel();
     let cancel = state.abort.child_token();
-    guard.cancel_on_take_over(&cancel);
     let stop_on_drop = cancel.clone().drop_guard();
-    let turn_state = state.clone();
-    let span = tracing::info_span!("turn", session_id = %ctx.session_id, stream = true);
-    tokio::spawn(
-        async move {
-            let result = turn_state
-                .engine
-                .run(&ctx, request, Some(events_tx), &cancel)
-                .await
-                .map_err(|error| match error {
-                    TurnError::Cancelled if !turn_state.is_draining() => {
-                        super::chat::deleted_under_turn(&ctx.session_id)
-                    }
-                    error => ApiError::from(error),
-                });
-            // The session is free before the client learns the turn ended, so a next chat sent
-            // right after the last chunk (or the error status) never meets a 409.
-            drop(guard);
-            let _ = outcome_tx.send(result);
-        }
-        .instrument(span),
-    );
+    let outcome = super::chat::spawn_turn(&state, ctx, request, guard, cancel, Some(events_tx));
     let mut feed = Feed {
         events,
         outcome: Some(outcome),

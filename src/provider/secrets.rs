@@ -26,9 +26,16 @@ impl Scrubber {
     }
 
     /// `text` without URL user-info and without any of the secrets.
-    pub(crate) fn text(&self, text: &str) -> String {
+    pub(crate) fn clean(&self, text: &str) -> String {
         let secrets: Vec<&str> = self.secrets.iter().map(|s| s.expose_secret()).collect();
         agentd_sdk::scrub(text, &secrets).into_owned()
+    }
+
+    /// `text` cleaned, then cut to [`MAX_ERROR_TEXT`] bytes: what a client or a log may see of
+    /// a message that can quote the provider's answer (a parse error quotes the value it
+    /// choked on). Cutting after cleaning keeps a secret across the cut from half-surviving.
+    pub(crate) fn text(&self, text: &str) -> String {
+        shortened(self.clean(text))
     }
 
     /// The same error with its text cleaned.
@@ -43,6 +50,22 @@ impl Scrubber {
             other @ (ProviderError::Timeout(_) | ProviderError::RequestTooLarge { .. }) => other,
         }
     }
+}
+
+/// Longest error text quoted back to a client or into a log.
+pub(crate) const MAX_ERROR_TEXT: usize = 500;
+
+/// `text` cut to [`MAX_ERROR_TEXT`] bytes at a character boundary, marked with `…` when cut.
+pub(crate) fn shortened(mut text: String) -> String {
+    if text.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
 }
 
 /// `scheme://host:port/path` of `url`, for logs: no user-info, query or fragment.

@@ -12,7 +12,26 @@ use tokio_util::sync::CancellationToken;
 /// Per-session locks, created on demand and dropped when no turn holds them.
 #[derive(Default)]
 pub struct TurnLocks {
-    slots: Mutex<HashMap<String, Arc<Slot>>>,
+    slots: Mutex<Slots>,
+}
+
+/// Size of the lock map below which locks nobody holds are not swept out.
+const FIRST_SWEEP: usize = 1024;
+
+/// The locks, and the size at which the next sweep runs: twice what the last one kept, so
+/// with many turns running at once the map is not scanned on every acquire.
+struct Slots {
+    map: HashMap<String, Arc<Slot>>,
+    sweep_at: usize,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Self {
+            map: HashMap::new(),
+            sweep_at: FIRST_SWEEP,
+        }
+    }
 }
 
 /// One session's lock, and how to stop the turn that holds it.
@@ -104,10 +123,11 @@ impl TurnLocks {
     fn slot(&self, session_id: &str) -> Arc<Slot> {
         let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         // Forget locks nobody holds, so the map does not grow with every session ever seen.
-        if slots.len() > 1024 {
-            slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+        if slots.map.len() > slots.sweep_at {
+            slots.map.retain(|_, slot| Arc::strong_count(slot) > 1);
+            slots.sweep_at = (2 * slots.map.len()).max(FIRST_SWEEP);
         }
-        Arc::clone(slots.entry(session_id.to_owned()).or_default())
+        Arc::clone(slots.map.entry(session_id.to_owned()).or_default())
     }
 }
 

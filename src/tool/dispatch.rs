@@ -178,7 +178,11 @@ impl Dispatcher {
                 .await;
             log_run(session_id, &run);
             // A name the model made up is not a label value.
-            let tool = (run.outcome.as_str() != "unknown_tool").then_some(run.name.as_str());
+            let made_up = matches!(
+                run.outcome,
+                Outcome::Error(FailureKind::Dispatch(DispatchFailure::UnknownTool))
+            );
+            let tool = (!made_up).then_some(run.name.as_str());
             crate::telemetry::metrics().record_tool_call(tool, run.outcome.as_str(), run.duration);
             if let Some(progress) = progress {
                 progress(&run).await;
@@ -278,7 +282,7 @@ impl Dispatcher {
                 .journal_finish(session_id, &call.id, &digest, &content)
                 .await
         {
-            tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal finish failed");
+            tracing::warn!(session_id, tool = name, call_id = %failure::shown(&call.id), %error, "journal finish failed");
         }
         ToolRun {
             call_id: call.id.clone(),
@@ -334,7 +338,7 @@ impl Dispatcher {
             },
             Ok(None) => Ending::Failure(failure::outcome_unknown()),
             Err(error) => {
-                tracing::warn!(session_id, tool = name, call_id = %call.id, %error, "journal lookup failed");
+                tracing::warn!(session_id, tool = name, call_id = %failure::shown(&call.id), %error, "journal lookup failed");
                 Ending::Failure(failure::journal_unavailable())
             }
         }

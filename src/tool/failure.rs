@@ -122,7 +122,7 @@ pub(super) fn unknown_tool(name: &str, offered: &[String]) -> Failure {
     let mut message = format!("there is no tool named `{}`", shown(name));
     // A name far longer than any offered one is no typo (and would cost an edit distance).
     let plausible = name.len() <= 4 * SHOWN_CHARS;
-    if let Some(close) = closest(name, offered).filter(|_| plausible) {
+    if let Some(close) = plausible.then(|| closest(name, offered)).flatten() {
         message.push_str(&format!("; did you mean `{close}`?"));
     } else if offered.is_empty() {
         message.push_str("; no tools are available");

@@ -4,6 +4,7 @@
 //! the model can read (`outcome_unknown` for a call that started but never finished,
 //! `no_result` for one that never ran).
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use serde_json::json;
@@ -11,14 +12,23 @@ use serde_json::json;
 use super::TurnError;
 use crate::session::{ChatMessage, Entry, EntrySource, Role, call_digest_of_text};
 use crate::store::{CallStatus, Store};
+use crate::tool::DispatchFailure;
 
 /// A call in history without a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PendingCall {
     pub id: String,
     pub name: String,
-    /// The journal's identity of the call's content.
-    pub digest: String,
+    /// The call's arguments as the model wrote them.
+    pub arguments: String,
+}
+
+impl PendingCall {
+    /// The journal's identity of the call's content; computed only for a call the request
+    /// does not answer, the one case that asks the journal.
+    pub(crate) fn digest(&self) -> String {
+        call_digest_of_text(&self.name, &self.arguments)
+    }
 }
 
 /// Calls in history without a result, in order.
@@ -44,7 +54,7 @@ pub(crate) fn unanswered(history: &[Arc<Entry>]) -> Vec<PendingCall> {
         .map(|c| PendingCall {
             id: c.id.clone(),
             name: c.function.name.clone(),
-            digest: call_digest_of_text(&c.function.name, &c.function.arguments),
+            arguments: c.function.arguments.clone(),
         })
         .collect()
 }
@@ -60,8 +70,12 @@ pub(super) async fn reconcile(
     let pending = unanswered(history);
     let mut answers = Vec::new();
     let mut rest = Vec::new();
+    // Ids of the calls the request's own messages make so far: a result in the request may
+    // answer one of them instead of a pending call.
+    let mut called_in_request: HashSet<String> = HashSet::new();
     for (i, message) in incoming.into_iter().enumerate() {
         if message.role != Role::Tool {
+            called_in_request.extend(message.calls().iter().map(|c| c.id.clone()));
             rest.push((message, EntrySource::ApiRequest));
             continue;
         }
@@ -71,9 +85,7 @@ pub(super) async fn reconcile(
                 "a `tool` message needs the `tool_call_id` of the call it answers",
             ));
         };
-        let in_request = rest
-            .iter()
-            .any(|(m, _): &(ChatMessage, _)| m.calls().iter().any(|c| c.id == id));
+        let in_request = called_in_request.contains(&id);
         if !in_request && !pending.iter().any(|p| p.id == id) {
             return Err(TurnError::invalid(
                 format!("messages.{i}.tool_call_id"),
@@ -87,7 +99,8 @@ pub(super) async fn reconcile(
         }
     }
     let mut ordered = Vec::with_capacity(pending.len() + rest.len());
-    for PendingCall { id, name, digest } in &pending {
+    for call in &pending {
+        let PendingCall { id, name, .. } = call;
         if let Some(pos) = answers
             .iter()
             .position(|m| m.tool_call_id.as_deref() == Some(id))
@@ -97,12 +110,12 @@ pub(super) async fn reconcile(
             ordered.push((message, EntrySource::ApiRequest));
             continue;
         }
-        let content = match store.journal_get(session_id, id, digest).await? {
+        let content = match store.journal_get(session_id, id, &call.digest()).await? {
             Some(record) if record.status == CallStatus::Finished => {
                 record.result.unwrap_or_default()
             }
             Some(_) => error_result(
-                "outcome_unknown",
+                DispatchFailure::OutcomeUnknown.as_str(),
                 "this call was started but its result was lost (the daemon stopped while it ran); it was not run again: check its effect before calling it again",
             ),
             None => error_result(
@@ -196,7 +209,7 @@ mod tests {
         let first = &unanswered(&tail)[0];
         assert_eq!((first.id.as_str(), first.name.as_str()), ("b1", "tool_b1"));
         assert_eq!(
-            first.digest,
+            first.digest(),
             crate::session::call_digest_of_text("tool_b1", "{}")
         );
         tail.extend([result("b1"), result("b3")]);

@@ -6,6 +6,10 @@ use serde_json::{Map, Value};
 
 /// Schemas nested deeper than this get `null` (guards against `$ref` cycles).
 const MAX_DEPTH: usize = 8;
+/// Most items of a generated array, whatever `minItems` the schema asks for.
+const MAX_ITEMS: usize = 64;
+/// Most characters of a generated string, whatever `minLength` the schema asks for.
+const MAX_LENGTH: usize = 64 * 1024;
 const FALLBACK_ADDRESS: &str = "user@example.com";
 
 /// What the user asked for, pre-digested once per request.
@@ -164,7 +168,8 @@ impl<'s> Synth<'s, '_> {
                 } else {
                     self.value(name, item, depth + 1)
                 };
-                Value::Array(vec![element; usize::try_from(count).unwrap_or(1)])
+                let count = usize::try_from(count).unwrap_or(MAX_ITEMS).min(MAX_ITEMS);
+                Value::Array(vec![element; count])
             }
             _ => self.object(schema, depth),
         }
@@ -236,7 +241,7 @@ fn fit_length(mut text: String, schema: &Value) -> String {
         }
     }
     if let Some(min) = schema.get("minLength").and_then(Value::as_u64) {
-        let min = usize::try_from(min).unwrap_or(0);
+        let min = usize::try_from(min).unwrap_or(MAX_LENGTH).min(MAX_LENGTH);
         let have = text.chars().count();
         text.extend(std::iter::repeat_n('x', min.saturating_sub(have)));
     }

@@ -140,7 +140,7 @@ impl MockModel {
 
     /// The most recent recorded request body.
     pub fn last_request(&self) -> Option<Value> {
-        self.shared.recorded().pop().map(|request| request.body)
+        self.shared.last_body()
     }
 
     /// Recorded requests with arrival time, path and headers.

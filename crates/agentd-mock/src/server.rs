@@ -170,12 +170,11 @@ pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
 
 /// A 400 in OpenAI's error shape.
 pub(crate) fn invalid(message: &str, param: Option<&str>) -> Response {
-    let body = json!({"error": {
-        "message": message,
-        "type": "invalid_request_error",
-        "param": param,
-        "code": null,
-    }});
+    let body = wire::InvalidRequest {
+        message: message.to_owned(),
+        param: param.map(str::to_owned),
+    }
+    .body();
     json_response(StatusCode::BAD_REQUEST, &body)
 }
 

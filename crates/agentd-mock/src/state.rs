@@ -124,6 +124,13 @@ impl Shared {
         locked(&self.recorded).clone()
     }
 
+    /// The most recent recorded body, copying nothing else.
+    pub(crate) fn last_body(&self) -> Option<Value> {
+        locked(&self.recorded)
+            .last()
+            .map(|request| request.body.clone())
+    }
+
     pub(crate) fn bodies(&self) -> Vec<Value> {
         locked(&self.recorded)
             .iter()

@@ -69,7 +69,7 @@ impl HandlerFactory for HttpFactory {
                 "allowed_hosts": { "type": "array", "items": { "type": "string" }, "minItems": 1, "description": "the URL's host must be one of these" },
                 "headers": { "type": "object", "additionalProperties": { "type": "string" }, "description": "static request headers" },
                 "bearer_token": secret_ref_schema("sent as Authorization: Bearer; a secret reference"),
-                "timeout": duration_schema("the whole request", "10s", false),
+                "timeout": duration_schema("the whole request", DEFAULT_TIMEOUT, false),
                 "max_response_bytes": { "type": "integer", "minimum": 1, "default": DEFAULT_MAX_RESPONSE_BYTES },
             },
         })

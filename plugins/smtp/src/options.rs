@@ -207,7 +207,9 @@ fn parse_policy(reader: &mut Reader<'_>) -> Option<RecipientPolicy> {
             )),
         }
     }
-    let max_recipients: usize = reader.get("max_recipients").unwrap_or(10);
+    let max_recipients: usize = reader
+        .get("max_recipients")
+        .unwrap_or(DEFAULT_MAX_RECIPIENTS);
     if max_recipients == 0 {
         reader.problem("`max_recipients` must be at least 1");
         return None;
@@ -295,16 +297,16 @@ fn parse_relay(reader: &mut Reader<'_>) -> Option<RelayOptions> {
             }
         }
     });
-    let pool_size: usize = reader.get("pool_size").unwrap_or(4);
+    let pool_size: usize = reader.get("pool_size").unwrap_or(DEFAULT_POOL_SIZE);
     if pool_size == 0 {
         reader.problem("`pool_size` must be at least 1");
     }
-    let max_attempts: u32 = reader.get("max_attempts").unwrap_or(3);
+    let max_attempts: u32 = reader.get("max_attempts").unwrap_or(DEFAULT_MAX_ATTEMPTS);
     if !(1..=10).contains(&max_attempts) {
         reader.problem("`max_attempts` must be between 1 and 10");
     }
-    let connect_timeout = reader.duration("connect_timeout", Duration::from_secs(10));
-    let send_timeout = reader.duration("send_timeout", Duration::from_secs(30));
+    let connect_timeout = reader.duration("connect_timeout", DEFAULT_CONNECT_TIMEOUT);
+    let send_timeout = reader.duration("send_timeout", DEFAULT_SEND_TIMEOUT);
 
     let (host, security) = (host?, security?);
     Some(RelayOptions {
@@ -363,6 +365,17 @@ pub(crate) fn is_loopback(host: &str) -> bool {
     bare.eq_ignore_ascii_case("localhost")
         || bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
+
+/// Recipients of one message (to + cc + bcc + reply_to) when `max_recipients` is not set.
+pub(crate) const DEFAULT_MAX_RECIPIENTS: usize = 10;
+/// Relay connections kept open when `pool_size` is not set.
+pub(crate) const DEFAULT_POOL_SIZE: usize = 4;
+/// Attempts for a transient failure when `max_attempts` is not set.
+pub(crate) const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+/// TCP connect time to the relay when `connect_timeout` is not set.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// One whole delivery attempt when `send_timeout` is not set.
+pub(crate) const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Relay timeouts are shorter than this: a longer one is a typo (`"10h"` for `"10s"`).
 const MAX_RELAY_TIMEOUT: Duration = Duration::from_secs(86_400);

@@ -4,6 +4,12 @@
 use agentd_sdk::{duration_schema, secret_ref_schema};
 use serde_json::{Value, json};
 
+use crate::message::{DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_HEADER_BYTES};
+use crate::options::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_ATTEMPTS, DEFAULT_MAX_RECIPIENTS, DEFAULT_POOL_SIZE,
+    DEFAULT_SEND_TIMEOUT,
+};
+
 pub(crate) fn options_schema() -> Value {
     let addresses = json!({ "type": "array", "items": { "type": "string" } });
     json!({
@@ -15,19 +21,19 @@ pub(crate) fn options_schema() -> Value {
             "from": { "type": "string", "description": "sender, addr@domain or Name <addr@domain>" },
             "allowed_domains": with_description(&addresses, "domains every address the model writes must be in (exact match)"),
             "allowed_addresses": with_description(&addresses, "single addresses allowed besides allowed_domains"),
-            "max_recipients": { "type": "integer", "minimum": 1, "default": 10, "description": "to + cc + bcc + reply_to per message" },
-            "max_body_bytes": { "type": "integer", "minimum": 1, "default": 1_048_576, "description": "body and html together" },
-            "max_header_bytes": { "type": "integer", "minimum": 1, "default": 998, "description": "the subject and each address" },
+            "max_recipients": { "type": "integer", "minimum": 1, "default": DEFAULT_MAX_RECIPIENTS, "description": "to + cc + bcc + reply_to per message" },
+            "max_body_bytes": { "type": "integer", "minimum": 1, "default": DEFAULT_MAX_BODY_BYTES, "description": "body and html together" },
+            "max_header_bytes": { "type": "integer", "minimum": 1, "default": DEFAULT_MAX_HEADER_BYTES, "description": "the subject and each address" },
             "host": { "type": "string", "description": "relay host (transport smtp)" },
             "port": { "type": "integer", "minimum": 1, "maximum": 65535, "description": "587 for starttls, 465 for tls, 25 for none" },
             "security": { "enum": ["starttls", "tls", "none"], "default": "starttls", "description": "none only for loopback relays" },
             "username": { "type": "string", "description": "AUTH user name" },
             "password": secret_ref_schema("AUTH password: a secret reference, never the password itself"),
             "ca_file": { "type": "string", "description": "PEM file with extra CA certificates" },
-            "pool_size": { "type": "integer", "minimum": 1, "default": 4, "description": "open relay connections at most" },
-            "connect_timeout": duration_schema("TCP connect, shorter than a day", "10s", true),
-            "send_timeout": duration_schema("one whole attempt, shorter than a day", "30s", true),
-            "max_attempts": { "type": "integer", "minimum": 1, "maximum": 10, "default": 3, "description": "attempts for transient failures" },
+            "pool_size": { "type": "integer", "minimum": 1, "default": DEFAULT_POOL_SIZE, "description": "open relay connections at most" },
+            "connect_timeout": duration_schema("TCP connect, shorter than a day", DEFAULT_CONNECT_TIMEOUT, true),
+            "send_timeout": duration_schema("one whole attempt, shorter than a day", DEFAULT_SEND_TIMEOUT, true),
+            "max_attempts": { "type": "integer", "minimum": 1, "maximum": 10, "default": DEFAULT_MAX_ATTEMPTS, "description": "attempts for transient failures" },
             "dir": { "type": "string", "description": "output directory (transport file); relative to the data directory" },
         },
     })

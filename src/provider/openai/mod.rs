@@ -17,14 +17,11 @@ use serde_json::{Map, Value};
 
 use crate::config::{LimitsConfig, ProviderConfig};
 use crate::provider::retry::{RetryPolicy, is_retryable_status, parse_retry_after};
-use crate::provider::secrets::{Scrubber, shown_url};
+use crate::provider::secrets::{Scrubber, shortened, shown_url};
 use crate::provider::{
     ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage,
 };
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
-
-/// Largest error body quoted back to the client.
-const MAX_ERROR_TEXT: usize = 500;
 
 /// What a client is told when the provider refuses agentd's own credentials (401, 403, 407):
 /// that answer concerns the operator's key, so its text goes to the daemon log only.
@@ -210,7 +207,7 @@ impl OpenAiProvider {
                         .await
                         .map(|body| String::from_utf8_lossy(&body.bytes).into_owned())
                         .unwrap_or_default();
-                    let message = self.scrubber.text(&error_message(&text));
+                    let message = error_message(&self.scrubber.clean(&text));
                     if matches!(status, 401 | 403 | 407) {
                         tracing::warn!(url = %self.shown_url, status, answer = %message, "model provider refused agentd's credentials");
                         return Err(ProviderError::Status {
@@ -451,16 +448,10 @@ fn error_message(body: &str) -> String {
             _ => None,
         });
     let text = from_json.unwrap_or_else(|| body.trim().to_owned());
-    if text.len() > MAX_ERROR_TEXT {
-        let mut end = MAX_ERROR_TEXT;
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        format!("{}…", &text[..end])
-    } else if text.is_empty() {
+    if text.is_empty() {
         "(empty body)".into()
     } else {
-        text
+        shortened(text)
     }
 }
 
@@ -492,6 +483,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<reqwest::Certificate>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::secrets::MAX_ERROR_TEXT;
     use serde_json::json;
 
     #[test]

@@ -19,6 +19,9 @@ pub(super) struct SseDecoder {
     buffer: Vec<u8>,
     /// Where the unread part of `buffer` starts.
     read: usize,
+    /// How many unread bytes are known to hold no line end: a line arriving in many small
+    /// reads is searched once, not from its start again after every read.
+    scanned: usize,
     /// The data of the event being read, one `\n` after each `data` line.
     data: String,
     /// Whether the current event has had a `data` line.
@@ -47,6 +50,7 @@ impl SseDecoder {
             max_bytes,
             buffer: Vec::new(),
             read: 0,
+            scanned: 0,
             data: String::new(),
             has_data: false,
             after_cr: false,
@@ -85,7 +89,11 @@ impl SseDecoder {
             let too_long = DecodeError::TooLong {
                 limit: self.max_bytes,
             };
-            let Some(end) = unread.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let found = unread[self.scanned..]
+                .iter()
+                .position(|&b| b == b'\n' || b == b'\r');
+            let Some(end) = found.map(|at| self.scanned + at) else {
+                self.scanned = unread.len();
                 // An unfinished line already over the limit will not get shorter.
                 return if unread.len() > self.max_bytes {
                     Err(too_long)
@@ -103,6 +111,7 @@ impl SseDecoder {
             }
             let event = take_line(&mut self.data, &mut self.has_data, line);
             self.read += end + 1;
+            self.scanned = 0;
             if event.is_some() {
                 return Ok(event);
             }

@@ -505,7 +505,6 @@ impl Store for SqliteStore {
     }
 }
 
-/// The records a list query selects, with their weight in the mirror.
 /// The records a query selects, with their weight in the mirror; more than `max_bytes` of
 /// bodies is [`StoreError::PageTooLarge`], found before the rest of the page is read.
 fn read_records(
