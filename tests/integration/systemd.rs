@@ -103,7 +103,7 @@ async fn sighup_swaps_a_good_catalog_and_keeps_the_old_one_when_the_new_is_bad()
     let (s, body) = daemon.chat(&session, say("still there?")).await;
     assert_eq!(s, StatusCode::CREATED, "{body}");
     assert_eq!(offered_tools(&last(&mock)), ["gamma", "delta"]);
-    let log = daemon.log();
+    let log = daemon.log_once_it_has("keeping the previous one");
     assert!(log.contains("carrier_pigeon"), "problem logged:\n{log}");
     assert!(log.contains("keeping the previous one"), "{log}");
 }
@@ -147,7 +147,11 @@ async fn sighup_takes_a_rotated_key_file_and_keeps_the_keys_when_the_file_is_unr
     let (ready, _) = daemon.expect("READY=1").await;
     assert!(ready.contains("API keys not reloaded"), "{ready}");
     assert_eq!(status("second-key-0123456789").await, StatusCode::OK);
-    assert!(daemon.log().contains("keeping the previous ones"));
+    assert!(
+        daemon
+            .log_once_it_has("keeping the previous ones")
+            .contains("keeping the previous ones")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,7 +4,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 pub(crate) const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
@@ -13,7 +13,14 @@ pub(crate) struct Daemon {
     pub child: Child,
     /// `host:port` the daemon listens on.
     pub addr: String,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Log>,
+}
+
+/// The lines the daemon wrote to stderr, and a signal for each new one.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
 }
 
 /// Starts `command` (an `agentd ... serve` invocation) and waits until it reports its address.
@@ -24,7 +31,7 @@ pub(crate) fn spawn(mut command: Command) -> Daemon {
         .spawn()
         .expect("spawn agentd");
     let stderr = child.stderr.take().expect("piped stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::new(Log::default());
     let (tx, rx) = mpsc::channel();
     {
         let log = log.clone();
@@ -38,7 +45,8 @@ pub(crate) fn spawn(mut command: Command) -> Daemon {
                             .to_owned(),
                     );
                 }
-                log.lock().unwrap().push(line);
+                log.lines.lock().unwrap().push(line);
+                log.grew.notify_all();
             }
         });
     }
@@ -56,7 +64,24 @@ pub(crate) fn spawn(mut command: Command) -> Daemon {
 impl Daemon {
     /// Everything the daemon logged so far.
     pub(crate) fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
+        self.log.lines.lock().unwrap().join("\n")
+    }
+
+    /// Everything the daemon logged, once it has logged a line containing `needle` (a line
+    /// can reach the log after the notify message sent after it). Fails the test after 10 s.
+    pub(crate) fn log_once_it_has(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut lines = self.log.lines.lock().unwrap();
+        while !lines.iter().any(|line| line.contains(needle)) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(
+                !left.is_zero(),
+                "agentd never logged `{needle}`:\n{}",
+                lines.join("\n")
+            );
+            lines = self.log.grew.wait_timeout(lines, left).unwrap().0;
+        }
+        lines.join("\n")
     }
 
     pub(crate) fn signal(&self, name: &str) {

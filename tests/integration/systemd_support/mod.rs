@@ -118,6 +118,10 @@ impl Daemon {
         self.process.log()
     }
 
+    pub(crate) fn log_once_it_has(&self, needle: &str) -> String {
+        self.process.log_once_it_has(needle)
+    }
+
     pub(crate) fn signal(&self, name: &str) {
         self.process.signal(name);
     }
