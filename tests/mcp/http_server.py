@@ -11,7 +11,8 @@ Tools:
   fail(message)   raises, so the result has isError: true and the message in its text
   slow(seconds)   sleeps, then returns "slept"; when the call is cancelled it appends a line
                   `cancelled` to DIR/cancelled before the cancellation goes on
-  count()         how many calls of the other tools reached the server (counted on entry)
+  count()         how many tools/call requests for other tools reached the server, counted
+                  before the SDK validates name and arguments (so rejected ones count too)
   image()         one image block (a 1x1 PNG) and one text block
   exit_now()      ends the process at once with exit status 3, mid-call
 
@@ -35,29 +36,33 @@ TINY_PNG = base64.b64decode(
 )
 
 
-def build_server(state_dir: Path) -> MCPServer:
-    mcp = MCPServer(name="agentd-test-http", version="1.0.0", log_level="WARNING")
+class CountingServer(MCPServer):
+    """Counts every tools/call for a tool other than `count`, before the SDK checks the name
+    or validates the arguments, so `count` shows whether a call reached the server at all."""
+
     calls = 0
 
-    def entered() -> None:
-        nonlocal calls
-        calls += 1
+    async def call_tool(self, name, arguments, context=None):
+        if name != "count":
+            self.calls += 1
+        return await super().call_tool(name, arguments, context)
+
+
+def build_server(state_dir: Path) -> MCPServer:
+    mcp = CountingServer(name="agentd-test-http", version="1.0.0", log_level="WARNING")
 
     @mcp.tool(description="Add two integers.")
     def add(a: int, b: int) -> int:
-        entered()
         return a + b
 
     @mcp.tool(description="Always fails with the given message.", structured_output=False)
     def fail(message: str) -> str:
-        entered()
         # ToolError is the SDK's anticipated failure: its text reaches the client. Any other
         # exception would be reported only as "Error executing tool fail".
         raise ToolError(message)
 
     @mcp.tool(description="Sleep for the given number of seconds, then return 'slept'.")
     async def slow(seconds: float) -> str:
-        entered()
         try:
             await asyncio.sleep(seconds)
         except asyncio.CancelledError:
@@ -68,16 +73,14 @@ def build_server(state_dir: Path) -> MCPServer:
 
     @mcp.tool(description="How many times the other tools were called.")
     def count() -> int:
-        return calls
+        return mcp.calls
 
     @mcp.tool(description="Return a tiny PNG image and a caption.", structured_output=False)
     def image() -> list:
-        entered()
         return [Image(data=TINY_PNG, format="png"), "a 1x1 red pixel"]
 
     @mcp.tool(description="Make the server process exit immediately.", structured_output=False)
     def exit_now() -> str:
-        entered()
         os._exit(3)
 
     return mcp
