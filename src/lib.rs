@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 mod ids;
+mod mcp;
 mod provider;
 pub mod session;
 pub mod store;

@@ -1,5 +1,6 @@
 //! `/healthz` (the process answers) and `/readyz` (the store answers and the daemon is not
-//! draining); neither needs a key.
+//! draining; it also lists each MCP server's state, and a server that is down makes the daemon
+//! no less ready: its tools are just not offered); neither needs a key.
 
 use axum::Json;
 use axum::extract::State;
@@ -20,10 +21,14 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
         );
     }
     match state.store.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({ "status": "ready", "tools": state.engine.catalog().len() })),
-        ),
+        Ok(()) => {
+            let mut body = json!({ "status": "ready", "tools": state.engine.catalog().len() });
+            let servers = state.mcp.statuses();
+            if !servers.is_empty() {
+                body["mcp"] = mcp_servers(&servers);
+            }
+            (StatusCode::OK, Json(body))
+        }
         Err(e) => {
             tracing::error!(error = %e, "readiness: store does not answer");
             (
@@ -32,4 +37,21 @@ pub(super) async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<V
             )
         }
     }
+}
+
+/// `{"name": {"state": "up", "tools": 3, "failures": 0, "error": ...}}`.
+fn mcp_servers(servers: &[crate::mcp::ServerStatus]) -> Value {
+    let mut out = serde_json::Map::new();
+    for server in servers {
+        let mut entry = json!({
+            "state": server.phase.as_str(),
+            "tools": server.tools,
+            "failures": server.failures,
+        });
+        if let Some(error) = &server.error {
+            entry["error"] = Value::String(error.clone());
+        }
+        out.insert(server.name.clone(), entry);
+    }
+    Value::Object(out)
 }

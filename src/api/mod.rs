@@ -60,6 +60,8 @@ impl std::ops::Deref for AppState {
 pub(crate) struct Shared {
     pub store: Arc<dyn Store>,
     pub engine: Arc<Engine>,
+    /// The MCP servers whose tools join the catalog while they run.
+    pub mcp: crate::mcp::McpHub,
     pub keys: Arc<crate::daemon::keys::ApiKeys>,
     pub locks: Arc<TurnLocks>,
     /// Set when the daemon stops taking new turns.

@@ -21,6 +21,10 @@ use crate::tool::{Catalog, Registry};
 /// Exit status for a configuration error (EX_USAGE); systemd's unit does not restart on it.
 pub const EXIT_CONFIG: u8 = 64;
 
+/// Longest wait for the MCP servers' first start before announcing readiness (each start is
+/// bounded by its entry's `start_timeout` too); a server still starting joins when it is up.
+const MCP_START_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "agentd",
@@ -143,11 +147,21 @@ fn validate(cli: &Cli) -> ExitCode {
     registry.set_data_dir(config.storage.data_dir.clone());
     match Catalog::load(path, &registry) {
         Ok(catalog) => {
-            println!(
-                "configuration ok; {} tools in {}",
-                catalog.len(),
-                path.display()
-            );
+            let servers = catalog.mcp_servers().len();
+            if servers == 0 {
+                println!(
+                    "configuration ok; {} tools in {}",
+                    catalog.len(),
+                    path.display()
+                );
+            } else {
+                println!(
+                    "configuration ok; {} tools and {servers} MCP servers in {} (MCP servers \
+                     are not started by validate)",
+                    catalog.len(),
+                    path.display()
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -206,9 +220,16 @@ fn serve(cli: &Cli) -> ExitCode {
             .local_addr()
             .map(|a| a.to_string())
             .unwrap_or_default();
+        app.mcp_settled(MCP_START_WAIT).await;
+        app.state.mcp.set_notifier(notifier.clone());
         let tools = app.state.engine.catalog().len();
-        tracing::info!(%addr, tools, open_files, "agentd ready");
-        notifier.ready(&format!("listening on {addr}, {tools} tools"));
+        let mcp = crate::mcp::summary(&app.state.mcp.statuses());
+        tracing::info!(%addr, tools, open_files, mcp = mcp.as_deref().unwrap_or("none"), "agentd ready");
+        let mut status = format!("listening on {addr}, {tools} tools");
+        if let Some(mcp) = mcp {
+            status = format!("{status}; {mcp}");
+        }
+        notifier.ready(&status);
         let watchdog = notifier.spawn_watchdog(app.state.store.clone());
         let served = app.serve(listener, shutdown).await;
         if let Some(watchdog) = watchdog {

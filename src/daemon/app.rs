@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::{self, AppState, Shared};
 use crate::config::Config;
+use crate::mcp::McpHub;
 use crate::provider::ModelProvider;
 use crate::provider::openai::OpenAiProvider;
 use crate::session::lock::TurnLocks;
@@ -21,6 +22,10 @@ use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
 use crate::tool::{Catalog, Registry};
 use crate::turn::Engine;
+
+/// How long a stopping daemon waits for its MCP servers to exit (stdio servers get their stdin
+/// closed, then SIGTERM, then SIGKILL).
+const MCP_STOP_WAIT: Duration = Duration::from_secs(10);
 
 /// Why the daemon could not start.
 #[derive(Debug, thiserror::Error)]
@@ -91,7 +96,7 @@ impl App {
             Engine::new(
                 store.clone(),
                 provider,
-                catalog,
+                Catalog::default(),
                 config.turn.clone(),
                 config.provider.model.clone(),
                 config.tools.max_concurrent_calls,
@@ -99,9 +104,12 @@ impl App {
             .with_limits(&config.limits),
         );
         let keys = crate::daemon::keys::resolve(&config).map_err(StartError::Config)?;
+        // Starts the `[[mcp]]` servers; their tools join the catalog as they come up.
+        let mcp = McpHub::start(engine.clone(), catalog);
         let state = AppState::new(Shared {
             store,
             engine,
+            mcp,
             keys: Arc::new(crate::daemon::keys::ApiKeys::new(keys)),
             locks: Arc::new(TurnLocks::default()),
             draining: Arc::new(AtomicBool::new(false)),
@@ -116,6 +124,17 @@ impl App {
             state,
             registry,
         })
+    }
+
+    /// Waits (at most `within`) until every MCP server's first start came to something, so the
+    /// daemon starts serving with the tools of those that start.
+    pub async fn mcp_settled(&self, within: Duration) {
+        self.state.mcp.settled(within).await;
+    }
+
+    /// Does what SIGHUP does (tools.toml and API keys read again); returns the status line.
+    pub fn reload(&self) -> String {
+        crate::daemon::reload::Reloader::of(self).reload()
     }
 
     /// Binds the configured address.
@@ -157,20 +176,25 @@ impl App {
         tokio::pin!(deadline);
         let mut server = server;
         tokio::select! {
-            result = &mut server => return result.map_err(std::io::Error::other),
+            result = &mut server => {
+                self.state.mcp.shutdown(MCP_STOP_WAIT).await;
+                return result.map_err(std::io::Error::other);
+            }
             () = &mut deadline => {
                 tracing::warn!(drain_ms = drain.as_millis() as u64, "drain deadline reached; cancelling the turns still running");
                 abort.cancel();
             }
         }
         // Cancelled turns write their results and close their streams quickly.
-        match tokio::time::timeout(Duration::from_secs(5), server).await {
+        let served = match tokio::time::timeout(Duration::from_secs(5), server).await {
             Ok(result) => result.map_err(std::io::Error::other),
             Err(_) => {
                 tracing::error!("connections still open after cancelling; exiting anyway");
                 Ok(())
             }
-        }
+        };
+        self.state.mcp.shutdown(MCP_STOP_WAIT).await;
+        served
     }
 }
 

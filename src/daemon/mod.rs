@@ -5,6 +5,7 @@
 mod app;
 pub(crate) mod keys;
 pub(crate) mod notify;
+mod reload;
 pub(crate) mod rlimit;
 pub(crate) mod server;
 pub(crate) mod signals;

@@ -95,3 +95,10 @@ pub(super) struct ToolLabels {
     /// `ok`, `replayed` or the error kind.
     pub outcome: Arc<str>,
 }
+
+/// `agentd_mcp_server_up`, `agentd_mcp_server_tools`, `agentd_mcp_server_failures_total`: one
+/// series per `[[mcp]]` entry (the operator's configuration bounds them).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct McpLabels {
+    pub server: String,
+}

@@ -1,6 +1,6 @@
 //! Process-wide metrics in the Prometheus text format (version 0.0.4), through
 //! prometheus-client: HTTP requests, model calls, tool calls, turn steps and overhead, active
-//! turns and streams.
+//! turns and streams, MCP servers' state.
 //!
 //! Callers record plain values through [`Metrics`]; each timed family is a counter and a
 //! histogram over the same typed label set (`label_sets.rs`), and every label value comes from
@@ -19,7 +19,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::label_sets::{HttpLabels, HttpMethod, ModelLabels, ModelOutcome, ToolLabels};
+use super::label_sets::{
+    HttpLabels, HttpMethod, McpLabels, ModelLabels, ModelOutcome, ToolLabels,
+};
 use super::labels::{Admitted, CLOSED, LabelLimits, OTHER};
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.
@@ -87,6 +89,9 @@ pub(crate) struct Metrics {
     overhead: Histogram,
     active_turns: Gauge,
     active_streams: Gauge,
+    mcp_up: Family<McpLabels, Gauge>,
+    mcp_tools: Family<McpLabels, Gauge>,
+    mcp_failures: Family<McpLabels, Counter>,
     routes: Admitted,
     providers: Admitted,
     models: Admitted,
@@ -154,6 +159,24 @@ impl Default for Metrics {
             "Event streams open now",
             active_streams.clone(),
         );
+        let mcp_up = Family::<McpLabels, Gauge>::default();
+        registry.register(
+            "agentd_mcp_server_up",
+            "1 while the MCP server is connected and its tools are offered, else 0",
+            mcp_up.clone(),
+        );
+        let mcp_tools = Family::<McpLabels, Gauge>::default();
+        registry.register(
+            "agentd_mcp_server_tools",
+            "Tools taken from the MCP server's listing",
+            mcp_tools.clone(),
+        );
+        let mcp_failures = Family::<McpLabels, Counter>::default();
+        registry.register(
+            "agentd_mcp_server_failures",
+            "Times the MCP server failed to start or exited",
+            mcp_failures.clone(),
+        );
         let limits = LabelLimits::default();
         Self {
             registry,
@@ -164,6 +187,9 @@ impl Default for Metrics {
             overhead,
             active_turns,
             active_streams,
+            mcp_up,
+            mcp_tools,
+            mcp_failures,
             routes: Admitted::default(),
             providers: Admitted::default(),
             models: Admitted::default(),
@@ -264,6 +290,34 @@ impl Metrics {
         let overhead = timer.started.elapsed().saturating_sub(model + tools);
         self.steps.observe(f64::from(steps));
         self.overhead.observe(overhead.as_secs_f64());
+    }
+
+    /// An MCP server's state: up or not, its tool count, and its failures so far (the
+    /// counter only grows; a restarted entry counting from zero again adds nothing until it
+    /// passes the total).
+    pub(crate) fn record_mcp_server(&self, server: &str, up: bool, tools: usize, failures: u64) {
+        let labels = McpLabels {
+            server: server.to_owned(),
+        };
+        self.mcp_up.get_or_create(&labels).set(i64::from(up));
+        self.mcp_tools
+            .get_or_create(&labels)
+            .set(i64::try_from(tools).unwrap_or(i64::MAX));
+        let counter = self.mcp_failures.get_or_create(&labels);
+        let seen = counter.get();
+        if failures > seen {
+            counter.inc_by(failures - seen);
+        }
+    }
+
+    /// Drops the series of an MCP server no longer configured.
+    pub(crate) fn forget_mcp_server(&self, server: &str) {
+        let labels = McpLabels {
+            server: server.to_owned(),
+        };
+        self.mcp_up.remove(&labels);
+        self.mcp_tools.remove(&labels);
+        self.mcp_failures.remove(&labels);
     }
 
     /// Everything, in the Prometheus text format (version 0.0.4, [`CONTENT_TYPE`]).

@@ -9,6 +9,7 @@ use std::time::Duration;
 use agentd_sdk::ToolHandler;
 use serde_json::Value;
 
+use super::mcp_spec::McpServerSpec;
 use super::registry::Registry;
 
 /// One compiled server tool.
@@ -55,6 +56,9 @@ pub struct CatalogError {
 pub struct Catalog {
     tools: Vec<Arc<CatalogTool>>,
     index: HashMap<String, usize>,
+    /// The `[[mcp]]` servers declared beside the tools; their tools join a catalog derived
+    /// from this one while they run ([`Catalog::with_tools`]).
+    mcp_servers: Vec<McpServerSpec>,
 }
 
 impl Catalog {
@@ -73,13 +77,39 @@ impl Catalog {
     }
 
     pub fn from_tools(tools: Vec<CatalogTool>) -> Self {
-        let tools: Vec<Arc<CatalogTool>> = tools.into_iter().map(Arc::new).collect();
+        Self::from_shared(tools.into_iter().map(Arc::new).collect(), Vec::new())
+    }
+
+    fn from_shared(tools: Vec<Arc<CatalogTool>>, mcp_servers: Vec<McpServerSpec>) -> Self {
         let index = tools
             .iter()
             .enumerate()
             .map(|(i, t)| (t.name.clone(), i))
             .collect();
-        Self { tools, index }
+        Self {
+            tools,
+            index,
+            mcp_servers,
+        }
+    }
+
+    /// The same catalog declaring `servers`.
+    pub fn with_mcp_servers(mut self, servers: Vec<McpServerSpec>) -> Self {
+        self.mcp_servers = servers;
+        self
+    }
+
+    /// This catalog's tools followed by `extra` (the tools of running MCP servers). A name
+    /// already in the catalog keeps the catalog's tool.
+    pub fn with_tools(&self, extra: impl IntoIterator<Item = Arc<CatalogTool>>) -> Self {
+        let mut tools = self.tools.clone();
+        tools.extend(extra.into_iter().filter(|t| self.get(&t.name).is_none()));
+        Self::from_shared(tools, self.mcp_servers.clone())
+    }
+
+    /// The declared `[[mcp]]` servers.
+    pub fn mcp_servers(&self) -> &[McpServerSpec] {
+        &self.mcp_servers
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<CatalogTool>> {

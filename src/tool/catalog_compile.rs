@@ -59,8 +59,9 @@ pub(super) fn compile(
             tools.push(tool);
         }
     }
+    let servers = compiler.mcp_servers(&raw.servers, &raw.tools, &defaults);
     if compiler.problems.is_empty() {
-        Ok(Catalog::from_tools(tools))
+        Ok(Catalog::from_tools(tools).with_mcp_servers(servers))
     } else {
         Err(CatalogError {
             problems: compiler.problems,
@@ -68,20 +69,25 @@ pub(super) fn compile(
     }
 }
 
-struct Defaults {
-    timeout: Duration,
-    concurrency: usize,
+pub(super) struct Defaults {
+    pub(super) timeout: Duration,
+    pub(super) concurrency: usize,
 }
 
-struct Compiler<'a> {
-    locator: Locator<'a>,
+pub(super) struct Compiler<'a> {
+    pub(super) locator: Locator<'a>,
     base_dir: PathBuf,
     registry: &'a Registry,
-    problems: Vec<String>,
+    pub(super) problems: Vec<String>,
 }
 
 impl Compiler<'_> {
-    fn problem(&mut self, span: Range<usize>, tool: Option<&str>, message: impl AsRef<str>) {
+    pub(super) fn problem(
+        &mut self,
+        span: Range<usize>,
+        tool: Option<&str>,
+        message: impl AsRef<str>,
+    ) {
         let at = self.locator.at(Some(span));
         let message = message.as_ref();
         self.problems.push(match tool {
@@ -101,7 +107,11 @@ impl Compiler<'_> {
         }
     }
 
-    fn timeout(&mut self, raw: Option<&Spanned<String>>, tool: Option<&str>) -> Option<Duration> {
+    pub(super) fn timeout(
+        &mut self,
+        raw: Option<&Spanned<String>>,
+        tool: Option<&str>,
+    ) -> Option<Duration> {
         let raw = raw?;
         match PositiveDuration::parse(raw.get_ref()) {
             Ok(duration) => Some(duration.get()),
@@ -112,7 +122,11 @@ impl Compiler<'_> {
         }
     }
 
-    fn concurrency(&mut self, raw: Option<&Spanned<i64>>, tool: Option<&str>) -> Option<usize> {
+    pub(super) fn concurrency(
+        &mut self,
+        raw: Option<&Spanned<i64>>,
+        tool: Option<&str>,
+    ) -> Option<usize> {
         let raw = raw?;
         let value = *raw.get_ref();
         if (1..=MAX_CONCURRENCY).contains(&value) {

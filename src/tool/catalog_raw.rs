@@ -15,6 +15,7 @@ use toml::de::{DeTable, DeValue, ValueDeserializer};
 pub(super) struct RawCatalog {
     pub defaults: RawDefaults,
     pub tools: Vec<RawTool>,
+    pub servers: Vec<RawMcp>,
 }
 
 /// Reads the file. A syntax error ends stage one (nothing after it can be trusted); an entry
@@ -35,37 +36,48 @@ pub(super) fn read(locator: &Locator<'_>, problems: &mut Vec<String>) -> Option<
                 Ok(defaults) => catalog.defaults = defaults,
                 Err(error) => problems.push(deserialize_problem(locator, &error)),
             },
-            "tool" => {
-                let span = value.span();
-                let DeValue::Array(entries) = value.into_inner() else {
-                    problems.push(format!(
-                        "{}: `tool` must be an array of tables: write each entry as [[tool]]",
-                        locator.at(Some(span))
-                    ));
-                    continue;
-                };
-                for entry in entries {
-                    let name = entry
-                        .get_ref()
-                        .get("name")
-                        .and_then(|name| name.get_ref().as_str())
-                        .map(str::to_owned);
-                    match RawTool::deserialize(ValueDeserializer::from(entry)) {
-                        Ok(tool) => catalog.tools.push(tool),
-                        Err(error) => problems.push(match name {
-                            Some(name) => tool_problem(locator, &name, &error),
-                            None => deserialize_problem(locator, &error),
-                        }),
-                    }
-                }
-            }
+            "tool" => read_entries(locator, value, "tool", problems, &mut catalog.tools),
+            "mcp" => read_entries(locator, value, "mcp", problems, &mut catalog.servers),
             other => problems.push(format!(
-                "{}: unknown field `{other}`, expected `defaults` or `tool`",
+                "{}: unknown field `{other}`, expected `defaults`, `tool` or `mcp`",
                 locator.at(Some(key.span()))
             )),
         }
     }
     Some(catalog)
+}
+
+/// Reads an array of tables (`[[tool]]`, `[[mcp]]`), one entry at a time: an entry that does
+/// not fit is reported (with its name when it has one) and skipped.
+fn read_entries<T: serde::de::DeserializeOwned>(
+    locator: &Locator<'_>,
+    value: Spanned<DeValue<'_>>,
+    key: &str,
+    problems: &mut Vec<String>,
+    into: &mut Vec<T>,
+) {
+    let span = value.span();
+    let DeValue::Array(entries) = value.into_inner() else {
+        problems.push(format!(
+            "{}: `{key}` must be an array of tables: write each entry as [[{key}]]",
+            locator.at(Some(span))
+        ));
+        return;
+    };
+    for entry in entries {
+        let name = entry
+            .get_ref()
+            .get("name")
+            .and_then(|name| name.get_ref().as_str())
+            .map(str::to_owned);
+        match T::deserialize(ValueDeserializer::from(entry)) {
+            Ok(parsed) => into.push(parsed),
+            Err(error) => problems.push(match name {
+                Some(name) => entry_problem(locator, key, &name, &error),
+                None => deserialize_problem(locator, &error),
+            }),
+        }
+    }
 }
 
 /// `[defaults]`: limits applied to every tool that does not set its own.
@@ -91,6 +103,25 @@ pub(super) struct RawTool {
     pub parameters: Option<Spanned<toml::Value>>,
     pub parameters_file: Option<Spanned<String>>,
     pub options: Option<Spanned<toml::Table>>,
+}
+
+/// One `[[mcp]]` entry: an MCP server whose tools become `<name>__<tool>`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename = "mcp")]
+pub(super) struct RawMcp {
+    pub name: Spanned<String>,
+    pub command: Option<Spanned<Vec<String>>>,
+    pub url: Option<Spanned<String>>,
+    pub env: Option<Spanned<toml::Table>>,
+    pub headers: Option<Spanned<toml::Table>>,
+    pub tools: Option<Spanned<Vec<String>>>,
+    #[serde(default = "offered_by_default")]
+    pub offer: bool,
+    pub timeout: Option<Spanned<String>>,
+    pub start_timeout: Option<Spanned<String>>,
+    pub concurrency: Option<Spanned<i64>>,
+    pub max_tools: Option<Spanned<i64>>,
+    pub max_tool_bytes: Option<Spanned<i64>>,
 }
 
 fn offered_by_default() -> bool {
@@ -142,10 +173,11 @@ pub(super) fn deserialize_problem(locator: &Locator<'_>, error: &toml::de::Error
     format!("{}: {message}", locator.at(error.span()))
 }
 
-/// A stage-one failure inside a `[[tool]]` entry whose name is known.
-fn tool_problem(locator: &Locator<'_>, name: &str, error: &toml::de::Error) -> String {
+/// A stage-one failure inside a `[[tool]]` or `[[mcp]]` entry whose name is known.
+fn entry_problem(locator: &Locator<'_>, key: &str, name: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim_end();
-    format!("{}: tool `{name}`: {message}", locator.at(error.span()))
+    let what = if key == "mcp" { "mcp server" } else { key };
+    format!("{}: {what} `{name}`: {message}", locator.at(error.span()))
 }
 
 /// Converts a TOML value (a schema or an options table) to JSON. Datetimes become strings;

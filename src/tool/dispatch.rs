@@ -267,7 +267,7 @@ impl Dispatcher {
             }
         };
         let (content, outcome) = match ending {
-            Ending::Success(output) => (output.content.to_string(), Outcome::Ok),
+            Ending::Success(output) => (output.into_text(), Outcome::Ok),
             Ending::Failure(failure) => (
                 failure.error.to_result_json().to_string(),
                 Outcome::Error(failure.kind),

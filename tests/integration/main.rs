@@ -19,6 +19,7 @@ mod input_limits;
 mod julep_sdk;
 mod limits;
 mod limits_model;
+mod mcp;
 mod metrics_bounds;
 mod outbox;
 mod persistence;

@@ -39,7 +39,8 @@ pub struct ToolCall {
     pub arguments: Value,
 }
 
-/// What a handler returns on success: JSON that is serialized into the tool result message.
+/// What a handler returns on success: the tool result message, a string as it is and any other
+/// JSON value serialized ([`ToolOutput::into_text`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ToolOutput {
     pub content: Value,
@@ -48,6 +49,14 @@ pub struct ToolOutput {
 impl ToolOutput {
     pub fn new(content: Value) -> Self {
         Self { content }
+    }
+
+    /// The tool result text the model reads: a string as it is, any other value as JSON.
+    pub fn into_text(self) -> String {
+        match self.content {
+            Value::String(text) => text,
+            other => other.to_string(),
+        }
     }
 }
 

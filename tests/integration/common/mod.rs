@@ -3,6 +3,7 @@
 
 pub(crate) mod binary;
 pub(crate) mod handlers;
+pub(crate) mod mcp;
 pub(crate) mod sse;
 
 use std::path::PathBuf;
