@@ -185,7 +185,13 @@ impl Inner {
     fn publish(&self) {
         let (catalog, summary) = {
             let state = self.state();
-            let tools = state.servers.values().flat_map(|r| r.server.tools());
+            // In the order of the entries in tools.toml, so the offer is stable.
+            let tools = state
+                .base
+                .mcp_servers()
+                .iter()
+                .filter_map(|spec| state.servers.get(&spec.name))
+                .flat_map(|r| r.server.tools());
             let catalog = state.base.with_tools(tools);
             let statuses: Vec<ServerStatus> =
                 state.servers.values().map(|r| r.server.status()).collect();

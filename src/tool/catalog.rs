@@ -107,6 +107,15 @@ impl Catalog {
         Self::from_shared(tools, self.mcp_servers.clone())
     }
 
+    /// Whether `name` is in the namespace of a declared MCP server (`<server>__...`): such a
+    /// name is never a tool the client runs, even while the server is down.
+    pub fn is_mcp_name(&self, name: &str) -> bool {
+        self.mcp_servers.iter().any(|server| {
+            name.strip_prefix(server.name.as_str())
+                .is_some_and(|rest| rest.starts_with(super::mcp_spec::MCP_NAME_SEPARATOR))
+        })
+    }
+
     /// The declared `[[mcp]]` servers.
     pub fn mcp_servers(&self) -> &[McpServerSpec] {
         &self.mcp_servers

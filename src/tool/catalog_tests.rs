@@ -196,7 +196,7 @@ fn top_level_and_defaults_fields_are_checked() {
     let problems = problems_of("tools = []\n[defaults]\ntimeout = \"1s\"\nretries = 3\n");
     assert_has(
         &problems,
-        "tools.toml:1:1: unknown field `tools`, expected `defaults` or `tool`",
+        "tools.toml:1:1: unknown field `tools`, expected `defaults`, `tool` or `mcp`",
     );
     assert_has(&problems, "tools.toml:4:1: unknown field `retries`");
     let problems = problems_of("[defaults]\nconcurrency = -1\n[tool]\nname = \"x\"\n");
@@ -266,4 +266,124 @@ fn a_missing_file_is_reported_with_its_path() {
         error.problems[0].starts_with(&path.display().to_string()),
         "{error}"
     );
+}
+
+#[test]
+fn mcp_entries_compile_with_their_defaults() {
+    let text = r#"
+[defaults]
+timeout = "5s"
+concurrency = 3
+
+[[mcp]]
+name = "files"
+command = ["npx", "-y", "some-server"]
+env = { ROOT = "/srv", TOKEN = { credential = "files_token" } }
+
+[[mcp]]
+name = "remote"
+url = "https://mcp.example.com/mcp"
+headers = { Authorization = { env = "REMOTE_AUTH" } }
+tools = ["search"]
+offer = false
+timeout = "2m"
+start_timeout = "5s"
+max_tools = 10
+max_tool_bytes = 2048
+"#;
+    let catalog = Catalog::parse(text, Path::new("tools.toml"), &Registry::builtin())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let [files, remote] = catalog.mcp_servers() else {
+        panic!("two servers")
+    };
+    assert_eq!(files.timeout, Duration::from_secs(5));
+    assert_eq!(files.concurrency, 3);
+    assert!(files.offer);
+    assert!(files.allows("anything"));
+    assert_eq!(files.tool_name("read"), "files__read");
+    match &files.transport {
+        super::McpTransport::Stdio { command, env } => {
+            assert_eq!(command, &["npx", "-y", "some-server"]);
+            assert_eq!(env.len(), 2);
+            assert!(matches!(&env[1].1, super::SettingValue::Secret(r) if r.credential.as_deref() == Some("files_token")));
+        }
+        other => panic!("stdio expected, got {other:?}"),
+    }
+    assert!(!remote.offer);
+    assert!(remote.allows("search") && !remote.allows("delete"));
+    assert_eq!(remote.timeout, Duration::from_secs(120));
+    assert_eq!(remote.start_timeout, Duration::from_secs(5));
+    assert_eq!((remote.max_tools, remote.max_tool_bytes), (10, 2048));
+    assert!(catalog.is_mcp_name("remote__search"));
+    assert!(!catalog.is_mcp_name("remote_search"));
+    assert!(!catalog.is_mcp_name("remotex__search"));
+}
+
+#[test]
+fn mcp_entries_report_every_problem() {
+    let problems = problems_of(
+        r#"
+[[tool]]
+name = "files__read"
+handler = "echo"
+parameters = { type = "object" }
+
+[[mcp]]
+name = "files"
+command = ["server"]
+
+[[mcp]]
+name = "files"
+url = "http://127.0.0.1:1/mcp"
+
+[[mcp]]
+name = "bad__name"
+command = []
+
+[[mcp]]
+name = "both"
+command = ["x"]
+url = "http://127.0.0.1:1/mcp"
+
+[[mcp]]
+name = "neither"
+
+[[mcp]]
+name = "web"
+url = "ftp://example.com/mcp"
+
+[[mcp]]
+name = "envs"
+command = ["x"]
+env = { "1BAD" = "x", TOKEN = { password = "inline" }, NUM = 3 }
+headers = { A = "b" }
+
+[[mcp]]
+name = "limits"
+url = "http://127.0.0.1:1/mcp"
+timeout = "soon"
+max_tools = 0
+tools = []
+
+[[mcp]]
+name = "typo"
+command = ["x"]
+comand = ["y"]
+"#,
+    );
+    assert_has(&problems, "mcp server `files`: tool `files__read` uses the prefix");
+    assert_has(&problems, "mcp server `files`: duplicate mcp server name");
+    assert_has(&problems, "mcp server `bad__name`: invalid name");
+    assert_has(&problems, "mcp server `bad__name`: command: give the program");
+    assert_has(&problems, "mcp server `both`: set either `command` or `url`, not both");
+    assert_has(&problems, "mcp server `neither`: missing `command`");
+    assert_has(&problems, "mcp server `web`: url: must be an http:// or https:// URL");
+    assert_has(&problems, "mcp server `envs`: env: invalid name `1BAD`");
+    assert_has(&problems, "mcp server `envs`: env.TOKEN: unknown field `password`");
+    assert_has(&problems, "mcp server `envs`: env.NUM: expected a string or a secret reference");
+    assert_has(&problems, "mcp server `envs`: headers: only for a server reached by `url`");
+    assert_has(&problems, "mcp server `limits`: timeout:");
+    assert_has(&problems, "mcp server `limits`: max_tools: must be between 1");
+    assert_has(&problems, "mcp server `limits`: tools: an empty list takes no tool");
+    assert_has(&problems, "mcp server `typo`: unknown field `comand`");
 }

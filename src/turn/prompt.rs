@@ -24,7 +24,9 @@ pub(crate) struct Offer {
 }
 
 /// Catalog tools offered by default, then agent and request tools. A declared tool named like a
-/// catalog tool is the catalog tool (its schema is the one enforced and offered).
+/// catalog tool is the catalog tool (its schema is the one enforced and offered); one named in
+/// an MCP server's namespace whose server is not up is not offered at all (it is not the
+/// client's to run).
 pub(crate) fn offer(catalog: &Catalog, agent_tools: &[Value], request_tools: &[Value]) -> Offer {
     let mut offer = Offer::default();
     for tool in catalog.tools().iter().filter(|t| t.offer) {
@@ -35,7 +37,9 @@ pub(crate) fn offer(catalog: &Catalog, agent_tools: &[Value], request_tools: &[V
         let Some(name) = declared.get("name").and_then(Value::as_str) else {
             continue;
         };
-        if offer.names.iter().any(|n| n == name) {
+        if offer.names.iter().any(|n| n == name)
+            || (catalog.get(name).is_none() && catalog.is_mcp_name(name))
+        {
             continue;
         }
         offer.names.push(name.to_owned());

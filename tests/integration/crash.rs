@@ -155,3 +155,97 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
         .unwrap();
     assert_history_valid(history["entries"].as_array().unwrap());
 }
+
+#[tokio::test]
+async fn an_mcp_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let server = common::mcp::HttpMcpServer::start(None, &state);
+    let tools = dir.path().join("tools.toml");
+    std::fs::write(
+        &tools,
+        format!(
+            "[[mcp]]\nname = \"py\"\nurl = {}\ntimeout = \"60s\"\n",
+            toml_str(&server.url())
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    crate::common::install_crypto_provider();
+    let http = reqwest::Client::new();
+
+    let mut daemon = start(&data, &tools, &mock);
+    daemon.log_once_it_has("MCP server up");
+    let agent = post(
+        &http,
+        format!("{}/agents", api(&daemon)),
+        json!({"name": "a"}),
+    )
+    .await;
+    let session = post(
+        &http,
+        format!("{}/sessions", api(&daemon)),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await;
+    let session = session["id"].as_str().unwrap().to_owned();
+    mock.push(Reply::tool_calls(vec![
+        ScriptedCall::new("py__slow", json!({"seconds": 30})).with_id("call_slow"),
+    ]));
+    let in_flight = {
+        let (http, url) = (
+            http.clone(),
+            format!("{}/sessions/{session}/chat", api(&daemon)),
+        );
+        tokio::spawn(async move {
+            let body = json!({"messages": [{"role": "user", "content": "wait"}]});
+            http.post(url).bearer_auth(KEY).json(&body).send().await
+        })
+    };
+    while mock.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The call is journaled before it is sent; give it time to reach the server.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    assert!(in_flight.await.unwrap().is_err(), "the request died with the daemon");
+    drop(daemon);
+
+    let daemon = start(&data, &tools, &mock);
+    daemon.log_once_it_has("MCP server up");
+    mock.push(Reply::tool_calls(vec![ScriptedCall::new("py__count", json!({}))]));
+    mock.push(Reply::text("it may or may not have waited"));
+    let answer = post(
+        &http,
+        format!("{}/sessions/{session}/chat", api(&daemon)),
+        json!({"messages": [{"role": "user", "content": "did it wait?"}]}),
+    )
+    .await;
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+    let requests = mock.requests();
+    let sent = &requests[requests.len() - 2];
+    let result = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == "call_slow")
+        .cloned()
+        .expect("the cut-off call has a result");
+    let result: Value = serde_json::from_str(result["content"].as_str().unwrap()).unwrap();
+    assert_eq!(result["error"]["kind"], "outcome_unknown", "{result}");
+    let last = requests.last().unwrap()["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .cloned()
+        .unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(last["content"].as_str().unwrap()).unwrap(),
+        json!({"result": 1}),
+        "the server saw the cut-off call once and no second run: {last}"
+    );
+}

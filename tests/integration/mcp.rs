@@ -385,3 +385,84 @@ async fn a_reload_restarts_only_the_servers_whose_entry_changed() {
     assert_eq!(read_pid(&pid_a), a_before, "the unchanged server kept running");
     assert_ne!(read_pid(&pid_b), b_before, "the changed server was restarted");
 }
+
+#[tokio::test]
+async fn deleting_a_session_mid_call_cancels_the_call_on_the_server() {
+    let state = tempfile::tempdir().unwrap();
+    let server = HttpMcpServer::start(None, state.path());
+    let d = start(http_entry("py", &server, "timeout = \"60s\"")).await;
+    d.wait_mcp_up("py").await;
+
+    let session = d.session().await;
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "py__slow",
+        json!({"seconds": 30}),
+    )]));
+    let chat = {
+        let (http, url) = (d.http.clone(), d.url(&format!("/sessions/{session}/chat")));
+        tokio::spawn(async move {
+            common::request(&http, reqwest::Method::POST, url, Some(say("Wait."))).await
+        })
+    };
+    while d.mock.requests().is_empty() {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s, _) = d
+        .send(reqwest::Method::DELETE, &format!("/sessions/{session}"), None)
+        .await;
+    assert!(s.is_success(), "{s}");
+    let (s, r) = tokio::time::timeout(Duration::from_secs(10), chat)
+        .await
+        .expect("the cancelled turn ends")
+        .unwrap();
+    assert_eq!(s, StatusCode::CONFLICT, "{r}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.cancelled() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never saw notifications/cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_repeated_call_is_answered_from_the_journal_without_reaching_the_server() {
+    let state = tempfile::tempdir().unwrap();
+    let server = HttpMcpServer::start(None, state.path());
+    let d = start(http_entry("py", &server, "")).await;
+    d.wait_mcp_up("py").await;
+
+    let session = d.session().await;
+    let add = || ScriptedCall::new("py__add", json!({"a": 1, "b": 1})).with_id("call_add");
+    d.mock.push(Reply::tool_calls(vec![add()]));
+    d.mock.push(Reply::text("2"));
+    // Not saved: the call is journaled (every server call is) but not in history, so the same
+    // id and arguments coming back are the same call.
+    let mut unsaved = say("Add.");
+    unsaved["save"] = json!(false);
+    let (s, r) = d.chat(&session, unsaved).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+
+    d.mock.push(Reply::tool_calls(vec![add()]));
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new("py__count", json!({}))]));
+    d.mock.push(Reply::text("still 2"));
+    let (s, r) = d.chat(&session, say("Again.")).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["tool_runs"][0]["status"], "replayed", "{r}");
+    let requests = d.mock.requests();
+    let replayed = tool_results(&requests[3]);
+    assert_eq!(
+        serde_json::from_str::<Value>(replayed.last().unwrap()).unwrap(),
+        json!({"result": 2}),
+        "the journal's result: {replayed:?}"
+    );
+    let counted = tool_results(&requests[4]);
+    assert_eq!(
+        serde_json::from_str::<Value>(counted.last().unwrap()).unwrap(),
+        json!({"result": 1}),
+        "the server saw the call once: {counted:?}"
+    );
+}

@@ -299,3 +299,66 @@ async fn metrics_need_the_key_and_expose_every_series() {
     }
     assert!(!text.contains(&session), "raw ids never become labels");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_servers_down_show_in_the_status_and_a_sighup_restarts_only_the_changed_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("everything.pid");
+    let entries = |broken_command: &str| {
+        format!(
+            "[[mcp]]\nname = \"everything\"\ncommand = {}\ntools = [\"echo\"]\n\n\
+             [[mcp]]\nname = \"broken\"\ncommand = {broken_command}\ntools = [\"echo\"]\n",
+            common::mcp::everything_command_with_pid(&pid_file),
+        )
+    };
+    let tools = write_tools(dir.path(), &entries("[\"/nonexistent/mcp-server\"]"));
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let daemon = Daemon::start(Setup::new(dir.path(), &tools, &mock)).await;
+    let (ready, _) = daemon.expect("READY=1").await;
+    assert!(
+        ready.contains("MCP servers: 1 of 2 up; broken down"),
+        "{ready}"
+    );
+    let log = daemon.log_once_it_has("stderr: Starting default");
+    assert!(log.contains("mcp_server=everything"), "stderr logged with the server's name");
+    assert!(
+        log.contains("MCP server did not start") && log.contains("/nonexistent/mcp-server"),
+        "{log}"
+    );
+    let ready_body: serde_json::Value = reqwest::get(daemon.url("/readyz"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready_body["status"], "ready", "{ready_body}");
+    assert_eq!(ready_body["mcp"]["broken"]["state"], "down", "{ready_body}");
+    assert_eq!(ready_body["mcp"]["everything"]["tools"], 1, "{ready_body}");
+    let (_, metrics) = daemon.call(reqwest::Method::GET, "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    assert!(
+        metrics.contains("agentd_mcp_server_up{server=\"broken\"} 0"),
+        "{metrics}"
+    );
+    let session = daemon.session().await;
+    let (s, body) = daemon.chat(&session, say("hi")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(offered_tools(&last(&mock)), ["everything__echo"]);
+    let pid_before = common::mcp::read_pid(&pid_file);
+
+    write_tools(dir.path(), &entries(&common::mcp::everything_command()));
+    daemon.signal("HUP");
+    daemon.expect("READY=1").await;
+    daemon.expect("STATUS=MCP servers: 2 of 2 up").await;
+    let (s, body) = daemon.chat(&session, say("again")).await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert_eq!(
+        offered_tools(&last(&mock)),
+        ["everything__echo", "broken__echo"]
+    );
+    assert_eq!(
+        common::mcp::read_pid(&pid_file),
+        pid_before,
+        "the unchanged server kept running through the reload"
+    );
+}
