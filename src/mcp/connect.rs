@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
-use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam,
-};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -31,6 +29,9 @@ const INHERITED_ENV: &[&str] = &[
 ];
 /// Longest stderr line logged as one event; longer lines are logged in pieces.
 const MAX_STDERR_LINE: u64 = 4096;
+/// Requests in flight to one HTTP server at once: the daemon-wide default of running tool calls
+/// (`tools.max_concurrent_calls`), so the transport is never the tighter limit by default.
+const HTTP_MAX_CONCURRENT_REQUESTS: usize = 256;
 /// For connecting to an HTTP server (each request; the stream of a call has the call's timeout).
 const HTTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -90,9 +91,7 @@ pub(super) async fn connect(spec: &McpServerSpec, events: Events) -> Result<Conn
                 }
             }
             for (name, value) in env {
-                let value = value
-                    .resolve()
-                    .map_err(|e| format!("env.{name}: {e}"))?;
+                let value = value.resolve().map_err(|e| format!("env.{name}: {e}"))?;
                 child.env(name, value);
             }
             let mut wrapped = CommandWrap::from(child);
@@ -124,8 +123,9 @@ pub(super) async fn connect(spec: &McpServerSpec, events: Events) -> Result<Conn
                 custom.insert(name, value);
             }
             let client = http_client(url.starts_with("https:"))?;
-            let config =
-                StreamableHttpClientTransportConfig::with_uri(url.as_str()).custom_headers(custom);
+            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                .custom_headers(custom)
+                .max_concurrent_requests(HTTP_MAX_CONCURRENT_REQUESTS);
             let transport = StreamableHttpClientTransport::with_client(client, config);
             events
                 .serve(transport)

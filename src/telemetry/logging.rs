@@ -9,9 +9,11 @@ use crate::config::LogFormat;
 
 /// Installs the process's subscriber once; a second call keeps the first.
 pub(crate) fn init(format: LogFormat, filter: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = std::env::var(EnvFilter::DEFAULT_ENV)
+        .ok()
+        .and_then(|from_env| EnvFilter::try_new(quiet_dependencies(&from_env)).ok())
+        .or_else(|| EnvFilter::try_new(quiet_dependencies(filter)).ok())
+        .unwrap_or_else(|| EnvFilter::new(quiet_dependencies("info")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -23,4 +25,14 @@ pub(crate) fn init(format: LogFormat, filter: &str) {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.with_target(false).try_init(),
     };
+}
+
+/// The MCP client library logs every handshake and notification at `info`, with whole server
+/// descriptions; its warnings are kept unless the filter names it.
+fn quiet_dependencies(filter: &str) -> String {
+    if filter.contains("rmcp") {
+        filter.to_owned()
+    } else {
+        format!("{filter},rmcp=warn")
+    }
 }

@@ -305,7 +305,9 @@ max_tool_bytes = 2048
         super::McpTransport::Stdio { command, env } => {
             assert_eq!(command, &["npx", "-y", "some-server"]);
             assert_eq!(env.len(), 2);
-            assert!(matches!(&env[1].1, super::SettingValue::Secret(r) if r.credential.as_deref() == Some("files_token")));
+            assert!(
+                matches!(&env[1].1, super::SettingValue::Secret(r) if r.credential.as_deref() == Some("files_token"))
+            );
         }
         other => panic!("stdio expected, got {other:?}"),
     }
@@ -371,19 +373,46 @@ command = ["x"]
 comand = ["y"]
 "#,
     );
-    assert_has(&problems, "mcp server `files`: tool `files__read` uses the prefix");
+    assert_has(
+        &problems,
+        "mcp server `files`: tool `files__read` uses the prefix",
+    );
     assert_has(&problems, "mcp server `files`: duplicate mcp server name");
     assert_has(&problems, "mcp server `bad__name`: invalid name");
-    assert_has(&problems, "mcp server `bad__name`: command: give the program");
-    assert_has(&problems, "mcp server `both`: set either `command` or `url`, not both");
+    assert_has(
+        &problems,
+        "mcp server `bad__name`: command: give the program",
+    );
+    assert_has(
+        &problems,
+        "mcp server `both`: set either `command` or `url`, not both",
+    );
     assert_has(&problems, "mcp server `neither`: missing `command`");
-    assert_has(&problems, "mcp server `web`: url: must be an http:// or https:// URL");
+    assert_has(
+        &problems,
+        "mcp server `web`: url: must be an http:// or https:// URL",
+    );
     assert_has(&problems, "mcp server `envs`: env: invalid name `1BAD`");
-    assert_has(&problems, "mcp server `envs`: env.TOKEN: unknown field `password`");
-    assert_has(&problems, "mcp server `envs`: env.NUM: expected a string or a secret reference");
-    assert_has(&problems, "mcp server `envs`: headers: only for a server reached by `url`");
+    assert_has(
+        &problems,
+        "mcp server `envs`: env.TOKEN: unknown field `password`",
+    );
+    assert_has(
+        &problems,
+        "mcp server `envs`: env.NUM: expected a string or a secret reference",
+    );
+    assert_has(
+        &problems,
+        "mcp server `envs`: headers: only for a server reached by `url`",
+    );
     assert_has(&problems, "mcp server `limits`: timeout:");
-    assert_has(&problems, "mcp server `limits`: max_tools: must be between 1");
-    assert_has(&problems, "mcp server `limits`: tools: an empty list takes no tool");
+    assert_has(
+        &problems,
+        "mcp server `limits`: max_tools: must be between 1",
+    );
+    assert_has(
+        &problems,
+        "mcp server `limits`: tools: an empty list takes no tool",
+    );
     assert_has(&problems, "mcp server `typo`: unknown field `comand`");
 }

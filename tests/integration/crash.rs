@@ -212,12 +212,18 @@ async fn an_mcp_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_reru
     tokio::time::sleep(Duration::from_millis(1000)).await;
     daemon.child.kill().unwrap();
     daemon.child.wait().unwrap();
-    assert!(in_flight.await.unwrap().is_err(), "the request died with the daemon");
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the request died with the daemon"
+    );
     drop(daemon);
 
     let daemon = start(&data, &tools, &mock);
     daemon.log_once_it_has("MCP server up");
-    mock.push(Reply::tool_calls(vec![ScriptedCall::new("py__count", json!({}))]));
+    mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "py__count",
+        json!({}),
+    )]));
     mock.push(Reply::text("it may or may not have waited"));
     let answer = post(
         &http,

@@ -80,7 +80,10 @@ timeout = "20s"
         ScriptedCall::new("checked__get-sum", json!({"a": 2, "b": 3})),
         ScriptedCall::new("checked__get-sum", json!({"a": "two", "b": 3})),
         ScriptedCall::new("checked__get-tiny-image", json!({})),
-        ScriptedCall::new("checked__get-structured-content", json!({"location": "Chicago"})),
+        ScriptedCall::new(
+            "checked__get-structured-content",
+            json!({"location": "Chicago"}),
+        ),
         ScriptedCall::new("checked__get-env", json!({})),
     ]));
     d.mock.push(Reply::text("done"));
@@ -127,8 +130,14 @@ timeout = "20s"
     let structured: Value = serde_json::from_str(&results[4]).expect("structured content is JSON");
     assert!(structured["temperature"].is_number(), "{structured}");
     let env = &results[5];
-    assert!(env.contains("from-entry"), "the entry's env reaches the server: {env}");
-    assert!(env.contains("s3cret-token"), "a secret reference is resolved: {env}");
+    assert!(
+        env.contains("from-entry"),
+        "the entry's env reaches the server: {env}"
+    );
+    assert!(
+        env.contains("s3cret-token"),
+        "a secret reference is resolved: {env}"
+    );
     assert!(
         !env.contains("CARGO_MANIFEST_DIR"),
         "agentd's own environment does not reach the server: {env}"
@@ -263,7 +272,12 @@ async fn http_server_results_errors_and_checks_reach_the_model() {
         json!({"result": 5}),
         "structured content is the result"
     );
-    assert_eq!(error_kind(&results[1]), "invalid_arguments", "{}", results[1]);
+    assert_eq!(
+        error_kind(&results[1]),
+        "invalid_arguments",
+        "{}",
+        results[1]
+    );
     assert_eq!(error_kind(&results[2]), "tool_error", "{}", results[2]);
     assert!(results[2].contains("disk is full"), "{}", results[2]);
     assert!(results[3].contains("[image image/png,"), "{}", results[3]);
@@ -382,8 +396,16 @@ async fn a_reload_restarts_only_the_servers_whose_entry_changed() {
         .wait_mcp("b", |s| s["state"] == "up" && s["tools"] == 2)
         .await;
     assert_eq!(b["tools"], 2);
-    assert_eq!(read_pid(&pid_a), a_before, "the unchanged server kept running");
-    assert_ne!(read_pid(&pid_b), b_before, "the changed server was restarted");
+    assert_eq!(
+        read_pid(&pid_a),
+        a_before,
+        "the unchanged server kept running"
+    );
+    assert_ne!(
+        read_pid(&pid_b),
+        b_before,
+        "the changed server was restarted"
+    );
 }
 
 #[tokio::test]
@@ -409,7 +431,11 @@ async fn deleting_a_session_mid_call_cancels_the_call_on_the_server() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let (s, _) = d
-        .send(reqwest::Method::DELETE, &format!("/sessions/{session}"), None)
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/sessions/{session}"),
+            None,
+        )
         .await;
     assert!(s.is_success(), "{s}");
     let (s, r) = tokio::time::timeout(Duration::from_secs(10), chat)
@@ -447,7 +473,10 @@ async fn a_repeated_call_is_answered_from_the_journal_without_reaching_the_serve
     assert_eq!(s, StatusCode::CREATED, "{r}");
 
     d.mock.push(Reply::tool_calls(vec![add()]));
-    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new("py__count", json!({}))]));
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "py__count",
+        json!({}),
+    )]));
     d.mock.push(Reply::text("still 2"));
     let (s, r) = d.chat(&session, say("Again.")).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
@@ -464,5 +493,30 @@ async fn a_repeated_call_is_answered_from_the_journal_without_reaching_the_serve
         serde_json::from_str::<Value>(counted.last().unwrap()).unwrap(),
         json!({"result": 1}),
         "the server saw the call once: {counted:?}"
+    );
+}
+
+/// The README's MCP walk-through: the mock model's default behaviour (no scripted reply) picks
+/// the offered tool matching the user's words, and the reference server's answer comes back.
+#[tokio::test]
+async fn the_readme_walk_through_calls_the_echo_tool_of_the_reference_server() {
+    let d = start(format!(
+        "[[mcp]]\nname = \"everything\"\ncommand = {}\ntools = [\"echo\", \"get-sum\"]\n",
+        everything_command()
+    ))
+    .await;
+    let status = d.wait_mcp_up("everything").await;
+    assert_eq!(status["tools"], 2, "{status}");
+    let session = d.session().await;
+    let (s, r) = d
+        .chat(&session, say("Please echo: hello from agentd"))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    assert_eq!(r["tool_runs"][0]["name"], "everything__echo", "{r}");
+    assert_eq!(r["tool_runs"][0]["status"], "ok", "{r}");
+    let answer = r["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(
+        answer.starts_with("Done. everything__echo returned: Echo: "),
+        "{answer}"
     );
 }

@@ -320,7 +320,10 @@ async fn mcp_servers_down_show_in_the_status_and_a_sighup_restarts_only_the_chan
         "{ready}"
     );
     let log = daemon.log_once_it_has("stderr: Starting default");
-    assert!(log.contains("mcp_server=everything"), "stderr logged with the server's name");
+    assert!(
+        log.contains("mcp_server=everything"),
+        "stderr logged with the server's name"
+    );
     assert!(
         log.contains("MCP server did not start") && log.contains("/nonexistent/mcp-server"),
         "{log}"
