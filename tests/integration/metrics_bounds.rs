@@ -1,11 +1,13 @@
 //! `/metrics` stays bounded whatever clients and the model send: made-up HTTP methods and
 //! paths (unauthenticated), made-up model names in chat requests and tool names the model
-//! invents all end up in a fixed set of series, the overflow labelled `other`.
+//! invents all end up in a fixed set of series, the overflow labelled `other`. It runs the real
+//! binary: the metrics registry is per process, and the label limits are its configuration.
 
 use crate::common;
+use crate::systemd_support::{Daemon, Setup, write_tools};
 
-use agentd_mock::{Reply, ScriptedCall};
-use common::{KEY, Options, TestDaemon, say};
+use agentd_mock::{MockConfig, MockModel, Reply, ScriptedCall};
+use common::{KEY, say};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -16,14 +18,15 @@ const MAX_BYTES: usize = 24;
 
 #[tokio::test]
 async fn series_stay_bounded_under_made_up_methods_paths_models_and_tools() {
-    let d = TestDaemon::start_with(Options {
-        sets: vec![
-            format!("server.metrics_max_label_values={MAX_VALUES}"),
-            format!("server.metrics_max_label_bytes={MAX_BYTES}"),
-        ],
-        ..Options::default()
-    })
-    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let tools = write_tools(dir.path(), "");
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let sets = [
+        format!("server.metrics_max_label_values={MAX_VALUES}"),
+        format!("server.metrics_max_label_bytes={MAX_BYTES}"),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let d = Daemon::start(Setup::new(dir.path(), &tools, &mock).sets(&sets)).await;
     let session = d.session().await;
     // A model name with a quote and a line feed, admitted first so it is kept as a label.
     let mut quoted = say("hello");
@@ -33,9 +36,9 @@ async fn series_stay_bounded_under_made_up_methods_paths_models_and_tools() {
     // The scrape itself is a series; it exists before the first snapshot is compared.
     metrics(&d).await;
 
-    hostile_round(&d, &session, "first").await;
+    hostile_round(&d, &mock, &session, "first").await;
     let first = metrics(&d).await;
-    hostile_round(&d, &session, "second").await;
+    hostile_round(&d, &mock, &session, "second").await;
     let second = metrics(&d).await;
 
     let (before, after) = (series(&first), series(&second));
@@ -53,7 +56,7 @@ async fn series_stay_bounded_under_made_up_methods_paths_models_and_tools() {
     assert!(second.contains("tool=\"other\""), "{second}");
     assert!(second.contains("model=\"other\""), "{second}");
     assert!(
-        second.contains("model=\"mock-model\""),
+        second.contains("model=\"llama3.2\""),
         "the configured model keeps its own series:\n{second}"
     );
     let models = label_values(&second, "agentd_model_calls_total", "model");
@@ -71,15 +74,14 @@ async fn series_stay_bounded_under_made_up_methods_paths_models_and_tools() {
 
 /// Unauthenticated requests with made-up methods and paths, chats naming made-up models and a
 /// model that calls tools that do not exist; every name is new in each round.
-async fn hostile_round(d: &TestDaemon, session: &str, round: &str) {
-    let root = d.base.trim_end_matches("/api");
+async fn hostile_round(d: &Daemon, mock: &MockModel, session: &str, round: &str) {
     for i in 0..150 {
         let method = Method::from_bytes(format!("BREW{i}{round}").as_bytes()).expect("method");
         for url in [
-            format!("{root}/made/up/{round}/{i}"),
             d.url(&format!("/made/up/{round}/{i}")),
-            d.url("/agents"),
-            d.url(&format!("/sessions/{round}-{i}/chat")),
+            d.url(&format!("/api/made/up/{round}/{i}")),
+            d.url("/api/agents"),
+            d.url(&format!("/api/sessions/{round}-{i}/chat")),
         ] {
             let response = d
                 .http
@@ -101,22 +103,21 @@ async fn hostile_round(d: &TestDaemon, session: &str, round: &str) {
     let (s, r) = d.chat(session, long).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     for i in 0..6 {
-        d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        mock.push(Reply::tool_calls(vec![ScriptedCall::new(
             format!("invented_{round}_{i}"),
             json!({}),
         )]));
-        d.mock.push(Reply::text("there is no such tool"));
+        mock.push(Reply::text("there is no such tool"));
         let (s, r) = d.chat(session, say("use a tool")).await;
         assert_eq!(s, StatusCode::CREATED, "{r}");
         assert_eq!(r["tool_runs"][0]["error_kind"], "unknown_tool", "{r}");
     }
 }
 
-async fn metrics(d: &TestDaemon) -> String {
-    let root = d.base.trim_end_matches("/api");
+async fn metrics(d: &Daemon) -> String {
     let response = d
         .http
-        .get(format!("{root}/metrics"))
+        .get(d.url("/metrics"))
         .bearer_auth(KEY)
         .send()
         .await
