@@ -58,7 +58,8 @@ impl App {
         &self.state.store
     }
 
-    /// Opens the store, builds the provider, compiles the catalog and resolves API keys.
+    /// Opens the store, builds the provider, compiles the catalog, resolves API keys and starts
+    /// the MCP servers (so it must run inside the tokio runtime).
     pub fn build(config: Config, mut registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
         crate::telemetry::metrics().configure(

@@ -17,7 +17,7 @@ use rmcp::{ClientHandler, RoleClient, ServiceExt};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::sync::Notify;
 
-use crate::tool::{McpServerSpec, McpTransport};
+use crate::tool::{McpServerSpec, McpTransport, SettingValue};
 
 /// A connected server.
 pub(super) type Connection = RunningService<RoleClient, Events>;
@@ -79,60 +79,96 @@ impl ClientHandler for Events {
     }
 }
 
-/// Starts (or connects to) the server and completes the MCP handshake.
+/// Starts (or connects to) the server and completes the MCP handshake. The error names what
+/// failed, with URL credentials and resolved secrets taken out.
 pub(super) async fn connect(spec: &McpServerSpec, events: Events) -> Result<Connection, String> {
-    match &spec.transport {
+    let mut secrets = Vec::new();
+    let connected = match &spec.transport {
         McpTransport::Stdio { command, env } => {
-            let mut child = tokio::process::Command::new(&command[0]);
-            child.args(&command[1..]).env_clear();
-            for name in INHERITED_ENV {
-                if let Some(value) = std::env::var_os(name) {
-                    child.env(name, value);
-                }
-            }
-            for (name, value) in env {
-                let value = value.resolve().map_err(|e| format!("env.{name}: {e}"))?;
-                child.env(name, value);
-            }
-            let mut wrapped = CommandWrap::from(child);
-            // Its own process group, killed as a whole: `npx` and shells start the real
-            // server as a grandchild.
-            wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
-            let (transport, stderr) = TokioChildProcess::builder(wrapped)
-                .stderr(Stdio::piped())
-                .spawn()
-                .map_err(|e| format!("cannot start `{}`: {e}", command[0]))?;
-            if let Some(stderr) = stderr {
-                tokio::spawn(log_stderr(spec.name.clone(), stderr));
-            }
-            events
-                .serve(transport)
-                .await
-                .map_err(|e| format!("MCP handshake failed: {e}"))
+            stdio(command, env, &spec.name, events, &mut secrets).await
         }
-        McpTransport::Http { url, headers } => {
-            let mut custom = HashMap::new();
-            for (name, value) in headers {
-                let value = value
-                    .resolve()
-                    .map_err(|e| format!("headers.{name}: {e}"))?;
-                let value = reqwest::header::HeaderValue::from_str(&value)
-                    .map_err(|_| format!("headers.{name}: not a valid header value"))?;
-                let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
-                    .map_err(|_| format!("headers: invalid name `{name}`"))?;
-                custom.insert(name, value);
-            }
-            let client = http_client(url.starts_with("https:"))?;
-            let config = StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                .custom_headers(custom)
-                .max_concurrent_requests(HTTP_MAX_CONCURRENT_REQUESTS);
-            let transport = StreamableHttpClientTransport::with_client(client, config);
-            events
-                .serve(transport)
-                .await
-                .map_err(|e| format!("MCP handshake failed: {e}"))
+        McpTransport::Http { url, headers } => http(url, headers, events, &mut secrets).await,
+    };
+    connected.map_err(|error| {
+        let error = agentd_sdk::redact_url_credentials(&error);
+        agentd_sdk::scrub(&error, &secrets).into_owned()
+    })
+}
+
+/// A value for the server; a secret's value is also kept in `secrets` (to scrub errors of).
+fn resolve(
+    what: &str,
+    name: &str,
+    value: &SettingValue,
+    secrets: &mut Vec<String>,
+) -> Result<String, String> {
+    let resolved = value.resolve().map_err(|e| format!("{what}.{name}: {e}"))?;
+    if matches!(value, SettingValue::Secret(_)) {
+        secrets.push(resolved.clone());
+    }
+    Ok(resolved)
+}
+
+async fn stdio(
+    command: &[String],
+    env: &[(String, SettingValue)],
+    server: &str,
+    events: Events,
+    secrets: &mut Vec<String>,
+) -> Result<Connection, String> {
+    let mut child = tokio::process::Command::new(&command[0]);
+    child.args(&command[1..]).env_clear();
+    for name in INHERITED_ENV {
+        if let Some(value) = std::env::var_os(name) {
+            child.env(name, value);
         }
     }
+    for (name, value) in env {
+        child.env(name, resolve("env", name, value, secrets)?);
+    }
+    let mut wrapped = CommandWrap::from(child);
+    // Its own process group, killed as a whole: `npx` and shells start the real server as a
+    // grandchild.
+    wrapped.wrap(ProcessGroup::leader()).wrap(KillOnDrop);
+    let (transport, stderr) = TokioChildProcess::builder(wrapped)
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", command[0]))?;
+    if let Some(stderr) = stderr {
+        tokio::spawn(log_stderr(server.to_owned(), stderr));
+    }
+    events
+        .serve(transport)
+        .await
+        .map_err(|e| format!("MCP handshake failed: {e}"))
+}
+
+async fn http(
+    url: &str,
+    headers: &[(String, SettingValue)],
+    events: Events,
+    secrets: &mut Vec<String>,
+) -> Result<Connection, String> {
+    let mut custom = HashMap::new();
+    for (name, value) in headers {
+        let value = resolve("headers", name, value, secrets)?;
+        let value = reqwest::header::HeaderValue::from_str(&value)
+            .map_err(|_| format!("headers.{name}: not a valid header value"))?;
+        let name = reqwest::header::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| format!("headers: invalid name `{name}`"))?;
+        custom.insert(name, value);
+    }
+    let client = http_client(url.starts_with("https:"))?;
+    let config = StreamableHttpClientTransportConfig::with_uri(url)
+        .custom_headers(custom)
+        .max_concurrent_requests(HTTP_MAX_CONCURRENT_REQUESTS);
+    let transport = StreamableHttpClientTransport::with_client(client, config);
+    events.serve(transport).await.map_err(|e| {
+        format!(
+            "MCP handshake with {} failed: {e}",
+            agentd_sdk::redact_url(url)
+        )
+    })
 }
 
 /// A client that does not follow redirects and ignores proxy variables (the server is named

@@ -46,7 +46,17 @@ struct Publisher(std::sync::Weak<Inner>);
 
 impl Publish for Publisher {
     fn publish(&self, server: &Server) {
-        if let Some(inner) = self.0.upgrade() {
+        let Some(inner) = self.0.upgrade() else {
+            return;
+        };
+        // A server replaced by a reload may still be stopping: its state is no longer what
+        // the daemon runs under that name.
+        let current = inner
+            .state()
+            .servers
+            .get(&server.spec.name)
+            .is_some_and(|running| std::ptr::eq(Arc::as_ptr(&running.server), server));
+        if current {
             let status = server.status();
             crate::telemetry::metrics().record_mcp_server(
                 &status.name,
@@ -54,8 +64,8 @@ impl Publish for Publisher {
                 status.tools,
                 status.failures,
             );
-            inner.publish();
         }
+        inner.publish();
     }
 }
 

@@ -27,8 +27,13 @@ pub(super) async fn list(
             .list_tools(Some(PaginatedRequestParams::default().with_cursor(cursor)))
             .await
             .map_err(|e| format!("tools/list failed: {e}"))?;
+        let empty = page.tools.is_empty();
         listed.extend(page.tools);
         cursor = page.next_cursor;
+        if empty && cursor.is_some() {
+            tracing::warn!(mcp_server = %spec.name, "the server sent an empty page with a cursor; listing stopped there");
+            break;
+        }
         if listed.len() > spec.max_tools {
             tracing::warn!(
                 mcp_server = %spec.name,

@@ -51,9 +51,6 @@ pub(crate) struct ServerStatus {
     pub(crate) name: String,
     pub(crate) phase: Phase,
     pub(crate) tools: usize,
-    /// Why it is down (start failure or exit), without secrets: messages name variables, not
-    /// their values.
-    pub(crate) error: Option<String>,
     /// Times it exited or failed to start since the daemon started it.
     pub(crate) failures: u64,
 }
@@ -74,7 +71,6 @@ struct State {
     peer: Option<Peer<RoleClient>>,
     phase: Phase,
     tools: Vec<Arc<CatalogTool>>,
-    error: Option<String>,
     failures: u64,
     /// Each tool's concurrency limit, kept across listings and restarts so a re-listing does
     /// not reset how many calls are running.
@@ -89,7 +85,6 @@ impl Server {
                 peer: None,
                 phase: Phase::Starting,
                 tools: Vec::new(),
-                error: None,
                 failures: 0,
                 permits: HashMap::new(),
             }),
@@ -131,7 +126,6 @@ impl Server {
             } else {
                 0
             },
-            error: state.error.clone(),
             failures: state.failures,
         }
     }
@@ -162,19 +156,17 @@ impl Server {
         state.peer = Some(peer);
         state.phase = Phase::Up;
         state.tools = tools;
-        state.error = None;
     }
 
     fn set_tools(&self, tools: Vec<Arc<CatalogTool>>) {
         self.state().tools = tools;
     }
 
-    fn set_down(&self, error: String, failed: bool) {
+    fn set_down(&self, failed: bool) {
         let mut state = self.state();
         state.peer = None;
         state.phase = Phase::Down;
         state.tools.clear();
-        state.error = Some(error);
         if failed {
             state.failures += 1;
         }
@@ -207,19 +199,19 @@ pub(crate) async fn supervise(
                 publisher.publish(&server);
                 let ending = watch_until_exit(&server, connection, &*publisher, &stop).await;
                 let Some(reason) = ending else {
-                    server.set_down("stopped".into(), false);
+                    server.set_down(false);
                     publisher.publish(&server);
                     return;
                 };
                 tracing::warn!(mcp_server = %name, %reason, "MCP server exited; restarting");
-                server.set_down(reason, true);
+                server.set_down(true);
                 if started.elapsed() >= STABLE_RUN {
                     backoff = MIN_BACKOFF;
                 }
             }
             Err(error) => {
                 tracing::error!(mcp_server = %name, %error, retry_in_s = backoff.as_secs(), "MCP server did not start; its tools are not offered");
-                server.set_down(error, true);
+                server.set_down(true);
             }
         }
         publisher.publish(&server);

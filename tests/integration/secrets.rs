@@ -74,7 +74,8 @@ fn assert_no_secret(what: &str, text: &str) {
     }
 }
 
-/// A catalog with a webhook tool whose URL carries credentials and whose endpoint is closed.
+/// A catalog with a webhook tool and an MCP server whose URLs carry credentials, whose
+/// token is a secret reference, and whose endpoints are closed.
 fn hook_catalog(dir: &Path) -> String {
     let token = dir.join("hook-token");
     std::fs::write(&token, HOOK_TOKEN).unwrap();
@@ -90,6 +91,12 @@ parameters = {{ type = "object", properties = {{ event = {{ type = "string" }} }
 url = "http://{HOOK_USER}:{HOOK_PASSWORD}@127.0.0.1:{port}/hook"
 bearer_token = {{ file = {token} }}
 timeout = "2s"
+
+[[mcp]]
+name = "remote"
+url = "http://{HOOK_USER}:{HOOK_PASSWORD}@127.0.0.1:{port}/mcp"
+headers = {{ Authorization = {{ file = {token} }} }}
+start_timeout = "2s"
 "#,
         port = closed_port(),
         token = toml_str(&token.display().to_string()),
@@ -367,4 +374,21 @@ bearer_token = "{HOOK_TOKEN}"
         assert_no_secret(&format!("`agentd {command}` output"), &text);
     }
     assert_no_secret("the log", &captured_log());
+}
+
+#[tokio::test]
+async fn an_unreachable_mcp_server_names_no_credentials() {
+    let (d, _dir) = daemon(None).await;
+    let status = d
+        .wait_mcp("remote", |s| s["failures"].as_u64() >= Some(1))
+        .await;
+    assert_eq!(status["state"], "down", "{status}");
+    assert_no_secret("/readyz", &status.to_string());
+    let log = captured_log();
+    assert!(log.contains("MCP server did not start"), "{log}");
+    assert!(
+        log.contains("MCP handshake with http://***@127.0.0.1:"),
+        "the server is named, its credentials redacted: {log}"
+    );
+    assert_no_secret("the log", &log);
 }
