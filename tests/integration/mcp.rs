@@ -524,3 +524,42 @@ async fn the_readme_walk_through_calls_the_echo_tool_of_the_reference_server() {
         "{answer}"
     );
 }
+
+#[tokio::test]
+async fn a_changed_tool_list_is_listed_again_and_offered() {
+    let state = tempfile::tempdir().unwrap();
+    let server = HttpMcpServer::start(None, state.path());
+    let d = start(http_entry("py", &server, "")).await;
+    let before = d.wait_mcp_up("py").await["tools"].as_u64().unwrap();
+
+    let session = d.session().await;
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "py__grow",
+        json!({}),
+    )]));
+    d.mock.push(Reply::text("grown"));
+    let (s, r) = d.chat(&session, say("Grow.")).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    d.wait_mcp("py", |s| s["tools"].as_u64() == Some(before + 1))
+        .await;
+
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "py__late",
+        json!({"x": 21}),
+    )]));
+    d.mock.push(Reply::text("42"));
+    let (s, r) = d.chat(&session, say("Use the new tool.")).await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let requests = d.mock.requests();
+    let asked = &requests[requests.len() - 2];
+    assert!(
+        offered_names(asked).contains(&"py__late".to_owned()),
+        "{:?}",
+        offered_names(asked)
+    );
+    let results = tool_results(requests.last().unwrap());
+    assert_eq!(
+        serde_json::from_str::<Value>(results.last().unwrap()).unwrap(),
+        json!({"result": 42})
+    );
+}

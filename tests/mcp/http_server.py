@@ -15,6 +15,7 @@ Tools:
                   before the SDK validates name and arguments (so rejected ones count too)
   image()         one image block (a 1x1 PNG) and one text block
   exit_now()      ends the process at once with exit status 3, mid-call
+  grow()          adds the tool `late(x)` (answers 2x) and sends notifications/tools/list_changed
 
 With --require-header NAME=VALUE, an HTTP request without that header and value gets 401.
 """
@@ -27,8 +28,9 @@ import sys
 from pathlib import Path
 
 import uvicorn
-from mcp.server.mcpserver import Image, MCPServer
+from mcp.server.mcpserver import Context, Image, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import ToolListChangedNotification
 
 # A 1x1 opaque red PNG.
 TINY_PNG = base64.b64decode(
@@ -78,6 +80,21 @@ def build_server(state_dir: Path) -> MCPServer:
     @mcp.tool(description="Return a tiny PNG image and a caption.", structured_output=False)
     def image() -> list:
         return [Image(data=TINY_PNG, format="png"), "a 1x1 red pixel"]
+
+    @mcp.tool(description="Add the tool `late` and tell the client the tool list changed.")
+    async def grow(ctx: Context) -> str:
+        def late(x: int) -> int:
+            """Double x."""
+            return 2 * x
+
+        if "late" not in {tool.name for tool in await mcp.list_tools()}:
+            mcp.add_tool(late)
+        # Sent on this call's stream, before its result: clients of the 2025 protocol
+        # versions get it there (`notify_tools_changed` only reaches `subscriptions/listen`).
+        await ctx.session.send_notification(
+            ToolListChangedNotification(), related_request_id=ctx.request_id
+        )
+        return "grown"
 
     @mcp.tool(description="Make the server process exit immediately.", structured_output=False)
     def exit_now() -> str:
