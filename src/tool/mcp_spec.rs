@@ -86,11 +86,7 @@ impl SettingValue {
 /// `true` for a server name: 1 to 32 characters from a-z, A-Z, 0-9, `_` and `-`, without the
 /// name separator in it (so a tool name splits back into server and tool one way only).
 pub fn is_valid_server_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && !name.contains(MCP_NAME_SEPARATOR)
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    name.len() <= 32 && !name.contains(MCP_NAME_SEPARATOR) && super::is_valid_tool_name(name)
 }
 
 #[cfg(test)]

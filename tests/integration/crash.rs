@@ -48,6 +48,36 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
     response.json().await.expect("json")
 }
 
+/// SIGKILLs the daemon while `in_flight` waits on it; the request dies with it.
+async fn kill_mid_request(
+    mut daemon: Daemon,
+    in_flight: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
+) {
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the request died with the daemon"
+    );
+}
+
+/// An agent and a session on it; returns the session id.
+async fn new_session(http: &reqwest::Client, daemon: &Daemon) -> String {
+    let agent = post(
+        http,
+        format!("{}/agents", api(daemon)),
+        json!({"name": "a"}),
+    )
+    .await;
+    let session = post(
+        http,
+        format!("{}/sessions", api(daemon)),
+        json!({"agent_id": agent["id"]}),
+    )
+    .await;
+    session["id"].as_str().unwrap().to_owned()
+}
+
 #[tokio::test]
 async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     // A webhook target that accepts connections and never answers: the call stays in flight.
@@ -81,20 +111,8 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     crate::common::install_crypto_provider();
     let http = reqwest::Client::new();
 
-    let mut daemon = start(&data, &tools, &mock);
-    let agent = post(
-        &http,
-        format!("{}/agents", api(&daemon)),
-        json!({"name": "a"}),
-    )
-    .await;
-    let session = post(
-        &http,
-        format!("{}/sessions", api(&daemon)),
-        json!({"agent_id": agent["id"]}),
-    )
-    .await;
-    let session = session["id"].as_str().unwrap().to_owned();
+    let daemon = start(&data, &tools, &mock);
+    let session = new_session(&http, &daemon).await;
     mock.push(Reply::tool_calls(vec![
         ScriptedCall::new("hook", json!({"event": "deploy"})).with_id("call_hook"),
     ]));
@@ -110,13 +128,7 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
         .await
         .unwrap()
         .expect("the handler reached the hook");
-    daemon.child.kill().unwrap();
-    daemon.child.wait().unwrap();
-    assert!(
-        in_flight.await.unwrap().is_err(),
-        "the request died with the daemon"
-    );
-    drop(daemon);
+    kill_mid_request(daemon, in_flight).await;
 
     let daemon = start(&data, &tools, &mock);
     mock.push(Reply::text("the deploy may or may not have happened"));
@@ -177,21 +189,9 @@ async fn an_mcp_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_reru
     crate::common::install_crypto_provider();
     let http = reqwest::Client::new();
 
-    let mut daemon = start(&data, &tools, &mock);
+    let daemon = start(&data, &tools, &mock);
     daemon.log_once_it_has("MCP server up");
-    let agent = post(
-        &http,
-        format!("{}/agents", api(&daemon)),
-        json!({"name": "a"}),
-    )
-    .await;
-    let session = post(
-        &http,
-        format!("{}/sessions", api(&daemon)),
-        json!({"agent_id": agent["id"]}),
-    )
-    .await;
-    let session = session["id"].as_str().unwrap().to_owned();
+    let session = new_session(&http, &daemon).await;
     mock.push(Reply::tool_calls(vec![
         ScriptedCall::new("py__slow", json!({"seconds": 30})).with_id("call_slow"),
     ]));
@@ -210,13 +210,7 @@ async fn an_mcp_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_reru
     }
     // The call is journaled before it is sent; give it time to reach the server.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    daemon.child.kill().unwrap();
-    daemon.child.wait().unwrap();
-    assert!(
-        in_flight.await.unwrap().is_err(),
-        "the request died with the daemon"
-    );
-    drop(daemon);
+    kill_mid_request(daemon, in_flight).await;
 
     let daemon = start(&data, &tools, &mock);
     daemon.log_once_it_has("MCP server up");

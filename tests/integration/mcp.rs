@@ -45,6 +45,55 @@ fn error_kind(result: &str) -> String {
     parsed["error"]["kind"].as_str().unwrap_or("").to_owned()
 }
 
+/// Sends a chat on its own task, so the test can act while the turn runs.
+fn chat_in_background(
+    d: &TestDaemon,
+    session: &str,
+    text: &str,
+) -> tokio::task::JoinHandle<(StatusCode, Value)> {
+    let (http, url) = (d.http.clone(), d.url(&format!("/sessions/{session}/chat")));
+    let body = say(text);
+    tokio::spawn(
+        async move { common::request(&http, reqwest::Method::POST, url, Some(body)).await },
+    )
+}
+
+/// Waits until the model was asked once more than `before` times, then `settle` more: by then
+/// the call it answered with has been sent to the server.
+async fn wait_call_sent(d: &TestDaemon, before: usize, settle: Duration) {
+    while d.mock.requests().len() <= before {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(settle).await;
+}
+
+/// The Python server and a daemon using it as `py` (with `extra` lines in its entry), up, with
+/// a session whose next model answer is a `slow` call of 30 s.
+async fn slow_call_on_py(extra: &str) -> (HttpMcpServer, tempfile::TempDir, TestDaemon, String) {
+    let state = tempfile::tempdir().unwrap();
+    let server = HttpMcpServer::start(None, state.path());
+    let d = start(http_entry("py", &server, extra)).await;
+    d.wait_mcp_up("py").await;
+    let session = d.session().await;
+    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
+        "py__slow",
+        json!({"seconds": 30}),
+    )]));
+    (server, state, d, session)
+}
+
+/// Waits (up to 10 s) until the Python server saw a call cancelled.
+async fn wait_cancelled_on_server(server: &HttpMcpServer) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.cancelled() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the server never saw notifications/cancelled"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn start(tools_toml: String) -> TestDaemon {
     TestDaemon::start_with(Options {
         tools_toml: Some(tools_toml),
@@ -186,17 +235,8 @@ tools = ["echo", "trigger-long-running-operation"]
         json!({"duration": 20, "steps": 20}),
     )]));
     d.mock.push(Reply::text("it failed"));
-    let chat = {
-        let (http, url) = (d.http.clone(), d.url(&format!("/sessions/{session}/chat")));
-        tokio::spawn(async move {
-            common::request(&http, reqwest::Method::POST, url, Some(say("Run it."))).await
-        })
-    };
-    // The call is running once the model has been asked; give it time to reach the server.
-    while d.mock.requests().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let chat = chat_in_background(&d, &session, "Run it.");
+    wait_call_sent(&d, 0, Duration::from_millis(1500)).await;
     kill_group(first_pid);
 
     let (s, r) = tokio::time::timeout(Duration::from_secs(20), chat)
@@ -292,30 +332,13 @@ async fn http_server_results_errors_and_checks_reach_the_model() {
 
 #[tokio::test]
 async fn a_timed_out_call_is_cancelled_on_the_server() {
-    let state = tempfile::tempdir().unwrap();
-    let server = HttpMcpServer::start(None, state.path());
-    let d = start(http_entry("py", &server, "timeout = \"700ms\"")).await;
-    d.wait_mcp_up("py").await;
-
-    let session = d.session().await;
-    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
-        "py__slow",
-        json!({"seconds": 30}),
-    )]));
+    let (server, _state, d, session) = slow_call_on_py("timeout = \"700ms\"").await;
     d.mock.push(Reply::text("too slow"));
     let (s, r) = d.chat(&session, say("Wait.")).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     let results = tool_results(&d.mock.requests()[1]);
     assert_eq!(error_kind(&results[0]), "timeout", "{}", results[0]);
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.cancelled() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never saw notifications/cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_cancelled_on_server(&server).await;
 }
 
 #[tokio::test]
@@ -414,26 +437,9 @@ async fn a_reload_restarts_only_the_servers_whose_entry_changed() {
 
 #[tokio::test]
 async fn deleting_a_session_mid_call_cancels_the_call_on_the_server() {
-    let state = tempfile::tempdir().unwrap();
-    let server = HttpMcpServer::start(None, state.path());
-    let d = start(http_entry("py", &server, "timeout = \"60s\"")).await;
-    d.wait_mcp_up("py").await;
-
-    let session = d.session().await;
-    d.mock.push(Reply::tool_calls(vec![ScriptedCall::new(
-        "py__slow",
-        json!({"seconds": 30}),
-    )]));
-    let chat = {
-        let (http, url) = (d.http.clone(), d.url(&format!("/sessions/{session}/chat")));
-        tokio::spawn(async move {
-            common::request(&http, reqwest::Method::POST, url, Some(say("Wait."))).await
-        })
-    };
-    while d.mock.requests().is_empty() {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (server, _state, d, session) = slow_call_on_py("timeout = \"60s\"").await;
+    let chat = chat_in_background(&d, &session, "Wait.");
+    wait_call_sent(&d, 0, Duration::from_millis(500)).await;
     let (s, _) = d
         .send(
             reqwest::Method::DELETE,
@@ -447,15 +453,7 @@ async fn deleting_a_session_mid_call_cancels_the_call_on_the_server() {
         .expect("the cancelled turn ends")
         .unwrap();
     assert_eq!(s, StatusCode::CONFLICT, "{r}");
-
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.cancelled() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the server never saw notifications/cancelled"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_cancelled_on_server(&server).await;
 }
 
 #[tokio::test]
