@@ -9,9 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use process_wrap::tokio::{CommandWrap, KillOnDrop, ProcessGroup};
-use rmcp::model::{
-    ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam,
-};
+use rmcp::model::{ClientCapabilities, ClientConfig, Implementation, ProgressNotificationParam};
 use rmcp::service::{NotificationContext, RunningService};
 use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
@@ -90,9 +88,7 @@ pub(super) async fn connect(spec: &McpServerSpec, events: Events) -> Result<Conn
                 }
             }
             for (name, value) in env {
-                let value = value
-                    .resolve()
-                    .map_err(|e| format!("env.{name}: {e}"))?;
+                let value = value.resolve().map_err(|e| format!("env.{name}: {e}"))?;
                 child.env(name, value);
             }
             let mut wrapped = CommandWrap::from(child);

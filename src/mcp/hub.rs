@@ -120,17 +120,11 @@ impl McpHub {
                 }
                 let server = Server::new(spec.clone());
                 let stop = CancellationToken::new();
-                let publisher: Arc<dyn Publish> =
-                    Arc::new(Publisher(Arc::downgrade(&self.inner)));
-                let task = tokio::spawn(supervise(
-                    Arc::clone(&server),
-                    publisher,
-                    stop.clone(),
-                ));
-                state.servers.insert(
-                    name.to_owned(),
-                    Running { server, stop, task },
-                );
+                let publisher: Arc<dyn Publish> = Arc::new(Publisher(Arc::downgrade(&self.inner)));
+                let task = tokio::spawn(supervise(Arc::clone(&server), publisher, stop.clone()));
+                state
+                    .servers
+                    .insert(name.to_owned(), Running { server, stop, task });
                 started += 1;
             }
         }

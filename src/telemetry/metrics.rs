@@ -19,9 +19,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::label_sets::{
-    HttpLabels, HttpMethod, McpLabels, ModelLabels, ModelOutcome, ToolLabels,
-};
+use super::label_sets::{HttpLabels, HttpMethod, McpLabels, ModelLabels, ModelOutcome, ToolLabels};
 use super::labels::{Admitted, CLOSED, LabelLimits, OTHER};
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.

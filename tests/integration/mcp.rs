@@ -80,7 +80,10 @@ timeout = "20s"
         ScriptedCall::new("checked__get-sum", json!({"a": 2, "b": 3})),
         ScriptedCall::new("checked__get-sum", json!({"a": "two", "b": 3})),
         ScriptedCall::new("checked__get-tiny-image", json!({})),
-        ScriptedCall::new("checked__get-structured-content", json!({"location": "Chicago"})),
+        ScriptedCall::new(
+            "checked__get-structured-content",
+            json!({"location": "Chicago"}),
+        ),
         ScriptedCall::new("checked__get-env", json!({})),
     ]));
     d.mock.push(Reply::text("done"));
@@ -127,8 +130,14 @@ timeout = "20s"
     let structured: Value = serde_json::from_str(&results[4]).expect("structured content is JSON");
     assert!(structured["temperature"].is_number(), "{structured}");
     let env = &results[5];
-    assert!(env.contains("from-entry"), "the entry's env reaches the server: {env}");
-    assert!(env.contains("s3cret-token"), "a secret reference is resolved: {env}");
+    assert!(
+        env.contains("from-entry"),
+        "the entry's env reaches the server: {env}"
+    );
+    assert!(
+        env.contains("s3cret-token"),
+        "a secret reference is resolved: {env}"
+    );
     assert!(
         !env.contains("CARGO_MANIFEST_DIR"),
         "agentd's own environment does not reach the server: {env}"
@@ -263,7 +272,12 @@ async fn http_server_results_errors_and_checks_reach_the_model() {
         json!({"result": 5}),
         "structured content is the result"
     );
-    assert_eq!(error_kind(&results[1]), "invalid_arguments", "{}", results[1]);
+    assert_eq!(
+        error_kind(&results[1]),
+        "invalid_arguments",
+        "{}",
+        results[1]
+    );
     assert_eq!(error_kind(&results[2]), "tool_error", "{}", results[2]);
     assert!(results[2].contains("disk is full"), "{}", results[2]);
     assert!(results[3].contains("[image image/png,"), "{}", results[3]);
@@ -382,6 +396,14 @@ async fn a_reload_restarts_only_the_servers_whose_entry_changed() {
         .wait_mcp("b", |s| s["state"] == "up" && s["tools"] == 2)
         .await;
     assert_eq!(b["tools"], 2);
-    assert_eq!(read_pid(&pid_a), a_before, "the unchanged server kept running");
-    assert_ne!(read_pid(&pid_b), b_before, "the changed server was restarted");
+    assert_eq!(
+        read_pid(&pid_a),
+        a_before,
+        "the unchanged server kept running"
+    );
+    assert_ne!(
+        read_pid(&pid_b),
+        b_before,
+        "the changed server was restarted"
+    );
 }
