@@ -279,9 +279,9 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let tool_server_pid = mcp_script
+    let tool_server = mcp_script
         .as_deref()
-        .and_then(|script| start_tool_server(&runtime, &agentd, script));
+        .map(|script| start_tool_server(&runtime, &agentd, script));
     std::thread::sleep(Duration::from_millis(300));
     let idle_rss_kb = procs::status_kb(agentd.pid(), "VmRSS");
     let target = Arc::new(runtime.block_on(Target::connect(
@@ -315,12 +315,21 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
          All three processes share the same cores.",
         load::TURNS_PER_SESSION
     );
-    if tool_server_pid.is_some() {
-        println!(
-            "mcp: agentd's CPU/RT is its own process only; MCP server CPU/call = the node child's\n\
-             utime+stime delta ÷ tool calls (one per turn) in the window, on the same cores."
-        );
-    }
+    let tool_server_pid = match tool_server {
+        Some(Ok((line, pid))) => {
+            println!(
+                "{line}\n\
+                 mcp: agentd's CPU/RT is its own process only; MCP server CPU/call = the node\n\
+                 child's utime+stime delta ÷ tool calls (one per turn) in the window, same cores."
+            );
+            Some(pid)
+        }
+        Some(Err(line)) => {
+            println!("{line}");
+            None
+        }
+        None => None,
+    };
 
     let mut summary: Vec<(&str, usize, Side)> = Vec::new();
     for (key, title, op, floor) in scenarios() {
@@ -375,8 +384,13 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         println!("\nagentd peak RSS so far (VmHWM): {}", kb_text(peak));
     }
     let peak_rss_kb = procs::status_kb(agentd.pid(), "VmHWM");
+    let with_mcp = if tool_server_pid.is_some() {
+        ", its MCP server up"
+    } else {
+        ""
+    };
     println!(
-        "\nagentd idle RSS (VmRSS after start, before load): {}",
+        "\nagentd idle RSS (VmRSS after start{with_mcp}, before load): {}",
         kb_text(idle_rss_kb)
     );
     println!(
@@ -435,7 +449,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         );
     }
     report::print_target(
-        "agentd idle RSS",
+        &format!("agentd idle RSS{with_mcp}"),
         idle_rss_kb.map(|kb| kb as f64 / 1024.0),
         20.0,
         true,
@@ -449,13 +463,13 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     Ok(())
 }
 
-/// Waits for agentd's MCP server to be up and finds its process; prints why the `mcp`
-/// scenario is skipped when it is not.
+/// Waits for agentd's MCP server to be up and finds its process: a line saying so and its
+/// pid, or the line saying why the `mcp` scenario is skipped.
 fn start_tool_server(
     runtime: &tokio::runtime::Runtime,
     agentd: &procs::Running,
     script: &std::path::Path,
-) -> Option<u32> {
+) -> Result<(String, u32), String> {
     let up = runtime.block_on(async {
         let http = load::http_client(1)?;
         mcp_server::wait_up(&http, &agentd.origin, Duration::from_secs(30)).await
@@ -467,20 +481,14 @@ fn start_tool_server(
                 "mcp: skipped, the MCP server's process is not among agentd's children".to_owned()
             })
     });
-    match pid {
-        Ok((after, pid)) => {
-            println!(
-                "mcp: {} up {:.2} s after agentd was ready (node pid {pid})",
-                script.display(),
-                after.as_secs_f64()
-            );
-            Some(pid)
-        }
-        Err(line) => {
-            println!("{line}");
-            None
-        }
-    }
+    pid.map(|(after, pid)| {
+        let line = format!(
+            "mcp: {} up {:.2} s after agentd was ready (node pid {pid})",
+            script.display(),
+            after.as_secs_f64()
+        );
+        (line, pid)
+    })
 }
 
 /// The in-process `echo` handler and the MCP server's `echo` side by side, at each client

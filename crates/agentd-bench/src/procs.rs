@@ -297,7 +297,15 @@ mod tests {
             .spawn()
             .expect("sleep");
         let found = children(std::process::id());
-        let line = command_line(child.id());
+        // The new process's command line may read empty for a moment after spawn returns.
+        let mut line = None;
+        for _ in 0..100 {
+            line = command_line(child.id()).filter(|line| !line.is_empty());
+            if line.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         let _ = child.kill();
         let _ = child.wait();
         assert!(found.contains(&child.id()), "{found:?}");
