@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::load::{Op, Target};
+use crate::load::{Op, ServerTool, Target};
 use crate::report::{self, Row, Side};
 use crate::{measure, procs};
 
@@ -22,7 +22,7 @@ pub(crate) fn run(scratch: &Path, clients: &[usize], window: Duration) -> Result
         .build()
         .map_err(|e| e.to_string())?;
     let op = Op::Chat {
-        tool: true,
+        tool: Some(ServerTool::Echo),
         stream: false,
     };
     let mut summary: Vec<(&str, usize, Side)> = Vec::new();
@@ -37,6 +37,7 @@ pub(crate) fn run(scratch: &Path, clients: &[usize], window: Duration) -> Result
             &mock.origin,
             &api_key,
             &[format!("storage.synchronous=\"{level}\"")],
+            None,
         )?;
         let target = Arc::new(runtime.block_on(Target::connect(
             crate::load::http_client(1024)?,
@@ -54,6 +55,7 @@ pub(crate) fn run(scratch: &Path, clients: &[usize], window: Duration) -> Result
                 warmup,
                 window,
                 agentd.pid(),
+                None,
                 ticks_per_sec,
             );
             summary.push((level, n, side.clone()));

@@ -6,16 +6,22 @@
 //! sequence of turns from one client (sessions replaced every [`load::TURNS_PER_SESSION`]
 //! turns, as under load); the difference of the two totals divided by the difference in turns
 //! is one turn with start-up and shutdown taken out.
+//!
+//! The `mcp` scenario adds the reference MCP server to agentd's catalog; callgrind does not
+//! follow children (`--trace-children=no`), so node's instructions are not in the count.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::load::{self, Op, Target};
-use crate::procs;
+use crate::load::{self, Op, ServerTool, Target};
+use crate::{mcp_server, procs};
 
 /// How long agentd under callgrind gets to drain and write its counts after SIGTERM.
 const EXIT_GRACE: Duration = Duration::from_secs(60);
+
+/// How long agentd under callgrind gets to have its MCP server up.
+const MCP_UP_WAIT: Duration = Duration::from_secs(120);
 
 /// One scenario's count.
 pub(crate) struct PerTurn {
@@ -32,31 +38,47 @@ impl PerTurn {
 }
 
 /// The scenarios counted: the load scenarios that make model calls.
-const SCENARIOS: [(&str, Op); 3] = [
+const SCENARIOS: [(&str, Op); 4] = [
     (
         "chat",
         Op::Chat {
-            tool: false,
+            tool: None,
             stream: false,
         },
     ),
     (
         "tool",
         Op::Chat {
-            tool: true,
+            tool: Some(ServerTool::Echo),
             stream: false,
         },
     ),
     (
         "stream",
         Op::Chat {
-            tool: false,
+            tool: None,
             stream: true,
+        },
+    ),
+    (
+        "mcp",
+        Op::Chat {
+            tool: Some(ServerTool::McpEcho),
+            stream: false,
         },
     ),
 ];
 
-pub(crate) fn run(scratch: &Path, short: u32, long: u32) -> Result<Vec<PerTurn>, String> {
+/// Counts the scenarios named in `only` (all when empty); `mcp` runs the MCP server at
+/// `mcp_script` (or the one found, see [`mcp_server::locate`]) and is skipped, saying so,
+/// when there is none.
+pub(crate) fn run(
+    scratch: &Path,
+    only: &[String],
+    mcp_script: Option<&Path>,
+    short: u32,
+    long: u32,
+) -> Result<Vec<PerTurn>, String> {
     if long <= short {
         return Err(format!(
             "--long-turns ({long}) must be more than --short-turns ({short})"
@@ -76,10 +98,36 @@ pub(crate) fn run(scratch: &Path, short: u32, long: u32) -> Result<Vec<PerTurn>,
         .build()
         .map_err(|e| e.to_string())?;
     let mock = procs::start_mock(0)?;
+    let wanted = |key: &str| only.is_empty() || only.iter().any(|o| o == key);
+    let script = if wanted("mcp") {
+        mcp_server::locate(mcp_script)
+            .inspect_err(|line| println!("{line}"))
+            .ok()
+    } else {
+        None
+    };
     let mut results = Vec::new();
     for (scenario, op) in SCENARIOS {
-        let short_count = count(&runtime, scratch, &mock.origin, scenario, op, short)?;
-        let long_count = count(&runtime, scratch, &mock.origin, scenario, op, long)?;
+        let server = match op {
+            Op::Chat {
+                tool: Some(ServerTool::McpEcho),
+                ..
+            } => match &script {
+                Some(script) => Some(script.as_path()),
+                None => continue,
+            },
+            _ => None,
+        };
+        if !wanted(scenario) {
+            continue;
+        }
+        let agentd = Agentd {
+            scratch,
+            mock_origin: &mock.origin,
+            mcp_server: server,
+        };
+        let short_count = count(&runtime, &agentd, scenario, op, short)?;
+        let long_count = count(&runtime, &agentd, scenario, op, long)?;
         results.push(PerTurn {
             scenario,
             short: (short, short_count),
@@ -90,27 +138,51 @@ pub(crate) fn run(scratch: &Path, short: u32, long: u32) -> Result<Vec<PerTurn>,
     Ok(results)
 }
 
+/// How each agentd under callgrind is started.
+struct Agentd<'a> {
+    scratch: &'a Path,
+    mock_origin: &'a str,
+    /// The reference MCP server's entry point, for the `mcp` scenario.
+    mcp_server: Option<&'a Path>,
+}
+
 /// Total instructions of one agentd process serving `turns` turns of `op`.
 fn count(
     runtime: &tokio::runtime::Runtime,
-    scratch: &Path,
-    mock_origin: &str,
+    agentd: &Agentd<'_>,
     scenario: &str,
     op: Op,
     turns: u32,
 ) -> Result<u64, String> {
+    let Agentd {
+        scratch,
+        mock_origin,
+        mcp_server,
+    } = *agentd;
     let dir = scratch.join(format!("callgrind-{scenario}-{turns}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     let out = dir.join("callgrind.out");
     let launcher = [
         "valgrind".to_owned(),
         "--tool=callgrind".to_owned(),
+        // agentd's own instructions only, never those of an MCP server it starts.
+        "--trace-children=no".to_owned(),
         format!("--callgrind-out-file={}", out.display()),
     ];
     let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let agentd = procs::start_agentd_under(Some(&launcher), &dir, mock_origin, &api_key, &[])?;
+    let agentd = procs::start_agentd_under(
+        Some(&launcher),
+        &dir,
+        mock_origin,
+        &api_key,
+        &[],
+        mcp_server,
+    )?;
     let http = load::http_client(1)?;
     let driven = runtime.block_on(async {
+        if mcp_server.is_some() {
+            mcp_server::wait_up(&http, &agentd.origin, MCP_UP_WAIT).await?;
+        }
         let target = Target::connect(http, &agentd.origin, mock_origin, api_key).await?;
         load::sequential(&target, op, turns).await
     });

@@ -13,20 +13,81 @@ pub(crate) const TURNS_PER_SESSION: u32 = 20;
 /// What one worker does in a loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
-    /// A chat turn through agentd: `tool` adds one server tool call, `stream` asks for SSE.
-    Chat { tool: bool, stream: bool },
+    /// A chat turn through agentd: `tool` adds one call of that server tool, `stream` asks
+    /// for SSE.
+    Chat {
+        tool: Option<ServerTool>,
+        stream: bool,
+    },
     /// `POST /api/sessions`.
     NewSession,
     /// The model calls of one turn sent straight to the mock.
-    Floor { tool: bool, stream: bool },
+    Floor {
+        tool: Option<ServerTool>,
+        stream: bool,
+    },
 }
 
 impl Op {
     /// Model round trips per operation.
     pub(crate) fn model_calls(self) -> u64 {
         match self {
-            Op::Chat { tool, .. } | Op::Floor { tool, .. } => 1 + u64::from(tool),
+            Op::Chat { tool, .. } | Op::Floor { tool, .. } => 1 + u64::from(tool.is_some()),
             Op::NewSession => 0,
+        }
+    }
+}
+
+/// The server tool a tool turn calls once: the mock model calls it because the user message
+/// says `!call NAME ARGS`, then answers with the result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerTool {
+    /// The in-process `echo` handler of the scratch tools.toml.
+    Echo,
+    /// `echo` of the reference MCP server over stdio (`everything__echo`).
+    McpEcho,
+}
+
+impl ServerTool {
+    /// The name the model calls it by.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            ServerTool::Echo => "echo",
+            ServerTool::McpEcho => crate::mcp_server::ECHO_TOOL,
+        }
+    }
+
+    fn arguments(self) -> &'static str {
+        match self {
+            ServerTool::Echo => "{\"text\":\"x\"}",
+            ServerTool::McpEcho => "{\"message\":\"x\"}",
+        }
+    }
+
+    /// The user message that makes the mock call it.
+    fn directive(self) -> String {
+        format!("!call {} {}", self.name(), self.arguments())
+    }
+
+    /// The tool as agentd offers it to the model, for the floor's requests.
+    fn offered(self) -> Value {
+        let (description, parameters) = match self {
+            ServerTool::Echo => ("Return the arguments", json!({"type": "object"})),
+            ServerTool::McpEcho => (
+                "Echoes back the input string",
+                json!({"type": "object", "properties": {"message": {"type": "string",
+                    "description": "Message to echo"}}, "required": ["message"]}),
+            ),
+        };
+        json!([{"type": "function", "function": {
+            "name": self.name(), "description": description, "parameters": parameters}}])
+    }
+
+    /// The tool result agentd sends back to the model, for the floor's second request.
+    fn result(self) -> &'static str {
+        match self {
+            ServerTool::Echo => self.arguments(),
+            ServerTool::McpEcho => "Echo: x",
         }
     }
 }
@@ -236,13 +297,13 @@ impl Target {
     async fn chat(
         &self,
         session: &str,
-        tool: bool,
+        tool: Option<ServerTool>,
         stream: bool,
     ) -> Result<Option<Duration>, String> {
-        let mut body = if tool {
+        let mut body = if let Some(tool) = tool {
             json!({
-                "messages": [{"role": "user", "content": "!call echo {\"text\":\"x\"}"}],
-                "tools": [{"type": "function", "function": {"name": "echo"}}]
+                "messages": [{"role": "user", "content": tool.directive()}],
+                "tools": [{"type": "function", "function": {"name": tool.name()}}]
             })
         } else {
             json!({"messages": [{"role": "user", "content": "hi"}]})
@@ -278,10 +339,14 @@ impl Target {
     }
 
     /// The model calls agentd would make for one turn, straight to the mock.
-    async fn floor(&self, tool: bool, stream: bool) -> Result<Option<Duration>, String> {
+    async fn floor(
+        &self,
+        tool: Option<ServerTool>,
+        stream: bool,
+    ) -> Result<Option<Duration>, String> {
         let url = format!("{}/v1/chat/completions", self.mock);
         let began = Instant::now();
-        if !tool {
+        let Some(tool) = tool else {
             let mut body = json!({
                 "model": "mock-model",
                 "messages": [{"role": "user", "content": "hi"}]
@@ -294,10 +359,9 @@ impl Target {
             let response = self.send_mock(&url, &body).await?;
             response.bytes().await.map_err(|e| e.to_string())?;
             return Ok(None);
-        }
-        let user = json!({"role": "user", "content": "!call echo {\"text\":\"x\"}"});
-        let tools = json!([{"type": "function", "function": {
-            "name": "echo", "description": "Return the arguments", "parameters": {"type": "object"}}}]);
+        };
+        let user = json!({"role": "user", "content": tool.directive()});
+        let tools = tool.offered();
         let first = json!({"model": "mock-model", "messages": [user], "tools": tools});
         let response = self.send_mock(&url, &first).await?;
         let bytes = response.bytes().await.map_err(|e| e.to_string())?;
@@ -307,8 +371,7 @@ impl Target {
         if call_id.is_null() {
             return Err(format!("floor: no tool call in {value}"));
         }
-        let result =
-            json!({"role": "tool", "tool_call_id": call_id, "content": "{\"text\":\"x\"}"});
+        let result = json!({"role": "tool", "tool_call_id": call_id, "content": tool.result()});
         let second = json!({
             "model": "mock-model",
             "messages": [user, assistant, result],

@@ -1,6 +1,7 @@
 //! `agentd-bench`: what agentd costs per model round trip, next to the floor (the same model
 //! calls sent straight to the mock). Starts `mock-model` and `agentd serve` as processes,
-//! drives closed-loop load from this process over loopback, and prints one table per scenario;
+//! drives closed-loop load from this process over loopback, and prints one table per scenario
+//! (the `mcp` scenario adds the reference MCP server as a tool source, `mcp_server.rs`);
 //! the `held` scenario holds thousands of streams open on a fresh pair of processes;
 //! `agentd-bench micro` times the hot pieces in-process (the loops live in the daemon crate,
 //! `agentd::bench`, built with its `bench` feature); `agentd-bench instructions` counts
@@ -14,6 +15,7 @@ mod held_report;
 mod instructions;
 mod limits;
 mod load;
+mod mcp_server;
 mod procs;
 mod report;
 
@@ -27,7 +29,7 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use load::{Op, Target};
+use load::{Op, ServerTool, Target};
 use report::{Counters, Row, Side};
 
 #[derive(Debug, Parser)]
@@ -48,9 +50,16 @@ struct Args {
     /// Measured seconds per scenario and client count.
     #[arg(long, default_value_t = 5.0)]
     duration_secs: f64,
-    /// Only these scenarios (comma-separated: chat,tool,stream,sessions,held).
+    /// Only these scenarios (comma-separated: chat,tool,mcp,stream,sessions,held). Without
+    /// it all run, `mcp` only when the reference MCP server is installed.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// The reference MCP server's entry point for the `mcp` scenario (server-everything's
+    /// dist/index.js, run as `node PATH stdio`). Default: tests/mcp/node_modules/@modelcontextprotocol/server-everything/dist/index.js
+    /// under the current directory or one of its parents, else under the bench executable's
+    /// directory or one of its parents (`npm ci --prefix tests/mcp` installs it).
+    #[arg(long, global = true, value_name = "PATH")]
+    mcp_server: Option<std::path::PathBuf>,
     /// Streaming chats the `held` scenario holds open at once (at most 1000 with --quick).
     #[arg(long, default_value_t = 10_000)]
     held: usize,
@@ -64,8 +73,13 @@ enum Command {
     Micro,
     /// Tool turns at each `storage.synchronous` level (off, normal, full, extra).
     Durability,
-    /// User-space instructions per turn (chat, tool, stream), counted by callgrind.
+    /// User-space instructions per turn of agentd alone (chat, tool, stream, mcp), counted by
+    /// callgrind (which does not follow agentd's children: the MCP server is not counted).
     Instructions {
+        /// Only these scenarios (comma-separated: chat,tool,stream,mcp). Without it all run,
+        /// `mcp` only when the reference MCP server is installed.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
         /// Turns of the short run (start-up and shutdown are taken out with it).
         #[arg(long, default_value_t = 300)]
         short_turns: u32,
@@ -96,9 +110,16 @@ fn main() -> ExitCode {
             durability::run(&scratch, &clients, window)
         }
         Some(Command::Instructions {
+            ref only,
             short_turns,
             long_turns,
-        }) => run_instructions(&scratch, short_turns, long_turns),
+        }) => run_instructions(
+            &scratch,
+            only,
+            args.mcp_server.as_deref(),
+            short_turns,
+            long_turns,
+        ),
         None => run_load(&args, &scratch),
     };
     let _ = std::fs::remove_dir_all(&scratch);
@@ -131,8 +152,14 @@ fn run_micro(args: &Args, scratch: &std::path::Path) -> Result<f64, String> {
         .unwrap_or(0.0))
 }
 
-fn run_instructions(scratch: &std::path::Path, short: u32, long: u32) -> Result<(), String> {
-    let counted = instructions::run(scratch, short, long)?;
+fn run_instructions(
+    scratch: &std::path::Path,
+    only: &[String],
+    mcp_server: Option<&std::path::Path>,
+    short: u32,
+    long: u32,
+) -> Result<(), String> {
+    let counted = instructions::run(scratch, only, mcp_server, short, long)?;
     println!(
         "\n### instructions per turn (callgrind, user space, one client, sessions of {})\n",
         load::TURNS_PER_SESSION
@@ -158,11 +185,11 @@ fn scenarios() -> Vec<(&'static str, &'static str, Op, Option<Op>)> {
             "chat",
             "chat: non-streaming turn, no tools (1 model round trip)",
             Op::Chat {
-                tool: false,
+                tool: None,
                 stream: false,
             },
             Some(Op::Floor {
-                tool: false,
+                tool: None,
                 stream: false,
             }),
         ),
@@ -170,11 +197,23 @@ fn scenarios() -> Vec<(&'static str, &'static str, Op, Option<Op>)> {
             "tool",
             "tool: turn with one server tool call (2 model round trips)",
             Op::Chat {
-                tool: true,
+                tool: Some(ServerTool::Echo),
                 stream: false,
             },
             Some(Op::Floor {
-                tool: true,
+                tool: Some(ServerTool::Echo),
+                stream: false,
+            }),
+        ),
+        (
+            "mcp",
+            "mcp: turn with one MCP tool call over stdio (2 model round trips)",
+            Op::Chat {
+                tool: Some(ServerTool::McpEcho),
+                stream: false,
+            },
+            Some(Op::Floor {
+                tool: Some(ServerTool::McpEcho),
                 stream: false,
             }),
         ),
@@ -182,11 +221,11 @@ fn scenarios() -> Vec<(&'static str, &'static str, Op, Option<Op>)> {
             "stream",
             "stream: streaming turn (1 model round trip; TTFB = first data: chunk)",
             Op::Chat {
-                tool: false,
+                tool: None,
                 stream: true,
             },
             Some(Op::Floor {
-                tool: false,
+                tool: None,
                 stream: true,
             }),
         ),
@@ -212,22 +251,39 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     let ticks_per_sec = procs::clock_ticks_per_second();
     let started = Instant::now();
     let held_streams = args.held.min(if args.quick { 1000 } else { usize::MAX });
-    let run_held = args.only.is_empty() || args.only.iter().any(|o| o == "held");
+    let wanted_scenario = |key: &str| args.only.is_empty() || args.only.iter().any(|o| o == key);
+    let run_held = wanted_scenario("held");
+    let mcp_script = if wanted_scenario("mcp") {
+        mcp_server::locate(args.mcp_server.as_deref())
+            .inspect_err(|line| println!("{line}"))
+            .ok()
+    } else {
+        None
+    };
     // Each held stream costs agentd two descriptors; children inherit the limit set here.
     let wanted = u64::try_from(held_streams).unwrap_or(u64::MAX) * 2 + 1024;
     limits::raise_nofile_and_report(wanted);
 
     let mock = procs::start_mock(args.latency_ms)?;
     let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let agentd = procs::start_agentd(scratch, &mock.origin, &api_key)?;
-    std::thread::sleep(Duration::from_millis(300));
-    let idle_rss_kb = procs::status_kb(agentd.pid(), "VmRSS");
-
+    let agentd = procs::start_agentd_under(
+        None,
+        scratch,
+        &mock.origin,
+        &api_key,
+        &[],
+        mcp_script.as_deref(),
+    )?;
     install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
+    let tool_server = mcp_script
+        .as_deref()
+        .map(|script| start_tool_server(&runtime, &agentd, script));
+    std::thread::sleep(Duration::from_millis(300));
+    let idle_rss_kb = procs::status_kb(agentd.pid(), "VmRSS");
     let target = Arc::new(runtime.block_on(Target::connect(
         load::http_client(4096)?,
         &agentd.origin,
@@ -259,12 +315,37 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
          All three processes share the same cores.",
         load::TURNS_PER_SESSION
     );
+    let tool_server_pid = match tool_server {
+        Some(Ok((line, pid))) => {
+            println!(
+                "{line}\n\
+                 mcp: agentd's CPU/RT is its own process only; MCP server CPU/call = the node\n\
+                 child's utime+stime delta ÷ tool calls (one per turn) in the window, same cores."
+            );
+            Some(pid)
+        }
+        Some(Err(line)) => {
+            println!("{line}");
+            None
+        }
+        None => None,
+    };
 
     let mut summary: Vec<(&str, usize, Side)> = Vec::new();
     for (key, title, op, floor) in scenarios() {
-        if !args.only.is_empty() && !args.only.iter().any(|o| o == key) {
+        if !wanted_scenario(key) {
             continue;
         }
+        let server_pid = match op {
+            Op::Chat {
+                tool: Some(ServerTool::McpEcho),
+                ..
+            } => match tool_server_pid {
+                Some(pid) => Some(pid),
+                None => continue,
+            },
+            _ => None,
+        };
         let mut rows = Vec::new();
         for &clients in &concurrency {
             let agentd_side = measure(
@@ -275,6 +356,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
                 warmup,
                 window,
                 agentd.pid(),
+                server_pid,
                 ticks_per_sec,
             );
             let floor_side = floor.map(|f| {
@@ -286,6 +368,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
                     warmup,
                     window,
                     mock.pid(),
+                    None,
                     ticks_per_sec,
                 )
             });
@@ -301,8 +384,13 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         println!("\nagentd peak RSS so far (VmHWM): {}", kb_text(peak));
     }
     let peak_rss_kb = procs::status_kb(agentd.pid(), "VmHWM");
+    let with_mcp = if tool_server_pid.is_some() {
+        ", its MCP server up"
+    } else {
+        ""
+    };
     println!(
-        "\nagentd idle RSS (VmRSS after start, before load): {}",
+        "\nagentd idle RSS (VmRSS after start{with_mcp}, before load): {}",
         kb_text(idle_rss_kb)
     );
     println!(
@@ -322,6 +410,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
             .find(|(k, c, _)| *k == key && *c == 64)
             .map(|(_, _, s)| s.clone())
     };
+    print_tool_sources(&summary);
     let chat = at64("chat");
     let tool = at64("tool");
     println!("\n### targets (rates and overheads at 64 clients)\n");
@@ -360,7 +449,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         );
     }
     report::print_target(
-        "agentd idle RSS",
+        &format!("agentd idle RSS{with_mcp}"),
         idle_rss_kb.map(|kb| kb as f64 / 1024.0),
         20.0,
         true,
@@ -372,6 +461,74 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     }
     println!("\ntotal time {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
+}
+
+/// Waits for agentd's MCP server to be up and finds its process: a line saying so and its
+/// pid, or the line saying why the `mcp` scenario is skipped.
+fn start_tool_server(
+    runtime: &tokio::runtime::Runtime,
+    agentd: &procs::Running,
+    script: &std::path::Path,
+) -> Result<(String, u32), String> {
+    let up = runtime.block_on(async {
+        let http = load::http_client(1)?;
+        mcp_server::wait_up(&http, &agentd.origin, Duration::from_secs(30)).await
+    });
+    let pid = up.and_then(|after| {
+        mcp_server::server_pid(agentd.pid(), script)
+            .map(|pid| (after, pid))
+            .ok_or_else(|| {
+                "mcp: skipped, the MCP server's process is not among agentd's children".to_owned()
+            })
+    });
+    pid.map(|(after, pid)| {
+        let line = format!(
+            "mcp: {} up {:.2} s after agentd was ready (node pid {pid})",
+            script.display(),
+            after.as_secs_f64()
+        );
+        (line, pid)
+    })
+}
+
+/// The in-process `echo` handler and the MCP server's `echo` side by side, at each client
+/// count both ran.
+fn print_tool_sources(summary: &[(&str, usize, Side)]) {
+    let of = |key: &str| {
+        summary
+            .iter()
+            .filter(|(k, _, _)| *k == key)
+            .map(|(_, clients, side)| (*clients, side))
+            .collect::<Vec<_>>()
+    };
+    let mcp = of("mcp");
+    if mcp.is_empty() {
+        return;
+    }
+    println!("\n### tool sources: in-process echo handler (tool) and MCP echo over stdio (mcp)\n");
+    println!(
+        "| clients | scenario | turns/s | p50 ms | p99 ms | agentd CPU µs/RT | agentd CPU µs/turn | MCP server CPU µs/call |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|");
+    let tool = of("tool");
+    for (clients, mcp_side) in &mcp {
+        let same = tool.iter().find(|(c, _)| c == clients).map(|(_, s)| *s);
+        for (key, side) in [("tool", same), ("mcp", Some(*mcp_side))] {
+            let Some(side) = side else { continue };
+            let us = |ns: Option<f64>| {
+                ns.map_or_else(|| "-".to_owned(), |ns| format!("{:.0}", ns / 1e3))
+            };
+            println!(
+                "| {clients} | {key} | {:.0} | {:.2} | {:.2} | {} | {} | {} |",
+                side.ops_per_sec,
+                side.latency.p50 as f64 / 1e6,
+                side.latency.p99 as f64 / 1e6,
+                us(side.cpu_per_rt_ns),
+                us(side.cpu_per_rt_ns.map(|ns| ns * 2.0)),
+                us(side.tool_server_cpu_per_call_ns),
+            );
+        }
+    }
 }
 
 /// rustls's ring provider, which reqwest (built without a default one) needs even for plain
@@ -388,7 +545,8 @@ fn kb_text(kb: Option<u64>) -> String {
 }
 
 /// One window of `op` at `clients`, with the CPU time of process `cpu_of_pid` (agentd, or the
-/// mock for the floor) per model call.
+/// mock for the floor) per model call and, when given, that of the MCP server process
+/// `tool_server_pid` per tool call.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn measure(
     runtime: &tokio::runtime::Runtime,
@@ -398,6 +556,7 @@ pub(crate) fn measure(
     warmup: Duration,
     window: Duration,
     cpu_of_pid: u32,
+    tool_server_pid: Option<u32>,
     ticks_per_sec: u64,
 ) -> Side {
     let marks: Arc<Mutex<Vec<Counters>>> = Arc::new(Mutex::new(Vec::new()));
@@ -409,6 +568,7 @@ pub(crate) fn measure(
             let target = Arc::clone(&target_at);
             let marks = Arc::clone(&marks_at);
             let ticks = procs::cpu_ticks(cpu_of_pid).unwrap_or(0);
+            let server_ticks = tool_server_pid.and_then(procs::cpu_ticks);
             let handle = tokio::runtime::Handle::current();
             handle.spawn(async move {
                 let (busy, requests) = target.mock_stats().await.unwrap_or((0, 0));
@@ -417,6 +577,7 @@ pub(crate) fn measure(
                         mock_busy_ns: busy,
                         mock_requests: requests,
                         cpu_ticks: ticks,
+                        tool_server_cpu_ticks: server_ticks,
                     });
                 }
             });

@@ -1,5 +1,6 @@
 //! The processes under test: the mock model and the agentd daemon, each started from the
-//! binaries next to the bench's own executable, plus their CPU time and memory from `/proc`.
+//! binaries next to the bench's own executable, plus their CPU time, memory and children
+//! from `/proc`.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -112,26 +113,30 @@ pub(crate) fn start_agentd(
     mock_origin: &str,
     api_key: &str,
 ) -> Result<Running, String> {
-    start_agentd_under(None, scratch, mock_origin, api_key, &[])
+    start_agentd_under(None, scratch, mock_origin, api_key, &[], None)
 }
 
 /// [`start_agentd`], run by `launcher` (a program and its arguments, such as valgrind) when
 /// given; the launcher must keep the process id (exec or run in place). `sets` are more
-/// `--set key=value` settings.
+/// `--set key=value` settings; `mcp_server`, the reference MCP server's entry point, adds it
+/// to the catalog as an `[[mcp]]` entry (agentd starts it in the background after its ready
+/// line).
 pub(crate) fn start_agentd_under(
     launcher: Option<&[String]>,
     scratch: &Path,
     mock_origin: &str,
     api_key: &str,
     sets: &[String],
+    mcp_server: Option<&Path>,
 ) -> Result<Running, String> {
     let tools = scratch.join("tools.toml");
-    std::fs::write(
-        &tools,
-        "[[tool]]\nname = \"echo\"\ndescription = \"Return the arguments\"\nhandler = \"echo\"\n\
-         offer = false\nparameters = { type = \"object\" }\n",
-    )
-    .map_err(|e| format!("{}: {e}", tools.display()))?;
+    let mut catalog = "[[tool]]\nname = \"echo\"\ndescription = \"Return the arguments\"\n\
+                       handler = \"echo\"\noffer = false\nparameters = { type = \"object\" }\n"
+        .to_owned();
+    if let Some(script) = mcp_server {
+        catalog.push_str(&crate::mcp_server::tools_entry(script));
+    }
+    std::fs::write(&tools, catalog).map_err(|e| format!("{}: {e}", tools.display()))?;
     let agentd = binary("agentd")?;
     let mut command = match launcher {
         Some([program, args @ ..]) => {
@@ -233,4 +238,77 @@ pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
         .find(|line| line.starts_with(key) && line[key.len()..].starts_with(':'))
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|kb| kb.parse().ok())
+}
+
+/// The direct children of a process: `/proc/PID/task/*/children`, else (a kernel without
+/// that file) every `/proc/*/stat` whose parent is `pid`.
+pub(crate) fn children(pid: u32) -> Vec<u32> {
+    let mut found: Vec<u32> = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|task| std::fs::read_to_string(task.path().join("children")).ok())
+        .flat_map(|text| {
+            text.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect::<Vec<u32>>()
+        })
+        .collect();
+    if found.is_empty() {
+        found = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|&other| parent(other) == Some(pid))
+            .collect();
+    }
+    found.sort_unstable();
+    found.dedup();
+    found
+}
+
+/// The parent process id of a process (field 4 of `/proc/PID/stat`).
+fn parent(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A process's command line, its arguments joined by spaces.
+pub(crate) fn command_line(pid: u32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<String> = raw
+        .split(|&b| b == 0)
+        .filter(|arg| !arg.is_empty())
+        .map(|arg| String::from_utf8_lossy(arg).into_owned())
+        .collect();
+    Some(args.join(" "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{children, command_line};
+
+    #[test]
+    fn finds_a_child_and_its_command_line() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let found = children(std::process::id());
+        // The new process's command line may read empty for a moment after spawn returns.
+        let mut line = None;
+        for _ in 0..100 {
+            line = command_line(child.id()).filter(|line| !line.is_empty());
+            if line.is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(found.contains(&child.id()), "{found:?}");
+        assert_eq!(line.as_deref(), Some("sleep 30"));
+    }
 }

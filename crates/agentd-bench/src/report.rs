@@ -10,6 +10,8 @@ pub(crate) struct Counters {
     pub mock_requests: u64,
     /// utime+stime of the measured process (agentd, or the mock for the floor).
     pub cpu_ticks: u64,
+    /// utime+stime of the MCP server process the turns call, when there is one.
+    pub tool_server_cpu_ticks: Option<u64>,
 }
 
 /// Latency percentiles in nanoseconds.
@@ -52,6 +54,8 @@ pub(crate) struct Side {
     /// CPU of the measured process per round trip (per operation when the operation calls
     /// no model): agentd's, or for the floor the mock's own.
     pub cpu_per_rt_ns: Option<f64>,
+    /// CPU of the MCP server process per tool call (one per turn), when the turns call one.
+    pub tool_server_cpu_per_call_ns: Option<f64>,
 }
 
 pub(crate) fn side(
@@ -81,12 +85,16 @@ pub(crate) fn side(
         })
         .collect();
     let firsts: Vec<u64> = outcome.samples.iter().filter_map(|s| s.first_ns).collect();
+    let ticks_ns = |ticks: u64| ticks as f64 * 1e9 / ticks_per_sec as f64;
     let cpu = measure_cpu.then(|| {
         let ticks = after.cpu_ticks.saturating_sub(before.cpu_ticks);
-        let cpu_ns = ticks as f64 * 1e9 / ticks_per_sec as f64;
         let units = (ops * per as f64).max(1.0);
-        cpu_ns / units
+        ticks_ns(ticks) / units
     });
+    let tool_server_cpu = before
+        .tool_server_cpu_ticks
+        .zip(after.tool_server_cpu_ticks)
+        .map(|(b, a)| ticks_ns(a.saturating_sub(b)) / ops.max(1.0));
     Side {
         ops_per_sec: ops / secs,
         round_trips_per_sec: ops * calls as f64 / secs,
@@ -97,6 +105,7 @@ pub(crate) fn side(
         busy_per_call_ns: busy_per_call,
         overhead_per_rt: percentiles(overhead),
         cpu_per_rt_ns: cpu,
+        tool_server_cpu_per_call_ns: tool_server_cpu,
     }
 }
 
@@ -133,6 +142,12 @@ pub(crate) fn print_table(title: &str, calls: u64, rows: &[Row]) {
     } else {
         "CPU µs/op"
     });
+    let tool_server = rows
+        .iter()
+        .any(|r| r.agentd.tool_server_cpu_per_call_ns.is_some());
+    if tool_server {
+        header.push("MCP server CPU µs/call");
+    }
     let has_floor = rows.iter().any(|r| r.floor.is_some());
     if has_floor {
         header.extend(["floor req/s", "floor p50", "floor p99"]);
@@ -171,6 +186,13 @@ pub(crate) fn print_table(title: &str, calls: u64, rows: &[Row]) {
             ]);
         }
         cells.push(a.cpu_per_rt_ns.map(us).unwrap_or_else(|| "-".into()));
+        if tool_server {
+            cells.push(
+                a.tool_server_cpu_per_call_ns
+                    .map(us)
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
         if has_floor {
             match &row.floor {
                 Some(f) => {
