@@ -134,6 +134,75 @@ pub struct JournalRecord {
     pub finished_at: Option<OffsetDateTime>,
 }
 
+/// Where a call held for a person's approval stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    /// Waiting for a decision.
+    Pending,
+    Approved,
+    Denied,
+    /// Not decided before its `expires_at`: answered to the model as denied.
+    Expired,
+    /// A new user message came before a decision: answered to the model as denied.
+    Superseded,
+}
+
+impl ApprovalState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApprovalState::Pending => "pending",
+            ApprovalState::Approved => "approved",
+            ApprovalState::Denied => "denied",
+            ApprovalState::Expired => "expired",
+            ApprovalState::Superseded => "superseded",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "pending" => ApprovalState::Pending,
+            "approved" => ApprovalState::Approved,
+            "denied" => ApprovalState::Denied,
+            "expired" => ApprovalState::Expired,
+            "superseded" => ApprovalState::Superseded,
+            _ => return None,
+        })
+    }
+}
+
+/// A tool call held for a person's approval: bound to its exact arguments by their digest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalRecord {
+    pub session_id: String,
+    pub call_id: String,
+    /// The call's digest (tool name and canonical arguments): a decision names it.
+    pub digest: String,
+    pub tool: String,
+    /// The call's arguments as canonical JSON text.
+    pub arguments: String,
+    pub requested_at: OffsetDateTime,
+    pub expires_at: OffsetDateTime,
+    pub state: ApprovalState,
+    /// Why it was denied (by a person, or `expired` / `superseded`).
+    pub reason: Option<String>,
+    pub decided_at: Option<OffsetDateTime>,
+}
+
+/// What [`Store::approval_decide`] found and did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ApprovalDecision {
+    /// The call was pending, the digest matched, in time: the decision is recorded.
+    Decided(ApprovalRecord),
+    /// No held call of the session has that id.
+    NotFound,
+    /// The digest names other arguments than the held call's: nothing changed.
+    DigestMismatch(ApprovalRecord),
+    /// Already decided (or expired, or superseded) before: nothing changed.
+    AlreadyDecided(ApprovalRecord),
+    /// Its `expires_at` had passed: now recorded as `Expired`, the decision not taken.
+    Expired(ApprovalRecord),
+}
+
 /// What one step of a turn commits at once (see [`Store::write_step`]).
 #[derive(Debug, Default)]
 pub struct StepWrite {
@@ -143,6 +212,9 @@ pub struct StepWrite {
     pub start: Vec<JournalRecord>,
     /// Calls that ran, journaled as finished with their results.
     pub finish: Vec<CallResult>,
+    /// Calls held for approval, recorded `Pending` (a call already held under the same session
+    /// and id is left as it is).
+    pub hold: Vec<ApprovalRecord>,
 }
 
 /// The result text of a journaled call.
@@ -274,6 +346,26 @@ pub trait Store: Send + Sync + 'static {
         call_id: &str,
         digest: &str,
     ) -> StoreResult<Option<JournalRecord>>;
+
+    /// Every call of the session held for approval (decided ones too), oldest first.
+    async fn approvals(&self, session_id: &str) -> StoreResult<Vec<ApprovalRecord>>;
+
+    /// Records a decision on a held call, atomically: only a `Pending` call whose digest is
+    /// `digest` and whose `expires_at` is after `now` takes `state` (`Approved`, `Denied` or
+    /// `Superseded`) with `reason`; a pending call past its time becomes `Expired` instead.
+    async fn approval_decide(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        digest: &str,
+        state: ApprovalState,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<ApprovalDecision>;
+
+    /// Held calls still `Pending` and not past their time, across sessions (the
+    /// `agentd_approvals_pending` gauge).
+    async fn approvals_pending(&self, now: OffsetDateTime) -> StoreResult<u64>;
 
     /// Cheap liveness probe of the backend (used by readiness and the watchdog).
     async fn ping(&self) -> StoreResult<()>;

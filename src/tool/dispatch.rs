@@ -220,7 +220,7 @@ impl Dispatcher {
         let step = StepWrite {
             entries,
             start: records,
-            finish: Vec::new(),
+            ..StepWrite::default()
         };
         match self.store.write_step(step).await {
             Ok(fresh) => Ok(fresh

@@ -114,8 +114,8 @@ impl<'a> Transcript<'a> {
         store
             .write_step(StepWrite {
                 entries,
-                start: Vec::new(),
                 finish,
+                ..StepWrite::default()
             })
             .await?;
         Ok(())
