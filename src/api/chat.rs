@@ -268,7 +268,7 @@ fn into_request(
 /// Loads what the turn needs from the session and its answering agent. Their text is read
 /// borrowed from the stored records and copied once, into the context; their metadata and the
 /// agent's default settings that are not model settings ([`ModelSettings`]) are not read.
-async fn context(
+pub(super) async fn context(
     state: &AppState,
     session_id: &str,
     agent: Option<String>,
@@ -335,9 +335,22 @@ pub(super) async fn chat(
     // Read under the lock: a session deleted while this request waited is not found, and a
     // delete that starts now waits for this turn.
     let ctx = context(&state, &session_id, agent).await?;
+    answer(state, ctx, request, stream, guard).await
+}
+
+/// Runs the turn and answers with JSON (201) or an SSE stream (200): a chat call, or the
+/// decision that resumes a turn whose calls were held for approval.
+pub(super) async fn answer(
+    state: AppState,
+    ctx: TurnContext,
+    request: TurnRequest,
+    stream: bool,
+    guard: TurnGuard,
+) -> Result<Response, ApiError> {
     if stream {
         return Ok(super::sse::stream_turn(state, ctx, request, guard).await);
     }
+    let session_id = ctx.session_id.clone();
     let cancel = state.abort.child_token();
     let turn = spawn_turn(&state, ctx, request, guard, cancel, None);
     let outcome = turn.await.map_err(|e| {
@@ -369,6 +382,9 @@ struct ChatResponse<'a> {
     steps: u32,
     stop_reason: &'static str,
     tool_runs: Vec<RunReport<'a>>,
+    /// Calls held for a person's approval (`stop_reason: "approval_required"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    approvals: Vec<super::approvals::HeldView<'a>>,
 }
 
 #[derive(Serialize)]
@@ -434,6 +450,11 @@ fn response_body(session_id: &str, outcome: &TurnOutcome) -> Result<Vec<u8>, ser
         steps: outcome.steps,
         stop_reason: outcome.stop.as_str(),
         tool_runs: outcome.runs.iter().map(RunReport::of).collect(),
+        approvals: outcome
+            .held
+            .iter()
+            .map(super::approvals::HeldView::of)
+            .collect(),
     })
 }
 
@@ -456,6 +477,11 @@ pub(super) fn spawn_turn(
         async move {
             let outcome = state.engine.run(&ctx, request, events, &cancel).await;
             drop(guard);
+            if let Ok(outcome) = &outcome
+                && !outcome.held.is_empty()
+            {
+                super::approvals::announce(&state, &ctx.session_id, &outcome.held);
+            }
             outcome.map_err(|error| match error {
                 TurnError::Cancelled if !state.is_draining() => deleted_under_turn(&ctx.session_id),
                 error => ApiError::from(error),

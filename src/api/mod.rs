@@ -2,6 +2,7 @@
 
 mod agent_tools;
 mod agents;
+pub(crate) mod approvals;
 mod auth;
 mod chat;
 pub(crate) mod error;
@@ -77,6 +78,8 @@ pub(crate) struct Shared {
     pub max_system_prompt_bytes: usize,
     /// Ceilings on what a request may make the daemon hold or wait for (`[limits]`).
     pub limits: crate::config::LimitsConfig,
+    /// The catalog tool told when a call is held for approval (`turn.approval_webhook`).
+    pub approval_webhook: Option<String>,
 }
 
 impl Shared {
@@ -141,6 +144,11 @@ pub(crate) fn router(
                 .post(resources::create_or_update::<Sessions>),
         )
         .route("/sessions/{id}/chat", post(chat::chat))
+        .route("/sessions/{id}/approvals", get(approvals::list))
+        .route(
+            "/sessions/{id}/approvals/{call_id}",
+            post(approvals::decide),
+        )
         .route(
             "/sessions/{id}/history",
             get(history::get).delete(history::clear),

@@ -112,6 +112,11 @@ struct Chunk<'a> {
     usage: Option<&'a Usage>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<&'a Value>,
+    /// On the last chunk of a turn that held calls: `stop_reason` and the held calls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    approvals: Vec<super::approvals::HeldView<'a>>,
 }
 
 #[derive(Serialize)]
@@ -171,6 +176,8 @@ impl Chunker {
             }],
             usage,
             error: None,
+            stop_reason: None,
+            approvals: Vec::new(),
         }
     }
 
@@ -217,11 +224,20 @@ impl Chunker {
     /// The last chunk of a turn that finished: its finish reason and usage. Tool calls were
     /// already sent in their own chunk; they are not repeated.
     fn final_chunk<'a>(&'a self, outcome: &'a TurnOutcome) -> Chunk<'a> {
-        self.chunk(
+        let mut chunk = self.chunk(
             Delta::role("assistant"),
             Some(outcome.finish_reason.as_str()),
             Some(&outcome.usage),
-        )
+        );
+        if !outcome.held.is_empty() {
+            chunk.stop_reason = Some(outcome.stop.as_str());
+            chunk.approvals = outcome
+                .held
+                .iter()
+                .map(super::approvals::HeldView::of)
+                .collect();
+        }
+        chunk
     }
 
     /// The last chunk of a turn that failed after the stream started; `body` is the error's

@@ -156,6 +156,13 @@ pub struct TurnConfig {
     /// Largest system prompt (template rendered, or agent and session text); agent and session
     /// text larger than this is refused when stored.
     pub max_system_prompt_bytes: usize,
+    /// How long a call held for approval waits for a decision; then it is answered to the
+    /// model as denied (`expired`).
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub approval_timeout: Duration,
+    /// A catalog tool (for example an `http` webhook) called with
+    /// `{"event": "approval_requested", "data": {...}}` when a call is held for approval.
+    pub approval_webhook: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -254,6 +261,8 @@ impl Default for TurnConfig {
             max_steps: 10,
             max_steps_limit: 100,
             max_system_prompt_bytes: 64 * 1024,
+            approval_timeout: Duration::from_secs(24 * 60 * 60),
+            approval_webhook: None,
         }
     }
 }

@@ -119,6 +119,7 @@ impl App {
             tool_schemas: api::tool_schemas::ToolSchemas::new(&config.tools),
             max_system_prompt_bytes: config.turn.max_system_prompt_bytes,
             limits: config.limits,
+            approval_webhook: config.turn.approval_webhook.clone(),
         });
         Ok(Self {
             config,
@@ -162,6 +163,7 @@ impl App {
             self.config.server.max_body_bytes,
             self.config.server.metrics_public,
         );
+        api::approvals::keep_pending_gauge(&self.state, shutdown.clone());
         let drain = self.config.server.drain_timeout;
         let server = tokio::spawn(crate::daemon::server::serve(
             listener,

@@ -116,6 +116,7 @@ fn compile(server: &Arc<Server>, tool: &Tool) -> Result<CatalogTool, String> {
         concurrency: server.permit_for(&tool.name),
         timeout: spec.timeout,
         offer: spec.offer,
+        approval: spec.approval.compile(),
         name,
         description,
         parameters: schema,

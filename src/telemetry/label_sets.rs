@@ -102,3 +102,10 @@ pub(super) struct ToolLabels {
 pub(super) struct McpLabels {
     pub server: String,
 }
+
+/// `agentd_approval_decisions_total`: how held calls ended (`approved`, `denied`, `expired`,
+/// `superseded`; a closed set).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct DecisionLabels {
+    pub decision: &'static str,
+}

@@ -19,7 +19,9 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use super::label_sets::{HttpLabels, HttpMethod, McpLabels, ModelLabels, ModelOutcome, ToolLabels};
+use super::label_sets::{
+    DecisionLabels, HttpLabels, HttpMethod, McpLabels, ModelLabels, ModelOutcome, ToolLabels,
+};
 use super::labels::{Admitted, CLOSED, LabelLimits, OTHER};
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.
@@ -90,6 +92,8 @@ pub(crate) struct Metrics {
     mcp_up: Family<McpLabels, Gauge>,
     mcp_tools: Family<McpLabels, Gauge>,
     mcp_failures: Family<McpLabels, Counter>,
+    approvals_pending: Gauge,
+    approval_decisions: Family<DecisionLabels, Counter>,
     routes: Admitted,
     providers: Admitted,
     models: Admitted,
@@ -175,6 +179,18 @@ impl Default for Metrics {
             "Times the MCP server failed to start or exited",
             mcp_failures.clone(),
         );
+        let approvals_pending = Gauge::default();
+        registry.register(
+            "agentd_approvals_pending",
+            "Tool calls waiting for a person's approval",
+            approvals_pending.clone(),
+        );
+        let approval_decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "agentd_approval_decisions",
+            "Held tool calls decided: approved, denied, expired or superseded",
+            approval_decisions.clone(),
+        );
         let limits = LabelLimits::default();
         Self {
             registry,
@@ -188,6 +204,8 @@ impl Default for Metrics {
             mcp_up,
             mcp_tools,
             mcp_failures,
+            approvals_pending,
+            approval_decisions,
             routes: Admitted::default(),
             providers: Admitted::default(),
             models: Admitted::default(),
@@ -306,6 +324,27 @@ impl Metrics {
         if failures > seen {
             counter.inc_by(failures - seen);
         }
+    }
+
+    /// A held call ended: `approved`, `denied`, `expired` or `superseded` (anything else is
+    /// not counted).
+    pub(crate) fn record_approval_decision(&self, decision: &str) {
+        let decision = match decision {
+            "approved" => "approved",
+            "denied" => "denied",
+            "expired" => "expired",
+            "superseded" => "superseded",
+            _ => return,
+        };
+        self.approval_decisions
+            .get_or_create(&DecisionLabels { decision })
+            .inc();
+    }
+
+    /// Calls waiting for a decision now.
+    pub(crate) fn set_approvals_pending(&self, pending: u64) {
+        self.approvals_pending
+            .set(i64::try_from(pending).unwrap_or(i64::MAX));
     }
 
     /// Drops the series of an MCP server no longer configured.

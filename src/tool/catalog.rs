@@ -28,6 +28,8 @@ pub struct CatalogTool {
     pub concurrency: Arc<tokio::sync::Semaphore>,
     /// Offered to the model on every chat unless the request says otherwise.
     pub offer: bool,
+    /// When a call must wait for a person's approval before it runs.
+    pub approval: super::approval::ApprovalPolicy,
 }
 
 impl CatalogTool {

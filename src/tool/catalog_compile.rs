@@ -11,6 +11,7 @@ use agentd_sdk::PositiveDuration;
 use serde_json::Value;
 use toml::Spanned;
 
+use super::approval::ApprovalSpec;
 use super::catalog::{Catalog, CatalogError, CatalogTool};
 use super::catalog_raw::{
     Locator, RawDefaults, RawTool, is_valid_tool_name, read, table_to_json, toml_to_json,
@@ -160,6 +161,7 @@ impl Compiler<'_> {
             .unwrap_or(defaults.concurrency);
         let schema = self.schema(raw);
         let handler = self.handler(raw);
+        let approval = self.approval(raw.approval.as_ref(), &format!("tool `{name}`"));
         if self.problems.len() > before {
             return None;
         }
@@ -174,7 +176,32 @@ impl Compiler<'_> {
             timeout,
             concurrency: Arc::new(tokio::sync::Semaphore::new(concurrency)),
             offer: raw.offer,
+            approval: approval?.compile(),
         })
+    }
+
+    /// Reads an entry's `approval` (absent: `never`); `None` when it has problems (recorded,
+    /// each prefixed with `owner`).
+    pub(super) fn approval(
+        &mut self,
+        raw: Option<&Spanned<toml::Value>>,
+        owner: &str,
+    ) -> Option<ApprovalSpec> {
+        let Some(raw) = raw else {
+            return Some(ApprovalSpec::Never);
+        };
+        let parsed = toml_to_json(raw.get_ref(), "approval")
+            .map_err(|problem| vec![problem])
+            .and_then(|value| ApprovalSpec::parse(&value));
+        match parsed {
+            Ok(spec) => Some(spec),
+            Err(problems) => {
+                for problem in problems {
+                    self.problem(raw.span(), None, format!("{owner}: {problem}"));
+                }
+                None
+            }
+        }
     }
 
     /// Loads the schema (inline or from its file), checks it against its meta-schema and

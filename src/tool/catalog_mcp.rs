@@ -89,6 +89,7 @@ impl Compiler<'_> {
         let start_timeout = self.mcp_duration(raw.start_timeout.as_ref(), name, "start_timeout");
         let concurrency = self.mcp_count(raw.concurrency.as_ref(), name, "concurrency", 1_000_000);
         let max_tools = self.mcp_count(raw.max_tools.as_ref(), name, "max_tools", MAX_MAX_TOOLS);
+        let approval = self.approval(raw.approval.as_ref(), &format!("mcp server `{name}`"));
         let max_tool_bytes = self.mcp_count(
             raw.max_tool_bytes.as_ref(),
             name,
@@ -108,6 +109,7 @@ impl Compiler<'_> {
             concurrency: concurrency.unwrap_or(defaults.concurrency),
             max_tools: max_tools.unwrap_or(DEFAULT_MAX_TOOLS),
             max_tool_bytes: max_tool_bytes.unwrap_or(DEFAULT_MAX_TOOL_BYTES),
+            approval: approval?,
         })
     }
 

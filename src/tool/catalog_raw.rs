@@ -103,6 +103,7 @@ pub(super) struct RawTool {
     pub parameters: Option<Spanned<toml::Value>>,
     pub parameters_file: Option<Spanned<String>>,
     pub options: Option<Spanned<toml::Table>>,
+    pub approval: Option<Spanned<toml::Value>>,
 }
 
 /// One `[[mcp]]` entry: an MCP server whose tools become `<name>__<tool>`.
@@ -122,6 +123,7 @@ pub(super) struct RawMcp {
     pub concurrency: Option<Spanned<i64>>,
     pub max_tools: Option<Spanned<i64>>,
     pub max_tool_bytes: Option<Spanned<i64>>,
+    pub approval: Option<Spanned<toml::Value>>,
 }
 
 fn offered_by_default() -> bool {

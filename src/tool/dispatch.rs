@@ -19,7 +19,10 @@ use super::catalog::{Catalog, CatalogTool};
 use super::failure::{self, DispatchFailure, Failure, FailureKind};
 use super::validate::{self, ArgumentError};
 use crate::session::{Entry, ToolCallRequest, call_digest};
-use crate::store::{CallResult, CallStatus, JournalRecord, StepWrite, Store, StoreError};
+use crate::store::{
+    ApprovalRecord, ApprovalState, CallResult, CallStatus, JournalRecord, StepWrite, Store,
+    StoreError,
+};
 
 /// How one call ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,11 +68,25 @@ pub struct ToolRun {
     pub digest: String,
 }
 
+/// A call held for a person's approval instead of running: recorded pending, bound to its
+/// arguments by `digest`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeldCall {
+    pub call_id: String,
+    pub name: String,
+    /// The validated arguments.
+    pub arguments: serde_json::Value,
+    pub digest: String,
+    pub expires_at: OffsetDateTime,
+}
+
 /// What a step's dispatch came to.
 #[derive(Debug)]
 pub struct StepRuns {
-    /// One run per call, in call order.
+    /// One run per call that was not held, in call order.
     pub runs: Vec<ToolRun>,
+    /// Calls held for approval, in call order: they have no result yet.
+    pub held: Vec<HeldCall>,
     /// The journal finish of the step's only running call, to be committed with its result.
     pub finish: Vec<CallResult>,
 }
@@ -94,6 +111,8 @@ pub struct DispatchRequest<'a> {
     /// History entries committed together with the journal starts: the model answer that
     /// made these calls, so both are durable before any call runs.
     pub entries: Vec<Arc<Entry>>,
+    /// A person approved these calls: they run even when their tool's policy would hold them.
+    pub approved: bool,
 }
 
 /// Reports a finished run; the run's call waits for the returned future (a stream's client
@@ -106,6 +125,8 @@ pub struct Dispatcher {
     running: Arc<tokio::sync::Semaphore>,
     /// Longest result text kept (`limits.max_tool_result_bytes`).
     max_result_bytes: usize,
+    /// How long a held call waits for a decision (`turn.approval_timeout`).
+    approval_timeout: Duration,
 }
 
 /// What a call came to before it is turned into a [`ToolRun`].
@@ -122,7 +143,13 @@ impl Dispatcher {
             store,
             running: Arc::new(tokio::sync::Semaphore::new(max_concurrent_calls)),
             max_result_bytes: crate::config::LimitsConfig::default().max_tool_result_bytes,
+            approval_timeout: crate::config::TurnConfig::default().approval_timeout,
         }
+    }
+
+    /// How long a held call waits for a decision before it is answered as expired.
+    pub fn set_approval_timeout(&mut self, approval_timeout: Duration) {
+        self.approval_timeout = approval_timeout;
     }
 
     /// Results longer than this are replaced by a `result_too_large` error result.
@@ -145,34 +172,74 @@ impl Dispatcher {
             cancel,
             progress,
             entries,
+            approved,
         } = request;
+        let now = OffsetDateTime::now_utc();
+        let expires_at = now + self.approval_timeout;
         let mut records = Vec::new();
+        let mut holds = Vec::new();
         let checked: Vec<Result<Ready, Failure>> = calls
             .iter()
             .map(|call| {
                 let ready = check(catalog, offered, call)?;
-                records.push(journal_record(session_id, call, &ready, keep_arguments));
+                if !approved && ready.tool.approval.requires(&ready.arguments) {
+                    if !keep_arguments {
+                        return Err(failure::approval_unavailable());
+                    }
+                    holds.push(approval_record(session_id, call, &ready, now, expires_at));
+                } else {
+                    records.push(journal_record(session_id, call, &ready, keep_arguments));
+                }
                 Ok(ready)
             })
             .collect();
-        let mut journaled = self
-            .journal_starts(session_id, entries, records)
-            .await?
-            .into_iter();
-        let plans: Vec<Plan> = checked
-            .into_iter()
-            .map(|checked| match checked {
-                Ok(ready) => match journaled.next().unwrap_or(Journaled::Unavailable) {
+        let holding = !holds.is_empty();
+        let written = self
+            .journal_starts(session_id, entries, records, holds)
+            .await?;
+        let held_written = written.held;
+        let mut journaled = written.started.into_iter();
+        let mut held = Vec::new();
+        let plans: Vec<Option<Plan>> = calls
+            .iter()
+            .zip(checked)
+            .map(|(call, checked)| match checked {
+                Ok(ready) if !approved && holding && ready.tool.approval.requires(&ready.arguments) => {
+                    if !held_written {
+                        return Some(Plan::Answer(failure::journal_unavailable()));
+                    }
+                    tracing::info!(
+                        session_id,
+                        tool = %failure::shown(&call.function.name),
+                        call_id = %failure::shown(&call.id),
+                        digest = %ready.digest,
+                        "tool call held for approval"
+                    );
+                    held.push(HeldCall {
+                        call_id: call.id.clone(),
+                        name: call.function.name.clone(),
+                        arguments: ready.arguments,
+                        digest: ready.digest,
+                        expires_at,
+                    });
+                    None
+                }
+                Ok(ready) => Some(match journaled.next().unwrap_or(Journaled::Unavailable) {
                     Journaled::Fresh => Plan::Run(ready),
                     Journaled::Before => Plan::Replay(ready.digest),
                     Journaled::Unavailable => Plan::Answer(failure::journal_unavailable()),
-                },
-                Err(error) => Plan::Answer(error),
+                }),
+                Err(error) => Some(Plan::Answer(error)),
             })
             .collect();
+        let (calls, plans): (Vec<&ToolCallRequest>, Vec<Plan>) = calls
+            .iter()
+            .zip(plans)
+            .filter_map(|(call, plan)| plan.map(|plan| (call, plan)))
+            .unzip();
         let running = plans.iter().filter(|p| matches!(p, Plan::Run(_))).count();
         let finish_here = running != 1;
-        let runs = calls.iter().zip(plans).map(|(call, plan)| async move {
+        let runs = calls.into_iter().zip(plans).map(|(call, plan)| async move {
             let run = self
                 .run_one(session_id, call, plan, cancel, finish_here)
                 .await;
@@ -203,7 +270,7 @@ impl Dispatcher {
                 })
                 .collect()
         };
-        Ok(StepRuns { runs, finish })
+        Ok(StepRuns { runs, held, finish })
     }
 
     /// Journals the runnable calls as started, in one commit with `entries`. If that commit
@@ -214,29 +281,37 @@ impl Dispatcher {
         session_id: &str,
         entries: Vec<Arc<Entry>>,
         records: Vec<JournalRecord>,
-    ) -> Result<Vec<Journaled>, StoreError> {
+        hold: Vec<ApprovalRecord>,
+    ) -> Result<Written, StoreError> {
         let count = records.len();
         let carried = !entries.is_empty();
         let step = StepWrite {
             entries,
             start: records,
+            hold,
             ..StepWrite::default()
         };
         match self.store.write_step(step).await {
-            Ok(fresh) => Ok(fresh
-                .into_iter()
-                .map(|fresh| {
-                    if fresh {
-                        Journaled::Fresh
-                    } else {
-                        Journaled::Before
-                    }
-                })
-                .collect()),
+            Ok(fresh) => Ok(Written {
+                started: fresh
+                    .into_iter()
+                    .map(|fresh| {
+                        if fresh {
+                            Journaled::Fresh
+                        } else {
+                            Journaled::Before
+                        }
+                    })
+                    .collect(),
+                held: true,
+            }),
             Err(error) if carried => Err(error),
             Err(error) => {
                 tracing::warn!(session_id, %error, "journal start failed");
-                Ok(vec![Journaled::Unavailable; count])
+                Ok(Written {
+                    started: vec![Journaled::Unavailable; count],
+                    held: false,
+                })
             }
         }
     }
@@ -407,6 +482,14 @@ struct Ready {
     digest: String,
 }
 
+/// What the commit before the calls run came to.
+struct Written {
+    /// For each journaled call, in order.
+    started: Vec<Journaled>,
+    /// The held calls were recorded.
+    held: bool,
+}
+
 /// What journaling a ready call found.
 #[derive(Debug, Clone, Copy)]
 enum Journaled {
@@ -472,6 +555,28 @@ fn journal_record(
         result: None,
         started_at: OffsetDateTime::now_utc(),
         finished_at: None,
+    }
+}
+
+/// The pending-approval record of a call held instead of run.
+fn approval_record(
+    session_id: &str,
+    call: &ToolCallRequest,
+    ready: &Ready,
+    now: OffsetDateTime,
+    expires_at: OffsetDateTime,
+) -> ApprovalRecord {
+    ApprovalRecord {
+        session_id: session_id.to_owned(),
+        call_id: call.id.clone(),
+        digest: ready.digest.clone(),
+        tool: call.function.name.clone(),
+        arguments: ready.arguments.to_string(),
+        requested_at: now,
+        expires_at,
+        state: ApprovalState::Pending,
+        reason: None,
+        decided_at: None,
     }
 }
 

@@ -31,6 +31,9 @@ pub enum DispatchFailure {
     Timeout,
     Panic,
     Cancelled,
+    /// The call needs a person's approval, which needs the conversation stored
+    /// (`save: false`): it was not run.
+    ApprovalUnavailable,
 }
 
 impl DispatchFailure {
@@ -45,6 +48,7 @@ impl DispatchFailure {
             DispatchFailure::Timeout => "timeout",
             DispatchFailure::Panic => "panic",
             DispatchFailure::Cancelled => "cancelled",
+            DispatchFailure::ApprovalUnavailable => "approval_unavailable",
         }
     }
 
@@ -163,6 +167,14 @@ pub(super) fn invalid_arguments(violations: &[Violation]) -> Failure {
 pub(super) fn outcome_unknown() -> Failure {
     DispatchFailure::OutcomeUnknown.error(
         "this call was started before but its result was lost; it was not run again; check before retrying",
+    )
+}
+
+/// A call that needs approval in a turn that does not store its conversation.
+pub(super) fn approval_unavailable() -> Failure {
+    DispatchFailure::ApprovalUnavailable.error(
+        "this tool needs a person's approval, which needs the conversation stored; \
+         it was not run (the chat was sent with `save: false`)",
     )
 }
 

@@ -31,6 +31,8 @@ pub struct McpServerSpec {
     pub max_tools: usize,
     /// Largest definition (name, description and input schema as JSON) a tool may have.
     pub max_tool_bytes: usize,
+    /// When a call of one of its tools must wait for a person's approval.
+    pub approval: super::approval::ApprovalSpec,
 }
 
 impl McpServerSpec {

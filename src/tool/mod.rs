@@ -1,6 +1,7 @@
 //! Server tools: the catalog compiled from tools.toml, argument validation, the handler
 //! registry, and dispatch (timeouts, concurrency, panic isolation, journal).
 
+pub mod approval;
 pub mod builtin;
 pub mod catalog;
 mod catalog_compile;
@@ -19,11 +20,14 @@ mod dispatch_tests;
 #[cfg(test)]
 mod test_support;
 
+pub use approval::{ApprovalPolicy, ApprovalSpec};
 pub use catalog::{Catalog, CatalogError, CatalogTool};
 pub use catalog_compile::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT};
 pub use catalog_mcp::{DEFAULT_MAX_TOOL_BYTES, DEFAULT_MAX_TOOLS, DEFAULT_START_TIMEOUT};
 pub use catalog_raw::is_valid_tool_name;
-pub use dispatch::{DispatchRequest, Dispatcher, Outcome, Progress, StepRuns, ToolRun};
+pub use dispatch::{
+    DispatchRequest, Dispatcher, HeldCall, Outcome, Progress, StepRuns, ToolRun,
+};
 pub use failure::{DispatchFailure, FailureKind};
 pub use mcp_spec::{McpServerSpec, McpTransport, SettingValue};
 pub use registry::Registry;

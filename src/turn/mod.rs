@@ -20,7 +20,7 @@ use crate::config::TurnConfig;
 use crate::provider::{ModelProvider, ProviderError, Usage};
 use crate::session::{ChatMessage, ToolCallRequest};
 use crate::store::{Store, StoreError};
-use crate::tool::{Catalog, Dispatcher, ToolRun};
+use crate::tool::{Catalog, Dispatcher, HeldCall, ToolRun};
 
 pub(crate) use limits::TurnLimits;
 
@@ -72,6 +72,8 @@ pub(crate) enum StopReason {
     ClientTools,
     /// `max_steps` model calls were made; the last answer was forced without tools.
     MaxSteps,
+    /// Some call waits for a person's approval (`TurnOutcome::held`).
+    ApprovalRequired,
 }
 
 impl StopReason {
@@ -80,6 +82,7 @@ impl StopReason {
             StopReason::Finished => "finished",
             StopReason::ClientTools => "client_tools",
             StopReason::MaxSteps => "max_steps",
+            StopReason::ApprovalRequired => "approval_required",
         }
     }
 }
@@ -102,6 +105,8 @@ pub(crate) struct TurnOutcome {
     pub finish_reason: String,
     pub usage: Usage,
     pub runs: Vec<ToolRun>,
+    /// Calls held for approval when the turn ended (`StopReason::ApprovalRequired`).
+    pub held: Vec<HeldCall>,
     pub steps: u32,
     pub stop: StopReason,
 }
@@ -163,6 +168,8 @@ impl Engine {
 
     /// Applies `[limits]`: session history size, system prompt size and tool result size.
     pub(crate) fn with_limits(mut self, limits: &crate::config::LimitsConfig) -> Self {
+        self.dispatcher
+            .set_approval_timeout(self.config.approval_timeout);
         self.limits = TurnLimits::from(limits);
         self.dispatcher
             .set_max_result_bytes(limits.max_tool_result_bytes);
@@ -215,6 +222,13 @@ impl Engine {
             turn.announce(calls.all).await;
             if !calls.server.is_empty() {
                 self.run_server_calls(&mut turn, &calls.server).await?;
+            }
+            if !turn.held.is_empty() {
+                return Ok(turn.end(
+                    answer.message,
+                    "tool_calls".into(),
+                    StopReason::ApprovalRequired,
+                ));
             }
             if calls.for_client {
                 return Ok(turn.end(answer.message, "tool_calls".into(), StopReason::ClientTools));

@@ -1,8 +1,10 @@
 //! Keeps history well-formed before a turn starts: every tool call recorded in history gets a
 //! result before anything else is appended. Results come from the request (client tools), from
-//! the journal (a server tool whose result was lost from history), or are written as errors
-//! the model can read (`outcome_unknown` for a call that started but never finished,
-//! `no_result` for one that never ran).
+//! a person's decision on a call held for approval (an approved call is run by the turn, a
+//! denied, expired or superseded one answered `denied`), from the journal (a server tool whose
+//! result was lost from history), or are written as errors the model can read
+//! (`outcome_unknown` for a call that started but never finished, `no_result` for one that
+//! never ran).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -11,7 +13,7 @@ use serde_json::json;
 
 use super::TurnError;
 use crate::session::{ChatMessage, Entry, EntrySource, Role, call_digest_of_text};
-use crate::store::{CallStatus, Store};
+use crate::store::{ApprovalDecision, ApprovalRecord, ApprovalState, CallStatus, Store};
 use crate::tool::DispatchFailure;
 
 /// A call in history without a result.
@@ -59,15 +61,29 @@ pub(crate) fn unanswered(history: &[Arc<Entry>]) -> Vec<PendingCall> {
         .collect()
 }
 
+/// One message of the turn's input, or an approved call the turn runs to make its result.
+#[derive(Debug)]
+pub(super) enum Slot {
+    Message(ChatMessage, EntrySource),
+    Approved(PendingCall),
+}
+
 /// Orders the request's messages after history: results for pending calls first (from the
-/// request, else from the journal, else an error result), then the rest of the request.
+/// request, a decision, the journal, else an error result), then the rest of the request.
 pub(super) async fn reconcile(
     store: &dyn Store,
     session_id: &str,
     history: &[Arc<Entry>],
     incoming: Vec<ChatMessage>,
-) -> Result<Vec<(ChatMessage, EntrySource)>, TurnError> {
+) -> Result<Vec<Slot>, TurnError> {
     let pending = unanswered(history);
+    // Read only when calls are unanswered: a turn after an answered one costs no read.
+    let approvals = if pending.is_empty() {
+        Vec::new()
+    } else {
+        store.approvals(session_id).await?
+    };
+    let held = |id: &str| approvals.iter().find(|a| a.call_id == id);
     let mut answers = Vec::new();
     let mut rest = Vec::new();
     // Ids of the calls the request's own messages make so far: a result in the request may
@@ -86,6 +102,15 @@ pub(super) async fn reconcile(
             ));
         };
         let in_request = called_in_request.contains(&id);
+        if !in_request && held(&id).is_some() {
+            return Err(TurnError::invalid(
+                format!("messages.{i}.tool_call_id"),
+                format!(
+                    "`{id}` is a call held for approval: decide it at \
+                     /sessions/{session_id}/approvals/{id} instead of answering it"
+                ),
+            ));
+        }
         if !in_request && !pending.iter().any(|p| p.id == id) {
             return Err(TurnError::invalid(
                 format!("messages.{i}.tool_call_id"),
@@ -107,7 +132,20 @@ pub(super) async fn reconcile(
         {
             let mut message = answers.swap_remove(pos);
             message.name.get_or_insert_with(|| name.clone());
-            ordered.push((message, EntrySource::ApiRequest));
+            ordered.push(Slot::Message(message, EntrySource::ApiRequest));
+            continue;
+        }
+        if let Some(record) = held(id) {
+            let state = settle(store, record).await?;
+            if state.0 == ApprovalState::Approved {
+                ordered.push(Slot::Approved(call.clone()));
+            } else {
+                let content = denied(state.1.as_deref().unwrap_or(state.0.as_str()));
+                ordered.push(Slot::Message(
+                    ChatMessage::tool_result(id, name, content),
+                    EntrySource::Internal,
+                ));
+            }
             continue;
         }
         let content = match store.journal_get(session_id, id, &call.digest()).await? {
@@ -123,13 +161,64 @@ pub(super) async fn reconcile(
                 "no result was given for this call and it was not run",
             ),
         };
-        ordered.push((
+        ordered.push(Slot::Message(
             ChatMessage::tool_result(id, name, content),
             EntrySource::Internal,
         ));
     }
-    ordered.extend(rest);
+    ordered.extend(
+        rest.into_iter()
+            .map(|(message, source)| Slot::Message(message, source)),
+    );
     Ok(ordered)
+}
+
+/// The decision a held call stands on when a turn begins. One still pending is answered for
+/// the person: superseded (the turn brings new input), or expired when its time has passed.
+async fn settle(
+    store: &dyn Store,
+    record: &ApprovalRecord,
+) -> Result<(ApprovalState, Option<String>), TurnError> {
+    if record.state != ApprovalState::Pending {
+        return Ok((record.state, record.reason.clone()));
+    }
+    let decided = store
+        .approval_decide(
+            &record.session_id,
+            &record.call_id,
+            &record.digest,
+            ApprovalState::Superseded,
+            Some(ApprovalState::Superseded.as_str().to_owned()),
+            time::OffsetDateTime::now_utc(),
+        )
+        .await?;
+    let record = match decided {
+        ApprovalDecision::Decided(record)
+        | ApprovalDecision::Expired(record)
+        | ApprovalDecision::AlreadyDecided(record)
+        | ApprovalDecision::DigestMismatch(record) => record,
+        ApprovalDecision::NotFound => return Ok((ApprovalState::Superseded, None)),
+    };
+    crate::telemetry::metrics().record_approval_decision(record.state.as_str());
+    tracing::info!(
+        session_id = %record.session_id,
+        tool = %record.tool,
+        digest = %record.digest,
+        state = record.state.as_str(),
+        "held tool call answered without a decision"
+    );
+    Ok((record.state, record.reason))
+}
+
+/// The result of a call a person did not approve: the model reads why.
+pub(crate) fn denied(reason: &str) -> String {
+    json!({ "error": {
+        "kind": "denied",
+        "reason": reason,
+        "message": "this call needed a person's approval and did not get it; it was not run",
+        "retryable": false,
+    } })
+    .to_string()
 }
 
 fn error_result(kind: &str, message: &str) -> String {

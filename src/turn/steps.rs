@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::provider::{ModelRequest, ModelResponse, Usage};
-use crate::session::{ChatMessage, EntrySource, PromptMessage, ToolCallRequest};
-use crate::tool::{Catalog, DispatchRequest, Progress, ToolRun};
+use crate::session::{ChatMessage, EntrySource, FunctionCall, PromptMessage, ToolCallRequest};
+use crate::tool::{Catalog, DispatchRequest, HeldCall, Progress, ToolRun};
 use crate::turn::model_call::emit;
 use crate::turn::prompt::{self, Offer};
 use crate::turn::transcript::Transcript;
@@ -49,6 +49,8 @@ pub(super) struct Turn<'a> {
     pub(super) step: u32,
     usage: Usage,
     runs: Vec<ToolRun>,
+    /// Calls held for approval in the last step: the turn ends after it.
+    pub(super) held: Vec<HeldCall>,
     model_time: Duration,
     tool_time: Duration,
     timer: crate::telemetry::TurnTimer,
@@ -96,6 +98,7 @@ impl Turn<'_> {
             finish_reason,
             usage: self.usage,
             runs: self.runs,
+            held: self.held,
             steps: self.step,
             stop,
         }
@@ -128,7 +131,10 @@ impl Engine {
             max_steps,
         } = request;
         let history = self.store.full_history(sid).await?;
-        let incoming = pending::reconcile(self.store.as_ref(), sid, &history, messages).await?;
+        let slots = pending::reconcile(self.store.as_ref(), sid, &history, messages).await?;
+        let (incoming, runs) = self
+            .run_approved(sid, &catalog, save, slots, cancel)
+            .await?;
         let mut transcript = Transcript::new(sid, save, history);
         transcript.add(incoming);
         if save {
@@ -162,11 +168,89 @@ impl Engine {
             save,
             step: 0,
             usage: Usage::default(),
-            runs: Vec::new(),
+            runs,
+            held: Vec::new(),
             model_time: Duration::ZERO,
             tool_time: Duration::ZERO,
             timer,
         })
+    }
+
+    /// Runs the calls a person approved since the turn that held them (journaled, exactly
+    /// once: a call already journaled is answered from the journal), and puts each result in
+    /// its call's place. Their journal finishes are committed at once; the results go into
+    /// history with the turn's input.
+    async fn run_approved(
+        &self,
+        session_id: &str,
+        catalog: &Catalog,
+        save: bool,
+        slots: Vec<pending::Slot>,
+        cancel: &CancellationToken,
+    ) -> Result<(Vec<(ChatMessage, EntrySource)>, Vec<ToolRun>), TurnError> {
+        let approved: Vec<ToolCallRequest> = slots
+            .iter()
+            .filter_map(|slot| match slot {
+                pending::Slot::Approved(call) => Some(ToolCallRequest {
+                    id: call.id.clone(),
+                    kind: "function".into(),
+                    function: FunctionCall {
+                        name: call.name.clone(),
+                        arguments: call.arguments.clone(),
+                    },
+                }),
+                pending::Slot::Message(..) => None,
+            })
+            .collect();
+        let mut runs = Vec::new();
+        if !approved.is_empty() {
+            // A person approved exactly these calls: they are what is on offer.
+            let offered: Vec<String> = approved.iter().map(|c| c.function.name.clone()).collect();
+            let step_runs = self
+                .dispatcher
+                .run(DispatchRequest {
+                    catalog,
+                    session_id,
+                    keep_arguments: save,
+                    calls: &approved,
+                    offered: &offered,
+                    cancel,
+                    progress: None,
+                    entries: Vec::new(),
+                    approved: true,
+                })
+                .await?;
+            if !step_runs.finish.is_empty() {
+                self.store
+                    .write_step(crate::store::StepWrite {
+                        finish: step_runs.finish,
+                        ..Default::default()
+                    })
+                    .await?;
+            }
+            runs = step_runs.runs;
+        }
+        let messages = slots
+            .into_iter()
+            .map(|slot| match slot {
+                pending::Slot::Message(message, source) => (message, source),
+                pending::Slot::Approved(call) => {
+                    let content = runs
+                        .iter()
+                        .find(|run| run.call_id == call.id)
+                        .map(|run| run.content.clone())
+                        .unwrap_or_default();
+                    (
+                        ChatMessage::tool_result(&call.id, &call.name, content),
+                        EntrySource::ToolResponse,
+                    )
+                }
+            })
+            .collect();
+        if cancel.is_cancelled() {
+            return Err(TurnError::Cancelled);
+        }
+        Ok((messages, runs))
     }
 
     /// Sends the system prompt and the conversation (truncated to the session's token budget)
@@ -277,8 +361,10 @@ impl Engine {
                 cancel,
                 progress: report.as_ref().map(|f| f as Progress<'_>),
                 entries: turn.transcript.take_unsaved(),
+                approved: false,
             })
             .await?;
+        turn.held.extend(step_runs.held);
         turn.tool_time += started.elapsed();
         let results = step_runs
             .runs
