@@ -11,6 +11,7 @@ mod smtp_support;
 mod systemd_support;
 
 mod api;
+mod approvals;
 mod chat;
 mod cli;
 mod crash;
