@@ -274,8 +274,8 @@ pub trait Store: Send + Sync + 'static {
     }
     /// Replaces body and `updated_at` of an existing record; false if it does not exist.
     async fn update(&self, collection: Collection, record: Record) -> StoreResult<bool>;
-    /// Deletes a record and what hangs off it (an agent's tools; a session's history and
-    /// journal); false if it did not exist.
+    /// Deletes a record and what hangs off it (an agent's tools; a session's history, journal
+    /// and held calls); false if it did not exist.
     async fn delete(&self, collection: Collection, id: &str) -> StoreResult<bool>;
 
     /// Commits a step of a turn in one transaction: history entries, calls about to run, and
@@ -298,8 +298,8 @@ pub trait Store: Send + Sync + 'static {
     /// Every history entry of a session, oldest first. The entries are shared, not copied:
     /// a turn reads the whole history every time, and it only grows at the end.
     async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Arc<Entry>>>;
-    /// Removes a session's history entries and the journal of its calls (the session itself
-    /// stays): nothing of the cleared conversation is kept.
+    /// Removes a session's history entries, the journal of its calls and its calls held for
+    /// approval (the session itself stays): nothing of the cleared conversation is kept.
     async fn clear_history(&self, session_id: &str) -> StoreResult<()>;
 
     /// Records that a call is about to run. Fails with `Conflict` if the same call (id and

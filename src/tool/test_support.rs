@@ -1,5 +1,5 @@
-//! Test doubles shared by the dispatch tests: an in-memory journal (the only part of the
-//! store dispatch uses) and handler kinds with observable behaviour (sleep, panic, deny).
+//! Test doubles shared by the dispatch tests: an in-memory journal and calls held for
+//! approval (the only parts of the store dispatch uses) and handler kinds with observable behaviour (sleep, panic, deny).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,8 +15,8 @@ use time::OffsetDateTime;
 
 use crate::session::Entry;
 use crate::store::{
-    CallStatus, Collection, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError,
-    StoreResult,
+    ApprovalDecision, ApprovalRecord, ApprovalState, CallStatus, Collection, JournalRecord,
+    ListQuery, Record, StepWrite, Store, StoreError, StoreResult,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -25,6 +25,8 @@ use crate::store::{
 #[derive(Default)]
 pub(super) struct MemoryJournal {
     calls: Mutex<HashMap<(String, String, String), JournalRecord>>,
+    /// Held calls by session and call id.
+    held: Mutex<HashMap<(String, String), ApprovalRecord>>,
 }
 
 impl MemoryJournal {
@@ -104,6 +106,16 @@ impl Store for MemoryJournal {
             record.result = Some(finish.result);
             record.finished_at = Some(OffsetDateTime::now_utc());
         }
+        let mut held = self.held.lock().unwrap();
+        for record in step.hold {
+            let key = (record.session_id.clone(), record.call_id.clone());
+            held.entry(key).or_insert(ApprovalRecord {
+                state: ApprovalState::Pending,
+                reason: None,
+                decided_at: None,
+                ..record
+            });
+        }
         Ok(started)
     }
     async fn history(&self, _: &str, _: u32, _: u32) -> StoreResult<Vec<Entry>> {
@@ -125,6 +137,55 @@ impl Store for MemoryJournal {
             .records(session_id, call_id)
             .into_iter()
             .find(|r| r.digest == digest))
+    }
+    async fn approvals(&self, session_id: &str) -> StoreResult<Vec<ApprovalRecord>> {
+        let mut records: Vec<ApprovalRecord> = self
+            .held
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|r| r.session_id == session_id)
+            .cloned()
+            .collect();
+        records.sort_by(|a, b| (a.requested_at, &a.call_id).cmp(&(b.requested_at, &b.call_id)));
+        Ok(records)
+    }
+    async fn approval_decide(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        digest: &str,
+        state: ApprovalState,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<ApprovalDecision> {
+        let mut held = self.held.lock().unwrap();
+        let Some(record) = held.get_mut(&(session_id.to_owned(), call_id.to_owned())) else {
+            return Ok(ApprovalDecision::NotFound);
+        };
+        if record.digest != digest {
+            return Ok(ApprovalDecision::DigestMismatch(record.clone()));
+        }
+        if record.state != ApprovalState::Pending {
+            return Ok(ApprovalDecision::AlreadyDecided(record.clone()));
+        }
+        record.decided_at = Some(now);
+        if record.expires_at <= now {
+            record.state = ApprovalState::Expired;
+            record.reason = Some("expired".to_owned());
+            return Ok(ApprovalDecision::Expired(record.clone()));
+        }
+        record.state = state;
+        record.reason = reason;
+        Ok(ApprovalDecision::Decided(record.clone()))
+    }
+    async fn approvals_pending(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        let held = self.held.lock().unwrap();
+        let pending = held
+            .values()
+            .filter(|r| r.state == ApprovalState::Pending && r.expires_at > now)
+            .count();
+        Ok(pending as u64)
     }
     async fn ping(&self) -> StoreResult<()> {
         Ok(())

@@ -8,6 +8,7 @@
 //! the writer and see every committed write. The data directory is locked for the store's
 //! lifetime: one process writes the file, so the mirror is never stale.
 
+mod approvals;
 mod cache;
 mod checkpoint;
 mod rows;
@@ -15,6 +16,8 @@ mod schema;
 mod step;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_approvals;
 #[cfg(test)]
 mod tests_history;
 #[cfg(test)]
@@ -32,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use time::OffsetDateTime;
 
 use self::cache::{Cache, Mirror, Table, weigh};
 use self::checkpoint::Checkpointer;
@@ -44,7 +48,8 @@ use self::writer::{Write, Writer};
 use crate::config::Synchronous;
 use crate::session::message::Entry;
 use crate::store::{
-    Collection, JournalRecord, ListQuery, Record, StepWrite, Store, StoreError, StoreResult,
+    ApprovalDecision, ApprovalRecord, ApprovalState, Collection, JournalRecord, ListQuery, Record,
+    StepWrite, Store, StoreError, StoreResult,
 };
 
 /// Read connections kept open between calls; more are opened on demand under load. Opening
@@ -411,6 +416,8 @@ impl Store for SqliteStore {
                             .execute(params![id])?;
                         conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
                             .execute(params![id])?;
+                        conn.prepare_cached("DELETE FROM approvals WHERE session_id = ?1")?
+                            .execute(params![id])?;
                     }
                     Collection::Users | Collection::AgentTools => {}
                 }
@@ -465,6 +472,8 @@ impl Store for SqliteStore {
                     .execute(params![session_id])?;
                 conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
                     .execute(params![session_id])?;
+                conn.prepare_cached("DELETE FROM approvals WHERE session_id = ?1")?
+                    .execute(params![session_id])?;
                 Ok(())
             },
             move |cache, ()| cache.lock().histories.remove(&key),
@@ -491,6 +500,31 @@ impl Store for SqliteStore {
             record.transpose()
         })
         .await
+    }
+
+    async fn approvals(&self, session_id: &str) -> StoreResult<Vec<ApprovalRecord>> {
+        approvals::of_session(self, session_id).await
+    }
+
+    async fn approval_decide(
+        &self,
+        session_id: &str,
+        call_id: &str,
+        digest: &str,
+        state: ApprovalState,
+        reason: Option<String>,
+        now: OffsetDateTime,
+    ) -> StoreResult<ApprovalDecision> {
+        let key = approvals::CallKey {
+            session_id: session_id.to_owned(),
+            call_id: call_id.to_owned(),
+            digest: digest.to_owned(),
+        };
+        approvals::decide(self, key, state, reason, now).await
+    }
+
+    async fn approvals_pending(&self, now: OffsetDateTime) -> StoreResult<u64> {
+        approvals::count_pending(self, now).await
     }
 
     /// Proves both sides answer: a read connection, and the writer thread with a commit.

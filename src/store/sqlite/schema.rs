@@ -77,6 +77,23 @@ pub(super) const MIGRATIONS: &[&str] = &[
         FROM journal;
     DROP TABLE journal;
     ALTER TABLE journal_v2 RENAME TO journal;",
+    // 3: calls held for a person's approval. The partial index serves the count of pending
+    // calls not yet past their time without reading the decided ones.
+    "CREATE TABLE approvals (
+        session_id TEXT NOT NULL,
+        call_id TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        tool TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        requested_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        state TEXT NOT NULL
+            CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'superseded')),
+        reason TEXT,
+        decided_at INTEGER,
+        PRIMARY KEY (session_id, call_id)
+    );
+    CREATE INDEX approvals_pending_by_expiry ON approvals (expires_at) WHERE state = 'pending';",
 ];
 
 /// The schema version after which journal rows carry digests.

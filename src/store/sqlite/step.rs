@@ -1,4 +1,5 @@
-//! One step of a turn in one commit: history entries, journal starts and journal finishes.
+//! One step of a turn in one commit: history entries, journal starts, journal finishes and
+//! calls held for approval.
 //!
 //! The calls of a model answer are journaled in the same commit as the answer itself, and a
 //! lone call's result in the same commit as its finish, so a tool turn writes three times
@@ -11,6 +12,7 @@ use time::OffsetDateTime;
 
 use crate::session::message::Entry;
 use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite::approvals::{HoldRow, insert_holds};
 use crate::store::sqlite::cache::weigh;
 use crate::store::sqlite::rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos,
@@ -29,8 +31,9 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
         entries,
         start,
         finish,
+        hold,
     } = step;
-    if entries.is_empty() && start.is_empty() && finish.is_empty() {
+    if entries.is_empty() && start.is_empty() && finish.is_empty() && hold.is_empty() {
         return Ok(Vec::new());
     }
     // Serialize before queueing, so the writer thread only binds and inserts.
@@ -49,9 +52,14 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
                 })
             })
             .collect::<Outcome<Vec<_>>>()?;
-        Ok((rows, starts, to_nanos(OffsetDateTime::now_utc())?))
+        let holds = hold
+            .into_iter()
+            .map(HoldRow::from_record)
+            .collect::<Outcome<Vec<_>>>()?;
+        Ok((rows, starts, holds, to_nanos(OffsetDateTime::now_utc())?))
     })();
-    let (rows, starts, finished_at) = prepared.map_err(|f: Failure| f.into_store_error("step"))?;
+    let (rows, starts, holds, finished_at) =
+        prepared.map_err(|f: Failure| f.into_store_error("step"))?;
     let weighed: Vec<(Arc<Entry>, usize)> = entries
         .into_iter()
         .zip(rows.iter().map(|row| weigh(row.message.len())))
@@ -68,6 +76,7 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
                 for result in &finish {
                     update_finish(conn, result, finished_at)?;
                 }
+                insert_holds(conn, &holds)?;
                 Ok(started)
             },
             move |cache, _| {

@@ -440,7 +440,7 @@ async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled
     let step = StepWrite {
         entries: shared(vec![entry("s", "answer", "calls two tools")]),
         start: vec![started("s", "new"), started("s", "old")],
-        finish: Vec::new(),
+        ..StepWrite::default()
     };
     assert_eq!(
         store.write_step(step).await.expect("step"),
@@ -454,7 +454,6 @@ async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled
     // A finish for a call never started fails the whole step: its entry is not stored either.
     let step = StepWrite {
         entries: shared(vec![entry("s", "result", "r")]),
-        start: Vec::new(),
         finish: vec![
             CallResult {
                 session_id: "s".into(),
@@ -469,6 +468,7 @@ async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled
                 result: "x".into(),
             },
         ],
+        ..StepWrite::default()
     };
     assert!(store.write_step(step).await.is_err());
     drop(store);
