@@ -64,6 +64,13 @@ pub(super) fn insert_holds(conn: &Connection, rows: &[HoldRow]) -> Outcome<()> {
     Ok(())
 }
 
+/// Which held call a decision names.
+pub(super) struct CallKey {
+    pub session_id: String,
+    pub call_id: String,
+    pub digest: String,
+}
+
 /// [`crate::store::Store::approval_decide`]: the read, the checks and the update run as one
 /// job of the writer thread, so no other write comes between them.
 pub(super) async fn decide(
@@ -91,13 +98,6 @@ pub(super) async fn decide(
             |_, _| {},
         )
         .await
-}
-
-/// Which held call a decision names.
-pub(super) struct CallKey {
-    pub session_id: String,
-    pub call_id: String,
-    pub digest: String,
 }
 
 fn decide_now(
