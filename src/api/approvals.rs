@@ -145,7 +145,11 @@ pub(super) async fn decide(
         Decision::Approve => (ApprovalState::Approved, input.reason),
         Decision::Deny => (
             ApprovalState::Denied,
-            Some(input.reason.unwrap_or_else(|| "denied by a person".to_owned())),
+            Some(
+                input
+                    .reason
+                    .unwrap_or_else(|| "denied by a person".to_owned()),
+            ),
         ),
     };
     let now = OffsetDateTime::now_utc();

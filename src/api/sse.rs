@@ -401,6 +401,7 @@ mod tests {
             finish_reason: "stop".into(),
             usage,
             runs: Vec::new(),
+            held: Vec::new(),
             steps: 1,
             stop: StopReason::Finished,
         };

@@ -77,7 +77,7 @@ impl ApprovalRules {
             return false;
         };
         let domain = domain.trim().to_ascii_lowercase();
-        self.domains.iter().any(|allowed| *allowed == domain)
+        self.domains.contains(&domain)
     }
 }
 
@@ -137,7 +137,10 @@ impl ApprovalSpec {
                     .collect();
                 let mut fields = strings("fields", &mut problems);
                 if fields.is_empty() {
-                    fields = DEFAULT_ADDRESS_FIELDS.iter().map(|f| (*f).to_owned()).collect();
+                    fields = DEFAULT_ADDRESS_FIELDS
+                        .iter()
+                        .map(|f| (*f).to_owned())
+                        .collect();
                 }
                 if when.is_none() && domains.is_empty() {
                     problems.push(
@@ -194,15 +197,24 @@ mod tests {
     fn rules(when: Option<Value>, domains: &[&str]) -> ApprovalPolicy {
         ApprovalPolicy::When(ApprovalRules {
             when: when.map(|schema| jsonschema::validator_for(&schema).unwrap()),
-            fields: DEFAULT_ADDRESS_FIELDS.iter().map(|f| (*f).to_owned()).collect(),
+            fields: DEFAULT_ADDRESS_FIELDS
+                .iter()
+                .map(|f| (*f).to_owned())
+                .collect(),
             domains: domains.iter().map(|d| (*d).to_owned()).collect(),
         })
     }
 
     #[test]
     fn specs_are_read_with_every_problem() {
-        assert_eq!(ApprovalSpec::parse(&json!("always")), Ok(ApprovalSpec::Always));
-        assert_eq!(ApprovalSpec::parse(&json!("never")), Ok(ApprovalSpec::Never));
+        assert_eq!(
+            ApprovalSpec::parse(&json!("always")),
+            Ok(ApprovalSpec::Always)
+        );
+        assert_eq!(
+            ApprovalSpec::parse(&json!("never")),
+            Ok(ApprovalSpec::Never)
+        );
         assert!(ApprovalSpec::parse(&json!("sometimes")).is_err());
         let spec = ApprovalSpec::parse(&json!({"outside_domains": ["Example.com"]})).unwrap();
         assert!(spec.compile().requires(&json!({"to": "x@other.org"})));
@@ -226,7 +238,10 @@ mod tests {
         assert!(!policy.requires(&json!({"to": "a@example.com"})));
         assert!(!policy.requires(&json!({"to": "Ann <a@EXAMPLE.com>"})));
         assert!(policy.requires(&json!({"to": "a@elsewhere.org"})));
-        assert!(policy.requires(&json!({"to": "a@example.com", "cc": ["b@example.com", "c@evil.test"]})));
+        assert!(
+            policy
+                .requires(&json!({"to": "a@example.com", "cc": ["b@example.com", "c@evil.test"]}))
+        );
         assert!(policy.requires(&json!({"to": "a@example.com.evil.test"})));
         assert!(policy.requires(&json!({"to": "no-domain"})));
         assert!(!policy.requires(&json!({"subject": "hi"})));

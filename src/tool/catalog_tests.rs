@@ -416,3 +416,67 @@ comand = ["y"]
     );
     assert_has(&problems, "mcp server `typo`: unknown field `comand`");
 }
+
+#[test]
+fn approval_policies_compile_and_their_problems_are_reported() {
+    let text = r#"
+[[tool]]
+name = "pay"
+handler = "echo"
+approval = { when = { properties = { amount = { minimum = 100 } }, required = ["amount"] } }
+parameters = { type = "object" }
+
+[[tool]]
+name = "mail"
+handler = "echo"
+approval = { outside_domains = ["example.com"] }
+parameters = { type = "object" }
+
+[[tool]]
+name = "ping"
+handler = "echo"
+approval = "always"
+parameters = { type = "object" }
+
+[[mcp]]
+name = "files"
+command = ["x"]
+approval = "always"
+"#;
+    let catalog = Catalog::parse(text, Path::new("tools.toml"), &Registry::builtin())
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pay = catalog.get("pay").unwrap();
+    assert!(pay.approval.requires(&json!({"amount": 500})));
+    assert!(!pay.approval.requires(&json!({"amount": 5})));
+    let mail = catalog.get("mail").unwrap();
+    assert!(mail.approval.requires(&json!({"to": "x@other.org"})));
+    assert!(!mail.approval.requires(&json!({"to": "x@example.com"})));
+    assert!(catalog.get("ping").unwrap().approval.requires(&json!({})));
+    assert_eq!(
+        catalog.mcp_servers()[0].approval,
+        super::ApprovalSpec::Always
+    );
+
+    let problems = problems_of(
+        r#"
+[[tool]]
+name = "a"
+handler = "echo"
+approval = "sometimes"
+parameters = { type = "object" }
+
+[[mcp]]
+name = "b"
+command = ["x"]
+approval = { outside_domain = ["example.com"] }
+"#,
+    );
+    assert_has(
+        &problems,
+        "tool `a`: approval: expected \"never\", \"always\"",
+    );
+    assert_has(
+        &problems,
+        "mcp server `b`: approval: unknown field `outside_domain`",
+    );
+}

@@ -204,7 +204,9 @@ impl Dispatcher {
             .iter()
             .zip(checked)
             .map(|(call, checked)| match checked {
-                Ok(ready) if !approved && holding && ready.tool.approval.requires(&ready.arguments) => {
+                Ok(ready)
+                    if !approved && holding && ready.tool.approval.requires(&ready.arguments) =>
+                {
                     if !held_written {
                         return Some(Plan::Answer(failure::journal_unavailable()));
                     }

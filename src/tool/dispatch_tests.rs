@@ -158,6 +158,7 @@ impl Harness {
                 cancel,
                 progress,
                 entries: Vec::new(),
+                approved: false,
             })
             .await
             .expect("journal")

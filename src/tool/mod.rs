@@ -25,9 +25,7 @@ pub use catalog::{Catalog, CatalogError, CatalogTool};
 pub use catalog_compile::{DEFAULT_CONCURRENCY, DEFAULT_TIMEOUT};
 pub use catalog_mcp::{DEFAULT_MAX_TOOL_BYTES, DEFAULT_MAX_TOOLS, DEFAULT_START_TIMEOUT};
 pub use catalog_raw::is_valid_tool_name;
-pub use dispatch::{
-    DispatchRequest, Dispatcher, HeldCall, Outcome, Progress, StepRuns, ToolRun,
-};
+pub use dispatch::{DispatchRequest, Dispatcher, HeldCall, Outcome, Progress, StepRuns, ToolRun};
 pub use failure::{DispatchFailure, FailureKind};
 pub use mcp_spec::{McpServerSpec, McpTransport, SettingValue};
 pub use registry::Registry;

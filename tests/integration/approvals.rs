@@ -78,12 +78,7 @@ fn result_for(d: &TestDaemon, call_id: &str) -> Value {
     serde_json::from_str(message["content"].as_str().unwrap()).unwrap()
 }
 
-async fn decide(
-    d: &TestDaemon,
-    session: &str,
-    call_id: &str,
-    body: Value,
-) -> (StatusCode, Value) {
+async fn decide(d: &TestDaemon, session: &str, call_id: &str, body: Value) -> (StatusCode, Value) {
     d.post(&format!("/sessions/{session}/approvals/{call_id}"), body)
         .await
 }
@@ -176,10 +171,7 @@ async fn a_denied_call_reaches_the_model_as_denied_and_it_answers() {
     )
     .await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
-    assert_eq!(
-        r["choices"][0]["message"]["content"],
-        "I did not send it."
-    );
+    assert_eq!(r["choices"][0]["message"]["content"], "I did not send it.");
     let result = result_for(&d, "call_d");
     assert_eq!(result["error"]["kind"], "denied", "{result}");
     assert_eq!(result["error"]["reason"], "not this recipient", "{result}");
@@ -337,7 +329,8 @@ async fn a_step_runs_the_calls_that_need_no_approval_and_waits_for_the_last_deci
 async fn a_streamed_turn_ends_with_its_held_calls_and_resumes_as_a_stream() {
     let d = start(&[]).await;
     let session = d.session().await;
-    d.mock.push(Reply::tool_calls(vec![mail("jo@elsewhere.org", "call_st")]));
+    d.mock
+        .push(Reply::tool_calls(vec![mail("jo@elsewhere.org", "call_st")]));
     let streamed = stream_chat(&d, &session, say("Please send it.")).await;
     assert_eq!(streamed.status, StatusCode::OK, "{}", streamed.raw);
     let last = streamed.chunks.last().expect("chunks");
@@ -374,12 +367,90 @@ async fn a_streamed_turn_ends_with_its_held_calls_and_resumes_as_a_stream() {
 async fn a_call_needing_approval_in_an_unsaved_turn_is_not_run() {
     let d = start(&[]).await;
     let session = d.session().await;
-    d.mock.push(Reply::tool_calls(vec![mail("kim@elsewhere.org", "call_u")]));
+    d.mock
+        .push(Reply::tool_calls(vec![mail("kim@elsewhere.org", "call_u")]));
     d.mock.push(Reply::text("Could not send."));
     let mut body = say("Send it.");
     body["save"] = json!(false);
     let (s, r) = d.chat(&session, body).await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
-    assert_eq!(r["tool_runs"][0]["error_kind"], "approval_unavailable", "{r}");
+    assert_eq!(
+        r["tool_runs"][0]["error_kind"], "approval_unavailable",
+        "{r}"
+    );
     assert_eq!(sent(&d), 0);
+}
+
+/// A plain HTTP endpoint answering 200 to every POST; hands each request body to the test.
+fn webhook_listener() -> (u16, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let _ = tx.send(String::from_utf8_lossy(&body).into_owned());
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}");
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn a_held_call_is_announced_to_the_webhook_and_deleting_the_session_removes_it() {
+    let (port, received) = webhook_listener();
+    let tools = format!(
+        "{MAIL_TOOLS}\n[[tool]]\nname = \"notify\"\ndescription = \"Webhook\"\nhandler = \"http\"\noffer = false\nparameters = {{ type = \"object\" }}\n[tool.options]\nurl = \"http://127.0.0.1:{port}/hook\"\nallowed_hosts = [\"127.0.0.1\"]\n"
+    );
+    let d = TestDaemon::start_with(Options {
+        tools_toml: Some(tools),
+        sets: vec!["turn.approval_webhook=\"notify\"".to_owned()],
+        ..Options::default()
+    })
+    .await;
+    let session = d.session().await;
+    let r = held_turn(&d, &session, vec![mail("lee@elsewhere.org", "call_n")]).await;
+    let body = tokio::task::spawn_blocking(move || received.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the webhook was called");
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["event"], "approval_requested", "{event}");
+    assert_eq!(event["data"]["call_id"], "call_n", "{event}");
+    assert_eq!(
+        event["data"]["digest"], r["approvals"][0]["digest"],
+        "{event}"
+    );
+    assert!(
+        !body.contains("lee@elsewhere.org"),
+        "the arguments stay out of the notification: {body}"
+    );
+
+    let (s, _) = d
+        .send(
+            reqwest::Method::DELETE,
+            &format!("/sessions/{session}"),
+            None,
+        )
+        .await;
+    assert!(s.is_success(), "{s}");
+    let (s, _) = d.get(&format!("/sessions/{session}/approvals")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let stored = d.app.store().approvals(&session).await.expect("approvals");
+    assert!(stored.is_empty(), "{stored:?}");
 }

@@ -78,9 +78,9 @@ async fn new_session(http: &reqwest::Client, daemon: &Daemon) -> String {
     session["id"].as_str().unwrap().to_owned()
 }
 
-#[tokio::test]
-async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
-    // A webhook target that accepts connections and never answers: the call stays in flight.
+/// A webhook target that accepts connections and never answers: a call to it stays in
+/// flight. Returns its port, its connection count and a signal per accepted connection.
+fn hanging_hook() -> (u16, Arc<AtomicUsize>, mpsc::Receiver<()>) {
     let hook = TcpListener::bind("127.0.0.1:0").unwrap();
     let hook_port = hook.local_addr().unwrap().port();
     let connections = Arc::new(AtomicUsize::new(0));
@@ -96,15 +96,40 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
             }
         });
     }
-    let dir = tempfile::tempdir().unwrap();
-    let tools = dir.path().join("tools.toml");
+    (hook_port, connections, accepted_rx)
+}
+
+/// A catalog with the `hook` tool posting to `port` (and `approval` as given).
+fn hook_tools(dir: &std::path::Path, port: u16, approval: &str) -> std::path::PathBuf {
+    let tools = dir.join("tools.toml");
     std::fs::write(
         &tools,
         format!(
-            "[[tool]]\nname = \"hook\"\ndescription = \"Posts to the hook\"\nhandler = \"http\"\noffer = false\ntimeout = \"60s\"\nparameters = {{ type = \"object\" }}\n[tool.options]\nurl = \"http://127.0.0.1:{hook_port}/hook\"\ntimeout = \"60s\"\n"
+            "[[tool]]\nname = \"hook\"\ndescription = \"Posts to the hook\"\nhandler = \"http\"\noffer = false\ntimeout = \"60s\"\napproval = \"{approval}\"\nparameters = {{ type = \"object\" }}\n[tool.options]\nurl = \"http://127.0.0.1:{port}/hook\"\ntimeout = \"60s\"\n"
         ),
     )
     .unwrap();
+    tools
+}
+
+/// The result the model was last sent for `call_id`, parsed.
+fn last_result_for(mock: &MockModel, call_id: &str) -> Value {
+    let sent = mock.requests().last().cloned().unwrap();
+    let result = sent["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "tool" && m["tool_call_id"] == call_id)
+        .cloned()
+        .expect("the cut-off call has a result");
+    serde_json::from_str(result["content"].as_str().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
+    let (hook_port, connections, accepted_rx) = hanging_hook();
+    let dir = tempfile::tempdir().unwrap();
+    let tools = hook_tools(dir.path(), hook_port, "never");
     let data = dir.path().join("data");
     std::fs::create_dir_all(&data).unwrap();
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
@@ -140,15 +165,7 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     )
     .await;
     assert_eq!(answer["choices"][0]["finish_reason"], "stop");
-    let sent = mock.requests().last().cloned().unwrap();
-    let result = sent["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["role"] == "tool" && m["tool_call_id"] == "call_hook")
-        .cloned()
-        .expect("the cut-off call has a result");
-    let result: Value = serde_json::from_str(result["content"].as_str().unwrap()).unwrap();
+    let result = last_result_for(&mock, "call_hook");
     assert_eq!(result["error"]["kind"], "outcome_unknown", "{result}");
     assert_eq!(
         connections.load(Ordering::SeqCst),
@@ -247,5 +264,77 @@ async fn an_mcp_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_reru
         serde_json::from_str::<Value>(last["content"].as_str().unwrap()).unwrap(),
         json!({"result": 1}),
         "the server saw the cut-off call once and no second run: {last}"
+    );
+}
+
+#[tokio::test]
+async fn an_approved_call_cut_off_by_sigkill_is_never_sent_twice() {
+    let (hook_port, connections, accepted_rx) = hanging_hook();
+    let dir = tempfile::tempdir().unwrap();
+    let tools = hook_tools(dir.path(), hook_port, "always");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    crate::common::install_crypto_provider();
+    let http = reqwest::Client::new();
+
+    let daemon = start(&data, &tools, &mock);
+    let session = new_session(&http, &daemon).await;
+    mock.push(Reply::tool_calls(vec![
+        ScriptedCall::new("hook", json!({"event": "deploy"})).with_id("call_held"),
+    ]));
+    let hook_tool = json!([{"type": "function", "function": {"name": "hook"}}]);
+    let held = post(
+        &http,
+        format!("{}/sessions/{session}/chat", api(&daemon)),
+        json!({"messages": [{"role": "user", "content": "deploy"}], "tools": hook_tool}),
+    )
+    .await;
+    assert_eq!(held["stop_reason"], "approval_required", "{held}");
+    let digest = held["approvals"][0]["digest"].as_str().unwrap().to_owned();
+    let decision_url = format!("{}/sessions/{session}/approvals/call_held", api(&daemon));
+    let in_flight = {
+        let (http, url, digest) = (http.clone(), decision_url.clone(), digest.clone());
+        tokio::spawn(async move {
+            let body = json!({"decision": "approve", "digest": digest});
+            http.post(url).bearer_auth(KEY).json(&body).send().await
+        })
+    };
+    tokio::task::spawn_blocking(move || accepted_rx.recv_timeout(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the approved call reached the hook");
+    kill_mid_request(daemon, in_flight).await;
+
+    let daemon = start(&data, &tools, &mock);
+    let again = http
+        .post(format!(
+            "{}/sessions/{session}/approvals/call_held",
+            api(&daemon)
+        ))
+        .bearer_auth(KEY)
+        .json(&json!({"decision": "approve", "digest": digest}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        again.status(),
+        reqwest::StatusCode::CONFLICT,
+        "already approved"
+    );
+    mock.push(Reply::text("the deploy may or may not have happened"));
+    let answer = post(
+        &http,
+        format!("{}/sessions/{session}/chat", api(&daemon)),
+        json!({"messages": [{"role": "user", "content": "did it work?"}], "tools": hook_tool}),
+    )
+    .await;
+    assert_eq!(answer["choices"][0]["finish_reason"], "stop", "{answer}");
+    let result = last_result_for(&mock, "call_held");
+    assert_eq!(result["error"]["kind"], "outcome_unknown", "{result}");
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the approved call was sent once"
     );
 }
