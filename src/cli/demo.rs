@@ -59,7 +59,9 @@ async fn demo() -> Result<(), String> {
     std::fs::write(&tools_path, SHIPPED_TOOLS)
         .map_err(|e| format!("{}: {e}", tools_path.display()))?;
     config.tools.catalog = Some(tools_path.clone());
-    let app = App::build(config, Registry::builtin()).map_err(|e| e.to_string())?;
+    let app = App::build(config, Registry::builtin())
+        .await
+        .map_err(|e| e.to_string())?;
     let listener = app.bind().await.map_err(|e| e.to_string())?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let key = std::fs::read_to_string(

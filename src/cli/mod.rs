@@ -192,7 +192,7 @@ fn serve(cli: &Cli) -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let app = match App::build(config, Registry::builtin()) {
+        let app = match App::build(config, Registry::builtin()).await {
             Ok(app) => app,
             Err(e) => {
                 tracing::error!("{e}");

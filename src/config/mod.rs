@@ -76,6 +76,13 @@ pub struct StorageConfig {
     /// on a power loss (not on a crash of agentd alone); `off` leaves it to the OS; `extra`
     /// also syncs the directory.
     pub synchronous: Synchronous,
+    /// A PostgreSQL database shared by several agentd instances
+    /// (`postgres://user@host:5432/agentd`); without it, SQLite in `data_dir`.
+    pub url: Option<String>,
+    /// The PostgreSQL password, as a secret reference (never in `url`).
+    pub password: Option<agentd_sdk::SecretRef>,
+    /// Connections in the PostgreSQL pool.
+    pub pool_size: usize,
 }
 
 /// SQLite's `PRAGMA synchronous` levels.
@@ -213,6 +220,33 @@ impl Default for AuthConfig {
     }
 }
 
+impl StorageConfig {
+    /// What is wrong with the PostgreSQL settings, if they are used.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(url) = &self.url {
+            let shown = agentd_sdk::redact_url(url);
+            match reqwest::Url::parse(url) {
+                Ok(parsed) if matches!(parsed.scheme(), "postgres" | "postgresql") => {
+                    if parsed.password().is_some() {
+                        problems.push(format!(
+                            "storage.url `{shown}` holds a password: give it as storage.password \
+                             = {{ credential = \"...\" }} instead"
+                        ));
+                    }
+                }
+                _ => problems.push(format!(
+                    "storage.url `{shown}` must be a postgres:// URL (postgres://user@host:5432/db)"
+                )),
+            }
+        }
+        if self.pool_size == 0 {
+            problems.push("storage.pool_size must be at least 1".into());
+        }
+        problems
+    }
+}
+
 impl Default for StorageConfig {
     fn default() -> Self {
         let data_dir = std::env::var_os("STATE_DIRECTORY")
@@ -221,6 +255,9 @@ impl Default for StorageConfig {
         Self {
             data_dir,
             synchronous: Synchronous::default(),
+            url: None,
+            password: None,
+            pool_size: 16,
         }
     }
 }
@@ -354,6 +391,7 @@ impl Config {
         {
             problems.push("tools.max_concurrent_schema_compiles and tools.schema_compile_timeout must be above 0".into());
         }
+        problems.extend(self.storage.problems());
         problems.extend(self.limits.problems());
         if problems.is_empty() {
             Ok(())

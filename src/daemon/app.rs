@@ -60,7 +60,7 @@ impl App {
 
     /// Opens the store, builds the provider, compiles the catalog, resolves API keys and starts
     /// the MCP servers (so it must run inside the tokio runtime).
-    pub fn build(config: Config, mut registry: Registry) -> Result<Self, StartError> {
+    pub async fn build(config: Config, mut registry: Registry) -> Result<Self, StartError> {
         install_crypto_provider();
         crate::telemetry::metrics().configure(
             crate::telemetry::LabelLimits {
@@ -75,10 +75,7 @@ impl App {
                 config.storage.data_dir.display()
             ))
         })?;
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open_with(&config.database_path(), config.storage.synchronous)
-                .map_err(|e| StartError::Store(e.to_string()))?,
-        );
+        let store = open_store(&config).await?;
         registry.set_data_dir(config.storage.data_dir.clone());
         let catalog = load_catalog(config.tools.catalog.as_deref(), &registry)?;
         let api_key = match &config.provider.api_key {
@@ -199,6 +196,15 @@ impl App {
         self.state.mcp.shutdown(MCP_STOP_WAIT).await;
         served
     }
+}
+
+/// The store the configuration names: PostgreSQL with `storage.url`, else SQLite in the data
+/// directory.
+async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    Ok(Arc::new(
+        SqliteStore::open_with(&config.database_path(), config.storage.synchronous)
+            .map_err(|e| StartError::Store(e.to_string()))?,
+    ))
 }
 
 pub(super) fn load_catalog(

@@ -308,7 +308,7 @@ async fn configuration_errors_name_no_secret() {
         ),
     ];
     let config = Config::load(None, &sets).expect("the URL is checked when the client is built");
-    match App::build(config, agentd::tool::Registry::builtin()) {
+    match App::build(config, agentd::tool::Registry::builtin()).await {
         Ok(_) => panic!("an invalid URL must be refused"),
         Err(error) => messages.push(error.to_string()),
     }

@@ -151,7 +151,7 @@ impl TestDaemon {
         }
         sets.extend(options.sets.iter().cloned());
         let config = Config::load(None, &sets).expect("config");
-        let app = Arc::new(App::build(config, registry()).expect("app builds"));
+        let app = Arc::new(App::build(config, registry()).await.expect("app builds"));
         let listener = app.bind().await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let shutdown = CancellationToken::new();
