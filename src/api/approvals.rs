@@ -135,11 +135,7 @@ pub(super) async fn decide(
             format!("at most {MAX_REASON_BYTES} bytes"),
         ));
     }
-    let guard = state.locks.try_acquire(&session_id).ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "a chat turn is running on session `{session_id}`; retry when it ends"
-        ))
-    })?;
+    let guard = super::turn_claim::claim(&state, &session_id, "retry when it ends").await?;
     let ctx = super::chat::context(&state, &session_id, None).await?;
     let (wanted, reason) = match input.decision {
         Decision::Approve => (ApprovalState::Approved, input.reason),

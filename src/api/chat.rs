@@ -20,8 +20,8 @@ use super::records::{
 };
 use super::resources::{load, rfc3339};
 use super::sessions::Sessions;
+use super::turn_claim::TurnClaim;
 use crate::provider::Usage;
-use crate::session::lock::TurnGuard;
 use crate::session::{ChatMessage, Role, ToolCallRequest};
 use crate::tool::{Outcome, ToolRun};
 use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
@@ -327,11 +327,7 @@ pub(super) async fn chat(
         .tool_schemas
         .check_all(&request.tools, "tools")
         .await?;
-    let guard = state.locks.try_acquire(&session_id).ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "a chat turn is already running on session `{session_id}`; retry when it ends"
-        ))
-    })?;
+    let guard = super::turn_claim::claim(&state, &session_id, "retry when it ends").await?;
     // Read under the lock: a session deleted while this request waited is not found, and a
     // delete that starts now waits for this turn.
     let ctx = context(&state, &session_id, agent).await?;
@@ -345,7 +341,7 @@ pub(super) async fn answer(
     ctx: TurnContext,
     request: TurnRequest,
     stream: bool,
-    guard: TurnGuard,
+    guard: TurnClaim,
 ) -> Result<Response, ApiError> {
     if stream {
         return Ok(super::sse::stream_turn(state, ctx, request, guard).await);
@@ -466,10 +462,11 @@ pub(super) fn spawn_turn(
     state: &AppState,
     ctx: TurnContext,
     request: TurnRequest,
-    guard: TurnGuard,
+    guard: TurnClaim,
     cancel: CancellationToken,
     events: Option<mpsc::Sender<TurnEvent>>,
 ) -> JoinHandle<Result<TurnOutcome, ApiError>> {
+    let mut guard = guard;
     guard.cancel_on_take_over(&cancel);
     let state = state.clone();
     let span = tracing::info_span!("turn", session_id = %ctx.session_id, stream = events.is_some());

@@ -56,11 +56,8 @@ pub(super) async fn clear(
     Path(session_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     load::<Sessions>(&state, &session_id).await?;
-    let _turn = state.locks.try_acquire(&session_id).ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "a chat turn is running on session `{session_id}`; clear its history when it ends"
-        ))
-    })?;
+    let _turn =
+        super::turn_claim::claim(&state, &session_id, "clear its history when it ends").await?;
     state.store.clear_history(&session_id).await?;
     Ok((
         StatusCode::ACCEPTED,

@@ -18,6 +18,7 @@ mod resources;
 mod sessions;
 mod sse;
 pub(crate) mod tool_schemas;
+pub(crate) mod turn_claim;
 mod users;
 
 use std::sync::Arc;
@@ -80,6 +81,9 @@ pub(crate) struct Shared {
     pub limits: crate::config::LimitsConfig,
     /// The catalog tool told when a call is held for approval (`turn.approval_webhook`).
     pub approval_webhook: Option<String>,
+    /// This process among the agentd instances sharing the store (whose turn claims are
+    /// whose).
+    pub instance_id: String,
 }
 
 impl Shared {

@@ -155,7 +155,26 @@ pub(super) async fn delete(
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let _turn = state.locks.take_over(&id).await;
-    if !state.store.delete(Collection::Sessions, &id).await? {
+    // A turn another instance runs on the session is not stopped from here: the delete is
+    // refused (409) until it ends, so no row of the session is written after a delete answers.
+    let owner = &state.instance_id;
+    let shared = state.store.shared();
+    if shared
+        && !state
+            .store
+            .claim_turn(&id, owner, super::turn_claim::CLAIM_TTL)
+            .await?
+    {
+        return Err(ApiError::Conflict(format!(
+            "a chat turn is running on session `{id}` on another agentd instance; delete it when \
+             that turn ends"
+        )));
+    }
+    let removed = state.store.delete(Collection::Sessions, &id).await;
+    if shared {
+        state.store.release_turn(&id, owner).await?;
+    }
+    if !removed? {
         return Err(ApiError::not_found(Collection::Sessions, id));
     }
     Ok((StatusCode::ACCEPTED, Json(deleted(&id))))

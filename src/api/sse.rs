@@ -21,9 +21,9 @@ use tokio_util::sync::DropGuard;
 use super::AppState;
 use super::error::ApiError;
 use super::resources::rfc3339;
+use super::turn_claim::TurnClaim;
 use crate::provider::Usage;
 use crate::session::ToolCallRequest;
-use crate::session::lock::TurnGuard;
 use crate::telemetry;
 use crate::turn::{TurnContext, TurnEvent, TurnOutcome, TurnRequest};
 
@@ -59,7 +59,7 @@ pub(super) async fn stream_turn(
     state: AppState,
     ctx: TurnContext,
     request: TurnRequest,
-    guard: TurnGuard,
+    guard: TurnClaim,
 ) -> Response {
     let (events_tx, events) = mpsc::channel::<TurnEvent>(state.limits.stream_buffer_events);
     let cancel = state.abort.child_token();

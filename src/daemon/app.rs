@@ -117,6 +117,7 @@ impl App {
             max_system_prompt_bytes: config.turn.max_system_prompt_bytes,
             limits: config.limits,
             approval_webhook: config.turn.approval_webhook.clone(),
+            instance_id: crate::ids::new_v7().to_string(),
         });
         Ok(Self {
             config,

@@ -367,6 +367,31 @@ pub trait Store: Send + Sync + 'static {
     /// `agentd_approvals_pending` gauge).
     async fn approvals_pending(&self, now: OffsetDateTime) -> StoreResult<u64>;
 
+    /// Whether other agentd instances may use this store at the same time, so a session's turn
+    /// must be claimed in it ([`Store::claim_turn`]) as well as locked in the process.
+    fn shared(&self) -> bool {
+        false
+    }
+
+    /// Claims a session's turn for `owner` (one agentd instance) until `ttl` from now, across
+    /// every instance sharing the store; renews it when `owner` holds it already. `false` when
+    /// another owner holds a claim that has not expired (an instance that died stops renewing
+    /// and its claim lapses). A store one instance owns alone (SQLite, whose file is locked
+    /// for the process) needs no claims: the in-process turn lock is enough.
+    async fn claim_turn(
+        &self,
+        _session_id: &str,
+        _owner: &str,
+        _ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        Ok(true)
+    }
+
+    /// Gives up `owner`'s claim on a session's turn (a claim of another owner stays).
+    async fn release_turn(&self, _session_id: &str, _owner: &str) -> StoreResult<()> {
+        Ok(())
+    }
+
     /// Cheap liveness probe of the backend (used by readiness and the watchdog).
     async fn ping(&self) -> StoreResult<()>;
 }
