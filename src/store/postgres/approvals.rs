@@ -168,7 +168,9 @@ pub(super) async fn of_session(pool: &Pool, session_id: &str) -> StoreResult<Vec
         .query(&statement, &[&session_id])
         .await
         .map_err(fail(OPERATION))?;
-    rows.iter().map(|row| read_approval(OPERATION, row)).collect()
+    rows.iter()
+        .map(|row| read_approval(OPERATION, row))
+        .collect()
 }
 
 /// The state is a literal, not a parameter, so the planner can use the partial index

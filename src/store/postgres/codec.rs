@@ -7,12 +7,33 @@ use time::OffsetDateTime;
 use crate::session::message::EntrySource;
 use crate::store::{CallStatus, Collection, StoreError, StoreResult};
 
-/// A driver or pool failure during `operation`, as the store reports it.
+/// A driver or pool failure during `operation`, as the store reports it. The driver's errors
+/// say little at the top ("db error") and the server's reason in their sources, so the whole
+/// chain is spelled out in the one message.
 pub(super) fn backend(
     operation: &str,
     source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
 ) -> StoreError {
-    StoreError::backend(format!("postgres {operation}"), source)
+    StoreError::backend(
+        format!("postgres {operation}"),
+        spelled_out(&*source.into()),
+    )
+}
+
+/// `error` and each of its sources, joined with ": ", a source that repeats its parent's text
+/// left out.
+fn spelled_out(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// A closure mapping a driver error into [`backend`] for `operation`.
@@ -66,7 +87,12 @@ pub(super) fn parse_source(operation: &str, text: &str) -> StoreResult<EntrySour
         "api_response" => EntrySource::ApiResponse,
         "tool_response" => EntrySource::ToolResponse,
         "internal" => EntrySource::Internal,
-        other => return Err(backend(operation, format!("unknown entry source {other:?}"))),
+        other => {
+            return Err(backend(
+                operation,
+                format!("unknown entry source {other:?}"),
+            ));
+        }
     })
 }
 

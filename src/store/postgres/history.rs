@@ -8,7 +8,9 @@ use tokio_postgres::Row;
 
 use crate::session::message::{ChatMessage, Entry, MessageJson};
 use crate::store::StoreResult;
-use crate::store::postgres::codec::{backend, fail, from_nanos, parse_source, source_key, to_nanos};
+use crate::store::postgres::codec::{
+    backend, fail, from_nanos, parse_source, source_key, to_nanos,
+};
 use crate::store::postgres::resources::execute;
 
 /// A history entry ready to bind.
@@ -38,8 +40,12 @@ impl EntryRow {
     }
 }
 
-/// Appends rows in order; each gets the next value of the server's sequence, so the order
-/// holds whichever instance appends.
+/// The advisory lock class of a session's history (the second key is the session id's hash).
+const HISTORY_LOCK_CLASS: i32 = 0x6869_7374; // "hist"
+
+/// Appends rows in order; each gets the next value of the server's sequence. Each session's
+/// history lock is taken first and held to the commit, so when several instances append to
+/// one session, a step's entries stay together and sequence order is commit order.
 pub(super) async fn insert_entries(
     tx: &Transaction<'_>,
     operation: &'static str,
@@ -48,6 +54,23 @@ pub(super) async fn insert_entries(
     if rows.is_empty() {
         return Ok(());
     }
+    let mut sessions: Vec<&str> = rows.iter().map(|row| row.session_id.as_str()).collect();
+    sessions.sort_unstable();
+    sessions.dedup();
+    // In one statement, in the order of the lock keys, so two steps touching the same
+    // sessions cannot wait for each other.
+    let lock = tx
+        .prepare_cached(
+            "SELECT pg_advisory_xact_lock($1, key)
+             FROM (SELECT DISTINCT hashtext(session_id) AS key
+                   FROM unnest($2::text[]) AS session_id) AS keys
+             ORDER BY key",
+        )
+        .await
+        .map_err(fail(operation))?;
+    tx.execute(&lock, &[&HISTORY_LOCK_CLASS, &sessions])
+        .await
+        .map_err(fail(operation))?;
     let statement = tx
         .prepare_cached(
             "INSERT INTO history (session_id, id, source, role, message, created_at)

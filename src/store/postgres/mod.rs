@@ -76,7 +76,9 @@ impl Store for PostgresStore {
 
     /// Read from the server every time; the `Arc` is the caller's alone.
     async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Arc<Record>>> {
-        Ok(resources::get(&self.pool, collection, id).await?.map(Arc::new))
+        Ok(resources::get(&self.pool, collection, id)
+            .await?
+            .map(Arc::new))
     }
 
     async fn list(&self, collection: Collection, query: &ListQuery) -> StoreResult<Vec<Record>> {

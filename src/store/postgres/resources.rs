@@ -10,9 +10,7 @@ use tokio_postgres::types::ToSql;
 
 use crate::store::postgres::codec::{backend, collection_key, fail, from_nanos, to_nanos};
 use crate::store::postgres::history::remove_conversation;
-use crate::store::{
-    Collection, Direction, ListQuery, Record, SortBy, StoreError, StoreResult,
-};
+use crate::store::{Collection, Direction, ListQuery, Record, SortBy, StoreError, StoreResult};
 
 const RECORD_COLUMNS: &str = "id, parent, body, created_at, updated_at";
 
@@ -46,8 +44,14 @@ fn read_record(operation: &str, row: &Row) -> StoreResult<(Record, usize)> {
         parent: row.try_get(1).map_err(|e| backend(operation, e))?,
         body: serde_json::from_str(body)
             .map_err(|e| backend(&format!("{operation}: invalid JSON"), e))?,
-        created_at: from_nanos(operation, row.try_get(3).map_err(|e| backend(operation, e))?)?,
-        updated_at: from_nanos(operation, row.try_get(4).map_err(|e| backend(operation, e))?)?,
+        created_at: from_nanos(
+            operation,
+            row.try_get(3).map_err(|e| backend(operation, e))?,
+        )?,
+        updated_at: from_nanos(
+            operation,
+            row.try_get(4).map_err(|e| backend(operation, e))?,
+        )?,
     };
     Ok((record, body.len()))
 }
@@ -121,7 +125,11 @@ pub(super) async fn upsert(pool: &Pool, collection: Collection, record: Record) 
     .map(drop)
 }
 
-pub(super) async fn get(pool: &Pool, collection: Collection, id: &str) -> StoreResult<Option<Record>> {
+pub(super) async fn get(
+    pool: &Pool,
+    collection: Collection,
+    id: &str,
+) -> StoreResult<Option<Record>> {
     const OPERATION: &str = "get";
     let client = pool.get().await.map_err(fail(OPERATION))?;
     let statement = client
@@ -138,7 +146,11 @@ pub(super) async fn get(pool: &Pool, collection: Collection, id: &str) -> StoreR
         .transpose()
 }
 
-pub(super) async fn update(pool: &Pool, collection: Collection, record: Record) -> StoreResult<bool> {
+pub(super) async fn update(
+    pool: &Pool,
+    collection: Collection,
+    record: Record,
+) -> StoreResult<bool> {
     const OPERATION: &str = "update";
     let row = RecordRow::from_record(OPERATION, &record)?;
     let client = pool.get().await.map_err(fail(OPERATION))?;
@@ -151,7 +163,12 @@ pub(super) async fn update(pool: &Pool, collection: Collection, record: Record) 
     let changed = client
         .execute(
             &statement,
-            &[&collection_key(collection), &row.id, &row.body, &row.updated_at],
+            &[
+                &collection_key(collection),
+                &row.id,
+                &row.body,
+                &row.updated_at,
+            ],
         )
         .await
         .map_err(fail(OPERATION))?;
@@ -199,7 +216,9 @@ pub(super) async fn execute(
     params: &[&(dyn ToSql + Sync)],
 ) -> StoreResult<u64> {
     let statement = tx.prepare_cached(sql).await.map_err(fail(operation))?;
-    tx.execute(&statement, params).await.map_err(fail(operation))
+    tx.execute(&statement, params)
+        .await
+        .map_err(fail(operation))
 }
 
 /// The SQL of a list page. Only the shape varies (parent filter or not, metadata filters or

@@ -45,7 +45,9 @@ fn server() -> &'static Server {
 }
 
 fn external(url: &str) -> Server {
-    let config: Config = url.parse().expect("AGENTD_TEST_POSTGRES_URL is a connection URL");
+    let config: Config = url
+        .parse()
+        .expect("AGENTD_TEST_POSTGRES_URL is a connection URL");
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(host)) => host.clone(),
         other => panic!("AGENTD_TEST_POSTGRES_URL must name a TCP host, not {other:?}"),
@@ -93,7 +95,14 @@ fn start_private() -> Server {
     run(as_postgres("initdb")
         .arg("-D")
         .arg(&data)
-        .args(["-U", SUPERUSER, "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+        .args([
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ])
         .args(["--auth=scram-sha-256", "--pwfile"])
         .arg(&password_file));
     let port = free_port();

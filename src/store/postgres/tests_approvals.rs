@@ -629,7 +629,10 @@ async fn concurrent_decisions_from_two_stores_take_exactly_one() {
             })
             .collect();
         assert_eq!((decided.len(), already.len()), (1, 1), "{outcomes:?}");
-        assert_eq!(decided[0], already[0], "the loser sees the winner's decision");
+        assert_eq!(
+            decided[0], already[0],
+            "the loser sees the winner's decision"
+        );
     }
     assert_eq!(first.approvals_pending(at(10)).await.expect("count"), 0);
 }

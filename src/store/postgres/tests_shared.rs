@@ -20,7 +20,12 @@ async fn two_stores_on_one_database_see_each_others_writes_at_once() {
 
     // Read first, so a caching store would have something stale to serve afterwards.
     assert_eq!(a.get(Collection::Agents, "x").await.expect("get"), None);
-    assert!(a.children(Collection::AgentTools, "x").await.expect("children").is_empty());
+    assert!(
+        a.children(Collection::AgentTools, "x")
+            .await
+            .expect("children")
+            .is_empty()
+    );
     assert!(a.full_history("s").await.expect("history").is_empty());
 
     b.insert(Collection::Agents, record("x", json!({ "v": 1 }), 1, 1))
@@ -32,7 +37,11 @@ async fn two_stores_on_one_database_see_each_others_writes_at_once() {
     b.append_entries(shared(vec![entry("s", "e1", "hi")]))
         .await
         .expect("append");
-    let got = a.get(Collection::Agents, "x").await.expect("get").expect("present");
+    let got = a
+        .get(Collection::Agents, "x")
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(got.body, json!({ "v": 1 }));
     assert_eq!(
         a.children(Collection::AgentTools, "x")
@@ -41,7 +50,10 @@ async fn two_stores_on_one_database_see_each_others_writes_at_once() {
             .len(),
         1
     );
-    assert_eq!(entry_ids(&a.full_history("s").await.expect("history")), ["e1"]);
+    assert_eq!(
+        entry_ids(&a.full_history("s").await.expect("history")),
+        ["e1"]
+    );
 
     // Changes and deletes too.
     let changed = Record {
@@ -50,7 +62,10 @@ async fn two_stores_on_one_database_see_each_others_writes_at_once() {
     };
     assert!(a.update(Collection::Agents, changed).await.expect("update"));
     assert_eq!(
-        b.get(Collection::Agents, "x").await.expect("get").map(|r| r.body.clone()),
+        b.get(Collection::Agents, "x")
+            .await
+            .expect("get")
+            .map(|r| r.body.clone()),
         Some(json!({ "v": 2 }))
     );
     a.append_entries(shared(vec![entry("s", "e2", "there")]))
@@ -62,14 +77,25 @@ async fn two_stores_on_one_database_see_each_others_writes_at_once() {
     );
     assert!(b.delete(Collection::Agents, "x").await.expect("delete"));
     assert_eq!(a.get(Collection::Agents, "x").await.expect("get"), None);
-    assert!(a.children(Collection::AgentTools, "x").await.expect("children").is_empty());
+    assert!(
+        a.children(Collection::AgentTools, "x")
+            .await
+            .expect("children")
+            .is_empty()
+    );
 
     // A call one instance started is not started again by the other.
     a.journal_start(&started("s", "c1")).await.expect("start");
     let again = b.journal_start(&started("s", "c1")).await;
     assert!(matches!(again, Err(StoreError::Conflict(_))), "{again:?}");
-    b.journal_finish("s", "c1", DIGEST, "done").await.expect("finish");
-    let finished = a.journal_get("s", "c1", DIGEST).await.expect("get").expect("present");
+    b.journal_finish("s", "c1", DIGEST, "done")
+        .await
+        .expect("finish");
+    let finished = a
+        .journal_get("s", "c1", DIGEST)
+        .await
+        .expect("get")
+        .expect("present");
     assert_eq!(finished.status, CallStatus::Finished);
 
     b.clear_history("s").await.expect("clear");
@@ -119,7 +145,9 @@ async fn appends_from_two_stores_keep_each_stores_order() {
     for pair in history.chunks(2) {
         let (first, second) = (&pair[0].id, &pair[1].id);
         assert!(
-            first.ends_with(":a") && second.ends_with(":b") && first[..first.len() - 2] == second[..second.len() - 2],
+            first.ends_with(":a")
+                && second.ends_with(":b")
+                && first[..first.len() - 2] == second[..second.len() - 2],
             "{first} {second}"
         );
     }
