@@ -135,25 +135,28 @@ fn free_port() -> u16 {
 }
 
 /// Starts a process (in its own process group, so a Ctrl-C of the tests does not reach it)
-/// that waits for this one to exit, then stops the server and removes its directory.
+/// that waits for this one to exit, then stops the server and removes its directory. The
+/// shell started here puts the watcher in the background and exits at once, so the watcher
+/// is not this process's child and leaves no zombie.
 fn watch_for_exit(dir: &Path, data: &Path) {
     use std::os::unix::process::CommandExt;
     let script = format!(
-        "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-         runuser -u {SUPERUSER} -- {PG_BIN}/pg_ctl -D '{data}' -m immediate stop; \
-         rm -rf '{dir}'",
+        "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+          runuser -u {SUPERUSER} -- {PG_BIN}/pg_ctl -D '{data}' -m immediate stop; \
+          rm -rf '{dir}') &",
         pid = std::process::id(),
         data = data.display(),
         dir = dir.display(),
     );
-    Command::new("sh")
+    let status = Command::new("sh")
         .args(["-c", &script])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
-        .spawn()
+        .status()
         .expect("start the server's watcher");
+    assert!(status.success(), "starting the server's watcher: {status}");
 }
 
 fn config(server: &Server, database: &str) -> Config {
