@@ -26,6 +26,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         id TEXT COLLATE "C" NOT NULL,
         parent TEXT COLLATE "C",
         body TEXT NOT NULL,
+        -- What list filters compare: body.metadata's scalar fields as text (see resources.rs).
+        filter_fields JSONB NOT NULL,
         created_at BIGINT NOT NULL,
         updated_at BIGINT NOT NULL,
         PRIMARY KEY (collection, id)

@@ -5,6 +5,7 @@ use std::pin::pin;
 
 use deadpool_postgres::{Client, Pool, Transaction};
 use futures_util::TryStreamExt;
+use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
@@ -19,6 +20,8 @@ struct RecordRow {
     id: String,
     parent: Option<String>,
     body: String,
+    /// [`filter_fields`] of the body, as JSON text.
+    filter_fields: String,
     created_at: i64,
     updated_at: i64,
 }
@@ -30,10 +33,42 @@ impl RecordRow {
             parent: record.parent.clone(),
             body: serde_json::to_string(&record.body)
                 .map_err(|e| backend(&format!("{operation}: invalid JSON"), e))?,
+            filter_fields: filter_fields(&record.body).to_string(),
             created_at: to_nanos(operation, record.created_at)?,
             updated_at: to_nanos(operation, record.updated_at)?,
         })
     }
+}
+
+/// What a metadata filter compares, kept beside the body: each field of `body.metadata` that
+/// is a string (itself), a number or a boolean (its JSON text), keys and texts passed through
+/// [`filter_text`]. The body itself stays the exact JSON text agentd wrote, which `jsonb`
+/// could not always hold.
+fn filter_fields(body: &Value) -> Value {
+    let Some(metadata) = body.get("metadata").and_then(Value::as_object) else {
+        return Value::Object(Map::new());
+    };
+    let fields = metadata
+        .iter()
+        .filter_map(|(key, value)| {
+            let text = match value {
+                Value::String(text) => filter_text(text),
+                Value::Number(_) | Value::Bool(_) => value.to_string(),
+                Value::Null | Value::Array(_) | Value::Object(_) => return None,
+            };
+            Some((filter_text(key), Value::String(text)))
+        })
+        .collect();
+    Value::Object(fields)
+}
+
+/// `text` with backslashes doubled and NUL characters as `\0`: `jsonb` holds no NUL, and the
+/// same spelling on both sides keeps comparisons exact.
+fn filter_text(text: &str) -> String {
+    if !text.contains(['\\', '\0']) {
+        return text.to_owned();
+    }
+    text.replace('\\', "\\\\").replace('\0', "\\0")
 }
 
 /// Reads [`RECORD_COLUMNS`] into a record, with the length of its body text.
@@ -56,8 +91,8 @@ fn read_record(operation: &str, row: &Row) -> StoreResult<(Record, usize)> {
     Ok((record, body.len()))
 }
 
-/// Binds `INSERT INTO resources (collection, id, parent, body, created_at, updated_at)` to
-/// `$1..$6` and runs it; the number of rows written.
+/// Binds `INSERT INTO resources (collection, id, parent, body, filter_fields, created_at,
+/// updated_at)` to `$1..$7` and runs it; the number of rows written.
 async fn insert_row(
     client: &Client,
     operation: &'static str,
@@ -74,6 +109,7 @@ async fn insert_row(
                 &row.id,
                 &row.parent,
                 &row.body,
+                &row.filter_fields,
                 &row.created_at,
                 &row.updated_at,
             ],
@@ -89,8 +125,8 @@ pub(super) async fn insert(pool: &Pool, collection: Collection, record: Record) 
     let inserted = insert_row(
         &client,
         OPERATION,
-        "INSERT INTO resources (collection, id, parent, body, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        "INSERT INTO resources (collection, id, parent, body, filter_fields, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7) ON CONFLICT DO NOTHING",
         collection,
         &row,
     )
@@ -112,11 +148,12 @@ pub(super) async fn upsert(pool: &Pool, collection: Collection, record: Record) 
     insert_row(
         &client,
         OPERATION,
-        "INSERT INTO resources (collection, id, parent, body, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO resources (collection, id, parent, body, filter_fields, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5::text::jsonb, $6, $7)
          ON CONFLICT (collection, id) DO UPDATE SET
              parent = excluded.parent,
              body = excluded.body,
+             filter_fields = excluded.filter_fields,
              updated_at = excluded.updated_at",
         collection,
         &row,
@@ -156,7 +193,8 @@ pub(super) async fn update(
     let client = pool.get().await.map_err(fail(OPERATION))?;
     let statement = client
         .prepare_cached(
-            "UPDATE resources SET body = $3, updated_at = $4 WHERE collection = $1 AND id = $2",
+            "UPDATE resources SET body = $3, filter_fields = $4::text::jsonb, updated_at = $5
+             WHERE collection = $1 AND id = $2",
         )
         .await
         .map_err(fail(OPERATION))?;
@@ -167,6 +205,7 @@ pub(super) async fn update(
                 &collection_key(collection),
                 &row.id,
                 &row.body,
+                &row.filter_fields,
                 &row.updated_at,
             ],
         )
@@ -226,8 +265,8 @@ pub(super) async fn execute(
 ///
 /// Metadata filters come as two arrays, keys and values, so one statement serves any number
 /// of them. A filter `(key, value)` matches when `body.metadata[key]` is the string `value`,
-/// or a number or boolean whose JSON text is `value`. The key is a plain field name: dots and
-/// quotes in it are taken literally.
+/// or a number or boolean whose JSON text is `value` (compared in `filter_fields`). The key is
+/// a plain field name: dots and quotes in it are taken literally.
 fn list_sql(query: &ListQuery) -> String {
     let mut sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE collection = $1");
     let mut next = 2;
@@ -241,11 +280,7 @@ fn list_sql(query: &ListQuery) -> String {
         sql.push_str(&format!(
             " AND NOT EXISTS (
                 SELECT 1 FROM unnest(${keys}::text[], ${values}::text[]) AS filter (key, value)
-                WHERE (CASE json_typeof(body::json -> 'metadata' -> filter.key)
-                    WHEN 'string' THEN body::json -> 'metadata' ->> filter.key
-                    WHEN 'number' THEN (body::json -> 'metadata' -> filter.key)::text
-                    WHEN 'boolean' THEN (body::json -> 'metadata' -> filter.key)::text
-                END) IS DISTINCT FROM filter.value)"
+                WHERE filter_fields ->> filter.key IS DISTINCT FROM filter.value)"
         ));
     }
     let column = match query.sort_by {
@@ -274,10 +309,10 @@ pub(super) async fn list(
 ) -> StoreResult<Vec<Record>> {
     const OPERATION: &str = "list";
     let collection_key = collection_key(collection);
-    let (keys, values): (Vec<&str>, Vec<&str>) = query
+    let (keys, values): (Vec<String>, Vec<String>) = query
         .metadata_filter
         .iter()
-        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .map(|(key, value)| (filter_text(key), filter_text(value)))
         .unzip();
     let (limit, offset) = (i64::from(query.limit), i64::from(query.offset));
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&collection_key];
