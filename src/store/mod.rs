@@ -6,7 +6,10 @@
 //! handler runs and its result after, so that a restart can tell "never ran" from "ran, result
 //! lost" and never runs a side effect twice.
 
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod test_support;
 
 use std::sync::Arc;
 

@@ -2,17 +2,15 @@
 //! files in temporary directories, and the helpers the other store tests share.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::json;
 use tempfile::TempDir;
-use time::OffsetDateTime;
 
-use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson, Role};
 use crate::store::sqlite::SqliteStore;
-use crate::store::{
-    CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, Store, StoreError,
+pub(super) use crate::store::test_support::{
+    DIGEST, at, entry, entry_ids, ids, record, shared, started, tool,
 };
+use crate::store::{Collection, Direction, ListQuery, Record, SortBy, Store, StoreError};
 
 pub(super) fn temp_db() -> (TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -22,70 +20,6 @@ pub(super) fn temp_db() -> (TempDir, PathBuf) {
 
 pub(super) fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).expect("open store")
-}
-
-/// A fixed instant plus `step` milliseconds and a few stray nanoseconds (to prove precision).
-pub(super) fn at(step: i64) -> OffsetDateTime {
-    let nanos = 1_700_000_000_000_000_000i128 + i128::from(step) * 1_000_000 + 7;
-    OffsetDateTime::from_unix_timestamp_nanos(nanos).expect("valid instant")
-}
-
-pub(super) fn record(id: &str, body: serde_json::Value, created: i64, updated: i64) -> Record {
-    Record {
-        id: id.to_owned(),
-        parent: None,
-        body,
-        created_at: at(created),
-        updated_at: at(updated),
-    }
-}
-
-pub(super) fn tool(id: &str, agent: &str) -> Record {
-    Record {
-        parent: Some(agent.to_owned()),
-        ..record(id, json!({ "name": id }), 0, 0)
-    }
-}
-
-/// Entries as `append_entries` takes them.
-pub(super) fn shared(entries: Vec<Entry>) -> Vec<Arc<Entry>> {
-    entries.into_iter().map(Arc::new).collect()
-}
-
-pub(super) fn entry(session: &str, id: &str, text: &str) -> Entry {
-    Entry {
-        id: id.to_owned(),
-        session_id: session.to_owned(),
-        source: EntrySource::ApiRequest,
-        message: ChatMessage::text(Role::User, text),
-        created_at: at(0),
-        json: MessageJson::default(),
-    }
-}
-
-pub(super) fn ids(records: &[Record]) -> Vec<&str> {
-    records.iter().map(|r| r.id.as_str()).collect()
-}
-
-pub(super) fn entry_ids<E: std::borrow::Borrow<Entry>>(entries: &[E]) -> Vec<&str> {
-    entries.iter().map(|e| e.borrow().id.as_str()).collect()
-}
-
-/// The digest the journal tests give their calls (the store takes it as an opaque key).
-pub(super) const DIGEST: &str = "digest-0";
-
-pub(super) fn started(session: &str, call: &str) -> JournalRecord {
-    JournalRecord {
-        session_id: session.to_owned(),
-        call_id: call.to_owned(),
-        digest: DIGEST.to_owned(),
-        tool: "send_email".to_owned(),
-        arguments: r#"{"to":"a@example.org"}"#.to_owned(),
-        status: CallStatus::Started,
-        result: None,
-        started_at: at(5),
-        finished_at: None,
-    }
 }
 
 #[tokio::test]
