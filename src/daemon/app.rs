@@ -202,6 +202,20 @@ impl App {
 /// The store the configuration names: PostgreSQL with `storage.url`, else SQLite in the data
 /// directory.
 async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
+    if let Some(url) = &config.storage.url {
+        let password = match &config.storage.password {
+            Some(reference) => Some(
+                agentd_sdk::resolve_secret(reference)
+                    .map_err(|e| StartError::Config(format!("storage.password: {e}")))?,
+            ),
+            None => None,
+        };
+        let store =
+            crate::store::postgres::PostgresStore::connect(url, password, config.storage.pool_size)
+                .await
+                .map_err(|e| StartError::Store(e.to_string()))?;
+        return Ok(Arc::new(store));
+    }
     Ok(Arc::new(
         SqliteStore::open_with(&config.database_path(), config.storage.synchronous)
             .map_err(|e| StartError::Store(e.to_string()))?,

@@ -79,6 +79,12 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (session_id, call_id)
     );
     CREATE INDEX approvals_pending_by_expiry ON approvals (expires_at) WHERE state = 'pending';"#,
+    // 2: which agentd instance runs each session's turn, until when (see claims.rs).
+    r#"CREATE TABLE turn_claims (
+        session_id TEXT COLLATE "C" PRIMARY KEY,
+        owner TEXT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );"#,
 ];
 
 /// Brings the database's schema up to date; fails on a schema newer than this build knows, or

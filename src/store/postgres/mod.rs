@@ -7,6 +7,7 @@
 //! runs in one transaction. The schema is migrated at connect ([`migrations`]).
 
 mod approvals;
+mod claims;
 mod codec;
 mod connect;
 mod history;
@@ -142,6 +143,23 @@ impl Store for PostgresStore {
 
     async fn approvals_pending(&self, now: OffsetDateTime) -> StoreResult<u64> {
         approvals::count_pending(&self.pool, now).await
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn claim_turn(
+        &self,
+        session_id: &str,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> StoreResult<bool> {
+        claims::claim(&self.pool, session_id, owner, ttl).await
+    }
+
+    async fn release_turn(&self, session_id: &str, owner: &str) -> StoreResult<()> {
+        claims::release(&self.pool, session_id, owner).await
     }
 
     /// A pooled connection answers `SELECT 1` within [`PING_TIMEOUT`].

@@ -242,3 +242,59 @@ async fn ping_answers_while_the_server_does() {
     let store = db.store().await;
     store.ping().await.expect("ping");
 }
+
+#[tokio::test]
+async fn a_sessions_turn_is_claimed_by_one_instance_until_released_or_lapsed() {
+    let db = TestDatabase::create().await;
+    let (a, b) = (db.store().await, db.store().await);
+    let minute = std::time::Duration::from_secs(60);
+    assert!(a.shared() && b.shared());
+    assert!(
+        a.claim_turn("s", "instance-a", minute)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        !b.claim_turn("s", "instance-b", minute)
+            .await
+            .expect("claim"),
+        "a held claim keeps another instance out"
+    );
+    assert!(
+        a.claim_turn("s", "instance-a", minute)
+            .await
+            .expect("renew"),
+        "the owner renews its claim"
+    );
+    assert!(
+        b.claim_turn("t", "instance-b", minute)
+            .await
+            .expect("other session")
+    );
+    b.release_turn("s", "instance-b").await.expect("release");
+    assert!(
+        !b.claim_turn("s", "instance-b", minute)
+            .await
+            .expect("claim"),
+        "releasing someone else's claim changes nothing"
+    );
+    a.release_turn("s", "instance-a").await.expect("release");
+    assert!(
+        b.claim_turn("s", "instance-b", minute)
+            .await
+            .expect("claim")
+    );
+
+    // An instance that stops renewing loses its claim once it lapses.
+    assert!(
+        a.claim_turn("u", "instance-a", std::time::Duration::ZERO)
+            .await
+            .expect("claim")
+    );
+    assert!(
+        b.claim_turn("u", "instance-b", minute)
+            .await
+            .expect("claim"),
+        "a lapsed claim is taken over"
+    );
+}
