@@ -3,14 +3,14 @@
 
 use serde_json::json;
 
-use crate::store::postgres::test_server::TestDatabase;
+use crate::store::postgres::test_server::{TestDatabase, connect_store};
 use crate::store::test_support::{DIGEST, at, entry, ids, record, shared, started, tool};
 use crate::store::{Collection, Direction, ListQuery, Record, SortBy, Store, StoreError};
 
 #[tokio::test]
 async fn crud_round_trips_in_every_collection() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     for collection in [
         Collection::Agents,
         Collection::Users,
@@ -77,7 +77,7 @@ async fn crud_round_trips_in_every_collection() {
 #[tokio::test]
 async fn collections_are_separate_namespaces() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     store
         .insert(Collection::Agents, record("x", json!({ "a": 1 }), 0, 0))
         .await
@@ -101,7 +101,7 @@ async fn collections_are_separate_namespaces() {
 #[tokio::test]
 async fn upsert_creates_then_replaces_keeping_created_at() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     store
         .upsert(Collection::Agents, record("a", json!({ "v": 1 }), 10, 10))
         .await
@@ -128,7 +128,7 @@ async fn upsert_creates_then_replaces_keeping_created_at() {
 #[tokio::test]
 async fn list_sorts_both_ways_breaks_ties_by_id_and_pages() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     // created order: a, b, (c and d tie), e; updated order is the reverse of created.
     for (id, created, updated) in [
         ("b", 2, 8),
@@ -211,7 +211,7 @@ async fn list_sorts_both_ways_breaks_ties_by_id_and_pages() {
 #[tokio::test]
 async fn list_filters_on_metadata_strings_numbers_bools_and_odd_keys() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     let docs = [
         (
             "m1",
@@ -301,7 +301,7 @@ async fn list_filters_on_metadata_strings_numbers_bools_and_odd_keys() {
 #[tokio::test]
 async fn list_filters_on_parent() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     for (id, agent) in [("t1", "a1"), ("t2", "a2"), ("t3", "a1")] {
         store
             .insert(Collection::AgentTools, tool(id, agent))
@@ -336,7 +336,7 @@ async fn list_filters_on_parent() {
 #[tokio::test]
 async fn deleting_an_agent_deletes_only_its_tools() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     for agent in ["a1", "a2"] {
         store
             .insert(Collection::Agents, record(agent, json!({}), 0, 0))
@@ -372,7 +372,7 @@ async fn deleting_an_agent_deletes_only_its_tools() {
 #[tokio::test]
 async fn deleting_a_session_deletes_its_history_and_journal() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     for session in ["s1", "s2"] {
         store
             .insert(Collection::Sessions, record(session, json!({}), 0, 0))
@@ -424,7 +424,7 @@ async fn deleting_a_session_deletes_its_history_and_journal() {
 #[tokio::test]
 async fn a_page_over_its_byte_budget_fails_and_one_within_it_is_read() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     let body = json!({ "name": "x".repeat(90) });
     let body_bytes = serde_json::to_string(&body).expect("json").len();
     for (n, id) in ["a", "b", "c", "d"].into_iter().enumerate() {
@@ -482,7 +482,7 @@ async fn a_page_over_its_byte_budget_fails_and_one_within_it_is_read() {
 #[tokio::test]
 async fn bodies_round_trip_any_json_text() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     let odd = record(
         "odd",
         json!({ "name": "nul\u{0}inside", "big": u64::MAX, "small": -1.5e-300, "metadata": { "k": "v", "z": "a\u{0}b\\0" } }),

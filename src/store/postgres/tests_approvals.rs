@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 
 use crate::store::postgres::PostgresStore;
 use crate::store::postgres::approvals::COUNT_PENDING;
-use crate::store::postgres::test_server::TestDatabase;
+use crate::store::postgres::test_server::{TestDatabase, connect_store};
 use crate::store::test_support::{DIGEST, at, entry, record, shared, started};
 use crate::store::{
     ApprovalDecision, ApprovalRecord, ApprovalState, CallResult, Collection, StepWrite, Store,
@@ -81,7 +81,7 @@ fn decided(
 #[tokio::test]
 async fn holds_commit_with_a_steps_entries_or_alone_and_list_oldest_first() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     let started_call = started("s", "run_1");
     let fresh = store
         .write_step(StepWrite {
@@ -132,7 +132,7 @@ async fn holds_commit_with_a_steps_entries_or_alone_and_list_oldest_first() {
 #[tokio::test]
 async fn a_step_that_fails_holds_nothing() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     let failed = store
         .write_step(StepWrite {
             finish: vec![CallResult {
@@ -152,7 +152,7 @@ async fn a_step_that_fails_holds_nothing() {
 #[tokio::test]
 async fn a_call_held_again_keeps_its_first_record() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     let first = held("s", "c1", 1, 100);
     hold(&store, vec![first.clone()]).await;
     let other_content = ApprovalRecord {
@@ -185,7 +185,7 @@ async fn a_call_held_again_keeps_its_first_record() {
 #[tokio::test]
 async fn approving_and_denying_record_state_reason_and_time() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     hold(
         &store,
         vec![held("s", "c1", 1, 100), held("s", "c2", 2, 100)],
@@ -231,7 +231,7 @@ async fn approving_and_denying_record_state_reason_and_time() {
 #[tokio::test]
 async fn deciding_an_unknown_call_is_not_found() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     hold(&store, vec![held("s", "c1", 1, 100)]).await;
     for (session, call) in [("s", "c2"), ("other", "c1")] {
         let decision = decide(
@@ -252,7 +252,7 @@ async fn deciding_an_unknown_call_is_not_found() {
 #[tokio::test]
 async fn a_digest_mismatch_leaves_the_call_pending() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     let pending = held("s", "c1", 1, 100);
     hold(&store, vec![pending.clone()]).await;
     let decision = decide(
@@ -288,7 +288,7 @@ async fn a_digest_mismatch_leaves_the_call_pending() {
 #[tokio::test]
 async fn a_second_decision_is_already_decided_and_changes_nothing() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     hold(&store, vec![held("s", "c1", 1, 100)]).await;
     let first = decide(
         &store,
@@ -326,7 +326,7 @@ async fn a_second_decision_is_already_decided_and_changes_nothing() {
 #[tokio::test]
 async fn a_call_past_its_time_is_recorded_expired_instead_of_decided() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     hold(
         &store,
         vec![held("s", "late", 1, 10), held("s", "in_time", 2, 10)],
@@ -386,7 +386,7 @@ async fn a_call_past_its_time_is_recorded_expired_instead_of_decided() {
 #[tokio::test]
 async fn only_decisions_are_taken() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     hold(&store, vec![held("s", "c1", 1, 100)]).await;
     for state in [ApprovalState::Pending, ApprovalState::Expired] {
         let refused = store
@@ -400,7 +400,7 @@ async fn only_decisions_are_taken() {
 #[tokio::test]
 async fn the_pending_count_leaves_out_decided_and_expired_calls() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     hold(
         &store,
         vec![
@@ -461,7 +461,7 @@ async fn the_pending_count_leaves_out_decided_and_expired_calls() {
 #[tokio::test]
 async fn clearing_history_or_deleting_the_session_removes_its_held_calls() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     for session in ["s1", "s2", "s3"] {
         store
             .insert(Collection::Sessions, record(session, json!({}), 0, 0))
@@ -506,7 +506,7 @@ async fn clearing_history_or_deleting_the_session_removes_its_held_calls() {
 async fn held_calls_and_decisions_survive_a_new_store_on_the_database() {
     let db = TestDatabase::create().await;
     let before = {
-        let store = db.store().await;
+        let store = connect_store(&db).await;
         hold(
             &store,
             vec![
@@ -547,7 +547,7 @@ async fn held_calls_and_decisions_survive_a_new_store_on_the_database() {
             ApprovalState::Expired
         ]
     );
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     assert_eq!(listed(&store, "s").await, before);
     assert_eq!(store.approvals_pending(at(10)).await.expect("count"), 1);
     let decision = decide(
@@ -569,7 +569,7 @@ async fn held_calls_and_decisions_survive_a_new_store_on_the_database() {
 #[tokio::test]
 async fn the_pending_count_can_read_the_pending_index() {
     let db = TestDatabase::create().await;
-    drop(db.store().await);
+    drop(connect_store(&db).await);
     let raw = db.raw().await;
     // The tables are tiny, so the planner is told to avoid a sequential scan if it can.
     raw.batch_execute("SET enable_seqscan = off")
@@ -594,7 +594,7 @@ async fn the_pending_count_can_read_the_pending_index() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_decisions_from_two_stores_take_exactly_one() {
     let db = TestDatabase::create().await;
-    let (first, second) = (db.store().await, db.store().await);
+    let (first, second) = (connect_store(&db).await, connect_store(&db).await);
     let calls: Vec<String> = (0..20).map(|n| format!("c{n}")).collect();
     hold(
         &first,

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use crate::session::message::{
     ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest,
 };
-use crate::store::postgres::test_server::TestDatabase;
+use crate::store::postgres::test_server::{TestDatabase, connect_store};
 use crate::store::test_support::{DIGEST, at, entry, entry_ids, record, shared, started, tool};
 use crate::store::{
     CallResult, CallStatus, Collection, JournalRecord, StepWrite, Store, StoreError,
@@ -20,7 +20,7 @@ async fn history_keeps_append_order_and_pages_across_reopen() {
     let db = TestDatabase::create().await;
     let mut expected = Vec::new();
     {
-        let store = db.store().await;
+        let store = connect_store(&db).await;
         for turn in 0..100 {
             let batch: Vec<Entry> = (0..3)
                 .map(|i| entry("s", &format!("e{turn:03}-{i}"), "m"))
@@ -37,7 +37,7 @@ async fn history_keeps_append_order_and_pages_across_reopen() {
             expected
         );
     }
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     assert_eq!(
         entry_ids(&store.full_history("s").await.expect("history")),
         expected
@@ -70,7 +70,7 @@ async fn history_keeps_append_order_and_pages_across_reopen() {
 #[tokio::test]
 async fn entries_round_trip_every_message_shape() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     let call = ToolCallRequest {
         id: "call_1".to_owned(),
         kind: "function".to_owned(),
@@ -145,7 +145,7 @@ async fn entries_round_trip_every_message_shape() {
 #[tokio::test]
 async fn clear_history_empties_only_that_session() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     store
         .append_entries(shared(vec![entry("s1", "a", "x"), entry("s2", "b", "y")]))
         .await
@@ -169,7 +169,7 @@ async fn clear_history_empties_only_that_session() {
 #[tokio::test]
 async fn journal_records_start_once_and_finish() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     assert_eq!(
         store.journal_get("s", "call_1", DIGEST).await.expect("get"),
         None
@@ -235,7 +235,7 @@ async fn everything_survives_reopen() {
         2,
     );
     {
-        let store = db.store().await;
+        let store = connect_store(&db).await;
         store
             .insert(Collection::Agents, agent.clone())
             .await
@@ -257,7 +257,7 @@ async fn everything_survives_reopen() {
             .await
             .expect("start");
     }
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     store.ping().await.expect("ping");
     assert_eq!(
         store
@@ -300,7 +300,7 @@ async fn concurrent_appends_all_land_in_per_task_order() {
     const TASKS: usize = 50;
     const PER_TASK: usize = 20;
     let db = TestDatabase::create().await;
-    let store = Arc::new(db.store().await);
+    let store = Arc::new(connect_store(&db).await);
     let mut handles = Vec::new();
     for task in 0..TASKS {
         let store = Arc::clone(&store);
@@ -351,7 +351,7 @@ async fn concurrent_appends_all_land_in_per_task_order() {
 #[tokio::test]
 async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled_before() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     store
         .journal_start(&started("s", "old"))
         .await
@@ -392,7 +392,7 @@ async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled
     };
     assert!(store.write_step(step).await.is_err());
     drop(store);
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     assert_eq!(
         entry_ids(&store.full_history("s").await.unwrap()),
         ["answer"]
@@ -412,7 +412,7 @@ async fn a_step_commits_entries_and_journal_together_and_reports_calls_journaled
 #[tokio::test]
 async fn one_call_id_with_two_digests_is_two_calls() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     store
         .journal_start(&started("s", "call_0"))
         .await
@@ -435,7 +435,7 @@ async fn one_call_id_with_two_digests_is_two_calls() {
 #[tokio::test]
 async fn clearing_history_forgets_the_journal_of_its_calls() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     for session in ["s", "s2"] {
         store
             .journal_start(&started(session, "call_1"))
@@ -456,7 +456,7 @@ async fn clearing_history_forgets_the_journal_of_its_calls() {
         "other sessions keep theirs"
     );
     drop(store);
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     assert_eq!(
         store.journal_get("s", "call_1", DIGEST).await.unwrap(),
         None

@@ -9,14 +9,14 @@ use serde_json::json;
 
 use crate::store::postgres::PostgresStore;
 use crate::store::postgres::migrations::MIGRATIONS;
-use crate::store::postgres::test_server::{POOL_SIZE, TestDatabase};
+use crate::store::postgres::test_server::{POOL_SIZE, TestDatabase, connect_store};
 use crate::store::test_support::{DIGEST, entry, entry_ids, record, shared, started, tool};
 use crate::store::{CallStatus, Collection, Record, Store, StoreError};
 
 #[tokio::test]
 async fn two_stores_on_one_database_see_each_others_writes_at_once() {
     let db = TestDatabase::create().await;
-    let (a, b) = (db.store().await, db.store().await);
+    let (a, b) = (connect_store(&db).await, connect_store(&db).await);
 
     // Read first, so a caching store would have something stale to serve afterwards.
     assert_eq!(a.get(Collection::Agents, "x").await.expect("get"), None);
@@ -109,7 +109,10 @@ async fn two_stores_on_one_database_see_each_others_writes_at_once() {
 async fn appends_from_two_stores_keep_each_stores_order() {
     const PER_STORE: usize = 100;
     let db = TestDatabase::create().await;
-    let stores = [Arc::new(db.store().await), Arc::new(db.store().await)];
+    let stores = [
+        Arc::new(connect_store(&db).await),
+        Arc::new(connect_store(&db).await),
+    ];
     let mut handles = Vec::new();
     for (n, store) in stores.iter().enumerate() {
         let store = Arc::clone(store);
@@ -179,9 +182,9 @@ async fn two_stores_migrating_one_new_database_at_once_both_succeed() {
 #[tokio::test]
 async fn a_database_with_a_newer_schema_is_refused() {
     let db = TestDatabase::create().await;
-    drop(db.store().await);
+    drop(connect_store(&db).await);
     // Connecting again at the current version changes nothing and succeeds.
-    drop(db.store().await);
+    drop(connect_store(&db).await);
     let newer = i32::try_from(MIGRATIONS.len() + 1).expect("small");
     db.raw()
         .await
@@ -239,14 +242,14 @@ async fn connecting_fails_cleanly() {
 #[tokio::test]
 async fn ping_answers_while_the_server_does() {
     let db = TestDatabase::create().await;
-    let store = db.store().await;
+    let store = connect_store(&db).await;
     store.ping().await.expect("ping");
 }
 
 #[tokio::test]
 async fn a_sessions_turn_is_claimed_by_one_instance_until_released_or_lapsed() {
     let db = TestDatabase::create().await;
-    let (a, b) = (db.store().await, db.store().await);
+    let (a, b) = (connect_store(&db).await, connect_store(&db).await);
     let minute = std::time::Duration::from_secs(60);
     assert!(a.shared() && b.shared());
     assert!(

@@ -92,6 +92,14 @@ pub(crate) struct TestDaemon {
     _tmp: Option<Arc<tempfile::TempDir>>,
     options_tools: Option<String>,
     options_sets: Vec<String>,
+    /// The test's PostgreSQL database when the suite runs on PostgreSQL.
+    _postgres: Option<Arc<agentd_testpg::TestDatabase>>,
+}
+
+/// Whether the suite runs its daemons on PostgreSQL (`AGENTD_TEST_STORE=postgres`) rather than
+/// SQLite: one store-neutral suite, run once per store.
+pub(crate) fn on_postgres() -> bool {
+    std::env::var("AGENTD_TEST_STORE").is_ok_and(|store| store == "postgres")
 }
 
 /// The TLS crypto provider the test's own HTTP clients use (ring, as in the daemon).
@@ -149,7 +157,23 @@ impl TestDaemon {
                 toml_str(&path.display().to_string())
             ));
         }
-        sets.extend(options.sets.iter().cloned());
+        let mut options_sets = options.sets.clone();
+        let postgres = if on_postgres()
+            && !options_sets.iter().any(|s| s.starts_with("storage.url"))
+        {
+            let db = Arc::new(agentd_testpg::TestDatabase::create().await);
+            let password = data_dir.join("postgres-password");
+            std::fs::write(&password, db.password().unwrap_or_default()).expect("password file");
+            options_sets.push(format!("storage.url={}", toml_str(&db.url())));
+            options_sets.push(format!(
+                "storage.password={{ file = {} }}",
+                toml_str(&password.display().to_string())
+            ));
+            Some(db)
+        } else {
+            None
+        };
+        sets.extend(options_sets.iter().cloned());
         let config = Config::load(None, &sets).expect("config");
         let app = Arc::new(App::build(config, registry()).await.expect("app builds"));
         let listener = app.bind().await.expect("bind");
@@ -169,13 +193,15 @@ impl TestDaemon {
             server,
             _tmp: tmp,
             options_tools: options.tools_toml,
-            options_sets: options.sets,
+            options_sets,
+            _postgres: postgres,
         }
     }
 
     /// Stops the daemon gracefully and starts a new one on the same data and mock model.
     pub(crate) async fn restart(self) -> Self {
         let tmp = self._tmp.clone();
+        let postgres = self._postgres.clone();
         let options = Options {
             tools_toml: self.options_tools.clone(),
             sets: self.options_sets.clone(),
@@ -189,6 +215,7 @@ impl TestDaemon {
         })
         .await;
         next._tmp = tmp;
+        next._postgres = postgres;
         next
     }
 

@@ -1,0 +1,249 @@
+//! A PostgreSQL server for agentd's tests: a private one started once per test binary
+//! (initdb into a temporary directory owned by `postgres`, on a free loopback port, password
+//! authentication), or the server `AGENTD_TEST_POSTGRES_URL` names (a superuser connection).
+//! Each test gets a database of its own.
+//!
+//! The private server lives in a process-wide `OnceLock`, which is never dropped, so a small
+//! watcher process started with it stops the server and removes its directory once the test
+//! binary has exited, however it exits.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use tokio_postgres::config::Host;
+use tokio_postgres::{Config, NoTls};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+const SUPERUSER: &str = "postgres";
+const PASSWORD: &str = "agentd-test-password";
+/// Connections each test store keeps at most.
+pub const POOL_SIZE: usize = 4;
+
+/// Where the tests' databases are created.
+struct Server {
+    host: String,
+    port: u16,
+    user: String,
+    password: Option<String>,
+    /// The database the admin connection uses to create the others.
+    admin_database: String,
+    /// Databases on a server this process did not start are dropped after their test.
+    external: bool,
+}
+
+static SERVER: OnceLock<Server> = OnceLock::new();
+
+fn server() -> &'static Server {
+    SERVER.get_or_init(|| match std::env::var("AGENTD_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => external(&url),
+        _ => start_private(),
+    })
+}
+
+fn external(url: &str) -> Server {
+    let config: Config = url
+        .parse()
+        .expect("AGENTD_TEST_POSTGRES_URL is a connection URL");
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(host)) => host.clone(),
+        other => panic!("AGENTD_TEST_POSTGRES_URL must name a TCP host, not {other:?}"),
+    };
+    Server {
+        host,
+        port: config.get_ports().first().copied().unwrap_or(5432),
+        user: config.get_user().unwrap_or(SUPERUSER).to_owned(),
+        password: config
+            .get_password()
+            .map(|password| String::from_utf8_lossy(password).into_owned()),
+        admin_database: config.get_dbname().unwrap_or("postgres").to_owned(),
+        external: true,
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command.output().expect("run a postgres tool");
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn as_postgres(tool: &str) -> Command {
+    let mut command = Command::new("runuser");
+    command
+        .args(["-u", SUPERUSER, "--"])
+        .arg(Path::new(PG_BIN).join(tool));
+    command
+}
+
+fn start_private() -> Server {
+    let dir: PathBuf = tempfile::Builder::new()
+        .prefix("agentd-pg-")
+        .tempdir()
+        .expect("temp dir")
+        .keep();
+    let data = dir.join("data");
+    let password_file = dir.join("password");
+    std::fs::write(&password_file, PASSWORD).expect("password file");
+    run(Command::new("chown").args(["-R", SUPERUSER]).arg(&dir));
+    run(as_postgres("initdb")
+        .arg("-D")
+        .arg(&data)
+        .args([
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+            "--no-sync",
+        ])
+        .args(["--auth=scram-sha-256", "--pwfile"])
+        .arg(&password_file));
+    let port = free_port();
+    let options = format!(
+        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+        dir.display()
+    );
+    run(as_postgres("pg_ctl")
+        .arg("-D")
+        .arg(&data)
+        .arg("-l")
+        .arg(dir.join("server.log"))
+        .args(["-o", &options, "-w", "start"]));
+    watch_for_exit(&dir, &data);
+    Server {
+        host: "127.0.0.1".to_owned(),
+        port,
+        user: SUPERUSER.to_owned(),
+        password: Some(PASSWORD.to_owned()),
+        admin_database: "postgres".to_owned(),
+        external: false,
+    }
+}
+
+/// A loopback port nothing listens on right now.
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Starts a process (in its own process group, so a Ctrl-C of the tests does not reach it)
+/// that waits for this one to exit, then stops the server and removes its directory. The
+/// shell started here puts the watcher in the background and exits at once, so the watcher
+/// is not this process's child and leaves no zombie.
+fn watch_for_exit(dir: &Path, data: &Path) {
+    use std::os::unix::process::CommandExt;
+    let script = format!(
+        "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+          runuser -u {SUPERUSER} -- {PG_BIN}/pg_ctl -D '{data}' -m immediate stop; \
+          rm -rf '{dir}') &",
+        pid = std::process::id(),
+        data = data.display(),
+        dir = dir.display(),
+    );
+    let status = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .status()
+        .expect("start the server's watcher");
+    assert!(status.success(), "starting the server's watcher: {status}");
+}
+
+fn config(server: &Server, database: &str) -> Config {
+    let mut config = Config::new();
+    config
+        .host(&server.host)
+        .port(server.port)
+        .user(&server.user)
+        .dbname(database);
+    if let Some(password) = &server.password {
+        config.password(password);
+    }
+    config
+}
+
+/// A plain connection to `database`, its connection task on the current runtime.
+async fn connect_raw(server: &Server, database: &str) -> tokio_postgres::Client {
+    let (client, connection) = config(server, database)
+        .connect(NoTls)
+        .await
+        .expect("connect to the test server");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client
+}
+
+/// An empty database of one test.
+pub struct TestDatabase {
+    name: String,
+}
+
+impl TestDatabase {
+    /// A new empty database on the test server.
+    pub async fn create() -> Self {
+        let server = server();
+        let name = format!("test_{}_{:016x}", std::process::id(), fastrand::u64(..));
+        connect_raw(server, &server.admin_database)
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create the test database");
+        Self { name }
+    }
+
+    /// The URL of the database, without the password.
+    pub fn url(&self) -> String {
+        let server = server();
+        format!(
+            "postgres://{}@{}:{}/{}?sslmode=disable",
+            server.user, server.host, server.port, self.name
+        )
+    }
+
+    /// The password the store is given apart from the URL.
+    pub fn password(&self) -> Option<String> {
+        server().password.clone()
+    }
+
+    /// A plain connection, for looking at what the store wrote.
+    pub async fn raw(&self) -> tokio_postgres::Client {
+        connect_raw(server(), &self.name).await
+    }
+}
+
+impl Drop for TestDatabase {
+    /// On a server this process did not start, drops the database (closing the connections
+    /// still open to it); a private server is removed whole when the tests end.
+    fn drop(&mut self) {
+        let server = server();
+        if !server.external {
+            return;
+        }
+        let name = self.name.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                connect_raw(server, &server.admin_database)
+                    .await
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop test database {}", self.name);
+        }
+    }
+}
