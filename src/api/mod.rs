@@ -84,6 +84,8 @@ pub(crate) struct Shared {
     /// This process among the agentd instances sharing the store (whose turn claims are
     /// whose).
     pub instance_id: String,
+    /// How long a turn claim lasts unless renewed (`storage.turn_claim_ttl`).
+    pub turn_claim_ttl: Duration,
 }
 
 impl Shared {

@@ -162,7 +162,7 @@ pub(super) async fn delete(
     if shared
         && !state
             .store
-            .claim_turn(&id, owner, super::turn_claim::CLAIM_TTL)
+            .claim_turn(&id, owner, state.turn_claim_ttl)
             .await?
     {
         return Err(ApiError::Conflict(format!(

@@ -14,16 +14,19 @@ use super::error::ApiError;
 use crate::session::lock::TurnGuard;
 use crate::store::Store;
 
-/// How long a claim lasts without renewal: an instance that dies holds its sessions this long.
-pub(super) const CLAIM_TTL: Duration = Duration::from_secs(30);
-/// How often a running turn renews its claim.
-const RENEW_EVERY: Duration = Duration::from_secs(10);
-
 /// Held for the length of a turn (or a history clear); releases both locks when dropped.
 pub(crate) struct TurnClaim {
     guard: TurnGuard,
     renewal: Option<JoinHandle<()>>,
-    release: Option<(Arc<dyn Store>, String, String)>,
+    release: Option<Release>,
+}
+
+/// The claim in the store: whose, on which session, for how long at a time.
+struct Release {
+    store: Arc<dyn Store>,
+    session_id: String,
+    owner: String,
+    ttl: Duration,
 }
 
 impl TurnClaim {
@@ -31,11 +34,12 @@ impl TurnClaim {
     /// or when the claim cannot be renewed).
     pub(crate) fn cancel_on_take_over(&mut self, cancel: &CancellationToken) {
         self.guard.cancel_on_take_over(cancel);
-        if let (Some((store, session_id, owner)), None) = (&self.release, &self.renewal) {
+        if let (Some(claim), None) = (&self.release, &self.renewal) {
             self.renewal = Some(tokio::spawn(renew(
-                Arc::clone(store),
-                session_id.clone(),
-                owner.clone(),
+                Arc::clone(&claim.store),
+                claim.session_id.clone(),
+                claim.owner.clone(),
+                claim.ttl,
                 cancel.clone(),
             )));
         }
@@ -47,7 +51,13 @@ impl Drop for TurnClaim {
         if let Some(renewal) = self.renewal.take() {
             renewal.abort();
         }
-        if let Some((store, session_id, owner)) = self.release.take() {
+        if let Some(Release {
+            store,
+            session_id,
+            owner,
+            ..
+        }) = self.release.take()
+        {
             tokio::spawn(async move {
                 if let Err(error) = store.release_turn(&session_id, &owner).await {
                     tracing::warn!(session_id, %error, "cannot release the session's turn claim");
@@ -77,7 +87,7 @@ pub(super) async fn claim(
     }
     if !state
         .store
-        .claim_turn(session_id, &state.instance_id, CLAIM_TTL)
+        .claim_turn(session_id, &state.instance_id, state.turn_claim_ttl)
         .await?
     {
         return Err(ApiError::Conflict(format!(
@@ -87,11 +97,12 @@ pub(super) async fn claim(
     Ok(TurnClaim {
         guard,
         renewal: None,
-        release: Some((
-            Arc::clone(&state.store),
-            session_id.to_owned(),
-            state.instance_id.clone(),
-        )),
+        release: Some(Release {
+            store: Arc::clone(&state.store),
+            session_id: session_id.to_owned(),
+            owner: state.instance_id.clone(),
+            ttl: state.turn_claim_ttl,
+        }),
     })
 }
 
@@ -101,11 +112,12 @@ async fn renew(
     store: Arc<dyn Store>,
     session_id: String,
     owner: String,
+    ttl: Duration,
     cancel: CancellationToken,
 ) {
     loop {
-        tokio::time::sleep(RENEW_EVERY).await;
-        match store.claim_turn(&session_id, &owner, CLAIM_TTL).await {
+        tokio::time::sleep(ttl / 3).await;
+        match store.claim_turn(&session_id, &owner, ttl).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::error!(

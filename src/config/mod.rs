@@ -83,6 +83,10 @@ pub struct StorageConfig {
     pub password: Option<agentd_sdk::SecretRef>,
     /// Connections in the PostgreSQL pool.
     pub pool_size: usize,
+    /// How long an instance's claim on a session's turn lasts unless renewed (it renews every
+    /// third of it while the turn runs): a session whose instance died is free again after it.
+    #[serde(deserialize_with = "duration::deserialize")]
+    pub turn_claim_ttl: Duration,
 }
 
 /// SQLite's `PRAGMA synchronous` levels.
@@ -243,6 +247,9 @@ impl StorageConfig {
         if self.pool_size == 0 {
             problems.push("storage.pool_size must be at least 1".into());
         }
+        if self.turn_claim_ttl < Duration::from_secs(1) {
+            problems.push("storage.turn_claim_ttl must be at least 1s".into());
+        }
         problems
     }
 }
@@ -258,6 +265,7 @@ impl Default for StorageConfig {
             url: None,
             password: None,
             pool_size: 16,
+            turn_claim_ttl: Duration::from_secs(30),
         }
     }
 }

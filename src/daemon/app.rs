@@ -118,6 +118,7 @@ impl App {
             limits: config.limits,
             approval_webhook: config.turn.approval_webhook.clone(),
             instance_id: crate::ids::new_v7().to_string(),
+            turn_claim_ttl: config.storage.turn_claim_ttl,
         });
         Ok(Self {
             config,
