@@ -15,7 +15,8 @@ use std::sync::OnceLock;
 use tokio_postgres::config::Host;
 use tokio_postgres::{Config, NoTls};
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian installs each PostgreSQL major version (`<dir>/<version>/bin`).
+const PG_VERSIONS: &str = "/usr/lib/postgresql";
 const SUPERUSER: &str = "postgres";
 const PASSWORD: &str = "agentd-test-password";
 /// Connections each test store keeps at most.
@@ -72,11 +73,30 @@ fn run(command: &mut Command) {
     );
 }
 
+/// The server binaries of the newest PostgreSQL installed.
+fn pg_bin() -> PathBuf {
+    let newest = std::fs::read_dir(PG_VERSIONS)
+        .unwrap_or_else(|e| {
+            panic!("{PG_VERSIONS}: {e}; install PostgreSQL (apt-get install postgresql)")
+        })
+        .filter_map(Result::ok)
+        .filter_map(|entry| {
+            let version: u32 = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, bin)| bin.join("initdb").exists())
+        .max_by_key(|(version, _)| *version);
+    match newest {
+        Some((_, bin)) => bin,
+        None => panic!("no PostgreSQL server under {PG_VERSIONS}; apt-get install postgresql"),
+    }
+}
+
 fn as_postgres(tool: &str) -> Command {
     let mut command = Command::new("runuser");
     command
         .args(["-u", SUPERUSER, "--"])
-        .arg(Path::new(PG_BIN).join(tool));
+        .arg(pg_bin().join(tool));
     command
 }
 
@@ -140,9 +160,10 @@ fn watch_for_exit(dir: &Path, data: &Path) {
     use std::os::unix::process::CommandExt;
     let script = format!(
         "(while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
-          runuser -u {SUPERUSER} -- {PG_BIN}/pg_ctl -D '{data}' -m immediate stop; \
+          runuser -u {SUPERUSER} -- {bin}/pg_ctl -D '{data}' -m immediate stop; \
           rm -rf '{dir}') &",
         pid = std::process::id(),
+        bin = pg_bin().display(),
         data = data.display(),
         dir = dir.display(),
     );
