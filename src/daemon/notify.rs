@@ -76,6 +76,9 @@ impl Notifier {
     /// Starts the watchdog task when systemd asked for one (`WATCHDOG_USEC`, and
     /// `WATCHDOG_PID` unset or ours). Every half interval it pings, but only after the store
     /// answers within `check_timeout`; a wedged daemon stops pinging and systemd restarts it.
+    /// A store shared with other instances (PostgreSQL) is a server of its own: when it does not
+    /// answer, restarting agentd would not bring it back, so the ping goes on (the task running
+    /// shows the daemon is not wedged) while `/readyz` reports the store down.
     pub(crate) fn spawn_watchdog(
         &self,
         store: Arc<dyn Store>,
@@ -90,11 +93,16 @@ impl Notifier {
         )?;
         let notifier = self.clone();
         let check_timeout = interval.min(Duration::from_secs(5));
+        let external = store.shared();
         Some(tokio::spawn(async move {
             let mut ticks = tokio::time::interval(interval);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 ticks.tick().await;
+                if external {
+                    notifier.watchdog();
+                    continue;
+                }
                 notifier
                     .watchdog_if_healthy(store.ping(), check_timeout)
                     .await;

@@ -365,3 +365,90 @@ async fn mcp_servers_down_show_in_the_status_and_a_sighup_restarts_only_the_chan
         "the unchanged server kept running through the reload"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_stops_answering_fails_readiness_but_not_the_watchdog() {
+    let dir = tempfile::tempdir().unwrap();
+    let tools = write_tools(dir.path(), &catalog(&["alpha"]));
+    let mock = MockModel::start(MockConfig::default()).await.unwrap();
+    let db = agentd_testpg::TestDatabase::create().await;
+    let password = dir.path().join("pg-password");
+    std::fs::write(&password, db.password().unwrap_or_default()).unwrap();
+    let sets = [
+        format!("storage.url={}", common::toml_str(&db.url())),
+        format!(
+            "storage.password={{ file = {} }}",
+            common::toml_str(&password.display().to_string())
+        ),
+    ];
+    let sets: Vec<&str> = sets.iter().map(String::as_str).collect();
+    let daemon = Daemon::start(
+        Setup::new(dir.path(), &tools, &mock)
+            .sets(&sets)
+            .env(&[("WATCHDOG_USEC", "400000")]),
+    )
+    .await;
+    daemon.expect("READY=1").await;
+    let ready = reqwest::get(daemon.url("/readyz")).await.unwrap();
+    assert_eq!(ready.status(), StatusCode::OK);
+
+    // The database refuses new connections and drops agentd's (done from the server's
+    // `postgres` database: a database cannot shut itself off).
+    let name = db
+        .url()
+        .rsplit('/')
+        .next()
+        .and_then(|tail| tail.split('?').next())
+        .unwrap()
+        .to_owned();
+    let mut admin_config: tokio_postgres::Config = db
+        .url()
+        .replace(&format!("/{name}?"), "/postgres?")
+        .parse()
+        .unwrap();
+    if let Some(password) = db.password() {
+        admin_config.password(password);
+    }
+    let (admin, connection) = admin_config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false;
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+        ))
+        .await
+        .expect("cut the database off");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = reqwest::get(daemon.url("/readyz")).await.unwrap();
+        if ready.status() == StatusCode::SERVICE_UNAVAILABLE {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readiness never failed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut pings = 0;
+    let started = Instant::now();
+    while pings < 3 && started.elapsed() < Duration::from_secs(5) {
+        if daemon.datagram(Duration::from_millis(500)).await.as_deref() == Some("WATCHDOG=1") {
+            pings += 1;
+        }
+    }
+    assert_eq!(pings, 3, "the watchdog goes on while the database is down");
+
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"
+        ))
+        .await
+        .expect("let connections in again");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ready = reqwest::get(daemon.url("/readyz")).await.unwrap();
+        if ready.status() == StatusCode::OK {
+            break;
+        }
+        assert!(Instant::now() < deadline, "readiness never came back");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
