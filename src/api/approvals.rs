@@ -192,6 +192,7 @@ pub(super) async fn decide(
         .map(|r| ApprovalView::of(r, now))
         .collect();
     if !still_pending.is_empty() {
+        guard.release().await;
         let body = json!({
             "decided": ApprovalView::of(&record, now),
             "pending": still_pending,

@@ -473,7 +473,7 @@ pub(super) fn spawn_turn(
     tokio::spawn(
         async move {
             let outcome = state.engine.run(&ctx, request, events, &cancel).await;
-            drop(guard);
+            guard.release().await;
             if let Ok(outcome) = &outcome
                 && !outcome.held.is_empty()
             {

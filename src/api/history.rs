@@ -56,9 +56,11 @@ pub(super) async fn clear(
     Path(session_id): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     load::<Sessions>(&state, &session_id).await?;
-    let _turn =
+    let turn =
         super::turn_claim::claim(&state, &session_id, "clear its history when it ends").await?;
-    state.store.clear_history(&session_id).await?;
+    let cleared = state.store.clear_history(&session_id).await;
+    turn.release().await;
+    cleared?;
     Ok((
         StatusCode::ACCEPTED,
         Json(super::resources::deleted(&session_id)),

@@ -46,6 +46,24 @@ impl TurnClaim {
     }
 }
 
+impl TurnClaim {
+    /// Releases the claim and waits until the store has it, so a request that follows this
+    /// one's answer (on any instance) finds the session free.
+    pub(crate) async fn release(mut self) {
+        if let Some(renewal) = self.renewal.take() {
+            renewal.abort();
+        }
+        if let Some(claim) = self.release.take()
+            && let Err(error) = claim
+                .store
+                .release_turn(&claim.session_id, &claim.owner)
+                .await
+        {
+            tracing::warn!(session_id = %claim.session_id, %error, "cannot release the session's turn claim");
+        }
+    }
+}
+
 impl Drop for TurnClaim {
     fn drop(&mut self) {
         if let Some(renewal) = self.renewal.take() {
