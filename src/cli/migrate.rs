@@ -60,8 +60,8 @@ fn migrate(cli: &Cli, from: Option<&Path>) -> Result<String, Failed> {
     let config = cli.load_config().map_err(Failed::config)?;
     let Some(url) = config.storage.url.clone() else {
         return Err(Failed::config(
-            "storage.url is not set: it names the PostgreSQL database to copy into \
-             (postgres://user@host:5432/agentd, with storage.password)",
+            "storage.url is not set: it names the PostgreSQL database to copy into (its \
+             password goes in storage.password)",
         ));
     };
     let password = match &config.storage.password {

@@ -74,7 +74,13 @@ async fn migrate_exit_codes() {
 
     let (code, _, err) = agentd(
         dir.path(),
-        &["--config", config_arg, "migrate", "--from", dir.path().join("nothing").to_str().unwrap()],
+        &[
+            "--config",
+            config_arg,
+            "migrate",
+            "--from",
+            dir.path().join("nothing").to_str().unwrap(),
+        ],
     );
     assert_eq!(code, 64, "{err}");
     assert!(err.contains("no agentd database"), "{err}");
@@ -86,7 +92,9 @@ async fn migrate_exit_codes() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("agents           1"), "{out}");
     assert!(out.contains("history entries  0"), "{out}");
-    let target = PostgresStore::connect(&db.url(), db.password(), 2).await.unwrap();
+    let target = PostgresStore::connect(&db.url(), db.password(), 2)
+        .await
+        .unwrap();
     let agents = target
         .list(Collection::Agents, &ListQuery::default())
         .await
@@ -100,7 +108,10 @@ async fn migrate_exit_codes() {
     );
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("already holds agentd data"), "{err}");
-    assert!(!format!("{out}{err}").contains(&password), "no password printed");
+    assert!(
+        !format!("{out}{err}").contains(&password),
+        "no password printed"
+    );
 
     // A daemon still running on the directory holds its lock.
     let running = SqliteStore::open(&data.join("agentd.db")).unwrap();

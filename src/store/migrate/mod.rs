@@ -15,8 +15,8 @@ use std::fmt;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
-    ApprovalDecision, ApprovalRecord, ApprovalState, CallStatus, Collection, Direction,
-    ListQuery, StepWrite, Store, StoreError,
+    ApprovalDecision, ApprovalRecord, ApprovalState, CallStatus, Collection, Direction, ListQuery,
+    StepWrite, Store, StoreError,
 };
 
 /// Records read from the source per list call.
@@ -183,7 +183,11 @@ async fn copy_journal(
             })
             .await?;
         if let Some((call, _)) = chunk.iter().zip(&journaled).find(|(_, fresh)| !**fresh) {
-            return Err(not_copied("journaled call", &call.session_id, &call.call_id));
+            return Err(not_copied(
+                "journaled call",
+                &call.session_id,
+                &call.call_id,
+            ));
         }
         copied.journaled_calls += chunk.len() as u64;
         copied.unfinished_calls += chunk

@@ -110,7 +110,12 @@ fn held(call_id: &str, expires_at: OffsetDateTime) -> ApprovalRecord {
 /// results, a finished and a started call, a pending, a denied and an expired held call.
 async fn filled_source(dir: &Path) -> SqliteStore {
     let store = SqliteStore::open(&dir.join("agentd.db")).expect("open the source");
-    let agent = record("agent-1", json!({ "name": "a", "metadata": { "team": "x" } }), 1, 2);
+    let agent = record(
+        "agent-1",
+        json!({ "name": "a", "metadata": { "team": "x" } }),
+        1,
+        2,
+    );
     store.insert(Collection::Agents, agent).await.unwrap();
     let other_agent = record("agent-2", json!({ "name": "b", "about": null }), 3, 3);
     store.insert(Collection::Agents, other_agent).await.unwrap();
@@ -188,10 +193,19 @@ async fn filled_source(dir: &Path) -> SqliteStore {
         )
         .await
         .unwrap();
-    assert!(matches!(expired, ApprovalDecision::Expired(_)), "{expired:?}");
+    assert!(
+        matches!(expired, ApprovalDecision::Expired(_)),
+        "{expired:?}"
+    );
 
     let long: Vec<Arc<Entry>> = (0..LONG_HISTORY)
-        .map(|n| Arc::new(entry(LONG_SESSION, &format!("l{n:04}"), &format!("message {n}"))))
+        .map(|n| {
+            Arc::new(entry(
+                LONG_SESSION,
+                &format!("l{n:04}"),
+                &format!("message {n}"),
+            ))
+        })
         .collect();
     store.append_entries(long).await.unwrap();
     store
@@ -263,7 +277,10 @@ async fn copies_every_row_as_it_is_stored() {
         let from = source.list(collection, &everything()).await.unwrap();
         let to = target.list(collection, &everything()).await.unwrap();
         assert!(!from.is_empty());
-        assert_eq!(to, from, "{collection:?}: ids, parents, bodies and timestamps");
+        assert_eq!(
+            to, from,
+            "{collection:?}: ids, parents, bodies and timestamps"
+        );
     }
 
     for session in [SESSION, LONG_SESSION, "s-empty"] {
@@ -312,7 +329,10 @@ async fn copies_every_row_as_it_is_stored() {
     assert_eq!(restarted, [false], "a started call is never started again");
 
     let approvals = target.approvals(SESSION).await.unwrap();
-    let states: Vec<_> = approvals.iter().map(|a| (a.call_id.as_str(), a.state)).collect();
+    let states: Vec<_> = approvals
+        .iter()
+        .map(|a| (a.call_id.as_str(), a.state))
+        .collect();
     assert_eq!(
         states,
         [
@@ -349,7 +369,10 @@ async fn refuses_a_target_that_holds_data_and_writes_nothing() {
     let before = rows().await;
 
     let again = copy_store(&source, &target).await;
-    assert!(matches!(again, Err(MigrateError::TargetNotEmpty)), "{again:?}");
+    assert!(
+        matches!(again, Err(MigrateError::TargetNotEmpty)),
+        "{again:?}"
+    );
     assert_eq!(rows().await, before);
 
     // History alone (no resource) is data too.
@@ -360,7 +383,10 @@ async fn refuses_a_target_that_holds_data_and_writes_nothing() {
         .await
         .unwrap();
     let refused = copy_store(&source, &only_history).await;
-    assert!(matches!(refused, Err(MigrateError::TargetNotEmpty)), "{refused:?}");
+    assert!(
+        matches!(refused, Err(MigrateError::TargetNotEmpty)),
+        "{refused:?}"
+    );
     let agents = only_history
         .list(Collection::Agents, &everything())
         .await
