@@ -1,11 +1,12 @@
 //! The commands of the `agentd` binary: `serve` (the daemon), `validate` (check agentd.toml and
-//! tools.toml, exit 64 when bad), `handlers` (the registered handlers and their options) and
-//! `demo` (an offline end-to-end run against the mock model, built with the default `demo`
-//! feature).
+//! tools.toml, exit 64 when bad), `handlers` (the registered handlers and their options),
+//! `migrate` (an SQLite data directory copied into PostgreSQL) and `demo` (an offline
+//! end-to-end run against the mock model, built with the default `demo` feature).
 
 #[cfg(feature = "demo")]
 mod demo;
 mod handlers;
+mod migrate;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -66,6 +67,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Copy an SQLite data directory into the empty PostgreSQL database of storage.url (the
+    /// agentd using the directory must be stopped first).
+    Migrate {
+        /// The data directory holding agentd.db; storage.data_dir when not given.
+        #[arg(long, value_name = "DIR")]
+        from: Option<PathBuf>,
+    },
     /// Run the main job offline: mock model + daemon + a chat whose tool call sends an email.
     Demo,
 }
@@ -109,6 +117,7 @@ pub fn run(cli: Cli) -> ExitCode {
     match cli.command {
         Some(Command::Validate) => validate(&cli),
         Some(Command::Handlers { json }) => handlers::run(json),
+        Some(Command::Migrate { ref from }) => migrate::run(&cli, from.as_deref()),
         Some(Command::Demo) => demo(),
         Some(Command::Serve) | None => serve(&cli),
     }

@@ -22,6 +22,7 @@ mod limits;
 mod limits_model;
 mod mcp;
 mod metrics_bounds;
+mod migrate_cli;
 mod multi_instance;
 mod outbox;
 mod persistence;

@@ -10,6 +10,7 @@ mod approvals;
 mod claims;
 mod codec;
 mod connect;
+mod contents;
 mod history;
 mod journal;
 mod migrations;

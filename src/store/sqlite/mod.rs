@@ -11,6 +11,7 @@
 mod approvals;
 mod cache;
 mod checkpoint;
+mod export;
 mod rows;
 mod schema;
 mod step;
@@ -100,7 +101,7 @@ impl Shared {
 impl SqliteStore {
     /// Opens (creating if needed) the database file with `synchronous = FULL` and runs
     /// migrations. The parent directory must exist. Fails if another process has the database
-    /// open through this store.
+    /// open through this store ([`SqliteStore::is_locked_elsewhere`] tells that failure apart).
     pub fn open(path: &Path) -> StoreResult<Self> {
         Self::open_with(path, Synchronous::default())
     }
@@ -231,11 +232,14 @@ fn lock_database(path: &Path) -> std::io::Result<File> {
                 std::thread::sleep(Duration::from_millis(20));
             }
             Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(std::io::Error::other(format!(
-                    "{} is in use by another agentd process ({} is locked)",
-                    path.display(),
-                    lock_path.display()
-                )));
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::WouldBlock,
+                    format!(
+                        "{} is in use by another agentd process ({} is locked)",
+                        path.display(),
+                        lock_path.display()
+                    ),
+                ));
             }
             Err(std::fs::TryLockError::Error(e)) => {
                 return Err(std::io::Error::new(
