@@ -81,6 +81,10 @@ pub struct StorageConfig {
     pub url: Option<String>,
     /// The PostgreSQL password, as a secret reference (never in `url`).
     pub password: Option<agentd_sdk::SecretRef>,
+    /// PEM file of CA certificates trusted for the PostgreSQL server on top of the system's
+    /// (a private CA): checked under `sslmode=verify-ca` and `verify-full`, and, as in libpq,
+    /// under `prefer` and `require` too once given. Read at start.
+    pub ca_file: Option<PathBuf>,
     /// Connections in the PostgreSQL pool.
     pub pool_size: usize,
     /// How long an instance's claim on a session's turn lasts unless renewed (it renews every
@@ -244,6 +248,14 @@ impl StorageConfig {
                 )),
             }
         }
+        if let Some(path) = &self.ca_file
+            && let Err(e) = std::fs::read(path)
+        {
+            problems.push(format!(
+                "storage.ca_file {} cannot be read: {e}",
+                path.display()
+            ));
+        }
         if self.pool_size == 0 {
             problems.push("storage.pool_size must be at least 1".into());
         }
@@ -264,6 +276,7 @@ impl Default for StorageConfig {
             synchronous: Synchronous::default(),
             url: None,
             password: None,
+            ca_file: None,
             pool_size: 16,
             turn_claim_ttl: Duration::from_secs(30),
         }

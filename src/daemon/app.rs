@@ -211,10 +211,14 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
             ),
             None => None,
         };
-        let store =
-            crate::store::postgres::PostgresStore::connect(url, password, config.storage.pool_size)
-                .await
-                .map_err(|e| StartError::Store(e.to_string()))?;
+        let store = crate::store::postgres::PostgresStore::connect_trusting(
+            url,
+            password,
+            config.storage.pool_size,
+            config.storage.ca_file.as_deref(),
+        )
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
         return Ok(Arc::new(store));
     }
     Ok(Arc::new(

@@ -1,11 +1,14 @@
 //! A PostgreSQL server for agentd's tests: a private one started once per test binary
 //! (initdb into a temporary directory owned by `postgres`, on a free loopback port, password
 //! authentication), or the server `AGENTD_TEST_POSTGRES_URL` names (a superuser connection).
-//! Each test gets a database of its own.
+//! Each test gets a database of its own. A test may also start a server of its own that
+//! accepts TLS connections only ([`TestServer::start_with_tls`], in `tls.rs`).
 //!
 //! The private server lives in a process-wide `OnceLock`, which is never dropped, so a small
 //! watcher process started with it stops the server and removes its directory once the test
 //! binary has exited, however it exits.
+
+mod tls;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -23,7 +26,7 @@ const PASSWORD: &str = "agentd-test-password";
 pub const POOL_SIZE: usize = 4;
 
 /// Where the tests' databases are created.
-struct Server {
+pub struct TestServer {
     host: String,
     port: u16,
     user: String,
@@ -32,18 +35,21 @@ struct Server {
     admin_database: String,
     /// Databases on a server this process did not start are dropped after their test.
     external: bool,
+    /// The directory of the server's Unix socket, which the admin connection uses when set
+    /// (a TLS-only server refuses plain TCP).
+    socket_dir: Option<PathBuf>,
 }
 
-static SERVER: OnceLock<Server> = OnceLock::new();
+static SERVER: OnceLock<TestServer> = OnceLock::new();
 
-fn server() -> &'static Server {
+fn server() -> &'static TestServer {
     SERVER.get_or_init(|| match std::env::var("AGENTD_TEST_POSTGRES_URL") {
         Ok(url) if !url.is_empty() => external(&url),
-        _ => start_private(),
+        _ => start_private(None),
     })
 }
 
-fn external(url: &str) -> Server {
+fn external(url: &str) -> TestServer {
     let config: Config = url
         .parse()
         .expect("AGENTD_TEST_POSTGRES_URL is a connection URL");
@@ -51,7 +57,7 @@ fn external(url: &str) -> Server {
         Some(Host::Tcp(host)) => host.clone(),
         other => panic!("AGENTD_TEST_POSTGRES_URL must name a TCP host, not {other:?}"),
     };
-    Server {
+    TestServer {
         host,
         port: config.get_ports().first().copied().unwrap_or(5432),
         user: config.get_user().unwrap_or(SUPERUSER).to_owned(),
@@ -60,6 +66,7 @@ fn external(url: &str) -> Server {
             .map(|password| String::from_utf8_lossy(password).into_owned()),
         admin_database: config.get_dbname().unwrap_or("postgres").to_owned(),
         external: true,
+        socket_dir: None,
     }
 }
 
@@ -100,7 +107,9 @@ fn as_postgres(tool: &str) -> Command {
     command
 }
 
-fn start_private() -> Server {
+/// Starts a private server; `tls` writes its certificate and configuration into the data
+/// directory and gives the server options that turn TLS on.
+fn start_private(tls: Option<&dyn Fn(&Path) -> String>) -> TestServer {
     let dir: PathBuf = tempfile::Builder::new()
         .prefix("agentd-pg-")
         .tempdir()
@@ -124,9 +133,10 @@ fn start_private() -> Server {
         .args(["--auth=scram-sha-256", "--pwfile"])
         .arg(&password_file));
     let port = free_port();
+    let tls_options = tls.map(|install| install(&data)).unwrap_or_default();
     let options = format!(
         "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off",
+         -c fsync=off -c synchronous_commit=off -c full_page_writes=off {tls_options}",
         dir.display()
     );
     run(as_postgres("pg_ctl")
@@ -136,13 +146,14 @@ fn start_private() -> Server {
         .arg(dir.join("server.log"))
         .args(["-o", &options, "-w", "start"]));
     watch_for_exit(&dir, &data);
-    Server {
+    TestServer {
         host: "127.0.0.1".to_owned(),
         port,
         user: SUPERUSER.to_owned(),
         password: Some(PASSWORD.to_owned()),
         admin_database: "postgres".to_owned(),
         external: false,
+        socket_dir: tls.map(|_| dir),
     }
 }
 
@@ -178,13 +189,13 @@ fn watch_for_exit(dir: &Path, data: &Path) {
     assert!(status.success(), "starting the server's watcher: {status}");
 }
 
-fn config(server: &Server, database: &str) -> Config {
+fn config(server: &TestServer, database: &str) -> Config {
     let mut config = Config::new();
-    config
-        .host(&server.host)
-        .port(server.port)
-        .user(&server.user)
-        .dbname(database);
+    match &server.socket_dir {
+        Some(dir) => config.host_path(dir),
+        None => config.host(&server.host),
+    };
+    config.port(server.port).user(&server.user).dbname(database);
     if let Some(password) = &server.password {
         config.password(password);
     }
@@ -192,7 +203,7 @@ fn config(server: &Server, database: &str) -> Config {
 }
 
 /// A plain connection to `database`, its connection task on the current runtime.
-async fn connect_raw(server: &Server, database: &str) -> tokio_postgres::Client {
+async fn connect_raw(server: &TestServer, database: &str) -> tokio_postgres::Client {
     let (client, connection) = config(server, database)
         .connect(NoTls)
         .await
@@ -206,38 +217,49 @@ async fn connect_raw(server: &Server, database: &str) -> tokio_postgres::Client 
 /// An empty database of one test.
 pub struct TestDatabase {
     name: String,
+    server: &'static TestServer,
 }
 
 impl TestDatabase {
     /// A new empty database on the test server.
     pub async fn create() -> Self {
-        let server = server();
+        Self::create_on(server()).await
+    }
+
+    /// A new empty database on `server`.
+    pub async fn create_on(server: &'static TestServer) -> Self {
         let name = format!("test_{}_{:016x}", std::process::id(), fastrand::u64(..));
         connect_raw(server, &server.admin_database)
             .await
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .expect("create the test database");
-        Self { name }
+        Self { name, server }
     }
 
     /// The URL of the database, without the password.
     pub fn url(&self) -> String {
-        let server = server();
+        self.url_with(&self.server.host, "disable")
+    }
+
+    /// The URL of the database through `host` (another name of the loopback address, say)
+    /// with `sslmode`, without the password.
+    pub fn url_with(&self, host: &str, sslmode: &str) -> String {
+        let server = self.server;
         format!(
-            "postgres://{}@{}:{}/{}?sslmode=disable",
-            server.user, server.host, server.port, self.name
+            "postgres://{}@{host}:{}/{}?sslmode={sslmode}",
+            server.user, server.port, self.name
         )
     }
 
     /// The password the store is given apart from the URL.
     pub fn password(&self) -> Option<String> {
-        server().password.clone()
+        self.server.password.clone()
     }
 
     /// A plain connection, for looking at what the store wrote.
     pub async fn raw(&self) -> tokio_postgres::Client {
-        connect_raw(server(), &self.name).await
+        connect_raw(self.server, &self.name).await
     }
 }
 
@@ -245,7 +267,7 @@ impl Drop for TestDatabase {
     /// On a server this process did not start, drops the database (closing the connections
     /// still open to it); a private server is removed whole when the tests end.
     fn drop(&mut self) {
-        let server = server();
+        let server = self.server;
         if !server.external {
             return;
         }

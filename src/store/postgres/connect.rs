@@ -1,18 +1,18 @@
 //! From a connection URL to a pool of PostgreSQL connections: the URL parsed, the password
-//! (given apart from the URL) applied, timeouts defaulted, and the transport chosen.
-//!
-//! Only plain TCP (or a Unix socket) is offered for now. The transport is picked in one place
-//! ([`Transport`]), so TLS is added there as a variant with its connector; the pool does not
-//! depend on which one it was built with.
+//! (given apart from the URL) applied, timeouts defaulted, and the transport chosen from the
+//! URL's `sslmode` ([`tls`](super::tls) says what each one checks); the pool does not depend
+//! on which transport it was built with.
 
+use std::path::Path;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::config::SslMode;
 use tokio_postgres::{Config, NoTls};
 
 use crate::store::StoreResult;
 use crate::store::postgres::codec::backend;
+use crate::store::postgres::tls;
+use crate::store::postgres::tls_connect::PostgresTls;
 
 /// How long opening one connection may take when the URL does not say.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,20 +23,20 @@ const POOL_WAIT: Duration = Duration::from_secs(30);
 /// The name the server shows for agentd's connections, unless the URL gives one.
 const APPLICATION_NAME: &str = "agentd";
 
-/// How connections reach the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Transport {
-    /// TCP or a Unix socket without encryption (`sslmode=disable`, or `prefer` falling back).
-    Plain,
-}
-
 /// Parses `url` (`postgres://user@host:port/db?options`), sets `password` when given, and
-/// builds a pool of at most `pool_size` connections. No connection is opened yet.
-pub(super) fn pool(url: &str, password: Option<String>, pool_size: usize) -> StoreResult<Pool> {
+/// builds a pool of at most `pool_size` connections, over TLS as `sslmode` asks, trusting
+/// the system's CA certificates and those of `ca_file`. No connection is opened yet.
+pub(super) fn pool(
+    url: &str,
+    password: Option<String>,
+    pool_size: usize,
+    ca_file: Option<&Path>,
+) -> StoreResult<Pool> {
     const OPERATION: &str = "connect";
-    let mut config: Config = url
-        .parse()
-        .map_err(|e| backend(OPERATION, format!("invalid connection URL: {e}")))?;
+    let invalid_url = |e: String| backend(OPERATION, format!("invalid connection URL: {e}"));
+    let (url, ssl_mode) = tls::take_ssl_mode(url).map_err(invalid_url)?;
+    let mut config: Config = url.parse().map_err(|e| invalid_url(format!("{e}")))?;
+    config.ssl_mode(ssl_mode.negotiation());
     if let Some(password) = password {
         config.password(password);
     }
@@ -46,7 +46,7 @@ pub(super) fn pool(url: &str, password: Option<String>, pool_size: usize) -> Sto
     if config.get_application_name().is_none() {
         config.application_name(APPLICATION_NAME);
     }
-    let transport = transport_for(&config)?;
+    let tls_config = tls::client_config(ssl_mode, ca_file).map_err(|e| backend(OPERATION, e))?;
     if pool_size == 0 {
         return Err(backend(OPERATION, "the pool size must be at least 1"));
     }
@@ -55,8 +55,13 @@ pub(super) fn pool(url: &str, password: Option<String>, pool_size: usize) -> Sto
         // checkout would cost a round trip per store call.
         recycling_method: RecyclingMethod::Fast,
     };
-    let manager = match transport {
-        Transport::Plain => Manager::from_config(config, NoTls, manager_config),
+    let manager = match tls_config {
+        None => Manager::from_config(config, NoTls, manager_config),
+        Some(tls_config) => Manager::from_config(
+            config,
+            PostgresTls::new(tls_config, ssl_mode),
+            manager_config,
+        ),
     };
     Pool::builder(manager)
         .max_size(pool_size)
@@ -65,16 +70,4 @@ pub(super) fn pool(url: &str, password: Option<String>, pool_size: usize) -> Sto
         .create_timeout(Some(CONNECT_TIMEOUT))
         .build()
         .map_err(|e| backend(OPERATION, e))
-}
-
-/// The transport the URL asks for; TLS is refused until it is supported, rather than
-/// silently falling back to plain text.
-fn transport_for(config: &Config) -> StoreResult<Transport> {
-    match config.get_ssl_mode() {
-        SslMode::Disable | SslMode::Prefer => Ok(Transport::Plain),
-        _ => Err(backend(
-            "connect",
-            "TLS connections to PostgreSQL are not supported yet: use sslmode=disable",
-        )),
-    }
 }

@@ -26,6 +26,11 @@ mod tests_approvals;
 mod tests_history;
 #[cfg(test)]
 mod tests_shared;
+#[cfg(test)]
+mod tests_tls;
+mod tls;
+mod tls_connect;
+mod tls_verify;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,14 +58,26 @@ pub struct PostgresStore {
 impl PostgresStore {
     /// Connects to `url` (`postgres://user@host:port/db`, with libpq-style options such as
     /// `connect_timeout`), with `password` given apart from the URL (from a secret reference),
-    /// keeping at most `pool_size` connections, and brings the schema up to date. Only
-    /// unencrypted connections are supported (`sslmode=disable`, or the default `prefer`).
+    /// keeping at most `pool_size` connections, and brings the schema up to date. TLS follows
+    /// the URL's `sslmode` as in libpq, with the system's CA certificates as roots.
     pub async fn connect(
         url: &str,
         password: Option<String>,
         pool_size: usize,
     ) -> StoreResult<Self> {
-        let pool = connect::pool(url, password, pool_size)?;
+        Self::connect_trusting(url, password, pool_size, None).await
+    }
+
+    /// [`connect`](Self::connect), also trusting the CA certificates of `ca_file` (PEM,
+    /// `storage.ca_file`) for `sslmode` `verify-ca` and `verify-full` (and, as in libpq, checking
+    /// the chain under `prefer` and `require` when it is given).
+    pub async fn connect_trusting(
+        url: &str,
+        password: Option<String>,
+        pool_size: usize,
+        ca_file: Option<&std::path::Path>,
+    ) -> StoreResult<Self> {
+        let pool = connect::pool(url, password, pool_size, ca_file)?;
         migrations::migrate(&pool).await?;
         Ok(Self { pool })
     }
