@@ -174,7 +174,7 @@ pub(super) async fn decide(
             )));
         }
         ApprovalDecision::Expired(record) => {
-            counted(&state, &record);
+            counted(&state, &record).await;
             return Err(ApiError::Conflict(format!(
                 "held call `{call_id}` expired at {} before this decision; it will be answered \
                  to the model as denied",
@@ -182,7 +182,7 @@ pub(super) async fn decide(
             )));
         }
     };
-    counted(&state, &record);
+    counted(&state, &record).await;
     let still_pending: Vec<ApprovalView> = state
         .store
         .approvals(&session_id)
@@ -208,7 +208,7 @@ pub(super) async fn decide(
 }
 
 /// Logs and counts a decision (never the arguments), and refreshes the pending gauge.
-fn counted(state: &AppState, record: &ApprovalRecord) {
+async fn counted(state: &AppState, record: &ApprovalRecord) {
     tracing::info!(
         session_id = %record.session_id,
         tool = %record.tool,
@@ -218,38 +218,47 @@ fn counted(state: &AppState, record: &ApprovalRecord) {
         "held tool call decided"
     );
     crate::telemetry::metrics().record_approval_decision(record.state.as_str());
-    refresh_pending_gauge(state);
+    refresh_pending_gauge(state).await;
 }
 
 /// Keeps `agentd_approvals_pending` current as held calls pass their expiry, until `stop`.
-pub(crate) fn keep_pending_gauge(state: &AppState, stop: tokio_util::sync::CancellationToken) {
+/// The caller awaits the task after `stop`: it holds the store, which a restart in the same
+/// process must find released.
+pub(crate) fn keep_pending_gauge(
+    state: &AppState,
+    stop: tokio_util::sync::CancellationToken,
+) -> tokio::task::JoinHandle<()> {
     let state = state.clone();
     tokio::spawn(async move {
         loop {
-            refresh_pending_gauge(&state);
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = refresh_pending_gauge(&state) => {}
+            }
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(std::time::Duration::from_secs(30)) => {}
             }
         }
-    });
+    })
 }
 
-/// Sets `agentd_approvals_pending` from the store, off the request's path.
-pub(super) fn refresh_pending_gauge(state: &AppState) {
-    let store = state.store.clone();
-    tokio::spawn(async move {
-        match store.approvals_pending(OffsetDateTime::now_utc()).await {
-            Ok(count) => crate::telemetry::metrics().set_approvals_pending(count),
-            Err(error) => tracing::warn!(%error, "cannot count pending approvals"),
-        }
-    });
+/// Sets `agentd_approvals_pending` from the store.
+pub(super) async fn refresh_pending_gauge(state: &AppState) {
+    match state
+        .store
+        .approvals_pending(OffsetDateTime::now_utc())
+        .await
+    {
+        Ok(count) => crate::telemetry::metrics().set_approvals_pending(count),
+        Err(error) => tracing::warn!(%error, "cannot count pending approvals"),
+    }
 }
 
 /// A turn held calls: refresh the gauge and, with `turn.approval_webhook` set, tell the
 /// webhook tool about each (its session, call, tool, digest and expiry; never the arguments).
-pub(super) fn announce(state: &AppState, session_id: &str, held: &[HeldCall]) {
-    refresh_pending_gauge(state);
+pub(super) async fn announce(state: &AppState, session_id: &str, held: &[HeldCall]) {
+    refresh_pending_gauge(state).await;
     let Some(name) = &state.approval_webhook else {
         return;
     };

@@ -477,7 +477,7 @@ pub(super) fn spawn_turn(
             if let Ok(outcome) = &outcome
                 && !outcome.held.is_empty()
             {
-                super::approvals::announce(&state, &ctx.session_id, &outcome.held);
+                super::approvals::announce(&state, &ctx.session_id, &outcome.held).await;
             }
             outcome.map_err(|error| match error {
                 TurnError::Cancelled if !state.is_draining() => deleted_under_turn(&ctx.session_id),

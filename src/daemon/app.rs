@@ -162,7 +162,7 @@ impl App {
             self.config.server.max_body_bytes,
             self.config.server.metrics_public,
         );
-        api::approvals::keep_pending_gauge(&self.state, shutdown.clone());
+        let gauge = api::approvals::keep_pending_gauge(&self.state, shutdown.clone());
         let drain = self.config.server.drain_timeout;
         let server = tokio::spawn(crate::daemon::server::serve(
             listener,
@@ -180,6 +180,7 @@ impl App {
         tokio::select! {
             result = &mut server => {
                 self.state.mcp.shutdown(MCP_STOP_WAIT).await;
+                let _ = gauge.await;
                 return result.map_err(std::io::Error::other);
             }
             () = &mut deadline => {
@@ -196,6 +197,7 @@ impl App {
             }
         };
         self.state.mcp.shutdown(MCP_STOP_WAIT).await;
+        let _ = gauge.await;
         served
     }
 }
