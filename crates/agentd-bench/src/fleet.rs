@@ -113,7 +113,7 @@ impl Fleet {
             return String::new();
         };
         let mut text = format!(
-            "store: postgres {} ({}), shared by {} agentd instance(s)\n",
+            "store: postgres {} ({}), agentd instances on it: {}\n",
             database.url,
             database.origin(),
             self.instances.len()
@@ -151,5 +151,37 @@ impl Fleet {
         for instance in self.instances {
             instance.stop();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Plan;
+    use crate::store::StoreKind;
+
+    fn plan(store: StoreKind, instances: usize, url: Option<&str>) -> Plan<'_> {
+        Plan {
+            store,
+            instances,
+            postgres_url: url,
+            postgres_password_file: None,
+        }
+    }
+
+    #[test]
+    fn several_instances_need_a_shared_database() {
+        assert!(plan(StoreKind::Sqlite, 1, None).check().is_ok());
+        assert!(plan(StoreKind::Sqlite, 2, None).check().is_err());
+        assert!(plan(StoreKind::Postgres, 2, None).check().is_ok());
+        assert!(
+            plan(StoreKind::Sqlite, 1, Some("postgres://u@h/db"))
+                .check()
+                .is_err()
+        );
+        assert!(
+            plan(StoreKind::Postgres, 1, Some("postgres://u@h/db"))
+                .check()
+                .is_ok()
+        );
     }
 }

@@ -315,7 +315,12 @@ impl Target {
         id_of(&value)
     }
 
-    async fn post_agentd(&self, instance: usize, path: &str, body: &Value) -> Result<Value, String> {
+    async fn post_agentd(
+        &self,
+        instance: usize,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, String> {
         let response = self
             .http
             .post(format!("{}{path}", self.origin(instance)))

@@ -633,6 +633,7 @@ impl Measured<'_> {
 }
 
 /// One window of `op` at `clients`, with the CPU time of the `measured` processes.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn measure(
     runtime: &tokio::runtime::Runtime,
     target: &Arc<Target>,

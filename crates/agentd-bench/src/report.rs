@@ -224,7 +224,11 @@ pub(crate) fn print_table(title: &str, calls: u64, rows: &[Row]) {
             );
         }
         if database {
-            cells.push(a.database_cpu_per_rt_ns.map(us).unwrap_or_else(|| "-".into()));
+            cells.push(
+                a.database_cpu_per_rt_ns
+                    .map(us)
+                    .unwrap_or_else(|| "-".into()),
+            );
         }
         if instances > 1 {
             cells.extend(crate::instance_report::cells(&a.per_instance, instances));
