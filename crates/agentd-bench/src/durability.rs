@@ -54,8 +54,11 @@ pub(crate) fn run(scratch: &Path, clients: &[usize], window: Duration) -> Result
                 n,
                 warmup,
                 window,
-                agentd.pid(),
-                None,
+                &crate::Measured {
+                    processes: &[agentd.pid()],
+                    tool_servers: &[],
+                    database: None,
+                },
                 ticks_per_sec,
             );
             summary.push((level, n, side.clone()));

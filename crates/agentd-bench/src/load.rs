@@ -1,5 +1,7 @@
 //! The load generator: closed-loop client workers (one request in flight each) running one
-//! scenario against agentd or straight against the mock model, recording every latency.
+//! scenario against agentd or straight against the mock model, recording every latency. With
+//! several agentd instances, worker i sends all its requests (and keeps all its sessions) on
+//! instance i % n, as a load balancer with session affinity would.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -106,8 +108,10 @@ pub(crate) fn http_client(pool_idle: usize) -> Result<reqwest::Client, String> {
 /// Where the requests go.
 pub(crate) struct Target {
     pub http: reqwest::Client,
-    /// `http://ADDR` of agentd.
+    /// `http://ADDR` of agentd (its first instance).
     pub agentd: String,
+    /// `http://ADDR` of the other agentd instances on the same database.
+    pub more_agentd: Vec<String>,
     /// `http://ADDR` of the mock.
     pub mock: String,
     pub api_key: String,
@@ -117,6 +121,8 @@ pub(crate) struct Target {
 /// Per-worker state kept across operations.
 #[derive(Default)]
 struct Worker {
+    /// The agentd instance it sends to.
+    instance: usize,
     session: Option<String>,
     turns: u32,
 }
@@ -126,6 +132,8 @@ struct Worker {
 pub(crate) struct Sample {
     pub total_ns: u64,
     pub first_ns: Option<u64>,
+    /// The agentd instance its worker sends to (the floor's workers send to the mock).
+    pub instance: usize,
 }
 
 /// Everything measured inside the window.
@@ -149,10 +157,13 @@ pub(crate) async fn run(
     let start = Instant::now() + warmup;
     let end = start + window;
     let mut tasks = Vec::with_capacity(concurrency);
-    for _ in 0..concurrency {
+    for index in 0..concurrency {
         let target = Arc::clone(&target);
         tasks.push(tokio::spawn(async move {
-            let mut worker = Worker::default();
+            let mut worker = Worker {
+                instance: index % target.instances(),
+                ..Worker::default()
+            };
             let mut samples = Vec::new();
             let mut errors = 0u64;
             let mut first_error = None;
@@ -170,6 +181,7 @@ pub(crate) async fn run(
                     Ok(first) => samples.push(Sample {
                         total_ns: nanos(finished - began),
                         first_ns: first.map(nanos),
+                        instance: worker.instance,
                     }),
                     Err(error) => {
                         errors += 1;
@@ -228,15 +240,15 @@ impl Target {
     /// Runs one operation; returns the time to the first streamed chunk for streams.
     async fn once(&self, op: Op, worker: &mut Worker) -> Result<Option<Duration>, String> {
         match op {
-            Op::NewSession => self.new_session().await.map(|_| None),
+            Op::NewSession => self.new_session_on(worker.instance).await.map(|_| None),
             Op::Chat { tool, stream } => {
                 if worker.session.is_none() || worker.turns >= TURNS_PER_SESSION {
-                    worker.session = Some(self.new_session().await?);
+                    worker.session = Some(self.new_session_on(worker.instance).await?);
                     worker.turns = 0;
                 }
                 worker.turns += 1;
                 let session = worker.session.as_deref().unwrap_or_default();
-                self.chat(session, tool, stream).await
+                self.chat(worker.instance, session, tool, stream).await
             }
             Op::Floor { tool, stream } => self.floor(tool, stream).await,
         }
@@ -253,6 +265,7 @@ impl Target {
         let mut target = Self {
             http,
             agentd: agentd.to_owned(),
+            more_agentd: Vec::new(),
             mock: mock.to_owned(),
             api_key,
             agent_id: String::new(),
@@ -261,23 +274,56 @@ impl Target {
         Ok(target)
     }
 
+    /// The same target with the workers spread over these further agentd instances too
+    /// (they share the first one's database, so they know its agent).
+    pub(crate) fn with_more_instances(mut self, origins: Vec<String>) -> Self {
+        self.more_agentd = origins;
+        self
+    }
+
+    /// How many agentd instances the workers are spread over.
+    pub(crate) fn instances(&self) -> usize {
+        1 + self.more_agentd.len()
+    }
+
+    /// `http://ADDR` of agentd instance `instance`.
+    fn origin(&self, instance: usize) -> &str {
+        match instance.checked_sub(1) {
+            None => &self.agentd,
+            Some(other) => self.more_agentd.get(other).unwrap_or(&self.agentd),
+        }
+    }
+
     async fn create_agent(&self) -> Result<String, String> {
         let body = json!({"name": "Bench", "instructions": ["Answer briefly."]});
-        let value = self.post_agentd("/api/agents", &body).await?;
+        let value = self.post_agentd(0, "/api/agents", &body).await?;
         id_of(&value)
     }
 
     pub(crate) async fn new_session(&self) -> Result<String, String> {
+        self.new_session_on(0).await
+    }
+
+    async fn new_session_on(&self, instance: usize) -> Result<String, String> {
         let value = self
-            .post_agentd("/api/sessions", &json!({"agent_id": self.agent_id}))
+            .post_agentd(
+                instance,
+                "/api/sessions",
+                &json!({"agent_id": self.agent_id}),
+            )
             .await?;
         id_of(&value)
     }
 
-    async fn post_agentd(&self, path: &str, body: &Value) -> Result<Value, String> {
+    async fn post_agentd(
+        &self,
+        instance: usize,
+        path: &str,
+        body: &Value,
+    ) -> Result<Value, String> {
         let response = self
             .http
-            .post(format!("{}{path}", self.agentd))
+            .post(format!("{}{path}", self.origin(instance)))
             .bearer_auth(&self.api_key)
             .json(body)
             .send()
@@ -296,6 +342,7 @@ impl Target {
 
     async fn chat(
         &self,
+        instance: usize,
         session: &str,
         tool: Option<ServerTool>,
         stream: bool,
@@ -315,7 +362,7 @@ impl Target {
         let began = Instant::now();
         let response = self
             .http
-            .post(format!("{}{path}", self.agentd))
+            .post(format!("{}{path}", self.origin(instance)))
             .bearer_auth(&self.api_key)
             .json(&body)
             .send()

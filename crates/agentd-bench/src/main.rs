@@ -3,21 +3,25 @@
 //! drives closed-loop load from this process over loopback, and prints one table per scenario
 //! (the `mcp` scenario adds the reference MCP server as a tool source, `mcp_server.rs`);
 //! the `held` scenario holds thousands of streams open on a fresh pair of processes;
-//! `agentd-bench micro` times the hot pieces in-process (the loops live in the daemon crate,
+//! the load scenarios run on SQLite or on PostgreSQL, there with one or more instances sharing
+//! the database (`fleet.rs`, `store.rs`); `agentd-bench micro` times the hot pieces in-process (the loops live in the daemon crate,
 //! `agentd::bench`, built with its `bench` feature); `agentd-bench instructions` counts
 //! agentd's instructions per turn under valgrind's callgrind; `agentd-bench durability`
 //! compares the `storage.synchronous` levels.
 
 mod durability;
+mod fleet;
 mod held;
 mod held_client;
 mod held_report;
+mod instance_report;
 mod instructions;
 mod limits;
 mod load;
 mod mcp_server;
 mod procs;
 mod report;
+mod store;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -63,6 +67,21 @@ struct Args {
     /// Streaming chats the `held` scenario holds open at once (at most 1000 with --quick).
     #[arg(long, default_value_t = 10_000)]
     held: usize,
+    /// The store of the load scenarios (`held`, `micro`, `durability` and `instructions`
+    /// always use SQLite).
+    #[arg(long, value_enum, default_value_t = store::StoreKind::Sqlite)]
+    store: store::StoreKind,
+    /// agentd instances sharing the PostgreSQL database; client i uses instance i % N.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
+    instances: u16,
+    /// The PostgreSQL database (`postgres://user@host:port/db`, no password in it). Without
+    /// it, `--store postgres` creates one on a private server it starts (needs PostgreSQL
+    /// installed; runs it as the `postgres` user).
+    #[arg(long, value_name = "URL")]
+    postgres_url: Option<String>,
+    /// A file holding the password of `--postgres-url`'s user.
+    #[arg(long, value_name = "PATH")]
+    postgres_password_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -264,32 +283,52 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
     let wanted = u64::try_from(held_streams).unwrap_or(u64::MAX) * 2 + 1024;
     limits::raise_nofile_and_report(wanted);
 
-    let mock = procs::start_mock(args.latency_ms)?;
-    let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let agentd = procs::start_agentd_under(
-        None,
-        scratch,
-        &mock.origin,
-        &api_key,
-        &[],
-        mcp_script.as_deref(),
-    )?;
+    let plan = fleet::Plan {
+        store: args.store,
+        instances: usize::from(args.instances),
+        postgres_url: args.postgres_url.as_deref(),
+        postgres_password_file: args.postgres_password_file.as_deref(),
+    };
+    plan.check()?;
     install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let tool_server = mcp_script
+    let mock = procs::start_mock(args.latency_ms)?;
+    let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let fleet = fleet::start(
+        &runtime,
+        &plan,
+        scratch,
+        &mock.origin,
+        &api_key,
+        mcp_script.as_deref(),
+    )?;
+    let agentd = fleet.first();
+    let pids = fleet.pids();
+    let tool_servers: Vec<_> = mcp_script
         .as_deref()
-        .map(|script| start_tool_server(&runtime, &agentd, script));
+        .map(|script| {
+            fleet
+                .instances
+                .iter()
+                .map(|instance| start_tool_server(&runtime, instance, script))
+                .collect()
+        })
+        .unwrap_or_default();
     std::thread::sleep(Duration::from_millis(300));
     let idle_rss_kb = procs::status_kb(agentd.pid(), "VmRSS");
-    let target = Arc::new(runtime.block_on(Target::connect(
-        load::http_client(4096)?,
-        &agentd.origin,
-        &mock.origin,
-        api_key,
-    ))?);
+    let target = Arc::new(
+        runtime
+            .block_on(Target::connect(
+                load::http_client(4096)?,
+                &agentd.origin,
+                &mock.origin,
+                api_key,
+            ))?
+            .with_more_instances(fleet.more_origins()),
+    );
 
     println!(
         "agentd-bench: agentd {} (pid {}), mock {} (pid {}), mock latency {} ms",
@@ -299,6 +338,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         mock.pid(),
         args.latency_ms
     );
+    print!("{}", fleet.header());
     println!(
         "windows: {:.1} s measured after {:.1} s warm-up; clients {:?}; {} CPUs; CLK_TCK {}",
         window.as_secs_f64(),
@@ -315,20 +355,24 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
          All three processes share the same cores.",
         load::TURNS_PER_SESSION
     );
-    let tool_server_pid = match tool_server {
-        Some(Ok((line, pid))) => {
-            println!(
-                "{line}\n\
-                 mcp: agentd's CPU/RT is its own process only; MCP server CPU/call = the node\n\
-                 child's utime+stime delta ÷ tool calls (one per turn) in the window, same cores."
-            );
-            Some(pid)
+    let mut tool_server_pids = Vec::new();
+    for started in tool_servers {
+        match started {
+            Ok((line, pid)) => {
+                println!("{line}");
+                tool_server_pids.push(pid);
+            }
+            Err(line) => println!("{line}"),
         }
-        Some(Err(line)) => {
-            println!("{line}");
-            None
-        }
-        None => None,
+    }
+    let tool_server_pids = if tool_server_pids.len() == pids.len() {
+        println!(
+            "mcp: agentd's CPU/RT is its own process only; MCP server CPU/call = the node\n\
+             child's utime+stime delta ÷ tool calls (one per turn) in the window, same cores."
+        );
+        tool_server_pids
+    } else {
+        Vec::new()
     };
 
     let mut summary: Vec<(&str, usize, Side)> = Vec::new();
@@ -336,15 +380,16 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         if !wanted_scenario(key) {
             continue;
         }
-        let server_pid = match op {
+        let server_pids: &[u32] = match op {
             Op::Chat {
                 tool: Some(ServerTool::McpEcho),
                 ..
-            } => match tool_server_pid {
-                Some(pid) => Some(pid),
-                None => continue,
-            },
-            _ => None,
+            } if tool_server_pids.is_empty() => continue,
+            Op::Chat {
+                tool: Some(ServerTool::McpEcho),
+                ..
+            } => &tool_server_pids,
+            _ => &[],
         };
         let mut rows = Vec::new();
         for &clients in &concurrency {
@@ -355,8 +400,11 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
                 clients,
                 warmup,
                 window,
-                agentd.pid(),
-                server_pid,
+                &Measured {
+                    processes: &pids,
+                    tool_servers: server_pids,
+                    database: fleet.database_pid,
+                },
                 ticks_per_sec,
             );
             let floor_side = floor.map(|f| {
@@ -367,8 +415,11 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
                     clients,
                     warmup,
                     window,
-                    mock.pid(),
-                    None,
+                    &Measured {
+                        processes: &[mock.pid()],
+                        tool_servers: &[],
+                        database: None,
+                    },
                     ticks_per_sec,
                 )
             });
@@ -380,11 +431,14 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
             });
         }
         report::print_table(title, op.model_calls(), &rows);
-        let peak = procs::status_kb(agentd.pid(), "VmHWM");
-        println!("\nagentd peak RSS so far (VmHWM): {}", kb_text(peak));
+        let peaks: Vec<String> = pids
+            .iter()
+            .map(|&pid| kb_text(procs::status_kb(pid, "VmHWM")))
+            .collect();
+        println!("\nagentd peak RSS so far (VmHWM): {}", peaks.join(" / "));
     }
     let peak_rss_kb = procs::status_kb(agentd.pid(), "VmHWM");
-    let with_mcp = if tool_server_pid.is_some() {
+    let with_mcp = if !tool_server_pids.is_empty() {
         ", its MCP server up"
     } else {
         ""
@@ -398,7 +452,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         kb_text(peak_rss_kb)
     );
 
-    agentd.stop();
+    fleet.stop();
     mock.stop();
     let held = run_held.then(|| held::run_and_print(&runtime, scratch, held_streams));
     // The micro loops run alone, with the daemons and mocks gone.
@@ -544,9 +598,41 @@ fn kb_text(kb: Option<u64>) -> String {
     )
 }
 
-/// One window of `op` at `clients`, with the CPU time of process `cpu_of_pid` (agentd, or the
-/// mock for the floor) per model call and, when given, that of the MCP server process
-/// `tool_server_pid` per tool call.
+/// The processes whose CPU time a window reports.
+pub(crate) struct Measured<'a> {
+    /// agentd's instances, or the mock for the floor: their CPU per model call.
+    pub processes: &'a [u32],
+    /// The MCP servers the turns call: their CPU per tool call.
+    pub tool_servers: &'a [u32],
+    /// The PostgreSQL server's postmaster: its and its children's CPU per model call.
+    pub database: Option<u32>,
+}
+
+impl Measured<'_> {
+    fn counters(&self, mock_busy_ns: u64, mock_requests: u64) -> Counters {
+        let each: Vec<u64> = self
+            .processes
+            .iter()
+            .map(|&pid| procs::cpu_ticks(pid).unwrap_or(0))
+            .collect();
+        let tool_server_cpu_ticks = (!self.tool_servers.is_empty()).then(|| {
+            self.tool_servers
+                .iter()
+                .filter_map(|&pid| procs::cpu_ticks(pid))
+                .sum()
+        });
+        Counters {
+            mock_busy_ns,
+            mock_requests,
+            cpu_ticks: each.iter().sum(),
+            cpu_ticks_each: each,
+            tool_server_cpu_ticks,
+            database_cpu_ticks: self.database.and_then(procs::tree_cpu_ticks),
+        }
+    }
+}
+
+/// One window of `op` at `clients`, with the CPU time of the `measured` processes.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn measure(
     runtime: &tokio::runtime::Runtime,
@@ -555,8 +641,7 @@ pub(crate) fn measure(
     clients: usize,
     warmup: Duration,
     window: Duration,
-    cpu_of_pid: u32,
-    tool_server_pid: Option<u32>,
+    measured: &Measured,
     ticks_per_sec: u64,
 ) -> Side {
     let marks: Arc<Mutex<Vec<Counters>>> = Arc::new(Mutex::new(Vec::new()));
@@ -567,8 +652,7 @@ pub(crate) fn measure(
             // Read counters synchronously on a helper thread so the runtime keeps serving.
             let target = Arc::clone(&target_at);
             let marks = Arc::clone(&marks_at);
-            let ticks = procs::cpu_ticks(cpu_of_pid).unwrap_or(0);
-            let server_ticks = tool_server_pid.and_then(procs::cpu_ticks);
+            let taken = measured.counters(0, 0);
             let handle = tokio::runtime::Handle::current();
             handle.spawn(async move {
                 let (busy, requests) = target.mock_stats().await.unwrap_or((0, 0));
@@ -576,8 +660,7 @@ pub(crate) fn measure(
                     marks.push(Counters {
                         mock_busy_ns: busy,
                         mock_requests: requests,
-                        cpu_ticks: ticks,
-                        tool_server_cpu_ticks: server_ticks,
+                        ..taken
                     });
                 }
             });
@@ -593,14 +676,14 @@ pub(crate) fn measure(
     }
     let marks = marks.lock().map(|m| m.clone()).unwrap_or_default();
     let (before, after) = match marks.as_slice() {
-        [a, b, ..] => (*a, *b),
+        [a, b, ..] => (a.clone(), b.clone()),
         _ => (Counters::default(), Counters::default()),
     };
     report::side(
         &outcome,
         op.model_calls(),
-        before,
-        after,
+        &before,
+        &after,
         ticks_per_sec,
         true,
     )

@@ -219,6 +219,22 @@ pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(utime + stime)
 }
 
+/// CPU time of a process and everything it started, in clock ticks: its own utime + stime,
+/// what its waited-for children used (cutime + cstime), and the utime + stime of the children
+/// still running (a server's postmaster and its backends).
+pub(crate) fn tree_cpu_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let own: u64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|field| field.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    let running: u64 = children(pid).into_iter().filter_map(cpu_ticks).sum();
+    Some(own + running)
+}
+
 /// Clock ticks per second (`getconf CLK_TCK`; 100 when that cannot be run).
 pub(crate) fn clock_ticks_per_second() -> u64 {
     Command::new("getconf")

@@ -4,14 +4,19 @@
 use crate::load::{Outcome, Sample};
 
 /// Counters read from the processes at the edges of the measured window.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct Counters {
     pub mock_busy_ns: u64,
     pub mock_requests: u64,
-    /// utime+stime of the measured process (agentd, or the mock for the floor).
+    /// utime+stime of the measured processes together (agentd's instances, or the mock for
+    /// the floor).
     pub cpu_ticks: u64,
-    /// utime+stime of the MCP server process the turns call, when there is one.
+    /// utime+stime of each measured process, in instance order.
+    pub cpu_ticks_each: Vec<u64>,
+    /// utime+stime of the MCP server processes the turns call, when there are some.
     pub tool_server_cpu_ticks: Option<u64>,
+    /// CPU of the PostgreSQL server (its postmaster and children), when it is measured.
+    pub database_cpu_ticks: Option<u64>,
 }
 
 /// Latency percentiles in nanoseconds.
@@ -56,13 +61,17 @@ pub(crate) struct Side {
     pub cpu_per_rt_ns: Option<f64>,
     /// CPU of the MCP server process per tool call (one per turn), when the turns call one.
     pub tool_server_cpu_per_call_ns: Option<f64>,
+    /// CPU of the PostgreSQL server per round trip, when it is measured.
+    pub database_cpu_per_rt_ns: Option<f64>,
+    /// Each agentd instance's share, when the load was spread over more than one.
+    pub per_instance: Vec<crate::instance_report::InstanceFigures>,
 }
 
 pub(crate) fn side(
     outcome: &Outcome,
     calls: u64,
-    before: Counters,
-    after: Counters,
+    before: &Counters,
+    after: &Counters,
     ticks_per_sec: u64,
     measure_cpu: bool,
 ) -> Side {
@@ -95,6 +104,15 @@ pub(crate) fn side(
         .tool_server_cpu_ticks
         .zip(after.tool_server_cpu_ticks)
         .map(|(b, a)| ticks_ns(a.saturating_sub(b)) / ops.max(1.0));
+    let database_cpu = before
+        .database_cpu_ticks
+        .zip(after.database_cpu_ticks)
+        .map(|(b, a)| ticks_ns(a.saturating_sub(b)) / (ops * per as f64).max(1.0));
+    let per_instance = if measure_cpu && after.cpu_ticks_each.len() > 1 {
+        crate::instance_report::figures(outcome, calls, before, after, ticks_per_sec)
+    } else {
+        Vec::new()
+    };
     Side {
         ops_per_sec: ops / secs,
         round_trips_per_sec: ops * calls as f64 / secs,
@@ -106,6 +124,8 @@ pub(crate) fn side(
         overhead_per_rt: percentiles(overhead),
         cpu_per_rt_ns: cpu,
         tool_server_cpu_per_call_ns: tool_server_cpu,
+        database_cpu_per_rt_ns: database_cpu,
+        per_instance,
     }
 }
 
@@ -116,11 +136,11 @@ pub(crate) struct Row {
     pub floor: Option<Side>,
 }
 
-fn ms(ns: u64) -> String {
+pub(crate) fn ms(ns: u64) -> String {
     format!("{:.2}", ns as f64 / 1e6)
 }
 
-fn us(ns: f64) -> String {
+pub(crate) fn us(ns: f64) -> String {
     format!("{:.0}", ns / 1e3)
 }
 
@@ -147,6 +167,16 @@ pub(crate) fn print_table(title: &str, calls: u64, rows: &[Row]) {
         .any(|r| r.agentd.tool_server_cpu_per_call_ns.is_some());
     if tool_server {
         header.push("MCP server CPU µs/call");
+    }
+    let database = rows
+        .iter()
+        .any(|r| r.agentd.database_cpu_per_rt_ns.is_some());
+    if database {
+        header.push("postgres CPU µs/RT");
+    }
+    let instances = crate::instance_report::count(rows);
+    if instances > 1 {
+        header.extend(crate::instance_report::HEADER);
     }
     let has_floor = rows.iter().any(|r| r.floor.is_some());
     if has_floor {
@@ -192,6 +222,16 @@ pub(crate) fn print_table(title: &str, calls: u64, rows: &[Row]) {
                     .map(us)
                     .unwrap_or_else(|| "-".into()),
             );
+        }
+        if database {
+            cells.push(
+                a.database_cpu_per_rt_ns
+                    .map(us)
+                    .unwrap_or_else(|| "-".into()),
+            );
+        }
+        if instances > 1 {
+            cells.extend(crate::instance_report::cells(&a.per_instance, instances));
         }
         if has_floor {
             match &row.floor {
