@@ -178,11 +178,13 @@ impl Dispatcher {
         let expires_at = now + self.approval_timeout;
         let mut records = Vec::new();
         let mut holds = Vec::new();
-        let checked: Vec<Result<Ready, Failure>> = calls
+        // Each ready call with whether its tool's policy holds it (asked once per call).
+        let checked: Vec<Result<(Ready, bool), Failure>> = calls
             .iter()
             .map(|call| {
                 let ready = check(catalog, offered, call)?;
-                if !approved && ready.tool.approval.requires(&ready.arguments) {
+                let hold = !approved && ready.tool.approval.requires(&ready.arguments);
+                if hold {
                     if !keep_arguments {
                         return Err(failure::approval_unavailable());
                     }
@@ -190,10 +192,9 @@ impl Dispatcher {
                 } else {
                     records.push(journal_record(session_id, call, &ready, keep_arguments));
                 }
-                Ok(ready)
+                Ok((ready, hold))
             })
             .collect();
-        let holding = !holds.is_empty();
         let written = self
             .journal_starts(session_id, entries, records, holds)
             .await?;
@@ -204,9 +205,7 @@ impl Dispatcher {
             .iter()
             .zip(checked)
             .map(|(call, checked)| match checked {
-                Ok(ready)
-                    if !approved && holding && ready.tool.approval.requires(&ready.arguments) =>
-                {
+                Ok((ready, true)) => {
                     if !held_written {
                         return Some(Plan::Answer(failure::journal_unavailable()));
                     }
@@ -226,11 +225,13 @@ impl Dispatcher {
                     });
                     None
                 }
-                Ok(ready) => Some(match journaled.next().unwrap_or(Journaled::Unavailable) {
-                    Journaled::Fresh => Plan::Run(ready),
-                    Journaled::Before => Plan::Replay(ready.digest),
-                    Journaled::Unavailable => Plan::Answer(failure::journal_unavailable()),
-                }),
+                Ok((ready, false)) => {
+                    Some(match journaled.next().unwrap_or(Journaled::Unavailable) {
+                        Journaled::Fresh => Plan::Run(ready),
+                        Journaled::Before => Plan::Replay(ready.digest),
+                        Journaled::Unavailable => Plan::Answer(failure::journal_unavailable()),
+                    })
+                }
                 Err(error) => Some(Plan::Answer(error)),
             })
             .collect();

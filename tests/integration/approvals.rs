@@ -140,15 +140,7 @@ async fn an_approved_call_runs_once_and_the_turn_goes_on() {
     assert_eq!(listed["items"][0]["state"], "approved", "{listed}");
     assert_history_valid(&d.history(&session).await);
 
-    let root = d.base.trim_end_matches("/api");
-    let (_, metrics) = common::request(
-        &d.http,
-        reqwest::Method::GET,
-        format!("{root}/metrics"),
-        None,
-    )
-    .await;
-    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("agentd_approval_decisions_total{decision=\"approved\"}"),
         "{metrics}"

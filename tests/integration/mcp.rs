@@ -193,15 +193,7 @@ timeout = "20s"
     );
     assert_history_valid(&d.history(&session).await);
 
-    let root = d.base.trim_end_matches("/api");
-    let (_, metrics) = common::request(
-        &d.http,
-        reqwest::Method::GET,
-        format!("{root}/metrics"),
-        None,
-    )
-    .await;
-    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    let metrics = d.metrics().await;
     assert!(
         metrics.contains("agentd_mcp_server_up{server=\"checked\"} 1"),
         "{metrics}"

@@ -272,6 +272,19 @@ impl TestDaemon {
         self.post(&format!("/sessions/{session}/chat"), body).await
     }
 
+    /// The `/metrics` text (it is served at the root, outside the API's base path).
+    pub(crate) async fn metrics(&self) -> String {
+        let root = self.base.trim_end_matches("/api");
+        let (_, metrics) = request(
+            &self.http,
+            reqwest::Method::GET,
+            format!("{root}/metrics"),
+            None,
+        )
+        .await;
+        metrics.as_str().unwrap_or_default().to_owned()
+    }
+
     /// The stored history entries of a session.
     pub(crate) async fn history(&self, session: &str) -> Vec<Value> {
         let (s, h) = self
