@@ -7,17 +7,23 @@ use std::net::TcpListener;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, mpsc};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agentd_mock::{MockConfig, MockModel, Reply, ScriptedCall};
-use common::binary::{self, AGENTD, Daemon};
+use common::binary::{self, AGENTD, BinaryStore, Daemon};
 use common::{assert_history_valid, toml_str};
 use serde_json::{Value, json};
 
 const KEY: &str = "crash-test-key";
 
-fn start(data: &std::path::Path, tools: &std::path::Path, mock: &MockModel) -> Daemon {
+fn start(
+    data: &std::path::Path,
+    tools: &std::path::Path,
+    mock: &MockModel,
+    store: &BinaryStore,
+) -> Daemon {
     let mut command = Command::new(AGENTD);
+    store.configure(&mut command);
     command
         .args(["--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data)
@@ -36,16 +42,25 @@ fn api(daemon: &Daemon) -> String {
     format!("http://{}/api", daemon.addr)
 }
 
+/// POSTs `body` and returns the successful answer. A 409 is retried for a while: on a shared
+/// store the killed process's claim on the session outlives it until its lease lapses.
 async fn post(http: &reqwest::Client, url: String, body: Value) -> Value {
-    let response = http
-        .post(url)
-        .bearer_auth(KEY)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    assert!(response.status().is_success(), "{}", response.status());
-    response.json().await.expect("json")
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let response = http
+            .post(&url)
+            .bearer_auth(KEY)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        if response.status() == reqwest::StatusCode::CONFLICT && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        assert!(response.status().is_success(), "{}", response.status());
+        return response.json().await.expect("json");
+    }
 }
 
 /// SIGKILLs the daemon while `in_flight` waits on it; the request dies with it.
@@ -135,8 +150,9 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
     crate::common::install_crypto_provider();
     let http = reqwest::Client::new();
+    let store = BinaryStore::new().await;
 
-    let daemon = start(&data, &tools, &mock);
+    let daemon = start(&data, &tools, &mock, &store);
     let session = new_session(&http, &daemon).await;
     mock.push(Reply::tool_calls(vec![
         ScriptedCall::new("hook", json!({"event": "deploy"})).with_id("call_hook"),
@@ -155,7 +171,7 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
         .expect("the handler reached the hook");
     kill_mid_request(daemon, in_flight).await;
 
-    let daemon = start(&data, &tools, &mock);
+    let daemon = start(&data, &tools, &mock, &store);
     mock.push(Reply::text("the deploy may or may not have happened"));
     let body = json!({"messages": [{"role": "user", "content": "did it work?"}], "tools": [{"type": "function", "function": {"name": "hook"}}]});
     let answer = post(
@@ -205,8 +221,9 @@ async fn an_mcp_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_reru
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
     crate::common::install_crypto_provider();
     let http = reqwest::Client::new();
+    let store = BinaryStore::new().await;
 
-    let daemon = start(&data, &tools, &mock);
+    let daemon = start(&data, &tools, &mock, &store);
     daemon.log_once_it_has("MCP server up");
     let session = new_session(&http, &daemon).await;
     mock.push(Reply::tool_calls(vec![
@@ -229,7 +246,7 @@ async fn an_mcp_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_reru
     tokio::time::sleep(Duration::from_millis(1000)).await;
     kill_mid_request(daemon, in_flight).await;
 
-    let daemon = start(&data, &tools, &mock);
+    let daemon = start(&data, &tools, &mock, &store);
     daemon.log_once_it_has("MCP server up");
     mock.push(Reply::tool_calls(vec![ScriptedCall::new(
         "py__count",
@@ -277,8 +294,9 @@ async fn an_approved_call_cut_off_by_sigkill_is_never_sent_twice() {
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
     crate::common::install_crypto_provider();
     let http = reqwest::Client::new();
+    let store = BinaryStore::new().await;
 
-    let daemon = start(&data, &tools, &mock);
+    let daemon = start(&data, &tools, &mock, &store);
     let session = new_session(&http, &daemon).await;
     mock.push(Reply::tool_calls(vec![
         ScriptedCall::new("hook", json!({"event": "deploy"})).with_id("call_held"),
@@ -306,22 +324,29 @@ async fn an_approved_call_cut_off_by_sigkill_is_never_sent_twice() {
         .expect("the approved call reached the hook");
     kill_mid_request(daemon, in_flight).await;
 
-    let daemon = start(&data, &tools, &mock);
-    let again = http
-        .post(format!(
-            "{}/sessions/{session}/approvals/call_held",
-            api(&daemon)
-        ))
-        .bearer_auth(KEY)
-        .json(&json!({"decision": "approve", "digest": digest}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        again.status(),
-        reqwest::StatusCode::CONFLICT,
-        "already approved"
-    );
+    let daemon = start(&data, &tools, &mock, &store);
+    // On a shared store the killed process's claim on the session is waited out first.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let again = loop {
+        let response = http
+            .post(format!(
+                "{}/sessions/{session}/approvals/call_held",
+                api(&daemon)
+            ))
+            .bearer_auth(KEY)
+            .json(&json!({"decision": "approve", "digest": digest}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), reqwest::StatusCode::CONFLICT);
+        let body: Value = response.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap().to_owned();
+        if !message.contains("another agentd instance") || Instant::now() > deadline {
+            break message;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(again.contains("already decided"), "{again}");
     mock.push(Reply::text("the deploy may or may not have happened"));
     let answer = post(
         &http,

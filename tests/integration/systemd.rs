@@ -8,6 +8,7 @@ use crate::systemd_support;
 use std::time::{Duration, Instant};
 
 use agentd_mock::{MockConfig, MockModel, Reply, ScriptedCall};
+use common::binary::BinaryStore;
 use common::{KEY, assert_history_valid, say};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -177,9 +178,13 @@ async fn sigterm_during_a_hung_tool_call_drains_cancels_and_history_stays_valid(
         ),
     );
     let mock = MockModel::start(MockConfig::default()).await.unwrap();
-    let mut daemon =
-        Daemon::start(Setup::new(dir.path(), &tools, &mock).sets(&["server.drain_timeout=\"1s\""]))
-            .await;
+    let store = BinaryStore::new().await;
+    let mut daemon = Daemon::start(
+        Setup::new(dir.path(), &tools, &mock)
+            .store(&store)
+            .sets(&["server.drain_timeout=\"1s\""]),
+    )
+    .await;
     daemon.expect("READY=1").await;
     let session = daemon.session().await;
     mock.push(Reply::tool_calls(vec![
@@ -209,7 +214,7 @@ async fn sigterm_during_a_hung_tool_call_drains_cancels_and_history_stays_valid(
     let _ = tokio::time::timeout(Duration::from_secs(5), chat).await;
     drop(daemon);
 
-    let daemon = Daemon::start(Setup::new(dir.path(), &tools, &mock)).await;
+    let daemon = Daemon::start(Setup::new(dir.path(), &tools, &mock).store(&store)).await;
     daemon.expect("READY=1").await;
     let (s, history) = daemon
         .call(

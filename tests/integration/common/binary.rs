@@ -116,3 +116,48 @@ impl Drop for Daemon {
         let _ = self.child.wait();
     }
 }
+
+/// The store a test's `agentd` processes share across restarts: SQLite in their data
+/// directory, or, when the suite runs on PostgreSQL (`AGENTD_TEST_STORE=postgres`), one fresh
+/// database whose password is read from a file.
+pub(crate) struct BinaryStore {
+    postgres: Option<(agentd_testpg::TestDatabase, tempfile::TempDir)>,
+}
+
+impl BinaryStore {
+    pub(crate) async fn new() -> Self {
+        if !super::on_postgres() {
+            return Self { postgres: None };
+        }
+        let db = agentd_testpg::TestDatabase::create().await;
+        let dir = tempfile::tempdir().expect("password dir");
+        std::fs::write(
+            dir.path().join("password"),
+            db.password().unwrap_or_default(),
+        )
+        .expect("password file");
+        Self {
+            postgres: Some((db, dir)),
+        }
+    }
+
+    /// Adds the store's settings to an `agentd` invocation. On PostgreSQL a killed process's
+    /// claim on a session lapses after 2 s rather than the default 30 s.
+    pub(crate) fn configure(&self, command: &mut Command) {
+        let Some((db, dir)) = &self.postgres else {
+            return;
+        };
+        let password = dir.path().join("password").display().to_string();
+        command.args([
+            "--set",
+            &format!("storage.url={}", super::toml_str(&db.url())),
+            "--set",
+            &format!(
+                "storage.password={{ file = {} }}",
+                super::toml_str(&password)
+            ),
+            "--set",
+            "storage.turn_claim_ttl=\"2s\"",
+        ]);
+    }
+}

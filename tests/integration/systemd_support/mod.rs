@@ -10,7 +10,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::net::UnixDatagram;
 
-use crate::common::binary::{self, AGENTD};
+use crate::common::binary::{self, AGENTD, BinaryStore};
 use crate::common::{KEY, toml_str};
 
 pub(crate) fn catalog(tools: &[&str]) -> String {
@@ -31,6 +31,8 @@ pub(crate) struct Daemon {
     pub addr: String,
     pub notify: UnixDatagram,
     pub http: reqwest::Client,
+    /// The store this daemon made for itself when its setup named none.
+    _own_store: Option<BinaryStore>,
 }
 
 pub(crate) struct Setup<'a> {
@@ -39,6 +41,8 @@ pub(crate) struct Setup<'a> {
     pub mock: &'a MockModel,
     pub sets: &'a [&'a str],
     pub env: &'a [(&'a str, &'a str)],
+    /// The store, when a test restarts the daemon on it; otherwise each daemon gets its own.
+    pub store: Option<&'a BinaryStore>,
 }
 
 impl<'a> Setup<'a> {
@@ -50,12 +54,21 @@ impl<'a> Setup<'a> {
             mock,
             sets: &[],
             env: &[],
+            store: None,
         }
     }
 
     /// `--set` overrides.
     pub(crate) fn sets(self, sets: &'a [&'a str]) -> Self {
         Self { sets, ..self }
+    }
+
+    /// A store kept across restarts.
+    pub(crate) fn store(self, store: &'a BinaryStore) -> Self {
+        Self {
+            store: Some(store),
+            ..self
+        }
     }
 
     /// Extra environment variables.
@@ -88,6 +101,19 @@ impl Daemon {
                 toml_str(&setup.mock.base_url())
             ))
             .args(["--set", "provider.max_attempts=1"]);
+        let names_its_store = setup.sets.iter().any(|set| set.starts_with("storage.url"));
+        let own_store = match setup.store {
+            _ if names_its_store => None,
+            Some(store) => {
+                store.configure(&mut command);
+                None
+            }
+            None => {
+                let store = BinaryStore::new().await;
+                store.configure(&mut command);
+                Some(store)
+            }
+        };
         for set in setup.sets {
             command.args(["--set", set]);
         }
@@ -111,6 +137,7 @@ impl Daemon {
             process,
             notify,
             http: reqwest::Client::new(),
+            _own_store: own_store,
         }
     }
 
