@@ -339,7 +339,7 @@ mod tests {
     fn finds_the_turn_and_classifies_by_what_was_stored_and_sent() {
         let to = "t1@campaign.example";
         let user = json!({"role": "user", "content": "report t1"});
-        let none = TurnInHistory::find(&[user.clone()], "t1", to);
+        let none = TurnInHistory::find(std::slice::from_ref(&user), "t1", to);
         assert_eq!(
             classify(&none, RelayCounts::default()),
             Phase::BeforeModelAnswer
