@@ -29,6 +29,7 @@ mod persistence;
 mod provider_tls;
 mod secrets;
 mod send_email;
+mod smtp_faults;
 mod streaming;
 mod streaming_failures;
 mod systemd;

@@ -7,8 +7,11 @@
 //! the database (`fleet.rs`, `store.rs`); `agentd-bench micro` times the hot pieces in-process (the loops live in the daemon crate,
 //! `agentd::bench`, built with its `bench` feature); `agentd-bench instructions` counts
 //! agentd's instructions per turn under valgrind's callgrind; `agentd-bench durability`
-//! compares the `storage.synchronous` levels.
+//! compares the `storage.synchronous` levels; `agentd-bench crash-campaign` SIGKILLs agentd
+//! at random moments of send_email turns against a real SMTP relay and checks what survives.
 
+mod crash_campaign;
+mod crash_phases;
 mod durability;
 mod fleet;
 mod held;
@@ -21,6 +24,7 @@ mod load;
 mod mcp_server;
 mod procs;
 mod report;
+mod smtp_relay;
 mod store;
 
 use std::process::ExitCode;
@@ -92,6 +96,32 @@ enum Command {
     Micro,
     /// Tool turns at each `storage.synchronous` level (off, normal, full, extra).
     Durability,
+    /// Chat turns each sending one email through a real SMTP relay (the smtp plugin's
+    /// aiosmtpd test server), agentd SIGKILLed at a random moment of each and restarted on the
+    /// same data directory; checks at most one email per turn, well-formed history, no lost
+    /// acknowledged turn, and a working next chat. Exits non-zero on a violation.
+    CrashCampaign {
+        /// Turns, each killed once.
+        #[arg(long, default_value_t = 30)]
+        turns: u32,
+        /// Seed of the kill delays (printed; default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Mock model latency per call, in milliseconds.
+        #[arg(long, default_value_t = 50)]
+        model_latency_ms: u64,
+        /// How long the relay holds back its answer to a message's data, in milliseconds
+        /// (the window in which a kill lands mid-send).
+        #[arg(long, default_value_t = 200)]
+        data_delay_ms: u64,
+        /// Turns per session before a new one is opened (keeps prompts short).
+        #[arg(long, default_value_t = 25)]
+        turns_per_session: u32,
+        /// The relay script (default: plugins/smtp/tests/smtp_server.py above the current
+        /// directory or the bench executable).
+        #[arg(long, value_name = "PATH")]
+        smtp_server: Option<std::path::PathBuf>,
+    },
     /// User-space instructions per turn of agentd alone (chat, tool, stream, mcp), counted by
     /// callgrind (which does not follow agentd's children: the MCP server is not counted).
     Instructions {
@@ -138,6 +168,24 @@ fn main() -> ExitCode {
             args.mcp_server.as_deref(),
             short_turns,
             long_turns,
+        ),
+        Some(Command::CrashCampaign {
+            turns,
+            seed,
+            model_latency_ms,
+            data_delay_ms,
+            turns_per_session,
+            ref smtp_server,
+        }) => crash_campaign::run(
+            &scratch,
+            &crash_campaign::Settings {
+                turns,
+                seed,
+                model_latency_ms,
+                data_delay_ms,
+                turns_per_session,
+                smtp_server: smtp_server.clone(),
+            },
         ),
         None => run_load(&args, &scratch),
     };

@@ -23,6 +23,7 @@ impl Running {
         self.child.id()
     }
 
+    /// SIGKILLs the process (no chance to clean up) and reaps it.
     pub(crate) fn stop(mut self) {
         self.kill();
     }
@@ -87,9 +88,23 @@ fn binary(name: &str) -> Result<PathBuf, String> {
 
 /// Starts `mock-model --no-record` on a fresh port; waits for its ready line on stdout.
 pub(crate) fn start_mock(latency_ms: u64) -> Result<Running, String> {
-    let mut child = Command::new(binary("mock-model")?)
-        .args(["--listen", "127.0.0.1:0", "--no-record", "--latency-ms"])
-        .arg(latency_ms.to_string())
+    spawn_mock(latency_ms, false)
+}
+
+/// Starts `mock-model` keeping every request it gets (readable under `/_mock/recorded`).
+pub(crate) fn start_recording_mock(latency_ms: u64) -> Result<Running, String> {
+    spawn_mock(latency_ms, true)
+}
+
+fn spawn_mock(latency_ms: u64, record: bool) -> Result<Running, String> {
+    let mut command = Command::new(binary("mock-model")?);
+    command
+        .args(["--listen", "127.0.0.1:0", "--latency-ms"])
+        .arg(latency_ms.to_string());
+    if !record {
+        command.arg("--no-record");
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -138,7 +153,7 @@ pub(crate) fn start_agentd_under(
     }
     std::fs::write(&tools, catalog).map_err(|e| format!("{}: {e}", tools.display()))?;
     let agentd = binary("agentd")?;
-    let mut command = match launcher {
+    let command = match launcher {
         Some([program, args @ ..]) => {
             let mut command = Command::new(program);
             command.args(args).arg(&agentd);
@@ -146,13 +161,49 @@ pub(crate) fn start_agentd_under(
         }
         _ => Command::new(&agentd),
     };
+    spawn_agentd(
+        command,
+        &scratch.join("data"),
+        &tools,
+        mock_origin,
+        api_key,
+        sets,
+    )
+}
+
+/// Starts the `agentd` binary on `data_dir` with the catalog `tools` (no launcher, no extra
+/// settings); waits for its ready line.
+pub(crate) fn start_agentd_on(
+    data_dir: &Path,
+    tools: &Path,
+    mock_origin: &str,
+    api_key: &str,
+) -> Result<Running, String> {
+    spawn_agentd(
+        Command::new(binary("agentd")?),
+        data_dir,
+        tools,
+        mock_origin,
+        api_key,
+        &[],
+    )
+}
+
+fn spawn_agentd(
+    mut command: Command,
+    data_dir: &Path,
+    tools: &Path,
+    mock_origin: &str,
+    api_key: &str,
+    sets: &[String],
+) -> Result<Running, String> {
     let mut child = command
         .arg("serve")
         .args(["--listen", "127.0.0.1:0"])
         .arg("--data-dir")
-        .arg(scratch.join("data"))
+        .arg(data_dir)
         .arg("--tools")
-        .arg(&tools)
+        .arg(tools)
         .arg("--set")
         .arg(format!("provider.base_url=\"{mock_origin}/v1\""))
         .arg("--set")

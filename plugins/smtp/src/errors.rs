@@ -24,8 +24,11 @@ pub(crate) enum Phase {
     StartTls = 2,
     /// AUTH.
     Auth = 3,
-    /// MAIL, RCPT, DATA: from here on the relay may have accepted the message.
+    /// MAIL, RCPT and the DATA command: the relay has nothing of the message yet.
     Send = 4,
+    /// The message text and the relay's answer to it: from here on the relay may have
+    /// accepted the message, so only its answer says whether it did.
+    Data = 5,
 }
 
 impl Phase {
@@ -35,6 +38,7 @@ impl Phase {
             2 => Phase::StartTls,
             3 => Phase::Auth,
             4 => Phase::Send,
+            5 => Phase::Data,
             _ => Phase::Queue,
         }
     }
@@ -46,6 +50,7 @@ impl Phase {
             Phase::StartTls => "starttls",
             Phase::Auth => "auth",
             Phase::Send => "send",
+            Phase::Data => "data",
         }
     }
 }
@@ -122,6 +127,21 @@ pub(crate) fn classify(phase: Phase, err: &SmtpError, wrapped_tls: bool) -> Atte
         return AttemptError::fatal(error.with_details(info));
     }
 
+    if phase == Phase::Data {
+        // The message went out and no answer came back: the relay may have queued it. Another
+        // attempt, or a model told to retry, could deliver it twice.
+        return AttemptError::fatal(
+            HandlerError::new(
+                "outcome_unknown",
+                format!(
+                    "the connection to the relay broke after the message was sent and before \
+                     the relay answered ({text}); it may or may not have been accepted, so it \
+                     was not sent again; do not resend it without checking"
+                ),
+            )
+            .with_details(details(json!({}))),
+        );
+    }
     let io_kind = io_error_kind(err);
     if phase == Phase::StartTls
         || err.is_tls()
@@ -184,7 +204,7 @@ pub(crate) fn classify(phase: Phase, err: &SmtpError, wrapped_tls: bool) -> Atte
 
 /// The error for an attempt that ran out of time; `phase` says whether data may have gone out.
 pub(crate) fn timed_out(phase: Phase, waited: Duration) -> HandlerError {
-    let sent_maybe = phase == Phase::Send;
+    let sent_maybe = phase == Phase::Data;
     let message = if sent_maybe {
         format!(
             "the relay did not finish answering within {}; the message may or may not \

@@ -214,7 +214,7 @@ fn with_attempts(mut error: HandlerError, attempts: u32) -> HandlerError {
 }
 
 fn cancelled(phase: Phase) -> HandlerError {
-    let message = if phase == Phase::Send {
+    let message = if phase == Phase::Data {
         "the call was cancelled while the relay was receiving the message; it may or may not \
          have been accepted"
     } else {

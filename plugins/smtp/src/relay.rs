@@ -11,12 +11,14 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use agentd_sdk::OptionsError;
+use agentd_sdk::{HandlerError, OptionsError};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
-use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
+use serde_json::json;
 use tokio::sync::Semaphore;
 
 use crate::errors::{AttemptError, Phase, classify};
@@ -94,12 +96,26 @@ impl Relay {
             None => self.connect(phase).await?,
         };
         phase.store(Phase::Send as u8, Ordering::Relaxed);
-        match conn.send(envelope, email).await {
+        let commands = envelope_commands(&conn, envelope, email)?;
+        let sent = async {
+            for command in commands {
+                conn.command(command).await?;
+            }
+            conn.command(Data).await?;
+            phase.store(Phase::Data as u8, Ordering::Relaxed);
+            conn.message(email).await
+        };
+        match sent.await {
             Ok(response) => {
                 self.park(conn);
                 Ok(response)
             }
-            Err(e) => Err(classify(Phase::Send, &e, false)),
+            // A failed connection is dropped, never parked: that closes it.
+            Err(e) => Err(classify(
+                Phase::from_u8(phase.load(Ordering::Relaxed)),
+                &e,
+                false,
+            )),
         }
     }
 
@@ -162,5 +178,55 @@ impl Relay {
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<Parked>> {
         // A pool of idle sockets has no invariant a panic could break.
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// MAIL and one RCPT per recipient, as lettre's own `send` writes them (with SMTPUTF8 and
+/// 8BITMIME when needed and offered). The steps are taken one by one here so the phase can
+/// tell the commands, after which nothing of the message has gone out, from the data.
+fn envelope_commands(
+    conn: &AsyncSmtpConnection,
+    envelope: &Envelope,
+    email: &[u8],
+) -> Result<Vec<String>, AttemptError> {
+    let mut mail_options = Vec::new();
+    let non_ascii_address = envelope
+        .from()
+        .into_iter()
+        .chain(envelope.to())
+        .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
+    let server = conn.server_info();
+    if non_ascii_address {
+        if !server.supports_feature(Extension::SmtpUtfEight) {
+            return Err(unsendable(
+                "an address is not ASCII and the relay does not offer SMTPUTF8",
+            ));
+        }
+        mail_options.push(MailParameter::SmtpUtfEight);
+    }
+    if !email.is_ascii() {
+        if !server.supports_feature(Extension::EightBitMime) {
+            return Err(unsendable(
+                "the message is not ASCII and the relay does not offer 8BITMIME",
+            ));
+        }
+        mail_options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let mut commands = vec![Mail::new(envelope.from().cloned(), mail_options).to_string()];
+    commands.extend(
+        envelope
+            .to()
+            .iter()
+            .map(|to| Rcpt::new(to.clone(), Vec::new()).to_string()),
+    );
+    Ok(commands)
+}
+
+/// A message this relay cannot take as it is; nothing was sent.
+fn unsendable(reason: &str) -> AttemptError {
+    AttemptError {
+        error: HandlerError::new("rejected_permanent", format!("cannot deliver: {reason}"))
+            .with_details(json!({ "phase": "send" })),
+        retry: false,
     }
 }

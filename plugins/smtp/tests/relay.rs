@@ -509,3 +509,36 @@ async fn an_oversized_body_never_reaches_the_relay() {
     assert!(err.message.contains("1000"), "{}", err.message);
     assert!(server.events().is_empty());
 }
+
+#[tokio::test]
+async fn a_connection_dropped_after_the_data_is_outcome_unknown_and_not_retried() {
+    let dir = TempDir::new("drop");
+    // Only the first message is dropped: a second attempt would be accepted and delivered.
+    let server = SmtpServer::start(&dir, &["--drop-after-data"]);
+    let handler = build(with(plain_options(server.port), json!({"max_attempts": 3})));
+    let err = send(&handler, ctx("call_drop", Duration::from_secs(10)))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, "outcome_unknown", "{err:?}");
+    assert!(!err.retryable);
+    let details = err.details.clone().unwrap();
+    assert_eq!(details["phase"], "data", "{details}");
+    assert_eq!(details["attempts"], 1, "{details}");
+    let messages = server.events_of("message");
+    assert_eq!(messages.len(), 1, "sent once, not again: {messages:?}");
+    assert_eq!(messages[0]["answered"], false);
+}
+
+#[tokio::test]
+async fn a_refusal_before_the_data_is_still_retried() {
+    let dir = TempDir::new("drop-early");
+    // A 421 at RCPT comes before any of the message went out: another attempt is safe.
+    let server = SmtpServer::start(&dir, &["--fail-first-rcpt", "421"]);
+    let handler = build(plain_options(server.port));
+    let out = send(&handler, ctx("call_drop_early", Duration::from_secs(10)))
+        .await
+        .unwrap();
+    assert_eq!(out.content["status"], "sent");
+    assert_eq!(out.content["attempts"], 2);
+    assert_eq!(server.events_of("message").len(), 1);
+}

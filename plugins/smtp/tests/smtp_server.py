@@ -3,11 +3,20 @@
 
 Serve:      smtp_server.py --port 0 --spool FILE [--starttls --cert C --key K]
                            [--auth-user U --auth-pass P] [--fail-first-rcpt 451]
-                           [--reject 550] [--hang]
+                           [--reject 550] [--hang] [--drop-after-data] [--data-delay S]
             Listens on 127.0.0.1, prints "READY <port>" once accepting connections, and appends
             one JSON line per event to the spool: {"event": "message", "mail_from", "rcpt_tos",
-            "data", "tls", "auth_user"} for every accepted message, {"event": "rcpt", "code",
-            "address"} for every refused recipient, {"event": "mail"} for every MAIL command.
+            "subject", "data", "tls", "auth_user", "answered"} for every message received whole
+            ("answered": false when the server closed the connection instead of answering it),
+            {"event": "rcpt", "code", "address"} for every refused recipient, {"event": "mail"}
+            for every MAIL command, {"event": "data_start", "rcpt_tos"} for every DATA command
+            and {"event": "data_aborted", "rcpt_tos", "subject"} for a message whose client went
+            away while --data-delay held back the answer (not accepted, not counted as a message).
+            --drop-after-data: close the connection after the first message's data arrives,
+            without answering it (the client cannot know whether it was accepted); later
+            messages are answered normally.
+            --data-delay S: wait S seconds (fractions allowed) after a message's data arrives
+            before accepting and answering it.
 Make certs: smtp_server.py --gen-certs DIR
             Writes ca.pem, server.pem, server.key (CN/SAN 127.0.0.1 and localhost, signed by
             ca.pem) and wrong-ca.pem (an unrelated CA).
@@ -18,6 +27,8 @@ Requires: pip install aiosmtpd cryptography
 import argparse
 import asyncio
 import datetime
+import email.parser
+import email.policy
 import ipaddress
 import json
 import os
@@ -122,6 +133,7 @@ class Handler:
         self.args = args
         self.spool = spool
         self.deferred_once = False
+        self.dropped_once = False
 
     async def handle_MAIL(self, server, session, envelope, address, mail_options):
         self.spool.write({"event": "mail", "address": address})
@@ -147,15 +159,56 @@ class Handler:
         auth_user = None
         if session.authenticated and session.auth_data is not None:
             auth_user = session.auth_data.login.decode()
-        self.spool.write({
+        data = envelope.content.decode("utf-8", "replace")
+        record = {
             "event": "message",
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
-            "data": envelope.content.decode("utf-8", "replace"),
+            "subject": subject_of(data),
+            "data": data,
             "tls": session.ssl is not None,
             "auth_user": auth_user,
-        })
+            "answered": True,
+        }
+        if self.args.drop_after_data and not self.dropped_once:
+            self.dropped_once = True
+            record["answered"] = False
+            self.spool.write(record)
+            server.transport.close()
+            # Closing makes aiosmtpd cancel this handler; no answer is ever written.
+            await asyncio.Event().wait()
+        if self.args.data_delay:
+            try:
+                await asyncio.sleep(self.args.data_delay)
+            except asyncio.CancelledError:
+                self.spool.write({
+                    "event": "data_aborted",
+                    "rcpt_tos": envelope.rcpt_tos,
+                    "subject": record["subject"],
+                })
+                raise
+        self.spool.write(record)
         return "250 2.0.0 OK queued for delivery"
+
+
+def subject_of(data):
+    headers = email.parser.HeaderParser(policy=email.policy.default).parsestr(data)
+    return str(headers.get("Subject", ""))
+
+
+def smtp_class():
+    """aiosmtpd's SMTP, logging each DATA command before it is handled."""
+    from aiosmtpd.smtp import SMTP
+
+    class RecordingSMTP(SMTP):
+        async def smtp_DATA(self, arg):
+            if self.envelope.rcpt_tos:
+                self.event_handler.spool.write(
+                    {"event": "data_start", "rcpt_tos": list(self.envelope.rcpt_tos)}
+                )
+            await super().smtp_DATA(arg)
+
+    return RecordingSMTP
 
 
 def authenticator_for(user, password):
@@ -173,8 +226,7 @@ def authenticator_for(user, password):
 
 
 async def serve(args):
-    from aiosmtpd.smtp import SMTP
-
+    SMTP = smtp_class()
     tls_context = None
     if args.starttls:
         tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -212,6 +264,14 @@ def main():
     parser.add_argument("--fail-first-rcpt", type=int, metavar="CODE")
     parser.add_argument("--reject", type=int, metavar="CODE")
     parser.add_argument("--hang", action="store_true", help="answer EHLO, then never MAIL")
+    parser.add_argument(
+        "--drop-after-data", action="store_true",
+        help="close the connection after the first message's data, without answering",
+    )
+    parser.add_argument(
+        "--data-delay", type=float, default=0.0, metavar="SECONDS",
+        help="wait this long after a message's data before answering it",
+    )
     args = parser.parse_args()
     if args.gen_certs:
         gen_certs(args.gen_certs)
