@@ -22,6 +22,7 @@ mod limits;
 mod limits_model;
 mod mcp;
 mod metrics_bounds;
+mod openapi;
 mod outbox;
 mod persistence;
 mod provider_tls;
