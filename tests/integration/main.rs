@@ -26,6 +26,7 @@ mod openapi;
 mod outbox;
 mod persistence;
 mod provider_tls;
+mod request_checks;
 mod secrets;
 mod send_email;
 mod streaming;
