@@ -12,8 +12,8 @@ use tracing::Instrument;
 
 use super::AppState;
 use super::agent_tools::{self, normalize_tool};
-use super::chat_messages::{self, InputMessage};
 use super::agents::Agents;
+use super::chat_messages::{self, InputMessage};
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::records::{
@@ -132,7 +132,9 @@ fn into_request(
         .into_iter()
         .map(|m| ChatMessage {
             role: m.role,
-            content: m.content.map_or(Value::Null, chat_messages::Content::into_value),
+            content: m
+                .content
+                .map_or(Value::Null, chat_messages::Content::into_value),
             name: m.name,
             tool_call_id: m.tool_call_id,
             tool_calls: m.tool_calls.filter(|c| !c.is_empty()),

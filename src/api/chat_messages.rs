@@ -153,4 +153,3 @@ fn check_message(i: usize, message: &InputMessage) -> Result<(), ApiError> {
     }
     Ok(())
 }
-

@@ -67,13 +67,35 @@ mod tests {
     fn whole_numbers_in_any_form() {
         assert_eq!(read(json!({})), Ok((None, None)));
         assert_eq!(read(json!({"count": null, "seed": null})), Ok((None, None)));
-        assert_eq!(read(json!({"count": 7, "seed": -3})), Ok((Some(7), Some(-3))));
-        assert_eq!(read(json!({"count": 7.0, "seed": -3.0})), Ok((Some(7), Some(-3))));
+        assert_eq!(
+            read(json!({"count": 7, "seed": -3})),
+            Ok((Some(7), Some(-3)))
+        );
+        assert_eq!(
+            read(json!({"count": 7.0, "seed": -3.0})),
+            Ok((Some(7), Some(-3)))
+        );
         assert!(read(json!({"count": 7.5})).unwrap_err().contains("integer"));
-        assert!(read(json!({"count": -1})).unwrap_err().contains("out of range"));
-        assert!(read(json!({"count": 4294967296u64})).unwrap_err().contains("out of range"));
-        assert!(read(json!({"count": 1e300})).unwrap_err().contains("integer"));
+        assert!(
+            read(json!({"count": -1}))
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            read(json!({"count": 4294967296u64}))
+                .unwrap_err()
+                .contains("out of range")
+        );
+        assert!(
+            read(json!({"count": 1e300}))
+                .unwrap_err()
+                .contains("integer")
+        );
         assert!(read(json!({"count": "7"})).unwrap_err().contains("integer"));
-        assert!(read(json!({"count": true})).unwrap_err().contains("integer"));
+        assert!(
+            read(json!({"count": true}))
+                .unwrap_err()
+                .contains("integer")
+        );
     }
 }

@@ -56,7 +56,10 @@ mod tests {
         let none = offering(&[]);
         let forced = json!({"type": "function", "function": {"name": "echo"}});
         assert_eq!(settle(None, &echo).unwrap(), None);
-        assert_eq!(settle(Some(forced.clone()), &echo).unwrap(), Some(forced.clone()));
+        assert_eq!(
+            settle(Some(forced.clone()), &echo).unwrap(),
+            Some(forced.clone())
+        );
         assert!(settle(Some(forced), &none).is_err());
         let other = json!({"function": {"name": "send_email"}});
         assert!(settle(Some(other), &echo).is_err());

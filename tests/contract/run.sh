@@ -59,7 +59,7 @@ seed_args=()
 [ "$seed" = random ] || seed_args=(--seed "$seed")
 report_dir=${CONTRACT_REPORT_DIR:-$work/report}
 status=0
-st --config-file "$here/schemathesis.toml" run "http://$addr/api/openapi.json" \
+python3 -m schemathesis.cli --config-file "$here/schemathesis.toml" run "http://$addr/api/openapi.json" \
   --header "Authorization: Bearer $key" \
   --max-examples "${CONTRACT_MAX_EXAMPLES:-40}" "${seed_args[@]}" \
   --report junit --report-dir "$report_dir" || status=$?
