@@ -21,8 +21,8 @@ use crate::store::{ApprovalDecision, ApprovalRecord, ApprovalState};
 use crate::tool::HeldCall;
 use crate::turn::TurnRequest;
 
-/// Longest `reason` kept with a decision (it goes to the model with a denial).
-const MAX_REASON_BYTES: usize = 1000;
+/// Longest `reason` kept with a decision, in characters (it goes to the model with a denial).
+const MAX_REASON_CHARS: usize = 1000;
 
 /// A held call as the API shows it.
 #[derive(Serialize)]
@@ -128,11 +128,11 @@ pub(super) async fn decide(
     if input
         .reason
         .as_ref()
-        .is_some_and(|r| r.len() > MAX_REASON_BYTES)
+        .is_some_and(|r| r.chars().nth(MAX_REASON_CHARS).is_some())
     {
         return Err(ApiError::invalid(
             "reason",
-            format!("at most {MAX_REASON_BYTES} bytes"),
+            format!("at most {MAX_REASON_CHARS} characters"),
         ));
     }
     let guard = super::turn_claim::claim(&state, &session_id, "retry when it ends").await?;

@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::AppState;
 use super::agent_tools::{self, normalize_tool};
 use super::agents::Agents;
+use super::chat_messages::{self, InputMessage};
 use super::error::ApiError;
 use super::extract::JsonBody;
 use super::records::{
@@ -30,38 +31,6 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Deserialize)]
-struct InputMessage {
-    role: Role,
-    #[serde(default)]
-    content: Option<Content>,
-    name: Option<String>,
-    tool_call_id: Option<String>,
-    tool_calls: Option<Vec<ToolCallRequest>>,
-}
-
-/// Message content: a string, a list of strings, or a list of parts.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Content {
-    Text(String),
-    Parts(Vec<Part>),
-}
-
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Part {
-    Text(String),
-    Typed(TypedPart),
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-enum TypedPart {
-    Text { text: String },
-    ImageUrl { image_url: Value },
-}
-
-#[derive(Deserialize)]
 #[serde(untagged)]
 enum Stop {
     One(String),
@@ -74,10 +43,12 @@ pub(super) struct ChatInput {
     tools: Option<Vec<Value>>,
     tool_choice: Option<Value>,
     stream: Option<bool>,
+    #[serde(default, deserialize_with = "super::whole::optional")]
     max_tokens: Option<u32>,
     temperature: Option<f64>,
     top_p: Option<f64>,
     stop: Option<Stop>,
+    #[serde(default, deserialize_with = "super::whole::optional")]
     seed: Option<i64>,
     response_format: Option<Value>,
     frequency_penalty: Option<f64>,
@@ -86,29 +57,8 @@ pub(super) struct ChatInput {
     agent: Option<String>,
     save: Option<bool>,
     auto_run_tools: Option<bool>,
+    #[serde(default, deserialize_with = "super::whole::optional")]
     max_steps: Option<u32>,
-}
-
-impl Content {
-    /// Text stays a string; lists become OpenAI content parts.
-    fn into_value(self) -> Value {
-        match self {
-            Content::Text(text) => Value::String(text),
-            Content::Parts(parts) => Value::Array(
-                parts
-                    .into_iter()
-                    .map(|p| match p {
-                        Part::Text(text) | Part::Typed(TypedPart::Text { text }) => {
-                            json!({ "type": "text", "text": text })
-                        }
-                        Part::Typed(TypedPart::ImageUrl { image_url }) => {
-                            json!({ "type": "image_url", "image_url": image_url })
-                        }
-                    })
-                    .collect(),
-            ),
-        }
-    }
 }
 
 fn check_tool_choice(choice: &Value) -> Result<(), ApiError> {
@@ -176,12 +126,15 @@ fn into_request(
             "at least one message is required",
         ));
     }
+    chat_messages::check(&input.messages)?;
     let messages = input
         .messages
         .into_iter()
         .map(|m| ChatMessage {
             role: m.role,
-            content: m.content.map_or(Value::Null, Content::into_value),
+            content: m
+                .content
+                .map_or(Value::Null, chat_messages::Content::into_value),
             name: m.name,
             tool_call_id: m.tool_call_id,
             tool_calls: m.tool_calls.filter(|c| !c.is_empty()),

@@ -27,6 +27,7 @@ struct SessionFields {
     situation: Option<String>,
     system_template: Option<String>,
     metadata: Option<Map<String, Value>>,
+    #[serde(default, deserialize_with = "super::whole::optional")]
     token_budget: Option<u64>,
     context_overflow: Option<String>,
     render_templates: Option<bool>,
@@ -39,7 +40,8 @@ struct SessionFields {
 fn participants(single: [Option<String>; 2], list: Option<Vec<String>>) -> Option<Vec<String>> {
     let mut all: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    let mut any = false;
+    // A list given empty still counts: `users: []` removes every user, `agents: []` is refused.
+    let mut any = list.is_some();
     for id in single
         .into_iter()
         .flatten()

@@ -8,6 +8,7 @@ mod model_call;
 mod pending;
 pub(crate) mod prompt;
 mod steps;
+mod tool_choice;
 mod transcript;
 
 use std::sync::{Arc, RwLock};

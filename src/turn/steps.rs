@@ -130,6 +130,9 @@ impl Engine {
             auto_run_tools,
             max_steps,
         } = request;
+        // Checked before anything runs: a choice no provider would take is the client's 422.
+        let offer = prompt::offer(&catalog, &ctx.agent_tools, &tools);
+        let tool_choice = super::tool_choice::settle(tool_choice, &offer)?;
         let history = self.store.full_history(sid).await?;
         let slots = pending::reconcile(self.store.as_ref(), sid, &history, messages).await?;
         let (incoming, runs) = self
@@ -141,7 +144,6 @@ impl Engine {
             limits::check_history(sid, &transcript.conversation, self.limits)?;
         }
 
-        let offer = prompt::offer(&catalog, &ctx.agent_tools, &tools);
         let mut settings = ctx.default_settings.clone();
         settings.extend(requested_settings);
         let plan = Plan {
@@ -272,7 +274,9 @@ impl Engine {
                 .chain(window.iter().copied())
                 .collect(),
             tools: &plan.offer.definitions,
-            tool_choice: if last_call {
+            tool_choice: if plan.offer.definitions.is_empty() {
+                None
+            } else if last_call {
                 Some(&plan.no_tools)
             } else {
                 plan.tool_choice.as_ref()

@@ -2,6 +2,7 @@
 //! mock model, a real SQLite file in a temp directory, test handlers, and a small HTTP client.
 
 pub(crate) mod binary;
+pub(crate) mod contract;
 pub(crate) mod handlers;
 pub(crate) mod mcp;
 pub(crate) mod sse;
