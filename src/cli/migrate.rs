@@ -101,7 +101,7 @@ fn open_source(config: &Config, dir: &Path) -> Result<SqliteStore, Failed> {
             path.display()
         )));
     }
-    SqliteStore::open_with(&path, config.storage.synchronous).map_err(|e| {
+    SqliteStore::open_with(&path, config.sqlite_options()).map_err(|e| {
         if SqliteStore::is_locked_elsewhere(&e) {
             Failed::run(format!(
                 "{e}: stop the agentd using {} before migrating it",

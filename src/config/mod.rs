@@ -3,6 +3,7 @@
 
 pub mod duration;
 mod limits;
+mod memory;
 mod overrides;
 
 use std::net::SocketAddr;
@@ -91,6 +92,10 @@ pub struct StorageConfig {
     /// third of it while the turn runs): a session whose instance died is free again after it.
     #[serde(deserialize_with = "duration::deserialize")]
     pub turn_claim_ttl: Duration,
+    /// Bytes the embedded store's in-memory mirror of records and histories may hold (0: none,
+    /// every read goes to SQLite). Unset: an eighth of the memory agentd may use (the machine's
+    /// or its cgroup's `MemoryMax=`), between 64 MiB and 1 GiB. Not used on PostgreSQL.
+    pub mirror_bytes: Option<usize>,
 }
 
 /// SQLite's `PRAGMA synchronous` levels.
@@ -279,6 +284,7 @@ impl Default for StorageConfig {
             ca_file: None,
             pool_size: 16,
             turn_claim_ttl: Duration::from_secs(30),
+            mirror_bytes: None,
         }
     }
 }
@@ -424,6 +430,17 @@ impl Config {
     /// The SQLite database file.
     pub fn database_path(&self) -> PathBuf {
         self.storage.data_dir.join("agentd.db")
+    }
+
+    /// How the embedded store is opened: `storage.synchronous` and the mirror's budget.
+    pub fn sqlite_options(&self) -> crate::store::sqlite::SqliteOptions {
+        crate::store::sqlite::SqliteOptions {
+            synchronous: self.storage.synchronous,
+            mirror_bytes: self
+                .storage
+                .mirror_bytes
+                .unwrap_or_else(memory::default_mirror_bytes),
+        }
     }
 }
 

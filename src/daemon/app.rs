@@ -224,7 +224,7 @@ async fn open_store(config: &Config) -> Result<Arc<dyn Store>, StartError> {
         return Ok(Arc::new(store));
     }
     Ok(Arc::new(
-        SqliteStore::open_with(&config.database_path(), config.storage.synchronous)
+        SqliteStore::open_with(&config.database_path(), config.sqlite_options())
             .map_err(|e| StartError::Store(e.to_string()))?,
     ))
 }

@@ -6,6 +6,7 @@
 //! handler runs and its result after, so that a restart can tell "never ran" from "ran, result
 //! lost" and never runs a side effect twice.
 
+mod heap;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;

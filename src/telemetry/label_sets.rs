@@ -109,3 +109,17 @@ pub(super) struct McpLabels {
 pub(super) struct DecisionLabels {
     pub decision: &'static str,
 }
+
+/// The embedded store's mirror metrics: `part` is `records`, `children` or `history` (a
+/// closed set).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct MirrorLabels {
+    pub part: &'static str,
+}
+
+/// `agentd_store_mirror_lookups_total`: `result` is `hit` or `miss`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub(super) struct MirrorLookupLabels {
+    pub part: &'static str,
+    pub result: &'static str,
+}

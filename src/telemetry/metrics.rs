@@ -1,6 +1,6 @@
 //! Process-wide metrics in the Prometheus text format (version 0.0.4), through
 //! prometheus-client: HTTP requests, model calls, tool calls, turn steps and overhead, active
-//! turns and streams, MCP servers' state.
+//! turns and streams, MCP servers' state, the embedded store's mirror (`store_metrics.rs`).
 //!
 //! Callers record plain values through [`Metrics`]; each timed family is a counter and a
 //! histogram over the same typed label set (`label_sets.rs`), and every label value comes from
@@ -23,6 +23,7 @@ use super::label_sets::{
     DecisionLabels, HttpLabels, HttpMethod, McpLabels, ModelLabels, ModelOutcome, ToolLabels,
 };
 use super::labels::{Admitted, CLOSED, LabelLimits, OTHER};
+use super::store_metrics::StoreMetrics;
 
 /// The `Content-Type` of [`Metrics::encode`]'s text.
 pub(crate) const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
@@ -94,6 +95,7 @@ pub(crate) struct Metrics {
     mcp_failures: Family<McpLabels, Counter>,
     approvals_pending: Gauge,
     approval_decisions: Family<DecisionLabels, Counter>,
+    store: StoreMetrics,
     routes: Admitted,
     providers: Admitted,
     models: Admitted,
@@ -191,6 +193,7 @@ impl Default for Metrics {
             "Held tool calls decided: approved, denied, expired or superseded",
             approval_decisions.clone(),
         );
+        let store = StoreMetrics::register(&mut registry);
         let limits = LabelLimits::default();
         Self {
             registry,
@@ -206,6 +209,7 @@ impl Default for Metrics {
             mcp_failures,
             approvals_pending,
             approval_decisions,
+            store,
             routes: Admitted::default(),
             providers: Admitted::default(),
             models: Admitted::default(),
@@ -218,6 +222,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The embedded store's metrics.
+    pub(crate) fn store(&self) -> &StoreMetrics {
+        &self.store
+    }
+
     /// Sets the limits of open labels (model and tool names, tool error kinds) and keeps the
     /// configured model's name ahead of any other, so a flood of made-up names cannot push it
     /// into `other`. The last call wins.

@@ -11,8 +11,10 @@ mod logging;
 mod metrics;
 #[cfg(test)]
 mod metrics_tests;
+mod store_metrics;
 
 pub(crate) use label_sets::{HttpMethod, ModelOutcome};
 pub(crate) use labels::LabelLimits;
 pub(crate) use logging::init;
 pub(crate) use metrics::{Active, CONTENT_TYPE, TurnTimer, metrics};
+pub(crate) use store_metrics::MirrorMeters;

@@ -303,6 +303,21 @@ async fn metrics_need_the_key_and_expose_every_series() {
         assert!(text.contains(needle), "missing `{needle}` in:\n{text}");
     }
     assert!(!text.contains(&session), "raw ids never become labels");
+    if !common::on_postgres() {
+        let value = |series: &str| -> f64 {
+            text.lines()
+                .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no `{series}` in:\n{text}"))
+        };
+        // Both turns found the session's history in memory (filed empty at creation).
+        assert!(value("agentd_store_mirror_lookups_total{part=\"history\",result=\"hit\"}") >= 2.0);
+        assert!(value("agentd_store_mirror_bytes{part=\"history\"}") > 0.0);
+        assert!(value("agentd_store_mirror_budget_bytes") >= 64.0 * 1024.0 * 1024.0);
+        assert_eq!(
+            value("agentd_store_mirror_evictions_total{part=\"history\"}"),
+            0.0
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

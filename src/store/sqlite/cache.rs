@@ -8,20 +8,18 @@
 //! commit can never overwrite what the commit wrote. The store holds the data directory's
 //! lock, so no other process writes the file behind the mirror's back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::session::message::Entry;
 use crate::store::{Collection, Record};
+use crate::telemetry::{MirrorMeters, metrics};
 
-/// Approximate bytes each part of the mirror may hold before its least recently used keys go.
-const RECORD_BUDGET: usize = 16 << 20;
-const CHILDREN_BUDGET: usize = 4 << 20;
-const HISTORY_BUDGET: usize = 64 << 20;
-
-/// Fixed per-value overhead counted on top of its text (key, allocations, bookkeeping).
-const OVERHEAD: usize = 160;
+/// Shares of the budget: records by id and agents' tools are small and read by every turn;
+/// histories take the rest.
+const RECORDS_SHARE: usize = 6;
+const CHILDREN_SHARE: usize = 24;
 
 /// A miss: the caller reads the database, then offers the value back with this token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,24 +27,40 @@ pub(super) struct Token(u64);
 
 enum Slot<V> {
     Loading(Token),
-    Ready { value: V, weight: usize, used: u64 },
+    Ready {
+        value: V,
+        weight: usize,
+        /// Read since the clock hand last passed (the second chance).
+        referenced: bool,
+        /// Which of the key's entries in the clock's queue is this value's.
+        generation: u64,
+    },
 }
 
-/// One keyed part of the mirror with a weight budget.
+/// One keyed part of the mirror with a weight budget, evicting with CLOCK (second chance):
+/// values queue in insertion order; over budget, the hand takes the oldest, and one read since
+/// the hand last passed sends it round once more instead. Each value is passed at most twice
+/// per eviction, so eviction costs O(1) amortized per insert, whatever the number of keys.
 pub(super) struct Table<K, V> {
     slots: HashMap<K, Slot<V>>,
+    /// The clock's queue: keys with the generation they were queued at. An entry whose key
+    /// went or was queued again since is stale and skipped.
+    queue: VecDeque<(K, u64)>,
     weight: usize,
     budget: usize,
     clock: u64,
+    meters: MirrorMeters,
 }
 
 impl<K: Eq + Hash + Clone, V> Table<K, V> {
-    fn new(budget: usize) -> Self {
+    fn new(budget: usize, part: &'static str) -> Self {
         Self {
             slots: HashMap::new(),
+            queue: VecDeque::new(),
             weight: 0,
             budget,
             clock: 0,
+            meters: metrics().store().mirror(part),
         }
     }
 
@@ -55,17 +69,22 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
         self.clock += 1;
         let token = Token(self.clock);
         match self.slots.get_mut(key) {
-            Some(Slot::Ready { value, used, .. }) => {
-                *used = token.0;
+            Some(Slot::Ready {
+                value, referenced, ..
+            }) => {
+                *referenced = true;
+                self.meters.hits.inc();
                 Ok(read(value))
             }
             Some(slot @ Slot::Loading(_)) => {
                 // The newest reader wins; an older one's fill is simply not kept.
                 *slot = Slot::Loading(token);
+                self.meters.misses.inc();
                 Err(token)
             }
             None => {
                 self.slots.insert(key.clone(), Slot::Loading(token));
+                self.meters.misses.inc();
                 Err(token)
             }
         }
@@ -115,16 +134,20 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
     /// Sets a value just committed.
     pub(super) fn put(&mut self, key: K, value: V, weight: usize) {
         self.clock += 1;
+        let generation = self.clock;
         let slot = Slot::Ready {
             value,
             weight,
-            used: self.clock,
+            referenced: false,
+            generation,
         };
-        if let Some(Slot::Ready { weight: old, .. }) = self.slots.insert(key, slot) {
-            self.weight -= old;
+        if let Some(Slot::Ready { weight: old, .. }) = self.slots.insert(key.clone(), slot) {
+            self.add_weight(-(old as i64));
         }
-        self.weight += weight;
+        self.queue.push_back((key, generation));
+        self.add_weight(weight as i64);
         self.evict();
+        self.compact_queue();
     }
 
     /// Changes a cached value in place after a commit; a key being loaded is dropped instead,
@@ -134,7 +157,7 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
             Some(Slot::Ready { value, weight, .. }) => {
                 change(value);
                 *weight += extra_weight;
-                self.weight += extra_weight;
+                self.add_weight(extra_weight as i64);
                 self.evict();
             }
             Some(Slot::Loading(_)) => {
@@ -146,37 +169,63 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
 
     pub(super) fn remove(&mut self, key: &K) {
         if let Some(Slot::Ready { weight, .. }) = self.slots.remove(key) {
-            self.weight -= weight;
+            self.add_weight(-(weight as i64));
         }
     }
 
     pub(super) fn clear(&mut self) {
         self.slots.clear();
-        self.weight = 0;
+        self.queue.clear();
+        self.add_weight(-(self.weight as i64));
     }
 
-    /// Over budget, drops the least recently used values until a quarter of the budget is
-    /// free again (so eviction runs rarely, not on every insert).
+    fn add_weight(&mut self, delta: i64) {
+        self.weight = self.weight.saturating_add_signed(delta as isize);
+        self.meters.bytes.inc_by(delta);
+    }
+
+    /// Over budget, moves the clock hand until the weight fits again.
     fn evict(&mut self) {
-        if self.weight <= self.budget {
+        while self.weight > self.budget {
+            let Some((key, queued)) = self.queue.pop_front() else {
+                return;
+            };
+            match self.slots.get_mut(&key) {
+                Some(Slot::Ready {
+                    referenced,
+                    generation,
+                    ..
+                }) if *generation == queued => {
+                    if std::mem::take(referenced) {
+                        self.queue.push_back((key, queued));
+                    } else {
+                        self.remove(&key);
+                        self.meters.evictions.inc();
+                    }
+                }
+                // Removed, replaced or being loaded since it was queued.
+                _ => {}
+            }
+        }
+    }
+
+    /// Drops stale queue entries once they outnumber the values, so removals and
+    /// replacements cannot grow the queue without bound. Amortized O(1) per insert.
+    fn compact_queue(&mut self) {
+        if self.queue.len() <= 2 * self.slots.len() + 64 {
             return;
         }
-        let mut ready: Vec<(u64, K)> = self
-            .slots
-            .iter()
-            .filter_map(|(key, slot)| match slot {
-                Slot::Ready { used, .. } => Some((*used, key.clone())),
-                Slot::Loading(_) => None,
-            })
-            .collect();
-        ready.sort_unstable_by_key(|(used, _)| *used);
-        let target = self.budget / 4 * 3;
-        for (_, key) in ready {
-            if self.weight <= target {
-                break;
-            }
-            self.remove(&key);
-        }
+        let slots = &self.slots;
+        self.queue.retain(|(key, queued)| {
+            matches!(slots.get(key), Some(Slot::Ready { generation, .. }) if generation == queued)
+        });
+    }
+}
+
+impl<K, V> Drop for Table<K, V> {
+    fn drop(&mut self) {
+        // The gauge sums every open store's mirror; this one's bytes leave with it.
+        self.meters.bytes.dec_by(self.weight as i64);
     }
 }
 
@@ -195,12 +244,16 @@ pub(super) struct Cache {
 }
 
 impl Cache {
-    pub(super) fn new() -> Self {
+    /// A mirror holding about `budget` bytes (0: nothing is kept).
+    pub(super) fn new(budget: usize) -> Self {
+        metrics().store().set_mirror_budget(budget);
+        let records = budget / RECORDS_SHARE;
+        let children = budget / CHILDREN_SHARE;
         Self {
             mirror: Mutex::new(Mirror {
-                records: Table::new(RECORD_BUDGET),
-                children: Table::new(CHILDREN_BUDGET),
-                histories: Table::new(HISTORY_BUDGET),
+                records: Table::new(records, "records"),
+                children: Table::new(children, "children"),
+                histories: Table::new(budget - records - children, "history"),
             }),
         }
     }
@@ -219,10 +272,10 @@ impl Cache {
     }
 }
 
-/// Weight of a stored text (a record body, a message) once parsed.
-pub(super) fn weigh(text_len: usize) -> usize {
-    OVERHEAD + text_len * 2
-}
+pub(super) use crate::store::heap::record_bytes;
+
+/// Weight of an empty history: its list and key.
+pub(super) const EMPTY_HISTORY: usize = 96;
 
 #[cfg(test)]
 mod tests {
@@ -230,7 +283,7 @@ mod tests {
 
     #[test]
     fn a_fill_after_a_write_to_the_same_key_is_not_kept() {
-        let mut table: Table<&str, u32> = Table::new(1 << 20);
+        let mut table: Table<&str, u32> = Table::new(1 << 20, "history");
         let token = table.get(&"k", |v| *v).unwrap_err();
         table.put("k", 2, 1);
         table.fill("k", token, 1, 1);
@@ -239,7 +292,7 @@ mod tests {
 
     #[test]
     fn a_change_during_a_load_drops_the_key() {
-        let mut table: Table<&str, Vec<u32>> = Table::new(1 << 20);
+        let mut table: Table<&str, Vec<u32>> = Table::new(1 << 20, "history");
         let token = table.get(&"k", Clone::clone).unwrap_err();
         table.change(&"k", 1, |v| v.push(9));
         table.fill("k", token, vec![1], 1);
@@ -248,7 +301,7 @@ mod tests {
 
     #[test]
     fn an_undisturbed_fill_is_kept_and_changes_apply_to_it() {
-        let mut table: Table<&str, Vec<u32>> = Table::new(1 << 20);
+        let mut table: Table<&str, Vec<u32>> = Table::new(1 << 20, "history");
         let token = table.get(&"k", Clone::clone).unwrap_err();
         table.fill("k", token, vec![1], 1);
         table.change(&"k", 1, |v| v.push(2));
@@ -256,20 +309,71 @@ mod tests {
     }
 
     #[test]
-    fn over_budget_the_least_recently_used_values_go() {
-        let mut table: Table<u32, u32> = Table::new(100);
+    fn over_budget_the_oldest_unread_values_go_and_a_read_one_gets_a_second_chance() {
+        let mut table: Table<u32, u32> = Table::new(100, "history");
         for key in 0..10 {
             table.put(key, key, 10);
         }
-        // Touch key 0 so it is the most recently used.
+        // Key 0, the oldest, was read: the hand passes it over once.
         assert_eq!(table.get(&0, |v| *v), Ok(0));
+        let evicted = table.meters.evictions.get();
         table.put(10, 10, 10);
         assert!(table.weight <= 100);
+        assert_eq!(table.meters.evictions.get() - evicted, 1);
         assert_eq!(table.get(&0, |v| *v), Ok(0));
         assert!(
             table.get(&1, |v| *v).is_err(),
-            "the oldest untouched key went first"
+            "the oldest unread key went first"
         );
         assert_eq!(table.get(&10, |v| *v), Ok(10));
+    }
+
+    #[test]
+    fn a_round_robin_larger_than_the_budget_costs_a_bounded_queue() {
+        let mut table: Table<u32, u32> = Table::new(1_000, "history");
+        for round in 0..50 {
+            for key in 0..500 {
+                if table.get(&key, |v| *v).is_err() {
+                    table.put(key, round, 10);
+                }
+            }
+        }
+        assert!(table.weight <= 1_000);
+        assert!(table.slots.len() <= 600, "{}", table.slots.len());
+        assert!(
+            table.queue.len() <= 2 * table.slots.len() + 64,
+            "{}",
+            table.queue.len()
+        );
+    }
+
+    #[test]
+    fn replaced_and_removed_keys_leave_no_weight_and_a_bounded_queue() {
+        let mut table: Table<u32, u32> = Table::new(1 << 20, "history");
+        for n in 0..10_000 {
+            table.put(n % 3, n, 7);
+            if n % 5 == 0 {
+                table.remove(&(n % 3));
+            }
+        }
+        let held: usize = table
+            .slots
+            .values()
+            .map(|slot| match slot {
+                Slot::Ready { weight, .. } => *weight,
+                Slot::Loading(_) => 0,
+            })
+            .sum();
+        assert_eq!(table.weight, held);
+        assert!(table.queue.len() <= 2 * table.slots.len() + 64);
+    }
+
+    #[test]
+    fn a_zero_budget_keeps_nothing() {
+        let mut table: Table<&str, u32> = Table::new(0, "history");
+        let token = table.get(&"k", |v| *v).unwrap_err();
+        table.fill("k", token, 1, 10);
+        assert!(table.get(&"k", |v| *v).is_err());
+        assert_eq!(table.weight, 0);
     }
 }

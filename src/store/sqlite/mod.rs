@@ -38,7 +38,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
-use self::cache::{Cache, Mirror, Table, weigh};
+use self::cache::{Cache, EMPTY_HISTORY, Mirror, Table, record_bytes};
 use self::checkpoint::Checkpointer;
 use self::rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, collection_key,
@@ -60,6 +60,24 @@ const IDLE_READERS: usize = 16;
 /// How long opening waits for another process (a daemon still shutting down) to release the
 /// data directory's lock.
 const LOCK_WAIT: Duration = Duration::from_secs(3);
+
+/// How [`SqliteStore::open_with`] opens the database.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteOptions {
+    /// How hard a commit waits for the disk.
+    pub synchronous: Synchronous,
+    /// Bytes the in-memory mirror may hold (0: every read goes to SQLite).
+    pub mirror_bytes: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            synchronous: Synchronous::default(),
+            mirror_bytes: 64 << 20,
+        }
+    }
+}
 
 /// SQLite-backed store. Cheap to clone; clones share the connections.
 #[derive(Clone)]
@@ -103,11 +121,15 @@ impl SqliteStore {
     /// migrations. The parent directory must exist. Fails if another process has the database
     /// open through this store ([`SqliteStore::is_locked_elsewhere`] tells that failure apart).
     pub fn open(path: &Path) -> StoreResult<Self> {
-        Self::open_with(path, Synchronous::default())
+        Self::open_with(path, SqliteOptions::default())
     }
 
-    /// [`SqliteStore::open`] with the durability level of commits.
-    pub fn open_with(path: &Path, synchronous: Synchronous) -> StoreResult<Self> {
+    /// [`SqliteStore::open`] with the durability level of commits and the mirror's budget.
+    pub fn open_with(path: &Path, options: SqliteOptions) -> StoreResult<Self> {
+        let SqliteOptions {
+            synchronous,
+            mirror_bytes,
+        } = options;
         let fail = |e: Failure| e.into_store_error(&format!("open {}", path.display()));
         let lock = lock_database(path)
             .map_err(|e| StoreError::backend(format!("sqlite open {}", path.display()), e))?;
@@ -124,7 +146,7 @@ impl SqliteStore {
                 writer,
                 _checkpointer: checkpointer,
                 readers: Mutex::new(vec![reader]),
-                cache: Arc::new(Cache::new()),
+                cache: Arc::new(Cache::new(mirror_bytes)),
                 path,
                 _lock: lock,
             }),
@@ -206,6 +228,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Outcome<T> + Send + 'static,
     {
         let shared = Arc::clone(&self.shared);
+        crate::telemetry::metrics().store().read();
         match tokio::task::spawn_blocking(move || shared.with_reader(work)).await {
             Ok(outcome) => outcome.map_err(|failure| failure.into_store_error(operation)),
             Err(join) => Err(StoreError::backend(format!("sqlite {operation}"), join)),
@@ -259,7 +282,7 @@ fn conflict(collection: Collection, id: &str) -> Failure {
 impl Store for SqliteStore {
     async fn insert(&self, collection: Collection, record: Record) -> StoreResult<()> {
         let row = RecordRow::from_record(&record).map_err(|f| f.into_store_error("insert"))?;
-        let weight = weigh(row.body.len());
+        let weight = record_bytes(&record);
         self.write(
             "insert",
             move |conn| {
@@ -287,7 +310,7 @@ impl Store for SqliteStore {
                     mirror.children.remove(&(collection, parent.clone()));
                 }
                 if empty_history {
-                    mirror.histories.put(record.id.clone(), Vec::new(), weigh(0));
+                    mirror.histories.put(record.id.clone(), Vec::new(), EMPTY_HISTORY);
                 }
                 mirror
                     .records
@@ -336,8 +359,10 @@ impl Store for SqliteStore {
                     .query_row(params![collection_key(collection), id], RecordRow::read)
                     .optional()?;
                 row.map(|row| {
-                    let weight = weigh(row.body.len());
-                    row.into_record().map(|record| (Arc::new(record), weight))
+                    row.into_record().map(|record| {
+                        let weight = record_bytes(&record);
+                        (Arc::new(record), weight)
+                    })
                 })
                 .transpose()
             })
@@ -560,8 +585,9 @@ fn read_records(
         if bytes > max_bytes {
             return Err(StoreError::PageTooLarge(max_bytes).into());
         }
-        weight += weigh(row.body.len());
-        records.push(row.into_record()?);
+        let record = row.into_record()?;
+        weight += record_bytes(&record);
+        records.push(record);
     }
     Ok((records, weight))
 }
@@ -594,10 +620,10 @@ async fn read_history(
             )?;
             let rows =
                 statement.query_map(params![session_id, limit, offset], EntryRow::read_entry)?;
-            let (mut entries, mut weight) = (Vec::new(), 0);
+            let (mut entries, mut weight) = (Vec::new(), EMPTY_HISTORY);
             for row in rows {
                 let (entry, text_len) = row??;
-                weight += weigh(text_len);
+                weight += entry.heap_bytes(text_len);
                 entries.push(entry);
             }
             Ok((entries, weight))

@@ -99,6 +99,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
 /// The schema version after which journal rows carry digests.
 const DIGESTS_FROM: usize = 2;
 
+/// Bytes the WAL file is cut back to once checkpointed.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+
 /// Opens the read-write connection, switches the file to WAL and brings the schema up to date.
 pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Outcome<Connection> {
     let mut conn = Connection::open(path)?;
@@ -114,6 +117,9 @@ pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Outcome<Conn
     conn.pragma_update(None, "synchronous", synchronous.pragma())?;
     // Checkpoints run on their own thread (`checkpoint.rs`), not inside a commit.
     conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // The WAL is rewritten from its start once a checkpoint has copied all of it; this cuts
+    // the file back then, so a burst of writes does not leave it large for good.
+    conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
     migrate(&mut conn)?;
     Ok(conn)
 }

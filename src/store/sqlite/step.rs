@@ -13,7 +13,6 @@ use time::OffsetDateTime;
 use crate::session::message::Entry;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::approvals::{HoldRow, insert_holds};
-use crate::store::sqlite::cache::weigh;
 use crate::store::sqlite::rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos,
 };
@@ -62,7 +61,11 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
         prepared.map_err(|f: Failure| f.into_store_error("step"))?;
     let weighed: Vec<(Arc<Entry>, usize)> = entries
         .into_iter()
-        .zip(rows.iter().map(|row| weigh(row.message.len())))
+        .zip(&rows)
+        .map(|(entry, row)| {
+            let weight = entry.heap_bytes(row.message.len());
+            (entry, weight)
+        })
         .collect();
     store
         .write(

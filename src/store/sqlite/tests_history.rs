@@ -9,11 +9,11 @@ use time::OffsetDateTime;
 use crate::session::message::{
     ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest,
 };
-use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::schema::MIGRATIONS;
 use crate::store::sqlite::tests::{
     DIGEST, at, entry, entry_ids, open, record, shared, started, temp_db, tool,
 };
+use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{
     CallResult, CallStatus, Collection, JournalRecord, StepWrite, Store, StoreError,
 };
@@ -597,7 +597,14 @@ async fn the_writer_commits_at_the_configured_durability() {
         (Synchronous::Full, 2),
         (Synchronous::Extra, 3),
     ] {
-        let store = SqliteStore::open_with(&path, setting).expect("open");
+        let store = SqliteStore::open_with(
+            &path,
+            SqliteOptions {
+                synchronous: setting,
+                ..SqliteOptions::default()
+            },
+        )
+        .expect("open");
         assert_eq!(level(store).await, number, "{setting:?}");
     }
     assert_eq!(

@@ -1,0 +1,100 @@
+//! What a history entry or a record costs in memory: an estimate of the heap an [`Entry`] (or
+//! a [`Record`]) and the allocations it owns take, allocator overhead included, so the store's mirror can keep its
+//! budget in real bytes. `tests/mirror_weight.rs` checks the estimate against a counting
+//! allocator.
+
+use std::mem::size_of;
+
+use serde_json::Value;
+
+use crate::session::message::{ChatMessage, Entry, ToolCallRequest};
+use crate::store::Record;
+
+/// Bytes an allocation of `size` takes from a malloc-style allocator: a word of header,
+/// rounded up to 16 bytes, 32 at least.
+fn allocation(size: usize) -> usize {
+    if size == 0 {
+        0
+    } else {
+        (size + 8).next_multiple_of(16).max(32)
+    }
+}
+
+/// Bytes a list of `len` items of `item` bytes takes when it was built by pushing (as a JSON
+/// array is parsed): capacity doubles from 4.
+fn list(len: usize, item: usize) -> usize {
+    if len == 0 {
+        0
+    } else {
+        allocation(len.max(4).next_power_of_two() * item)
+    }
+}
+
+fn string(text: &str) -> usize {
+    allocation(text.len())
+}
+
+/// Keys a node of a JSON object's B-tree holds; a node is allocated whole, full or not.
+const MAP_NODE_KEYS: usize = 11;
+
+/// One B-tree node: its keys, values, parent link and counts.
+const MAP_NODE: usize = MAP_NODE_KEYS * (size_of::<String>() + size_of::<Value>()) + 16;
+
+/// Heap owned by a JSON value beyond its own inline size.
+fn value(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+        Value::String(text) => string(text),
+        Value::Array(items) => {
+            list(items.len(), size_of::<Value>()) + items.iter().map(self::value).sum::<usize>()
+        }
+        Value::Object(map) => {
+            map.len().div_ceil(MAP_NODE_KEYS) * allocation(MAP_NODE)
+                + map
+                    .iter()
+                    .map(|(key, item)| string(key) + self::value(item))
+                    .sum::<usize>()
+        }
+    }
+}
+
+fn tool_call(call: &ToolCallRequest) -> usize {
+    string(&call.id)
+        + string(&call.kind)
+        + string(&call.function.name)
+        + string(&call.function.arguments)
+}
+
+fn message(message: &ChatMessage) -> usize {
+    value(&message.content)
+        + message.name.as_deref().map_or(0, string)
+        + message.tool_call_id.as_deref().map_or(0, string)
+        + message.tool_calls.as_ref().map_or(0, |calls| {
+            list(calls.len(), size_of::<ToolCallRequest>())
+                + calls.iter().map(tool_call).sum::<usize>()
+        })
+}
+
+impl Entry {
+    /// Bytes this entry holds once shared (`Arc`) in a session's list and sent to the model
+    /// once: the entry, the allocations it owns, its slot in the list, and its message's JSON
+    /// text, `json_len` bytes long.
+    pub fn heap_bytes(&self, json_len: usize) -> usize {
+        // An `Arc`'s two counts, then the entry.
+        allocation(2 * size_of::<usize>() + size_of::<Entry>())
+            + size_of::<std::sync::Arc<Entry>>()
+            + string(&self.id)
+            + string(&self.session_id)
+            + message(&self.message)
+            + allocation(json_len)
+    }
+}
+
+/// Bytes a record holds once shared (`Arc`) in the mirror: the record, its id and parent, and
+/// its parsed body.
+pub(crate) fn record_bytes(record: &Record) -> usize {
+    allocation(2 * size_of::<usize>() + size_of::<Record>())
+        + string(&record.id)
+        + record.parent.as_deref().map_or(0, string)
+        + value(&record.body)
+}

@@ -1,0 +1,80 @@
+//! The mirror's weights against real memory: 40,000 history entries of each kind are built as
+//! the store builds them (parsed from their stored JSON text, then sent once, which keeps the
+//! text), and the process's resident memory grows by what `Entry::heap_bytes` says, within
+//! a quarter. A binary of its own, so no other test allocates meanwhile.
+
+use std::sync::Arc;
+
+use agentd::session::{ChatMessage, Entry, EntrySource, MessageJson};
+use serde_json::json;
+use time::OffsetDateTime;
+
+const ENTRIES: usize = 40_000;
+
+fn resident_bytes() -> usize {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: usize = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+/// A stored message text of each kind a history holds.
+fn stored_messages() -> Vec<(&'static str, String)> {
+    let user = json!({"role": "user", "content": "Please send the quarterly report to the finance team before Friday, and copy Alice."});
+    let calls = json!({"role": "assistant", "content": null, "tool_calls": [{"id": "call_4f1c2a9b7e", "type": "function", "function": {"name": "send_email", "arguments": "{\"to\":\"finance@example.com\",\"cc\":[\"alice@example.com\"],\"subject\":\"Quarterly report\",\"body\":\"Attached is the report.\"}"}}]});
+    let result = json!({"role": "tool", "tool_call_id": "call_4f1c2a9b7e", "name": "send_email", "content": "{\"status\":\"sent\",\"message_id\":\"<20261206.4f1c2a9b7e@agentd>\"}"});
+    let parts = json!({"role": "user", "content": [{"type": "text", "text": "What is in this picture?"}, {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]});
+    let long = json!({"role": "assistant", "content": "x".repeat(2_000)});
+    [
+        ("user", user),
+        ("tool calls", calls),
+        ("tool result", result),
+        ("content parts", parts),
+        ("long text", long),
+    ]
+    .into_iter()
+    .map(|(kind, message)| (kind, message.to_string()))
+    .collect()
+}
+
+fn entry(n: usize, text: &str) -> Entry {
+    let entry = Entry {
+        id: format!("01JEXAMPLE{n:016}"),
+        session_id: format!("0193a1b2-c3d4-7e5f-8a9b-{:012}", n / 100),
+        source: EntrySource::ApiRequest,
+        message: serde_json::from_str::<ChatMessage>(text).unwrap(),
+        created_at: OffsetDateTime::now_utc(),
+        json: MessageJson::default(),
+    };
+    entry.message_json().unwrap();
+    entry
+}
+
+#[test]
+fn heap_bytes_match_resident_memory_within_a_quarter() {
+    let mut report = Vec::new();
+    // Kept to the end: memory freed and reused would hide the next kind's growth.
+    let mut kept = Vec::new();
+    for (kind, text) in stored_messages() {
+        let before = resident_bytes();
+        let mut sessions: Vec<Vec<Arc<Entry>>> = Vec::new();
+        let mut estimated = 0;
+        for n in 0..ENTRIES {
+            if n % 100 == 0 {
+                sessions.push(Vec::with_capacity(100));
+            }
+            let entry = entry(n, &text);
+            estimated += entry.heap_bytes(text.len());
+            sessions.last_mut().unwrap().push(Arc::new(entry));
+        }
+        let measured = resident_bytes().saturating_sub(before);
+        let ratio = estimated as f64 / measured as f64;
+        report.push(format!(
+            "{kind}: estimated {} B/entry, measured {} B/entry, ratio {ratio:.2}",
+            estimated / ENTRIES,
+            measured / ENTRIES
+        ));
+        kept.push(sessions);
+        assert!((0.8..=1.25).contains(&ratio), "{}", report.join("\n"));
+    }
+    println!("{}", report.join("\n"));
+}
