@@ -23,7 +23,7 @@ use super::resources::{load, rfc3339};
 use super::sessions::Sessions;
 use super::turn_claim::TurnClaim;
 use crate::provider::Usage;
-use crate::session::{ChatMessage, Role, ToolCallRequest};
+use crate::session::{ChatMessage, ToolCallRequest};
 use crate::tool::{Outcome, ToolRun};
 use crate::turn::{TurnContext, TurnError, TurnEvent, TurnOutcome, TurnRequest};
 use tokio::sync::mpsc;
