@@ -44,7 +44,7 @@ for target in "${targets[@]}"; do
     -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 \
     -artifact_prefix="$work/artifacts/$target/" -print_final_stats=1 \
     >"$work/$target.log" 2>&1 || status=$?
-  grep -E "^#[0-9]+ +(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" \
+  grep -E "^#[0-9]+[[:space:]]+(INITED|DONE)|^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)" \
     "$work/$target.log" || true
   if [ "$status" -ne 0 ]; then
     echo "fuzz target $target failed (exit $status); log: $work/$target.log"

@@ -491,4 +491,30 @@ mod tests {
         a.push(call_delta(0, None, None, "")).unwrap();
         assert!(a.push(call_delta(1, None, None, "")).is_err());
     }
+
+    #[test]
+    fn events_are_taken_as_text_chunks_or_the_end_marker_and_errors_are_scrubbed() {
+        let url = reqwest::Url::parse("http://user:pa55word@127.0.0.1:9/v1").unwrap();
+        let scrubber = Scrubber::new(&url, Some("sk-stream-key"));
+        let mut a = Assembler::default();
+        let text = a.take_event(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#, &scrubber);
+        assert!(matches!(text, Ok(Taken::Text(t)) if t == "Hi"));
+        let usage = a.take_event(r#"{"choices":[],"usage":null}"#, &scrubber);
+        assert!(matches!(usage, Ok(Taken::Nothing)));
+        let Ok(Taken::Done(answer)) = a.take_event(" [DONE] ", &scrubber) else {
+            panic!("the end marker finishes the answer");
+        };
+        assert_eq!(answer.message.content, json!("Hi"));
+
+        let bad =
+            Assembler::default().take_event(r#"{"choices":"sk-stream-key pa55word"}"#, &scrubber);
+        let Err(ProviderError::Protocol(message)) = bad else {
+            panic!("a chunk that does not parse is a protocol error");
+        };
+        assert!(message.starts_with("bad stream chunk"), "{message}");
+        assert!(
+            !message.contains("sk-stream-key") && !message.contains("pa55word"),
+            "{message}"
+        );
+    }
 }
