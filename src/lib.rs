@@ -21,6 +21,8 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+#[doc(hidden)]
+pub mod fuzzing;
 mod ids;
 mod mcp;
 mod provider;

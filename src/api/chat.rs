@@ -38,7 +38,7 @@ enum Stop {
 }
 
 #[derive(Deserialize)]
-pub(super) struct ChatInput {
+pub(crate) struct ChatInput {
     messages: Vec<InputMessage>,
     tools: Option<Vec<Value>>,
     tool_choice: Option<Value>,
@@ -218,6 +218,21 @@ fn into_request(
     Ok((request, input.stream.unwrap_or(false), input.agent))
 }
 
+/// Everything checked of a chat body before its session is read: counts against `[limits]`,
+/// the fields serde cannot check, then each declared tool's schema (bounded and compiled off
+/// the async workers). Gives the turn request, whether to stream, and the answering agent.
+pub(crate) async fn checked_request(
+    input: ChatInput,
+    limits: &crate::config::LimitsConfig,
+    max_steps_limit: u32,
+    tool_schemas: &super::tool_schemas::ToolSchemas,
+) -> Result<(TurnRequest, bool, Option<String>), ApiError> {
+    check_counts(&input, limits)?;
+    let (request, stream, agent) = into_request(input, max_steps_limit)?;
+    tool_schemas.check_all(&request.tools, "tools").await?;
+    Ok((request, stream, agent))
+}
+
 /// Loads what the turn needs from the session and its answering agent. Their text is read
 /// borrowed from the stored records and copied once, into the context; their metadata and the
 /// agent's default settings that are not model settings ([`ModelSettings`]) are not read.
@@ -274,12 +289,13 @@ pub(super) async fn chat(
     if state.is_draining() {
         return Err(ApiError::Draining);
     }
-    check_counts(&input, &state.limits)?;
-    let (request, stream, agent) = into_request(input, state.engine.max_steps_limit())?;
-    state
-        .tool_schemas
-        .check_all(&request.tools, "tools")
-        .await?;
+    let (request, stream, agent) = checked_request(
+        input,
+        &state.limits,
+        state.engine.max_steps_limit(),
+        &state.tool_schemas,
+    )
+    .await?;
     let guard = super::turn_claim::claim(&state, &session_id, "retry when it ends").await?;
     // Read under the lock: a session deleted while this request waited is not found, and a
     // delete that starts now waits for this turn.

@@ -4,7 +4,7 @@ mod agent_tools;
 mod agents;
 pub(crate) mod approvals;
 mod auth;
-mod chat;
+pub(crate) mod chat;
 mod chat_messages;
 pub(crate) mod error;
 pub(crate) mod extract;

@@ -6,6 +6,8 @@
 //! Options, result shape and error kinds are documented in this crate's README.md.
 
 mod errors;
+#[doc(hidden)]
+pub mod fuzzing;
 mod handler;
 mod message;
 mod options;

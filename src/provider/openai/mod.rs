@@ -2,7 +2,7 @@
 //! request building, retries, and reading answers from providers that bend the format, each
 //! within its size limit (`limits.max_prompt_bytes`, `max_response_bytes`, `max_event_bytes`).
 
-mod sse;
+pub(crate) mod sse;
 pub(crate) mod stream;
 
 use std::path::Path;

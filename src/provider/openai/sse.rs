@@ -13,7 +13,7 @@
 /// Incremental decoder: [`push`](Self::push) what the connection delivered, then take events
 /// with [`next_event`](Self::next_event) until it says `None`.
 #[derive(Debug)]
-pub(super) struct SseDecoder {
+pub(crate) struct SseDecoder {
     /// Longest line, and longest event data, accepted (`limits.max_event_bytes`).
     max_bytes: usize,
     buffer: Vec<u8>,
@@ -34,7 +34,7 @@ pub(super) struct SseDecoder {
 
 /// The stream's bytes are not an event stream agentd can read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum DecodeError {
+pub(crate) enum DecodeError {
     #[error("an event-stream line is not UTF-8")]
     NotUtf8,
     #[error("an event-stream line or event is longer than limits.max_event_bytes ({limit} bytes)")]
@@ -45,7 +45,7 @@ const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl SseDecoder {
     /// A decoder refusing lines and events longer than `max_bytes`.
-    pub(super) fn new(max_bytes: usize) -> Self {
+    pub(crate) fn new(max_bytes: usize) -> Self {
         Self {
             max_bytes,
             buffer: Vec::new(),
@@ -60,14 +60,14 @@ impl SseDecoder {
 
     /// Appends bytes read from the connection, dropping those already read: what is kept is
     /// at most an unfinished line, so a long stream does not grow the buffer.
-    pub(super) fn push(&mut self, bytes: &[u8]) {
+    pub(crate) fn push(&mut self, bytes: &[u8]) {
         self.buffer.drain(..self.read);
         self.read = 0;
         self.buffer.extend_from_slice(bytes);
     }
 
     /// The data of the next complete event, if the bytes pushed so far hold one.
-    pub(super) fn next_event(&mut self) -> Result<Option<String>, DecodeError> {
+    pub(crate) fn next_event(&mut self) -> Result<Option<String>, DecodeError> {
         if !self.started {
             let unread = &self.buffer[self.read..];
             if unread.len() < BOM.len() && BOM.starts_with(unread) {

@@ -47,24 +47,14 @@ pub(super) async fn open(
                         return Some((result.map(StreamEvent::Done), (events, assembler, true)));
                     }
                 };
-                if data.trim() == "[DONE]" {
-                    let result = assembler.finish(true);
-                    return Some((result.map(StreamEvent::Done), (events, assembler, true)));
-                }
-                let chunk = match StreamChunk::parse(&data) {
-                    Ok(chunk) => chunk,
-                    Err(e) => {
-                        let error = ProviderError::Protocol(
-                            events.scrubber.text(&format!("bad stream chunk: {e}")),
-                        );
-                        return Some((Err(error), (events, assembler, true)));
-                    }
-                };
-                match assembler.push(chunk) {
-                    Ok(Some(text)) => {
+                match assembler.take_event(&data, &events.scrubber) {
+                    Ok(Taken::Text(text)) => {
                         return Some((Ok(StreamEvent::Text(text)), (events, assembler, false)));
                     }
-                    Ok(None) => {}
+                    Ok(Taken::Nothing) => {}
+                    Ok(Taken::Done(answer)) => {
+                        return Some((Ok(StreamEvent::Done(answer)), (events, assembler, true)));
+                    }
                     Err(error) => return Some((Err(error), (events, assembler, true))),
                 }
             }
@@ -180,7 +170,34 @@ impl Default for Assembler {
     }
 }
 
+/// What one event of the stream did to the answer.
+#[derive(Debug)]
+pub(crate) enum Taken {
+    /// A chunk with text to forward.
+    Text(String),
+    /// A chunk with nothing to forward (a call delta, a finish reason, usage).
+    Nothing,
+    /// The end marker: the assembled answer.
+    Done(ModelResponse),
+}
+
 impl Assembler {
+    /// Applies one event's data: `[DONE]` finishes the answer, anything else must be a chunk.
+    /// Error text leaves through `scrubber`, without the provider's secrets.
+    pub(crate) fn take_event(
+        &mut self,
+        data: &str,
+        scrubber: &Scrubber,
+    ) -> Result<Taken, ProviderError> {
+        if data.trim() == "[DONE]" {
+            return self.finish(true).map(Taken::Done);
+        }
+        let chunk = StreamChunk::parse(data).map_err(|e| {
+            ProviderError::Protocol(scrubber.text(&format!("bad stream chunk: {e}")))
+        })?;
+        Ok(self.push(chunk)?.map_or(Taken::Nothing, Taken::Text))
+    }
+
     /// An assembler refusing answers over `max_bytes` (see [`Assembler::max_bytes`]) or with
     /// more than `max_calls` tool calls.
     pub(crate) fn new(max_bytes: usize, max_calls: usize) -> Self {
@@ -473,5 +490,31 @@ mod tests {
         let mut a = Assembler::new(CALL_OVERHEAD * 2 - 1, 100);
         a.push(call_delta(0, None, None, "")).unwrap();
         assert!(a.push(call_delta(1, None, None, "")).is_err());
+    }
+
+    #[test]
+    fn events_are_taken_as_text_chunks_or_the_end_marker_and_errors_are_scrubbed() {
+        let url = reqwest::Url::parse("http://user:pa55word@127.0.0.1:9/v1").unwrap();
+        let scrubber = Scrubber::new(&url, Some("sk-stream-key"));
+        let mut a = Assembler::default();
+        let text = a.take_event(r#"{"choices":[{"delta":{"content":"Hi"}}]}"#, &scrubber);
+        assert!(matches!(text, Ok(Taken::Text(t)) if t == "Hi"));
+        let usage = a.take_event(r#"{"choices":[],"usage":null}"#, &scrubber);
+        assert!(matches!(usage, Ok(Taken::Nothing)));
+        let Ok(Taken::Done(answer)) = a.take_event(" [DONE] ", &scrubber) else {
+            panic!("the end marker finishes the answer");
+        };
+        assert_eq!(answer.message.content, json!("Hi"));
+
+        let bad =
+            Assembler::default().take_event(r#"{"choices":"sk-stream-key pa55word"}"#, &scrubber);
+        let Err(ProviderError::Protocol(message)) = bad else {
+            panic!("a chunk that does not parse is a protocol error");
+        };
+        assert!(message.starts_with("bad stream chunk"), "{message}");
+        assert!(
+            !message.contains("sk-stream-key") && !message.contains("pa55word"),
+            "{message}"
+        );
     }
 }
