@@ -307,8 +307,9 @@ async fn a_long_participant_list_is_handled_in_linear_time() {
             .contains("u000000000"),
         "{r}"
     );
+    // Tens of seconds when quadratic; well under a second when linear, even on a loaded machine.
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(15),
         "{:?}",
         started.elapsed()
     );
