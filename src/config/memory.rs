@@ -1,13 +1,13 @@
 //! The default budget of the embedded store's in-memory mirror, from the memory agentd may
 //! use: the smaller of the machine's RAM (`/proc/meminfo`) and the limit of its cgroup
 //! (`memory.max`, which systemd's `MemoryMax=` sets), an eighth of it, between 64 MiB and
-//! 1 GiB.
+//! 4 GiB.
 
 use std::path::Path;
 
 const MIB: usize = 1 << 20;
 const FLOOR: usize = 64 * MIB;
-const CEILING: usize = 1024 * MIB;
+const CEILING: usize = 4096 * MIB;
 
 /// The mirror's budget when `storage.mirror_bytes` is not set.
 pub(crate) fn default_mirror_bytes() -> usize {
@@ -49,7 +49,7 @@ mod tests {
         assert_eq!(budget_for(None), 64 * MIB);
         assert_eq!(budget_for(Some(256 * MIB)), 64 * MIB);
         assert_eq!(budget_for(Some(4096 * MIB)), 512 * MIB);
-        assert_eq!(budget_for(Some(64 * 1024 * MIB)), 1024 * MIB);
+        assert_eq!(budget_for(Some(64 * 1024 * MIB)), 4096 * MIB);
     }
 
     #[test]

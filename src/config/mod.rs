@@ -94,7 +94,7 @@ pub struct StorageConfig {
     pub turn_claim_ttl: Duration,
     /// Bytes the embedded store's in-memory mirror of records and histories may hold (0: none,
     /// every read goes to SQLite). Unset: an eighth of the memory agentd may use (the machine's
-    /// or its cgroup's `MemoryMax=`), between 64 MiB and 1 GiB. Not used on PostgreSQL.
+    /// or its cgroup's `MemoryMax=`), between 64 MiB and 4 GiB. Not used on PostgreSQL.
     pub mirror_bytes: Option<usize>,
 }
 
