@@ -23,12 +23,9 @@ pub(crate) fn parse(text: &str) -> Vec<Sample> {
 pub(crate) fn sum(samples: &[Sample], name: &str, wanted: &[(&str, &str)]) -> Option<f64> {
     let mut matched = samples.iter().filter(|sample| {
         sample.name == name
-            && wanted.iter().all(|(key, value)| {
-                sample
-                    .labels
-                    .iter()
-                    .any(|(k, v)| k == key && v == value)
-            })
+            && wanted
+                .iter()
+                .all(|(key, value)| sample.labels.iter().any(|(k, v)| k == key && v == value))
     });
     let first = matched.next()?;
     Some(first.value + matched.map(|sample| sample.value).sum::<f64>())
@@ -132,6 +129,9 @@ mod tests {
         assert_eq!(sum(&samples, lookups, &[("result", "hit")]), Some(95.0));
         assert_eq!(sum(&samples, lookups, &[]), Some(105.0));
         assert_eq!(sum(&samples, lookups, &[("part", "children")]), None);
-        assert_eq!(sum(&samples, "agentd_store_mirror_evictions_total", &[]), None);
+        assert_eq!(
+            sum(&samples, "agentd_store_mirror_evictions_total", &[]),
+            None
+        );
     }
 }

@@ -139,7 +139,14 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
         .map_err(|e| e.to_string())?;
     let mock = procs::start_mock(common.latency_ms)?;
     let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
-    let fleet = fleet::start(&runtime, &common.plan, scratch, &mock.origin, &api_key, None)?;
+    let fleet = fleet::start(
+        &runtime,
+        &common.plan,
+        scratch,
+        &mock.origin,
+        &api_key,
+        None,
+    )?;
     let agentd = fleet.first();
     let target = Arc::new(runtime.block_on(Target::connect(
         load::http_client(settings.clients + CREATE_CONCURRENCY)?,
@@ -205,8 +212,10 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
     }
     println!(
         "agentd peak RSS (VmHWM): {}",
-        procs::status_kb(agentd.pid(), "VmHWM")
-            .map_or_else(|| "unknown".into(), |kb| format!("{:.1} MB", kb as f64 / 1024.0))
+        procs::status_kb(agentd.pid(), "VmHWM").map_or_else(
+            || "unknown".into(),
+            |kb| format!("{:.1} MB", kb as f64 / 1024.0)
+        )
     );
     fleet.stop();
     mock.stop();
@@ -366,7 +375,16 @@ async fn run_kind(
         tokio::time::sleep_until(end.into()).await;
         let taken = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
         let after = probe.snapshot().await;
-        let row = window_row(index, started, &before, &after, &taken, kind, book, ticks_per_sec);
+        let row = window_row(
+            index,
+            started,
+            &before,
+            &after,
+            &taken,
+            kind,
+            book,
+            ticks_per_sec,
+        );
         table::print_row(&row);
         if let Some(error) = taken.first_error {
             first_errors.push((index, error));
@@ -396,9 +414,10 @@ fn window_row(
     ticks_per_sec: u64,
 ) -> WindowRow {
     let turns = taken.latencies.len() as u64;
-    let cpu_ns = before.cpu_ticks.zip(after.cpu_ticks).map(|(b, a)| {
-        a.saturating_sub(b) as f64 * 1e9 / ticks_per_sec.max(1) as f64
-    });
+    let cpu_ns = before
+        .cpu_ticks
+        .zip(after.cpu_ticks)
+        .map(|(b, a)| a.saturating_sub(b) as f64 * 1e9 / ticks_per_sec.max(1) as f64);
     WindowRow {
         index,
         end_secs: after.at.duration_since(started).as_secs_f64(),

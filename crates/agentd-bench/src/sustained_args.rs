@@ -107,16 +107,12 @@ impl Settings {
             seed: args.seed.unwrap_or(seed_from_clock),
             kinds: args.kind.clone(),
             clients: pick(args.clients, 64, 8),
-            window: args.window.unwrap_or(Duration::from_secs(if smoke {
-                1
-            } else {
-                10
-            })),
-            duration: args.duration.unwrap_or(Duration::from_secs(if smoke {
-                3
-            } else {
-                300
-            })),
+            window: args
+                .window
+                .unwrap_or(Duration::from_secs(if smoke { 1 } else { 10 })),
+            duration: args
+                .duration
+                .unwrap_or(Duration::from_secs(if smoke { 3 } else { 300 })),
         };
         if settings.clients == 0 || settings.sessions <= settings.clients {
             return Err(format!(

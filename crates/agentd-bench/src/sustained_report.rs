@@ -131,10 +131,8 @@ impl Summary {
             let rate = if secs > 0.0 { trips as f64 / secs } else { 0.0 };
             (secs, rate)
         };
-        let mut first: Vec<&WindowRow> = rows
-            .iter()
-            .filter(|r| r.end_secs <= span + slack)
-            .collect();
+        let mut first: Vec<&WindowRow> =
+            rows.iter().filter(|r| r.end_secs <= span + slack).collect();
         if first.is_empty() {
             first.push(&rows[0]);
         }
@@ -149,10 +147,13 @@ impl Summary {
         let max_cpu_per_rt_us = rows
             .iter()
             .filter_map(|r| r.cpu_per_rt_us().map(|cpu| (cpu, r.index)))
-            .fold(None, |best: Option<(f64, usize)>, (cpu, index)| match best {
-                Some((top, _)) if top >= cpu => best,
-                _ => Some((cpu, index)),
-            });
+            .fold(
+                None,
+                |best: Option<(f64, usize)>, (cpu, index)| match best {
+                    Some((top, _)) if top >= cpu => best,
+                    _ => Some((cpu, index)),
+                },
+            );
         let (first_secs, first_rate) = rate(&first);
         let (last_secs, last_rate) = rate(&final_rows);
         Some(Self {
@@ -209,7 +210,13 @@ mod tests {
         // 18 windows of 10 s: the first six at 1000 RT/s, the last six at 800.
         let rows: Vec<WindowRow> = (1..=18)
             .map(|i| {
-                let trips = if i <= 6 { 10_000 } else if i <= 12 { 9_000 } else { 8_000 };
+                let trips = if i <= 6 {
+                    10_000
+                } else if i <= 12 {
+                    9_000
+                } else {
+                    8_000
+                };
                 row(i, 10.0, trips, 1e9)
             })
             .collect();

@@ -106,7 +106,10 @@ fn check_table(title: &str, rows: &[Vec<String>], kind: &str) {
         let rate: f64 = row[column("RT/s")].parse().expect("RT/s is a number");
         round_trips += rate;
         let db = &row[column("db MB")];
-        assert!(db.parse::<f64>().is_ok(), "agentd.db's size on SQLite: {row:?}");
+        assert!(
+            db.parse::<f64>().is_ok(),
+            "agentd.db's size on SQLite: {row:?}"
+        );
         assert_eq!(row[column("err")], "0", "{row:?}");
     }
     assert!(round_trips > 0.0, "{kind}: no round trips in {rows:?}");
@@ -126,7 +129,10 @@ fn round_robin_chat_then_tool_turns_on_one_agentd() {
     // The tool turns continue the chat turns' histories on the same process.
     let mean = |rows: &[Vec<String>]| rows[2][15].parse::<f64>().expect("hist mean");
     assert!(mean(&tables[1].1) > mean(&tables[0].1), "{stdout}");
-    assert!(stdout.contains("summary (chat): RT/s in the last"), "{stdout}");
+    assert!(
+        stdout.contains("summary (chat): RT/s in the last"),
+        "{stdout}"
+    );
     // agentd holds as many entries as the bench counted: 2 per chat turn, 4 per tool turn.
     let check = stdout
         .lines()
@@ -139,7 +145,10 @@ fn round_robin_chat_then_tool_turns_on_one_agentd() {
     assert_eq!(numbers.len(), 2, "{check}");
     assert_eq!(numbers[0], numbers[1], "{check}");
     assert_ne!(numbers[0], "0", "{check}");
-    assert!(stdout.contains("summary (tool): RT/s in the last"), "{stdout}");
+    assert!(
+        stdout.contains("summary (tool): RT/s in the last"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -147,7 +156,10 @@ fn zipf_pattern_prints_its_seed() {
     let Some(stdout) = run_smoke(&["--pattern", "zipf", "--seed", "7"]) else {
         return;
     };
-    assert!(stdout.contains("zipf s = 1 over the sessions (seed 7"), "{stdout}");
+    assert!(
+        stdout.contains("zipf s = 1 over the sessions (seed 7"),
+        "{stdout}"
+    );
     let tables = tables(&stdout);
     assert_eq!(tables.len(), 1, "{stdout}");
     check_table(&tables[0].0, &tables[0].1, "chat");
