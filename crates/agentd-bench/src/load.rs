@@ -294,7 +294,7 @@ impl Target {
         }
     }
 
-    async fn create_agent(&self) -> Result<String, String> {
+    pub(crate) async fn create_agent(&self) -> Result<String, String> {
         let body = json!({"name": "Bench", "instructions": ["Answer briefly."]});
         let value = self.post_agentd(0, "/api/agents", &body).await?;
         id_of(&value)
@@ -305,12 +305,17 @@ impl Target {
     }
 
     async fn new_session_on(&self, instance: usize) -> Result<String, String> {
+        self.new_session_of(instance, &self.agent_id).await
+    }
+
+    /// A new session of `agent_id` on agentd instance `instance`.
+    pub(crate) async fn new_session_of(
+        &self,
+        instance: usize,
+        agent_id: &str,
+    ) -> Result<String, String> {
         let value = self
-            .post_agentd(
-                instance,
-                "/api/sessions",
-                &json!({"agent_id": self.agent_id}),
-            )
+            .post_agentd(instance, "/api/sessions", &json!({"agent_id": agent_id}))
             .await?;
         id_of(&value)
     }
@@ -340,7 +345,8 @@ impl Target {
         serde_json::from_slice(&bytes).map_err(|e| format!("POST {path}: {e}"))
     }
 
-    async fn chat(
+    /// One chat turn on `session`; for streams, the time to the first `data:` chunk.
+    pub(crate) async fn chat(
         &self,
         instance: usize,
         session: &str,

@@ -8,7 +8,9 @@
 //! `agentd::bench`, built with its `bench` feature); `agentd-bench instructions` counts
 //! agentd's instructions per turn under valgrind's callgrind; `agentd-bench durability`
 //! compares the `storage.synchronous` levels; `agentd-bench crash-campaign` SIGKILLs agentd
-//! at random moments of send_email turns against a real SMTP relay and checks what survives.
+//! at random moments of send_email turns against a real SMTP relay and checks what survives;
+//! `agentd-bench sustained` runs one agentd for minutes on many sessions whose histories grow
+//! and prints a row per window (`sustained.rs`).
 
 mod crash_campaign;
 mod crash_phases;
@@ -23,9 +25,15 @@ mod limits;
 mod load;
 mod mcp_server;
 mod procs;
+mod prom_text;
 mod report;
+mod session_pick;
 mod smtp_relay;
 mod store;
+mod store_counters;
+mod sustained;
+mod sustained_args;
+mod sustained_report;
 
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
@@ -50,7 +58,7 @@ struct Args {
     #[arg(long, global = true)]
     quick: bool,
     /// Mock model latency per call, in milliseconds.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, global = true, default_value_t = 0)]
     latency_ms: u64,
     /// Client counts (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 16, 64, 256])]
@@ -71,9 +79,9 @@ struct Args {
     /// Streaming chats the `held` scenario holds open at once (at most 1000 with --quick).
     #[arg(long, default_value_t = 10_000)]
     held: usize,
-    /// The store of the load scenarios (`held`, `micro`, `durability` and `instructions`
-    /// always use SQLite).
-    #[arg(long, value_enum, default_value_t = store::StoreKind::Sqlite)]
+    /// The store of the load scenarios and `sustained` (`held`, `micro`, `durability` and
+    /// `instructions` always use SQLite).
+    #[arg(long, global = true, value_enum, default_value_t = store::StoreKind::Sqlite)]
     store: store::StoreKind,
     /// agentd instances sharing the PostgreSQL database; client i uses instance i % N.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=16))]
@@ -81,10 +89,10 @@ struct Args {
     /// The PostgreSQL database (`postgres://user@host:port/db`, no password in it). Without
     /// it, `--store postgres` creates one on a private server it starts (needs PostgreSQL
     /// installed; runs it as the `postgres` user).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL")]
     postgres_url: Option<String>,
     /// A file holding the password of `--postgres-url`'s user.
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, global = true, value_name = "PATH")]
     postgres_password_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
@@ -136,6 +144,10 @@ enum Command {
         #[arg(long, default_value_t = 900)]
         long_turns: u32,
     },
+    /// One agentd under load for minutes on many sessions that are never replaced (histories
+    /// grow): a row per window with RT/s, CPU per round trip, latency, RSS, the store's mirror
+    /// and reads, database file sizes and history length. Not part of the default run.
+    Sustained(sustained_args::SustainedArgs),
 }
 
 fn main() -> ExitCode {
@@ -186,6 +198,20 @@ fn main() -> ExitCode {
                 turns_per_session,
                 smtp_server: smtp_server.clone(),
             },
+        ),
+        Some(Command::Sustained(ref sustained)) => sustained::run(
+            sustained,
+            &sustained::Common {
+                quick: args.quick,
+                latency_ms: args.latency_ms,
+                plan: fleet::Plan {
+                    store: args.store,
+                    instances: usize::from(args.instances),
+                    postgres_url: args.postgres_url.as_deref(),
+                    postgres_password_file: args.postgres_password_file.as_deref(),
+                },
+            },
+            &scratch,
         ),
         None => run_load(&args, &scratch),
     };

@@ -67,10 +67,18 @@ pub(crate) fn bin_dir() -> Result<PathBuf, String> {
         .ok_or_else(|| "executable has no directory".to_owned())
 }
 
-/// `name` next to the bench's executable. The bench does not build it: a `cargo run` of the
-/// bench builds only the bench, so the error says which build puts the binaries there.
+/// Names the directory holding `agentd` and `mock-model` when they are not next to the bench's
+/// executable (a debug bench run by `cargo test` against release binaries).
+pub(crate) const BIN_DIR_ENV: &str = "AGENTD_BENCH_BIN_DIR";
+
+/// `name` next to the bench's executable, or in [`BIN_DIR_ENV`]'s directory when it is set.
+/// The bench does not build it: a `cargo run` of the bench builds only the bench, so the
+/// error says which build puts the binaries there.
 fn binary(name: &str) -> Result<PathBuf, String> {
-    let dir = bin_dir()?;
+    let dir = match std::env::var_os(BIN_DIR_ENV) {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => bin_dir()?,
+    };
     let path = dir.join(name);
     if path.is_file() {
         return Ok(path);

@@ -1,0 +1,486 @@
+//! The sustained scenario: one agentd under closed-loop load for minutes on many sessions
+//! created up front and never replaced, so histories grow; one table row per window (rate,
+//! CPU, latency, memory, the store's mirror and reads, database files, history length) shows
+//! whether agentd holds its rate or decays.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use crate::fleet::{self, Plan};
+use crate::load::{self, Target};
+use crate::procs;
+use crate::report::percentiles;
+use crate::session_pick::{Pattern, Picker, Rng};
+use crate::store::StoreKind;
+use crate::store_counters::{StoreCounters, StoreWindow};
+use crate::sustained_args::{Kind, Settings, SustainedArgs};
+use crate::sustained_report::{self as table, Summary, WindowRow};
+
+/// Agents the sessions are spread over.
+const AGENTS: usize = 4;
+/// Sessions created at once.
+const CREATE_CONCURRENCY: usize = 64;
+/// What a client waits after a failed turn, so a dead endpoint is not spun on.
+const ERROR_PAUSE: Duration = Duration::from_millis(5);
+
+/// What the top-level options say about the processes.
+pub(crate) struct Common<'a> {
+    /// `--quick`: the `--smoke` settings.
+    pub quick: bool,
+    pub latency_ms: u64,
+    pub plan: Plan<'a>,
+}
+
+/// The sessions, how long the bench has made each one's history, and the picking state.
+struct Book {
+    ids: Vec<String>,
+    entries: Vec<AtomicU32>,
+    total_entries: AtomicU64,
+    picker: Picker,
+}
+
+impl Book {
+    fn add_entries(&self, index: usize, added: u32) {
+        self.entries[index].fetch_add(added, Ordering::Relaxed);
+        self.total_entries
+            .fetch_add(u64::from(added), Ordering::Relaxed);
+    }
+
+    fn mean_history(&self) -> f64 {
+        self.total_entries.load(Ordering::Relaxed) as f64 / self.ids.len().max(1) as f64
+    }
+}
+
+/// The turns that ended in the current window.
+#[derive(Default)]
+struct Tally {
+    latencies: Vec<u64>,
+    /// Sum over those turns of the entries their session held when they started.
+    history_seen: u64,
+    errors: u64,
+    first_error: Option<String>,
+}
+
+/// Counters read at a window boundary.
+struct Snapshot {
+    at: Instant,
+    cpu_ticks: Option<u64>,
+    rss_kb: Option<u64>,
+    store: StoreCounters,
+    db_bytes: Option<u64>,
+    wal_bytes: Option<u64>,
+}
+
+/// Where the counters come from.
+struct Probe {
+    pid: u32,
+    /// agentd's data directory, on SQLite.
+    data_dir: Option<PathBuf>,
+    target: Arc<Target>,
+}
+
+impl Probe {
+    async fn snapshot(&self) -> Snapshot {
+        let at = Instant::now();
+        let cpu_ticks = procs::cpu_ticks(self.pid);
+        let rss_kb = procs::status_kb(self.pid, "VmRSS");
+        let store = scrape(&self.target).await.unwrap_or_default();
+        let size = |name: &str| {
+            let dir = self.data_dir.as_ref()?;
+            std::fs::metadata(dir.join(name)).ok().map(|m| m.len())
+        };
+        Snapshot {
+            at,
+            cpu_ticks,
+            rss_kb,
+            store,
+            db_bytes: size("agentd.db"),
+            wal_bytes: size("agentd.db-wal"),
+        }
+    }
+}
+
+/// agentd's store counters from its `/metrics`.
+async fn scrape(target: &Target) -> Result<StoreCounters, String> {
+    let text = target
+        .http
+        .get(format!("{}/metrics", target.agentd))
+        .bearer_auth(&target.api_key)
+        .send()
+        .await
+        .map_err(|e| format!("metrics: {e}"))?
+        .error_for_status()
+        .map_err(|e| format!("metrics: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("metrics: {e}"))?;
+    Ok(StoreCounters::from_text(&text))
+}
+
+/// Runs the scenario: starts the mock and one agentd, creates the sessions, then runs each
+/// kind for the duration on the same processes and prints its table.
+pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Result<(), String> {
+    let clock_seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let settings = Settings::resolve(args, common.quick, clock_seed)?;
+    common.plan.check()?;
+    if common.plan.instances != 1 {
+        return Err("sustained runs one agentd: leave --instances at 1".into());
+    }
+    crate::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    let mock = procs::start_mock(common.latency_ms)?;
+    let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
+    let fleet = fleet::start(
+        &runtime,
+        &common.plan,
+        scratch,
+        &mock.origin,
+        &api_key,
+        None,
+    )?;
+    let agentd = fleet.first();
+    let target = Arc::new(runtime.block_on(Target::connect(
+        load::http_client(settings.clients + CREATE_CONCURRENCY)?,
+        &agentd.origin,
+        &mock.origin,
+        api_key,
+    ))?);
+    let probe = Probe {
+        pid: agentd.pid(),
+        data_dir: (common.plan.store == StoreKind::Sqlite).then(|| scratch.join("data")),
+        target: Arc::clone(&target),
+    };
+    println!(
+        "agentd-bench sustained: agentd {} (pid {}), mock {} (pid {}), mock latency {} ms",
+        agentd.origin,
+        agentd.pid(),
+        mock.origin,
+        mock.pid(),
+        common.latency_ms
+    );
+    print!("{}", fleet.header());
+
+    let began = Instant::now();
+    let ids = runtime.block_on(create_sessions(&target, settings.sessions))?;
+    let created_secs = began.elapsed().as_secs_f64();
+    println!(
+        "sessions: {} created on {AGENTS} agents in {created_secs:.1} s ({:.0}/s)",
+        ids.len(),
+        ids.len() as f64 / created_secs.max(1e-9)
+    );
+    let zipf = (settings.pattern == Pattern::Zipf).then_some((settings.zipf_s, settings.seed));
+    let book = Arc::new(Book {
+        entries: ids.iter().map(|_| AtomicU32::new(0)).collect(),
+        picker: Picker::new(ids.len(), zipf),
+        ids,
+        total_entries: AtomicU64::new(0),
+    });
+    let budget = runtime
+        .block_on(scrape(&target))
+        .ok()
+        .and_then(|c| c.budget_bytes);
+    print_legend(&settings, budget);
+
+    let ticks_per_sec = procs::clock_ticks_per_second();
+    for (order, &kind) in settings.kinds.iter().enumerate() {
+        let rows = runtime.block_on(run_kind(
+            &target,
+            &book,
+            kind,
+            order,
+            &settings,
+            &probe,
+            ticks_per_sec,
+        ));
+        if let Some(summary) = Summary::of(&rows) {
+            println!("\n{}", summary.line(kind.name()));
+        }
+    }
+    println!("{}", runtime.block_on(check_history(&target, &book)));
+    let retired = book.picker.retired();
+    if retired > 0 {
+        println!("sessions refused as full (history_full) and no longer picked: {retired}");
+    }
+    println!(
+        "agentd peak RSS (VmHWM): {}",
+        procs::status_kb(agentd.pid(), "VmHWM").map_or_else(
+            || "unknown".into(),
+            |kb| format!("{:.1} MB", kb as f64 / 1024.0)
+        )
+    );
+    fleet.stop();
+    mock.stop();
+    Ok(())
+}
+
+/// Compares the history agentd holds for the session the bench made longest with the entries
+/// the bench counted for it, as a line.
+async fn check_history(target: &Target, book: &Book) -> String {
+    let Some((index, counted)) = book
+        .entries
+        .iter()
+        .map(|entries| entries.load(Ordering::Relaxed))
+        .enumerate()
+        .max_by_key(|&(_, entries)| entries)
+    else {
+        return "history check: no sessions".into();
+    };
+    let id = &book.ids[index];
+    match count_history(target, id).await {
+        Ok(held) => format!(
+            "history check: session {id} holds {held} entries in agentd; the bench counted {counted}"
+        ),
+        Err(error) => format!("history check: session {id}: {error}"),
+    }
+}
+
+/// The entries of a session's history, read a page of 1000 at a time.
+async fn count_history(target: &Target, id: &str) -> Result<usize, String> {
+    const PAGE: usize = 1000;
+    let mut total = 0;
+    loop {
+        let url = format!(
+            "{}/api/sessions/{id}/history?limit={PAGE}&offset={total}",
+            target.agentd
+        );
+        let value: serde_json::Value = target
+            .http
+            .get(url)
+            .bearer_auth(&target.api_key)
+            .send()
+            .await
+            .map_err(|e| format!("history: {e}"))?
+            .error_for_status()
+            .map_err(|e| format!("history: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("history: {e}"))?;
+        let page = value["entries"]
+            .as_array()
+            .ok_or("history: no entries array")?
+            .len();
+        total += page;
+        if page < PAGE {
+            return Ok(total);
+        }
+    }
+}
+
+/// Creates `count` sessions over [`AGENTS`] agents, [`CREATE_CONCURRENCY`] at a time.
+async fn create_sessions(target: &Arc<Target>, count: usize) -> Result<Vec<String>, String> {
+    let mut agents = vec![target.agent_id.clone()];
+    for _ in 1..AGENTS {
+        agents.push(target.create_agent().await?);
+    }
+    let agents = Arc::new(agents);
+    futures_util::stream::iter(0..count)
+        .map(|index| {
+            let target = Arc::clone(target);
+            let agents = Arc::clone(&agents);
+            async move {
+                target
+                    .new_session_of(0, &agents[index % agents.len()])
+                    .await
+            }
+        })
+        .buffer_unordered(CREATE_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect()
+}
+
+fn print_legend(settings: &Settings, budget: Option<f64>) {
+    let pattern = match settings.pattern {
+        Pattern::RoundRobin => "round-robin (one shared cursor)".to_owned(),
+        Pattern::Zipf => format!(
+            "zipf s = {} over the sessions (seed {}; ranks shuffled over sessions)",
+            settings.zipf_s, settings.seed
+        ),
+    };
+    let budget = budget.map_or_else(
+        || "not exposed".to_owned(),
+        |b| format!("{:.1} MB", b / (1 << 20) as f64),
+    );
+    println!(
+        "pattern: {pattern}; {} clients; windows of {:.1} s, {} per kind; {} CPUs\n\
+         Sessions are never replaced: each chat or stream turn adds 2 history entries, a tool\n\
+         turn 4. A client skips sessions with a turn in flight. A turn counts in the window it ends in.\n\
+         RT/s = model round trips (chat, stream 1 per turn; tool 2) ÷ window. CPU µs/RT = agentd\n\
+         utime+stime delta (/proc/PID/stat) ÷ round trips. p50/p99 = turn latency. RSS = agentd VmRSS.\n\
+         hist hit % / all hit % = mirror lookups that hit (history part / every part), evictions =\n\
+         mirror evictions, mirror MB = mirror bytes at the window's end (budget {budget}),\n\
+         reads/turn = reads that went to SQLite ÷ turns: deltas of agentd's /metrics, `-` where\n\
+         agentd does not expose them. db MB, wal MB = agentd.db and agentd.db-wal in its data\n\
+         directory. hist mean = entries per session over every session; hist/turn = entries the\n\
+         session held when each of the window's turns started, averaged.",
+        settings.clients,
+        settings.window.as_secs_f64(),
+        settings.windows(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+}
+
+/// One kind for the whole duration: the clients run from the first window to the last, and
+/// each window's row is printed as it closes.
+async fn run_kind(
+    target: &Arc<Target>,
+    book: &Arc<Book>,
+    kind: Kind,
+    order: usize,
+    settings: &Settings,
+    probe: &Probe,
+    ticks_per_sec: u64,
+) -> Vec<WindowRow> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let tally = Arc::new(Mutex::new(Tally::default()));
+    let clients: Vec<_> = (0..settings.clients)
+        .map(|index| {
+            let seed = settings
+                .seed
+                .wrapping_add(((order * settings.clients + index + 1) as u64) << 32);
+            tokio::spawn(client(
+                Arc::clone(target),
+                Arc::clone(book),
+                Arc::clone(&tally),
+                Arc::clone(&stop),
+                kind,
+                seed,
+            ))
+        })
+        .collect();
+    let started = Instant::now();
+    let mut before = probe.snapshot().await;
+    table::print_header(&format!(
+        "sustained {}: {} sessions, {} clients, {:.0} s in windows of {:.1} s",
+        kind.name(),
+        book.ids.len(),
+        settings.clients,
+        settings.duration.as_secs_f64(),
+        settings.window.as_secs_f64()
+    ));
+    let mut rows = Vec::with_capacity(settings.windows());
+    let mut first_errors = Vec::new();
+    for index in 1..=settings.windows() {
+        let end = started + settings.window.mul_f64(index as f64).min(settings.duration);
+        tokio::time::sleep_until(end.into()).await;
+        let taken = std::mem::take(&mut *tally.lock().unwrap_or_else(PoisonError::into_inner));
+        let after = probe.snapshot().await;
+        let row = window_row(
+            index,
+            started,
+            &before,
+            &after,
+            &taken,
+            kind,
+            book,
+            ticks_per_sec,
+        );
+        table::print_row(&row);
+        if let Some(error) = taken.first_error {
+            first_errors.push((index, error));
+        }
+        rows.push(row);
+        before = after;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        let _ = client.await;
+    }
+    for (index, error) in first_errors.iter().take(3) {
+        println!("  first error in window {index}: {error}");
+    }
+    rows
+}
+
+#[allow(clippy::too_many_arguments)]
+fn window_row(
+    index: usize,
+    started: Instant,
+    before: &Snapshot,
+    after: &Snapshot,
+    taken: &Tally,
+    kind: Kind,
+    book: &Book,
+    ticks_per_sec: u64,
+) -> WindowRow {
+    let turns = taken.latencies.len() as u64;
+    let cpu_ns = before
+        .cpu_ticks
+        .zip(after.cpu_ticks)
+        .map(|(b, a)| a.saturating_sub(b) as f64 * 1e9 / ticks_per_sec.max(1) as f64);
+    WindowRow {
+        index,
+        end_secs: after.at.duration_since(started).as_secs_f64(),
+        secs: after.at.duration_since(before.at).as_secs_f64(),
+        round_trips: turns * kind.op().model_calls(),
+        cpu_ns,
+        latency: percentiles(taken.latencies.clone()),
+        errors: taken.errors,
+        rss_kb: after.rss_kb,
+        store: StoreWindow::between(&before.store, &after.store, turns),
+        db_bytes: after.db_bytes,
+        wal_bytes: after.wal_bytes,
+        history_mean: book.mean_history(),
+        history_per_turn: (turns > 0).then(|| taken.history_seen as f64 / turns as f64),
+    }
+}
+
+/// One closed-loop client: claims a session, sends one turn, records it, again until stopped.
+async fn client(
+    target: Arc<Target>,
+    book: Arc<Book>,
+    tally: Arc<Mutex<Tally>>,
+    stop: Arc<AtomicBool>,
+    kind: Kind,
+    seed: u64,
+) {
+    let mut rng = Rng::new(seed);
+    let load::Op::Chat { tool, stream } = kind.op() else {
+        return;
+    };
+    while !stop.load(Ordering::Relaxed) {
+        let Some(index) = book.picker.claim(&mut rng) else {
+            tokio::time::sleep(ERROR_PAUSE).await;
+            continue;
+        };
+        let seen = book.entries[index].load(Ordering::Relaxed);
+        let began = Instant::now();
+        let result = target.chat(0, &book.ids[index], tool, stream).await;
+        let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match result {
+            Ok(_) => {
+                book.add_entries(index, kind.entries_per_turn());
+                book.picker.release(index);
+                let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+                tally.latencies.push(took);
+                tally.history_seen += u64::from(seen);
+            }
+            Err(error) => {
+                let full = error.contains("history_full");
+                if full {
+                    book.picker.retire(index);
+                } else {
+                    book.picker.release(index);
+                }
+                {
+                    let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+                    tally.errors += 1;
+                    tally.first_error.get_or_insert(error);
+                }
+                if !full {
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+            }
+        }
+    }
+}

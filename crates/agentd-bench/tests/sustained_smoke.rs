@@ -1,0 +1,166 @@
+//! Runs `agentd-bench sustained --smoke` (200 sessions, 8 clients, three 1 s windows per
+//! kind) against real `agentd` and `mock-model` processes and checks the tables it prints.
+//!
+//! The bench starts the binaries it finds next to itself or in `AGENTD_BENCH_BIN_DIR`;
+//! `cargo test` builds neither, so the test looks for them in the bench's own target
+//! directory (debug, then release) and says which build to run when both lack them.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+const COLUMNS: [&str; 17] = [
+    "window",
+    "t s",
+    "RT/s",
+    "CPU µs/RT",
+    "p50 ms",
+    "p99 ms",
+    "err",
+    "RSS MB",
+    "hist hit %",
+    "all hit %",
+    "evictions",
+    "mirror MB",
+    "reads/turn",
+    "db MB",
+    "wal MB",
+    "hist mean",
+    "hist/turn",
+];
+
+/// A directory of the bench's target directory holding both binaries the bench starts.
+fn binaries() -> Option<PathBuf> {
+    let bench = PathBuf::from(env!("CARGO_BIN_EXE_agentd-bench"));
+    let profile = bench.parent()?;
+    [profile.to_path_buf(), profile.parent()?.join("release")]
+        .into_iter()
+        .find(|dir| dir.join("agentd").is_file() && dir.join("mock-model").is_file())
+}
+
+/// The bench's stdout for `sustained --smoke` with `extra` options; `None` (after saying so)
+/// when the binaries it starts are not built.
+fn run_smoke(extra: &[&str]) -> Option<String> {
+    let Some(dir) = binaries() else {
+        eprintln!(
+            "skipped: build agentd and mock-model first \
+             (cargo build -p agentd -p agentd-mock, or with --release)"
+        );
+        return None;
+    };
+    let output = Command::new(env!("CARGO_BIN_EXE_agentd-bench"))
+        .args(["sustained", "--smoke"])
+        .args(extra)
+        .env("AGENTD_BENCH_BIN_DIR", &dir)
+        .output()
+        .expect("run agentd-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "agentd-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some(stdout)
+}
+
+/// The cells of one markdown table row.
+fn cells(line: &str) -> Vec<String> {
+    line.trim()
+        .trim_matches('|')
+        .split('|')
+        .map(|cell| cell.trim().to_owned())
+        .collect()
+}
+
+/// Each table of the output: its title and its data rows.
+fn tables(stdout: &str) -> Vec<(String, Vec<Vec<String>>)> {
+    let mut found: Vec<(String, Vec<Vec<String>>)> = Vec::new();
+    let mut lines = stdout.lines().peekable();
+    while let Some(line) = lines.next() {
+        if let Some(title) = line.strip_prefix("### ") {
+            found.push((title.to_owned(), Vec::new()));
+            continue;
+        }
+        let Some((_, rows)) = found.last_mut() else {
+            continue;
+        };
+        if line.starts_with("| window ") {
+            assert_eq!(cells(line), COLUMNS, "header");
+            lines.next();
+            while let Some(row) = lines.peek().filter(|l| l.starts_with("| ")) {
+                rows.push(cells(row));
+                lines.next();
+            }
+        }
+    }
+    found
+}
+
+fn check_table(title: &str, rows: &[Vec<String>], kind: &str) {
+    assert!(title.starts_with(&format!("sustained {kind}:")), "{title}");
+    assert_eq!(rows.len(), 3, "three 1 s windows in 3 s: {rows:?}");
+    let column = |name: &str| COLUMNS.iter().position(|c| *c == name).expect("column");
+    let mut round_trips = 0.0;
+    for row in rows {
+        assert_eq!(row.len(), COLUMNS.len(), "{row:?}");
+        let rate: f64 = row[column("RT/s")].parse().expect("RT/s is a number");
+        round_trips += rate;
+        let db = &row[column("db MB")];
+        assert!(
+            db.parse::<f64>().is_ok(),
+            "agentd.db's size on SQLite: {row:?}"
+        );
+        assert_eq!(row[column("err")], "0", "{row:?}");
+    }
+    assert!(round_trips > 0.0, "{kind}: no round trips in {rows:?}");
+    let mean: f64 = rows[2][column("hist mean")].parse().expect("hist mean");
+    assert!(mean > 0.0, "histories grew: {rows:?}");
+}
+
+#[test]
+fn round_robin_chat_then_tool_turns_on_one_agentd() {
+    let Some(stdout) = run_smoke(&["--kind", "chat,tool"]) else {
+        return;
+    };
+    let tables = tables(&stdout);
+    assert_eq!(tables.len(), 2, "{stdout}");
+    check_table(&tables[0].0, &tables[0].1, "chat");
+    check_table(&tables[1].0, &tables[1].1, "tool");
+    // The tool turns continue the chat turns' histories on the same process.
+    let mean = |rows: &[Vec<String>]| rows[2][15].parse::<f64>().expect("hist mean");
+    assert!(mean(&tables[1].1) > mean(&tables[0].1), "{stdout}");
+    assert!(
+        stdout.contains("summary (chat): RT/s in the last"),
+        "{stdout}"
+    );
+    // agentd holds as many entries as the bench counted: 2 per chat turn, 4 per tool turn.
+    let check = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("history check: session "))
+        .expect("a history check line");
+    let numbers: Vec<&str> = check
+        .split_whitespace()
+        .filter(|word| word.parse::<u64>().is_ok())
+        .collect();
+    assert_eq!(numbers.len(), 2, "{check}");
+    assert_eq!(numbers[0], numbers[1], "{check}");
+    assert_ne!(numbers[0], "0", "{check}");
+    assert!(
+        stdout.contains("summary (tool): RT/s in the last"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn zipf_pattern_prints_its_seed() {
+    let Some(stdout) = run_smoke(&["--pattern", "zipf", "--seed", "7"]) else {
+        return;
+    };
+    assert!(
+        stdout.contains("zipf s = 1 over the sessions (seed 7"),
+        "{stdout}"
+    );
+    let tables = tables(&stdout);
+    assert_eq!(tables.len(), 1, "{stdout}");
+    check_table(&tables[0].0, &tables[0].1, "chat");
+}
