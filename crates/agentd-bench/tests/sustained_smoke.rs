@@ -41,6 +41,11 @@ fn binaries() -> Option<PathBuf> {
 /// when the binaries it starts are not built.
 fn run_smoke(extra: &[&str]) -> Option<String> {
     let Some(dir) = binaries() else {
+        // CI builds them before the tests (.ci/run): there, missing binaries are a failure.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "agentd and mock-model are not built next to agentd-bench"
+        );
         eprintln!(
             "skipped: build agentd and mock-model first \
              (cargo build -p agentd -p agentd-mock, or with --release)"
