@@ -39,7 +39,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use time::OffsetDateTime;
 
 use self::cache::{Cache, EMPTY_HISTORY, Mirror, Table, record_bytes};
-use self::checkpoint::Checkpointer;
+use self::checkpoint::{Checkpointer, WalPressure};
 use self::rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, collection_key,
     list_query, read_journal,
@@ -137,9 +137,10 @@ impl SqliteStore {
         // Readers are opened later, possibly after the working directory changed.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let reader = open_reader(&path).map_err(|e| fail(e.into()))?;
-        let writer = Writer::start(writer)
+        let pressure = Arc::new(WalPressure::default());
+        let writer = Writer::start(writer, Arc::clone(&pressure))
             .map_err(|e| StoreError::backend("sqlite open: writer thread", e))?;
-        let checkpointer = Checkpointer::start(&path)
+        let checkpointer = Checkpointer::start(&path, pressure)
             .map_err(|e| StoreError::backend("sqlite open: checkpoint thread", e))?;
         Ok(Self {
             shared: Arc::new(Shared {

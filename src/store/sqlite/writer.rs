@@ -13,6 +13,7 @@ use std::sync::{Arc, mpsc};
 
 use rusqlite::Connection;
 
+use crate::store::sqlite::checkpoint::WalPressure;
 use crate::store::sqlite::rows::{Failure, Outcome};
 use crate::store::sqlite::worker_thread::WorkerThread;
 
@@ -58,8 +59,11 @@ pub(super) trait Job: Send {
 pub(super) struct Writer(WorkerThread<Box<dyn Job>>);
 
 impl Writer {
-    pub(super) fn start(conn: Connection) -> std::io::Result<Self> {
-        WorkerThread::spawn("agentd-store-writer", move |queue| run(&conn, &queue)).map(Self)
+    pub(super) fn start(conn: Connection, pressure: Arc<WalPressure>) -> std::io::Result<Self> {
+        WorkerThread::spawn("agentd-store-writer", move |queue| {
+            run(&conn, &queue, &pressure)
+        })
+        .map(Self)
     }
 
     /// Queues a job; gives it back if the thread is gone.
@@ -68,7 +72,7 @@ impl Writer {
     }
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
+fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, pressure: &WalPressure) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Ok(first) = queue.recv() {
         batch.push(first);
@@ -79,6 +83,7 @@ fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>) {
             }
         }
         commit_batch(conn, &mut batch);
+        pressure.relieve(conn);
     }
 }
 
@@ -233,7 +238,7 @@ mod tests {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch("CREATE TABLE t (n INTEGER)")
             .expect("schema");
-        Writer::start(conn).expect("start")
+        Writer::start(conn, Arc::default()).expect("start")
     }
 
     /// What `t` holds, in order, read through the writer.
@@ -304,7 +309,7 @@ mod tests {
              CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
         )
         .expect("schema");
-        let writer = Writer::start(conn).expect("start");
+        let writer = Writer::start(conn, Arc::default()).expect("start");
         let orphan = write(&writer, |c| {
             c.execute("INSERT INTO child VALUES (7)", [])?;
             Ok(())
