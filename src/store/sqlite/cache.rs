@@ -316,10 +316,10 @@ mod tests {
         }
         // Key 0, the oldest, was read: the hand passes it over once.
         assert_eq!(table.get(&0, |v| *v), Ok(0));
-        let evicted = table.meters.evictions.get();
         table.put(10, 10, 10);
         assert!(table.weight <= 100);
-        assert_eq!(table.meters.evictions.get() - evicted, 1);
+        // (The eviction counter is process-wide, shared with other tests: count the values.)
+        assert_eq!(table.slots.len(), 10, "one value went");
         assert_eq!(table.get(&0, |v| *v), Ok(0));
         assert!(
             table.get(&1, |v| *v).is_err(),
