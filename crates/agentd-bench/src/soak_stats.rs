@@ -251,7 +251,7 @@ mod tests {
             Sample::CSV_HEADER.split(',').count()
         );
         assert!(
-            sample.table_row().contains("| 0:12 |"),
+            sample.table_row().starts_with("|   0:12 |"),
             "{}",
             sample.table_row()
         );

@@ -223,7 +223,7 @@ mod tests {
     #[test]
     fn short_lifetimes_are_not_judged_and_a_run_of_only_those_fails() {
         // Only 3 post-warm-up samples: fewer than two ends of 2.
-        let samples: Vec<Sample> = (2..=4)
+        let samples: Vec<Sample> = (2u32..=4)
             .map(|i| sample(0, f64::from(i) * 10.0, 50_000 * u64::from(i), 30, 0))
             .collect();
         let verdict = judge(&samples, &TOLERANCE);
@@ -231,7 +231,7 @@ mod tests {
         assert!(!verdict.passed());
         // Next to a judged flat lifetime, a short one (say, cut by the end of the run) is fine.
         let mut more = lifetime(1, |_| (50_000, 30));
-        more.extend(samples.iter().cloned().map(|s| Sample { lifetime: 2, ..s }));
+        more.extend(samples.into_iter().map(|s| Sample { lifetime: 2, ..s }));
         assert!(judge(&more, &TOLERANCE).passed());
     }
 }
