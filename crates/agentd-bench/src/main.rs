@@ -129,8 +129,8 @@ enum Command {
         smtp_server: Option<std::path::PathBuf>,
     },
     /// A long mixed load (chat, tool and streaming turns) on one agentd, SIGKILLed and
-    /// restarted on the same data dir every few minutes; samples RSS, descriptors, threads and
-    /// latency, writes them as CSV and exits non-zero unless RSS and descriptors stay flat
+    /// restarted on the same data dir every few minutes; samples RSS, descriptors, threads, the
+    /// data dir's size and latency, writes them as CSV and exits non-zero unless those stay flat
     /// within each process lifetime after warm-up and no request fails (docs/testing.md).
     Soak {
         /// How long to run (`30m`, `90s`, `1h`). Default 30m (30s with --smoke).
@@ -163,6 +163,9 @@ enum Command {
         /// Turns per session before a client deletes it and opens a new one.
         #[arg(long, default_value_t = load::TURNS_PER_SESSION)]
         turns_per_session: u32,
+        /// Stop the run (and fail it) once agentd's data dir is larger than this many MB.
+        #[arg(long, default_value_t = 8192)]
+        max_data_dir_mb: u64,
         /// A ≈ 30 s check of the machinery: the defaults become 30s, 8 clients, a kill every
         /// 12s, a sample every 1s, 3s warm-up (options given still win).
         #[arg(long)]
@@ -243,6 +246,7 @@ fn main() -> ExitCode {
             ref out,
             model_latency_ms,
             turns_per_session,
+            max_data_dir_mb,
             smoke,
         }) => {
             let preset =
@@ -259,6 +263,7 @@ fn main() -> ExitCode {
                     out: out.clone(),
                     model_latency_ms,
                     turns_per_session: turns_per_session.max(1),
+                    max_data_dir_mb,
                 },
             )
         }

@@ -29,6 +29,8 @@ pub(crate) struct Settings {
     pub out: Option<PathBuf>,
     pub model_latency_ms: u64,
     pub turns_per_session: u32,
+    /// The run stops (and fails) once agentd's data dir is larger than this, in MB.
+    pub max_data_dir_mb: u64,
 }
 
 /// Samples averaged at each end of a lifetime by the verdict.
@@ -113,13 +115,15 @@ pub(crate) fn run(scratch: &Path, settings: &Settings) -> Result<(), String> {
         tools: scratch.join("tools.toml"),
         shared: Arc::clone(&shared),
     };
-    let samples = runtime.block_on(drive(rig, settings, seed, &mut output))?;
+    let (samples, stopped_early) = runtime.block_on(drive(rig, settings, seed, &mut output))?;
     let tolerance = Tolerance {
         warmup_s: settings.warmup.as_secs_f64(),
         edge_samples: EDGE_SAMPLES,
         rss_ratio: 0.10,
         rss_kb: 8.0 * 1024.0,
         fds: 5.0,
+        data_ratio: 0.10,
+        data_kb: 64.0 * 1024.0,
     };
     let verdict = soak_verdict::judge(&samples, &tolerance);
     report(&samples, &verdict, &tolerance, &shared.failures());
@@ -129,7 +133,10 @@ pub(crate) fn run(scratch: &Path, settings: &Settings) -> Result<(), String> {
         output.dir.join("samples.csv").display(),
         output.dir.join("kills.csv").display()
     );
-    if verdict.passed() {
+    if let Some(why) = &stopped_early {
+        println!("stopped early: {why}");
+    }
+    if verdict.passed() && stopped_early.is_none() {
         println!("verdict: PASS");
         Ok(())
     } else {
@@ -171,13 +178,14 @@ impl Rig {
     }
 }
 
-/// Runs the clients for the whole duration, killing and sampling on schedule.
+/// Runs the clients for the whole duration, killing and sampling on schedule; stops early
+/// (saying why) when the data dir outgrows its cap, so a runaway store cannot fill the disk.
 async fn drive(
     mut rig: Rig,
     settings: &Settings,
     seed: u64,
     output: &mut Output,
-) -> Result<Vec<Sample>, String> {
+) -> Result<(Vec<Sample>, Option<String>), String> {
     let start = Instant::now();
     let deadline = start + settings.duration;
     let workers: Vec<_> = (0..settings.clients)
@@ -198,6 +206,7 @@ async fn drive(
     let mut up_at = start;
     let (mut lifetime, mut kills) = (0u32, 0u32);
     let mut samples = Vec::new();
+    let mut stopped_early = None;
     while next_sample <= deadline {
         tokio::time::sleep_until(next_kill.min(next_sample).into()).await;
         if next_kill <= next_sample {
@@ -228,19 +237,31 @@ async fn drive(
                 rss_kb: procs::status_kb(pid, "VmRSS"),
                 fds: crate::limits::open_fds(pid),
                 threads: procs::status_kb(pid, "Threads"),
+                data_kb: Some(dir_bytes(&rig.data_dir) / 1024),
                 kills,
             },
         );
         println!("{}", sample.table_row());
         writeln!(output.samples, "{}", sample.csv_line()).map_err(|e| e.to_string())?;
+        let data_mb = sample.data_kb.unwrap_or(0) / 1024;
         samples.push(sample);
         last_sample = now;
         next_sample += settings.sample;
+        if data_mb > settings.max_data_dir_mb {
+            stopped_early = Some(format!(
+                "agentd's data dir reached {data_mb} MB, over --max-data-dir-mb {}",
+                settings.max_data_dir_mb
+            ));
+            for worker in &workers {
+                worker.abort();
+            }
+            break;
+        }
     }
     for worker in workers {
         let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
     }
-    Ok(samples)
+    Ok((samples, stopped_early))
 }
 
 /// A draw in `[0, 1)`.
@@ -279,32 +300,37 @@ fn report(samples: &[Sample], verdict: &Verdict, tolerance: &Tolerance, failures
     );
     println!("flat means: {}\n", tolerance.stated());
     println!(
-        "| lifetime | samples after warm-up | RSS MB first → last | fds first → last | flat |"
+        "| lifetime | samples after warm-up | RSS MB first → last | fds first → last | data MB first → last | flat |"
     );
-    println!("|---:|---:|---|---|---|");
+    println!("|---:|---:|---|---|---|---|");
     for life in &verdict.lifetimes {
         let pair = |p: Option<(f64, f64)>, scale: f64| {
             p.map_or("-".to_owned(), |(a, b)| {
                 format!("{:.1} → {:.1}", a / scale, b / scale)
             })
         };
+        let grew: Vec<&str> = [
+            (life.rss_flat, "RSS"),
+            (life.fds_flat, "fds"),
+            (life.data_flat, "data dir"),
+        ]
+        .into_iter()
+        .filter_map(|(flat, name)| (!flat).then_some(name))
+        .collect();
         let flat = if !life.judged() {
-            "not judged (too few samples)"
-        } else if life.rss_flat && life.fds_flat {
-            "yes"
-        } else if life.rss_flat {
-            "NO (fds)"
-        } else if life.fds_flat {
-            "NO (RSS)"
+            "not judged (too few samples)".to_owned()
+        } else if grew.is_empty() {
+            "yes".to_owned()
         } else {
-            "NO (RSS, fds)"
+            format!("NO ({})", grew.join(", "))
         };
         println!(
-            "| {} | {} | {} | {} | {flat} |",
+            "| {} | {} | {} | {} | {} | {flat} |",
             life.lifetime,
             life.samples,
             pair(life.rss_kb, 1024.0),
-            pair(life.fds, 1.0)
+            pair(life.fds, 1.0),
+            pair(life.data_kb, 1024.0)
         );
     }
     if !failures.is_empty() {

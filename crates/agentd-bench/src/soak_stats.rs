@@ -71,6 +71,8 @@ pub(crate) struct Sample {
     pub rss_kb: Option<u64>,
     pub fds: Option<u64>,
     pub threads: Option<u64>,
+    /// Size of agentd's data directory (database, WAL and its index).
+    pub data_kb: Option<u64>,
     pub turns: u64,
     pub turns_per_s: f64,
     pub p50_ms: Option<f64>,
@@ -83,11 +85,11 @@ pub(crate) struct Sample {
 }
 
 impl Sample {
-    pub(crate) const CSV_HEADER: &'static str = "t_s,lifetime,pid,age_s,rss_kb,fds,threads,turns,\
-turns_per_s,p50_ms,p99_ms,failures,cut,busy,kills";
+    pub(crate) const CSV_HEADER: &'static str = "t_s,lifetime,pid,age_s,rss_kb,fds,threads,data_kb,\
+turns,turns_per_s,p50_ms,p99_ms,failures,cut,busy,kills";
 
-    pub(crate) const TABLE_HEADER: &'static str = "|      t | life |  age |  RSS MB |  fds | thr | \
-turns/s | p50 ms | p99 ms | fail | cut | 409 | kills |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
+    pub(crate) const TABLE_HEADER: &'static str = "|      t | life |  age |  RSS MB |  fds | thr | data MB | \
+turns/s | p50 ms | p99 ms | fail | cut | 409 | kills |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|";
 
     /// The interval's latencies summarized, with agentd's footprint.
     pub(crate) fn of(interval: &mut Interval, seconds: f64, at: Footprint) -> Self {
@@ -102,6 +104,7 @@ turns/s | p50 ms | p99 ms | fail | cut | 409 | kills |\n|---:|---:|---:|---:|---
             rss_kb: at.rss_kb,
             fds: at.fds,
             threads: at.threads,
+            data_kb: at.data_kb,
             turns,
             turns_per_s: if seconds > 0.0 {
                 turns as f64 / seconds
@@ -121,7 +124,7 @@ turns/s | p50 ms | p99 ms | fail | cut | 409 | kills |\n|---:|---:|---:|---:|---
         let opt = |v: Option<u64>| v.map_or(String::new(), |v| v.to_string());
         let ms = |v: Option<f64>| v.map_or(String::new(), |v| format!("{v:.2}"));
         format!(
-            "{:.1},{},{},{:.1},{},{},{},{},{:.1},{},{},{},{},{},{}",
+            "{:.1},{},{},{:.1},{},{},{},{},{},{:.1},{},{},{},{},{},{}",
             self.t_s,
             self.lifetime,
             self.pid,
@@ -129,6 +132,7 @@ turns/s | p50 ms | p99 ms | fail | cut | 409 | kills |\n|---:|---:|---:|---:|---
             opt(self.rss_kb),
             opt(self.fds),
             opt(self.threads),
+            opt(self.data_kb),
             self.turns,
             self.turns_per_s,
             ms(self.p50_ms),
@@ -143,17 +147,17 @@ turns/s | p50 ms | p99 ms | fail | cut | 409 | kills |\n|---:|---:|---:|---:|---
     pub(crate) fn table_row(&self) -> String {
         let opt = |v: Option<u64>| v.map_or("-".to_owned(), |v| v.to_string());
         let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1}"));
-        let mb = self
-            .rss_kb
-            .map_or("-".to_owned(), |kb| format!("{:.1}", kb as f64 / 1024.0));
+        let mb =
+            |v: Option<u64>| v.map_or("-".to_owned(), |kb| format!("{:.1}", kb as f64 / 1024.0));
         format!(
-            "| {:>6} | {:>4} | {:>4} | {:>7} | {:>4} | {:>3} | {:>7.0} | {:>6} | {:>6} | {:>4} | {:>3} | {:>3} | {:>5} |",
+            "| {:>6} | {:>4} | {:>4} | {:>7} | {:>4} | {:>3} | {:>7} | {:>7.0} | {:>6} | {:>6} | {:>4} | {:>3} | {:>3} | {:>5} |",
             clock(self.t_s),
             self.lifetime,
             format!("{:.0}", self.age_s),
-            mb,
+            mb(self.rss_kb),
             opt(self.fds),
             opt(self.threads),
+            mb(self.data_kb),
             self.turns_per_s,
             ms(self.p50_ms),
             ms(self.p99_ms),
@@ -175,6 +179,7 @@ pub(crate) struct Footprint {
     pub rss_kb: Option<u64>,
     pub fds: Option<u64>,
     pub threads: Option<u64>,
+    pub data_kb: Option<u64>,
     pub kills: u32,
 }
 
@@ -235,6 +240,7 @@ mod tests {
             Footprint {
                 t_s: 12.0,
                 rss_kb: Some(20480),
+                data_kb: Some(1024),
                 ..Footprint::default()
             },
         );
@@ -244,7 +250,7 @@ mod tests {
         assert_eq!(sample.p99_ms, Some(50.0));
         assert_eq!(
             sample.csv_line(),
-            "12.0,0,0,0.0,20480,,,4,2.0,2.00,50.00,1,2,0,0"
+            "12.0,0,0,0.0,20480,,,1024,4,2.0,2.00,50.00,1,2,0,0"
         );
         assert_eq!(
             sample.csv_line().split(',').count(),

@@ -1,6 +1,6 @@
 //! The verdict of `agentd-bench soak`: per agentd process lifetime, after its warm-up, the
-//! mean RSS and open descriptors of its last samples against its first ones, within stated
-//! tolerances; and no failed request in the whole run.
+//! mean RSS, open descriptors and data directory size of its last samples against its first
+//! ones, within stated tolerances; and no failed request in the whole run.
 
 use crate::soak_stats::Sample;
 
@@ -17,18 +17,25 @@ pub(crate) struct Tolerance {
     pub rss_kb: f64,
     /// Open descriptors may grow by this many.
     pub fds: f64,
+    /// The data directory may grow by this share of the first mean...
+    pub data_ratio: f64,
+    /// ...or by this many kB, whichever is larger (sessions are deleted as they are replaced,
+    /// so the store should not keep growing).
+    pub data_kb: f64,
 }
 
 impl Tolerance {
     pub(crate) fn stated(&self) -> String {
         format!(
             "per process lifetime, samples from {:.0} s after ready on: mean of the last {n} vs \
-             the first {n}: RSS within +{:.0} % or +{:.0} MB (the larger), fds within +{:.0}; \
-             failures = 0",
+             the first {n}: RSS within +{:.0} % or +{:.0} MB (the larger), fds within +{:.0}, \
+             data dir within +{:.0} % or +{:.0} MB (the larger); failures = 0",
             self.warmup_s,
             self.rss_ratio * 100.0,
             self.rss_kb / 1024.0,
             self.fds,
+            self.data_ratio * 100.0,
+            self.data_kb / 1024.0,
             n = self.edge_samples
         )
     }
@@ -43,13 +50,19 @@ pub(crate) struct Lifetime {
     /// (first mean, last mean); `None` when too few samples to judge.
     pub rss_kb: Option<(f64, f64)>,
     pub fds: Option<(f64, f64)>,
+    pub data_kb: Option<(f64, f64)>,
     pub rss_flat: bool,
     pub fds_flat: bool,
+    pub data_flat: bool,
 }
 
 impl Lifetime {
     pub(crate) fn judged(&self) -> bool {
-        self.rss_kb.is_some() && self.fds.is_some()
+        self.rss_kb.is_some() && self.fds.is_some() && self.data_kb.is_some()
+    }
+
+    pub(crate) fn flat(&self) -> bool {
+        self.rss_flat && self.fds_flat && self.data_flat
     }
 }
 
@@ -69,7 +82,7 @@ impl Verdict {
                 .lifetimes
                 .iter()
                 .filter(|l| l.judged())
-                .all(|l| l.rss_flat && l.fds_flat)
+                .all(Lifetime::flat)
     }
 }
 
@@ -87,12 +100,16 @@ pub(crate) fn judge(samples: &[Sample], tolerance: &Tolerance) -> Verdict {
                 .collect();
             let rss = edges(&warm, tolerance.edge_samples, |s| s.rss_kb);
             let fds = edges(&warm, tolerance.edge_samples, |s| s.fds);
+            let data = edges(&warm, tolerance.edge_samples, |s| s.data_kb);
             let rss_allowed = |first: f64| (first * tolerance.rss_ratio).max(tolerance.rss_kb);
+            let data_allowed = |first: f64| (first * tolerance.data_ratio).max(tolerance.data_kb);
             Lifetime {
                 lifetime,
                 samples: warm.len(),
                 rss_kb: rss,
                 fds,
+                data_kb: data,
+                data_flat: data.is_none_or(|(first, last)| last - first <= data_allowed(first)),
                 rss_flat: rss.is_none_or(|(first, last)| last - first <= rss_allowed(first)),
                 fds_flat: fds.is_none_or(|(first, last)| last - first <= tolerance.fds),
             }
@@ -134,9 +151,22 @@ mod tests {
         rss_ratio: 0.10,
         rss_kb: 8192.0,
         fds: 5.0,
+        data_ratio: 0.10,
+        data_kb: 65536.0,
     };
 
     fn sample(lifetime: u32, age_s: f64, rss_kb: u64, fds: u64, failures: u64) -> Sample {
+        with_data(lifetime, age_s, rss_kb, fds, failures, 100_000)
+    }
+
+    fn with_data(
+        lifetime: u32,
+        age_s: f64,
+        rss_kb: u64,
+        fds: u64,
+        failures: u64,
+        data_kb: u64,
+    ) -> Sample {
         let mut interval = Interval {
             failures,
             ..Interval::default()
@@ -149,6 +179,7 @@ mod tests {
                 age_s,
                 rss_kb: Some(rss_kb),
                 fds: Some(fds),
+                data_kb: Some(data_kb),
                 ..Footprint::default()
             },
         )
@@ -209,6 +240,41 @@ mod tests {
         assert!(verdict.lifetimes[0].rss_flat);
         assert!(!verdict.lifetimes[0].fds_flat);
         assert!(!verdict.passed());
+    }
+
+    #[test]
+    fn a_growing_data_dir_fails() {
+        // A WAL growing 200 MB per 10 s: far past +64 MB.
+        let samples: Vec<Sample> = (1u32..=6)
+            .map(|i| {
+                with_data(
+                    0,
+                    f64::from(i) * 10.0,
+                    50_000,
+                    30,
+                    0,
+                    u64::from(i) * 204_800,
+                )
+            })
+            .collect();
+        let verdict = judge(&samples, &TOLERANCE);
+        assert!(verdict.lifetimes[0].rss_flat && verdict.lifetimes[0].fds_flat);
+        assert!(!verdict.lifetimes[0].data_flat);
+        assert!(!verdict.passed());
+        // Churn of a few MB either way is flat.
+        let churn: Vec<Sample> = (1u32..=6)
+            .map(|i| {
+                with_data(
+                    0,
+                    f64::from(i) * 10.0,
+                    50_000,
+                    30,
+                    0,
+                    20_000 + u64::from(i % 2) * 4096,
+                )
+            })
+            .collect();
+        assert!(judge(&churn, &TOLERANCE).passed());
     }
 
     #[test]
