@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Plots an `agentd-bench soak` run: agentd's RSS, open descriptors and the clients' p99 turn
-latency over time, one panel each, every SIGKILL + restart marked as a vertical line.
+"""Plots an `agentd-bench soak` run: agentd's RSS, open descriptors, the size of its data dir
+and the clients' p99 turn latency over time, one panel each, every SIGKILL + restart marked as
+a vertical line.
 
 Reads samples.csv and kills.csv from the run's output directory (`--out DIR`) and writes a
 1200x800 PNG.
@@ -44,6 +45,7 @@ def main(argv):
     panels = [
         ("RSS (MB)", [number(s["rss_kb"]) / 1024 for s in samples]),
         ("open fds", [number(s["fds"]) for s in samples]),
+        ("data dir (MB)", [number(s.get("data_kb")) / 1024 for s in samples]),
         ("p99 turn latency (ms)", [number(s["p99_ms"]) for s in samples]),
     ]
     fig, axes = plt.subplots(len(panels), 1, sharex=True, figsize=(12, 8), dpi=100)
