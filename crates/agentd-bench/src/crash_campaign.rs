@@ -113,10 +113,10 @@ fn turn_body(marker: &str, recipient: &str) -> Value {
 }
 
 /// splitmix64: a small seeded generator, so a seed replays the same kill delays.
-struct Rng(u64);
+pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);

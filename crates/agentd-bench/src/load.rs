@@ -67,7 +67,7 @@ impl ServerTool {
     }
 
     /// The user message that makes the mock call it.
-    fn directive(self) -> String {
+    pub(crate) fn directive(self) -> String {
         format!("!call {} {}", self.name(), self.arguments())
     }
 

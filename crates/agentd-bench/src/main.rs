@@ -10,7 +10,9 @@
 //! compares the `storage.synchronous` levels; `agentd-bench crash-campaign` SIGKILLs agentd
 //! at random moments of send_email turns against a real SMTP relay and checks what survives;
 //! `agentd-bench sustained` runs one agentd for minutes on many sessions whose histories grow
-//! and prints a row per window (`sustained.rs`).
+//! and prints a row per window (`sustained.rs`);
+//! `agentd-bench soak` runs a mixed load for a long time with periodic SIGKILLs and restarts
+//! and checks that agentd's memory and descriptors stay flat (`soak.rs`).
 
 mod crash_campaign;
 mod crash_phases;
@@ -29,6 +31,10 @@ mod prom_text;
 mod report;
 mod session_pick;
 mod smtp_relay;
+mod soak;
+mod soak_client;
+mod soak_stats;
+mod soak_verdict;
 mod store;
 mod store_counters;
 mod sustained;
@@ -130,6 +136,49 @@ enum Command {
         #[arg(long, value_name = "PATH")]
         smtp_server: Option<std::path::PathBuf>,
     },
+    /// A long mixed load (chat, tool and streaming turns) on one agentd, SIGKILLed and
+    /// restarted on the same data dir every few minutes; samples RSS, descriptors, threads, the
+    /// data dir's size and latency, writes them as CSV and exits non-zero unless those stay flat
+    /// within each process lifetime after warm-up and no request fails (docs/testing.md).
+    Soak {
+        /// How long to run (`30m`, `90s`, `1h`). Default 30m (30s with --smoke).
+        #[arg(long, value_parser = soak_stats::parse_span)]
+        duration: Option<Duration>,
+        /// Concurrent clients. Default 64 (8 with --smoke).
+        #[arg(long)]
+        clients: Option<usize>,
+        /// Mean time between SIGKILLs, each moved by up to ±20 % (seeded). Default 5m (12s with
+        /// --smoke).
+        #[arg(long, value_parser = soak_stats::parse_span)]
+        kill_every: Option<Duration>,
+        /// Sample interval. Default 10s (1s with --smoke).
+        #[arg(long, value_parser = soak_stats::parse_span)]
+        sample: Option<Duration>,
+        /// Samples this soon after a (re)start are left out of the verdict. Default 2m (3s with
+        /// --smoke).
+        #[arg(long, value_parser = soak_stats::parse_span)]
+        warmup: Option<Duration>,
+        /// Seed of the kill jitter (printed; default: from the clock).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Where samples.csv and kills.csv go (default: a new directory under the temp dir,
+        /// printed at the end).
+        #[arg(long, value_name = "DIR")]
+        out: Option<std::path::PathBuf>,
+        /// Mock model latency per call, in milliseconds.
+        #[arg(long, default_value_t = 20)]
+        model_latency_ms: u64,
+        /// Turns per session before a client deletes it and opens a new one.
+        #[arg(long, default_value_t = load::TURNS_PER_SESSION)]
+        turns_per_session: u32,
+        /// Stop the run (and fail it) once agentd's data dir is larger than this many MB.
+        #[arg(long, default_value_t = 8192)]
+        max_data_dir_mb: u64,
+        /// A ≈ 30 s check of the machinery: the defaults become 30s, 8 clients, a kill every
+        /// 12s, a sample every 1s, 3s warm-up (options given still win).
+        #[arg(long)]
+        smoke: bool,
+    },
     /// User-space instructions per turn of agentd alone (chat, tool, stream, mcp), counted by
     /// callgrind (which does not follow agentd's children: the MCP server is not counted).
     Instructions {
@@ -213,6 +262,37 @@ fn main() -> ExitCode {
             },
             &scratch,
         ),
+        Some(Command::Soak {
+            duration,
+            clients,
+            kill_every,
+            sample,
+            warmup,
+            seed,
+            ref out,
+            model_latency_ms,
+            turns_per_session,
+            max_data_dir_mb,
+            smoke,
+        }) => {
+            let preset =
+                |normal: u64, quick: u64| Duration::from_secs(if smoke { quick } else { normal });
+            soak::run(
+                &scratch,
+                &soak::Settings {
+                    duration: duration.unwrap_or(preset(30 * 60, 30)),
+                    clients: clients.unwrap_or(if smoke { 8 } else { 64 }).max(1),
+                    kill_every: kill_every.unwrap_or(preset(5 * 60, 12)),
+                    sample: sample.unwrap_or(preset(10, 1)),
+                    warmup: warmup.unwrap_or(preset(2 * 60, 3)),
+                    seed,
+                    out: out.clone(),
+                    model_latency_ms,
+                    turns_per_session: turns_per_session.max(1),
+                    max_data_dir_mb,
+                },
+            )
+        }
         None => run_load(&args, &scratch),
     };
     let _ = std::fs::remove_dir_all(&scratch);
