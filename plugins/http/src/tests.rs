@@ -154,6 +154,7 @@ async fn put_and_bearer_token_from_a_secret_file() {
         seen.header("authorization").as_deref(),
         Some("Bearer s3cret")
     );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
@@ -360,6 +361,7 @@ async fn an_endpoint_echoing_credentials_does_not_pass_them_to_the_model() {
         assert!(!result.contains(secret), "{secret} in: {result}");
     }
     assert!(result.contains("denied: Bearer ***"), "{result}");
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 fn tempfile_dir(name: &str) -> std::path::PathBuf {

@@ -145,6 +145,7 @@ mod tests {
             resolve_secret(&SecretRef::default()),
             Err(SecretError::Empty)
         );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
