@@ -41,6 +41,16 @@ impl Collection {
             Collection::AgentTools => "tool",
         }
     }
+
+    /// The collection's name in the stores' `resources` table.
+    pub(crate) fn key(self) -> &'static str {
+        match self {
+            Collection::Agents => "agents",
+            Collection::Users => "users",
+            Collection::Sessions => "sessions",
+            Collection::AgentTools => "agent_tools",
+        }
+    }
 }
 
 /// One stored document.
@@ -62,11 +72,31 @@ pub enum SortBy {
     UpdatedAt,
 }
 
+impl SortBy {
+    /// The stores' column it orders by.
+    pub(crate) fn column(self) -> &'static str {
+        match self {
+            SortBy::CreatedAt => "created_at",
+            SortBy::UpdatedAt => "updated_at",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
     Asc,
     #[default]
     Desc,
+}
+
+impl Direction {
+    /// The SQL keyword.
+    pub(crate) fn keyword(self) -> &'static str {
+        match self {
+            Direction::Asc => "ASC",
+            Direction::Desc => "DESC",
+        }
+    }
 }
 
 /// A page of a collection.
@@ -138,6 +168,9 @@ pub struct JournalRecord {
     pub started_at: OffsetDateTime,
     pub finished_at: Option<OffsetDateTime>,
 }
+
+/// The reason both stores record on a held call whose time ran out before a decision.
+pub(crate) const EXPIRED_REASON: &str = "expired";
 
 /// Where a call held for a person's approval stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,14 +3,13 @@
 
 use crate::common;
 
-use std::net::TcpListener;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use agentd_mock::{MockConfig, MockModel, Reply, ScriptedCall};
 use common::binary::{self, AGENTD, BinaryStore, Daemon};
+use common::hook::hanging_hook;
 use common::{assert_history_valid, toml_str};
 use serde_json::{Value, json};
 
@@ -91,27 +90,6 @@ async fn new_session(http: &reqwest::Client, daemon: &Daemon) -> String {
     )
     .await;
     session["id"].as_str().unwrap().to_owned()
-}
-
-/// A webhook target that accepts connections and never answers: a call to it stays in
-/// flight. Returns its port, its connection count and a signal per accepted connection.
-fn hanging_hook() -> (u16, Arc<AtomicUsize>, mpsc::Receiver<()>) {
-    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
-    let hook_port = hook.local_addr().unwrap().port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let (accepted_tx, accepted_rx) = mpsc::channel();
-    {
-        let connections = connections.clone();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in hook.incoming().map_while(Result::ok) {
-                connections.fetch_add(1, Ordering::SeqCst);
-                held.push(stream);
-                let _ = accepted_tx.send(());
-            }
-        });
-    }
-    (hook_port, connections, accepted_rx)
 }
 
 /// A catalog with the `hook` tool posting to `port` (and `approval` as given).

@@ -5,16 +5,15 @@
 
 use crate::common;
 
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use agentd_mock::{MockConfig, MockModel, Reply, ScriptedCall};
 use agentd_testpg::TestDatabase;
 use common::binary::{self, AGENTD, Daemon};
+use common::hook::hanging_hook;
 use common::{assert_history_valid, toml_str};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -203,26 +202,6 @@ async fn a_turn_on_one_instance_makes_a_chat_on_the_other_answer_409() {
         StatusCode::CREATED,
         "the claim is released when the turn ends: {r}"
     );
-}
-
-/// A webhook target that accepts connections and never answers.
-fn hanging_hook() -> (u16, Arc<AtomicUsize>, mpsc::Receiver<()>) {
-    let hook = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = hook.local_addr().unwrap().port();
-    let connections = Arc::new(AtomicUsize::new(0));
-    let (accepted_tx, accepted_rx) = mpsc::channel();
-    {
-        let connections = connections.clone();
-        std::thread::spawn(move || {
-            let mut held = Vec::new();
-            for stream in hook.incoming().map_while(Result::ok) {
-                connections.fetch_add(1, Ordering::SeqCst);
-                held.push(stream);
-                let _ = accepted_tx.send(());
-            }
-        });
-    }
-    (port, connections, accepted_rx)
 }
 
 fn hook_tools(port: u16) -> String {

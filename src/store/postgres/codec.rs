@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use crate::session::message::EntrySource;
-use crate::store::{CallStatus, Collection, StoreError, StoreResult};
+use crate::store::{CallStatus, StoreError, StoreResult};
 
 /// A driver or pool failure during `operation`, as the store reports it. The driver's errors
 /// say little at the top ("db error") and the server's reason in their sources, so the whole
@@ -42,15 +42,6 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     move |error| backend(operation, error)
-}
-
-pub(super) fn collection_key(collection: Collection) -> &'static str {
-    match collection {
-        Collection::Agents => "agents",
-        Collection::Users => "users",
-        Collection::Sessions => "sessions",
-        Collection::AgentTools => "agent_tools",
-    }
 }
 
 /// Unix nanoseconds, UTC; covers the years 1677 to 2262.

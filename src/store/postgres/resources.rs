@@ -9,9 +9,9 @@ use serde_json::{Map, Value};
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
-use crate::store::postgres::codec::{backend, collection_key, fail, from_nanos, to_nanos};
+use crate::store::postgres::codec::{backend, fail, from_nanos, to_nanos};
 use crate::store::postgres::history::remove_conversation;
-use crate::store::{Collection, Direction, ListQuery, Record, SortBy, StoreError, StoreResult};
+use crate::store::{Collection, ListQuery, Record, StoreError, StoreResult};
 
 const RECORD_COLUMNS: &str = "id, parent, body, created_at, updated_at";
 
@@ -105,7 +105,7 @@ async fn insert_row(
         .execute(
             &statement,
             &[
-                &collection_key(collection),
+                &collection.key(),
                 &row.id,
                 &row.parent,
                 &row.body,
@@ -176,7 +176,7 @@ pub(super) async fn get(
         .await
         .map_err(fail(OPERATION))?;
     let row = client
-        .query_opt(&statement, &[&collection_key(collection), &id])
+        .query_opt(&statement, &[&collection.key(), &id])
         .await
         .map_err(fail(OPERATION))?;
     row.map(|row| read_record(OPERATION, &row).map(|(record, _)| record))
@@ -202,7 +202,7 @@ pub(super) async fn update(
         .execute(
             &statement,
             &[
-                &collection_key(collection),
+                &collection.key(),
                 &row.id,
                 &row.body,
                 &row.filter_fields,
@@ -224,7 +224,7 @@ pub(super) async fn delete(pool: &Pool, collection: Collection, id: &str) -> Sto
         &tx,
         OPERATION,
         "DELETE FROM resources WHERE collection = $1 AND id = $2",
-        &[&collection_key(collection), &id],
+        &[&collection.key(), &id],
     )
     .await?;
     if deleted == 0 {
@@ -236,7 +236,7 @@ pub(super) async fn delete(pool: &Pool, collection: Collection, id: &str) -> Sto
                 &tx,
                 OPERATION,
                 "DELETE FROM resources WHERE collection = $1 AND parent = $2",
-                &[&collection_key(Collection::AgentTools), &id],
+                &[&Collection::AgentTools.key(), &id],
             )
             .await?;
         }
@@ -283,14 +283,7 @@ fn list_sql(query: &ListQuery) -> String {
                 WHERE filter_fields ->> filter.key IS DISTINCT FROM filter.value)"
         ));
     }
-    let column = match query.sort_by {
-        SortBy::CreatedAt => "created_at",
-        SortBy::UpdatedAt => "updated_at",
-    };
-    let direction = match query.direction {
-        Direction::Asc => "ASC",
-        Direction::Desc => "DESC",
-    };
+    let (column, direction) = (query.sort_by.column(), query.direction.keyword());
     sql.push_str(&format!(
         " ORDER BY {column} {direction}, id {direction} LIMIT ${} OFFSET ${}",
         next,
@@ -308,7 +301,7 @@ pub(super) async fn list(
     query: &ListQuery,
 ) -> StoreResult<Vec<Record>> {
     const OPERATION: &str = "list";
-    let collection_key = collection_key(collection);
+    let collection_key = collection.key();
     let (keys, values): (Vec<String>, Vec<String>) = query
         .metadata_filter
         .iter()

@@ -14,9 +14,6 @@ use crate::store::{ApprovalDecision, ApprovalRecord, ApprovalState, StoreError, 
 const APPROVAL_COLUMNS: &str = "session_id, call_id, digest, tool, arguments, requested_at, \
      expires_at, state, reason, decided_at";
 
-/// The reason recorded on a call whose time ran out before a decision.
-const EXPIRED_REASON: &str = "expired";
-
 /// A call to hold, with its times as stored.
 pub(super) struct HoldRow {
     record: ApprovalRecord,
@@ -118,7 +115,10 @@ fn decide_now(
     }
     let expired = to_nanos(record.expires_at)? <= now;
     let (state, reason) = if expired {
-        (ApprovalState::Expired, Some(EXPIRED_REASON.to_owned()))
+        (
+            ApprovalState::Expired,
+            Some(crate::store::EXPIRED_REASON.to_owned()),
+        )
     } else {
         (state, reason)
     };

@@ -41,8 +41,8 @@ use time::OffsetDateTime;
 use self::cache::{Cache, EMPTY_HISTORY, Mirror, Table, record_bytes};
 use self::checkpoint::{Checkpointer, WalPressure};
 use self::rows::{
-    EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, collection_key,
-    list_query, read_journal,
+    EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, list_query,
+    read_journal,
 };
 use self::schema::{open_reader, open_writer};
 use self::writer::{Write, Writer};
@@ -357,7 +357,7 @@ impl Store for SqliteStore {
                     .prepare_cached(&format!(
                         "SELECT {RECORD_COLUMNS} FROM resources WHERE collection = ?1 AND id = ?2"
                     ))?
-                    .query_row(params![collection_key(collection), id], RecordRow::read)
+                    .query_row(params![collection.key(), id], RecordRow::read)
                     .optional()?;
                 row.map(|row| {
                     row.into_record().map(|record| {
@@ -409,12 +409,7 @@ impl Store for SqliteStore {
                         "UPDATE resources SET body = ?3, updated_at = ?4
                          WHERE collection = ?1 AND id = ?2",
                     )?
-                    .execute(params![
-                        collection_key(collection),
-                        row.id,
-                        row.body,
-                        row.updated_at
-                    ])?;
+                    .execute(params![collection.key(), row.id, row.body, row.updated_at])?;
                 Ok(changed > 0)
             },
             move |cache, _| forget_record(cache, collection, &id, parent.as_deref()),
@@ -430,7 +425,7 @@ impl Store for SqliteStore {
             move |conn| {
                 let deleted = conn
                     .prepare_cached("DELETE FROM resources WHERE collection = ?1 AND id = ?2")?
-                    .execute(params![collection_key(collection), id])?;
+                    .execute(params![collection.key(), id])?;
                 if deleted == 0 {
                     return Ok(false);
                 }
@@ -439,7 +434,7 @@ impl Store for SqliteStore {
                         conn.prepare_cached(
                             "DELETE FROM resources WHERE collection = ?1 AND parent = ?2",
                         )?
-                        .execute(params![collection_key(Collection::AgentTools), id])?;
+                        .execute(params![Collection::AgentTools.key(), id])?;
                     }
                     Collection::Sessions => {
                         conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?

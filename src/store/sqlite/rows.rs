@@ -6,9 +6,7 @@ use time::OffsetDateTime;
 
 use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson};
 use crate::store::sqlite::writer::BatchError;
-use crate::store::{
-    CallStatus, Collection, Direction, JournalRecord, ListQuery, Record, SortBy, StoreError,
-};
+use crate::store::{CallStatus, Collection, JournalRecord, ListQuery, Record, StoreError};
 
 /// What can go wrong inside a blocking store operation; turned into a [`StoreError`] with the
 /// operation's name at the boundary.
@@ -45,15 +43,6 @@ impl Failure {
 }
 
 pub(super) type Outcome<T> = Result<T, Failure>;
-
-pub(super) fn collection_key(collection: Collection) -> &'static str {
-    match collection {
-        Collection::Agents => "agents",
-        Collection::Users => "users",
-        Collection::Sessions => "sessions",
-        Collection::AgentTools => "agent_tools",
-    }
-}
 
 /// Unix nanoseconds, UTC; covers the years 1677 to 2262.
 pub(super) fn to_nanos(at: OffsetDateTime) -> Outcome<i64> {
@@ -118,7 +107,7 @@ impl RecordRow {
         collection: Collection,
     ) -> rusqlite::Result<usize> {
         statement.execute(rusqlite::params![
-            collection_key(collection),
+            collection.key(),
             self.id,
             self.parent,
             self.body,
@@ -243,7 +232,7 @@ pub(super) fn read_journal(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome<
 /// quoted, escaped label (`$.metadata."a.b"`), so dots and quotes in keys are taken literally.
 pub(super) fn list_query(collection: Collection, query: &ListQuery) -> (String, Vec<SqlValue>) {
     let mut sql = format!("SELECT {RECORD_COLUMNS} FROM resources WHERE collection = ?1");
-    let mut params = vec![SqlValue::Text(collection_key(collection).to_owned())];
+    let mut params = vec![SqlValue::Text(collection.key().to_owned())];
     if let Some(parent) = &query.parent {
         params.push(SqlValue::Text(parent.clone()));
         sql.push_str(&format!(" AND parent = ?{}", params.len()));
@@ -263,14 +252,7 @@ pub(super) fn list_query(collection: Collection, query: &ListQuery) -> (String, 
              END) = ?{value}"
         ));
     }
-    let column = match query.sort_by {
-        SortBy::CreatedAt => "created_at",
-        SortBy::UpdatedAt => "updated_at",
-    };
-    let direction = match query.direction {
-        Direction::Asc => "ASC",
-        Direction::Desc => "DESC",
-    };
+    let (column, direction) = (query.sort_by.column(), query.direction.keyword());
     params.push(SqlValue::Integer(i64::from(query.limit)));
     let limit = params.len();
     params.push(SqlValue::Integer(i64::from(query.offset)));

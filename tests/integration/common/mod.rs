@@ -4,6 +4,7 @@
 pub(crate) mod binary;
 pub(crate) mod contract;
 pub(crate) mod handlers;
+pub(crate) mod hook;
 pub(crate) mod mcp;
 pub(crate) mod sse;
 
