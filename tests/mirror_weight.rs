@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use agentd::session::{ChatMessage, Entry, EntrySource, MessageJson};
+use agentd::session::{ChatMessage, Entry, EntrySource, History, MessageJson};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -56,11 +56,13 @@ fn heap_bytes_match_resident_memory_within_a_quarter() {
     let mut kept = Vec::new();
     for (kind, text) in stored_messages() {
         let before = resident_bytes();
-        let mut sessions: Vec<Vec<Arc<Entry>>> = Vec::new();
+        // Histories as the mirror keeps them, each starting empty and growing by appends.
+        let mut sessions: Vec<History> = Vec::new();
         let mut estimated = 0;
         for n in 0..ENTRIES {
             if n % 100 == 0 {
-                sessions.push(Vec::with_capacity(100));
+                sessions.push(History::default());
+                estimated += agentd::session::history::EMPTY_LOG_BYTES;
             }
             let entry = entry(n, &text);
             estimated += entry.heap_bytes(text.len());

@@ -27,6 +27,10 @@ pub(crate) struct ModelRequest<'a> {
     /// `stop`, `seed`, `response_format`, ...).
     #[serde(flatten)]
     pub settings: &'a Map<String, Value>,
+    /// About how many bytes the request's JSON comes to: its body is allocated once, not
+    /// grown by doubling (a copy of everything written so far each time).
+    #[serde(skip)]
+    pub size_hint: usize,
 }
 
 fn no_tools(tools: &&[Value]) -> bool {

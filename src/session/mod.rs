@@ -2,10 +2,12 @@
 //! tool call (its content digest), and the per-session turn lock.
 
 mod call_digest;
+pub mod history;
 pub mod lock;
 pub mod message;
 
 pub use call_digest::{call_digest, call_digest_of_text};
+pub use history::History;
 pub use message::{
     ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, PromptMessage, Role,
     ToolCallRequest,

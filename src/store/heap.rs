@@ -82,7 +82,7 @@ impl Entry {
     pub fn heap_bytes(&self, json_len: usize) -> usize {
         // An `Arc`'s two counts, then the entry.
         allocation(2 * size_of::<usize>() + size_of::<Entry>())
-            + size_of::<std::sync::Arc<Entry>>()
+            + crate::session::history::SLOT_BYTES
             + string(&self.id)
             + string(&self.session_id)
             + message(&self.message)

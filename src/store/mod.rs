@@ -19,6 +19,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use time::OffsetDateTime;
 
+use crate::session::History;
 use crate::session::message::Entry;
 
 /// The kinds of documents the store keeps.
@@ -335,7 +336,7 @@ pub trait Store: Send + Sync + 'static {
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>>;
     /// Every history entry of a session, oldest first. The entries are shared, not copied:
     /// a turn reads the whole history every time, and it only grows at the end.
-    async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Arc<Entry>>>;
+    async fn full_history(&self, session_id: &str) -> StoreResult<History>;
     /// Removes a session's history entries, the journal of its calls and its calls held for
     /// approval (the session itself stays): nothing of the cleared conversation is kept.
     async fn clear_history(&self, session_id: &str) -> StoreResult<()>;

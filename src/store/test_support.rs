@@ -52,8 +52,13 @@ pub(crate) fn ids(records: &[Record]) -> Vec<&str> {
     records.iter().map(|r| r.id.as_str()).collect()
 }
 
-pub(crate) fn entry_ids<E: std::borrow::Borrow<Entry>>(entries: &[E]) -> Vec<&str> {
-    entries.iter().map(|e| e.borrow().id.as_str()).collect()
+pub(crate) fn entry_ids<'a, E: std::borrow::Borrow<Entry> + 'a>(
+    entries: impl IntoIterator<Item = &'a E>,
+) -> Vec<&'a str> {
+    entries
+        .into_iter()
+        .map(|e| e.borrow().id.as_str())
+        .collect()
 }
 
 /// The digest the journal tests give their calls (the store takes it as an opaque key).

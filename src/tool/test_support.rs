@@ -121,7 +121,7 @@ impl Store for MemoryJournal {
     async fn history(&self, _: &str, _: u32, _: u32) -> StoreResult<Vec<Entry>> {
         not_journal()
     }
-    async fn full_history(&self, _: &str) -> StoreResult<Vec<std::sync::Arc<Entry>>> {
+    async fn full_history(&self, _: &str) -> StoreResult<crate::session::History> {
         not_journal()
     }
     async fn clear_history(&self, _: &str) -> StoreResult<()> {

@@ -2,11 +2,10 @@
 //! (`limits.max_history_entries`, `limits.max_history_bytes`), and what a model request over
 //! `limits.max_prompt_bytes` comes to (the oldest messages dropped, or a 413).
 
-use std::sync::Arc;
-
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::transcript::Transcript;
 use super::{Engine, TurnContext, TurnError, TurnEvent, prompt};
 use crate::config::LimitsConfig;
 use crate::provider::{ModelRequest, ModelResponse, ProviderError};
@@ -47,7 +46,7 @@ impl Default for TurnLimits {
 /// answers and tool results) is bounded by `max_steps` and the answer and result limits.
 pub(super) fn check_history(
     session_id: &str,
-    conversation: &[Arc<Entry>],
+    conversation: &Transcript<'_>,
     limits: TurnLimits,
 ) -> Result<(), TurnError> {
     let full = |what: String| {
@@ -60,19 +59,14 @@ pub(super) fn check_history(
             ),
         })
     };
-    if conversation.len() > limits.max_history_entries {
+    let entries = conversation.len();
+    if entries > limits.max_history_entries {
         return full(format!(
-            "this turn would make it {} entries, over limits.max_history_entries ({})",
-            conversation.len(),
+            "this turn would make it {entries} entries, over limits.max_history_entries ({})",
             limits.max_history_entries
         ));
     }
-    // The text is made once per entry and kept (stored entries have it already), so this
-    // adds no serializing, only a length per entry.
-    let bytes = conversation
-        .iter()
-        .map(|entry| entry_bytes(entry))
-        .fold(0usize, usize::saturating_add);
+    let bytes = conversation.json_bytes();
     if bytes > limits.max_history_bytes {
         return full(format!(
             "this turn would make it {bytes} bytes, over limits.max_history_bytes ({})",
@@ -82,7 +76,7 @@ pub(super) fn check_history(
     Ok(())
 }
 
-fn entry_bytes(entry: &Entry) -> usize {
+pub(super) fn entry_bytes(entry: &Entry) -> usize {
     entry.message_json().map_or(0, |json| json.get().len())
 }
 

@@ -7,12 +7,11 @@
 //! never ran).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 
 use serde_json::json;
 
 use super::TurnError;
-use crate::session::{ChatMessage, Entry, EntrySource, Role, call_digest_of_text};
+use crate::session::{ChatMessage, EntrySource, History, Role, call_digest_of_text};
 use crate::store::{ApprovalDecision, ApprovalRecord, ApprovalState, CallStatus, Store};
 use crate::tool::DispatchFailure;
 
@@ -39,16 +38,22 @@ impl PendingCall {
 /// message), so only the last assistant message with calls can have calls without results,
 /// and only the messages after it can hold their results: the scan looks at that tail, not at
 /// every entry of a long session.
-pub(crate) fn unanswered(history: &[Arc<Entry>]) -> Vec<PendingCall> {
-    let Some(last) = history.iter().rposition(|e| !e.message.calls().is_empty()) else {
+pub(crate) fn unanswered(history: &History) -> Vec<PendingCall> {
+    // The last message that is not a result: if it made no calls, every earlier call was
+    // answered before it.
+    let Some(last) = history.iter().rposition(|e| e.message.role != Role::Tool) else {
         return Vec::new();
     };
-    let answered: Vec<&str> = history[last + 1..]
+    let answered: Vec<&str> = history
         .iter()
+        .skip(last + 1)
         .filter(|e| e.message.role == Role::Tool)
         .filter_map(|e| e.message.tool_call_id.as_deref())
         .collect();
-    history[last]
+    let Some(calling) = history.get(last) else {
+        return Vec::new();
+    };
+    calling
         .message
         .calls()
         .iter()
@@ -73,7 +78,7 @@ pub(super) enum Slot {
 pub(super) async fn reconcile(
     store: &dyn Store,
     session_id: &str,
-    history: &[Arc<Entry>],
+    history: &History,
     incoming: Vec<ChatMessage>,
 ) -> Result<Vec<Slot>, TurnError> {
     let pending = unanswered(history);
@@ -231,7 +236,7 @@ mod tests {
 
     use super::unanswered;
     use crate::session::{
-        ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, Role, ToolCallRequest,
+        ChatMessage, Entry, EntrySource, FunctionCall, History, MessageJson, Role, ToolCallRequest,
     };
 
     fn entry(message: ChatMessage) -> Arc<Entry> {
@@ -273,7 +278,7 @@ mod tests {
     }
 
     fn ids(history: &[Arc<Entry>]) -> Vec<String> {
-        unanswered(history)
+        unanswered(&History::from_entries(history.iter().cloned()))
             .into_iter()
             .map(|call| call.id)
             .collect()
@@ -295,7 +300,7 @@ mod tests {
         let mut tail = answered_before.to_vec();
         tail.extend([calls(&["b1", "b2", "b3"]), result("b2")]);
         assert_eq!(ids(&tail), ["b1", "b3"]);
-        let first = &unanswered(&tail)[0];
+        let first = &unanswered(&History::from_entries(tail.iter().cloned()))[0];
         assert_eq!((first.id.as_str(), first.name.as_str()), ("b1", "tool_b1"));
         assert_eq!(
             first.digest(),

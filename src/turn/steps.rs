@@ -23,6 +23,10 @@ use crate::turn::{
     pending,
 };
 
+/// Room in a model request's first allocation for what is not the conversation: the system
+/// prompt, tools and settings (a larger request grows its buffer once more).
+const REQUEST_FRAME_BYTES: usize = 8 * 1024;
+
 /// What a turn settles before its first model call and every step then uses.
 struct Plan {
     catalog: Arc<Catalog>,
@@ -141,7 +145,7 @@ impl Engine {
         let mut transcript = Transcript::new(sid, save, history);
         transcript.add(incoming);
         if save {
-            limits::check_history(sid, &transcript.conversation, self.limits)?;
+            limits::check_history(sid, &transcript, self.limits)?;
         }
 
         let mut settings = ctx.default_settings.clone();
@@ -282,6 +286,7 @@ impl Engine {
                 plan.tool_choice.as_ref()
             },
             settings: &plan.settings,
+            size_hint: turn.transcript.json_bytes() + REQUEST_FRAME_BYTES,
         };
         let started = Instant::now();
         let response = self

@@ -1,44 +1,63 @@
-//! The conversation of one turn as it grows: the session's history (shared with the store's
-//! in-memory copy, never copied), then what the turn added, and which of that is not stored yet.
+//! The conversation of one turn as it grows: the session's history (a snapshot shared with the
+//! store's in-memory copy, never copied), then what the turn added, and which of that is not
+//! stored yet.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use time::OffsetDateTime;
 
-use crate::session::{ChatMessage, Entry, EntrySource, MessageJson, PromptMessage};
+use crate::session::{ChatMessage, Entry, EntrySource, History, MessageJson, PromptMessage};
 use crate::store::{CallResult, StepWrite, Store};
 use crate::turn::TurnError;
 
-/// The conversation a turn sends to the model: the session's history (shared with the
-/// store's in-memory copy, not copied), then what this turn added, the last `unsaved` of it
+/// The conversation a turn sends to the model: the session's history (a snapshot shared with
+/// the store's in-memory copy, not copied), then what this turn added, the last `unsaved` of it
 /// not stored yet.
 pub(super) struct Transcript<'a> {
     session_id: &'a str,
     save: bool,
-    pub(super) conversation: Vec<Arc<Entry>>,
+    history: History,
+    added: Vec<Arc<Entry>>,
     unsaved: usize,
 }
 
 impl<'a> Transcript<'a> {
-    pub(super) fn new(session_id: &'a str, save: bool, history: Vec<Arc<Entry>>) -> Self {
+    pub(super) fn new(session_id: &'a str, save: bool, history: History) -> Self {
         Self {
             session_id,
             save,
-            conversation: history,
+            history,
+            added: Vec::new(),
             unsaved: 0,
         }
     }
 
-    pub(super) fn messages(&self) -> impl Iterator<Item = &ChatMessage> {
-        self.conversation.iter().map(|entry| &entry.message)
+    fn entries(&self) -> impl Iterator<Item = &Arc<Entry>> + Clone {
+        self.history.iter().chain(&self.added)
+    }
+
+    /// Entries in the conversation.
+    pub(super) fn len(&self) -> usize {
+        self.history.len() + self.added.len()
+    }
+
+    /// Bytes of the conversation's message JSON, as stored and as sent to the model. Stored
+    /// history's sum is kept with it, so this touches only what the turn added.
+    pub(super) fn json_bytes(&self) -> usize {
+        self.added
+            .iter()
+            .map(|entry| super::limits::entry_bytes(entry))
+            .fold(self.history.json_bytes(), usize::saturating_add)
+    }
+
+    pub(super) fn messages(&self) -> impl Iterator<Item = &ChatMessage> + Clone {
+        self.entries().map(|entry| &entry.message)
     }
 
     /// The conversation as model-request messages, each written from its entry's kept text.
     pub(super) fn prompt(&self) -> impl Iterator<Item = PromptMessage<'_>> {
-        self.conversation
-            .iter()
-            .map(|entry| PromptMessage::Entry(entry))
+        self.entries().map(|entry| PromptMessage::Entry(entry))
     }
 
     /// Gives a new id to every call whose id the conversation already has (some servers number
@@ -73,7 +92,7 @@ impl<'a> Transcript<'a> {
     pub(super) fn add(&mut self, messages: Vec<(ChatMessage, EntrySource)>) {
         let now = OffsetDateTime::now_utc();
         for (message, source) in messages {
-            self.conversation.push(Arc::new(Entry {
+            self.added.push(Arc::new(Entry {
                 id: crate::ids::new_v7().to_string(),
                 session_id: self.session_id.to_owned(),
                 source,
@@ -89,11 +108,11 @@ impl<'a> Transcript<'a> {
 
     /// Hands over what was added since the last save, for a caller that commits it.
     pub(super) fn take_unsaved(&mut self) -> Vec<Arc<Entry>> {
-        let first = self.conversation.len() - self.unsaved;
+        let first = self.added.len() - self.unsaved;
         self.unsaved = 0;
         // Shared with the store: the JSON text the store makes of each entry is the one the
         // next model request is written from.
-        self.conversation[first..].to_vec()
+        self.added[first..].to_vec()
     }
 
     /// Stores what was added since the last save, in one transaction.

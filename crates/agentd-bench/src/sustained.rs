@@ -1,5 +1,5 @@
 //! The sustained scenario: one agentd under closed-loop load for minutes on many sessions
-//! created up front and never replaced, so histories grow; one table row per window (rate,
+//! created up front, each kept until its history is long (`--max-history`); one table row per window (rate,
 //! CPU, latency, memory, the store's mirror and reads, database files, history length) shows
 //! whether agentd holds its rate or decays.
 
@@ -37,7 +37,9 @@ pub(crate) struct Common<'a> {
 
 /// The sessions, how long the bench has made each one's history, and the picking state.
 struct Book {
-    ids: Vec<String>,
+    /// The session in each slot (replaced when its history reaches the slot's cap).
+    ids: Vec<Mutex<String>>,
+    agents: Vec<String>,
     entries: Vec<AtomicU32>,
     total_entries: AtomicU64,
     picker: Picker,
@@ -48,6 +50,27 @@ impl Book {
         self.entries[index].fetch_add(added, Ordering::Relaxed);
         self.total_entries
             .fetch_add(u64::from(added), Ordering::Relaxed);
+    }
+
+    fn id(&self, index: usize) -> String {
+        self.ids[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts a new session with an empty history in slot `index`.
+    fn replace(&self, index: usize, id: String) {
+        *self.ids[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = id;
+        let held = self.entries[index].swap(0, Ordering::Relaxed);
+        self.total_entries
+            .fetch_sub(u64::from(held), Ordering::Relaxed);
+    }
+
+    fn agent_of(&self, index: usize) -> &str {
+        &self.agents[index % self.agents.len()]
     }
 
     fn mean_history(&self) -> f64 {
@@ -61,6 +84,7 @@ struct Tally {
     latencies: Vec<u64>,
     /// Sum over those turns of the entries their session held when they started.
     history_seen: u64,
+    replaced: u64,
     errors: u64,
     first_error: Option<String>,
 }
@@ -170,7 +194,7 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
     print!("{}", fleet.header());
 
     let began = Instant::now();
-    let ids = runtime.block_on(create_sessions(&target, settings.sessions))?;
+    let (agents, ids) = runtime.block_on(create_sessions(&target, settings.sessions))?;
     let created_secs = began.elapsed().as_secs_f64();
     println!(
         "sessions: {} created on {AGENTS} agents in {created_secs:.1} s ({:.0}/s)",
@@ -181,7 +205,8 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
     let book = Arc::new(Book {
         entries: ids.iter().map(|_| AtomicU32::new(0)).collect(),
         picker: Picker::new(ids.len(), zipf),
-        ids,
+        ids: ids.into_iter().map(Mutex::new).collect(),
+        agents,
         total_entries: AtomicU64::new(0),
     });
     let budget = runtime
@@ -234,7 +259,7 @@ async fn check_history(target: &Target, book: &Book) -> String {
     else {
         return "history check: no sessions".into();
     };
-    let id = &book.ids[index];
+    let id = &book.id(index);
     match count_history(target, id).await {
         Ok(held) => format!(
             "history check: session {id} holds {held} entries in agentd; the bench counted {counted}"
@@ -275,8 +300,11 @@ async fn count_history(target: &Target, id: &str) -> Result<usize, String> {
     }
 }
 
-/// Creates `count` sessions over [`AGENTS`] agents, [`CREATE_CONCURRENCY`] at a time.
-async fn create_sessions(target: &Arc<Target>, count: usize) -> Result<Vec<String>, String> {
+/// Creates [`AGENTS`] agents and `count` sessions over them, [`CREATE_CONCURRENCY`] at a time.
+async fn create_sessions(
+    target: &Arc<Target>,
+    count: usize,
+) -> Result<(Vec<String>, Vec<String>), String> {
     let mut agents = vec![target.agent_id.clone()];
     for _ in 1..AGENTS {
         agents.push(target.create_agent().await?);
@@ -296,7 +324,8 @@ async fn create_sessions(target: &Arc<Target>, count: usize) -> Result<Vec<Strin
         .collect::<Vec<_>>()
         .await
         .into_iter()
-        .collect()
+        .collect::<Result<Vec<String>, String>>()
+        .map(|ids| (agents.to_vec(), ids))
 }
 
 fn print_legend(settings: &Settings, budget: Option<f64>) {
@@ -313,8 +342,8 @@ fn print_legend(settings: &Settings, budget: Option<f64>) {
     );
     println!(
         "pattern: {pattern}; {} clients; windows of {:.1} s, {} per kind; {} CPUs\n\
-         Sessions are never replaced: each chat or stream turn adds 2 history entries, a tool\n\
-         turn 4. A client skips sessions with a turn in flight. A turn counts in the window it ends in.\n\
+         Each chat or stream turn adds 2 history entries, a tool turn 4; {max_history}.\n\
+         A client skips sessions with a turn in flight. A turn counts in the window it ends in.\n\
          RT/s = model round trips (chat, stream 1 per turn; tool 2) ÷ window. CPU µs/RT = agentd\n\
          utime+stime delta (/proc/PID/stat) ÷ round trips. p50/p99 = turn latency. RSS = agentd VmRSS.\n\
          hist hit % / all hit % = mirror lookups that hit (history part / every part), evictions =\n\
@@ -327,6 +356,17 @@ fn print_legend(settings: &Settings, budget: Option<f64>) {
         settings.window.as_secs_f64(),
         settings.windows(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        max_history = if settings.max_history == 0 {
+            "sessions are never replaced".to_owned()
+        } else {
+            format!(
+                "a session is replaced by a new one (not counted\n\
+                 as a turn; `new` = replacements in the window) once its history would pass its\n\
+                 cap, spread over {}..={} entries by slot (--max-history)",
+                settings.max_history - settings.max_history / 2,
+                settings.max_history
+            )
+        },
     );
 }
 
@@ -354,6 +394,7 @@ async fn run_kind(
                 Arc::clone(&tally),
                 Arc::clone(&stop),
                 kind,
+                settings.max_history,
                 seed,
             ))
         })
@@ -432,16 +473,30 @@ fn window_row(
         wal_bytes: after.wal_bytes,
         history_mean: book.mean_history(),
         history_per_turn: (turns > 0).then(|| taken.history_seen as f64 / turns as f64),
+        replaced: taken.replaced,
     }
 }
 
 /// One closed-loop client: claims a session, sends one turn, records it, again until stopped.
+/// The history length at which slot `index` gets a new session: spread evenly over
+/// `max/2 ..= max` by slot, so sessions that started together do not all end together.
+/// Unlimited when `max` is 0.
+fn history_cap(index: usize, max: u32) -> u32 {
+    if max == 0 {
+        return u32::MAX;
+    }
+    let hashed = (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    let offset = hashed % u64::from(max / 2 + 1);
+    max - max / 2 + u32::try_from(offset).unwrap_or(0)
+}
+
 async fn client(
     target: Arc<Target>,
     book: Arc<Book>,
     tally: Arc<Mutex<Tally>>,
     stop: Arc<AtomicBool>,
     kind: Kind,
+    max_history: u32,
     seed: u64,
 ) {
     let mut rng = Rng::new(seed);
@@ -453,9 +508,26 @@ async fn client(
             tokio::time::sleep(ERROR_PAUSE).await;
             continue;
         };
-        let seen = book.entries[index].load(Ordering::Relaxed);
+        let mut seen = book.entries[index].load(Ordering::Relaxed);
+        if seen + kind.entries_per_turn() > history_cap(index, max_history) {
+            match target.new_session_of(0, book.agent_of(index)).await {
+                Ok(id) => book.replace(index, id),
+                Err(error) => {
+                    book.picker.release(index);
+                    let mut tally = tally.lock().unwrap_or_else(PoisonError::into_inner);
+                    tally.errors += 1;
+                    tally.first_error.get_or_insert(error);
+                    continue;
+                }
+            }
+            tally
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .replaced += 1;
+            seen = 0;
+        }
         let began = Instant::now();
-        let result = target.chat(0, &book.ids[index], tool, stream).await;
+        let result = target.chat(0, &book.id(index), tool, stream).await;
         let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
         match result {
             Ok(_) => {
@@ -482,5 +554,22 @@ async fn client(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::history_cap;
+
+    #[test]
+    fn caps_spread_over_the_upper_half_and_zero_means_none() {
+        let caps: Vec<u32> = (0..20_000).map(|slot| history_cap(slot, 160)).collect();
+        assert!(caps.iter().all(|cap| (80..=160).contains(cap)));
+        let low = caps.iter().filter(|&&cap| cap < 120).count();
+        assert!(
+            (8_000..12_000).contains(&low),
+            "{low} of 20000 below the middle"
+        );
+        assert_eq!(history_cap(7, 0), u32::MAX);
     }
 }

@@ -33,6 +33,12 @@ pub(crate) struct SustainedArgs {
     /// Run time of each kind [default: 5m; 3s with --smoke].
     #[arg(long, value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Longest history a session reaches: each slot's session is replaced by a new one once
+    /// its history would pass the slot's cap (spread over half this to this, so sessions end
+    /// at different times), and a long run settles into histories of every length up to it
+    /// instead of prompts that grow without end. 0: sessions are never replaced.
+    #[arg(long, default_value_t = 160)]
+    pub max_history: u32,
     /// A few seconds on a few sessions, to check that the scenario runs (`--quick` does the
     /// same).
     #[arg(long)]
@@ -87,6 +93,7 @@ pub(crate) struct Settings {
     pub clients: usize,
     pub window: Duration,
     pub duration: Duration,
+    pub max_history: u32,
 }
 
 impl Settings {
@@ -113,6 +120,7 @@ impl Settings {
             duration: args
                 .duration
                 .unwrap_or(Duration::from_secs(if smoke { 3 } else { 300 })),
+            max_history: args.max_history,
         };
         if settings.clients == 0 || settings.sessions <= settings.clients {
             return Err(format!(

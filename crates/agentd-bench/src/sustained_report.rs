@@ -5,7 +5,7 @@ use crate::report::{Percentiles, ms};
 use crate::store_counters::StoreWindow;
 
 /// The table's columns, in order.
-pub(crate) const COLUMNS: [&str; 17] = [
+pub(crate) const COLUMNS: [&str; 18] = [
     "window",
     "t s",
     "RT/s",
@@ -23,6 +23,7 @@ pub(crate) const COLUMNS: [&str; 17] = [
     "wal MB",
     "hist mean",
     "hist/turn",
+    "new",
 ];
 
 /// What one window measured.
@@ -47,6 +48,8 @@ pub(crate) struct WindowRow {
     pub history_mean: f64,
     /// Entries the session held when each turn of the window started, averaged over them.
     pub history_per_turn: Option<f64>,
+    /// Sessions replaced in the window because their history reached its cap.
+    pub replaced: u64,
 }
 
 impl WindowRow {
@@ -88,6 +91,7 @@ impl WindowRow {
             mb(self.wal_bytes.map(|b| b as f64)),
             format!("{:.1}", self.history_mean),
             fixed(self.history_per_turn, 1),
+            self.replaced.to_string(),
         ]
     }
 }

@@ -161,7 +161,8 @@ impl OpenAiProvider {
                 include_usage: true,
             }),
         };
-        let body = serde_json::to_vec(&wire)
+        let mut body = Vec::with_capacity(request.size_hint.min(self.limits.request) + 1);
+        serde_json::to_writer(&mut body, &wire)
             .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))?;
         if body.len() > self.limits.request {
             return Err(ProviderError::RequestTooLarge {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
 
+use crate::session::History;
 use crate::session::message::{ChatMessage, Entry, MessageJson};
 use crate::store::StoreResult;
 use crate::store::postgres::codec::{
@@ -120,9 +121,9 @@ pub(super) async fn read(
 }
 
 /// Every entry of a session, shared.
-pub(super) async fn full(pool: &Pool, session_id: &str) -> StoreResult<Vec<Arc<Entry>>> {
+pub(super) async fn full(pool: &Pool, session_id: &str) -> StoreResult<History> {
     let entries = read(pool, session_id, None, 0).await?;
-    Ok(entries.into_iter().map(Arc::new).collect())
+    Ok(History::from_entries(entries.into_iter().map(Arc::new)))
 }
 
 /// Reads `session_id, id, source, message, created_at` into an entry.

@@ -39,6 +39,7 @@ use async_trait::async_trait;
 use deadpool_postgres::Pool;
 use time::OffsetDateTime;
 
+use crate::session::History;
 use crate::session::message::Entry;
 use crate::store::postgres::codec::{backend, fail};
 use crate::store::{
@@ -126,7 +127,7 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Arc<Entry>>> {
+    async fn full_history(&self, session_id: &str) -> StoreResult<History> {
         history::full(&self.pool, session_id).await
     }
 

@@ -131,7 +131,7 @@ async fn appends_from_two_stores_keep_each_stores_order() {
     for handle in handles {
         handle.await.expect("task");
     }
-    let history = stores[0].full_history("s").await.expect("history");
+    let history = stores[0].full_history("s").await.expect("history").to_vec();
     assert_eq!(history.len(), 2 * 2 * PER_STORE);
     for n in 0..2 {
         let own: Vec<String> = history

@@ -12,7 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::session::message::Entry;
+use crate::session::History;
 use crate::store::{Collection, Record};
 use crate::telemetry::{MirrorMeters, metrics};
 
@@ -236,7 +236,7 @@ pub(super) struct Mirror {
     /// Children by collection and parent id, oldest first.
     pub children: Table<(Collection, String), Vec<Record>>,
     /// Whole histories by session id, oldest first.
-    pub histories: Table<String, Vec<Arc<Entry>>>,
+    pub histories: Table<String, History>,
 }
 
 pub(super) struct Cache {
@@ -274,8 +274,9 @@ impl Cache {
 
 pub(super) use crate::store::heap::record_bytes;
 
-/// Weight of an empty history: its list and key.
-pub(super) const EMPTY_HISTORY: usize = 96;
+/// Weight of an empty history: its snapshot, its log and its key (a session id).
+pub(super) const EMPTY_HISTORY: usize =
+    size_of::<History>() + crate::session::history::EMPTY_LOG_BYTES + 72;
 
 #[cfg(test)]
 mod tests {

@@ -47,6 +47,7 @@ use self::rows::{
 use self::schema::{open_reader, open_writer};
 use self::writer::{Write, Writer};
 use crate::config::Synchronous;
+use crate::session::History;
 use crate::session::message::Entry;
 use crate::store::{
     ApprovalDecision, ApprovalRecord, ApprovalState, Collection, JournalRecord, ListQuery, Record,
@@ -311,7 +312,9 @@ impl Store for SqliteStore {
                     mirror.children.remove(&(collection, parent.clone()));
                 }
                 if empty_history {
-                    mirror.histories.put(record.id.clone(), Vec::new(), EMPTY_HISTORY);
+                    mirror
+                        .histories
+                        .put(record.id.clone(), History::default(), EMPTY_HISTORY);
                 }
                 mirror
                     .records
@@ -475,11 +478,14 @@ impl Store for SqliteStore {
             .map(|(entries, _)| entries)
     }
 
-    async fn full_history(&self, session_id: &str) -> StoreResult<Vec<Arc<Entry>>> {
+    async fn full_history(&self, session_id: &str) -> StoreResult<History> {
         let load = || async {
             // A negative LIMIT means no limit in SQLite.
             let (entries, weight) = read_history(self, session_id, -1, 0).await?;
-            Ok(Some((entries.into_iter().map(Arc::new).collect(), weight)))
+            Ok(Some((
+                History::from_entries(entries.into_iter().map(Arc::new)),
+                weight,
+            )))
         };
         let entries = self
             .read_through(|mirror| &mut mirror.histories, session_id.to_owned(), load)

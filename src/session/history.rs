@@ -1,0 +1,300 @@
+//! A session's stored history as a turn reads it: a snapshot of an append-only log the store
+//! keeps in memory. Taking a snapshot, and letting it go, costs the same for ten entries as
+//! for ten thousand: nothing is copied and no entry is touched. A turn then reads its entries
+//! where they lie, while the store appends newer ones behind it.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use super::message::Entry;
+
+/// Slots in the first bucket; each next bucket doubles, so `BUCKETS` of them hold 16 × 2²⁸
+/// entries, more than any session can have (`limits.max_history_entries`).
+const FIRST_BUCKET: usize = 16;
+const BUCKETS: usize = 28;
+
+/// Entries in order, appended one at a time and never moved or changed: a slot is written
+/// once, and a bucket once allocated stays where it is, so readers of earlier slots are never
+/// disturbed by an append.
+pub struct HistoryLog {
+    buckets: [OnceLock<Bucket>; BUCKETS],
+    /// Held while appending: an append checks the length it extends is still the last.
+    append: Mutex<()>,
+    len: AtomicUsize,
+}
+
+/// A run of slots allocated at once, each written once.
+type Bucket = Box<[OnceLock<Arc<Entry>>]>;
+
+/// Where entry `index` lives: its bucket and the slot in it.
+fn locate(index: usize) -> (usize, usize) {
+    let shifted = index + FIRST_BUCKET;
+    let bucket = (usize::BITS - 1 - shifted.leading_zeros()) as usize;
+    let bucket_start = 1 << bucket;
+    (
+        bucket - FIRST_BUCKET.trailing_zeros() as usize,
+        shifted - bucket_start,
+    )
+}
+
+impl HistoryLog {
+    fn new() -> Self {
+        Self {
+            buckets: std::array::from_fn(|_| OnceLock::new()),
+            append: Mutex::new(()),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    /// Adds `entry` after the first `after` entries if those are all the log holds; gives it
+    /// back otherwise (another holder appended first). Readers may read meanwhile.
+    fn push_after(&self, after: usize, entry: Arc<Entry>) -> Result<(), Arc<Entry>> {
+        let _appending = self.append.lock().unwrap_or_else(PoisonError::into_inner);
+        let index = self.len.load(Ordering::Acquire);
+        if index != after {
+            return Err(entry);
+        }
+        let (bucket, slot) = locate(index);
+        let slots = self.buckets[bucket].get_or_init(|| {
+            (0..FIRST_BUCKET << bucket)
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        // The slot at `len` is free: appends hold the lock, so nobody else wrote it.
+        slots[slot].set(entry)?;
+        self.len.store(index + 1, Ordering::Release);
+        Ok(())
+    }
+
+    fn get(&self, index: usize) -> Option<&Arc<Entry>> {
+        let (bucket, slot) = locate(index);
+        self.buckets[bucket].get()?.get(slot)?.get()
+    }
+}
+
+/// Heap bytes of one slot of the log, for the mirror's weights: the slot and, on average, the
+/// free slots a doubling bucket holds beyond it.
+pub const SLOT_BYTES: usize = size_of::<OnceLock<Arc<Entry>>>() * 3 / 2;
+
+/// A session's history as of one moment: the first `len` entries of a shared log.
+#[derive(Clone)]
+pub struct History {
+    log: Arc<HistoryLog>,
+    len: usize,
+    json_bytes: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        Self::from_entries(Vec::new())
+    }
+}
+
+impl std::fmt::Debug for History {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl History {
+    /// A history of these entries, oldest first.
+    pub fn from_entries(entries: impl IntoIterator<Item = Arc<Entry>>) -> Self {
+        let mut history = Self {
+            log: Arc::new(HistoryLog::new()),
+            len: 0,
+            json_bytes: 0,
+        };
+        for entry in entries {
+            history.push(entry);
+        }
+        history
+    }
+
+    /// Appends `entry`; this history then includes it. Snapshots taken before do not.
+    ///
+    /// Appending to the newest snapshot of a log (the store's) costs one slot; appending to
+    /// an older one (a slot another holder reads is taken) copies the snapshot first.
+    pub fn push(&mut self, entry: Arc<Entry>) {
+        let bytes = entry.message_json().map_or(0, |json| json.get().len());
+        if let Some(entry) = self.log.push_after(self.len, entry).err() {
+            // Another holder appended to this log first: continue on a copy of this snapshot.
+            let copy = HistoryLog::new();
+            for (index, earlier) in self.iter().enumerate() {
+                let _ = copy.push_after(index, Arc::clone(earlier));
+            }
+            let _ = copy.push_after(self.len, entry);
+            self.log = Arc::new(copy);
+        }
+        self.len += 1;
+        self.json_bytes += bytes;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Bytes of the entries' message JSON, as stored and as sent to the model.
+    pub fn json_bytes(&self) -> usize {
+        self.json_bytes
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Arc<Entry>> {
+        if index < self.len {
+            self.log.get(index)
+        } else {
+            None
+        }
+    }
+
+    /// The entries in a list of their own.
+    pub fn to_vec(&self) -> Vec<Arc<Entry>> {
+        self.iter().cloned().collect()
+    }
+
+    pub fn last(&self) -> Option<&Arc<Entry>> {
+        self.len.checked_sub(1).and_then(|index| self.get(index))
+    }
+
+    /// The entries, oldest first.
+    pub fn iter(
+        &self,
+    ) -> impl DoubleEndedIterator<Item = &Arc<Entry>> + ExactSizeIterator + Clone + '_ {
+        (0..self.len).map(|index| {
+            self.log
+                .get(index)
+                .expect("every slot below a snapshot's length is written")
+        })
+    }
+}
+
+impl std::ops::Index<usize> for History {
+    type Output = Arc<Entry>;
+
+    fn index(&self, index: usize) -> &Arc<Entry> {
+        match self.get(index) {
+            Some(entry) => entry,
+            None => panic!("entry {index} of a history of {}", self.len),
+        }
+    }
+}
+
+impl<'a> IntoIterator for &'a History {
+    type Item = &'a Arc<Entry>;
+    type IntoIter = Box<dyn DoubleEndedIterator<Item = &'a Arc<Entry>> + 'a>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+/// Heap bytes of an empty history's log.
+pub const EMPTY_LOG_BYTES: usize = size_of::<HistoryLog>() + 2 * size_of::<usize>();
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::message::{ChatMessage, EntrySource, MessageJson, Role};
+
+    fn entry(n: usize) -> Arc<Entry> {
+        Arc::new(Entry {
+            id: format!("e{n}"),
+            session_id: "s".into(),
+            source: EntrySource::ApiRequest,
+            message: ChatMessage::text(Role::User, format!("message {n}")),
+            created_at: time::OffsetDateTime::UNIX_EPOCH,
+            json: MessageJson::default(),
+        })
+    }
+
+    fn ids(history: &History) -> Vec<String> {
+        history.iter().map(|e| e.id.clone()).collect()
+    }
+
+    #[test]
+    fn slots_fill_the_buckets_in_order() {
+        assert_eq!(locate(0), (0, 0));
+        assert_eq!(locate(15), (0, 15));
+        assert_eq!(locate(16), (1, 0));
+        assert_eq!(locate(47), (1, 31));
+        assert_eq!(locate(48), (2, 0));
+        let history = History::from_entries((0..1000).map(entry));
+        assert_eq!(history.len(), 1000);
+        let expected: Vec<String> = (0..1000).map(|n| format!("e{n}")).collect();
+        assert_eq!(ids(&history), expected);
+        assert_eq!(history.iter().next_back().unwrap().id, "e999");
+        assert_eq!(history.get(999).unwrap().id, "e999");
+        assert!(history.get(1000).is_none());
+    }
+
+    #[test]
+    fn a_snapshot_keeps_its_entries_while_the_log_grows() {
+        let mut newest = History::from_entries((0..3).map(entry));
+        let snapshot = newest.clone();
+        newest.push(entry(3));
+        assert_eq!(ids(&snapshot), ["e0", "e1", "e2"]);
+        assert_eq!(ids(&newest), ["e0", "e1", "e2", "e3"]);
+        assert!(
+            snapshot.get(3).is_none(),
+            "a later append is not in the snapshot"
+        );
+        assert!(
+            Arc::ptr_eq(&snapshot.log, &newest.log),
+            "nothing was copied"
+        );
+    }
+
+    #[test]
+    fn appending_to_an_older_snapshot_copies_instead_of_overwriting() {
+        let mut newest = History::from_entries((0..2).map(entry));
+        let mut older = newest.clone();
+        newest.push(entry(2));
+        older.push(entry(9));
+        assert_eq!(ids(&newest), ["e0", "e1", "e2"]);
+        assert_eq!(ids(&older), ["e0", "e1", "e9"]);
+        assert!(!Arc::ptr_eq(&older.log, &newest.log));
+    }
+
+    #[test]
+    fn the_json_bytes_are_summed_per_snapshot() {
+        let mut history = History::from_entries((0..2).map(entry));
+        let each = entry(0).message_json().unwrap().get().len();
+        assert_eq!(history.json_bytes(), 2 * each);
+        let before = history.clone();
+        history.push(entry(5));
+        assert_eq!(history.json_bytes(), 3 * each);
+        assert_eq!(before.json_bytes(), 2 * each);
+    }
+
+    #[test]
+    fn readers_on_other_threads_see_whole_entries_while_one_appends() {
+        let mut newest = History::default();
+        let snapshots = std::thread::scope(|scope| {
+            let (send, receive) = std::sync::mpsc::channel::<History>();
+            let reader = scope.spawn(move || {
+                let mut seen = 0;
+                for snapshot in receive {
+                    assert_eq!(snapshot.iter().count(), snapshot.len());
+                    assert!(
+                        snapshot
+                            .iter()
+                            .enumerate()
+                            .all(|(n, e)| e.id == format!("e{n}"))
+                    );
+                    seen += 1;
+                }
+                seen
+            });
+            for n in 0..2000 {
+                newest.push(entry(n));
+                send.send(newest.clone()).unwrap();
+            }
+            drop(send);
+            reader.join().unwrap()
+        });
+        assert_eq!(snapshots, 2000);
+    }
+}
