@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const COLUMNS: [&str; 17] = [
+const COLUMNS: [&str; 18] = [
     "window",
     "t s",
     "RT/s",
@@ -26,6 +26,7 @@ const COLUMNS: [&str; 17] = [
     "wal MB",
     "hist mean",
     "hist/turn",
+    "new",
 ];
 
 /// A directory of the bench's target directory holding both binaries the bench starts.
@@ -168,4 +169,30 @@ fn zipf_pattern_prints_its_seed() {
     let tables = tables(&stdout);
     assert_eq!(tables.len(), 1, "{stdout}");
     check_table(&tables[0].0, &tables[0].1, "chat");
+}
+
+#[test]
+fn sessions_are_replaced_when_their_history_reaches_its_cap() {
+    // Caps of 3 to 6 entries: every session is replaced after two or three chat turns.
+    let Some(stdout) = run_smoke(&["--max-history", "6"]) else {
+        return;
+    };
+    let tables = tables(&stdout);
+    assert_eq!(tables.len(), 1, "{stdout}");
+    check_table(&tables[0].0, &tables[0].1, "chat");
+    let column = |name: &str| COLUMNS.iter().position(|c| *c == name).expect("column");
+    let rows = &tables[0].1;
+    let replaced: u64 = rows
+        .iter()
+        .map(|row| row[column("new")].parse::<u64>().expect("new is a count"))
+        .sum();
+    assert!(replaced > 0, "no session was replaced: {stdout}");
+    for row in rows {
+        let held: f64 = row[column("hist/turn")].parse().expect("hist/turn");
+        assert!(held <= 4.0, "a turn started past its cap: {row:?}");
+    }
+    assert!(
+        stdout.contains("a session is replaced by a new one"),
+        "{stdout}"
+    );
 }
