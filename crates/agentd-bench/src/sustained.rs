@@ -112,7 +112,12 @@ impl Probe {
         let at = Instant::now();
         let cpu_ticks = procs::cpu_ticks(self.pid);
         let rss_kb = procs::status_kb(self.pid, "VmRSS");
-        let store = scrape(&self.target).await.unwrap_or_default();
+        let mut store = scrape(&self.target).await.unwrap_or_default();
+        if self.data_dir.is_none() {
+            // `agentd_store_reads_total` counts the SQLite store's reads; PostgreSQL's are
+            // every turn's, and not counted there.
+            store.reads = None;
+        }
         let size = |name: &str| {
             let dir = self.data_dir.as_ref()?;
             std::fs::metadata(dir.join(name)).ok().map(|m| m.len())
