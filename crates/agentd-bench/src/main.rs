@@ -17,6 +17,7 @@
 mod crash_campaign;
 mod crash_phases;
 mod durability;
+mod durations;
 mod fleet;
 mod held;
 mod held_client;
@@ -142,21 +143,21 @@ enum Command {
     /// within each process lifetime after warm-up and no request fails (docs/testing.md).
     Soak {
         /// How long to run (`30m`, `90s`, `1h`). Default 30m (30s with --smoke).
-        #[arg(long, value_parser = soak_stats::parse_span)]
+        #[arg(long, value_parser = durations::parse_positive_duration)]
         duration: Option<Duration>,
         /// Concurrent clients. Default 64 (8 with --smoke).
         #[arg(long)]
         clients: Option<usize>,
         /// Mean time between SIGKILLs, each moved by up to ±20 % (seeded). Default 5m (12s with
         /// --smoke).
-        #[arg(long, value_parser = soak_stats::parse_span)]
+        #[arg(long, value_parser = durations::parse_positive_duration)]
         kill_every: Option<Duration>,
         /// Sample interval. Default 10s (1s with --smoke).
-        #[arg(long, value_parser = soak_stats::parse_span)]
+        #[arg(long, value_parser = durations::parse_positive_duration)]
         sample: Option<Duration>,
         /// Samples this soon after a (re)start are left out of the verdict. Default 2m (3s with
         /// --smoke).
-        #[arg(long, value_parser = soak_stats::parse_span)]
+        #[arg(long, value_parser = durations::parse_positive_duration)]
         warmup: Option<Duration>,
         /// Seed of the kill jitter (printed; default: from the clock).
         #[arg(long)]

@@ -28,19 +28,22 @@ pub(crate) struct Percentiles {
 }
 
 pub(crate) fn percentiles(mut values: Vec<u64>) -> Percentiles {
-    if values.is_empty() {
-        return Percentiles::default();
-    }
     values.sort_unstable();
-    let at = |q: f64| {
-        let rank = (q * values.len() as f64).ceil() as usize;
-        values[rank.clamp(1, values.len()) - 1]
-    };
+    let at = |p: f64| percentile(&values, p).unwrap_or_default();
     Percentiles {
-        p50: at(0.50),
-        p99: at(0.99),
-        max: values[values.len() - 1],
+        p50: at(50.0),
+        p99: at(99.0),
+        max: at(100.0),
     }
+}
+
+/// Nearest-rank percentile (`p` in 0..=100) of sorted values; `None` when empty.
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
 }
 
 /// One side (agentd or floor) of one scenario at one concurrency.
@@ -284,4 +287,20 @@ pub(crate) fn print_target(what: &str, value: Option<f64>, limit: f64, at_most: 
     };
     let relation = if at_most { "≤" } else { "≥" };
     println!("| {what} | {shown} | {relation} {limit} {unit} | {verdict} |");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percentile;
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let values: Vec<u64> = (1..=100).collect();
+        assert_eq!(percentile(&values, 50.0), Some(50));
+        assert_eq!(percentile(&values, 99.0), Some(99));
+        assert_eq!(percentile(&values, 100.0), Some(100));
+        assert_eq!(percentile(&[7], 99.0), Some(7));
+        assert_eq!(percentile(&[3, 9], 50.0), Some(3));
+        assert_eq!(percentile(&[], 50.0), None);
+    }
 }

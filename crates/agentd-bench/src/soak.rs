@@ -243,7 +243,7 @@ async fn drive(
         );
         println!("{}", sample.table_row());
         writeln!(output.samples, "{}", sample.csv_line()).map_err(|e| e.to_string())?;
-        let data_mb = sample.data_kb.unwrap_or(0) / 1024;
+        let data_mb = sample.at.data_kb.unwrap_or(0) / 1024;
         samples.push(sample);
         last_sample = now;
         next_sample += settings.sample;
@@ -292,7 +292,7 @@ fn report(samples: &[Sample], verdict: &Verdict, tolerance: &Tolerance, failures
     let turns: u64 = samples.iter().map(|s| s.turns).sum();
     let cut: u64 = samples.iter().map(|s| s.cut).sum();
     let busy: u64 = samples.iter().map(|s| s.busy).sum();
-    let kills = samples.last().map_or(0, |s| s.kills);
+    let kills = samples.last().map_or(0, |s| s.at.kills);
     println!(
         "\nturns answered {turns}; failures {}; cut by a kill {cut}; 409 after a restart {busy}; \
          kills {kills}",

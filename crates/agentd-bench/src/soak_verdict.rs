@@ -89,18 +89,18 @@ impl Verdict {
 /// Judges the samples of a run.
 pub(crate) fn judge(samples: &[Sample], tolerance: &Tolerance) -> Verdict {
     let failures = samples.iter().map(|s| s.failures).sum();
-    let mut lifetimes: Vec<u32> = samples.iter().map(|s| s.lifetime).collect();
+    let mut lifetimes: Vec<u32> = samples.iter().map(|s| s.at.lifetime).collect();
     lifetimes.dedup();
     let lifetimes = lifetimes
         .into_iter()
         .map(|lifetime| {
             let warm: Vec<&Sample> = samples
                 .iter()
-                .filter(|s| s.lifetime == lifetime && s.age_s >= tolerance.warmup_s)
+                .filter(|s| s.at.lifetime == lifetime && s.at.age_s >= tolerance.warmup_s)
                 .collect();
-            let rss = edges(&warm, tolerance.edge_samples, |s| s.rss_kb);
-            let fds = edges(&warm, tolerance.edge_samples, |s| s.fds);
-            let data = edges(&warm, tolerance.edge_samples, |s| s.data_kb);
+            let rss = edges(&warm, tolerance.edge_samples, |s| s.at.rss_kb);
+            let fds = edges(&warm, tolerance.edge_samples, |s| s.at.fds);
+            let data = edges(&warm, tolerance.edge_samples, |s| s.at.data_kb);
             let rss_allowed = |first: f64| (first * tolerance.rss_ratio).max(tolerance.rss_kb);
             let data_allowed = |first: f64| (first * tolerance.data_ratio).max(tolerance.data_kb);
             Lifetime {
@@ -297,7 +297,13 @@ mod tests {
         assert!(!verdict.passed());
         // Next to a judged flat lifetime, a short one (say, cut by the end of the run) is fine.
         let mut more = lifetime(1, |_| (50_000, 30));
-        more.extend(samples.into_iter().map(|s| Sample { lifetime: 2, ..s }));
+        more.extend(samples.into_iter().map(|s| Sample {
+            at: Footprint {
+                lifetime: 2,
+                ..s.at
+            },
+            ..s
+        }));
         assert!(judge(&more, &TOLERANCE).passed());
     }
 }

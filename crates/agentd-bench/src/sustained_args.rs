@@ -28,10 +28,10 @@ pub(crate) struct SustainedArgs {
     #[arg(long)]
     pub clients: Option<usize>,
     /// Length of one row's window (`10s`, `500ms`, `1m`) [default: 10s; 1s with --smoke].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::durations::parse_duration)]
     pub window: Option<Duration>,
     /// Run time of each kind [default: 5m; 3s with --smoke].
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = crate::durations::parse_duration)]
     pub duration: Option<Duration>,
     /// Longest history a session reaches: each slot's session is replaced by a new one once
     /// its history would pass the slot's cap (spread over half this to this, so sessions end
@@ -144,33 +144,13 @@ impl Settings {
     }
 }
 
-/// `300`, `300s`, `5m`, `1h`, `500ms` (whole or decimal numbers).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number with s, m, h or ms"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (s, m, h or ms)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
     use clap::Parser;
 
-    use super::{Kind, Settings, SustainedArgs, parse_duration};
+    use super::{Kind, Settings, SustainedArgs};
     use crate::session_pick::Pattern;
 
     #[derive(Parser)]
@@ -183,17 +163,6 @@ mod tests {
         let wrapper = Wrapper::try_parse_from(std::iter::once("x").chain(line.iter().copied()))
             .map_err(|e| e.to_string())?;
         Settings::resolve(&wrapper.args, false, 99)
-    }
-
-    #[test]
-    fn reads_durations() {
-        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
-        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
-        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
     }
 
     #[test]
