@@ -17,6 +17,8 @@ use crate::session::{ChatMessage, PromptMessage};
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct ModelRequest<'a> {
     pub model: &'a str,
+    /// Written ahead of the other fields, by [`crate::session::write_messages`].
+    #[serde(skip)]
     pub messages: Vec<PromptMessage<'a>>,
     /// Tool definitions in OpenAI function form.
     #[serde(skip_serializing_if = "no_tools")]

@@ -2,7 +2,12 @@
 //! keeps in memory. Taking a snapshot, and letting it go, costs the same for ten entries as
 //! for ten thousand: nothing is copied and no entry is touched. A turn then reads its entries
 //! where they lie, while the store appends newer ones behind it.
+//!
+//! The log also keeps its messages' JSON texts joined in one buffer, in order and comma
+//! separated, as a model request lists them: a request copies a run of stored messages in
+//! one piece instead of gathering each from its own allocation.
 
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -18,9 +23,36 @@ const BUCKETS: usize = 28;
 /// disturbed by an append.
 pub struct HistoryLog {
     buckets: [OnceLock<Bucket>; BUCKETS],
-    /// Held while appending: an append checks the length it extends is still the last.
-    append: Mutex<()>,
+    /// The messages' JSON, joined; held while appending, so an append also checks that the
+    /// length it extends is still the last.
+    joined: Mutex<JoinedJson>,
     len: AtomicUsize,
+}
+
+/// Every message of a log as JSON, comma separated, and where each one ends.
+#[derive(Default)]
+struct JoinedJson {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl JoinedJson {
+    fn push(&mut self, json: &[u8]) {
+        if !self.ends.is_empty() {
+            self.text.push(b',');
+        }
+        self.text.extend_from_slice(json);
+        self.ends.push(self.text.len());
+    }
+
+    /// Where the text of the messages in `range` lies (the commas between them included).
+    fn span(&self, range: Range<usize>) -> Range<usize> {
+        let start = match range.start {
+            0 => 0,
+            after => self.ends[after - 1] + 1,
+        };
+        start..self.ends[range.end - 1]
+    }
 }
 
 /// A run of slots allocated at once, each written once.
@@ -41,15 +73,20 @@ impl HistoryLog {
     fn new() -> Self {
         Self {
             buckets: std::array::from_fn(|_| OnceLock::new()),
-            append: Mutex::new(()),
+            joined: Mutex::new(JoinedJson::default()),
             len: AtomicUsize::new(0),
         }
     }
 
-    /// Adds `entry` after the first `after` entries if those are all the log holds; gives it
-    /// back otherwise (another holder appended first). Readers may read meanwhile.
-    fn push_after(&self, after: usize, entry: Arc<Entry>) -> Result<(), Arc<Entry>> {
-        let _appending = self.append.lock().unwrap_or_else(PoisonError::into_inner);
+    fn joined(&self) -> std::sync::MutexGuard<'_, JoinedJson> {
+        self.joined.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `entry`, whose message's JSON is `json`, after the first `after` entries if those
+    /// are all the log holds; gives it back otherwise (another holder appended first). Readers
+    /// may read meanwhile.
+    fn push_after(&self, after: usize, entry: Arc<Entry>, json: &str) -> Result<(), Arc<Entry>> {
+        let mut joined = self.joined();
         let index = self.len.load(Ordering::Acquire);
         if index != after {
             return Err(entry);
@@ -62,6 +99,7 @@ impl HistoryLog {
         });
         // The slot at `len` is free: appends hold the lock, so nobody else wrote it.
         slots[slot].set(entry)?;
+        joined.push(json.as_bytes());
         self.len.store(index + 1, Ordering::Release);
         Ok(())
     }
@@ -75,6 +113,12 @@ impl HistoryLog {
 /// Heap bytes of one slot of the log, for the mirror's weights: the slot and, on average, the
 /// free slots a doubling bucket holds beyond it.
 pub const SLOT_BYTES: usize = size_of::<OnceLock<Arc<Entry>>>() * 3 / 2;
+
+/// Heap bytes the log's joined JSON spends on a message whose JSON is `json_len` bytes long:
+/// the text, its comma and its end, and on average half as much again of room to grow.
+pub const fn joined_bytes(json_len: usize) -> usize {
+    (json_len + 1 + size_of::<usize>()) * 3 / 2
+}
 
 /// A session's history as of one moment: the first `len` entries of a shared log.
 #[derive(Clone)]
@@ -115,18 +159,35 @@ impl History {
     /// Appending to the newest snapshot of a log (the store's) costs one slot; appending to
     /// an older one (a slot another holder reads is taken) copies the snapshot first.
     pub fn push(&mut self, entry: Arc<Entry>) {
-        let bytes = entry.message_json().map_or(0, |json| json.get().len());
-        if let Some(entry) = self.log.push_after(self.len, entry).err() {
+        // The entry moves into the log; this reference keeps its text readable meanwhile.
+        let held = Arc::clone(&entry);
+        let json = message_text(&held);
+        if let Some(entry) = self.log.push_after(self.len, entry, json).err() {
             // Another holder appended to this log first: continue on a copy of this snapshot.
             let copy = HistoryLog::new();
             for (index, earlier) in self.iter().enumerate() {
-                let _ = copy.push_after(index, Arc::clone(earlier));
+                let _ = copy.push_after(index, Arc::clone(earlier), message_text(earlier));
             }
-            let _ = copy.push_after(self.len, entry);
+            let _ = copy.push_after(self.len, entry, json);
             self.log = Arc::new(copy);
         }
         self.len += 1;
-        self.json_bytes += bytes;
+        self.json_bytes += json.len();
+    }
+
+    /// Appends the JSON of the messages in `range` to `out`, comma separated: the same bytes
+    /// as serializing each entry's message, copied in one piece.
+    pub fn write_json(&self, range: Range<usize>, out: &mut Vec<u8>) {
+        assert!(
+            range.end <= self.len,
+            "entries {range:?} of a history of {}",
+            self.len
+        );
+        if range.is_empty() {
+            return;
+        }
+        let joined = self.log.joined();
+        out.extend_from_slice(&joined.text[joined.span(range)]);
     }
 
     pub fn len(&self) -> usize {
@@ -189,6 +250,12 @@ impl<'a> IntoIterator for &'a History {
     fn into_iter(self) -> Self::IntoIter {
         Box::new(self.iter())
     }
+}
+
+/// An entry's message as JSON text. Serializing a message cannot fail (its JSON values come
+/// from parsed JSON and its other fields are strings), so `null` stands in only in theory.
+fn message_text(entry: &Entry) -> &str {
+    entry.message_json().map_or("null", |json| json.get())
 }
 
 /// Heap bytes of an empty history's log.
@@ -269,6 +336,62 @@ mod tests {
         assert_eq!(before.json_bytes(), 2 * each);
     }
 
+    fn joined(history: &History, range: Range<usize>) -> String {
+        let mut out = Vec::new();
+        history.write_json(range, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    fn serialized(history: &History, range: Range<usize>) -> String {
+        let texts: Vec<String> = range
+            .map(|index| serde_json::to_string(&history[index].message).unwrap())
+            .collect();
+        texts.join(",")
+    }
+
+    #[test]
+    fn joined_json_is_each_message_serialized_comma_separated() {
+        let mut history = History::from_entries((0..5).map(entry));
+        let quoted = Arc::new(Entry {
+            message: ChatMessage::text(Role::Assistant, "a \"quoted\", ünïcode\nline"),
+            ..Entry::clone(&entry(5))
+        });
+        history.push(quoted);
+        for range in [0..6, 0..1, 2..4, 5..6, 3..3] {
+            assert_eq!(
+                joined(&history, range.clone()),
+                serialized(&history, range.clone()),
+                "{range:?}"
+            );
+        }
+        assert_eq!(
+            joined(&history, 0..2),
+            r#"{"role":"user","content":"message 0"},{"role":"user","content":"message 1"}"#
+        );
+    }
+
+    #[test]
+    fn a_snapshot_reads_its_own_joined_json_after_the_log_grows_or_is_copied() {
+        let mut newest = History::from_entries((0..3).map(entry));
+        let mut older = newest.clone();
+        newest.push(entry(3));
+        older.push(entry(9));
+        assert_eq!(joined(&newest, 0..4), serialized(&newest, 0..4));
+        assert_eq!(joined(&older, 0..4), serialized(&older, 0..4));
+        assert!(joined(&older, 3..4).contains("message 9"));
+        let snapshot = History::from_entries((0..3).map(entry));
+        assert_eq!(joined(&snapshot, 1..3), serialized(&newest, 1..3));
+    }
+
+    #[test]
+    #[should_panic(expected = "entries 2..4 of a history of 3")]
+    fn reading_past_a_snapshot_is_a_bug() {
+        let mut newest = History::from_entries((0..3).map(entry));
+        let snapshot = newest.clone();
+        newest.push(entry(3));
+        joined(&snapshot, 2..4);
+    }
+
     #[test]
     fn readers_on_other_threads_see_whole_entries_while_one_appends() {
         let mut newest = History::default();
@@ -283,6 +406,11 @@ mod tests {
                             .iter()
                             .enumerate()
                             .all(|(n, e)| e.id == format!("e{n}"))
+                    );
+                    let last = snapshot.len() - 1;
+                    assert_eq!(
+                        joined(&snapshot, last..snapshot.len()),
+                        format!(r#"{{"role":"user","content":"message {last}"}}"#)
                     );
                     seen += 1;
                 }

@@ -10,6 +10,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
+use super::History;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
@@ -153,17 +155,37 @@ impl fmt::Debug for MessageJson {
     }
 }
 
-/// A message of a model request: a stored entry (written from its kept JSON text) or one built
-/// for this call, such as the system prompt.
+/// A message of a model request: an entry of a stored history (written from the history's
+/// joined JSON), an entry not stored yet (written from its kept JSON text), or one built for
+/// this call, such as the system prompt.
 #[derive(Debug, Clone, Copy)]
 pub enum PromptMessage<'a> {
+    Stored { history: &'a History, index: usize },
     Entry(&'a Entry),
     Built(&'a ChatMessage),
 }
 
+impl PromptMessage<'_> {
+    /// How many of `messages`, from the first, are consecutive entries of one stored history.
+    fn stored_run(messages: &[PromptMessage<'_>]) -> usize {
+        let Some(&PromptMessage::Stored { history, index }) = messages.first() else {
+            return 0;
+        };
+        1 + messages[1..]
+            .iter()
+            .zip(index + 1..)
+            .take_while(|(message, next)| {
+                matches!(message, PromptMessage::Stored { history: h, index: i }
+                    if std::ptr::eq(*h, history) && i == next)
+            })
+            .count()
+    }
+}
+
 impl Borrow<ChatMessage> for PromptMessage<'_> {
     fn borrow(&self) -> &ChatMessage {
-        match self {
+        match *self {
+            PromptMessage::Stored { history, index } => &history[index].message,
             PromptMessage::Entry(entry) => &entry.message,
             PromptMessage::Built(message) => message,
         }
@@ -172,14 +194,41 @@ impl Borrow<ChatMessage> for PromptMessage<'_> {
 
 impl Serialize for PromptMessage<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self {
-            PromptMessage::Entry(entry) => entry
-                .message_json()
-                .map_err(serde::ser::Error::custom)?
-                .serialize(serializer),
-            PromptMessage::Built(message) => message.serialize(serializer),
+        let entry = match *self {
+            PromptMessage::Stored { history, index } => &history[index],
+            PromptMessage::Entry(entry) => entry,
+            PromptMessage::Built(message) => return message.serialize(serializer),
+        };
+        entry
+            .message_json()
+            .map_err(serde::ser::Error::custom)?
+            .serialize(serializer)
+    }
+}
+
+/// Appends `messages` to `out` as a JSON array: each run of consecutive entries of a stored
+/// history in one copy of its joined text, every other message serialized.
+pub fn write_messages(messages: &[PromptMessage<'_>], out: &mut Vec<u8>) -> serde_json::Result<()> {
+    out.push(b'[');
+    let mut rest = messages;
+    while let Some(first) = rest.first() {
+        if rest.len() != messages.len() {
+            out.push(b',');
+        }
+        let run = PromptMessage::stored_run(rest);
+        match *first {
+            PromptMessage::Stored { history, index } if run > 0 => {
+                history.write_json(index..index + run, out);
+                rest = &rest[run..];
+            }
+            _ => {
+                serde_json::to_writer(&mut *out, first)?;
+                rest = &rest[1..];
+            }
         }
     }
+    out.push(b']');
+    Ok(())
 }
 
 #[cfg(test)]
@@ -223,6 +272,45 @@ mod tests {
             serde_json::to_string(&stored).unwrap(),
             serde_json::to_string(&[&call, &result]).unwrap()
         );
+    }
+
+    #[test]
+    fn written_messages_are_the_serialized_list_whatever_their_mix() {
+        let text = |n: usize| ChatMessage::text(Role::User, format!("m{n} \"q\""));
+        let first = History::from_entries((0..4).map(|n| std::sync::Arc::new(entry(text(n)))));
+        let second = History::from_entries((4..6).map(|n| std::sync::Arc::new(entry(text(n)))));
+        let added = entry(text(6));
+        let system = ChatMessage::text(Role::System, "be brief");
+        let stored = |history, index| PromptMessage::Stored { history, index };
+        let mixes: Vec<Vec<PromptMessage>> = vec![
+            vec![],
+            vec![PromptMessage::Built(&system)],
+            vec![stored(&first, 2)],
+            vec![
+                PromptMessage::Built(&system),
+                stored(&first, 0),
+                stored(&first, 1),
+                stored(&first, 2),
+                stored(&first, 3),
+                PromptMessage::Entry(&added),
+            ],
+            // Runs break where the index skips, and where another history starts.
+            vec![
+                stored(&first, 1),
+                stored(&first, 3),
+                stored(&second, 0),
+                stored(&second, 1),
+                stored(&first, 0),
+            ],
+        ];
+        for messages in mixes {
+            let mut written = Vec::new();
+            write_messages(&messages, &mut written).unwrap();
+            assert_eq!(
+                String::from_utf8(written).unwrap(),
+                serde_json::to_string(&messages).unwrap()
+            );
+        }
     }
 
     #[test]

@@ -10,5 +10,5 @@ pub use call_digest::{call_digest, call_digest_of_text};
 pub use history::History;
 pub use message::{
     ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, PromptMessage, Role,
-    ToolCallRequest,
+    ToolCallRequest, write_messages,
 };

@@ -78,7 +78,7 @@ fn message(message: &ChatMessage) -> usize {
 impl Entry {
     /// Bytes this entry holds once shared (`Arc`) in a session's list and sent to the model
     /// once: the entry, the allocations it owns, its slot in the list, and its message's JSON
-    /// text, `json_len` bytes long.
+    /// text, `json_len` bytes long, kept with the entry and again in the list's joined text.
     pub fn heap_bytes(&self, json_len: usize) -> usize {
         // An `Arc`'s two counts, then the entry.
         allocation(2 * size_of::<usize>() + size_of::<Entry>())
@@ -87,6 +87,7 @@ impl Entry {
             + string(&self.session_id)
             + message(&self.message)
             + allocation(json_len)
+            + crate::session::history::joined_bytes(json_len)
     }
 }
 

@@ -166,7 +166,8 @@ fn fit_prompt<'w, 'a>(
 }
 
 fn prompt_bytes(message: &PromptMessage<'_>) -> usize {
-    match message {
+    match *message {
+        PromptMessage::Stored { history, index } => entry_bytes(&history[index]),
         PromptMessage::Entry(entry) => entry_bytes(entry),
         PromptMessage::Built(message) => serde_json::to_vec(message).map_or(0, |json| json.len()),
     }

@@ -55,9 +55,13 @@ impl<'a> Transcript<'a> {
         self.entries().map(|entry| &entry.message)
     }
 
-    /// The conversation as model-request messages, each written from its entry's kept text.
+    /// The conversation as model-request messages: stored history written from its joined
+    /// text, what the turn added from each entry's kept text.
     pub(super) fn prompt(&self) -> impl Iterator<Item = PromptMessage<'_>> {
-        self.entries().map(|entry| PromptMessage::Entry(entry))
+        let history = &self.history;
+        (0..history.len())
+            .map(move |index| PromptMessage::Stored { history, index })
+            .chain(self.added.iter().map(|entry| PromptMessage::Entry(entry)))
     }
 
     /// Gives a new id to every call whose id the conversation already has (some servers number

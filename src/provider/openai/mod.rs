@@ -162,8 +162,16 @@ impl OpenAiProvider {
             }),
         };
         let mut body = Vec::with_capacity(request.size_hint.min(self.limits.request) + 1);
-        serde_json::to_writer(&mut body, &wire)
-            .map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))?;
+        body.extend_from_slice(b"{\"messages\":");
+        let encoded = crate::session::write_messages(&request.messages, &mut body).and_then(|()| {
+            let fields = body.len();
+            serde_json::to_writer(&mut body, &wire)?;
+            // The other fields, `stream` at least, as an object: its opening brace becomes the
+            // comma after the messages.
+            body[fields] = b',';
+            Ok(())
+        });
+        encoded.map_err(|e| ProviderError::Protocol(format!("cannot encode request: {e}")))?;
         if body.len() > self.limits.request {
             return Err(ProviderError::RequestTooLarge {
                 bytes: body.len(),
@@ -531,6 +539,71 @@ mod tests {
         assert_eq!(r.message.tool_calls, None);
         assert_eq!(r.finish_reason, None);
         assert_eq!(r.usage, Usage::default());
+    }
+
+    #[test]
+    fn a_request_is_encoded_with_its_messages_first_and_every_field() {
+        use crate::session::{Entry, EntrySource, History, MessageJson, PromptMessage};
+        let entry = |role, text: &str| {
+            Arc::new(Entry {
+                id: text.into(),
+                session_id: "s".into(),
+                source: EntrySource::ApiRequest,
+                message: ChatMessage::text(role, text),
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                json: MessageJson::default(),
+            })
+        };
+        let history =
+            History::from_entries([entry(Role::User, "hi"), entry(Role::Assistant, "yo")]);
+        let added = entry(Role::User, "again");
+        let system = ChatMessage::text(Role::System, "be brief");
+        let tools = [json!({"type": "function", "function": {"name": "t"}})];
+        let choice = json!("auto");
+        let settings = json!({"temperature": 0.5}).as_object().unwrap().clone();
+        let mut request = ModelRequest {
+            model: "m",
+            messages: vec![
+                PromptMessage::Built(&system),
+                PromptMessage::Stored {
+                    history: &history,
+                    index: 0,
+                },
+                PromptMessage::Stored {
+                    history: &history,
+                    index: 1,
+                },
+                PromptMessage::Entry(&added),
+            ],
+            tools: &tools,
+            tool_choice: Some(&choice),
+            settings: &settings,
+            size_hint: 0,
+        };
+        let provider = OpenAiProvider::new(&ProviderConfig::default(), None).unwrap();
+        let body: Value =
+            serde_json::from_slice(&provider.encode(&request, true).unwrap()).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "messages": [
+                    {"role": "system", "content": "be brief"},
+                    {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yo"},
+                    {"role": "user", "content": "again"},
+                ],
+                "model": "m", "tools": tools, "tool_choice": "auto", "temperature": 0.5,
+                "stream": true, "stream_options": {"include_usage": true},
+            })
+        );
+        request.messages.truncate(1);
+        request.tools = &[];
+        request.tool_choice = None;
+        let body = provider.encode(&request, false).unwrap();
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"messages":[{"role":"system","content":"be brief"}],"model":"m","temperature":0.5,"stream":false}"#
+        );
     }
 
     #[test]
