@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::arguments::{self, Hints};
+use super::message::Message;
 use super::script::ScriptedCall;
 use super::wire::{self, ChatRequest, ToolChoice};
 
@@ -23,10 +24,10 @@ pub(crate) fn answer(request: &ChatRequest<'_>) -> DefaultAnswer {
         return DefaultAnswer::Text("OK.".to_owned());
     };
     let tools_on = !request.tools.is_empty() && request.tool_choice != ToolChoice::None;
-    match wire::role(last) {
-        "tool" => DefaultAnswer::Text(summarize_tool_results(request.messages)),
-        "user" => {
-            let text = wire::content_text(last.get("content"));
+    match last.role() {
+        Some("tool") => DefaultAnswer::Text(summarize_tool_results(request.messages)),
+        Some("user") => {
+            let text = last.content_text();
             if tools_on {
                 DefaultAnswer::Calls(choose_calls(request, &text))
             } else {
@@ -106,35 +107,34 @@ fn best_matching_tool<'a>(tools: &'a [Value], text: &str) -> Option<&'a Value> {
 }
 
 /// `Done. NAME returned: RESULT` for each trailing tool message, joined by `; `.
-pub(crate) fn summarize_tool_results(messages: &[Value]) -> String {
+pub(crate) fn summarize_tool_results(messages: &[Message<'_>]) -> String {
     let first_result = messages
         .iter()
-        .rposition(|message| wire::role(message) != "tool")
+        .rposition(|message| message.role() != Some("tool"))
         .map_or(0, |at| at + 1);
     let calling = first_result
         .checked_sub(1)
         .and_then(|at| messages.get(at))
-        .and_then(|message| message.get("tool_calls"))
+        .and_then(|message| message.tool_calls.as_ref())
         .and_then(Value::as_array);
     let parts: Vec<String> = messages[first_result..]
         .iter()
         .map(|result| {
             let name = result
-                .get("name")
-                .and_then(Value::as_str)
-                .or_else(|| called_name(calling, result.get("tool_call_id")))
+                .name()
+                .or_else(|| called_name(calling, result.tool_call_id()))
                 .unwrap_or("tool");
-            let content = shorten(&wire::content_text(result.get("content")));
+            let content = shorten(&result.content_text());
             format!("{name} returned: {content}")
         })
         .collect();
     format!("Done. {}", parts.join("; "))
 }
 
-fn called_name<'a>(calls: Option<&'a Vec<Value>>, id: Option<&Value>) -> Option<&'a str> {
+fn called_name<'a>(calls: Option<&'a Vec<Value>>, id: Option<&str>) -> Option<&'a str> {
     calls?
         .iter()
-        .find(|call| call.get("id") == id)?
+        .find(|call| call.get("id").and_then(Value::as_str) == id)?
         .pointer("/function/name")?
         .as_str()
 }
@@ -182,15 +182,17 @@ mod tests {
     #[test]
     fn summaries_name_each_trailing_result_and_cut_long_ones() {
         let long = "y".repeat(300);
-        let messages = [
-            json!({"role": "user", "content": "go"}),
-            json!({"role": "assistant", "content": null, "tool_calls": [
+        let messages = json!([
+            {"role": "user", "content": "go"},
+            {"role": "assistant", "content": null, "tool_calls": [
                 {"id": "c1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}},
                 {"id": "c2", "type": "function", "function": {"name": "fetch", "arguments": "{}"}}
-            ]}),
-            json!({"role": "tool", "tool_call_id": "c1", "content": "{\"ok\":true}"}),
-            json!({"role": "tool", "tool_call_id": "c2", "name": "fetch", "content": [{"type": "text", "text": long}]}),
-        ];
+            ]},
+            {"role": "tool", "tool_call_id": "c1", "content": "{\"ok\":true}"},
+            {"role": "tool", "tool_call_id": "c2", "name": "fetch", "content": [{"type": "text", "text": long}]},
+        ])
+        .to_string();
+        let messages: Vec<Message<'_>> = serde_json::from_str(&messages).expect("messages");
         let summary = summarize_tool_results(&messages);
         let expected_tail = format!("fetch returned: {}…", "y".repeat(200));
         assert_eq!(

@@ -6,8 +6,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 use super::behaviour::DefaultAnswer;
+use super::message::Message;
 use super::script::{ScriptedCall, StreamQuirks};
-use super::wire::{self, ChatRequest};
+use super::wire::ChatRequest;
 
 /// A tool call with its final id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,11 +151,8 @@ impl Answer {
 }
 
 /// Characters of all message contents divided by four, rounded up.
-pub(crate) fn prompt_tokens(messages: &[Value]) -> u64 {
-    let chars: usize = messages
-        .iter()
-        .map(|message| wire::content_chars(message.get("content")))
-        .sum();
+pub(crate) fn prompt_tokens(messages: &[Message<'_>]) -> u64 {
+    let chars: usize = messages.iter().map(Message::content_chars).sum();
     to_u64(chars.div_ceil(4))
 }
 

@@ -3,7 +3,25 @@
 
 use serde_json::Value;
 
+use super::json_view::Field;
+use super::message::Message;
 use super::wire::{Check, InvalidRequest};
+
+/// Where a message sits; turned into an error's `param` only when a check fails.
+#[derive(Debug, Clone, Copy)]
+struct MessageAt(usize);
+
+impl MessageAt {
+    /// `messages[N]`
+    fn message(self) -> String {
+        format!("messages[{}]", self.0)
+    }
+
+    /// `messages[N].FIELD`
+    fn field(self, field: &str) -> String {
+        format!("messages[{}].{field}", self.0)
+    }
+}
 
 fn allowed_fields(role: &str) -> &'static [&'static str] {
     match role {
@@ -23,65 +41,65 @@ fn allowed_fields(role: &str) -> &'static [&'static str] {
 
 /// Checks every message and that each assistant tool call is answered by one `tool` message
 /// before the conversation goes on.
-pub(crate) fn check(messages: &[Value]) -> Check {
+pub(crate) fn check(messages: &[Message<'_>]) -> Check {
     // Ids of the latest assistant tool calls that still wait for their `tool` message.
     let mut unanswered: Vec<&str> = Vec::new();
     for (index, message) in messages.iter().enumerate() {
-        let at = format!("messages[{index}]");
-        let Some(message) = message.as_object() else {
-            return Err(InvalidRequest::new(at, "each message must be an object"));
-        };
-        let role = match message.get("role").and_then(Value::as_str) {
+        let at = MessageAt(index);
+        if !message.is_object() {
+            return Err(InvalidRequest::new(
+                at.message(),
+                "each message must be an object",
+            ));
+        }
+        let role = match message.role() {
             Some(role @ ("system" | "developer" | "user" | "assistant" | "tool")) => role,
             _ => {
                 return Err(InvalidRequest::new(
-                    format!("{at}.role"),
+                    at.field("role"),
                     "Invalid value for 'role': expected one of system, developer, user, assistant, tool.",
                 ));
             }
         };
-        if let Some(extra) = message
-            .keys()
-            .find(|key| !allowed_fields(role).contains(&key.as_str()))
-        {
+        if let Some(extra) = message.first_key_outside(allowed_fields(role)) {
             return Err(InvalidRequest::new(
-                &at,
+                at.message(),
                 format!(
                     "Additional properties are not allowed ('{extra}' was unexpected) - 'messages.{index}'"
                 ),
             ));
         }
-        if message.get("name").is_some_and(|name| !name.is_string()) {
+        if message.name.is_some() && message.name().is_none() {
             return Err(InvalidRequest::new(
-                format!("{at}.name"),
+                at.field("name"),
                 "'name' must be a string.",
             ));
         }
         if role == "tool" {
-            let Some(call_id) = message.get("tool_call_id").and_then(Value::as_str) else {
+            let Some(call_id) = message.tool_call_id() else {
                 return Err(InvalidRequest::new(
-                    format!("{at}.tool_call_id"),
+                    at.field("tool_call_id"),
                     "Missing required parameter: 'tool_call_id'.",
                 ));
             };
             let Some(position) = unanswered.iter().position(|id| *id == call_id) else {
                 return Err(InvalidRequest::new(
-                    at,
+                    at.message(),
                     "Invalid parameter: messages with role 'tool' must be a response to a preceding message with 'tool_calls'.",
                 ));
             };
             unanswered.swap_remove(position);
-            check_content(&at, message.get("content"), false, true)?;
+            check_content(at, message.content.as_ref(), false, true)?;
             continue;
         }
         check_answered(&unanswered)?;
         if role == "assistant" {
-            let calls = check_tool_calls(&at, message.get("tool_calls"))?;
+            let calls = check_tool_calls(at, message.tool_calls.as_ref())?;
             unanswered.extend(calls);
-            let has_calls = message.get("tool_calls").is_some();
-            check_content(&at, message.get("content"), has_calls, false)?;
+            let has_calls = message.tool_calls.is_some();
+            check_content(at, message.content.as_ref(), has_calls, false)?;
         } else {
-            check_content(&at, message.get("content"), false, false)?;
+            check_content(at, message.content.as_ref(), false, false)?;
         }
     }
     check_answered(&unanswered)
@@ -101,44 +119,51 @@ fn check_answered(unanswered: &[&str]) -> Check {
 }
 
 /// Content is a string or a list of typed parts; null only where `may_be_null`.
-fn check_content(at: &str, content: Option<&Value>, may_be_null: bool, text_only: bool) -> Check {
-    let param = format!("{at}.content");
+fn check_content(
+    at: MessageAt,
+    content: Option<&Field<'_>>,
+    may_be_null: bool,
+    text_only: bool,
+) -> Check {
     match content {
-        Some(Value::String(_)) => Ok(()),
-        None | Some(Value::Null) if may_be_null => Ok(()),
-        Some(Value::Array(parts)) if !parts.is_empty() => {
-            for (index, part) in parts.iter().enumerate() {
-                let kind = part.get("type").and_then(Value::as_str);
-                let text_ok = part.get("text").is_some_and(Value::is_string);
-                match kind {
-                    Some("text") if text_ok => {}
-                    Some("image_url" | "input_audio" | "file" | "refusal") if !text_only => {}
-                    _ => {
-                        return Err(InvalidRequest::new(
-                            format!("{param}[{index}]"),
-                            "each content part must be an object with a 'type' (and 'text' for text parts)",
-                        ));
-                    }
-                }
-            }
-            Ok(())
+        Some(Field::Text(_)) => Ok(()),
+        None | Some(Field::Other(Value::Null)) if may_be_null => Ok(()),
+        Some(Field::Other(Value::Array(parts))) if !parts.is_empty() => {
+            check_parts(at, parts, text_only)
         }
         _ => Err(InvalidRequest::new(
-            param,
+            at.field("content"),
             "Invalid value for 'content': expected a string or a non-empty array of content parts.",
         )),
     }
 }
 
+fn check_parts(at: MessageAt, parts: &[Value], text_only: bool) -> Check {
+    for (index, part) in parts.iter().enumerate() {
+        let kind = part.get("type").and_then(Value::as_str);
+        let text_ok = part.get("text").is_some_and(Value::is_string);
+        match kind {
+            Some("text") if text_ok => {}
+            Some("image_url" | "input_audio" | "file" | "refusal") if !text_only => {}
+            _ => {
+                return Err(InvalidRequest::new(
+                    format!("{}[{index}]", at.field("content")),
+                    "each content part must be an object with a 'type' (and 'text' for text parts)",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Checks an assistant message's `tool_calls` and returns their ids.
-fn check_tool_calls<'a>(at: &str, calls: Option<&'a Value>) -> Check<Vec<&'a str>> {
-    let param = format!("{at}.tool_calls");
+fn check_tool_calls(at: MessageAt, calls: Option<&Value>) -> Check<Vec<&str>> {
     let calls = match calls {
         None => return Ok(Vec::new()),
         Some(Value::Array(calls)) if !calls.is_empty() => calls,
         Some(_) => {
             return Err(InvalidRequest::new(
-                param,
+                at.field("tool_calls"),
                 "Invalid 'tool_calls': expected an array with minimum length 1.",
             ));
         }
@@ -154,7 +179,7 @@ fn check_tool_calls<'a>(at: &str, calls: Option<&'a Value>) -> Check<Vec<&'a str
             (Some(id), Some("function"), true, true) => ids.push(id),
             _ => {
                 return Err(InvalidRequest::new(
-                    format!("{param}[{index}]"),
+                    format!("{}[{index}]", at.field("tool_calls")),
                     "each tool call needs 'id', 'type': 'function' and 'function' with string 'name' and string 'arguments'",
                 ));
             }

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::behaviour;
 use super::completion::{Answer, Draft};
 use super::control;
+use super::request_body::RequestBody;
 use super::script::{Reply, ReplyKind, StreamQuirks};
 use super::state::{RecordedRequest, Shared};
 use super::stream;
@@ -53,18 +54,18 @@ async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
         Ok(body) => body,
         Err(error) => return invalid(&format!("could not read the request body: {error}"), None),
     };
-    let parsed = serde_json::from_slice::<Value>(&body);
     if shared.recording() {
-        shared.record(recorded(&parts, &body, parsed.as_ref().ok()));
+        let tree = serde_json::from_slice::<Value>(&body).ok();
+        shared.record(recorded(&parts, &body, tree));
     }
-    let body = match parsed {
-        Ok(body) => body,
+    let parsed = match RequestBody::parse(&body) {
+        Ok(parsed) => parsed,
         Err(error) => {
             let message = format!("We could not parse the JSON body of your request: {error}");
             return invalid(&message, None);
         }
     };
-    let request = match wire::read(&body) {
+    let request = match wire::read(&parsed) {
         Ok(request) => request,
         Err(refusal) => return json_response(StatusCode::BAD_REQUEST, &refusal.body()),
     };
@@ -105,11 +106,8 @@ async fn chat(State(shared): State<Arc<Shared>>, request: Request) -> Response {
 }
 
 /// The request as kept for inspection; a body that is not JSON is kept as a JSON string.
-fn recorded(parts: &Parts, raw: &Bytes, parsed: Option<&Value>) -> RecordedRequest {
-    let body = match parsed {
-        Some(value) => value.clone(),
-        None => Value::String(String::from_utf8_lossy(raw).into_owned()),
-    };
+fn recorded(parts: &Parts, raw: &Bytes, parsed: Option<Value>) -> RecordedRequest {
+    let body = parsed.unwrap_or_else(|| Value::String(String::from_utf8_lossy(raw).into_owned()));
     RecordedRequest {
         received_at: SystemTime::now(),
         path: parts.uri.path().to_owned(),

@@ -2,53 +2,18 @@
 //! that make real providers answer 400 (unknown fields, tool calls without results, malformed
 //! tool definitions), and typed views of the fields the mock answers from.
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::conversation;
+use super::json_view::Field;
+use super::message::Message;
+use super::request_body::RequestBody;
 
-/// Request body parameters the OpenAI endpoint knows; anything else is rejected.
-const KNOWN_PARAMETERS: &[&str] = &[
-    "model",
-    "messages",
-    "tools",
-    "tool_choice",
-    "parallel_tool_calls",
-    "stream",
-    "stream_options",
-    "max_tokens",
-    "max_completion_tokens",
-    "temperature",
-    "top_p",
-    "n",
-    "stop",
-    "presence_penalty",
-    "frequency_penalty",
-    "logit_bias",
-    "logprobs",
-    "top_logprobs",
-    "user",
-    "seed",
-    "response_format",
-    "service_tier",
-    "store",
-    "metadata",
-    "reasoning_effort",
-    "modalities",
-    "audio",
-    "prediction",
-    "functions",
-    "function_call",
-    "web_search_options",
-    "verbosity",
-    "safety_identifier",
-    "prompt_cache_key",
-];
-
-/// A validated request, borrowing from its JSON body.
+/// A validated request, borrowing from its parsed body.
 #[derive(Debug)]
 pub(crate) struct ChatRequest<'a> {
     pub model: &'a str,
-    pub messages: &'a [Value],
+    pub messages: &'a [Message<'a>],
     pub tools: &'a [Value],
     pub tool_choice: ToolChoice<'a>,
     pub stream: bool,
@@ -91,24 +56,21 @@ impl InvalidRequest {
 pub(crate) type Check<T = ()> = Result<T, InvalidRequest>;
 
 /// Validates `body` and returns the fields the mock needs.
-pub(crate) fn read(body: &Value) -> Check<ChatRequest<'_>> {
-    let Some(object) = body.as_object() else {
+pub(crate) fn read<'a>(body: &'a RequestBody<'a>) -> Check<ChatRequest<'a>> {
+    if !body.is_object() {
         return Err(InvalidRequest {
             message: "the request body must be a JSON object".into(),
             param: None,
         });
-    };
-    if let Some(unknown) = object
-        .keys()
-        .find(|key| !KNOWN_PARAMETERS.contains(&key.as_str()))
-    {
+    }
+    if let Some(unknown) = &body.first_unknown_parameter {
         return Err(InvalidRequest::new(
-            unknown.as_str(),
+            unknown.as_ref(),
             format!("Unrecognized request argument supplied: {unknown}"),
         ));
     }
-    let model = match object.get("model") {
-        Some(Value::String(model)) if !model.is_empty() => model.as_str(),
+    let model = match &body.model {
+        Some(Field::Text(model)) if !model.is_empty() => model.as_ref(),
         _ => {
             return Err(InvalidRequest::new(
                 "model",
@@ -116,15 +78,15 @@ pub(crate) fn read(body: &Value) -> Check<ChatRequest<'_>> {
             ));
         }
     };
-    let messages = match object.get("messages") {
-        Some(Value::Array(messages)) if !messages.is_empty() => messages.as_slice(),
-        Some(Value::Array(_)) => {
+    let messages = match &body.messages {
+        Some(messages) if !messages.is_empty() => messages.as_slice(),
+        Some(_) => {
             return Err(InvalidRequest::new(
                 "messages",
                 "Invalid 'messages': empty array. Expected an array with minimum length 1.",
             ));
         }
-        _ => {
+        None => {
             return Err(InvalidRequest::new(
                 "messages",
                 "Missing required parameter: 'messages'.",
@@ -132,7 +94,7 @@ pub(crate) fn read(body: &Value) -> Check<ChatRequest<'_>> {
         }
     };
     conversation::check(messages)?;
-    let tools = match object.get("tools") {
+    let tools = match &body.tools {
         None => &[][..],
         Some(Value::Array(tools)) if !tools.is_empty() => tools.as_slice(),
         Some(_) => {
@@ -145,13 +107,13 @@ pub(crate) fn read(body: &Value) -> Check<ChatRequest<'_>> {
     for (index, tool) in tools.iter().enumerate() {
         check_tool(index, tool)?;
     }
-    let tool_choice = read_tool_choice(object, tools)?;
-    let stream = match object.get("stream") {
+    let tool_choice = read_tool_choice(body.tool_choice.as_ref(), tools)?;
+    let stream = match &body.stream {
         None | Some(Value::Null) => false,
         Some(Value::Bool(stream)) => *stream,
         Some(_) => return Err(InvalidRequest::new("stream", "'stream' must be a boolean.")),
     };
-    let include_usage = match object.get("stream_options") {
+    let include_usage = match &body.stream_options {
         None | Some(Value::Null) => false,
         Some(_) if !stream => {
             return Err(InvalidRequest::new(
@@ -187,7 +149,7 @@ pub(crate) fn read(body: &Value) -> Check<ChatRequest<'_>> {
 }
 
 fn check_tool(index: usize, tool: &Value) -> Check {
-    let param = format!("tools[{index}]");
+    let param = || format!("tools[{index}]");
     let function = match (
         tool.get("type").and_then(Value::as_str),
         tool.get("function"),
@@ -195,7 +157,7 @@ fn check_tool(index: usize, tool: &Value) -> Check {
         (Some("function"), Some(Value::Object(function))) => function,
         _ => {
             return Err(InvalidRequest::new(
-                param,
+                param(),
                 "each tool must be {\"type\": \"function\", \"function\": {...}}",
             ));
         }
@@ -207,7 +169,7 @@ fn check_tool(index: usize, tool: &Value) -> Check {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     if !name_ok {
         return Err(InvalidRequest::new(
-            format!("{param}.function.name"),
+            format!("{}.function.name", param()),
             format!(
                 "Invalid 'tools[{index}].function.name': string does not match pattern '^[a-zA-Z0-9_-]{{1,64}}$'."
             ),
@@ -216,14 +178,14 @@ fn check_tool(index: usize, tool: &Value) -> Check {
     match function.get("parameters") {
         None | Some(Value::Object(_)) => Ok(()),
         Some(_) => Err(InvalidRequest::new(
-            format!("{param}.function.parameters"),
+            format!("{}.function.parameters", param()),
             "'parameters' must be a JSON Schema object.",
         )),
     }
 }
 
-fn read_tool_choice<'a>(object: &'a Map<String, Value>, tools: &[Value]) -> Check<ToolChoice<'a>> {
-    let choice = match object.get("tool_choice") {
+fn read_tool_choice<'a>(choice: Option<&'a Value>, tools: &[Value]) -> Check<ToolChoice<'a>> {
+    let choice = match choice {
         None | Some(Value::Null) => return Ok(ToolChoice::Auto),
         Some(choice) => choice,
     };
@@ -266,36 +228,4 @@ pub(crate) fn tool_name(tool: &Value) -> &str {
     tool.pointer("/function/name")
         .and_then(Value::as_str)
         .unwrap_or("")
-}
-
-/// The text of a message's content: a string, or the `text` parts of a list joined by newlines.
-pub(crate) fn content_text(content: Option<&Value>) -> String {
-    match content {
-        Some(Value::String(text)) => text.clone(),
-        Some(Value::Array(parts)) => {
-            let texts: Vec<&str> = parts
-                .iter()
-                .filter_map(|part| part.get("text").and_then(Value::as_str))
-                .collect();
-            texts.join("\n")
-        }
-        _ => String::new(),
-    }
-}
-
-/// Characters of text in a message's content, without building the text.
-pub(crate) fn content_chars(content: Option<&Value>) -> usize {
-    match content {
-        Some(Value::String(text)) => text.chars().count(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .filter_map(|part| part.get("text").and_then(Value::as_str))
-            .map(|text| text.chars().count())
-            .sum(),
-        _ => 0,
-    }
-}
-
-pub(crate) fn role(message: &Value) -> &str {
-    message.get("role").and_then(Value::as_str).unwrap_or("")
 }

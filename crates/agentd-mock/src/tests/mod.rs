@@ -3,6 +3,8 @@
 
 mod control;
 mod defaults;
+mod parse_errors;
+mod parsing;
 mod scripted;
 mod streaming;
 mod validation;

@@ -3,6 +3,7 @@
 use serde_json::{Value, json};
 
 use super::{post, send_email_tool, start};
+use crate::request_body::RequestBody;
 use crate::wire;
 
 fn call(id: &str) -> Value {
@@ -10,7 +11,9 @@ fn call(id: &str) -> Value {
 }
 
 fn refusal(body: &Value) -> String {
-    match wire::read(body) {
+    let text = body.to_string();
+    let parsed = RequestBody::parse(text.as_bytes()).expect("the body is JSON");
+    match wire::read(&parsed) {
         Ok(_) => panic!("accepted: {body}"),
         Err(refusal) => refusal.message,
     }
@@ -29,7 +32,9 @@ fn well_formed_conversations_with_tool_rounds_pass() {
         {"role": "assistant", "content": "done"},
         {"role": "user", "content": "again"}
     ]});
-    let request = wire::read(&body).expect("valid");
+    let text = body.to_string();
+    let parsed = RequestBody::parse(text.as_bytes()).expect("the body is JSON");
+    let request = wire::read(&parsed).expect("valid");
     assert!(request.stream && request.include_usage);
     assert_eq!(request.tool_choice, wire::ToolChoice::Required);
 }
