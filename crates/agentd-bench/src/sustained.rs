@@ -93,6 +93,7 @@ struct Tally {
 struct Snapshot {
     at: Instant,
     cpu_ticks: Option<u64>,
+    mock_cpu_ticks: Option<u64>,
     rss_kb: Option<u64>,
     store: StoreCounters,
     db_bytes: Option<u64>,
@@ -102,6 +103,8 @@ struct Snapshot {
 /// Where the counters come from.
 struct Probe {
     pid: u32,
+    /// The mock model's: its CPU shares the machine with agentd's.
+    mock_pid: u32,
     /// agentd's data directory, on SQLite.
     data_dir: Option<PathBuf>,
     target: Arc<Target>,
@@ -111,6 +114,7 @@ impl Probe {
     async fn snapshot(&self) -> Snapshot {
         let at = Instant::now();
         let cpu_ticks = procs::cpu_ticks(self.pid);
+        let mock_cpu_ticks = procs::cpu_ticks(self.mock_pid);
         let rss_kb = procs::status_kb(self.pid, "VmRSS");
         let mut store = scrape(&self.target).await.unwrap_or_default();
         if self.data_dir.is_none() {
@@ -125,6 +129,7 @@ impl Probe {
         Snapshot {
             at,
             cpu_ticks,
+            mock_cpu_ticks,
             rss_kb,
             store,
             db_bytes: size("agentd.db"),
@@ -185,6 +190,7 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
     ))?);
     let probe = Probe {
         pid: agentd.pid(),
+        mock_pid: mock.pid(),
         data_dir: (common.plan.store == StoreKind::Sqlite).then(|| scratch.join("data")),
         target: Arc::clone(&target),
     };
@@ -350,7 +356,8 @@ fn print_legend(settings: &Settings, budget: Option<f64>) {
          Each chat or stream turn adds 2 history entries, a tool turn 4; {max_history}.\n\
          A client skips sessions with a turn in flight. A turn counts in the window it ends in.\n\
          RT/s = model round trips (chat, stream 1 per turn; tool 2) ÷ window. CPU µs/RT = agentd\n\
-         utime+stime delta (/proc/PID/stat) ÷ round trips. p50/p99 = turn latency. RSS = agentd VmRSS.\n\
+         utime+stime delta (/proc/PID/stat) ÷ round trips; mock µs/RT the same for the mock model,\n\
+         which shares the machine's CPUs. p50/p99 = turn latency. RSS = agentd VmRSS.\n\
          hist hit % / all hit % = mirror lookups that hit (history part / every part), evictions =\n\
          mirror evictions, mirror MB = mirror bytes at the window's end (budget {budget}),\n\
          reads/turn = reads that went to SQLite ÷ turns: deltas of agentd's /metrics, `-` where\n\
@@ -460,16 +467,18 @@ fn window_row(
     ticks_per_sec: u64,
 ) -> WindowRow {
     let turns = taken.latencies.len() as u64;
-    let cpu_ns = before
-        .cpu_ticks
-        .zip(after.cpu_ticks)
-        .map(|(b, a)| a.saturating_sub(b) as f64 * 1e9 / ticks_per_sec.max(1) as f64);
+    let cpu_ns = |before: Option<u64>, after: Option<u64>| {
+        before
+            .zip(after)
+            .map(|(b, a)| a.saturating_sub(b) as f64 * 1e9 / ticks_per_sec.max(1) as f64)
+    };
     WindowRow {
         index,
         end_secs: after.at.duration_since(started).as_secs_f64(),
         secs: after.at.duration_since(before.at).as_secs_f64(),
         round_trips: turns * kind.op().model_calls(),
-        cpu_ns,
+        cpu_ns: cpu_ns(before.cpu_ticks, after.cpu_ticks),
+        mock_cpu_ns: cpu_ns(before.mock_cpu_ticks, after.mock_cpu_ticks),
         latency: percentiles(taken.latencies.clone()),
         errors: taken.errors,
         rss_kb: after.rss_kb,

@@ -5,11 +5,12 @@ use crate::report::{Percentiles, ms};
 use crate::store_counters::StoreWindow;
 
 /// The table's columns, in order.
-pub(crate) const COLUMNS: [&str; 18] = [
+pub(crate) const COLUMNS: [&str; 19] = [
     "window",
     "t s",
     "RT/s",
     "CPU µs/RT",
+    "mock µs/RT",
     "p50 ms",
     "p99 ms",
     "err",
@@ -38,6 +39,8 @@ pub(crate) struct WindowRow {
     pub round_trips: u64,
     /// agentd's CPU time in the window, in nanoseconds.
     pub cpu_ns: Option<f64>,
+    /// The mock model's CPU time in the window, in nanoseconds.
+    pub mock_cpu_ns: Option<f64>,
     pub latency: Percentiles,
     pub errors: u64,
     pub rss_kb: Option<u64>,
@@ -62,7 +65,11 @@ impl WindowRow {
     }
 
     pub(crate) fn cpu_per_rt_us(&self) -> Option<f64> {
-        let cpu = self.cpu_ns?;
+        self.per_rt_us(self.cpu_ns)
+    }
+
+    fn per_rt_us(&self, cpu_ns: Option<f64>) -> Option<f64> {
+        let cpu = cpu_ns?;
         (self.round_trips > 0).then(|| cpu / 1e3 / self.round_trips as f64)
     }
 
@@ -78,6 +85,7 @@ impl WindowRow {
             format!("{:.0}", self.end_secs),
             format!("{:.0}", self.round_trips_per_sec()),
             fixed(self.cpu_per_rt_us(), 0),
+            fixed(self.per_rt_us(self.mock_cpu_ns), 0),
             ms(self.latency.p50),
             ms(self.latency.p99),
             self.errors.to_string(),

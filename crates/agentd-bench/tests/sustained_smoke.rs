@@ -8,11 +8,12 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-const COLUMNS: [&str; 18] = [
+const COLUMNS: [&str; 19] = [
     "window",
     "t s",
     "RT/s",
     "CPU µs/RT",
+    "mock µs/RT",
     "p50 ms",
     "p99 ms",
     "err",
@@ -111,6 +112,13 @@ fn check_table(title: &str, rows: &[Vec<String>], kind: &str) {
         assert_eq!(row.len(), COLUMNS.len(), "{row:?}");
         let rate: f64 = row[column("RT/s")].parse().expect("RT/s is a number");
         round_trips += rate;
+        for cpu in ["CPU µs/RT", "mock µs/RT"] {
+            let cell = &row[column(cpu)];
+            assert!(
+                rate == 0.0 || cell.parse::<f64>().is_ok(),
+                "{cpu} is a number in a window with round trips: {row:?}"
+            );
+        }
         let db = &row[column("db MB")];
         assert!(
             db.parse::<f64>().is_ok(),
