@@ -4,7 +4,8 @@
 
 use serde_json::Value;
 
-use super::{client, start};
+use super::start;
+use super::validation::reqwest_post_raw;
 use crate::request_body::RequestBody;
 
 fn nested(depth: usize) -> String {
@@ -82,15 +83,8 @@ fn bodies_a_value_tree_accepts_are_accepted() {
 async fn escaped_text_is_echoed_and_counted_decoded() {
     let mock = start().await;
     let body = r#"{"model": "m\u006fck", "messages": [{"role": "user", "content": "say \"caf\u00e9\"\n"}]}"#;
-    let response = client()
-        .post(format!("{}/chat/completions", mock.base_url()))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .expect("sent");
-    assert_eq!(response.status(), 200);
-    let answer: Value = response.json().await.expect("JSON answer");
+    let (status, answer) = reqwest_post_raw(&mock, body).await;
+    assert_eq!(status, 200);
     assert_eq!(answer["model"], "mock");
     assert_eq!(
         answer["choices"][0]["message"]["content"],

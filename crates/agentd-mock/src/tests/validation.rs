@@ -156,7 +156,7 @@ async fn refusals_are_400_in_openai_error_shape_and_keep_the_script() {
     assert_eq!(mock.requests()[1], json!("{not json"));
 }
 
-async fn reqwest_post_raw(mock: &crate::MockModel, body: &'static str) -> (u16, Value) {
+pub(super) async fn reqwest_post_raw(mock: &crate::MockModel, body: &'static str) -> (u16, Value) {
     let response = super::client()
         .post(format!("{}/chat/completions", mock.base_url()))
         .header("content-type", "application/json")
