@@ -34,12 +34,27 @@ pub(super) fn run() -> ExitCode {
     }
 }
 
+/// Runs the demo in a scratch directory of its own, removed once the demo succeeded; kept, and
+/// named, when it failed, for a look at what agentd wrote.
 async fn demo() -> Result<(), String> {
     let scratch = std::env::temp_dir().join(format!("agentd-demo-{}", std::process::id()));
+    let outcome = demo_in(&scratch).await;
+    match &outcome {
+        Ok(()) => {
+            if let Err(e) = std::fs::remove_dir_all(&scratch) {
+                eprintln!("could not remove {}: {e}", scratch.display());
+            }
+        }
+        Err(_) => eprintln!("agentd's files are kept in {}", scratch.display()),
+    }
+    outcome
+}
+
+async fn demo_in(scratch: &Path) -> Result<(), String> {
     let data_dir = scratch.join("data");
     // The shipped catalog's relative `dir`, which agentd resolves against the data directory.
     let outbox = data_dir.join("outbox");
-    std::fs::create_dir_all(&scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
+    std::fs::create_dir_all(scratch).map_err(|e| format!("{}: {e}", scratch.display()))?;
     println!(
         "agentd demo: the main job end to end, offline (mock model, real HTTP, SQLite, tool)\n"
     );
