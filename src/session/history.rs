@@ -161,12 +161,12 @@ impl History {
     pub fn push(&mut self, entry: Arc<Entry>) {
         // The entry moves into the log; this reference keeps its text readable meanwhile.
         let held = Arc::clone(&entry);
-        let json = message_text(&held);
+        let json = held.message_text();
         if let Some(entry) = self.log.push_after(self.len, entry, json).err() {
             // Another holder appended to this log first: continue on a copy of this snapshot.
             let copy = HistoryLog::new();
             for (index, earlier) in self.iter().enumerate() {
-                let _ = copy.push_after(index, Arc::clone(earlier), message_text(earlier));
+                let _ = copy.push_after(index, Arc::clone(earlier), earlier.message_text());
             }
             let _ = copy.push_after(self.len, entry, json);
             self.log = Arc::new(copy);
@@ -224,7 +224,15 @@ impl History {
     pub fn iter(
         &self,
     ) -> impl DoubleEndedIterator<Item = &Arc<Entry>> + ExactSizeIterator + Clone + '_ {
-        (0..self.len).map(|index| {
+        self.iter_from(0)
+    }
+
+    /// The entries from `start` on, oldest first; the earlier ones are not touched.
+    pub fn iter_from(
+        &self,
+        start: usize,
+    ) -> impl DoubleEndedIterator<Item = &Arc<Entry>> + ExactSizeIterator + Clone + '_ {
+        (start.min(self.len)..self.len).map(|index| {
             self.log
                 .get(index)
                 .expect("every slot below a snapshot's length is written")
@@ -250,12 +258,6 @@ impl<'a> IntoIterator for &'a History {
     fn into_iter(self) -> Self::IntoIter {
         Box::new(self.iter())
     }
-}
-
-/// An entry's message as JSON text. Serializing a message cannot fail (its JSON values come
-/// from parsed JSON and its other fields are strings), so `null` stands in only in theory.
-fn message_text(entry: &Entry) -> &str {
-    entry.message_json().map_or("null", |json| json.get())
 }
 
 /// Heap bytes of an empty history's log.
@@ -295,6 +297,16 @@ mod tests {
         assert_eq!(history.iter().next_back().unwrap().id, "e999");
         assert_eq!(history.get(999).unwrap().id, "e999");
         assert!(history.get(1000).is_none());
+    }
+
+    #[test]
+    fn iterating_from_an_index_yields_only_the_later_entries() {
+        let history = History::from_entries((0..40).map(entry));
+        let tail: Vec<String> = history.iter_from(37).map(|e| e.id.clone()).collect();
+        assert_eq!(tail, ["e37", "e38", "e39"]);
+        assert_eq!(history.iter_from(40).count(), 0);
+        assert_eq!(history.iter_from(99).count(), 0);
+        assert_eq!(history.iter_from(0).count(), 40);
     }
 
     #[test]

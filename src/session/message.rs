@@ -132,6 +132,13 @@ impl Entry {
         let json = serde_json::value::to_raw_value(&self.message)?;
         Ok(self.json.0.get_or_init(|| json))
     }
+
+    /// [`Entry::message_json`] as text. Serializing a message cannot fail (its JSON values
+    /// come from parsed JSON and its other fields are strings), so `null` stands in only in
+    /// theory.
+    pub fn message_text(&self) -> &str {
+        self.message_json().map_or("null", RawValue::get)
+    }
 }
 
 /// The cache behind [`Entry::message_json`]; empty until first asked for.

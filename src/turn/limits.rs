@@ -9,7 +9,7 @@ use super::transcript::Transcript;
 use super::{Engine, TurnContext, TurnError, TurnEvent, prompt};
 use crate::config::LimitsConfig;
 use crate::provider::{ModelRequest, ModelResponse, ProviderError};
-use crate::session::{Entry, PromptMessage};
+use crate::session::PromptMessage;
 
 /// How much history one session may hold, and how large a model request may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,10 +74,6 @@ pub(super) fn check_history(
         ));
     }
     Ok(())
-}
-
-pub(super) fn entry_bytes(entry: &Entry) -> usize {
-    entry.message_json().map_or(0, |json| json.get().len())
 }
 
 impl Engine {
@@ -167,8 +163,8 @@ fn fit_prompt<'w, 'a>(
 
 fn prompt_bytes(message: &PromptMessage<'_>) -> usize {
     match *message {
-        PromptMessage::Stored { history, index } => entry_bytes(&history[index]),
-        PromptMessage::Entry(entry) => entry_bytes(entry),
+        PromptMessage::Stored { history, index } => history[index].message_text().len(),
+        PromptMessage::Entry(entry) => entry.message_text().len(),
         PromptMessage::Built(message) => serde_json::to_vec(message).map_or(0, |json| json.len()),
     }
 }

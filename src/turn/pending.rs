@@ -45,15 +45,11 @@ pub(crate) fn unanswered(history: &History) -> Vec<PendingCall> {
         return Vec::new();
     };
     let answered: Vec<&str> = history
-        .iter()
-        .skip(last + 1)
+        .iter_from(last + 1)
         .filter(|e| e.message.role == Role::Tool)
         .filter_map(|e| e.message.tool_call_id.as_deref())
         .collect();
-    let Some(calling) = history.get(last) else {
-        return Vec::new();
-    };
-    calling
+    history[last]
         .message
         .calls()
         .iter()

@@ -47,7 +47,7 @@ impl<'a> Transcript<'a> {
     pub(super) fn json_bytes(&self) -> usize {
         self.added
             .iter()
-            .map(|entry| super::limits::entry_bytes(entry))
+            .map(|entry| entry.message_text().len())
             .fold(self.history.json_bytes(), usize::saturating_add)
     }
 

@@ -1,34 +1,16 @@
 //! Durations as the bench's options write them: `300`, `300s`, `5m`, `1h`, `500ms` (a bare
-//! number is seconds; whole or decimal numbers).
+//! number is seconds; whole or decimal numbers), read by the parser agentd's configuration and
+//! its plugins use.
 
 use std::time::Duration;
 
-/// `300`, `300s`, `5m`, `1h`, `500ms` (whole or decimal numbers).
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected a number with s, m, h or ms"))?;
-    let seconds = match unit.trim() {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" | "min" => number * 60.0,
-        "h" => number * 3600.0,
-        other => return Err(format!("{text:?}: unknown unit {other:?} (s, m, h or ms)")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
-}
+use agentd_sdk::{DurationError, PositiveDuration};
+
+pub(crate) use agentd_sdk::parse_duration;
 
 /// [`parse_duration`], refusing zero: for spans something must happen within.
-pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, String> {
-    match parse_duration(text)? {
-        Duration::ZERO => Err(format!("{:?}: must be more than zero", text.trim())),
-        span => Ok(span),
-    }
+pub(crate) fn parse_positive_duration(text: &str) -> Result<Duration, DurationError> {
+    PositiveDuration::parse(text).map(PositiveDuration::get)
 }
 
 #[cfg(test)]

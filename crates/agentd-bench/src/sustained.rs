@@ -1,7 +1,7 @@
 //! The sustained scenario: one agentd under closed-loop load for minutes on many sessions
-//! created up front, each kept until its history is long (`--max-history`); one table row per window (rate,
-//! CPU, latency, memory, the store's mirror and reads, database files, history length) shows
-//! whether agentd holds its rate or decays.
+//! created up front, each kept until its history is long (`--max-history`); one table row per
+//! window (rate, CPU, latency, memory, the store's mirror and reads, database files, history
+//! length) shows whether agentd holds its rate or decays.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
@@ -491,7 +491,6 @@ fn window_row(
     }
 }
 
-/// One closed-loop client: claims a session, sends one turn, records it, again until stopped.
 /// The history length at which slot `index` gets a new session: spread evenly over
 /// `max/2 ..= max` by slot, so sessions that started together do not all end together.
 /// Unlimited when `max` is 0.
@@ -504,6 +503,7 @@ fn history_cap(index: usize, max: u32) -> u32 {
     max - max / 2 + u32::try_from(offset).unwrap_or(0)
 }
 
+/// One closed-loop client: claims a session, sends one turn, records it, again until stopped.
 async fn client(
     target: Arc<Target>,
     book: Arc<Book>,
