@@ -93,12 +93,17 @@ struct Tally {
 struct Snapshot {
     at: Instant,
     cpu_ticks: Option<u64>,
+    store_cpu_ticks: Option<u64>,
     mock_cpu_ticks: Option<u64>,
     rss_kb: Option<u64>,
     store: StoreCounters,
     db_bytes: Option<u64>,
     wal_bytes: Option<u64>,
 }
+
+/// The name shared by agentd's SQLite store threads (the writer and the checkpointer), as
+/// `/proc` shows it (15 bytes at most).
+const STORE_THREADS: &str = "agentd-store-";
 
 /// Where the counters come from.
 struct Probe {
@@ -107,6 +112,9 @@ struct Probe {
     mock_pid: u32,
     /// agentd's data directory, on SQLite.
     data_dir: Option<PathBuf>,
+    /// The PostgreSQL server's postmaster, when the bench started it: its CPU and its
+    /// backends' is the store's (`store µs/RT`) there.
+    database_pid: Option<u32>,
     target: Arc<Target>,
 }
 
@@ -114,6 +122,10 @@ impl Probe {
     async fn snapshot(&self) -> Snapshot {
         let at = Instant::now();
         let cpu_ticks = procs::cpu_ticks(self.pid);
+        let store_cpu_ticks = match self.database_pid {
+            Some(server) => procs::tree_cpu_ticks(server),
+            None => procs::threads_cpu_ticks(self.pid, STORE_THREADS),
+        };
         let mock_cpu_ticks = procs::cpu_ticks(self.mock_pid);
         let rss_kb = procs::status_kb(self.pid, "VmRSS");
         let mut store = scrape(&self.target).await.unwrap_or_default();
@@ -129,6 +141,7 @@ impl Probe {
         Snapshot {
             at,
             cpu_ticks,
+            store_cpu_ticks,
             mock_cpu_ticks,
             rss_kb,
             store,
@@ -192,6 +205,7 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
         pid: agentd.pid(),
         mock_pid: mock.pid(),
         data_dir: (common.plan.store == StoreKind::Sqlite).then(|| scratch.join("data")),
+        database_pid: fleet.database_pid,
         target: Arc::clone(&target),
     };
     println!(
@@ -356,8 +370,9 @@ fn print_legend(settings: &Settings, budget: Option<f64>) {
          Each chat or stream turn adds 2 history entries, a tool turn 4; {max_history}.\n\
          A client skips sessions with a turn in flight. A turn counts in the window it ends in.\n\
          RT/s = model round trips (chat, stream 1 per turn; tool 2) ÷ window. CPU µs/RT = agentd\n\
-         utime+stime delta (/proc/PID/stat) ÷ round trips; mock µs/RT the same for the mock model,\n\
-         which shares the machine's CPUs. p50/p99 = turn latency. RSS = agentd VmRSS.\n\
+         utime+stime delta (/proc/PID/stat) ÷ round trips; store µs/RT = the part of it spent on\n\
+         the SQLite writer and checkpoint threads, or on PostgreSQL the server's CPU as above;\n\
+         mock µs/RT the same for the mock model, which shares the machine's CPUs. p50/p99 = turn latency. RSS = agentd VmRSS.\n\
          hist hit % / all hit % = mirror lookups that hit (history part / every part), evictions =\n\
          mirror evictions, mirror MB = mirror bytes at the window's end (budget {budget}),\n\
          reads/turn = reads that went to SQLite ÷ turns: deltas of agentd's /metrics, `-` where\n\
@@ -478,6 +493,7 @@ fn window_row(
         secs: after.at.duration_since(before.at).as_secs_f64(),
         round_trips: turns * kind.op().model_calls(),
         cpu_ns: cpu_ns(before.cpu_ticks, after.cpu_ticks),
+        store_cpu_ns: cpu_ns(before.store_cpu_ticks, after.store_cpu_ticks),
         mock_cpu_ns: cpu_ns(before.mock_cpu_ticks, after.mock_cpu_ticks),
         latency: percentiles(taken.latencies.clone()),
         errors: taken.errors,

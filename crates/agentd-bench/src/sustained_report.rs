@@ -5,11 +5,12 @@ use crate::report::{Percentiles, ms};
 use crate::store_counters::StoreWindow;
 
 /// The table's columns, in order.
-pub(crate) const COLUMNS: [&str; 19] = [
+pub(crate) const COLUMNS: [&str; 20] = [
     "window",
     "t s",
     "RT/s",
     "CPU µs/RT",
+    "store µs/RT",
     "mock µs/RT",
     "p50 ms",
     "p99 ms",
@@ -39,6 +40,9 @@ pub(crate) struct WindowRow {
     pub round_trips: u64,
     /// agentd's CPU time in the window, in nanoseconds.
     pub cpu_ns: Option<f64>,
+    /// The store's CPU time in the window, in nanoseconds: agentd's SQLite writer and
+    /// checkpoint threads (part of `cpu_ns`), or the PostgreSQL server the bench started.
+    pub store_cpu_ns: Option<f64>,
     /// The mock model's CPU time in the window, in nanoseconds.
     pub mock_cpu_ns: Option<f64>,
     pub latency: Percentiles,
@@ -85,6 +89,7 @@ impl WindowRow {
             format!("{:.0}", self.end_secs),
             format!("{:.0}", self.round_trips_per_sec()),
             fixed(self.cpu_per_rt_us(), 0),
+            fixed(self.per_rt_us(self.store_cpu_ns), 0),
             fixed(self.per_rt_us(self.mock_cpu_ns), 0),
             ms(self.latency.p50),
             ms(self.latency.p99),
@@ -256,6 +261,7 @@ mod tests {
         assert_eq!(cells.len(), COLUMNS.len());
         assert_eq!(cells[2], "500");
         assert_eq!(cells[3], "200");
-        assert_eq!(cells[8], "-", "no hit rate without the mirror's series");
+        assert_eq!(cells[4], "-", "no store threads counted");
+        assert_eq!(cells[10], "-", "no hit rate without the mirror's series");
     }
 }
