@@ -269,7 +269,7 @@ fn wait_for_line(
 
 /// utime + stime of a process, in clock ticks.
 pub(crate) fn cpu_ticks(pid: u32) -> Option<u64> {
-    stat_cpu_ticks(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+    Stat::read(format!("/proc/{pid}/stat"))?.ticks(11..13)
 }
 
 /// utime + stime, in clock ticks, of the threads of a process whose name starts with
@@ -280,16 +280,12 @@ pub(crate) fn threads_cpu_ticks(pid: u32, prefix: &str) -> Option<u64> {
         .ok()?
         .flatten()
     {
-        let path = task.path();
-        let named =
-            std::fs::read_to_string(path.join("comm")).is_ok_and(|name| name.starts_with(prefix));
-        if !named {
-            continue;
-        }
         // A thread that ended between the listing and this read is skipped.
-        if let Some(ticks) = std::fs::read_to_string(path.join("stat"))
-            .ok()
-            .and_then(|stat| stat_cpu_ticks(&stat))
+        let Some(stat) = Stat::read(task.path().join("stat")) else {
+            continue;
+        };
+        if stat.name().starts_with(prefix)
+            && let Some(ticks) = stat.ticks(11..13)
         {
             *total.get_or_insert(0) += ticks;
         }
@@ -297,30 +293,46 @@ pub(crate) fn threads_cpu_ticks(pid: u32, prefix: &str) -> Option<u64> {
     total
 }
 
-/// utime + stime from the text of a `stat` file, in clock ticks.
-fn stat_cpu_ticks(stat: &str) -> Option<u64> {
-    // Fields after the command name (which may hold spaces) start at field 3 (state).
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
-    Some(utime + stime)
-}
-
 /// CPU time of a process and everything it started, in clock ticks: its own utime + stime,
 /// what its waited-for children used (cutime + cstime), and the utime + stime of the children
 /// still running (a server's postmaster and its backends).
 pub(crate) fn tree_cpu_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let own: u64 = fields
-        .get(11..15)?
-        .iter()
-        .map(|field| field.parse::<u64>().ok())
-        .sum::<Option<u64>>()?;
+    let own = Stat::read(format!("/proc/{pid}/stat"))?.ticks(11..15)?;
     let running: u64 = children(pid).into_iter().filter_map(cpu_ticks).sum();
     Some(own + running)
+}
+
+/// The text of a `/proc/.../stat` file: the command name in parentheses (which may hold spaces
+/// and parentheses), then the fields from the state (field 3) on.
+struct Stat(String);
+
+impl Stat {
+    fn read(path: impl AsRef<Path>) -> Option<Self> {
+        std::fs::read_to_string(path).ok().map(Self)
+    }
+
+    /// The command (or thread) name, as `comm` shows it.
+    fn name(&self) -> &str {
+        let open = self.0.find('(').map_or(0, |at| at + 1);
+        let close = self.0.rfind(')').unwrap_or(open);
+        self.0.get(open..close).unwrap_or("")
+    }
+
+    /// The fields after the name: index 0 is the state, 1 the parent, 11 utime, 12 stime,
+    /// 13 cutime, 14 cstime.
+    fn fields(&self) -> Option<Vec<&str>> {
+        let rest = self.0.get(self.0.rfind(')')? + 2..)?;
+        Some(rest.split_whitespace().collect())
+    }
+
+    /// The sum of the clock-tick fields in `range`.
+    fn ticks(&self, range: std::ops::Range<usize>) -> Option<u64> {
+        self.fields()?
+            .get(range)?
+            .iter()
+            .map(|field| field.parse::<u64>().ok())
+            .sum()
+    }
 }
 
 /// Clock ticks per second (`getconf CLK_TCK`; 100 when that cannot be run).
@@ -374,9 +386,11 @@ pub(crate) fn children(pid: u32) -> Vec<u32> {
 
 /// The parent process id of a process (field 4 of `/proc/PID/stat`).
 fn parent(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    Stat::read(format!("/proc/{pid}/stat"))?
+        .fields()?
+        .get(1)?
+        .parse()
+        .ok()
 }
 
 /// A process's command line, its arguments joined by spaces.

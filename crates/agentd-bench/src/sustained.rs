@@ -372,7 +372,8 @@ fn print_legend(settings: &Settings, budget: Option<f64>) {
          RT/s = model round trips (chat, stream 1 per turn; tool 2) ÷ window. CPU µs/RT = agentd\n\
          utime+stime delta (/proc/PID/stat) ÷ round trips; store µs/RT = the part of it spent on\n\
          the SQLite writer and checkpoint threads, or on PostgreSQL the server's CPU as above;\n\
-         mock µs/RT the same for the mock model, which shares the machine's CPUs. p50/p99 = turn latency. RSS = agentd VmRSS.\n\
+         mock µs/RT the same for the mock model, which shares the machine's CPUs.\n\
+         p50/p99 = turn latency. RSS = agentd VmRSS.\n\
          hist hit % / all hit % = mirror lookups that hit (history part / every part), evictions =\n\
          mirror evictions, mirror MB = mirror bytes at the window's end (budget {budget}),\n\
          reads/turn = reads that went to SQLite ÷ turns: deltas of agentd's /metrics, `-` where\n\

@@ -31,6 +31,14 @@ const COLUMNS: [&str; 20] = [
     "new",
 ];
 
+/// Where a column stands in a row.
+fn column(name: &str) -> usize {
+    COLUMNS
+        .iter()
+        .position(|c| *c == name)
+        .expect("a column of the table")
+}
+
 /// A directory of the bench's target directory holding both binaries the bench starts.
 fn binaries() -> Option<PathBuf> {
     let bench = PathBuf::from(env!("CARGO_BIN_EXE_agentd-bench"));
@@ -107,7 +115,6 @@ fn tables(stdout: &str) -> Vec<(String, Vec<Vec<String>>)> {
 fn check_table(title: &str, rows: &[Vec<String>], kind: &str) {
     assert!(title.starts_with(&format!("sustained {kind}:")), "{title}");
     assert_eq!(rows.len(), 3, "three 1 s windows in 3 s: {rows:?}");
-    let column = |name: &str| COLUMNS.iter().position(|c| *c == name).expect("column");
     let mut round_trips = 0.0;
     for row in rows {
         assert_eq!(row.len(), COLUMNS.len(), "{row:?}");
@@ -146,7 +153,6 @@ fn round_robin_chat_then_tool_turns_on_one_agentd() {
     check_table(&tables[0].0, &tables[0].1, "chat");
     check_table(&tables[1].0, &tables[1].1, "tool");
     // The tool turns continue the chat turns' histories on the same process.
-    let column = |name: &str| COLUMNS.iter().position(|c| *c == name).expect("column");
     let mean = |rows: &[Vec<String>]| {
         rows[2][column("hist mean")]
             .parse::<f64>()
@@ -198,7 +204,6 @@ fn sessions_are_replaced_when_their_history_reaches_its_cap() {
     let tables = tables(&stdout);
     assert_eq!(tables.len(), 1, "{stdout}");
     check_table(&tables[0].0, &tables[0].1, "chat");
-    let column = |name: &str| COLUMNS.iter().position(|c| *c == name).expect("column");
     let rows = &tables[0].1;
     let replaced: u64 = rows
         .iter()

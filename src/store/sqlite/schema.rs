@@ -127,7 +127,8 @@ pub(super) fn open_writer(path: &Path, synchronous: Synchronous) -> Outcome<Conn
     // cache's hash table to drop pages past the end. With 128 MiB that walk was half of the
     // writer thread's time under sustained load (its user time per turn 14 → 39 µs). It stops
     // once the file passes 1 GiB (the locking page is then inside it), so a larger cache may
-    // pay off on big databases; that is not measured yet.
+    // pay off on big databases; one short run suggests so (docs/benchmarks.md), a longer one
+    // is still to be made.
     migrate(&mut conn)?;
     Ok(conn)
 }
