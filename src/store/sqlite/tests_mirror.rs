@@ -273,3 +273,35 @@ async fn the_wal_is_checkpointed_in_the_background_and_reused() {
     );
     assert_eq!(store.full_history("s").await.expect("history").len(), 600);
 }
+
+#[tokio::test]
+async fn the_mirror_keeps_its_own_copy_of_appended_entries() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .insert(Collection::Sessions, record("s", json!({}), 0, 0))
+        .await
+        .expect("session");
+    assert!(store.full_history("s").await.expect("history").is_empty());
+    let appended = shared(vec![entry("s", "e1", "one"), entry("s", "e2", "two")]);
+    store
+        .append_entries(appended.clone())
+        .await
+        .expect("append");
+    let held = store.full_history("s").await.expect("history");
+    assert_eq!(entry_ids(&held), ["e1", "e2"]);
+    for (kept, given) in held.iter().zip(&appended) {
+        assert!(
+            !Arc::ptr_eq(kept, given),
+            "the mirror holds the caller's allocation of {}",
+            given.id
+        );
+        assert_eq!(kept.message, given.message);
+        assert_eq!(kept.message_text(), given.message_text());
+        assert_eq!(
+            Arc::strong_count(given),
+            1,
+            "only the caller holds its entry"
+        );
+    }
+}
