@@ -6,6 +6,8 @@
 //! handler runs and its result after, so that a restart can tell "never ran" from "ran, result
 //! lost" and never runs a side effect twice.
 
+#[cfg(test)]
+mod contract;
 mod heap;
 pub mod migrate;
 pub mod postgres;
