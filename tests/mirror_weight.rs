@@ -1,7 +1,7 @@
 //! The mirror's weights against real memory: 40,000 history entries of each kind are built as
-//! the store builds them (parsed from their stored JSON text, then sent once, which keeps the
-//! text), and the process's resident memory grows by what `Entry::heap_bytes` says, within
-//! a quarter. A binary of its own, so no other test allocates meanwhile.
+//! the store keeps them (parsed from their stored JSON text, the text kept only in the log's
+//! joined JSON), and the process's resident memory grows by what `Entry::heap_bytes` says,
+//! within a quarter. A binary of its own, so no other test allocates meanwhile.
 
 use std::sync::Arc;
 
@@ -37,16 +37,14 @@ fn stored_messages() -> Vec<(&'static str, String)> {
 }
 
 fn entry(n: usize, text: &str) -> Entry {
-    let entry = Entry {
+    Entry {
         id: format!("01JEXAMPLE{n:016}"),
         session_id: format!("0193a1b2-c3d4-7e5f-8a9b-{:012}", n / 100),
         source: EntrySource::ApiRequest,
         message: serde_json::from_str::<ChatMessage>(text).unwrap(),
         created_at: OffsetDateTime::now_utc(),
         json: MessageJson::default(),
-    };
-    entry.message_json().unwrap();
-    entry
+    }
 }
 
 #[test]
@@ -66,7 +64,10 @@ fn heap_bytes_match_resident_memory_within_a_quarter() {
             }
             let entry = entry(n, &text);
             estimated += entry.heap_bytes(text.len());
-            sessions.last_mut().unwrap().push(Arc::new(entry));
+            sessions
+                .last_mut()
+                .unwrap()
+                .push_with_json(Arc::new(entry), text.as_bytes());
         }
         let measured = resident_bytes().saturating_sub(before);
         let ratio = estimated as f64 / measured as f64;

@@ -85,7 +85,7 @@ impl HistoryLog {
     /// Adds `entry`, whose message's JSON is `json`, after the first `after` entries if those
     /// are all the log holds; gives it back otherwise (another holder appended first). Readers
     /// may read meanwhile.
-    fn push_after(&self, after: usize, entry: Arc<Entry>, json: &str) -> Result<(), Arc<Entry>> {
+    fn push_after(&self, after: usize, entry: Arc<Entry>, json: &[u8]) -> Result<(), Arc<Entry>> {
         let mut joined = self.joined();
         let index = self.len.load(Ordering::Acquire);
         if index != after {
@@ -99,7 +99,7 @@ impl HistoryLog {
         });
         // The slot at `len` is free: appends hold the lock, so nobody else wrote it.
         slots[slot].set(entry)?;
-        joined.push(json.as_bytes());
+        joined.push(json);
         self.len.store(index + 1, Ordering::Release);
         Ok(())
     }
@@ -115,9 +115,11 @@ impl HistoryLog {
 pub const SLOT_BYTES: usize = size_of::<OnceLock<Arc<Entry>>>() * 3 / 2;
 
 /// Heap bytes the log's joined JSON spends on a message whose JSON is `json_len` bytes long:
-/// the text, its comma and its end, and on average half as much again of room to grow.
+/// the text, its comma and its end, and a quarter as much again of room to grow (a doubling
+/// buffer is half empty at worst, but room never written is not resident once the buffer
+/// outgrows the allocator's small pages: `tests/mirror_weight.rs`).
 pub const fn joined_bytes(json_len: usize) -> usize {
-    (json_len + 1 + size_of::<usize>()) * 3 / 2
+    (json_len + 1 + size_of::<usize>()) * 5 / 4
 }
 
 /// A session's history as of one moment: the first `len` entries of a shared log.
@@ -130,7 +132,7 @@ pub struct History {
 
 impl Default for History {
     fn default() -> Self {
-        Self::from_entries(Vec::new())
+        Self::empty()
     }
 }
 
@@ -143,15 +145,36 @@ impl std::fmt::Debug for History {
 impl History {
     /// A history of these entries, oldest first.
     pub fn from_entries(entries: impl IntoIterator<Item = Arc<Entry>>) -> Self {
-        let mut history = Self {
-            log: Arc::new(HistoryLog::new()),
-            len: 0,
-            json_bytes: 0,
-        };
+        let mut history = Self::empty();
         for entry in entries {
             history.push(entry);
         }
         history
+    }
+
+    /// A history of entries read back from storage, oldest first: each message is serialized
+    /// once, straight into the log's joined JSON, and the entry keeps no copy of the text.
+    pub fn from_stored(entries: impl IntoIterator<Item = Entry>) -> Self {
+        let mut history = Self::empty();
+        let mut json = Vec::new();
+        for entry in entries {
+            json.clear();
+            if serde_json::to_writer(&mut json, &entry.message).is_err() {
+                // As `Entry::message_text`: a message's JSON cannot fail to serialize.
+                json.clear();
+                json.extend_from_slice(b"null");
+            }
+            history.push_with_json(Arc::new(entry), &json);
+        }
+        history
+    }
+
+    fn empty() -> Self {
+        Self {
+            log: Arc::new(HistoryLog::new()),
+            len: 0,
+            json_bytes: 0,
+        }
     }
 
     /// Appends `entry`; this history then includes it. Snapshots taken before do not.
@@ -161,12 +184,22 @@ impl History {
     pub fn push(&mut self, entry: Arc<Entry>) {
         // The entry moves into the log; this reference keeps its text readable meanwhile.
         let held = Arc::clone(&entry);
-        let json = held.message_text();
+        self.push_with_json(entry, held.message_text().as_bytes());
+    }
+
+    /// [`History::push`] with the message's JSON text given, so that an entry that keeps no
+    /// text of its own ([`Entry::without_json`]) is not serialized again.
+    pub fn push_with_json(&mut self, entry: Arc<Entry>, json: &[u8]) {
         if let Some(entry) = self.log.push_after(self.len, entry, json).err() {
-            // Another holder appended to this log first: continue on a copy of this snapshot.
+            // Another holder appended to this log first: continue on a copy of this snapshot,
+            // its texts copied from the joined JSON.
             let copy = HistoryLog::new();
-            for (index, earlier) in self.iter().enumerate() {
-                let _ = copy.push_after(index, Arc::clone(earlier), earlier.message_text());
+            {
+                let joined = self.log.joined();
+                for (index, earlier) in self.iter().enumerate() {
+                    let text = &joined.text[joined.span(index..index + 1)];
+                    let _ = copy.push_after(index, Arc::clone(earlier), text);
+                }
             }
             let _ = copy.push_after(self.len, entry, json);
             self.log = Arc::new(copy);
@@ -201,6 +234,16 @@ impl History {
     /// Bytes of the entries' message JSON, as stored and as sent to the model.
     pub fn json_bytes(&self) -> usize {
         self.json_bytes
+    }
+
+    /// Bytes of entry `index`'s message JSON.
+    pub fn json_len(&self, index: usize) -> usize {
+        assert!(
+            index < self.len,
+            "entry {index} of a history of {}",
+            self.len
+        );
+        self.log.joined().span(index..index + 1).len()
     }
 
     pub fn get(&self, index: usize) -> Option<&Arc<Entry>> {
@@ -393,6 +436,44 @@ mod tests {
         assert!(joined(&older, 3..4).contains("message 9"));
         let snapshot = History::from_entries((0..3).map(entry));
         assert_eq!(joined(&snapshot, 1..3), serialized(&newest, 1..3));
+    }
+
+    fn stored(n: usize) -> Entry {
+        Arc::try_unwrap(entry(n)).expect("one holder")
+    }
+
+    #[test]
+    fn a_history_from_storage_keeps_each_text_in_the_joined_json_only() {
+        let history = History::from_stored((0..4).map(stored));
+        assert_eq!(joined(&history, 0..4), serialized(&history, 0..4));
+        assert!(history.iter().all(|e| !e.json.is_made()), "{history:?}");
+        for index in 0..4 {
+            let text = serde_json::to_string(&history[index].message).unwrap();
+            assert_eq!(history.json_len(index), text.len());
+        }
+        assert_eq!(history.json_bytes(), joined(&history, 0..4).len() - 3);
+    }
+
+    #[test]
+    fn appending_to_an_older_snapshot_copies_texts_from_the_joined_json() {
+        let mut newest = History::from_stored((0..3).map(stored));
+        let mut older = newest.clone();
+        newest.push_with_json(
+            Arc::new(stored(3)),
+            br#"{"role":"user","content":"message 3"}"#,
+        );
+        older.push_with_json(
+            Arc::new(stored(9)),
+            br#"{"role":"user","content":"message 9"}"#,
+        );
+        assert!(!Arc::ptr_eq(&older.log, &newest.log));
+        assert!(
+            older.iter().all(|e| !e.json.is_made()),
+            "the copy serialized no entry again"
+        );
+        assert_eq!(ids(&older), ["e0", "e1", "e2", "e9"]);
+        assert_eq!(joined(&older, 0..4), serialized(&older, 0..4));
+        assert_eq!(joined(&newest, 0..4), serialized(&newest, 0..4));
     }
 
     #[test]

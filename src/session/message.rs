@@ -139,11 +139,32 @@ impl Entry {
     pub fn message_text(&self) -> &str {
         self.message_json().map_or("null", RawValue::get)
     }
+
+    /// A copy without the kept JSON text, for a holder that keeps the text elsewhere (a
+    /// history log's joined JSON); asked for it, the copy would serialize its message again.
+    pub fn without_json(&self) -> Self {
+        Self {
+            id: self.id.clone(),
+            session_id: self.session_id.clone(),
+            source: self.source,
+            message: self.message.clone(),
+            created_at: self.created_at,
+            json: MessageJson::default(),
+        }
+    }
 }
 
 /// The cache behind [`Entry::message_json`]; empty until first asked for.
 #[derive(Clone, Default)]
 pub struct MessageJson(OnceLock<Box<RawValue>>);
+
+impl MessageJson {
+    /// Whether the text was made (and is kept).
+    #[cfg(test)]
+    pub(crate) fn is_made(&self) -> bool {
+        self.0.get().is_some()
+    }
+}
 
 impl PartialEq for MessageJson {
     /// Always equal: the text is derived from the entry's message, which is compared instead.

@@ -76,9 +76,9 @@ fn message(message: &ChatMessage) -> usize {
 }
 
 impl Entry {
-    /// Bytes this entry holds once shared (`Arc`) in a session's list and sent to the model
-    /// once: the entry, the allocations it owns, its slot in the list, and its message's JSON
-    /// text, `json_len` bytes long, kept with the entry and again in the list's joined text.
+    /// Bytes this entry holds as the mirror keeps it, shared (`Arc`) in a session's history:
+    /// the entry, the allocations it owns, its slot in the log, and its message's JSON text,
+    /// `json_len` bytes long, in the log's joined text only ([`Entry::without_json`]).
     pub fn heap_bytes(&self, json_len: usize) -> usize {
         // An `Arc`'s two counts, then the entry.
         allocation(2 * size_of::<usize>() + size_of::<Entry>())
@@ -86,7 +86,6 @@ impl Entry {
             + string(&self.id)
             + string(&self.session_id)
             + message(&self.message)
-            + allocation(json_len)
             + crate::session::history::joined_bytes(json_len)
     }
 }

@@ -163,7 +163,7 @@ fn fit_prompt<'w, 'a>(
 
 fn prompt_bytes(message: &PromptMessage<'_>) -> usize {
     match *message {
-        PromptMessage::Stored { history, index } => history[index].message_text().len(),
+        PromptMessage::Stored { history, index } => history.json_len(index),
         PromptMessage::Entry(entry) => entry.message_text().len(),
         PromptMessage::Built(message) => serde_json::to_vec(message).map_or(0, |json| json.len()),
     }

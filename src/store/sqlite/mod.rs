@@ -482,10 +482,7 @@ impl Store for SqliteStore {
         let load = || async {
             // A negative LIMIT means no limit in SQLite.
             let (entries, weight) = read_history(self, session_id, -1, 0).await?;
-            Ok(Some((
-                History::from_entries(entries.into_iter().map(Arc::new)),
-                weight,
-            )))
+            Ok(Some((History::from_stored(entries), weight)))
         };
         let entries = self
             .read_through(|mirror| &mut mirror.histories, session_id.to_owned(), load)

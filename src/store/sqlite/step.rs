@@ -89,12 +89,12 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
                     // The mirror keeps its own copy, made here on the writer thread, where
                     // an eviction frees it too: its long-lived entries stay on the writer's
                     // pages, apart from requests' short-lived objects, and are freed by the
-                    // thread that allocated them, mimalloc's cheap path. The turn's entry
-                    // goes with the turn. With a full mirror a round trip costs about 8 µs
-                    // less, for 1 % more instructions per turn (docs/benchmarks.md, "When
-                    // the mirror is full").
+                    // thread that allocated them, mimalloc's cheap path. The copy keeps no
+                    // JSON text of its own: the log's joined JSON holds it. The turn's entry
+                    // goes with the turn (docs/benchmarks.md, "When the mirror is full").
+                    let json = entry.message_text().as_bytes();
                     mirror.histories.change(&session, weight, |history| {
-                        history.push(Arc::new(Entry::clone(&entry)))
+                        history.push_with_json(Arc::new(entry.without_json()), json)
                     });
                 }
             },

@@ -296,6 +296,11 @@ async fn the_mirror_keeps_its_own_copy_of_appended_entries() {
             "the mirror holds the caller's allocation of {}",
             given.id
         );
+        assert!(
+            !kept.json.is_made(),
+            "the mirror's copy of {} keeps a text the joined JSON holds",
+            given.id
+        );
         assert_eq!(kept.message, given.message);
         assert_eq!(kept.message_text(), given.message_text());
         assert_eq!(
