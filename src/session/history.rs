@@ -152,8 +152,9 @@ impl History {
         history
     }
 
-    /// A history of entries read back from storage, oldest first: each message is serialized
-    /// once, straight into the log's joined JSON, and the entry keeps no copy of the text.
+    /// A history of entries read back from storage (either store), oldest first: each message
+    /// is serialized once, straight into the log's joined JSON, and the entry keeps no copy of
+    /// the text.
     pub fn from_stored(entries: impl IntoIterator<Item = Entry>) -> Self {
         let mut history = Self::empty();
         let mut json = Vec::new();

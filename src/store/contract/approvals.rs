@@ -483,3 +483,65 @@ pub(crate) async fn clearing_history_or_deleting_the_session_removes_its_held_ca
     hold(&store, vec![held("s1", "c1", 3, 100)]).await;
     assert_eq!(listed(&store, "s1").await, vec![held("s1", "c1", 3, 100)]);
 }
+
+pub(crate) async fn held_calls_and_decisions_survive_a_restart(fixture: &impl Fixture) {
+    let before = {
+        let store = fixture.open().await;
+        hold(
+            &store,
+            vec![
+                held("s", "c1", 1, 100),
+                held("s", "c2", 2, 100),
+                held("s", "c3", 3, 5),
+            ],
+        )
+        .await;
+        decide(
+            &store,
+            "s",
+            "c1",
+            DIGEST,
+            ApprovalState::Denied,
+            Some("no"),
+            at(10),
+        )
+        .await;
+        decide(
+            &store,
+            "s",
+            "c3",
+            DIGEST,
+            ApprovalState::Approved,
+            None,
+            at(10),
+        )
+        .await;
+        listed(&store, "s").await
+    };
+    let states: Vec<ApprovalState> = before.iter().map(|r| r.state).collect();
+    assert_eq!(
+        states,
+        [
+            ApprovalState::Denied,
+            ApprovalState::Pending,
+            ApprovalState::Expired
+        ]
+    );
+    let store = fixture.open().await;
+    assert_eq!(listed(&store, "s").await, before);
+    assert_eq!(store.approvals_pending(at(10)).await.expect("count"), 1);
+    let decision = decide(
+        &store,
+        "s",
+        "c2",
+        DIGEST,
+        ApprovalState::Approved,
+        None,
+        at(20),
+    )
+    .await;
+    assert!(
+        matches!(decision, ApprovalDecision::Decided(_)),
+        "{decision:?}"
+    );
+}

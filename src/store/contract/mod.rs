@@ -52,6 +52,7 @@ macro_rules! contract_tests {
             approvals::only_decisions_are_taken,
             approvals::the_pending_count_leaves_out_decided_and_expired_calls,
             approvals::clearing_history_or_deleting_the_session_removes_its_held_calls,
+            approvals::held_calls_and_decisions_survive_a_restart,
         );
         $crate::store::contract::contract_tests!(@each $fixture,
             tokio::test(flavor = "multi_thread", worker_threads = 4),

@@ -1,8 +1,6 @@
 //! History entries in PostgreSQL: appending a step's entries, reading a session's history in
 //! append order, and removing a conversation (history, journal, held calls) together.
 
-use std::sync::Arc;
-
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
 
@@ -123,7 +121,7 @@ pub(super) async fn read(
 /// Every entry of a session, shared.
 pub(super) async fn full(pool: &Pool, session_id: &str) -> StoreResult<History> {
     let entries = read(pool, session_id, None, 0).await?;
-    Ok(History::from_entries(entries.into_iter().map(Arc::new)))
+    Ok(History::from_stored(entries))
 }
 
 /// Reads `session_id, id, source, message, created_at` into an entry.

@@ -1,76 +1,12 @@
 //! What only the PostgreSQL store does with calls held for approval, beyond the store
-//! contract (`store/contract`): holds and decisions seen by a new store on the same database,
-//! the pending count's index, and two stores deciding one call at once.
+//! contract (`store/contract`): the pending count's index, and two stores deciding one call at
+//! once.
 
-use crate::store::contract::approvals::{decide, held, hold, listed};
+use crate::store::contract::approvals::{held, hold};
 use crate::store::postgres::approvals::COUNT_PENDING;
 use crate::store::postgres::test_server::{TestDatabase, connect_store};
 use crate::store::test_support::{DIGEST, at};
 use crate::store::{ApprovalDecision, ApprovalRecord, ApprovalState, Store};
-
-#[tokio::test]
-async fn held_calls_and_decisions_survive_a_new_store_on_the_database() {
-    let db = TestDatabase::create().await;
-    let before = {
-        let store = connect_store(&db).await;
-        hold(
-            &store,
-            vec![
-                held("s", "c1", 1, 100),
-                held("s", "c2", 2, 100),
-                held("s", "c3", 3, 5),
-            ],
-        )
-        .await;
-        decide(
-            &store,
-            "s",
-            "c1",
-            DIGEST,
-            ApprovalState::Denied,
-            Some("no"),
-            at(10),
-        )
-        .await;
-        decide(
-            &store,
-            "s",
-            "c3",
-            DIGEST,
-            ApprovalState::Approved,
-            None,
-            at(10),
-        )
-        .await;
-        listed(&store, "s").await
-    };
-    let states: Vec<ApprovalState> = before.iter().map(|r| r.state).collect();
-    assert_eq!(
-        states,
-        [
-            ApprovalState::Denied,
-            ApprovalState::Pending,
-            ApprovalState::Expired
-        ]
-    );
-    let store = connect_store(&db).await;
-    assert_eq!(listed(&store, "s").await, before);
-    assert_eq!(store.approvals_pending(at(10)).await.expect("count"), 1);
-    let decision = decide(
-        &store,
-        "s",
-        "c2",
-        DIGEST,
-        ApprovalState::Approved,
-        None,
-        at(20),
-    )
-    .await;
-    assert!(
-        matches!(decision, ApprovalDecision::Decided(_)),
-        "{decision:?}"
-    );
-}
 
 #[tokio::test]
 async fn the_pending_count_can_read_the_pending_index() {

@@ -22,7 +22,7 @@ pub(super) fn open(path: &Path) -> SqliteStore {
 }
 
 /// A database file in a temporary directory of its own.
-pub(super) struct SqliteFixture {
+struct SqliteFixture {
     _dir: TempDir,
     path: PathBuf,
 }

@@ -1,12 +1,12 @@
 //! What only the embedded store does with calls held for approval, beyond the store contract
-//! (`store/contract`): the pending count's index, holds and decisions surviving a reopened
-//! file, and a database from before approvals gaining them at open.
+//! (`store/contract`): the pending count's index, and a database from before approvals
+//! gaining them at open.
 
-use crate::store::contract::approvals::{call_ids, decide, held, hold, listed};
+use crate::store::Store;
+use crate::store::contract::approvals::{call_ids, held, hold, listed};
 use crate::store::sqlite::approvals::COUNT_PENDING;
 use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{DIGEST, at, open, temp_db};
-use crate::store::{ApprovalDecision, ApprovalState, Store};
+use crate::store::sqlite::tests::{DIGEST, open, temp_db};
 
 #[tokio::test]
 async fn the_pending_count_reads_the_pending_index() {
@@ -24,70 +24,6 @@ async fn the_pending_count_reads_the_pending_index() {
         plan.iter()
             .any(|step| step.contains("approvals_pending_by_expiry")),
         "{plan:?}"
-    );
-}
-
-#[tokio::test]
-async fn held_calls_and_decisions_survive_reopening_the_file() {
-    let (_dir, path) = temp_db();
-    let before = {
-        let store = open(&path);
-        hold(
-            &store,
-            vec![
-                held("s", "c1", 1, 100),
-                held("s", "c2", 2, 100),
-                held("s", "c3", 3, 5),
-            ],
-        )
-        .await;
-        decide(
-            &store,
-            "s",
-            "c1",
-            DIGEST,
-            ApprovalState::Denied,
-            Some("no"),
-            at(10),
-        )
-        .await;
-        decide(
-            &store,
-            "s",
-            "c3",
-            DIGEST,
-            ApprovalState::Approved,
-            None,
-            at(10),
-        )
-        .await;
-        listed(&store, "s").await
-    };
-    let states: Vec<ApprovalState> = before.iter().map(|r| r.state).collect();
-    assert_eq!(
-        states,
-        [
-            ApprovalState::Denied,
-            ApprovalState::Pending,
-            ApprovalState::Expired
-        ]
-    );
-    let store = open(&path);
-    assert_eq!(listed(&store, "s").await, before);
-    assert_eq!(store.approvals_pending(at(10)).await.expect("count"), 1);
-    let decision = decide(
-        &store,
-        "s",
-        "c2",
-        DIGEST,
-        ApprovalState::Approved,
-        None,
-        at(20),
-    )
-    .await;
-    assert!(
-        matches!(decision, ApprovalDecision::Decided(_)),
-        "{decision:?}"
     );
 }
 
