@@ -12,6 +12,7 @@ mod approvals;
 mod cache;
 mod checkpoint;
 mod export;
+mod history_rows;
 mod rows;
 mod schema;
 mod step;
@@ -19,6 +20,8 @@ mod step;
 mod tests;
 #[cfg(test)]
 mod tests_approvals;
+#[cfg(test)]
+mod tests_chain;
 #[cfg(test)]
 mod tests_history;
 #[cfg(test)]
@@ -41,8 +44,7 @@ use time::OffsetDateTime;
 use self::cache::{Cache, EMPTY_HISTORY, Mirror, Table, record_bytes};
 use self::checkpoint::{Checkpointer, WalPressure};
 use self::rows::{
-    EntryRow, Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, list_query,
-    read_journal,
+    Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, list_query, read_journal,
 };
 use self::schema::{open_reader, open_writer};
 use self::writer::{Write, Writer};
@@ -301,9 +303,7 @@ impl Store for SqliteStore {
                 // A new session's history is known to be empty (checked, not assumed), so its
                 // first turn finds it in the mirror instead of reading SQLite.
                 let empty_history = collection == Collection::Sessions
-                    && !conn
-                        .prepare_cached("SELECT EXISTS (SELECT 1 FROM history WHERE session_id = ?1)")?
-                        .query_row(params![row.id], |r| r.get::<_, bool>(0))?;
+                    && !history_rows::has_history(conn, &row.id)?;
                 Ok(empty_history)
             },
             move |cache, &empty_history| {
@@ -440,8 +440,7 @@ impl Store for SqliteStore {
                         .execute(params![Collection::AgentTools.key(), id])?;
                     }
                     Collection::Sessions => {
-                        conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
-                            .execute(params![id])?;
+                        history_rows::delete_history(conn, &id)?;
                         conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
                             .execute(params![id])?;
                         conn.prepare_cached("DELETE FROM approvals WHERE session_id = ?1")?
@@ -496,8 +495,7 @@ impl Store for SqliteStore {
         self.write(
             "clear history",
             move |conn| {
-                conn.prepare_cached("DELETE FROM history WHERE session_id = ?1")?
-                    .execute(params![session_id])?;
+                history_rows::delete_history(conn, &session_id)?;
                 conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
                     .execute(params![session_id])?;
                 conn.prepare_cached("DELETE FROM approvals WHERE session_id = ?1")?
@@ -613,15 +611,9 @@ async fn read_history(
     let session_id = session_id.to_owned();
     store
         .read("history", move |conn| {
-            let mut statement = conn.prepare_cached(
-                "SELECT session_id, id, source, message, created_at FROM history
-                 WHERE session_id = ?1 ORDER BY seq LIMIT ?2 OFFSET ?3",
-            )?;
-            let rows =
-                statement.query_map(params![session_id, limit, offset], EntryRow::read_entry)?;
-            let (mut entries, mut weight) = (Vec::new(), EMPTY_HISTORY);
-            for row in rows {
-                let (entry, text_len) = row??;
+            let rows = history_rows::read_entries(conn, &session_id, limit, offset)?;
+            let (mut entries, mut weight) = (Vec::with_capacity(rows.len()), EMPTY_HISTORY);
+            for (entry, text_len) in rows {
                 weight += entry.heap_bytes(text_len);
                 entries.push(entry);
             }

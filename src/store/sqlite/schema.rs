@@ -94,6 +94,34 @@ pub(super) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (session_id, call_id)
     );
     CREATE INDEX approvals_pending_by_expiry ON approvals (expires_at) WHERE state = 'pending';",
+    // 4: a session's history as a chain from its newest row (`history_rows.rs`) instead of
+    // an index by session: each row names the session's row before it (`prev`, before the
+    // message, so following a link never reads a long message's overflow pages), and
+    // `history_heads` the newest. Rows are copied in order, linked through the old index.
+    "CREATE TABLE history_chain (
+        seq INTEGER PRIMARY KEY,
+        session_id TEXT NOT NULL,
+        prev INTEGER,
+        id TEXT NOT NULL,
+        source TEXT NOT NULL,
+        role TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        message TEXT NOT NULL
+    );
+    INSERT INTO history_chain (seq, session_id, prev, id, source, role, created_at, message)
+        SELECT seq, session_id,
+            (SELECT max(earlier.seq) FROM history earlier
+             WHERE earlier.session_id = history.session_id AND earlier.seq < history.seq),
+            id, source, role, created_at, message
+        FROM history ORDER BY seq;
+    CREATE TABLE history_heads (
+        session_id TEXT PRIMARY KEY,
+        last INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO history_heads (session_id, last)
+        SELECT session_id, max(seq) FROM history GROUP BY session_id;
+    DROP TABLE history;
+    ALTER TABLE history_chain RENAME TO history;",
 ];
 
 /// The schema version after which journal rows carry digests.

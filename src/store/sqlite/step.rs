@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::session::message::Entry;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::approvals::{HoldRow, insert_holds};
+use crate::store::sqlite::history_rows::insert_entries;
 use crate::store::sqlite::rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos,
 };
@@ -100,27 +101,6 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
             },
         )
         .await
-}
-
-fn insert_entries(conn: &Connection, rows: &[EntryRow]) -> Outcome<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO history (session_id, id, source, role, message, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?;
-    for row in rows {
-        insert.execute(params![
-            row.session_id,
-            row.id,
-            row.source,
-            row.role,
-            row.message,
-            row.created_at
-        ])?;
-    }
-    Ok(())
 }
 
 /// The journal insert, spelled once rather than formatted for every call.

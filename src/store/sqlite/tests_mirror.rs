@@ -214,11 +214,11 @@ async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_no
     // A row written behind the store's back is seen only by a read of SQLite.
     rusqlite::Connection::open(&path)
         .expect("raw connection")
-        .execute(
+        .execute_batch(
             "INSERT INTO history (session_id, id, source, role, message, created_at)
              VALUES ('fresh', 'behind', 'api_request', 'user',
-                     '{\"role\":\"user\",\"content\":\"x\"}', 0)",
-            [],
+                     '{\"role\":\"user\",\"content\":\"x\"}', 0);
+             INSERT INTO history_heads (session_id, last) VALUES ('fresh', last_insert_rowid());",
         )
         .expect("write behind the store");
     let fresh = store.full_history("fresh").await.expect("history");
@@ -226,6 +226,11 @@ async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_no
         fresh.is_empty(),
         "a new session's first read is answered from the mirror"
     );
+    drop(store);
+    let reopened = open(&path);
+    let behind = reopened.full_history("fresh").await.expect("history");
+    assert_eq!(entry_ids(&behind), ["behind"], "the row is in the file");
+    let store = reopened;
 
     // An id that already has history rows is not taken for empty.
     store

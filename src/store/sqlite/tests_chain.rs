@@ -1,0 +1,183 @@
+//! History as a chain per session (`history_rows.rs`): rows from before the chain linked at
+//! open, reads and deletes that look rows up by rowid only, and a damaged link that ends a
+//! walk instead of looping.
+
+use crate::store::Store;
+use crate::store::sqlite::history_rows::{DELETE, ROW, WALK};
+use crate::store::sqlite::schema::MIGRATIONS;
+use crate::store::sqlite::tests::{entry, entry_ids, open, shared, temp_db};
+
+fn raw(path: &std::path::Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("raw open")
+}
+
+fn legacy_row(conn: &rusqlite::Connection, session: &str, id: &str) {
+    conn.execute(
+        "INSERT INTO history (session_id, id, source, role, message, created_at)
+         VALUES (?1, ?2, 'api_request', 'user', json_object('role', 'user', 'content', ?2), 0)",
+        [session, id],
+    )
+    .expect("legacy row");
+}
+
+/// A file written with the index by session: opening it links every session's rows in their
+/// order, names each session's newest, drops the index, and new entries continue the chain.
+#[tokio::test]
+async fn a_database_from_before_the_chain_is_linked_at_open() {
+    let (_dir, path) = temp_db();
+    {
+        let conn = raw(&path);
+        for migration in &MIGRATIONS[..3] {
+            conn.execute_batch(migration).expect("older schema");
+        }
+        conn.pragma_update(None, "user_version", 3)
+            .expect("version");
+        for (session, id) in [
+            ("a", "a1"),
+            ("b", "b1"),
+            ("a", "a2"),
+            ("b", "b2"),
+            ("a", "a3"),
+        ] {
+            legacy_row(&conn, session, id);
+        }
+    }
+    let store = open(&path);
+    assert_eq!(
+        entry_ids(&store.full_history("a").await.expect("a")),
+        ["a1", "a2", "a3"]
+    );
+    assert_eq!(
+        entry_ids(&store.full_history("b").await.expect("b")),
+        ["b1", "b2"]
+    );
+    let page = store.history("a", 1, 1).await.expect("page");
+    assert_eq!(
+        page.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["a2"]
+    );
+    store
+        .append_entries(shared(vec![entry("b", "b3", "three")]))
+        .await
+        .expect("append");
+    store.clear_history("a").await.expect("clear");
+    drop(store);
+
+    let conn = raw(&path);
+    let index: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'history_by_session')",
+            [],
+            |row| row.get(0),
+        )
+        .expect("schema");
+    assert!(!index, "the index by session is gone");
+    let rows: Vec<(String, Option<String>)> = conn
+        .prepare(
+            "SELECT h.id, p.id FROM history h LEFT JOIN history p ON p.seq = h.prev
+             ORDER BY h.seq",
+        )
+        .expect("links")
+        .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+        .expect("rows")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows");
+    let expected = [("b1", None), ("b2", Some("b1")), ("b3", Some("b2"))];
+    assert_eq!(
+        rows,
+        expected.map(|(id, prev)| (id.to_owned(), prev.map(str::to_owned)))
+    );
+    let heads: Vec<String> = conn
+        .prepare("SELECT session_id FROM history_heads")
+        .expect("heads")
+        .query_map([], |row| row.get(0))
+        .expect("heads")
+        .collect::<rusqlite::Result<_>>()
+        .expect("heads");
+    assert_eq!(heads, ["b"], "a cleared history has no head");
+}
+
+/// The plan SQLite makes for a statement, one step per row.
+fn plan(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
+    let mut explain = conn
+        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("explain");
+    let values: [&dyn rusqlite::ToSql; 3] = [&"s", &-1, &0];
+    let count = explain.parameter_count();
+    explain
+        .query_map(&values[..count], |row| row.get::<_, String>(3))
+        .expect("plan")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows")
+}
+
+/// Reading or deleting a history costs lookups of its own rows, whatever else the table
+/// holds: no step scans `history`.
+#[tokio::test]
+async fn reads_and_deletes_look_rows_up_by_rowid_only() {
+    let (_dir, path) = temp_db();
+    drop(open(&path));
+    let conn = raw(&path);
+    for sql in [WALK.as_str(), ROW, DELETE.as_str()] {
+        let steps = plan(&conn, sql);
+        let on_history: Vec<&String> = steps
+            .iter()
+            .filter(|step| matches!(step.split_whitespace().nth(1), Some("h" | "history")))
+            .collect();
+        assert!(!on_history.is_empty(), "{steps:?}");
+        assert!(
+            on_history
+                .iter()
+                .all(|step| step.starts_with("SEARCH") && step.contains("PRIMARY KEY")),
+            "{steps:?}"
+        );
+    }
+}
+
+/// A link that points at itself, forward, or back into another session ends the walk there: the
+/// read returns what came before the damage and the delete finishes.
+#[tokio::test]
+async fn a_damaged_link_ends_the_walk() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .append_entries(shared(vec![entry("other", "o1", "o")]))
+        .await
+        .expect("append");
+    let entries = ["e1", "e2", "e3"].map(|id| entry("s", id, id)).to_vec();
+    store.append_entries(shared(entries)).await.expect("append");
+    drop(store);
+    let damage = |sql: &str| {
+        raw(&path).execute(sql, []).expect("damage");
+        // A fresh store, so the history is read from the file, not the mirror.
+        open(&path)
+    };
+
+    let looped = damage("UPDATE history SET prev = seq WHERE id = 'e2'");
+    assert_eq!(
+        entry_ids(&looped.full_history("s").await.expect("read")),
+        ["e2", "e3"]
+    );
+    drop(looped);
+    let forward = damage(
+        "UPDATE history SET prev = (SELECT seq FROM history WHERE id = 'e3') WHERE id = 'e2'",
+    );
+    assert_eq!(
+        entry_ids(&forward.full_history("s").await.expect("read")),
+        ["e2", "e3"]
+    );
+    drop(forward);
+    let crossed = damage(
+        "UPDATE history SET prev = (SELECT seq FROM history WHERE id = 'o1') WHERE id = 'e3'",
+    );
+    assert_eq!(
+        entry_ids(&crossed.full_history("s").await.expect("read")),
+        ["e3"]
+    );
+    crossed.clear_history("s").await.expect("clear");
+    assert!(crossed.full_history("s").await.expect("read").is_empty());
+    assert_eq!(
+        entry_ids(&crossed.full_history("other").await.expect("other")),
+        ["o1"]
+    );
+}
