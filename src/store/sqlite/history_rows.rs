@@ -86,16 +86,18 @@ pub(super) const ROW: &str =
 pub(super) static DELETE: LazyLock<String> =
     LazyLock::new(|| format!("{CHAIN} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)"));
 
-/// Entries `offset..offset + limit` of a session's history, oldest first (a negative `limit`
-/// means all), each with the length of its stored message text. The walk picks the page's
-/// rows and only those are read whole, in one read transaction: a commit meanwhile is either
-/// wholly seen or not at all.
+/// Hands `each` entries `offset..offset + limit` of a session's history, oldest first (a
+/// negative `limit` means all), each with the length of its stored message text. The walk
+/// picks the page's rows and only those are read whole, in one read transaction: a commit
+/// meanwhile is either wholly seen or not at all. The walk costs one lookup per entry the
+/// history holds, whatever the page (`limits.max_history_entries` bounds it).
 pub(super) fn read_entries(
     conn: &Connection,
     session_id: &str,
     limit: i64,
     offset: i64,
-) -> Outcome<Vec<(Entry, usize)>> {
+    mut each: impl FnMut(Entry, usize),
+) -> Outcome<()> {
     let snapshot = conn.unchecked_transaction()?;
     let mut newest_first = Vec::new();
     let mut walk = snapshot.prepare_cached(&WALK)?;
@@ -105,11 +107,11 @@ pub(super) fn read_entries(
     let skip = usize::try_from(offset).unwrap_or(0);
     let take = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut row = snapshot.prepare_cached(ROW)?;
-    let mut entries = Vec::new();
     for seq in newest_first.iter().rev().skip(skip).take(take) {
-        entries.push(row.query_row(params![seq], EntryRow::read_entry)??);
+        let (entry, text_len) = row.query_row(params![seq], EntryRow::read_entry)??;
+        each(entry, text_len);
     }
-    Ok(entries)
+    Ok(())
 }
 
 /// Whether the session has any history row.

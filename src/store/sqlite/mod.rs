@@ -439,13 +439,7 @@ impl Store for SqliteStore {
                         )?
                         .execute(params![Collection::AgentTools.key(), id])?;
                     }
-                    Collection::Sessions => {
-                        history_rows::delete_history(conn, &id)?;
-                        conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
-                            .execute(params![id])?;
-                        conn.prepare_cached("DELETE FROM approvals WHERE session_id = ?1")?
-                            .execute(params![id])?;
-                    }
+                    Collection::Sessions => delete_conversation(conn, &id)?,
                     Collection::Users | Collection::AgentTools => {}
                 }
                 Ok(true)
@@ -494,14 +488,7 @@ impl Store for SqliteStore {
         let key = session_id.clone();
         self.write(
             "clear history",
-            move |conn| {
-                history_rows::delete_history(conn, &session_id)?;
-                conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
-                    .execute(params![session_id])?;
-                conn.prepare_cached("DELETE FROM approvals WHERE session_id = ?1")?
-                    .execute(params![session_id])?;
-                Ok(())
-            },
+            move |conn| delete_conversation(conn, &session_id),
             move |cache, ()| cache.lock().histories.remove(&key),
         )
         .await
@@ -601,6 +588,16 @@ fn forget_record(cache: &Cache, collection: Collection, id: &str, parent: Option
     }
 }
 
+/// Deletes what a session said and did: its history, journal and held calls.
+fn delete_conversation(conn: &Connection, session_id: &str) -> Outcome<()> {
+    history_rows::delete_history(conn, session_id)?;
+    conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
+        .execute(params![session_id])?;
+    conn.prepare_cached("DELETE FROM approvals WHERE session_id = ?1")?
+        .execute(params![session_id])?;
+    Ok(())
+}
+
 /// A page of a session's history, oldest first, with its weight in the mirror.
 async fn read_history(
     store: &SqliteStore,
@@ -611,12 +608,11 @@ async fn read_history(
     let session_id = session_id.to_owned();
     store
         .read("history", move |conn| {
-            let rows = history_rows::read_entries(conn, &session_id, limit, offset)?;
-            let (mut entries, mut weight) = (Vec::with_capacity(rows.len()), EMPTY_HISTORY);
-            for (entry, text_len) in rows {
+            let (mut entries, mut weight) = (Vec::new(), EMPTY_HISTORY);
+            history_rows::read_entries(conn, &session_id, limit, offset, |entry, text_len| {
                 weight += entry.heap_bytes(text_len);
                 entries.push(entry);
-            }
+            })?;
             Ok((entries, weight))
         })
         .await

@@ -21,6 +21,20 @@ pub(super) fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).expect("open store")
 }
 
+/// The plan SQLite makes for `sql` with `params` bound, one step per row.
+pub(super) fn query_plan(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Vec<String> {
+    conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+        .expect("explain")
+        .query_map(params, |row| row.get::<_, String>(3))
+        .expect("plan")
+        .collect::<rusqlite::Result<_>>()
+        .expect("rows")
+}
+
 /// A database file in a temporary directory of its own.
 struct SqliteFixture {
     _dir: TempDir,

@@ -6,20 +6,14 @@ use crate::store::Store;
 use crate::store::contract::approvals::{call_ids, held, hold, listed};
 use crate::store::sqlite::approvals::COUNT_PENDING;
 use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{DIGEST, open, temp_db};
+use crate::store::sqlite::tests::{DIGEST, open, query_plan, temp_db};
 
 #[tokio::test]
 async fn the_pending_count_reads_the_pending_index() {
     let (_dir, path) = temp_db();
     drop(open(&path));
     let conn = rusqlite::Connection::open(&path).expect("raw open");
-    let plan: Vec<String> = conn
-        .prepare(&format!("EXPLAIN QUERY PLAN {COUNT_PENDING}"))
-        .expect("explain")
-        .query_map([0i64], |row| row.get::<_, String>(3))
-        .expect("plan")
-        .collect::<rusqlite::Result<_>>()
-        .expect("rows");
+    let plan = query_plan(&conn, COUNT_PENDING, [0i64]);
     assert!(
         plan.iter()
             .any(|step| step.contains("approvals_pending_by_expiry")),

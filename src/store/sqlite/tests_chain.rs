@@ -5,7 +5,7 @@
 use crate::store::Store;
 use crate::store::sqlite::history_rows::{DELETE, ROW, WALK};
 use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{entry, entry_ids, open, shared, temp_db};
+use crate::store::sqlite::tests::{entry, entry_ids, open, query_plan, shared, temp_db};
 
 fn raw(path: &std::path::Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).expect("raw open")
@@ -97,20 +97,6 @@ async fn a_database_from_before_the_chain_is_linked_at_open() {
     assert_eq!(heads, ["b"], "a cleared history has no head");
 }
 
-/// The plan SQLite makes for a statement, one step per row.
-fn plan(conn: &rusqlite::Connection, sql: &str) -> Vec<String> {
-    let mut explain = conn
-        .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-        .expect("explain");
-    let values: [&dyn rusqlite::ToSql; 3] = [&"s", &-1, &0];
-    let count = explain.parameter_count();
-    explain
-        .query_map(&values[..count], |row| row.get::<_, String>(3))
-        .expect("plan")
-        .collect::<rusqlite::Result<_>>()
-        .expect("rows")
-}
-
 /// Reading or deleting a history costs lookups of its own rows, whatever else the table
 /// holds: no step scans `history`.
 #[tokio::test]
@@ -119,7 +105,7 @@ async fn reads_and_deletes_look_rows_up_by_rowid_only() {
     drop(open(&path));
     let conn = raw(&path);
     for sql in [WALK.as_str(), ROW, DELETE.as_str()] {
-        let steps = plan(&conn, sql);
+        let steps = query_plan(&conn, sql, ["s"]);
         let on_history: Vec<&String> = steps
             .iter()
             .filter(|step| matches!(step.split_whitespace().nth(1), Some("h" | "history")))
