@@ -3,8 +3,8 @@
 //! machine does, so changes of a few percent show.
 //!
 //! For each scenario agentd runs under callgrind twice, once for a short and once for a long
-//! sequence of turns from one client (sessions replaced every [`load::TURNS_PER_SESSION`]
-//! turns, as under load); the difference of the two totals divided by the difference in turns
+//! sequence of turns from one client (sessions replaced every `--turns-per-session` turns,
+//! [`load::TURNS_PER_SESSION`] by default as under load, more to count long histories); the difference of the two totals divided by the difference in turns
 //! is one turn with start-up and shutdown taken out.
 //!
 //! The `mcp` scenario adds the reference MCP server to agentd's catalog; callgrind does not
@@ -78,6 +78,7 @@ pub(crate) fn run(
     mcp_script: Option<&Path>,
     short: u32,
     long: u32,
+    turns_per_session: u32,
 ) -> Result<Vec<PerTurn>, String> {
     if long <= short {
         return Err(format!(
@@ -125,6 +126,7 @@ pub(crate) fn run(
             scratch,
             mock_origin: &mock.origin,
             mcp_server: server,
+            turns_per_session,
         };
         let short_count = count(&runtime, &agentd, scenario, op, short)?;
         let long_count = count(&runtime, &agentd, scenario, op, long)?;
@@ -144,6 +146,8 @@ struct Agentd<'a> {
     mock_origin: &'a str,
     /// The reference MCP server's entry point, for the `mcp` scenario.
     mcp_server: Option<&'a Path>,
+    /// Turns before the client replaces its session (the histories the turns read).
+    turns_per_session: u32,
 }
 
 /// Total instructions of one agentd process serving `turns` turns of `op`.
@@ -158,6 +162,7 @@ fn count(
         scratch,
         mock_origin,
         mcp_server,
+        turns_per_session,
     } = *agentd;
     let dir = scratch.join(format!("callgrind-{scenario}-{turns}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -184,7 +189,7 @@ fn count(
             mcp_server::wait_up(&http, &agentd.origin, MCP_UP_WAIT).await?;
         }
         let target = Target::connect(http, &agentd.origin, mock_origin, api_key).await?;
-        load::sequential(&target, op, turns).await
+        load::sequential(&target, op, turns, turns_per_session).await
     });
     agentd.terminate(EXIT_GRACE)?;
     driven.map_err(|e| format!("{scenario}, {turns} turns: {e}"))?;

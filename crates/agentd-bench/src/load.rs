@@ -119,12 +119,24 @@ pub(crate) struct Target {
 }
 
 /// Per-worker state kept across operations.
-#[derive(Default)]
 struct Worker {
     /// The agentd instance it sends to.
     instance: usize,
     session: Option<String>,
     turns: u32,
+    /// Turns after which the worker replaces its session with a new one.
+    turns_per_session: u32,
+}
+
+impl Default for Worker {
+    fn default() -> Self {
+        Self {
+            instance: 0,
+            session: None,
+            turns: 0,
+            turns_per_session: TURNS_PER_SESSION,
+        }
+    }
 }
 
 /// One finished operation: total latency and, for streams, time to the first `data:` chunk.
@@ -222,10 +234,18 @@ pub(crate) async fn run(
     outcome
 }
 
-/// Runs `op` `count` times from one client, one after the other (sessions replaced every
-/// [`TURNS_PER_SESSION`] turns, as under load); stops at the first error.
-pub(crate) async fn sequential(target: &Target, op: Op, count: u32) -> Result<(), String> {
-    let mut worker = Worker::default();
+/// Runs `op` `count` times from one client, one after the other, sessions replaced every
+/// `turns_per_session` turns; stops at the first error.
+pub(crate) async fn sequential(
+    target: &Target,
+    op: Op,
+    count: u32,
+    turns_per_session: u32,
+) -> Result<(), String> {
+    let mut worker = Worker {
+        turns_per_session: turns_per_session.max(1),
+        ..Worker::default()
+    };
     for _ in 0..count {
         target.once(op, &mut worker).await?;
     }
@@ -242,7 +262,7 @@ impl Target {
         match op {
             Op::NewSession => self.new_session_on(worker.instance).await.map(|_| None),
             Op::Chat { tool, stream } => {
-                if worker.session.is_none() || worker.turns >= TURNS_PER_SESSION {
+                if worker.session.is_none() || worker.turns >= worker.turns_per_session {
                     worker.session = Some(self.new_session_on(worker.instance).await?);
                     worker.turns = 0;
                 }
@@ -343,6 +363,43 @@ impl Target {
             ));
         }
         serde_json::from_slice(&bytes).map_err(|e| format!("POST {path}: {e}"))
+    }
+
+    /// Reads a session's whole history from the first agentd instance, `page` entries at a
+    /// time, as an API client would; gives the entries and the pages it took.
+    pub(crate) async fn history_len(
+        &self,
+        session: &str,
+        page: usize,
+    ) -> Result<(usize, usize), String> {
+        let (mut entries, mut pages) = (0, 0);
+        loop {
+            let url = format!(
+                "{}/api/sessions/{session}/history?limit={page}&offset={entries}",
+                self.agentd
+            );
+            let value: serde_json::Value = self
+                .http
+                .get(url)
+                .bearer_auth(&self.api_key)
+                .send()
+                .await
+                .map_err(|e| format!("history: {e}"))?
+                .error_for_status()
+                .map_err(|e| format!("history: {e}"))?
+                .json()
+                .await
+                .map_err(|e| format!("history: {e}"))?;
+            let got = value["entries"]
+                .as_array()
+                .ok_or("history: no entries array")?
+                .len();
+            entries += got;
+            pages += 1;
+            if got < page {
+                return Ok((entries, pages));
+            }
+        }
     }
 
     /// One chat turn on `session`; for streams, the time to the first `data:` chunk.

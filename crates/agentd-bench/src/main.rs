@@ -22,6 +22,7 @@ mod fleet;
 mod held;
 mod held_client;
 mod held_report;
+mod history_pages;
 mod instance_report;
 mod instructions;
 mod limits;
@@ -193,11 +194,26 @@ enum Command {
         /// Turns of the long run.
         #[arg(long, default_value_t = 900)]
         long_turns: u32,
+        /// Turns before the client replaces its session with a new one: the histories the
+        /// turns read hold up to twice as many entries (four times for `tool`).
+        #[arg(long, default_value_t = load::TURNS_PER_SESSION)]
+        turns_per_session: u32,
     },
     /// One agentd under load for minutes on many sessions that are never replaced (histories
     /// grow): a row per window with RT/s, CPU per round trip, latency, RSS, the store's mirror
     /// and reads, database file sizes and history length. Not part of the default run.
     Sustained(sustained_args::SustainedArgs),
+    /// One long history read page by page through `GET /api/sessions/{id}/history`: while
+    /// agentd holds it, after a restart, and again; time and agentd CPU per reading.
+    HistoryPages {
+        /// Chat turns that fill the session (2 entries each; `limits.max_history_entries`,
+        /// 10,000 by default, bounds a history).
+        #[arg(long, default_value_t = 4999)]
+        turns: u32,
+        /// Entries per page.
+        #[arg(long, default_value_t = 100)]
+        page: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -224,12 +240,13 @@ fn main() -> ExitCode {
             ref only,
             short_turns,
             long_turns,
+            turns_per_session,
         }) => run_instructions(
             &scratch,
             only,
             args.mcp_server.as_deref(),
-            short_turns,
-            long_turns,
+            (short_turns, long_turns),
+            turns_per_session,
         ),
         Some(Command::CrashCampaign {
             turns,
@@ -249,6 +266,7 @@ fn main() -> ExitCode {
                 smtp_server: smtp_server.clone(),
             },
         ),
+        Some(Command::HistoryPages { turns, page }) => history_pages::run(&scratch, turns, page),
         Some(Command::Sustained(ref sustained)) => sustained::run(
             sustained,
             &sustained::Common {
@@ -330,13 +348,12 @@ fn run_instructions(
     scratch: &std::path::Path,
     only: &[String],
     mcp_server: Option<&std::path::Path>,
-    short: u32,
-    long: u32,
+    (short, long): (u32, u32),
+    turns_per_session: u32,
 ) -> Result<(), String> {
-    let counted = instructions::run(scratch, only, mcp_server, short, long)?;
+    let counted = instructions::run(scratch, only, mcp_server, short, long, turns_per_session)?;
     println!(
-        "\n### instructions per turn (callgrind, user space, one client, sessions of {})\n",
-        load::TURNS_PER_SESSION
+        "\n### instructions per turn (callgrind, user space, one client, sessions of {turns_per_session} turns)\n"
     );
     println!("| scenario | Ir, {short} turns | Ir, {long} turns | Ir per turn |");
     println!("|---|---:|---:|---:|");

@@ -272,6 +272,9 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
     Ok(())
 }
 
+/// Entries per page when the bench reads a history back.
+const HISTORY_PAGE: usize = 1000;
+
 /// Compares the history agentd holds for the session the bench made longest with the entries
 /// the bench counted for it, as a line.
 async fn check_history(target: &Target, book: &Book) -> String {
@@ -285,43 +288,11 @@ async fn check_history(target: &Target, book: &Book) -> String {
         return "history check: no sessions".into();
     };
     let id = &book.id(index);
-    match count_history(target, id).await {
-        Ok(held) => format!(
+    match target.history_len(id, HISTORY_PAGE).await {
+        Ok((held, _)) => format!(
             "history check: session {id} holds {held} entries in agentd; the bench counted {counted}"
         ),
         Err(error) => format!("history check: session {id}: {error}"),
-    }
-}
-
-/// The entries of a session's history, read a page of 1000 at a time.
-async fn count_history(target: &Target, id: &str) -> Result<usize, String> {
-    const PAGE: usize = 1000;
-    let mut total = 0;
-    loop {
-        let url = format!(
-            "{}/api/sessions/{id}/history?limit={PAGE}&offset={total}",
-            target.agentd
-        );
-        let value: serde_json::Value = target
-            .http
-            .get(url)
-            .bearer_auth(&target.api_key)
-            .send()
-            .await
-            .map_err(|e| format!("history: {e}"))?
-            .error_for_status()
-            .map_err(|e| format!("history: {e}"))?
-            .json()
-            .await
-            .map_err(|e| format!("history: {e}"))?;
-        let page = value["entries"]
-            .as_array()
-            .ok_or("history: no entries array")?
-            .len();
-        total += page;
-        if page < PAGE {
-            return Ok(total);
-        }
     }
 }
 

@@ -1,12 +1,9 @@
 //! Runs `agentd-bench sustained --smoke` (200 sessions, 8 clients, three 1 s windows per
 //! kind) against real `agentd` and `mock-model` processes and checks the tables it prints.
 //!
-//! The bench starts the binaries it finds next to itself or in `AGENTD_BENCH_BIN_DIR`;
-//! `cargo test` builds neither, so the test looks for them in the bench's own target
-//! directory (debug, then release) and says which build to run when both lack them.
+//! The binaries are found as `support` says.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod support;
 
 const COLUMNS: [&str; 20] = [
     "window",
@@ -39,44 +36,12 @@ fn column(name: &str) -> usize {
         .expect("a column of the table")
 }
 
-/// A directory of the bench's target directory holding both binaries the bench starts.
-fn binaries() -> Option<PathBuf> {
-    let bench = PathBuf::from(env!("CARGO_BIN_EXE_agentd-bench"));
-    let profile = bench.parent()?;
-    [profile.to_path_buf(), profile.parent()?.join("release")]
-        .into_iter()
-        .find(|dir| dir.join("agentd").is_file() && dir.join("mock-model").is_file())
-}
-
 /// The bench's stdout for `sustained --smoke` with `extra` options; `None` (after saying so)
 /// when the binaries it starts are not built.
 fn run_smoke(extra: &[&str]) -> Option<String> {
-    let Some(dir) = binaries() else {
-        // CI builds them before the tests (.ci/run): there, missing binaries are a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "agentd and mock-model are not built next to agentd-bench"
-        );
-        eprintln!(
-            "skipped: build agentd and mock-model first \
-             (cargo build -p agentd -p agentd-mock, or with --release)"
-        );
-        return None;
-    };
-    let output = Command::new(env!("CARGO_BIN_EXE_agentd-bench"))
-        .args(["sustained", "--smoke"])
-        .args(extra)
-        .env("AGENTD_BENCH_BIN_DIR", &dir)
-        .output()
-        .expect("run agentd-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        output.status.success(),
-        "agentd-bench failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        output.status,
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some(stdout)
+    let mut args = vec!["sustained", "--smoke"];
+    args.extend_from_slice(extra);
+    support::run_bench(&args)
 }
 
 /// The cells of one markdown table row.

@@ -2,10 +2,10 @@
 //!
 //! rusqlite is synchronous, so no SQLite call runs on the async runtime. Writes go to one
 //! connection on a thread of its own that commits them in groups ([`writer`]).
-//! Reads a turn makes (records by id, an agent's tools, whole histories) are answered from an
-//! in-memory mirror kept in step with the commits ([`cache`]); the rest borrow a
-//! read connection from a pool on tokio's blocking pool, since WAL lets readers run alongside
-//! the writer and see every committed write. The data directory is locked for the store's
+//! Reads a turn makes (records by id, an agent's tools, whole histories) and history pages
+//! are answered from an in-memory mirror kept in step with the commits ([`cache`]); the rest
+//! borrow a read connection from a pool on tokio's blocking pool, since WAL lets readers run
+//! alongside the writer and see every committed write. The data directory is locked for the store's
 //! lifetime: one process writes the file, so the mirror is never stale.
 
 mod approvals;
@@ -465,16 +465,23 @@ impl Store for SqliteStore {
         crate::store::sqlite::step::write_step(self, step).await
     }
 
+    /// A page of the whole history as the mirror holds it: paging through a long history
+    /// reads it from the file at most once, not once per page (finding a page in the file
+    /// walks the session's whole chain).
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>> {
-        read_history(self, session_id, i64::from(limit), i64::from(offset))
-            .await
-            .map(|(entries, _)| entries)
+        let history = self.full_history(session_id).await?;
+        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        Ok(history
+            .iter_from(offset)
+            .take(limit)
+            .map(|entry| Entry::clone(entry))
+            .collect())
     }
 
     async fn full_history(&self, session_id: &str) -> StoreResult<History> {
         let load = || async {
-            // A negative LIMIT means no limit in SQLite.
-            let (entries, weight) = read_history(self, session_id, -1, 0).await?;
+            let (entries, weight) = read_history(self, session_id).await?;
             Ok(Some((History::from_stored(entries), weight)))
         };
         let entries = self
@@ -598,18 +605,13 @@ fn delete_conversation(conn: &Connection, session_id: &str) -> Outcome<()> {
     Ok(())
 }
 
-/// A page of a session's history, oldest first, with its weight in the mirror.
-async fn read_history(
-    store: &SqliteStore,
-    session_id: &str,
-    limit: i64,
-    offset: i64,
-) -> StoreResult<(Vec<Entry>, usize)> {
+/// A session's history from the file, oldest first, with its weight in the mirror.
+async fn read_history(store: &SqliteStore, session_id: &str) -> StoreResult<(Vec<Entry>, usize)> {
     let session_id = session_id.to_owned();
     store
         .read("history", move |conn| {
             let (mut entries, mut weight) = (Vec::new(), EMPTY_HISTORY);
-            history_rows::read_entries(conn, &session_id, limit, offset, |entry, text_len| {
+            history_rows::read_entries(conn, &session_id, |entry, text_len| {
                 weight += entry.heap_bytes(text_len);
                 entries.push(entry);
             })?;

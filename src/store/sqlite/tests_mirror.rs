@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::tests::{entry, entry_ids, ids, open, record, shared, temp_db, tool};
+use crate::store::sqlite::{SqliteStore, read_history};
 use crate::store::{Collection, ListQuery, Record, Store, StoreError};
 
 #[tokio::test]
@@ -92,9 +92,19 @@ async fn assert_agrees(store: &SqliteStore, agent: &str, session: &str) {
         .await
         .expect("children");
     assert_eq!(ids(&children), ids(&listed), "tools of {agent}");
-    let paged = store.history(session, 1000, 0).await.expect("history");
+    let (in_file, _) = read_history(store, session).await.expect("history");
     let full = store.full_history(session).await.expect("full history");
-    assert_eq!(entry_ids(&full), entry_ids(&paged), "history of {session}");
+    assert_eq!(
+        entry_ids(&full),
+        entry_ids(&in_file),
+        "history of {session}"
+    );
+    let paged = store.history(session, 2, 1).await.expect("page");
+    assert_eq!(
+        entry_ids(&paged),
+        entry_ids(in_file.iter().skip(1).take(2)),
+        "a page of {session}"
+    );
     let by_list = store
         .list(Collection::Agents, &ListQuery::default())
         .await
@@ -226,6 +236,8 @@ async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_no
         fresh.is_empty(),
         "a new session's first read is answered from the mirror"
     );
+    let page = store.history("fresh", 10, 0).await.expect("page");
+    assert!(page.is_empty(), "so is a page of its history: {page:?}");
     drop(store);
     let reopened = open(&path);
     let behind = reopened.full_history("fresh").await.expect("history");
