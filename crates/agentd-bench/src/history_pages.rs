@@ -26,11 +26,7 @@ pub(crate) fn run(scratch: &Path, turns: u32, page: usize) -> Result<(), String>
     if page == 0 {
         return Err("--page must be at least 1".into());
     }
-    crate::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = crate::one_client_runtime()?;
     let mock = procs::start_mock(0)?;
     let api_key = format!("bench-{}", uuid::Uuid::new_v4().simple());
     let http = load::http_client(1)?;

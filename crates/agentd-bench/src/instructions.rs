@@ -93,11 +93,7 @@ pub(crate) fn run(
         "counting with {} (callgrind), {short} and {long} turns per scenario",
         String::from_utf8_lossy(&version.stdout).trim()
     );
-    crate::install_crypto_provider();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
+    let runtime = crate::one_client_runtime()?;
     let mock = procs::start_mock(0)?;
     let wanted = |key: &str| only.is_empty() || only.iter().any(|o| o == key);
     let script = if wanted("mcp") {

@@ -757,6 +757,16 @@ fn print_tool_sources(summary: &[(&str, usize, Side)]) {
     }
 }
 
+/// A single-threaded runtime for driving agentd from one client, with the TLS crypto provider
+/// installed.
+pub(crate) fn one_client_runtime() -> Result<tokio::runtime::Runtime, String> {
+    install_crypto_provider();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 /// rustls's ring provider, which reqwest (built without a default one) needs even for plain
 /// HTTP; the same one the daemon installs.
 pub(crate) fn install_crypto_provider() {
