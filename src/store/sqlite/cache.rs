@@ -90,6 +90,28 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
         }
     }
 
+    /// The value if it is held, counted as a hit; `None`, counted as a miss, leaves the key
+    /// as it was: a read answered from the database does not fill the table.
+    pub(super) fn peek<Q, R>(&mut self, key: &Q, read: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.slots.get_mut(key) {
+            Some(Slot::Ready {
+                value, referenced, ..
+            }) => {
+                *referenced = true;
+                self.meters.hits.inc();
+                Some(read(value))
+            }
+            _ => {
+                self.meters.misses.inc();
+                None
+            }
+        }
+    }
+
     /// Keeps a value read from the database, unless a write touched the key since the miss.
     pub(super) fn fill(&mut self, key: K, token: Token, value: V, weight: usize) {
         if matches!(self.slots.get(&key), Some(Slot::Loading(t)) if *t == token) {

@@ -86,13 +86,16 @@ pub(super) const ROW: &str =
 pub(super) static DELETE: LazyLock<String> =
     LazyLock::new(|| format!("{CHAIN} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)"));
 
-/// Hands `each` a session's history entries, oldest first, each with the length of its
-/// stored message text. The walk finds the rows and then each is read whole, in one read
-/// transaction: a commit meanwhile is either wholly seen or not at all. The walk costs one
-/// lookup per entry (`limits.max_history_entries` bounds them).
+/// Hands `each` entries `offset..offset + limit` of a session's history, oldest first (a
+/// negative `limit` means all), each with the length of its stored message text. The walk
+/// picks the page's rows and only those are read whole, in one read transaction: a commit
+/// meanwhile is either wholly seen or not at all. The walk costs one lookup per entry the
+/// history holds, whatever the page (`limits.max_history_entries` bounds it).
 pub(super) fn read_entries(
     conn: &Connection,
     session_id: &str,
+    limit: i64,
+    offset: i64,
     mut each: impl FnMut(Entry, usize),
 ) -> Outcome<()> {
     let snapshot = conn.unchecked_transaction()?;
@@ -101,8 +104,10 @@ pub(super) fn read_entries(
     for seq in walk.query_map(params![session_id], |row| row.get::<_, i64>(0))? {
         newest_first.push(seq?);
     }
+    let skip = usize::try_from(offset).unwrap_or(0);
+    let take = usize::try_from(limit).unwrap_or(usize::MAX);
     let mut row = snapshot.prepare_cached(ROW)?;
-    for seq in newest_first.iter().rev() {
+    for seq in newest_first.iter().rev().skip(skip).take(take) {
         let (entry, text_len) = row.query_row(params![seq], EntryRow::read_entry)??;
         each(entry, text_len);
     }

@@ -2,10 +2,10 @@
 //!
 //! rusqlite is synchronous, so no SQLite call runs on the async runtime. Writes go to one
 //! connection on a thread of its own that commits them in groups ([`writer`]).
-//! Reads a turn makes (records by id, an agent's tools, whole histories) and history pages
-//! are answered from an in-memory mirror kept in step with the commits ([`cache`]); the rest
-//! borrow a read connection from a pool on tokio's blocking pool, since WAL lets readers run
-//! alongside the writer and see every committed write. The data directory is locked for the store's
+//! Reads a turn makes (records by id, an agent's tools, whole histories) are answered from an
+//! in-memory mirror kept in step with the commits ([`cache`]), and so are pages of a history it
+//! holds; the rest borrow a read connection from a pool on tokio's blocking pool, since WAL
+//! lets readers run alongside the writer and see every committed write. The data directory is locked for the store's
 //! lifetime: one process writes the file, so the mirror is never stale.
 
 mod approvals;
@@ -465,23 +465,35 @@ impl Store for SqliteStore {
         crate::store::sqlite::step::write_step(self, step).await
     }
 
-    /// A page of the whole history as the mirror holds it: paging through a long history
-    /// reads it from the file at most once, not once per page (finding a page in the file
-    /// walks the session's whole chain).
+    /// A page of a history the mirror holds is cut from it; any other page is read from the
+    /// file, without filling the mirror, so reading an idle session's history leaves the
+    /// active sessions' histories where they are.
     async fn history(&self, session_id: &str, limit: u32, offset: u32) -> StoreResult<Vec<Entry>> {
-        let history = self.full_history(session_id).await?;
-        let offset = usize::try_from(offset).unwrap_or(usize::MAX);
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        Ok(history
-            .iter_from(offset)
-            .take(limit)
-            .map(|entry| Entry::clone(entry))
-            .collect())
+        let (skip, take) = (offset as usize, limit as usize);
+        let held = self
+            .shared
+            .cache
+            .lock()
+            .histories
+            .peek(session_id, |history| {
+                history
+                    .iter_from(skip)
+                    .take(take)
+                    .map(|entry| Entry::clone(entry))
+                    .collect()
+            });
+        if let Some(page) = held {
+            return Ok(page);
+        }
+        read_history(self, session_id, i64::from(limit), i64::from(offset))
+            .await
+            .map(|(entries, _)| entries)
     }
 
     async fn full_history(&self, session_id: &str) -> StoreResult<History> {
         let load = || async {
-            let (entries, weight) = read_history(self, session_id).await?;
+            // A negative LIMIT means no limit.
+            let (entries, weight) = read_history(self, session_id, -1, 0).await?;
             Ok(Some((History::from_stored(entries), weight)))
         };
         let entries = self
@@ -605,13 +617,18 @@ fn delete_conversation(conn: &Connection, session_id: &str) -> Outcome<()> {
     Ok(())
 }
 
-/// A session's history from the file, oldest first, with its weight in the mirror.
-async fn read_history(store: &SqliteStore, session_id: &str) -> StoreResult<(Vec<Entry>, usize)> {
+/// A page of a session's history from the file, oldest first, with its weight in the mirror.
+async fn read_history(
+    store: &SqliteStore,
+    session_id: &str,
+    limit: i64,
+    offset: i64,
+) -> StoreResult<(Vec<Entry>, usize)> {
     let session_id = session_id.to_owned();
     store
         .read("history", move |conn| {
             let (mut entries, mut weight) = (Vec::new(), EMPTY_HISTORY);
-            history_rows::read_entries(conn, &session_id, |entry, text_len| {
+            history_rows::read_entries(conn, &session_id, limit, offset, |entry, text_len| {
                 weight += entry.heap_bytes(text_len);
                 entries.push(entry);
             })?;

@@ -92,7 +92,7 @@ async fn assert_agrees(store: &SqliteStore, agent: &str, session: &str) {
         .await
         .expect("children");
     assert_eq!(ids(&children), ids(&listed), "tools of {agent}");
-    let (in_file, _) = read_history(store, session).await.expect("history");
+    let (in_file, _) = read_history(store, session, -1, 0).await.expect("history");
     let full = store.full_history(session).await.expect("full history");
     assert_eq!(
         entry_ids(&full),
@@ -255,6 +255,59 @@ async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_no
         .expect("insert");
     let reused = store.full_history("reused").await.expect("history");
     assert_eq!(entry_ids(&reused), ["e1"]);
+}
+
+/// Writes a history row of `session` and moves its head, behind the store's back.
+fn write_behind(path: &std::path::Path, session: &str, id: &str) {
+    let conn = rusqlite::Connection::open(path).expect("raw connection");
+    conn.execute(
+        "INSERT INTO history (session_id, prev, id, source, role, message, created_at)
+         VALUES (?1, (SELECT last FROM history_heads WHERE session_id = ?1), ?2, 'api_request',
+                 'user', '{\"role\":\"user\",\"content\":\"x\"}', 0)",
+        [session, id],
+    )
+    .expect("row behind the store");
+    conn.execute(
+        "INSERT INTO history_heads (session_id, last) VALUES (?1, last_insert_rowid())
+         ON CONFLICT (session_id) DO UPDATE SET last = excluded.last",
+        [session],
+    )
+    .expect("head behind the store");
+}
+
+#[tokio::test]
+async fn a_page_of_a_history_the_mirror_does_not_hold_is_read_from_the_file_and_not_kept() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    store
+        .append_entries(shared(vec![
+            entry("idle", "e1", "one"),
+            entry("idle", "e2", "two"),
+        ]))
+        .await
+        .expect("append");
+    drop(store);
+    let store = open(&path);
+    assert_eq!(
+        entry_ids(&store.history("idle", 10, 0).await.expect("page")),
+        ["e1", "e2"]
+    );
+    // Had the page filled the mirror, the next page would not see this row.
+    write_behind(&path, "idle", "e3");
+    assert_eq!(
+        entry_ids(&store.history("idle", 2, 1).await.expect("page")),
+        ["e2", "e3"],
+        "the second page read the file again"
+    );
+    // Once a turn has read the history, pages come from the mirror.
+    let held = store.full_history("idle").await.expect("history");
+    assert_eq!(entry_ids(&held), ["e1", "e2", "e3"]);
+    write_behind(&path, "idle", "e4");
+    assert_eq!(
+        entry_ids(&store.history("idle", 10, 1).await.expect("page")),
+        ["e2", "e3"],
+        "a page of a held history is cut from the mirror"
+    );
 }
 
 #[tokio::test]
