@@ -13,13 +13,13 @@ use crate::procs;
 const STOP_GRACE: Duration = Duration::from_secs(30);
 
 /// One reading of the whole history.
-pub(crate) struct Reading {
-    pub label: &'static str,
-    pub entries: usize,
-    pub pages: usize,
-    pub wall: Duration,
+struct Reading {
+    label: &'static str,
+    entries: usize,
+    pages: usize,
+    wall: Duration,
     /// agentd's CPU (utime + stime) over the reading.
-    pub cpu: Duration,
+    cpu: Duration,
 }
 
 pub(crate) fn run(scratch: &Path, turns: u32, page: usize) -> Result<(), String> {
@@ -44,12 +44,7 @@ pub(crate) fn run(scratch: &Path, turns: u32, page: usize) -> Result<(), String>
     })?;
     let filled = started.elapsed();
     agentd.terminate(STOP_GRACE)?;
-    let agentd = procs::start_agentd_on(
-        &scratch.join("data"),
-        &scratch.join("tools.toml"),
-        &mock.origin,
-        &api_key,
-    )?;
+    let agentd = procs::restart_agentd(scratch, &mock.origin, &api_key)?;
     let target = Target {
         agentd: agentd.origin.clone(),
         ..target

@@ -3,9 +3,10 @@
 //! machine does, so changes of a few percent show.
 //!
 //! For each scenario agentd runs under callgrind twice, once for a short and once for a long
-//! sequence of turns from one client (sessions replaced every `--turns-per-session` turns,
-//! [`load::TURNS_PER_SESSION`] by default as under load, more to count long histories); the difference of the two totals divided by the difference in turns
-//! is one turn with start-up and shutdown taken out.
+//! sequence of turns from one client (sessions replaced every `--turns-per-session` turns:
+//! [`load::TURNS_PER_SESSION`] by default, as under load, more to count long histories); the
+//! difference of the two totals divided by the difference in turns is one turn with start-up
+//! and shutdown taken out.
 //!
 //! The `mcp` scenario adds the reference MCP server to agentd's catalog; callgrind does not
 //! follow children (`--trace-children=no`), so node's instructions are not in the count.

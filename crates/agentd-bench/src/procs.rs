@@ -129,6 +129,26 @@ fn spawn_mock(latency_ms: u64, record: bool) -> Result<Running, String> {
     Ok(Running { child, origin })
 }
 
+/// The data directory [`start_agentd`] gives agentd in `scratch`.
+pub(crate) fn data_dir(scratch: &Path) -> PathBuf {
+    scratch.join("data")
+}
+
+/// The catalog [`start_agentd`] writes in `scratch`.
+pub(crate) fn catalog(scratch: &Path) -> PathBuf {
+    scratch.join("tools.toml")
+}
+
+/// Starts agentd again on the data directory and catalog a stopped [`start_agentd`] left in
+/// `scratch`.
+pub(crate) fn restart_agentd(
+    scratch: &Path,
+    mock_origin: &str,
+    api_key: &str,
+) -> Result<Running, String> {
+    start_agentd_on(&data_dir(scratch), &catalog(scratch), mock_origin, api_key)
+}
+
 /// Starts `agentd serve` against the mock with a scratch data dir and catalog; waits for
 /// `agentd ready addr=...` on stderr (which is drained for the rest of the run).
 pub(crate) fn start_agentd(
@@ -152,14 +172,14 @@ pub(crate) fn start_agentd_under(
     sets: &[String],
     mcp_server: Option<&Path>,
 ) -> Result<Running, String> {
-    let tools = scratch.join("tools.toml");
-    let mut catalog = "[[tool]]\nname = \"echo\"\ndescription = \"Return the arguments\"\n\
+    let tools = catalog(scratch);
+    let mut entries = "[[tool]]\nname = \"echo\"\ndescription = \"Return the arguments\"\n\
                        handler = \"echo\"\noffer = false\nparameters = { type = \"object\" }\n"
         .to_owned();
     if let Some(script) = mcp_server {
-        catalog.push_str(&crate::mcp_server::tools_entry(script));
+        entries.push_str(&crate::mcp_server::tools_entry(script));
     }
-    std::fs::write(&tools, catalog).map_err(|e| format!("{}: {e}", tools.display()))?;
+    std::fs::write(&tools, entries).map_err(|e| format!("{}: {e}", tools.display()))?;
     let agentd = binary("agentd")?;
     let command = match launcher {
         Some([program, args @ ..]) => {
@@ -171,7 +191,7 @@ pub(crate) fn start_agentd_under(
     };
     spawn_agentd(
         command,
-        &scratch.join("data"),
+        &data_dir(scratch),
         &tools,
         mock_origin,
         api_key,

@@ -111,8 +111,8 @@ pub(crate) fn run(scratch: &Path, settings: &Settings) -> Result<(), String> {
     let rig = Rig {
         agentd: Some(agentd),
         mock,
-        data_dir: scratch.join("data"),
-        tools: scratch.join("tools.toml"),
+        data_dir: procs::data_dir(scratch),
+        tools: procs::catalog(scratch),
         shared: Arc::clone(&shared),
     };
     let (samples, stopped_early) = runtime.block_on(drive(rig, settings, seed, &mut output))?;
@@ -129,7 +129,7 @@ pub(crate) fn run(scratch: &Path, settings: &Settings) -> Result<(), String> {
     report(&samples, &verdict, &tolerance, &shared.failures());
     println!(
         "\ndata dir at the end: {:.1} MB; samples: {}; kills: {}",
-        dir_bytes(&scratch.join("data")) as f64 / 1e6,
+        dir_bytes(&procs::data_dir(scratch)) as f64 / 1e6,
         output.dir.join("samples.csv").display(),
         output.dir.join("kills.csv").display()
     );

@@ -13,7 +13,6 @@ mod tests;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::session::Entry;
 use crate::store::postgres::PostgresStore;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{
@@ -23,7 +22,7 @@ use crate::store::{
 
 /// Records read from the source per list call.
 const RECORDS_PER_PAGE: u32 = 500;
-/// History entries, or journaled calls, per target commit.
+/// History entries, or journaled calls, per read from the source and per target commit.
 const ROWS_PER_WRITE: u32 = 500;
 
 /// The collections in the order they are copied.
@@ -144,26 +143,28 @@ async fn copy_collection(
     }
 }
 
-/// The session's entries in order, read once, written a page per commit. An entry read from
-/// SQLite writes the JSON text of its parsed message, the text every later model request would
-/// send.
+/// The session's entries in order, a page per read and per commit, so a long history of long
+/// messages is never held whole. An entry read from SQLite writes the JSON text of its parsed
+/// message, the text every later model request would send.
 async fn copy_history(
     source: &SqliteStore,
     target: &PostgresStore,
     session_id: &str,
     copied: &mut Copied,
 ) -> Result<(), MigrateError> {
-    let entries: Vec<Arc<Entry>> = source
-        .history_of_session(session_id)
-        .await?
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    for page in entries.chunks(ROWS_PER_WRITE as usize) {
+    let mut offset = 0;
+    loop {
+        let page = source.history(session_id, ROWS_PER_WRITE, offset).await?;
+        let full_page = page.len() == ROWS_PER_WRITE as usize;
         copied.history_entries += page.len() as u64;
-        target.append_entries(page.to_vec()).await?;
+        target
+            .append_entries(page.into_iter().map(Arc::new).collect())
+            .await?;
+        if !full_page {
+            return Ok(());
+        }
+        offset += ROWS_PER_WRITE;
     }
-    Ok(())
 }
 
 /// The session's journaled calls as they stand. A start carries its whole record (status,

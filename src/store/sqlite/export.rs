@@ -3,20 +3,11 @@
 
 use rusqlite::params;
 
-use crate::session::Entry;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::rows::{JOURNAL_COLUMNS, read_journal};
 use crate::store::{JournalRecord, StoreError, StoreResult};
 
 impl SqliteStore {
-    /// A session's whole history from the file, oldest first, without filling the mirror: a
-    /// copy of every session reads each once and keeps none.
-    pub async fn history_of_session(&self, session_id: &str) -> StoreResult<Vec<Entry>> {
-        super::read_history(self, session_id, -1, 0)
-            .await
-            .map(|(entries, _)| entries)
-    }
-
     /// Every journaled call of a session, started and finished, oldest first.
     pub async fn journal_of_session(&self, session_id: &str) -> StoreResult<Vec<JournalRecord>> {
         let session_id = session_id.to_owned();

@@ -5,8 +5,8 @@
 //! Reads a turn makes (records by id, an agent's tools, whole histories) are answered from an
 //! in-memory mirror kept in step with the commits ([`cache`]), and so are pages of a history it
 //! holds; the rest borrow a read connection from a pool on tokio's blocking pool, since WAL
-//! lets readers run alongside the writer and see every committed write. The data directory is locked for the store's
-//! lifetime: one process writes the file, so the mirror is never stale.
+//! lets readers run alongside the writer and see every committed write. The data directory is
+//! locked for the store's lifetime: one process writes the file, so the mirror is never stale.
 
 mod approvals;
 mod cache;

@@ -21,6 +21,11 @@ pub(super) fn open(path: &Path) -> SqliteStore {
     SqliteStore::open(path).expect("open store")
 }
 
+/// A plain connection to the store's file, for writing or checking behind the store's back.
+pub(super) fn raw(path: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(path).expect("raw open")
+}
+
 /// The plan SQLite makes for `sql` with `params` bound, one step per row.
 pub(super) fn query_plan(
     conn: &rusqlite::Connection,

@@ -6,13 +6,13 @@ use crate::store::Store;
 use crate::store::contract::approvals::{call_ids, held, hold, listed};
 use crate::store::sqlite::approvals::COUNT_PENDING;
 use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{DIGEST, open, query_plan, temp_db};
+use crate::store::sqlite::tests::{DIGEST, open, query_plan, raw, temp_db};
 
 #[tokio::test]
 async fn the_pending_count_reads_the_pending_index() {
     let (_dir, path) = temp_db();
     drop(open(&path));
-    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let conn = raw(&path);
     let plan = query_plan(&conn, COUNT_PENDING, [0i64]);
     assert!(
         plan.iter()
@@ -26,7 +26,7 @@ async fn the_pending_count_reads_the_pending_index() {
 async fn a_database_from_before_approvals_gains_them_at_open() {
     let (_dir, path) = temp_db();
     {
-        let conn = rusqlite::Connection::open(&path).expect("raw open");
+        let conn = raw(&path);
         conn.execute_batch(MIGRATIONS[0]).expect("v1");
         conn.execute_batch(MIGRATIONS[1]).expect("v2");
         conn.pragma_update(None, "user_version", 2)

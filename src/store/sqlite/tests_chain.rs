@@ -5,11 +5,7 @@
 use crate::store::Store;
 use crate::store::sqlite::history_rows::{DELETE, ROW, WALK};
 use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{entry, entry_ids, open, query_plan, shared, temp_db};
-
-fn raw(path: &std::path::Path) -> rusqlite::Connection {
-    rusqlite::Connection::open(path).expect("raw open")
-}
+use crate::store::sqlite::tests::{entry, entry_ids, open, query_plan, raw, shared, temp_db};
 
 fn legacy_row(conn: &rusqlite::Connection, session: &str, id: &str) {
     conn.execute(
@@ -52,10 +48,7 @@ async fn a_database_from_before_the_chain_is_linked_at_open() {
         ["b1", "b2"]
     );
     let page = store.history("a", 1, 1).await.expect("page");
-    assert_eq!(
-        page.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
-        ["a2"]
-    );
+    assert_eq!(entry_ids(&page), ["a2"]);
     store
         .append_entries(shared(vec![entry("b", "b3", "three")]))
         .await
@@ -139,27 +132,32 @@ async fn a_damaged_link_ends_the_walk() {
         open(&path)
     };
 
-    let looped = damage("UPDATE history SET prev = seq WHERE id = 'e2'");
-    assert_eq!(
-        entry_ids(&looped.full_history("s").await.expect("read")),
-        ["e2", "e3"]
-    );
-    drop(looped);
-    let forward = damage(
-        "UPDATE history SET prev = (SELECT seq FROM history WHERE id = 'e3') WHERE id = 'e2'",
-    );
-    assert_eq!(
-        entry_ids(&forward.full_history("s").await.expect("read")),
-        ["e2", "e3"]
-    );
-    drop(forward);
-    let crossed = damage(
-        "UPDATE history SET prev = (SELECT seq FROM history WHERE id = 'o1') WHERE id = 'e3'",
-    );
-    assert_eq!(
-        entry_ids(&crossed.full_history("s").await.expect("read")),
-        ["e3"]
-    );
+    // Each damage adds to the one before: a loop, then a forward link, then a crossing.
+    let mut damaged = None;
+    for (sql, readable) in [
+        (
+            "UPDATE history SET prev = seq WHERE id = 'e2'",
+            &["e2", "e3"][..],
+        ),
+        (
+            "UPDATE history SET prev = (SELECT seq FROM history WHERE id = 'e3') WHERE id = 'e2'",
+            &["e2", "e3"][..],
+        ),
+        (
+            "UPDATE history SET prev = (SELECT seq FROM history WHERE id = 'o1') WHERE id = 'e3'",
+            &["e3"][..],
+        ),
+    ] {
+        drop(damaged.take());
+        let store = damage(sql);
+        assert_eq!(
+            entry_ids(&store.full_history("s").await.expect("read")),
+            readable,
+            "{sql}"
+        );
+        damaged = Some(store);
+    }
+    let crossed = damaged.expect("the last damage's store");
     crossed.clear_history("s").await.expect("clear");
     assert!(crossed.full_history("s").await.expect("read").is_empty());
     assert_eq!(

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use serde_json::json;
 
-use crate::store::sqlite::tests::{entry, entry_ids, ids, open, record, shared, temp_db, tool};
+use crate::store::sqlite::tests::{
+    entry, entry_ids, ids, open, raw, record, shared, temp_db, tool,
+};
 use crate::store::sqlite::{SqliteStore, read_history};
 use crate::store::{Collection, ListQuery, Record, Store, StoreError};
 
@@ -222,15 +224,7 @@ async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_no
         .await
         .expect("insert");
     // A row written behind the store's back is seen only by a read of SQLite.
-    rusqlite::Connection::open(&path)
-        .expect("raw connection")
-        .execute_batch(
-            "INSERT INTO history (session_id, id, source, role, message, created_at)
-             VALUES ('fresh', 'behind', 'api_request', 'user',
-                     '{\"role\":\"user\",\"content\":\"x\"}', 0);
-             INSERT INTO history_heads (session_id, last) VALUES ('fresh', last_insert_rowid());",
-        )
-        .expect("write behind the store");
+    write_behind(&path, "fresh", "behind");
     let fresh = store.full_history("fresh").await.expect("history");
     assert!(
         fresh.is_empty(),
@@ -259,7 +253,7 @@ async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_no
 
 /// Writes a history row of `session` and moves its head, behind the store's back.
 fn write_behind(path: &std::path::Path, session: &str, id: &str) {
-    let conn = rusqlite::Connection::open(path).expect("raw connection");
+    let conn = raw(path);
     conn.execute(
         "INSERT INTO history (session_id, prev, id, source, role, message, created_at)
          VALUES (?1, (SELECT last FROM history_heads WHERE session_id = ?1), ?2, 'api_request',
