@@ -1,15 +1,14 @@
 //! How a session's history lies in SQLite: rows appended to one table in commit order, each
 //! pointing at the session's previous row (`prev`), and one row per session in
-//! `history_heads` naming its newest row.
+//! `history_heads` naming its newest row, written in batches (`heads.rs`).
 //!
 //! There is no index by session. A turn's commit appends its rows at the end of `history`
-//! (the same pages every other turn of the commit appends to) and changes one row of
-//! `history_heads`, a table of some 50 bytes per session that stays in SQLite's cache. An index
-//! by session and position instead took one leaf of its own per turn, at a place no other turn
-//! of the commit touched, in a B-tree as large as the history itself: once that tree outgrew
-//! the cache, every turn read a leaf back from the file, wrote it to the WAL and had the
-//! checkpoint copy it again, and a turn cost more the longer the daemon ran
-//! (docs/benchmarks.md, "History as a chain from its newest entry").
+//! (the same pages every other turn of the commit appends to). An index by session and
+//! position instead took one leaf of its own per turn, at a place no other turn of the commit
+//! touched, in a B-tree as large as the history itself: once that tree outgrew the cache,
+//! every turn read a leaf back from the file, wrote it to the WAL and had the checkpoint copy
+//! it again, and a turn cost more the longer the daemon ran (docs/benchmarks.md, "History as
+//! a chain from its newest entry").
 //!
 //! Reading a history walks the chain back from its head, one rowid lookup per entry: a
 //! session's rows are far apart in the file either way, so this reads the same pages the
@@ -17,30 +16,32 @@
 
 use std::sync::LazyLock;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 
 use crate::session::message::Entry;
+use crate::store::sqlite::heads::{PendingHeads, stored_head};
 use crate::store::sqlite::rows::{EntryRow, Outcome};
+use crate::store::sqlite::writer::Txn;
 
 /// Appends `rows` to their sessions' histories, in order: per run of one session's rows, one
-/// read of its head, the rows each linked to the one before, one write of the new head.
-pub(super) fn insert_entries(conn: &Connection, rows: &[EntryRow]) -> Outcome<()> {
+/// look-up of its head, the rows each linked to the one before, and the head moved (in
+/// memory; `heads.rs` writes it to the table later).
+pub(super) fn insert_entries(tx: &Txn<'_>, rows: &[EntryRow]) -> Outcome<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut head = conn.prepare_cached("SELECT last FROM history_heads WHERE session_id = ?1")?;
-    let mut insert = conn.prepare_cached(
-        "INSERT INTO history (session_id, prev, id, source, role, created_at, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    let mut heads = tx.heads();
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO history (seq, session_id, prev, id, source, role, created_at, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
     for run in rows.chunk_by(|a, b| a.session_id == b.session_id) {
         let session_id = &run[0].session_id;
-        let known: Option<i64> = head
-            .query_row(params![session_id], |row| row.get(0))
-            .optional()?;
-        let mut prev = known;
+        let mut prev = heads.head(tx, session_id)?;
         for row in run {
+            let seq = heads.next_seq();
             insert.execute(params![
+                seq,
                 row.session_id,
                 prev,
                 row.id,
@@ -49,25 +50,18 @@ pub(super) fn insert_entries(conn: &Connection, rows: &[EntryRow]) -> Outcome<()
                 row.created_at,
                 row.message
             ])?;
-            prev = Some(conn.last_insert_rowid());
+            prev = Some(seq);
         }
-        let sql = if known.is_some() {
-            "UPDATE history_heads SET last = ?2 WHERE session_id = ?1"
-        } else {
-            "INSERT INTO history_heads (session_id, last) VALUES (?1, ?2)"
-        };
-        conn.prepare_cached(sql)?
-            .execute(params![session_id, prev])?;
+        heads.stage(session_id, prev);
     }
     Ok(())
 }
 
-/// `?1`'s rows as the table `chain (seq, prev)`, newest first. Each step must go to a smaller
-/// `seq` of the same session, so a damaged link ends the walk instead of looping or wandering
-/// into another session's rows. A step reads a row's first columns only.
+/// `?1`'s rows from its head `?2` as the table `chain (seq, prev)`, newest first. Each step
+/// must go to a smaller `seq` of the same session, so a damaged link ends the walk instead of
+/// looping or wandering into another session's rows. A step reads a row's first columns only.
 const CHAIN: &str = "WITH RECURSIVE chain (seq, prev) AS (
-        SELECT h.seq, h.prev FROM history_heads t JOIN history h ON h.seq = t.last
-        WHERE t.session_id = ?1 AND h.session_id = ?1
+        SELECT seq, prev FROM history h WHERE h.seq = ?2 AND h.session_id = ?1
         UNION ALL
         SELECT h.seq, h.prev FROM chain c JOIN history h ON h.seq = c.prev
         WHERE h.seq < c.seq AND h.session_id = ?1
@@ -91,17 +85,29 @@ pub(super) static DELETE: LazyLock<String> =
 /// picks the page's rows and only those are read whole, in one read transaction: a commit
 /// meanwhile is either wholly seen or not at all. The walk costs one lookup per entry the
 /// history holds, whatever the page (`limits.max_history_entries` bounds it).
+///
+/// The head is looked up in `pending` before the snapshot is taken, and in the table only
+/// inside it: a head published before the look is committed, so the snapshot holds its row.
 pub(super) fn read_entries(
     conn: &Connection,
+    pending: &PendingHeads,
     session_id: &str,
     limit: i64,
     offset: i64,
     mut each: impl FnMut(Entry, usize),
 ) -> Outcome<()> {
+    let pending_head = pending.get(session_id);
     let snapshot = conn.unchecked_transaction()?;
+    let head = match pending_head {
+        Some(head) => Some(head),
+        None => stored_head(&snapshot, session_id)?,
+    };
+    let Some(head) = head else {
+        return Ok(());
+    };
     let mut newest_first = Vec::new();
     let mut walk = snapshot.prepare_cached(&WALK)?;
-    for seq in walk.query_map(params![session_id], |row| row.get::<_, i64>(0))? {
+    for seq in walk.query_map(params![session_id, head], |row| row.get::<_, i64>(0))? {
         newest_first.push(seq?);
     }
     let skip = usize::try_from(offset).unwrap_or(0);
@@ -115,16 +121,20 @@ pub(super) fn read_entries(
 }
 
 /// Whether the session has any history row.
-pub(super) fn has_history(conn: &Connection, session_id: &str) -> Outcome<bool> {
-    Ok(conn
-        .prepare_cached("SELECT EXISTS (SELECT 1 FROM history_heads WHERE session_id = ?1)")?
-        .query_row(params![session_id], |row| row.get(0))?)
+pub(super) fn has_history(tx: &Txn<'_>, session_id: &str) -> Outcome<bool> {
+    Ok(tx.heads().head(tx, session_id)?.is_some())
 }
 
 /// Deletes a session's history: every row of its chain, then its head.
-pub(super) fn delete_history(conn: &Connection, session_id: &str) -> Outcome<()> {
-    conn.prepare_cached(&DELETE)?.execute(params![session_id])?;
-    conn.prepare_cached("DELETE FROM history_heads WHERE session_id = ?1")?
+pub(super) fn delete_history(tx: &Txn<'_>, session_id: &str) -> Outcome<()> {
+    let mut heads = tx.heads();
+    let Some(head) = heads.head(tx, session_id)? else {
+        return Ok(());
+    };
+    tx.prepare_cached(&DELETE)?
+        .execute(params![session_id, head])?;
+    tx.prepare_cached("DELETE FROM history_heads WHERE session_id = ?1")?
         .execute(params![session_id])?;
+    heads.stage(session_id, None);
     Ok(())
 }

@@ -12,6 +12,7 @@ mod approvals;
 mod cache;
 mod checkpoint;
 mod export;
+mod heads;
 mod history_rows;
 mod rows;
 mod schema;
@@ -22,6 +23,8 @@ mod tests;
 mod tests_approvals;
 #[cfg(test)]
 mod tests_chain;
+#[cfg(test)]
+mod tests_heads;
 #[cfg(test)]
 mod tests_history;
 #[cfg(test)]
@@ -43,11 +46,12 @@ use time::OffsetDateTime;
 
 use self::cache::{Cache, EMPTY_HISTORY, Mirror, Table, record_bytes};
 use self::checkpoint::{Checkpointer, WalPressure};
+use self::heads::{Heads, PendingHeads};
 use self::rows::{
     Failure, JOURNAL_COLUMNS, Outcome, RECORD_COLUMNS, RecordRow, list_query, read_journal,
 };
 use self::schema::{open_reader, open_writer};
-use self::writer::{Write, Writer};
+use self::writer::{Txn, Write, Writer};
 use crate::config::Synchronous;
 use crate::session::History;
 use crate::session::message::Entry;
@@ -95,6 +99,8 @@ struct Shared {
     _checkpointer: Checkpointer,
     readers: Mutex<Vec<Connection>>,
     cache: Arc<Cache>,
+    /// History heads moved since the writer last wrote them to the file.
+    heads: Arc<PendingHeads>,
     path: PathBuf,
     _lock: File,
 }
@@ -129,6 +135,16 @@ impl SqliteStore {
 
     /// [`SqliteStore::open`] with the durability level of commits and the mirror's budget.
     pub fn open_with(path: &Path, options: SqliteOptions) -> StoreResult<Self> {
+        Self::open_flushing_heads(path, options, heads::FLUSH_INTERVAL)
+    }
+
+    /// [`SqliteStore::open_with`], writing moved history heads to the file `flush_interval`
+    /// after the first of them at the latest.
+    fn open_flushing_heads(
+        path: &Path,
+        options: SqliteOptions,
+        flush_interval: Duration,
+    ) -> StoreResult<Self> {
         let SqliteOptions {
             synchronous,
             mirror_bytes,
@@ -140,8 +156,10 @@ impl SqliteStore {
         // Readers are opened later, possibly after the working directory changed.
         let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
         let reader = open_reader(&path).map_err(|e| fail(e.into()))?;
+        let pending = Arc::new(PendingHeads::default());
+        let heads = Heads::open(&writer, Arc::clone(&pending), flush_interval).map_err(fail)?;
         let pressure = Arc::new(WalPressure::default());
-        let writer = Writer::start(writer, Arc::clone(&pressure))
+        let writer = Writer::start(writer, heads, Arc::clone(&pressure))
             .map_err(|e| StoreError::backend("sqlite open: writer thread", e))?;
         let checkpointer = Checkpointer::start(&path, pressure)
             .map_err(|e| StoreError::backend("sqlite open: checkpoint thread", e))?;
@@ -151,6 +169,7 @@ impl SqliteStore {
                 _checkpointer: checkpointer,
                 readers: Mutex::new(vec![reader]),
                 cache: Arc::new(Cache::new(mirror_bytes)),
+                heads: pending,
                 path,
                 _lock: lock,
             }),
@@ -171,7 +190,7 @@ impl SqliteStore {
     ) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Connection) -> Outcome<T> + Send + 'static,
+        F: FnOnce(&Txn<'_>) -> Outcome<T> + Send + 'static,
         A: FnOnce(&Cache, &T) + Send + 'static,
     {
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -608,7 +627,7 @@ fn forget_record(cache: &Cache, collection: Collection, id: &str, parent: Option
 }
 
 /// Deletes what a session said and did: its history, journal and held calls.
-fn delete_conversation(conn: &Connection, session_id: &str) -> Outcome<()> {
+fn delete_conversation(conn: &Txn<'_>, session_id: &str) -> Outcome<()> {
     history_rows::delete_history(conn, session_id)?;
     conn.prepare_cached("DELETE FROM journal WHERE session_id = ?1")?
         .execute(params![session_id])?;
@@ -625,13 +644,15 @@ async fn read_history(
     offset: i64,
 ) -> StoreResult<(Vec<Entry>, usize)> {
     let session_id = session_id.to_owned();
+    let pending = Arc::clone(&store.shared.heads);
     store
         .read("history", move |conn| {
             let (mut entries, mut weight) = (Vec::new(), EMPTY_HISTORY);
-            history_rows::read_entries(conn, &session_id, limit, offset, |entry, text_len| {
+            let each = |entry: Entry, text_len| {
                 weight += entry.heap_bytes(text_len);
                 entries.push(entry);
-            })?;
+            };
+            history_rows::read_entries(conn, &pending, &session_id, limit, offset, each)?;
             Ok((entries, weight))
         })
         .await

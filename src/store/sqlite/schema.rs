@@ -122,6 +122,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT session_id, max(seq) FROM history GROUP BY session_id;
     DROP TABLE history;
     ALTER TABLE history_chain RENAME TO history;",
+    // 5: heads are written in batches (`heads.rs`); `upto` is the last `seq` handed out when
+    // they were, so opening reads back the heads of the rows after it.
+    "CREATE TABLE history_flushed (upto INTEGER NOT NULL);
+    INSERT INTO history_flushed (upto) SELECT coalesce(max(seq), 0) FROM history;",
 ];
 
 /// The schema version after which journal rows carry digests.

@@ -97,8 +97,13 @@ async fn reads_and_deletes_look_rows_up_by_rowid_only() {
     let (_dir, path) = temp_db();
     drop(open(&path));
     let conn = raw(&path);
-    for sql in [WALK.as_str(), ROW, DELETE.as_str()] {
-        let steps = query_plan(&conn, sql, ["s"]);
+    let (session_and_head, seq) = (rusqlite::params!["s", 1], rusqlite::params![1]);
+    for (sql, params) in [
+        (WALK.as_str(), session_and_head),
+        (ROW, seq),
+        (DELETE.as_str(), session_and_head),
+    ] {
+        let steps = query_plan(&conn, sql, params);
         let on_history: Vec<&String> = steps
             .iter()
             .filter(|step| matches!(step.split_whitespace().nth(1), Some("h" | "history")))

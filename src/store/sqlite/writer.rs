@@ -6,14 +6,18 @@
 //! its savepoint without touching the others; a commit that fails fails every job of the batch.
 //! A job alone in its batch needs no savepoint: its failure rolls back the transaction.
 //! Under load many turns share one commit (one WAL append, one lock round), and no write ever
-//! waits on tokio's blocking pool.
+//! waits on tokio's blocking pool. Between batches the thread writes the history heads its
+//! commits moved once they are due ([`Heads`]), and restarts the WAL when asked to.
 
+use std::cell::{RefCell, RefMut};
+use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, mpsc};
 
 use rusqlite::Connection;
 
 use crate::store::sqlite::checkpoint::WalPressure;
+use crate::store::sqlite::heads::Heads;
 use crate::store::sqlite::rows::{Failure, Outcome};
 use crate::store::sqlite::worker_thread::WorkerThread;
 
@@ -50,8 +54,30 @@ impl BatchError {
 /// One write. `run` executes it inside the open transaction and says whether its changes stay
 /// (false rolls it back to its savepoint); `abort` answers a job that never got to run.
 pub(super) trait Job: Send {
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Settle);
+    fn run(self: Box<Self>, tx: &Txn<'_>) -> (bool, Settle);
     fn abort(self: Box<Self>, reason: &BatchError);
+}
+
+/// The open transaction as a job sees it: the connection (it derefs to it), and the history
+/// heads the transaction moves.
+pub(super) struct Txn<'a> {
+    conn: &'a Connection,
+    heads: &'a RefCell<Heads>,
+}
+
+impl Txn<'_> {
+    /// The heads as this transaction sees them; moved ones are published if it commits.
+    pub(super) fn heads(&self) -> RefMut<'_, Heads> {
+        self.heads.borrow_mut()
+    }
+}
+
+impl Deref for Txn<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
 }
 
 /// Handle to the writer thread. Dropping it lets queued jobs finish, then joins the thread, so
@@ -59,9 +85,25 @@ pub(super) trait Job: Send {
 pub(super) struct Writer(WorkerThread<Box<dyn Job>>);
 
 impl Writer {
-    pub(super) fn start(conn: Connection, pressure: Arc<WalPressure>) -> std::io::Result<Self> {
+    pub(super) fn start(
+        conn: Connection,
+        heads: Heads,
+        pressure: Arc<WalPressure>,
+    ) -> std::io::Result<Self> {
         WorkerThread::spawn("agentd-store-writer", move |queue| {
-            run(&conn, &queue, &pressure)
+            let heads = RefCell::new(heads);
+            run(
+                &Txn {
+                    conn: &conn,
+                    heads: &heads,
+                },
+                &queue,
+                &pressure,
+            );
+            flush_heads(&Txn {
+                conn: &conn,
+                heads: &heads,
+            });
         })
         .map(Self)
     }
@@ -72,23 +114,50 @@ impl Writer {
     }
 }
 
-fn run(conn: &Connection, queue: &mpsc::Receiver<Box<dyn Job>>, pressure: &WalPressure) {
+fn run(tx: &Txn<'_>, queue: &mpsc::Receiver<Box<dyn Job>>, pressure: &WalPressure) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Ok(first) = queue.recv() {
-        batch.push(first);
+    loop {
+        let due_in = tx.heads().flush_due_in();
+        let first = match due_in {
+            None => queue
+                .recv()
+                .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(wait) => queue.recv_timeout(wait),
+        };
+        match first {
+            Ok(job) => batch.push(job),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                flush_heads(tx);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(job) => batch.push(job),
                 Err(_) => break,
             }
         }
-        commit_batch(conn, &mut batch);
-        pressure.relieve(conn);
+        commit_batch(tx, &mut batch);
+        if tx.heads().flush_due_in() == Some(std::time::Duration::ZERO) {
+            flush_heads(tx);
+        }
+        pressure.relieve(tx);
     }
 }
 
-fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
-    if let Err(e) = exec(conn, "BEGIN IMMEDIATE") {
+/// Writes the pending heads; a failure leaves them pending, to be tried again later.
+fn flush_heads(tx: &Txn<'_>) {
+    if let Err(failure) = tx.heads().flush(tx) {
+        tracing::warn!(
+            error = %failure.into_store_error("writing history heads"),
+            "history heads stay in memory; retrying later"
+        );
+    }
+}
+
+fn commit_batch(tx: &Txn<'_>, batch: &mut Vec<Box<dyn Job>>) {
+    if let Err(e) = exec(tx, "BEGIN IMMEDIATE") {
         let reason = BatchError::new("beginning a transaction", e);
         for job in batch.drain(..) {
             job.abort(&reason);
@@ -97,33 +166,42 @@ fn commit_batch(conn: &Connection, batch: &mut Vec<Box<dyn Job>>) {
     }
     if batch.len() == 1 {
         let job = batch.pop().expect("a batch of one");
-        return commit_alone(conn, job);
+        return commit_alone(tx, job);
     }
     let mut settles = Vec::with_capacity(batch.len());
     for job in batch.drain(..) {
-        settles.push(run_in_savepoint(conn, job));
+        settles.push(run_in_savepoint(tx, job));
     }
-    settle_all(settles, commit(conn));
+    settle_all(settles, commit(tx));
 }
 
 /// A job alone in its batch runs without a savepoint: rolling back the transaction undoes
 /// exactly its changes, and SQLite writes no statement journal for it. With one turn at a
 /// time, every write takes this path.
-fn commit_alone(conn: &Connection, job: Box<dyn Job>) {
-    let (keep, settle) = run_guarded(conn, job);
+fn commit_alone(tx: &Txn<'_>, job: Box<dyn Job>) {
+    let (keep, settle) = run_guarded(tx, job);
     let ended = if keep {
-        commit(conn)
+        commit(tx)
     } else {
-        exec(conn, "ROLLBACK").map_err(|e| BatchError::new("rollback", e))
+        tx.heads().discard();
+        exec(tx, "ROLLBACK").map_err(|e| BatchError::new("rollback", e))
     };
     settle_all([settle], ended);
 }
 
-fn commit(conn: &Connection) -> Result<(), BatchError> {
-    exec(conn, "COMMIT").map_err(|e| {
-        let _ = exec(conn, "ROLLBACK");
-        BatchError::new("commit", e)
-    })
+/// Commits and, before any job hears of it, publishes the heads the transaction moved.
+fn commit(tx: &Txn<'_>) -> Result<(), BatchError> {
+    match exec(tx, "COMMIT") {
+        Ok(()) => {
+            tx.heads().publish();
+            Ok(())
+        }
+        Err(e) => {
+            tx.heads().discard();
+            let _ = exec(tx, "ROLLBACK");
+            Err(BatchError::new("commit", e))
+        }
+    }
 }
 
 /// Tells every job of the batch how the transaction ended.
@@ -136,16 +214,18 @@ fn settle_all(settles: impl IntoIterator<Item = Settle>, ended: Result<(), Batch
     }
 }
 
-fn run_in_savepoint(conn: &Connection, job: Box<dyn Job>) -> Settle {
-    if let Err(e) = exec(conn, "SAVEPOINT job") {
+fn run_in_savepoint(tx: &Txn<'_>, job: Box<dyn Job>) -> Settle {
+    if let Err(e) = exec(tx, "SAVEPOINT job") {
         let reason = BatchError::new("opening a savepoint", e);
         return Box::new(move |_| job.abort(&reason));
     }
-    let (keep, settle) = run_guarded(conn, job);
+    let mark = tx.heads().savepoint();
+    let (keep, settle) = run_guarded(tx, job);
     let closed = if keep {
-        exec(conn, "RELEASE job")
+        exec(tx, "RELEASE job")
     } else {
-        exec(conn, "ROLLBACK TO job").and_then(|()| exec(conn, "RELEASE job"))
+        tx.heads().roll_back_to(mark);
+        exec(tx, "ROLLBACK TO job").and_then(|()| exec(tx, "RELEASE job"))
     };
     match closed {
         Ok(()) => settle,
@@ -158,8 +238,8 @@ fn run_in_savepoint(conn: &Connection, job: Box<dyn Job>) -> Settle {
 
 /// Runs a job; a panicking one is reported as failed (its changes are to be rolled back) and
 /// only its caller hears of it (its reply is dropped): the thread and the other jobs go on.
-fn run_guarded(conn: &Connection, job: Box<dyn Job>) -> (bool, Settle) {
-    match panic::catch_unwind(AssertUnwindSafe(|| job.run(conn))) {
+fn run_guarded(tx: &Txn<'_>, job: Box<dyn Job>) -> (bool, Settle) {
+    match panic::catch_unwind(AssertUnwindSafe(|| job.run(tx))) {
         Ok(ran) => ran,
         Err(_) => {
             tracing::error!("a store write panicked; it was rolled back");
@@ -184,17 +264,17 @@ pub(super) struct Write<W, A, T> {
 
 impl<W, A, T> Job for Write<W, A, T>
 where
-    W: FnOnce(&Connection) -> Outcome<T> + Send + 'static,
+    W: FnOnce(&Txn<'_>) -> Outcome<T> + Send + 'static,
     A: FnOnce(&T) + Send + 'static,
     T: Send + 'static,
 {
-    fn run(self: Box<Self>, conn: &Connection) -> (bool, Settle) {
+    fn run(self: Box<Self>, tx: &Txn<'_>) -> (bool, Settle) {
         let Write {
             work,
             after_commit,
             reply,
         } = *self;
-        let outcome = work(conn);
+        let outcome = work(tx);
         let keep = outcome.is_ok();
         let settle: Settle = Box::new(move |committed| {
             let outcome = match (outcome, committed) {
@@ -221,7 +301,7 @@ mod tests {
 
     fn write<T: Send + 'static>(
         writer: &Writer,
-        work: impl FnOnce(&Connection) -> Outcome<T> + Send + 'static,
+        work: impl FnOnce(&Txn<'_>) -> Outcome<T> + Send + 'static,
     ) -> tokio::sync::oneshot::Receiver<Outcome<T>> {
         let (reply, answer) = tokio::sync::oneshot::channel();
         let job = Box::new(Write {
@@ -238,7 +318,12 @@ mod tests {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch("CREATE TABLE t (n INTEGER)")
             .expect("schema");
-        Writer::start(conn, Arc::default()).expect("start")
+        Writer::start(
+            conn,
+            Heads::new(Arc::default(), 1, std::time::Duration::MAX),
+            Arc::default(),
+        )
+        .expect("start")
     }
 
     /// What `t` holds, in order, read through the writer.
@@ -309,7 +394,12 @@ mod tests {
              CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
         )
         .expect("schema");
-        let writer = Writer::start(conn, Arc::default()).expect("start");
+        let writer = Writer::start(
+            conn,
+            Heads::new(Arc::default(), 1, std::time::Duration::MAX),
+            Arc::default(),
+        )
+        .expect("start");
         let orphan = write(&writer, |c| {
             c.execute("INSERT INTO child VALUES (7)", [])?;
             Ok(())
