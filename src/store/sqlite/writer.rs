@@ -13,6 +13,7 @@ use std::cell::{RefCell, RefMut};
 use std::ops::Deref;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, mpsc};
+use std::time::Duration;
 
 use rusqlite::Connection;
 
@@ -92,18 +93,12 @@ impl Writer {
     ) -> std::io::Result<Self> {
         WorkerThread::spawn("agentd-store-writer", move |queue| {
             let heads = RefCell::new(heads);
-            run(
-                &Txn {
-                    conn: &conn,
-                    heads: &heads,
-                },
-                &queue,
-                &pressure,
-            );
-            flush_heads(&Txn {
+            let tx = Txn {
                 conn: &conn,
                 heads: &heads,
-            });
+            };
+            run(&tx, &queue, &pressure);
+            flush_heads(&tx);
         })
         .map(Self)
     }
@@ -139,7 +134,7 @@ fn run(tx: &Txn<'_>, queue: &mpsc::Receiver<Box<dyn Job>>, pressure: &WalPressur
             }
         }
         commit_batch(tx, &mut batch);
-        if tx.heads().flush_due_in() == Some(std::time::Duration::ZERO) {
+        if tx.heads().flush_due_in() == Some(Duration::ZERO) {
             flush_heads(tx);
         }
         pressure.relieve(tx);
@@ -320,7 +315,7 @@ mod tests {
             .expect("schema");
         Writer::start(
             conn,
-            Heads::new(Arc::default(), 1, std::time::Duration::MAX),
+            Heads::new(Arc::default(), 1, Duration::MAX),
             Arc::default(),
         )
         .expect("start")
@@ -396,7 +391,7 @@ mod tests {
         .expect("schema");
         let writer = Writer::start(
             conn,
-            Heads::new(Arc::default(), 1, std::time::Duration::MAX),
+            Heads::new(Arc::default(), 1, Duration::MAX),
             Arc::default(),
         )
         .expect("start");
