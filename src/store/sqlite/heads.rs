@@ -32,8 +32,9 @@ use crate::store::sqlite::rows::Outcome;
 /// How long a moved head waits in memory at most before it is written to the table.
 pub(super) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Sessions whose heads may wait at once; one more makes the next flush due. Bounds the
-/// memory waiting heads take (some 100 bytes each) and the rows opening reads after a crash.
+/// Sessions whose heads may wait: once this many do, the writer flushes after its current
+/// batch. Bounds the memory waiting heads take (some 100 bytes each, plus at most a batch's
+/// worth more) and the rows opening reads after a crash.
 pub(super) const MAX_PENDING: usize = 16_384;
 
 /// Heads moved by committed writes and not yet in `history_heads`. The writer thread alone

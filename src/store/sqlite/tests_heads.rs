@@ -177,6 +177,12 @@ async fn clearing_a_history_with_a_waiting_head_forgets_it() {
     assert_eq!(history_ids(&store, "s").await, ["f1"]);
     drop(store);
     assert_eq!(head_in_table(&path, "s").as_deref(), Some("f1"));
+    let prev: Option<i64> = raw(&path)
+        .query_row("SELECT prev FROM history WHERE id = 'f1'", [], |row| {
+            row.get(0)
+        })
+        .expect("f1");
+    assert_eq!(prev, None, "the new history starts a chain of its own");
 }
 
 /// The file as a crash leaves it: rows committed after the last flush, whose heads the table

@@ -3,7 +3,8 @@
 //! Every write is a job sent to this thread. The thread takes whatever jobs are waiting (up to
 //! [`MAX_BATCH`]), runs each inside its own savepoint of one `BEGIN IMMEDIATE` transaction,
 //! commits once, and only then tells each job how it ended. A job that fails is rolled back to
-//! its savepoint without touching the others; a commit that fails fails every job of the batch.
+//! its savepoint without touching the others; a commit that fails fails every job of the batch,
+//! and so does a savepoint that cannot be closed or a transaction SQLite rolled back by itself.
 //! A job alone in its batch needs no savepoint: its failure rolls back the transaction.
 //! Under load many turns share one commit (one WAL append, one lock round), and no write ever
 //! waits on tokio's blocking pool. Between batches the thread writes the history heads its
@@ -164,10 +165,31 @@ fn commit_batch(tx: &Txn<'_>, batch: &mut Vec<Box<dyn Job>>) {
         return commit_alone(tx, job);
     }
     let mut settles = Vec::with_capacity(batch.len());
-    for job in batch.drain(..) {
-        settles.push(run_in_savepoint(tx, job));
+    let mut jobs = batch.drain(..);
+    let ended = loop {
+        let Some(job) = jobs.next() else {
+            break commit(tx);
+        };
+        match run_in_savepoint(tx, job) {
+            Ok(settle) => settles.push(settle),
+            Err((settle, reason)) => {
+                settles.push(settle);
+                jobs.by_ref().for_each(|job| job.abort(&reason));
+                break abandon(tx, reason);
+            }
+        }
+    };
+    settle_all(settles, ended);
+}
+
+/// Gives up a transaction that can no longer be trusted: whatever is left of it is rolled
+/// back and every job of the batch hears `reason`.
+fn abandon(tx: &Txn<'_>, reason: BatchError) -> Result<(), BatchError> {
+    tx.heads().discard();
+    if !tx.is_autocommit() {
+        let _ = exec(tx, "ROLLBACK");
     }
-    settle_all(settles, commit(tx));
+    Err(reason)
 }
 
 /// A job alone in its batch runs without a savepoint: rolling back the transaction undoes
@@ -209,10 +231,20 @@ fn settle_all(settles: impl IntoIterator<Item = Settle>, ended: Result<(), Batch
     }
 }
 
-fn run_in_savepoint(tx: &Txn<'_>, job: Box<dyn Job>) -> Settle {
+/// Runs a job in a savepoint of the batch's transaction. `Err` (with the job's settle) when
+/// the transaction can no longer be trusted: the savepoint could not be closed, or SQLite
+/// rolled the whole transaction back (as it may on an I/O error or a full disk), so a later
+/// savepoint would start a transaction of its own. The batch then fails as a whole: no job's
+/// rows are committed while another's heads are dropped, or the other way round.
+fn run_in_savepoint(tx: &Txn<'_>, job: Box<dyn Job>) -> Result<Settle, (Settle, BatchError)> {
+    if tx.is_autocommit() {
+        let reason = BatchError::new("running a job", transaction_gone());
+        let unrun = reason.clone();
+        return Err((Box::new(move |_| job.abort(&unrun)), reason));
+    }
     if let Err(e) = exec(tx, "SAVEPOINT job") {
         let reason = BatchError::new("opening a savepoint", e);
-        return Box::new(move |_| job.abort(&reason));
+        return Ok(Box::new(move |_| job.abort(&reason)));
     }
     let mark = tx.heads().savepoint();
     let (keep, settle) = run_guarded(tx, job);
@@ -223,12 +255,18 @@ fn run_in_savepoint(tx: &Txn<'_>, job: Box<dyn Job>) -> Settle {
         exec(tx, "ROLLBACK TO job").and_then(|()| exec(tx, "RELEASE job"))
     };
     match closed {
-        Ok(()) => settle,
-        Err(e) => {
-            let reason = BatchError::new("closing a savepoint", e);
-            Box::new(move |_| settle(Err(&reason)))
-        }
+        Ok(()) if !tx.is_autocommit() => Ok(settle),
+        Ok(()) => Err((settle, BatchError::new("running a job", transaction_gone()))),
+        Err(e) => Err((settle, BatchError::new("closing a savepoint", e))),
     }
+}
+
+/// SQLite's error for a transaction it rolled back by itself.
+fn transaction_gone() -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+        Some("SQLite rolled the transaction back".to_owned()),
+    )
 }
 
 /// Runs a job; a panicking one is reported as failed (its changes are to be rolled back) and
@@ -293,6 +331,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::sqlite::heads::PendingHeads;
 
     fn write<T: Send + 'static>(
         writer: &Writer,
@@ -319,6 +358,97 @@ mod tests {
             Arc::default(),
         )
         .expect("start")
+    }
+
+    /// A writer on `t` whose published heads the test can see.
+    fn writer_with_heads() -> (Writer, Arc<PendingHeads>) {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch("CREATE TABLE t (n INTEGER)")
+            .expect("schema");
+        let pending = Arc::new(PendingHeads::default());
+        let heads = Heads::new(Arc::clone(&pending), 1, Duration::MAX);
+        let writer = Writer::start(conn, heads, Arc::default()).expect("start");
+        (writer, pending)
+    }
+
+    /// Occupies the writer thread with a job until the returned sender is used, so the jobs
+    /// queued meanwhile run together in the next batch, each in a savepoint.
+    fn hold(writer: &Writer) -> std::sync::mpsc::Sender<()> {
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let (running, started) = std::sync::mpsc::channel::<()>();
+        // Its answer is of no interest: the receiver is dropped.
+        drop(write(writer, move |_| {
+            running.send(()).ok();
+            held.recv().ok();
+            Ok(())
+        }));
+        started.recv().expect("the holding job runs");
+        release
+    }
+
+    /// A job inserting `n` into `t` and moving `session`'s head to `n`.
+    fn insert_and_move(
+        writer: &Writer,
+        session: &'static str,
+        n: i64,
+        fail: bool,
+    ) -> tokio::sync::oneshot::Receiver<Outcome<()>> {
+        write(writer, move |tx| {
+            tx.execute("INSERT INTO t VALUES (?1)", [n])?;
+            tx.heads().stage(session, Some(n));
+            if fail {
+                return Err(Failure::Invalid("refused after moving a head".into()));
+            }
+            Ok(())
+        })
+    }
+
+    #[tokio::test]
+    async fn a_job_rolled_back_in_a_batch_publishes_no_head_and_the_others_do() {
+        let (writer, pending) = writer_with_heads();
+        let release = hold(&writer);
+        let kept = insert_and_move(&writer, "a", 1, false);
+        let failed = insert_and_move(&writer, "a", 2, true);
+        let failed_too = insert_and_move(&writer, "b", 3, true);
+        let after = insert_and_move(&writer, "c", 4, false);
+        release.send(()).expect("release");
+        assert!(matches!(kept.await, Ok(Ok(()))));
+        assert!(matches!(failed.await, Ok(Err(Failure::Invalid(_)))));
+        assert!(matches!(failed_too.await, Ok(Err(Failure::Invalid(_)))));
+        assert!(matches!(after.await, Ok(Ok(()))));
+        assert_eq!(rows_of_t(&writer).await, vec![1, 4]);
+        assert_eq!(
+            pending.get("a"),
+            Some(1),
+            "the failed job's move was undone"
+        );
+        assert_eq!(pending.get("b"), None);
+        assert_eq!(pending.get("c"), Some(4));
+    }
+
+    #[tokio::test]
+    async fn a_savepoint_that_cannot_be_closed_fails_the_whole_batch() {
+        let (writer, pending) = writer_with_heads();
+        let release = hold(&writer);
+        let before = insert_and_move(&writer, "a", 1, false);
+        // Releasing the writer's savepoint itself leaves the writer nothing to close.
+        let breaking = write(&writer, |tx| {
+            tx.execute("INSERT INTO t VALUES (2)", [])?;
+            tx.execute_batch("RELEASE job")?;
+            Ok(())
+        });
+        let after = insert_and_move(&writer, "c", 3, false);
+        release.send(()).expect("release");
+        for answer in [before, breaking, after] {
+            let outcome = answer.await.expect("reply");
+            assert!(matches!(outcome, Err(Failure::Batch(_))), "{outcome:?}");
+        }
+        assert!(
+            rows_of_t(&writer).await.is_empty(),
+            "nothing of the batch stays"
+        );
+        assert_eq!(pending.get("a"), None);
+        assert_eq!(pending.get("c"), None);
     }
 
     /// What `t` holds, in order, read through the writer.
