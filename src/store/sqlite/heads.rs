@@ -66,8 +66,6 @@ pub(super) fn stored_head(conn: &Connection, session_id: &str) -> Outcome<Option
 #[derive(Debug)]
 pub(super) struct Heads {
     pending: Arc<PendingHeads>,
-    /// Sessions in `pending`, counted here so the writer need not take the lock to know.
-    pending_len: usize,
     /// When the oldest pending head was published.
     waiting_since: Option<Instant>,
     /// After a failed flush, when to try again (however many heads wait).
@@ -86,7 +84,6 @@ impl Heads {
     pub(super) fn new(pending: Arc<PendingHeads>, next_seq: i64, flush_interval: Duration) -> Self {
         Self {
             pending,
-            pending_len: 0,
             waiting_since: None,
             retry_at: None,
             staged: HashMap::new(),
@@ -108,16 +105,15 @@ impl Heads {
             row.get(0)
         })?;
         let mut heads = Self::new(pending, upto.max(last) + 1, flush_interval);
-        let mut newer = conn.prepare("SELECT seq, session_id FROM history WHERE seq > ?1")?;
-        let mut recovered = HashMap::new();
-        for row in newer.query_map(params![upto], |row| Ok((row.get(0)?, row.get(1)?)))? {
-            let (seq, session_id): (i64, String) = row?;
-            let head = recovered.entry(session_id).or_insert(seq);
-            *head = seq.max(*head);
-        }
         if last > upto {
-            heads.pending_len = recovered.len();
-            *heads.pending.lock() = recovered;
+            let mut newer = conn.prepare("SELECT seq, session_id FROM history WHERE seq > ?1")?;
+            let mut recovered = heads.pending.lock();
+            for row in newer.query_map(params![upto], |row| Ok((row.get(0)?, row.get(1)?)))? {
+                let (seq, session_id): (i64, String) = row?;
+                let head = recovered.entry(session_id).or_insert(seq);
+                *head = seq.max(*head);
+            }
+            drop(recovered);
             heads.flush(conn)?;
         }
         Ok(heads)
@@ -156,10 +152,7 @@ impl Heads {
 
     /// Undoes the stagings since `mark`, as its savepoint was rolled back.
     pub(super) fn roll_back_to(&mut self, mark: usize) {
-        while self.undo.len() > mark {
-            let Some((session_id, before)) = self.undo.pop() else {
-                break;
-            };
+        for (session_id, before) in self.undo.drain(mark..).rev() {
             match before {
                 Some(head) => self.staged.insert(session_id, head),
                 None => self.staged.remove(&session_id),
@@ -186,8 +179,7 @@ impl Heads {
                 None => pending.remove(&session_id),
             };
         }
-        self.pending_len = pending.len();
-        if self.pending_len > 0 {
+        if !pending.is_empty() {
             self.waiting_since.get_or_insert_with(Instant::now);
         }
     }
@@ -198,7 +190,7 @@ impl Heads {
         if let Some(retry_at) = self.retry_at {
             return Some(retry_at.saturating_duration_since(Instant::now()));
         }
-        if self.pending_len >= MAX_PENDING {
+        if self.pending.lock().len() >= MAX_PENDING {
             return Some(Duration::ZERO);
         }
         Some(self.flush_interval.saturating_sub(since.elapsed()))
@@ -219,13 +211,11 @@ impl Heads {
         moved.sort_unstable();
         let written = write_heads(conn, &moved, self.next_seq - 1);
         if written.is_err() {
-            self.retry_at = Some(Instant::now() + self.flush_interval.min(FLUSH_INTERVAL));
+            self.retry_at = Some(Instant::now() + self.flush_interval);
             return written;
         }
         self.pending.lock().clear();
-        self.pending_len = 0;
-        self.waiting_since = None;
-        self.retry_at = None;
+        (self.waiting_since, self.retry_at) = (None, None);
         Ok(())
     }
 }

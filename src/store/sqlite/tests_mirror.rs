@@ -251,12 +251,15 @@ async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_no
     assert_eq!(entry_ids(&reused), ["e1"]);
 }
 
-/// Writes a history row of `session` and moves its head, behind the store's back.
+/// Writes a history row of `session` and moves its head, behind the store's back. The row's
+/// `seq` lies far past the ones the open store hands out next, so a later write through the
+/// store does not collide with it.
 fn write_behind(path: &std::path::Path, session: &str, id: &str) {
     let conn = raw(path);
     conn.execute(
-        "INSERT INTO history (session_id, prev, id, source, role, message, created_at)
-         VALUES (?1, (SELECT last FROM history_heads WHERE session_id = ?1), ?2, 'api_request',
+        "INSERT INTO history (seq, session_id, prev, id, source, role, message, created_at)
+         VALUES ((SELECT coalesce(max(seq), 0) + 1000000 FROM history), ?1,
+                 (SELECT last FROM history_heads WHERE session_id = ?1), ?2, 'api_request',
                  'user', '{\"role\":\"user\",\"content\":\"x\"}', 0)",
         [session, id],
     )

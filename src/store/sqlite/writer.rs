@@ -170,13 +170,17 @@ fn commit_batch(tx: &Txn<'_>, batch: &mut Vec<Box<dyn Job>>) {
         let Some(job) = jobs.next() else {
             break commit(tx);
         };
-        match run_in_savepoint(tx, job) {
-            Ok(settle) => settles.push(settle),
-            Err((settle, reason)) => {
-                settles.push(settle);
-                jobs.by_ref().for_each(|job| job.abort(&reason));
-                break abandon(tx, reason);
-            }
+        let (settle, broken) = run_in_savepoint(tx, job);
+        settles.push(settle);
+        // SQLite may roll the whole transaction back by itself (an I/O error, a full disk):
+        // a later savepoint would then start a transaction of its own.
+        let gone = || {
+            tx.is_autocommit()
+                .then(|| BatchError::new("running a job", transaction_gone()))
+        };
+        if let Some(reason) = broken.or_else(gone) {
+            jobs.by_ref().for_each(|job| job.abort(&reason));
+            break abandon(tx, reason);
         }
     };
     settle_all(settles, ended);
@@ -213,11 +217,7 @@ fn commit(tx: &Txn<'_>) -> Result<(), BatchError> {
             tx.heads().publish();
             Ok(())
         }
-        Err(e) => {
-            tx.heads().discard();
-            let _ = exec(tx, "ROLLBACK");
-            Err(BatchError::new("commit", e))
-        }
+        Err(e) => abandon(tx, BatchError::new("commit", e)),
     }
 }
 
@@ -231,20 +231,14 @@ fn settle_all(settles: impl IntoIterator<Item = Settle>, ended: Result<(), Batch
     }
 }
 
-/// Runs a job in a savepoint of the batch's transaction. `Err` (with the job's settle) when
-/// the transaction can no longer be trusted: the savepoint could not be closed, or SQLite
-/// rolled the whole transaction back (as it may on an I/O error or a full disk), so a later
-/// savepoint would start a transaction of its own. The batch then fails as a whole: no job's
-/// rows are committed while another's heads are dropped, or the other way round.
-fn run_in_savepoint(tx: &Txn<'_>, job: Box<dyn Job>) -> Result<Settle, (Settle, BatchError)> {
-    if tx.is_autocommit() {
-        let reason = BatchError::new("running a job", transaction_gone());
-        let unrun = reason.clone();
-        return Err((Box::new(move |_| job.abort(&unrun)), reason));
-    }
+/// Runs a job in a savepoint of the batch's transaction; with an error when the savepoint could
+/// not be closed. The batch then fails as a whole, as it does when SQLite rolled the
+/// transaction back: no job's rows are committed while another's heads are dropped, or the
+/// other way round.
+fn run_in_savepoint(tx: &Txn<'_>, job: Box<dyn Job>) -> (Settle, Option<BatchError>) {
     if let Err(e) = exec(tx, "SAVEPOINT job") {
         let reason = BatchError::new("opening a savepoint", e);
-        return Ok(Box::new(move |_| job.abort(&reason)));
+        return (Box::new(move |_| job.abort(&reason)), None);
     }
     let mark = tx.heads().savepoint();
     let (keep, settle) = run_guarded(tx, job);
@@ -254,11 +248,10 @@ fn run_in_savepoint(tx: &Txn<'_>, job: Box<dyn Job>) -> Result<Settle, (Settle, 
         tx.heads().roll_back_to(mark);
         exec(tx, "ROLLBACK TO job").and_then(|()| exec(tx, "RELEASE job"))
     };
-    match closed {
-        Ok(()) if !tx.is_autocommit() => Ok(settle),
-        Ok(()) => Err((settle, BatchError::new("running a job", transaction_gone()))),
-        Err(e) => Err((settle, BatchError::new("closing a savepoint", e))),
-    }
+    let broken = closed
+        .err()
+        .map(|e| BatchError::new("closing a savepoint", e));
+    (settle, broken)
 }
 
 /// SQLite's error for a transaction it rolled back by itself.
