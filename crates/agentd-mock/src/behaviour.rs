@@ -115,7 +115,7 @@ pub(crate) fn summarize_tool_results(messages: &[Message<'_>]) -> String {
     let calling = first_result
         .checked_sub(1)
         .and_then(|at| messages.get(at))
-        .and_then(|message| message.tool_calls.as_ref())
+        .and_then(Message::tool_calls)
         .and_then(Value::as_array);
     let parts: Vec<String> = messages[first_result..]
         .iter()

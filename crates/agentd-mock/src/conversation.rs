@@ -69,7 +69,7 @@ pub(crate) fn check(messages: &[Message<'_>]) -> Check {
                 ),
             ));
         }
-        if message.name.is_some() && message.name().is_none() {
+        if message.name_field().is_some() && message.name().is_none() {
             return Err(InvalidRequest::new(
                 at.field("name"),
                 "'name' must be a string.",
@@ -94,9 +94,9 @@ pub(crate) fn check(messages: &[Message<'_>]) -> Check {
         }
         check_answered(&unanswered)?;
         if role == "assistant" {
-            let calls = check_tool_calls(at, message.tool_calls.as_ref())?;
+            let calls = check_tool_calls(at, message.tool_calls())?;
             unanswered.extend(calls);
-            let has_calls = message.tool_calls.is_some();
+            let has_calls = message.tool_calls().is_some();
             check_content(at, message.content.as_ref(), has_calls, false)?;
         } else {
             check_content(at, message.content.as_ref(), false, false)?;

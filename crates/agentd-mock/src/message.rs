@@ -13,14 +13,23 @@ use super::json_view::{Checked, Field, Shape, Text, deserialize_shaped, keep_fir
 const OPAQUE_FIELDS: [&str; 3] = ["refusal", "audio", "function_call"];
 
 /// A message as sent; [`Message::is_object`] is false for anything but a JSON object.
+///
+/// Most messages hold only a role and a content: the other fields are kept apart, allocated
+/// only when present, so that a long list of messages stays small to build and move.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Message<'a> {
     object: bool,
     pub role: Option<Field<'a>>,
     pub content: Option<Field<'a>>,
-    pub name: Option<Field<'a>>,
-    pub tool_call_id: Option<Field<'a>>,
-    pub tool_calls: Option<Value>,
+    rare: Option<Box<RareFields<'a>>>,
+}
+
+/// The fields of a message other than its role and content.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct RareFields<'a> {
+    name: Option<Field<'a>>,
+    tool_call_id: Option<Field<'a>>,
+    tool_calls: Option<Value>,
     opaque_present: [bool; OPAQUE_FIELDS.len()],
     /// The smallest key that no role allows.
     first_unknown_key: Option<Cow<'a, str>>,
@@ -32,12 +41,12 @@ impl<'a> Message<'a> {
             object,
             role: None,
             content: None,
-            name: None,
-            tool_call_id: None,
-            tool_calls: None,
-            opaque_present: [false; OPAQUE_FIELDS.len()],
-            first_unknown_key: None,
+            rare: None,
         }
+    }
+
+    fn rare_mut(&mut self) -> &mut RareFields<'a> {
+        self.rare.get_or_insert_default()
     }
 
     pub(crate) fn is_object(&self) -> bool {
@@ -49,29 +58,47 @@ impl<'a> Message<'a> {
         self.role.as_ref().and_then(Field::as_str)
     }
 
+    /// The `name` field as sent, string or not.
+    pub(crate) fn name_field(&self) -> Option<&Field<'a>> {
+        self.rare.as_ref()?.name.as_ref()
+    }
+
     pub(crate) fn name(&self) -> Option<&str> {
-        self.name.as_ref().and_then(Field::as_str)
+        self.name_field().and_then(Field::as_str)
     }
 
     pub(crate) fn tool_call_id(&self) -> Option<&str> {
-        self.tool_call_id.as_ref().and_then(Field::as_str)
+        self.rare.as_ref()?.tool_call_id.as_ref()?.as_str()
+    }
+
+    pub(crate) fn tool_calls(&self) -> Option<&Value> {
+        self.rare.as_ref()?.tool_calls.as_ref()
     }
 
     /// The smallest present key outside `allowed` (a `serde_json::Map` lists keys in that order).
     pub(crate) fn first_key_outside(&self, allowed: &[&str]) -> Option<&str> {
-        let read = [
+        let common = [
             ("role", self.role.is_some()),
             ("content", self.content.is_some()),
-            ("name", self.name.is_some()),
-            ("tool_call_id", self.tool_call_id.is_some()),
-            ("tool_calls", self.tool_calls.is_some()),
         ];
-        let opaque = OPAQUE_FIELDS.into_iter().zip(self.opaque_present);
+        let outside = |(key, present): (&'static str, bool)| {
+            (present && !allowed.contains(&key)).then_some(key)
+        };
+        let first_common = common.into_iter().filter_map(outside).min();
+        let Some(rare) = &self.rare else {
+            return first_common;
+        };
+        let read = [
+            ("name", rare.name.is_some()),
+            ("tool_call_id", rare.tool_call_id.is_some()),
+            ("tool_calls", rare.tool_calls.is_some()),
+        ];
+        let opaque = OPAQUE_FIELDS.into_iter().zip(rare.opaque_present);
         read.into_iter()
             .chain(opaque)
-            .filter(|(key, present)| *present && !allowed.contains(key))
-            .map(|(key, _)| key)
-            .chain(self.first_unknown_key.as_deref())
+            .filter_map(outside)
+            .chain(first_common)
+            .chain(rare.first_unknown_key.as_deref())
             .min()
     }
 
@@ -117,14 +144,15 @@ impl<'de> Shape<'de> for Message<'de> {
             match key.as_ref() {
                 "role" => message.role = Some(map.next_value()?),
                 "content" => message.content = Some(map.next_value()?),
-                "name" => message.name = Some(map.next_value()?),
-                "tool_call_id" => message.tool_call_id = Some(map.next_value()?),
-                "tool_calls" => message.tool_calls = Some(map.next_value()?),
+                "name" => message.rare_mut().name = Some(map.next_value()?),
+                "tool_call_id" => message.rare_mut().tool_call_id = Some(map.next_value()?),
+                "tool_calls" => message.rare_mut().tool_calls = Some(map.next_value()?),
                 _ => {
                     map.next_value::<Checked>()?;
+                    let rare = message.rare_mut();
                     match OPAQUE_FIELDS.iter().position(|field| *field == key) {
-                        Some(at) => message.opaque_present[at] = true,
-                        None => keep_first_key(&mut message.first_unknown_key, key),
+                        Some(at) => rare.opaque_present[at] = true,
+                        None => keep_first_key(&mut rare.first_unknown_key, key),
                     }
                 }
             }
