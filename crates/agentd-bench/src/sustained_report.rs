@@ -128,6 +128,10 @@ pub(crate) struct Summary {
     pub last_secs: f64,
     pub first_rate: f64,
     pub last_rate: f64,
+    /// What the round trips of the first and the last windows were like, so that a drop in
+    /// rate can be told apart from longer prompts.
+    pub first_mix: Mix,
+    pub last_mix: Mix,
     /// The highest CPU per round trip of any window, and that window's index.
     pub max_cpu_per_rt_us: Option<(f64, usize)>,
     pub max_p99_ns: u64,
@@ -146,7 +150,7 @@ impl Summary {
             let secs: f64 = chosen.iter().map(|r| r.secs).sum();
             let trips: u64 = chosen.iter().map(|r| r.round_trips).sum();
             let rate = if secs > 0.0 { trips as f64 / secs } else { 0.0 };
-            (secs, rate)
+            (secs, rate, Mix::of(chosen))
         };
         let mut first: Vec<&WindowRow> =
             rows.iter().filter(|r| r.end_secs <= span + slack).collect();
@@ -171,13 +175,15 @@ impl Summary {
                     _ => Some((cpu, index)),
                 },
             );
-        let (first_secs, first_rate) = rate(&first);
-        let (last_secs, last_rate) = rate(&final_rows);
+        let (first_secs, first_rate, first_mix) = rate(&first);
+        let (last_secs, last_rate, last_mix) = rate(&final_rows);
         Some(Self {
             first_secs,
             last_secs,
             first_rate,
             last_rate,
+            first_mix,
+            last_mix,
             max_cpu_per_rt_us,
             max_p99_ns: rows.iter().map(|r| r.latency.p99).max().unwrap_or(0),
         })
@@ -195,15 +201,65 @@ impl Summary {
             || "-".to_owned(),
             |(cpu, window)| format!("{cpu:.0} µs (window {window})"),
         );
+        let pair = |figure: fn(&Mix) -> Option<f64>, unit: &str| match (
+            figure(&self.first_mix),
+            figure(&self.last_mix),
+        ) {
+            (Some(first), Some(last)) => format!("{first:.0} → {last:.0}{unit}"),
+            _ => "-".to_owned(),
+        };
         format!(
             "summary ({kind}): RT/s in the last {last_secs:.0} s = {pct} of the first \
-             {first_secs:.0} s ({first:.0} → {last:.0}); max CPU/RT {cpu}; max p99 {p99} ms",
+             {first_secs:.0} s ({first:.0} → {last:.0}); over the same windows, history per \
+             turn {history}, CPU per round trip {cpu_span} for agentd and {mock_span} for the \
+             mock; max CPU/RT {cpu}; max p99 {p99} ms",
             last_secs = self.last_secs,
             first_secs = self.first_secs,
             first = self.first_rate,
             last = self.last_rate,
+            history = pair(|mix| mix.history_per_turn, " entries"),
+            cpu_span = pair(|mix| mix.cpu_per_rt_us, " µs"),
+            mock_span = pair(|mix| mix.mock_per_rt_us, " µs"),
             p99 = ms(self.max_p99_ns),
         )
+    }
+}
+
+/// The round trips of a run of windows: the history their turns read, and the CPU they took.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Mix {
+    /// Entries a session held when a turn started, averaged over the turns.
+    pub history_per_turn: Option<f64>,
+    /// agentd's CPU per round trip, and the mock model's.
+    pub cpu_per_rt_us: Option<f64>,
+    pub mock_per_rt_us: Option<f64>,
+}
+
+impl Mix {
+    fn of(rows: &[&WindowRow]) -> Self {
+        let trips: u64 = rows.iter().map(|r| r.round_trips).sum();
+        if trips == 0 {
+            return Self::default();
+        }
+        let trips = trips as f64;
+        // Every window's figure, weighted by its round trips; none when a window lacks it.
+        let weighted = |figure: &dyn Fn(&WindowRow) -> Option<f64>| {
+            rows.iter()
+                .map(|r| figure(r).map(|value| value * r.round_trips as f64))
+                .sum::<Option<f64>>()
+                .map(|sum| sum / trips)
+        };
+        let summed = |cpu_ns: &dyn Fn(&WindowRow) -> Option<f64>| {
+            rows.iter()
+                .map(|r| cpu_ns(r))
+                .sum::<Option<f64>>()
+                .map(|ns| ns / 1e3 / trips)
+        };
+        Self {
+            history_per_turn: weighted(&|r| r.history_per_turn),
+            cpu_per_rt_us: summed(&|r| r.cpu_ns),
+            mock_per_rt_us: summed(&|r| r.mock_cpu_ns),
+        }
     }
 }
 
@@ -244,6 +300,35 @@ mod tests {
         assert_eq!(summary.last_as_pct_of_first(), Some(80.0));
         // 1 s of CPU over 8,000 round trips is the most per round trip.
         assert_eq!(summary.max_cpu_per_rt_us, Some((125.0, 13)));
+        // 6 s of CPU over 60,000 and over 48,000 round trips.
+        assert_eq!(summary.first_mix.cpu_per_rt_us, Some(100.0));
+        assert_eq!(summary.last_mix.cpu_per_rt_us, Some(125.0));
+        assert_eq!(summary.first_mix.mock_per_rt_us, None, "no mock counted");
+    }
+
+    #[test]
+    fn the_history_of_each_span_is_averaged_over_its_round_trips() {
+        let with = |index: usize, trips: u64, history: f64, mock_ns: f64| WindowRow {
+            history_per_turn: Some(history),
+            mock_cpu_ns: Some(mock_ns),
+            ..row(index, 30.0, trips, 1e9)
+        };
+        // Two windows a span: 3,000 turns at 10 entries and 1,000 at 30, then 2,000 at 60 and
+        // 2,000 at 80.
+        let rows = vec![
+            with(1, 3_000, 10.0, 1e8),
+            with(2, 1_000, 30.0, 1e8),
+            with(3, 2_000, 60.0, 2e8),
+            with(4, 2_000, 80.0, 2e8),
+        ];
+        let summary = Summary::of(&rows).expect("rows");
+        assert_eq!(summary.first_mix.history_per_turn, Some(15.0));
+        assert_eq!(summary.last_mix.history_per_turn, Some(70.0));
+        assert_eq!(summary.first_mix.mock_per_rt_us, Some(50.0));
+        assert_eq!(summary.last_mix.mock_per_rt_us, Some(100.0));
+        let line = summary.line("chat");
+        assert!(line.contains("history per turn 15 → 70 entries"), "{line}");
+        assert!(line.contains("500 → 500 µs for agentd"), "{line}");
     }
 
     #[test]
