@@ -1,5 +1,5 @@
-//! `agentd-bench instructions`: the user-space instructions agentd executes per turn, counted
-//! by valgrind's callgrind. Unlike time, the count is the same run to run whatever else the
+//! `agentd-bench instructions`: the user-space instructions agentd executes per turn (and per
+//! session created), counted by valgrind's callgrind. Unlike time, the count is the same run to run whatever else the
 //! machine does, so changes of a few percent show.
 //!
 //! For each scenario agentd runs under callgrind twice, once for a short and once for a long
@@ -38,8 +38,9 @@ impl PerTurn {
     }
 }
 
-/// The scenarios counted: the load scenarios that make model calls.
-const SCENARIOS: [(&str, Op); 4] = [
+/// The scenarios counted: the load scenarios that make model calls, and creating a session
+/// (`POST /api/sessions`, counted per session instead of per turn).
+const SCENARIOS: [(&str, Op); 5] = [
     (
         "chat",
         Op::Chat {
@@ -68,6 +69,7 @@ const SCENARIOS: [(&str, Op); 4] = [
             stream: false,
         },
     ),
+    ("session", Op::NewSession),
 ];
 
 /// Counts the scenarios named in `only` (all when empty); `mcp` runs the MCP server at

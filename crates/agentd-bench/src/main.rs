@@ -181,11 +181,12 @@ enum Command {
         #[arg(long)]
         smoke: bool,
     },
-    /// User-space instructions per turn of agentd alone (chat, tool, stream, mcp), counted by
-    /// callgrind (which does not follow agentd's children: the MCP server is not counted).
+    /// User-space instructions per turn of agentd alone (chat, tool, stream, mcp), and per
+    /// `POST /api/sessions` (session), counted by callgrind (which does not follow agentd's
+    /// children: the MCP server is not counted).
     Instructions {
-        /// Only these scenarios (comma-separated: chat,tool,stream,mcp). Without it all run,
-        /// `mcp` only when the reference MCP server is installed.
+        /// Only these scenarios (comma-separated: chat,tool,stream,mcp,session). Without it all
+        /// run, `mcp` only when the reference MCP server is installed.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
         /// Turns of the short run (start-up and shutdown are taken out with it).
@@ -365,6 +366,9 @@ fn run_instructions(
             c.long.1,
             c.per_turn() / 1000.0
         );
+    }
+    if counted.iter().any(|c| c.scenario == "session") {
+        println!("\n`session` counts `POST /api/sessions` requests where the others count turns.");
     }
     Ok(())
 }
