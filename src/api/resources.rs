@@ -104,19 +104,23 @@ pub(super) async fn load<R: Resource>(state: &AppState, id: &str) -> Result<Arc<
         .ok_or_else(|| ApiError::not_found(R::COLLECTION, id))
 }
 
-/// A new record from a full request body, checked.
-async fn build<R: Resource>(state: &AppState, input: Value) -> Result<Value, ApiError> {
+/// A new record from a full request body, checked: its typed fields and the body stored.
+async fn build<R: Resource>(
+    state: &AppState,
+    input: Value,
+) -> Result<(R::Record, Value), ApiError> {
     let mut typed = R::Record::default();
     R::apply(&mut typed, R::changes(input, Mode::Full)?);
     R::check(state, &typed).await?;
-    Ok(Value::Object(records::to_body(&typed)?))
+    let body = Value::Object(records::to_body(&typed)?);
+    Ok((typed, body))
 }
 
 pub(super) async fn create<R: Resource>(
     State(state): State<AppState>,
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = build::<R>(&state, input).await?;
+    let (typed, body) = build::<R>(&state, input).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: new_id(),
@@ -125,8 +129,10 @@ pub(super) async fn create<R: Resource>(
         created_at: now,
         updated_at: now,
     };
-    state.store.insert(R::COLLECTION, record.clone()).await?;
-    Ok((StatusCode::CREATED, Json(to_json::<R>(&record)?)))
+    // The answer comes from the fields just built, not from parsing the stored body back.
+    let answer = wire::<R>(&record, &typed)?;
+    state.store.insert(R::COLLECTION, record).await?;
+    Ok((StatusCode::CREATED, Json(answer)))
 }
 
 pub(super) async fn list<R: Resource>(
@@ -156,9 +162,10 @@ pub(super) async fn replace<R: Resource>(
     JsonBody(input): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
     let mut record = Arc::unwrap_or_clone(load::<R>(&state, &id).await?);
-    record.body = build::<R>(&state, input).await?;
+    let (typed, body) = build::<R>(&state, input).await?;
+    record.body = body;
     record.updated_at = OffsetDateTime::now_utc();
-    save_existing::<R>(&state, record).await
+    save_existing::<R>(&state, record, &typed).await
 }
 
 /// PATCH: changes the fields present in the body; `metadata` is merged key by key.
@@ -179,17 +186,21 @@ pub(super) async fn patch<R: Resource>(
         created_at: stored.created_at,
         updated_at: OffsetDateTime::now_utc(),
     };
-    save_existing::<R>(&state, record).await
+    save_existing::<R>(&state, record, &typed).await
 }
 
+/// Stores `record`, whose fields are `typed`, over the existing one; answers with it.
 async fn save_existing<R: Resource>(
     state: &AppState,
     record: Record,
+    typed: &R::Record,
 ) -> Result<Json<Value>, ApiError> {
-    if !state.store.update(R::COLLECTION, record.clone()).await? {
-        return Err(ApiError::not_found(R::COLLECTION, record.id));
+    let answer = wire::<R>(&record, typed)?;
+    let id = record.id.clone();
+    if !state.store.update(R::COLLECTION, record).await? {
+        return Err(ApiError::not_found(R::COLLECTION, id));
     }
-    Ok(Json(to_json::<R>(&record)?))
+    Ok(Json(answer))
 }
 
 /// POST with an id: creates the resource with that id, or replaces it.
@@ -199,7 +210,7 @@ pub(super) async fn create_or_update<R: Resource>(
     JsonBody(input): JsonBody<Value>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     check_id(&id)?;
-    let body = build::<R>(&state, input).await?;
+    let (_, body) = build::<R>(&state, input).await?;
     let now = OffsetDateTime::now_utc();
     let record = Record {
         id: id.clone(),
