@@ -1,6 +1,6 @@
 //! `agentd-bench instructions`: the user-space instructions agentd executes per turn (and per
-//! session created), counted by valgrind's callgrind. Unlike time, the count is the same run to run whatever else the
-//! machine does, so changes of a few percent show.
+//! session created), counted by valgrind's callgrind. Unlike time, the count is the same run
+//! to run whatever else the machine does, so changes of a few percent show.
 //!
 //! For each scenario agentd runs under callgrind twice, once for a short and once for a long
 //! sequence of turns from one client (sessions replaced every `--turns-per-session` turns:

@@ -340,17 +340,17 @@ mod tests {
         answer
     }
 
+    /// A writer on `conn` that never flushes heads by time, and the heads it publishes.
+    fn start_on(conn: Connection) -> (Writer, Arc<PendingHeads>) {
+        let pending = Arc::new(PendingHeads::default());
+        let heads = Heads::new(Arc::clone(&pending), 1, Duration::MAX);
+        let writer = Writer::start(conn, heads, Arc::default()).expect("start");
+        (writer, pending)
+    }
+
     /// A writer on an in-memory database with one table, `t (n INTEGER)`.
     fn writer_on_table_t() -> Writer {
-        let conn = Connection::open_in_memory().expect("open");
-        conn.execute_batch("CREATE TABLE t (n INTEGER)")
-            .expect("schema");
-        Writer::start(
-            conn,
-            Heads::new(Arc::default(), 1, Duration::MAX),
-            Arc::default(),
-        )
-        .expect("start")
+        writer_with_heads().0
     }
 
     /// A writer on `t` whose published heads the test can see.
@@ -358,10 +358,7 @@ mod tests {
         let conn = Connection::open_in_memory().expect("open");
         conn.execute_batch("CREATE TABLE t (n INTEGER)")
             .expect("schema");
-        let pending = Arc::new(PendingHeads::default());
-        let heads = Heads::new(Arc::clone(&pending), 1, Duration::MAX);
-        let writer = Writer::start(conn, heads, Arc::default()).expect("start");
-        (writer, pending)
+        start_on(conn)
     }
 
     /// Occupies the writer thread with a job until the returned sender is used, so the jobs
@@ -512,12 +509,7 @@ mod tests {
              CREATE TABLE child (parent INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED);",
         )
         .expect("schema");
-        let writer = Writer::start(
-            conn,
-            Heads::new(Arc::default(), 1, Duration::MAX),
-            Arc::default(),
-        )
-        .expect("start");
+        let (writer, _) = start_on(conn);
         let orphan = write(&writer, |c| {
             c.execute("INSERT INTO child VALUES (7)", [])?;
             Ok(())
