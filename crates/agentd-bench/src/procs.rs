@@ -369,11 +369,36 @@ pub(crate) fn clock_ticks_per_second() -> u64 {
 /// A `kB` line of `/proc/PID/status` (`VmRSS`, `VmHWM`), in kB.
 pub(crate) fn status_kb(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
+    kb_line(&status, key)
+}
+
+/// A `kB` line of `/proc/PID/smaps_rollup` (`AnonHugePages`: anonymous memory in
+/// transparent huge pages), in kB.
+pub(crate) fn smaps_rollup_kb(pid: u32, key: &str) -> Option<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
+    kb_line(&rollup, key)
+}
+
+/// The number on the `key:` line of a `/proc` table of `key: N kB` lines.
+fn kb_line(text: &str, key: &str) -> Option<u64> {
+    text.lines()
         .find(|line| line.starts_with(key) && line[key.len()..].starts_with(':'))
         .and_then(|line| line.split_whitespace().nth(1))
         .and_then(|kb| kb.parse().ok())
+}
+
+/// The system's transparent huge page mode (`always`, `madvise` or `never`): the bracketed
+/// word of `/sys/kernel/mm/transparent_hugepage/enabled`. Under `madvise` agentd's heap gets
+/// none (its allocator asks for none), under `always` the kernel backs it with them.
+pub(crate) fn huge_page_mode() -> Option<String> {
+    let text = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").ok()?;
+    bracketed(&text).map(str::to_owned)
+}
+
+fn bracketed(text: &str) -> Option<&str> {
+    let start = text.find('[')? + 1;
+    let len = text[start..].find(']')?;
+    Some(&text[start..start + len])
 }
 
 /// The direct children of a process: `/proc/PID/task/*/children`, else (a kernel without
@@ -426,7 +451,29 @@ pub(crate) fn command_line(pid: u32) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{children, command_line, cpu_ticks, threads_cpu_ticks};
+    use super::{
+        bracketed, children, command_line, cpu_ticks, huge_page_mode, kb_line, smaps_rollup_kb,
+        threads_cpu_ticks,
+    };
+
+    #[test]
+    fn reads_a_kb_line_and_the_huge_page_mode() {
+        let rollup = "Rss:              775884 kB\nAnonHugePages:    522240 kB\nAnon:  1 kB\n";
+        assert_eq!(kb_line(rollup, "AnonHugePages"), Some(522_240));
+        assert_eq!(kb_line(rollup, "Anon"), Some(1));
+        assert_eq!(kb_line(rollup, "Swap"), None);
+        assert_eq!(bracketed("always [madvise] never\n"), Some("madvise"));
+        assert_eq!(bracketed("[always] madvise never"), Some("always"));
+        assert_eq!(bracketed("always madvise never"), None);
+        // And from this process, as the bench reads agentd's.
+        assert!(smaps_rollup_kb(std::process::id(), "Rss").is_some_and(|kb| kb > 0));
+        if let Some(mode) = huge_page_mode() {
+            assert!(
+                ["always", "madvise", "never"].contains(&mode.as_str()),
+                "{mode}"
+            );
+        }
+    }
 
     #[test]
     fn counts_the_cpu_of_the_threads_with_a_name() {

@@ -260,12 +260,16 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
     if retired > 0 {
         println!("sessions refused as full (history_full) and no longer picked: {retired}");
     }
-    println!(
-        "agentd peak RSS (VmHWM): {}",
-        procs::status_kb(agentd.pid(), "VmHWM").map_or_else(
-            || "unknown".into(),
-            |kb| format!("{:.1} MB", kb as f64 / 1024.0)
+    let megabytes = |kb: Option<u64>| {
+        kb.map_or_else(
+            || "unknown".to_owned(),
+            |kb| format!("{:.1} MB", kb as f64 / 1024.0),
         )
+    };
+    println!(
+        "agentd peak RSS (VmHWM): {}; in transparent huge pages at the end: {}",
+        megabytes(procs::status_kb(agentd.pid(), "VmHWM")),
+        megabytes(procs::smaps_rollup_kb(agentd.pid(), "AnonHugePages")),
     );
     fleet.stop();
     mock.stop();
@@ -337,7 +341,8 @@ fn print_legend(settings: &Settings, budget: Option<f64>) {
         |b| format!("{:.1} MB", b / (1 << 20) as f64),
     );
     println!(
-        "pattern: {pattern}; {} clients; windows of {:.1} s, {} per kind; {} CPUs\n\
+        "pattern: {pattern}; {} clients; windows of {:.1} s, {} per kind; {} CPUs; \
+         transparent huge pages: {}\n\
          Each chat or stream turn adds 2 history entries, a tool turn 4; {max_history}.\n\
          A client skips sessions with a turn in flight. A turn counts in the window it ends in.\n\
          RT/s = model round trips (chat, stream 1 per turn; tool 2) ÷ window. CPU µs/RT = agentd\n\
@@ -355,6 +360,7 @@ fn print_legend(settings: &Settings, budget: Option<f64>) {
         settings.window.as_secs_f64(),
         settings.windows(),
         std::thread::available_parallelism().map_or(0, |n| n.get()),
+        procs::huge_page_mode().unwrap_or_else(|| "unknown".to_owned()),
         max_history = if settings.max_history == 0 {
             "sessions are never replaced".to_owned()
         } else {
