@@ -777,7 +777,8 @@ pub(crate) fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-fn kb_text(kb: Option<u64>) -> String {
+/// A size in kB as MB with one decimal, or `unknown`.
+pub(crate) fn kb_text(kb: Option<u64>) -> String {
     kb.map_or_else(
         || "unknown".into(),
         |kb| format!("{:.1} MB", kb as f64 / 1024.0),

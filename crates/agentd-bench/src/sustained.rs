@@ -260,16 +260,10 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
     if retired > 0 {
         println!("sessions refused as full (history_full) and no longer picked: {retired}");
     }
-    let megabytes = |kb: Option<u64>| {
-        kb.map_or_else(
-            || "unknown".to_owned(),
-            |kb| format!("{:.1} MB", kb as f64 / 1024.0),
-        )
-    };
     println!(
         "agentd peak RSS (VmHWM): {}; in transparent huge pages at the end: {}",
-        megabytes(procs::status_kb(agentd.pid(), "VmHWM")),
-        megabytes(procs::smaps_rollup_kb(agentd.pid(), "AnonHugePages")),
+        crate::kb_text(procs::status_kb(agentd.pid(), "VmHWM")),
+        crate::kb_text(procs::smaps_rollup_kb(agentd.pid(), "AnonHugePages")),
     );
     fleet.stop();
     mock.stop();
