@@ -28,6 +28,7 @@ mod openapi;
 mod outbox;
 mod persistence;
 mod provider_tls;
+mod provider_transport;
 mod request_checks;
 mod secrets;
 mod send_email;

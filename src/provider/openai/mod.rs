@@ -4,6 +4,7 @@
 
 pub(crate) mod sse;
 pub(crate) mod stream;
+mod transport;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
-use secrecy::{ExposeSecret, SecretString};
+use reqwest::header::HeaderValue;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -22,6 +23,7 @@ use crate::provider::{
     ModelProvider, ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage,
 };
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
+use transport::{Answer, FailureKind, Transport, TransportError};
 
 /// What a client is told when the provider refuses agentd's own credentials (401, 403, 407):
 /// that answer concerns the operator's key, so its text goes to the daemon log only.
@@ -70,9 +72,9 @@ struct StreamOptions {
 }
 
 pub(crate) struct OpenAiProvider {
-    pub(super) client: reqwest::Client,
-    pub(super) url: reqwest::Url,
-    pub(super) api_key: Option<SecretString>,
+    transport: Transport,
+    /// `Bearer` and `provider.api_key`, marked sensitive so that no log shows it.
+    authorization: Option<HeaderValue>,
     pub(super) policy: RetryPolicy,
     pub(super) read_timeout: Duration,
     /// Cleans error text of the key and the URL's user-info.
@@ -85,38 +87,6 @@ pub(crate) struct OpenAiProvider {
 impl OpenAiProvider {
     /// Builds the client for `config`; the error names the setting at fault.
     pub(crate) fn new(config: &ProviderConfig, api_key: Option<String>) -> Result<Self, String> {
-        // HTTP/1.1 only, one connection per call in flight, like the official OpenAI SDKs. Over
-        // HTTP/2 every call to a host shares one connection, and calls beyond the server's
-        // SETTINGS_MAX_CONCURRENT_STREAMS wait inside agentd for a long stream to end.
-        let builder = reqwest::Client::builder()
-            .http1_only()
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .pool_max_idle_per_host(256)
-            .tcp_nodelay(true);
-        let extra_roots = match &config.ca_file {
-            Some(path) => read_ca_file(path)?,
-            None => Vec::new(),
-        };
-        // The system's roots are loaded only for an https model, so a host without a CA bundle
-        // (a minimal container next to Ollama) still runs agentd against a plain-http one.
-        let https = config.base_url.starts_with("https://");
-        let builder = if https {
-            builder.tls_certs_merge(extra_roots)
-        } else {
-            builder.tls_certs_only(extra_roots)
-        };
-        let client = builder.build().map_err(|e| {
-            let hint = if https {
-                " (an https model needs the system's CA certificates or provider.ca_file)"
-            } else {
-                ""
-            };
-            format!(
-                "cannot build the model's HTTP client: {}{hint}",
-                agentd_sdk::redact_url_credentials(&root_cause(&e))
-            )
-        })?;
         let url = format!("{}/chat/completions", config.base_url.trim_end_matches('/'));
         let url = reqwest::Url::parse(&url).map_err(|e| {
             format!(
@@ -124,13 +94,35 @@ impl OpenAiProvider {
                 agentd_sdk::redact_url(&url)
             )
         })?;
+        let extra_roots = match &config.ca_file {
+            Some(path) => read_ca_file(path)?,
+            None => Vec::new(),
+        };
+        let transport = if transport::goes_plain(&url, |name| std::env::var_os(name)) {
+            Transport::plain(&url, config.connect_timeout, config.read_timeout)?
+        } else {
+            Transport::Reqwest {
+                client: reqwest_client(config, extra_roots)?,
+                url: url.clone(),
+            }
+        };
+        let authorization = match &api_key {
+            Some(key) => {
+                let mut value = HeaderValue::try_from(format!("Bearer {key}")).map_err(|_| {
+                    "provider.api_key holds characters an HTTP header cannot carry".to_owned()
+                })?;
+                value.set_sensitive(true);
+                Some(value)
+            }
+            None => None,
+        };
         let scrubber = Arc::new(Scrubber::new(&url, api_key.as_deref()));
+        tracing::debug!(url = %shown_url(&url), client = transport.name(), "model provider");
         Ok(Self {
-            client,
             shown_url: shown_url(&url),
             scrubber,
-            url,
-            api_key: api_key.map(SecretString::from),
+            transport,
+            authorization,
             policy: RetryPolicy {
                 max_attempts: config.max_attempts,
                 base: config.backoff_base,
@@ -183,30 +175,23 @@ impl OpenAiProvider {
 
     /// Sends the encoded request, retrying retryable failures; returns the successful
     /// response.
-    pub(super) async fn send(
+    async fn send(
         &self,
         body: Vec<u8>,
         timeout: Option<Duration>,
-    ) -> Result<reqwest::Response, ProviderError> {
+    ) -> Result<Answer, ProviderError> {
         let body = bytes::Bytes::from(body);
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request = self
-                .client
-                .post(self.url.clone())
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body.clone());
-            if let Some(timeout) = timeout {
-                request = request.timeout(timeout);
-            }
-            if let Some(key) = &self.api_key {
-                request = request.bearer_auth(key.expose_secret());
-            }
-            let (error, retry_after) = match request.send().await {
-                Ok(response) if response.status().is_success() => return Ok(response),
+            let sent = self
+                .transport
+                .post(body.clone(), self.authorization.as_ref(), timeout)
+                .await;
+            let (error, retry_after) = match sent {
+                Ok(response) if (200..300).contains(&response.status()) => return Ok(response),
                 Ok(response) => {
-                    let status = response.status().as_u16();
+                    let status = response.status();
                     let retry_after = response
                         .headers()
                         .get(reqwest::header::RETRY_AFTER)
@@ -242,14 +227,11 @@ impl OpenAiProvider {
     }
 
     /// A failed exchange as a client may see it: the cause without the URL or a secret.
-    pub(super) fn transport_error(&self, e: reqwest::Error) -> ProviderError {
-        let e = e.without_url();
-        if e.is_timeout() {
-            ProviderError::Timeout(self.read_timeout)
-        } else if e.is_connect() {
-            ProviderError::Connect(self.scrubber.text(&root_cause(&e)))
-        } else {
-            ProviderError::Protocol(self.scrubber.text(&root_cause(&e)))
+    fn transport_error(&self, e: TransportError) -> ProviderError {
+        match e.kind {
+            FailureKind::TimedOut => ProviderError::Timeout(self.read_timeout),
+            FailureKind::Connect => ProviderError::Connect(self.scrubber.text(&e.cause)),
+            FailureKind::Other => ProviderError::Protocol(self.scrubber.text(&e.cause)),
         }
     }
 
@@ -302,10 +284,7 @@ struct CappedBody {
 /// Reads at most `cap` bytes of `response`'s body (the rest is never read), so a model cannot
 /// make agentd buffer without end. A body whose declared length is over `cap` is not read at
 /// all.
-async fn read_capped(
-    mut response: reqwest::Response,
-    cap: usize,
-) -> Result<CappedBody, reqwest::Error> {
+async fn read_capped(mut response: Answer, cap: usize) -> Result<CappedBody, TransportError> {
     let declared = response.content_length().unwrap_or(0);
     let declared = usize::try_from(declared).unwrap_or(usize::MAX);
     if declared > cap {
@@ -475,6 +454,41 @@ pub(super) fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 /// Usage from a value, if present.
 pub(crate) fn parse_usage(value: Option<&Value>) -> Option<Usage> {
     value.and_then(|u| Usage::deserialize(u).ok())
+}
+
+/// The reqwest client for an https provider, or one behind a proxy.
+fn reqwest_client(
+    config: &ProviderConfig,
+    extra_roots: Vec<reqwest::Certificate>,
+) -> Result<reqwest::Client, String> {
+    // HTTP/1.1 only, one connection per call in flight, like the official OpenAI SDKs. Over
+    // HTTP/2 every call to a host shares one connection, and calls beyond the server's
+    // SETTINGS_MAX_CONCURRENT_STREAMS wait inside agentd for a long stream to end.
+    let builder = reqwest::Client::builder()
+        .http1_only()
+        .connect_timeout(config.connect_timeout)
+        .read_timeout(config.read_timeout)
+        .pool_max_idle_per_host(256)
+        .tcp_nodelay(true);
+    // The system's roots are loaded only for an https model, so a host without a CA bundle
+    // (a minimal container next to Ollama) still runs agentd against a plain-http one.
+    let https = config.base_url.starts_with("https://");
+    let builder = if https {
+        builder.tls_certs_merge(extra_roots)
+    } else {
+        builder.tls_certs_only(extra_roots)
+    };
+    builder.build().map_err(|e| {
+        let hint = if https {
+            " (an https model needs the system's CA certificates or provider.ca_file)"
+        } else {
+            ""
+        };
+        format!(
+            "cannot build the model's HTTP client: {}{hint}",
+            agentd_sdk::redact_url_credentials(&root_cause(&e))
+        )
+    })
 }
 
 /// The certificates of `provider.ca_file` (PEM), trusted on top of the system's roots.

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::sse::SseDecoder;
-use super::{OpenAiProvider, arguments_text, generated_call_id, parse_usage, root_cause};
+use super::transport::Answer;
+use super::{OpenAiProvider, arguments_text, generated_call_id, parse_usage};
 use crate::provider::secrets::Scrubber;
 use crate::provider::{ModelRequest, ModelResponse, ProviderError, StreamEvent, Usage};
 use crate::session::{ChatMessage, FunctionCall, Role, ToolCallRequest};
@@ -65,7 +66,7 @@ pub(super) async fn open(
 
 /// The events of a streamed response body, read as they arrive.
 struct Events {
-    response: reqwest::Response,
+    response: Answer,
     decoder: SseDecoder,
     ended: bool,
     /// Error text leaves without the provider's secrets.
@@ -89,9 +90,8 @@ impl Events {
                 Ok(Some(bytes)) => self.decoder.push(&bytes),
                 Ok(None) => self.ended = true,
                 Err(e) => {
-                    let cause = root_cause(&e.without_url());
                     let error = ProviderError::Protocol(
-                        self.scrubber.text(&format!("stream broken: {cause}")),
+                        self.scrubber.text(&format!("stream broken: {}", e.cause)),
                     );
                     return Some(Err(error));
                 }
