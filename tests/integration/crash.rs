@@ -75,23 +75,6 @@ async fn kill_mid_request(
     );
 }
 
-/// An agent and a session on it; returns the session id.
-async fn new_session(http: &reqwest::Client, daemon: &Daemon) -> String {
-    let agent = post(
-        http,
-        format!("{}/agents", api(daemon)),
-        json!({"name": "a"}),
-    )
-    .await;
-    let session = post(
-        http,
-        format!("{}/sessions", api(daemon)),
-        json!({"agent_id": agent["id"]}),
-    )
-    .await;
-    session["id"].as_str().unwrap().to_owned()
-}
-
 /// A catalog with the `hook` tool posting to `port` (and `approval` as given).
 fn hook_tools(dir: &std::path::Path, port: u16, approval: &str) -> std::path::PathBuf {
     let tools = dir.join("tools.toml");
@@ -131,7 +114,7 @@ async fn a_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_rerun() {
     let store = BinaryStore::new().await;
 
     let daemon = start(&data, &tools, &mock, &store);
-    let session = new_session(&http, &daemon).await;
+    let session = daemon.new_session(&http, KEY).await;
     mock.push(Reply::tool_calls(vec![
         ScriptedCall::new("hook", json!({"event": "deploy"})).with_id("call_hook"),
     ]));
@@ -203,7 +186,7 @@ async fn an_mcp_call_cut_off_by_sigkill_is_reported_outcome_unknown_and_not_reru
 
     let daemon = start(&data, &tools, &mock, &store);
     daemon.log_once_it_has("MCP server up");
-    let session = new_session(&http, &daemon).await;
+    let session = daemon.new_session(&http, KEY).await;
     mock.push(Reply::tool_calls(vec![
         ScriptedCall::new("py__slow", json!({"seconds": 30})).with_id("call_slow"),
     ]));
@@ -275,7 +258,7 @@ async fn an_approved_call_cut_off_by_sigkill_is_never_sent_twice() {
     let store = BinaryStore::new().await;
 
     let daemon = start(&data, &tools, &mock, &store);
-    let session = new_session(&http, &daemon).await;
+    let session = daemon.new_session(&http, KEY).await;
     mock.push(Reply::tool_calls(vec![
         ScriptedCall::new("hook", json!({"event": "deploy"})).with_id("call_held"),
     ]));

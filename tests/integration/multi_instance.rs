@@ -95,25 +95,7 @@ impl Shared {
     }
 
     async fn session(&self, daemon: &Daemon) -> String {
-        let (s, agent) = self
-            .call(
-                daemon,
-                reqwest::Method::POST,
-                "/agents",
-                Some(json!({"name": "a"})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{agent}");
-        let (s, session) = self
-            .call(
-                daemon,
-                reqwest::Method::POST,
-                "/sessions",
-                Some(json!({"agent_id": agent["id"]})),
-            )
-            .await;
-        assert_eq!(s, StatusCode::CREATED, "{session}");
-        session["id"].as_str().unwrap().to_owned()
+        daemon.new_session(&self.http, KEY).await
     }
 
     async fn chat(&self, daemon: &Daemon, session: &str, text: &str) -> (StatusCode, Value) {

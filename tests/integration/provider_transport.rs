@@ -13,9 +13,10 @@ use common::binary::{self, AGENTD, BinaryStore};
 use common::sse::stream_chat;
 use common::{Options, TestDaemon, say, toml_str};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
+
+const KEY: &str = "proxy-test-key";
 
 async fn daemon_with_read_timeout() -> TestDaemon {
     TestDaemon::start_with(Options {
@@ -129,34 +130,14 @@ async fn a_proxy_in_the_environment_carries_calls_to_a_plain_http_model() {
             "provider.max_attempts=1",
         ])
         .arg("serve")
-        .env("AGENTD_API_KEY", "proxy-test-key")
+        .env("AGENTD_API_KEY", KEY)
         .env("HTTP_PROXY", format!("http://127.0.0.1:{proxy_port}"));
     let daemon = binary::spawn(command);
-    let api = format!("http://{}/api", daemon.addr);
     let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        http.post(format!("{api}{path}"))
-            .bearer_auth("proxy-test-key")
-            .json(&body)
-            .send()
-    };
-    let agent: Value = post("/agents", json!({"name": "a"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let session: Value = post("/sessions", json!({"agent_id": agent["id"]}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let session = daemon.new_session(&http, KEY).await;
     mock.push(Reply::text("through the proxy"));
-    let chat = format!("/sessions/{}/chat", session["id"].as_str().unwrap());
-    let response = post(&chat, say("hi")).await.unwrap();
-    let status = response.status();
-    let body: Value = response.json().await.unwrap();
+    let chat = format!("/sessions/{session}/chat");
+    let (status, body) = daemon.post(&http, KEY, &chat, say("hi")).await;
     assert_eq!(status, StatusCode::CREATED, "{body}\n{}", daemon.log());
     assert!(body.to_string().contains("through the proxy"), "{body}");
     assert_eq!(

@@ -5,7 +5,7 @@
 //! provider (https, or http through a proxy) goes through reqwest, which brings TLS, the
 //! system's roots and the environment's proxies. The bare client skips what a model call never
 //! uses and reqwest runs on every request: the redirect policy and the answer, which parse the
-//! URL again, and the retry and proxy layers. That is about a tenth of a chat turn's
+//! URL again, and the retry and proxy layers. That is about a seventh of a chat turn's
 //! instructions. Both paths keep the same timeouts and report failures the same way.
 
 use std::ffi::OsString;

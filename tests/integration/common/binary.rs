@@ -7,6 +7,9 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
 pub(crate) const AGENTD: &str = env!("CARGO_BIN_EXE_agentd");
 
 pub(crate) struct Daemon {
@@ -62,6 +65,42 @@ pub(crate) fn spawn(mut command: Command) -> Daemon {
 }
 
 impl Daemon {
+    /// The daemon's API URL for `path` (`/sessions`, say).
+    pub(crate) fn api_url(&self, path: &str) -> String {
+        format!("http://{}/api{path}", self.addr)
+    }
+
+    /// POSTs `body` to the API's `path` with the API key `key`; returns the status and the
+    /// JSON answer (`null` when the answer is not JSON).
+    pub(crate) async fn post(
+        &self,
+        http: &reqwest::Client,
+        key: &str,
+        path: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        let response = http
+            .post(self.api_url(path))
+            .bearer_auth(key)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        let status = response.status();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A new agent and a session on it, made with the API key `key`; returns the session id.
+    pub(crate) async fn new_session(&self, http: &reqwest::Client, key: &str) -> String {
+        let (status, agent) = self.post(http, key, "/agents", json!({"name": "a"})).await;
+        assert_eq!(status, StatusCode::CREATED, "{agent}");
+        let (status, session) = self
+            .post(http, key, "/sessions", json!({"agent_id": agent["id"]}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{session}");
+        session["id"].as_str().expect("session id").to_owned()
+    }
+
     /// Everything the daemon logged so far.
     pub(crate) fn log(&self) -> String {
         self.log.lines.lock().unwrap().join("\n")
