@@ -13,6 +13,7 @@ use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::session::History;
+use crate::store::sqlite::id_key::IdKey;
 use crate::store::{Collection, Record};
 use crate::telemetry::{MirrorMeters, metrics};
 
@@ -50,6 +51,8 @@ pub(super) struct Table<K, V> {
     budget: usize,
     clock: u64,
     meters: MirrorMeters,
+    /// Values the clock took out, freed once the mirror's lock is let go ([`MirrorGuard`]).
+    evicted: Vec<V>,
 }
 
 impl<K: Eq + Hash + Clone, V> Table<K, V> {
@@ -61,6 +64,7 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
             budget,
             clock: 0,
             meters: metrics().store().mirror(part),
+            evicted: Vec::new(),
         }
     }
 
@@ -220,8 +224,10 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
                 }) if *generation == queued => {
                     if std::mem::take(referenced) {
                         self.queue.push_back((key, queued));
-                    } else {
-                        self.remove(&key);
+                    } else if let Some(Slot::Ready { value, weight, .. }) = self.slots.remove(&key)
+                    {
+                        self.add_weight(-(weight as i64));
+                        self.evicted.push(value);
                         self.meters.evictions.inc();
                     }
                 }
@@ -254,11 +260,11 @@ impl<K, V> Drop for Table<K, V> {
 /// The mirror's parts, behind one lock (held only for map operations, never across I/O).
 pub(super) struct Mirror {
     /// Records by collection and id.
-    pub records: Table<(Collection, String), Arc<Record>>,
+    pub records: Table<(Collection, IdKey), Arc<Record>>,
     /// Children by collection and parent id, oldest first.
-    pub children: Table<(Collection, String), Vec<Record>>,
+    pub children: Table<(Collection, IdKey), Vec<Record>>,
     /// Whole histories by session id, oldest first.
-    pub histories: Table<String, History>,
+    pub histories: Table<IdKey, History>,
 }
 
 pub(super) struct Cache {
@@ -288,17 +294,54 @@ impl Cache {
         mirror.histories.clear();
     }
 
-    pub(super) fn lock(&self) -> MutexGuard<'_, Mirror> {
+    pub(super) fn lock(&self) -> MirrorGuard<'_> {
         // Every change is a single map operation; a panic cannot leave a half-made change.
-        self.mirror.lock().unwrap_or_else(PoisonError::into_inner)
+        MirrorGuard(Some(
+            self.mirror.lock().unwrap_or_else(PoisonError::into_inner),
+        ))
+    }
+}
+
+/// The mirror, locked. Letting it go frees what the clock evicted meanwhile after the lock is
+/// released: a history is hundreds of allocations, and readers on the async workers need not
+/// wait while they are freed.
+pub(super) struct MirrorGuard<'a>(Option<MutexGuard<'a, Mirror>>);
+
+impl std::ops::Deref for MirrorGuard<'_> {
+    type Target = Mirror;
+
+    fn deref(&self) -> &Mirror {
+        self.0.as_ref().expect("held until dropped")
+    }
+}
+
+impl std::ops::DerefMut for MirrorGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Mirror {
+        self.0.as_mut().expect("held until dropped")
+    }
+}
+
+impl Drop for MirrorGuard<'_> {
+    fn drop(&mut self) {
+        let Some(mut mirror) = self.0.take() else {
+            return;
+        };
+        let evicted = (
+            std::mem::take(&mut mirror.records.evicted),
+            std::mem::take(&mut mirror.children.evicted),
+            std::mem::take(&mut mirror.histories.evicted),
+        );
+        drop(mirror);
+        drop(evicted);
     }
 }
 
 pub(super) use crate::store::heap::record_bytes;
 
-/// Weight of an empty history: its snapshot, its log and its key (a session id).
+/// Weight of an empty history: its snapshot, its log and its key (a session id, held inline
+/// in the map's slot and in the clock's queue).
 pub(super) const EMPTY_HISTORY: usize =
-    size_of::<History>() + crate::session::history::EMPTY_LOG_BYTES + 72;
+    size_of::<History>() + crate::session::history::EMPTY_LOG_BYTES + 2 * size_of::<IdKey>();
 
 #[cfg(test)]
 mod tests {
@@ -389,6 +432,31 @@ mod tests {
             .sum();
         assert_eq!(table.weight, held);
         assert!(table.queue.len() <= 2 * table.slots.len() + 64);
+    }
+
+    #[test]
+    fn evicted_values_are_freed_once_the_lock_is_let_go() {
+        let record = |id: &str| {
+            Arc::new(Record {
+                id: id.into(),
+                parent: None,
+                body: serde_json::Value::Null,
+                created_at: time::OffsetDateTime::UNIX_EPOCH,
+                updated_at: time::OffsetDateTime::UNIX_EPOCH,
+            })
+        };
+        // The records' share of this budget holds one of these values, not two.
+        let cache = Cache::new(RECORDS_SHARE * 100);
+        let first = record("a");
+        let key = |id: &str| (Collection::Users, IdKey::new(id));
+        let mut mirror = cache.lock();
+        mirror.records.put(key("a"), Arc::clone(&first), 60);
+        mirror.records.put(key("b"), record("b"), 60);
+        assert!(mirror.records.peek(&key("a"), |_| ()).is_none(), "a went");
+        assert_eq!(Arc::strong_count(&first), 2, "not freed under the lock");
+        drop(mirror);
+        assert_eq!(Arc::strong_count(&first), 1, "freed after it");
+        assert!(cache.lock().records.evicted.is_empty());
     }
 
     #[test]

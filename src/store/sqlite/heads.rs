@@ -15,6 +15,10 @@
 //!   transaction publishes them ([`PendingHeads`]) before any of its writers hears back, so a
 //!   reader that looks there first, and in the table only after that (inside its snapshot),
 //!   finds the head of every write that has finished.
+//! - Once written, heads stay known to the writer ([`MAX_WRITTEN`] at most), so the next turn
+//!   of a session whose head was flushed since its last one finds it without a read of
+//!   `history_heads`: with more sessions taking turns than a second of turns covers, that
+//!   read was one indexed look-up per turn on the writer thread.
 //! - `history_flushed.upto` is the last `seq` handed out when the heads were written. Rows
 //!   get their `seq` from the writer ([`Heads::next_seq`]), always past `upto`, so after a
 //!   crash the rows past `upto` are the only ones whose heads the table may lack; opening
@@ -27,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::store::sqlite::id_key::IdKey;
 use crate::store::sqlite::rows::Outcome;
 
 /// How long a moved head waits in memory at most before it is written to the table.
@@ -37,18 +42,23 @@ pub(super) const FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// worth more) and the rows opening reads after a crash.
 pub(super) const MAX_PENDING: usize = 16_384;
 
+/// Written heads the writer remembers: some 64 bytes each, 4 MiB at most. Past this many they
+/// are all forgotten at once (a session's head is then read from the table once more), so
+/// keeping them costs O(1) per flushed head whatever the number of sessions.
+pub(super) const MAX_WRITTEN: usize = 65_536;
+
 /// Heads moved by committed writes and not yet in `history_heads`. The writer thread alone
 /// changes it; readers look a session up here before they read the table.
 #[derive(Debug, Default)]
-pub(super) struct PendingHeads(Mutex<HashMap<String, i64>>);
+pub(super) struct PendingHeads(Mutex<HashMap<IdKey, i64>>);
 
 impl PendingHeads {
     /// The session's head if a committed write moved it since the last flush.
     pub(super) fn get(&self, session_id: &str) -> Option<i64> {
-        self.lock().get(session_id).copied()
+        self.lock().get(session_id.as_bytes()).copied()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, i64>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<IdKey, i64>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -71,9 +81,11 @@ pub(super) struct Heads {
     /// After a failed flush, when to try again (however many heads wait).
     retry_at: Option<Instant>,
     /// The open transaction's heads (`None`: its history was deleted).
-    staged: HashMap<String, Option<i64>>,
+    staged: HashMap<IdKey, Option<i64>>,
     /// What each staging replaced in `staged`, newest last, to undo a savepoint.
-    undo: Vec<(String, Option<Option<i64>>)>,
+    undo: Vec<(IdKey, Option<Option<i64>>)>,
+    /// Heads as `history_heads` holds them, of sessions whose heads this writer wrote.
+    written: HashMap<IdKey, i64>,
     next_seq: i64,
     /// [`FLUSH_INTERVAL`], but for tests.
     flush_interval: Duration,
@@ -88,6 +100,7 @@ impl Heads {
             retry_at: None,
             staged: HashMap::new(),
             undo: Vec::new(),
+            written: HashMap::new(),
             next_seq,
             flush_interval,
         }
@@ -110,7 +123,7 @@ impl Heads {
             let mut recovered = heads.pending.lock();
             for row in newer.query_map(params![upto], |row| Ok((row.get(0)?, row.get(1)?)))? {
                 let (seq, session_id): (i64, String) = row?;
-                let head = recovered.entry(session_id).or_insert(seq);
+                let head = recovered.entry(IdKey::new(&session_id)).or_insert(seq);
                 *head = seq.max(*head);
             }
             drop(recovered);
@@ -121,11 +134,14 @@ impl Heads {
 
     /// The session's head as the open transaction sees it.
     pub(super) fn head(&self, conn: &Connection, session_id: &str) -> Outcome<Option<i64>> {
-        if let Some(staged) = self.staged.get(session_id) {
+        if let Some(staged) = self.staged.get(session_id.as_bytes()) {
             return Ok(*staged);
         }
         if let Some(pending) = self.pending.get(session_id) {
             return Ok(Some(pending));
+        }
+        if let Some(written) = self.written.get(session_id.as_bytes()) {
+            return Ok(Some(*written));
         }
         stored_head(conn, session_id)
     }
@@ -141,8 +157,9 @@ impl Heads {
     /// Moves the session's head in the open transaction (`None`: its history is gone; the
     /// transaction deletes its row of `history_heads` itself).
     pub(super) fn stage(&mut self, session_id: &str, head: Option<i64>) {
-        let before = self.staged.insert(session_id.to_owned(), head);
-        self.undo.push((session_id.to_owned(), before));
+        let key = IdKey::new(session_id);
+        let before = self.staged.insert(key.clone(), head);
+        self.undo.push((key, before));
     }
 
     /// A mark to undo the stagings after it.
@@ -176,7 +193,10 @@ impl Heads {
         for (session_id, head) in self.staged.drain() {
             match head {
                 Some(head) => pending.insert(session_id, head),
-                None => pending.remove(&session_id),
+                None => {
+                    self.written.remove(&session_id);
+                    pending.remove(&session_id)
+                }
             };
         }
         if !pending.is_empty() {
@@ -200,7 +220,7 @@ impl Heads {
     /// of their own (none may be open). A failure keeps them pending and waits the flush
     /// interval before the next attempt.
     pub(super) fn flush(&mut self, conn: &Connection) -> Outcome<()> {
-        let mut moved: Vec<(String, i64)> = {
+        let mut moved: Vec<(IdKey, i64)> = {
             let pending = self.pending.lock();
             pending.iter().map(|(s, head)| (s.clone(), *head)).collect()
         };
@@ -215,13 +235,17 @@ impl Heads {
             return written;
         }
         self.pending.lock().clear();
+        if self.written.len() + moved.len() > MAX_WRITTEN {
+            self.written.clear();
+        }
+        self.written.extend(moved);
         (self.waiting_since, self.retry_at) = (None, None);
         Ok(())
     }
 }
 
 /// One transaction: each head written, then `upto` moved to `last_seq`.
-fn write_heads(conn: &Connection, heads: &[(String, i64)], last_seq: i64) -> Outcome<()> {
+fn write_heads(conn: &Connection, heads: &[(IdKey, i64)], last_seq: i64) -> Outcome<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let written = (|| -> Outcome<()> {
         let mut upsert = conn.prepare_cached(
@@ -229,7 +253,7 @@ fn write_heads(conn: &Connection, heads: &[(String, i64)], last_seq: i64) -> Out
              ON CONFLICT (session_id) DO UPDATE SET last = excluded.last",
         )?;
         for (session_id, head) in heads {
-            upsert.execute(params![session_id, head])?;
+            upsert.execute(params![session_id.as_str(), head])?;
         }
         conn.prepare_cached("UPDATE history_flushed SET upto = ?1")?
             .execute(params![last_seq])?;
@@ -311,5 +335,45 @@ mod tests {
             .query_row("SELECT upto FROM history_flushed", [], |row| row.get(0))
             .expect("upto");
         assert_eq!(upto, 2);
+    }
+
+    #[test]
+    fn a_written_head_is_found_without_the_table_until_its_history_is_deleted() {
+        let (conn, mut heads) = heads_on_empty_table();
+        heads.stage("a", Some(1));
+        heads.publish();
+        heads.flush(&conn).expect("flush");
+        assert_eq!(stored_head(&conn, "a").expect("a"), Some(1));
+        conn.execute_batch("DELETE FROM history_heads")
+            .expect("empty the table");
+        assert_eq!(heads.head(&conn, "a").expect("a"), Some(1), "from memory");
+        heads.stage("a", None);
+        heads.discard();
+        assert_eq!(heads.head(&conn, "a").expect("a"), Some(1), "not committed");
+        heads.stage("a", None);
+        heads.publish();
+        assert_eq!(heads.head(&conn, "a").expect("a"), None);
+    }
+
+    #[test]
+    fn written_heads_are_forgotten_together_past_the_bound_and_read_from_the_table() {
+        let (conn, mut heads) = heads_on_empty_table();
+        for n in 0..MAX_WRITTEN {
+            heads.stage(&format!("s{n}"), Some(n as i64 + 1));
+        }
+        heads.publish();
+        heads.flush(&conn).expect("flush");
+        assert_eq!(heads.written.len(), MAX_WRITTEN);
+        heads.stage("new", Some(0));
+        heads.publish();
+        heads.flush(&conn).expect("flush");
+        assert_eq!(
+            heads.written.len(),
+            1,
+            "{:?}",
+            heads.written.get("s0".as_bytes())
+        );
+        assert_eq!(heads.head(&conn, "s0").expect("s0"), Some(1));
+        assert_eq!(heads.head(&conn, "new").expect("new"), Some(0));
     }
 }

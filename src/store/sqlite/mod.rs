@@ -14,6 +14,7 @@ mod checkpoint;
 mod export;
 mod heads;
 mod history_rows;
+mod id_key;
 mod rows;
 mod schema;
 mod step;
@@ -55,6 +56,7 @@ use self::writer::{Txn, Write, Writer};
 use crate::config::Synchronous;
 use crate::session::History;
 use crate::session::message::Entry;
+use crate::store::sqlite::id_key::IdKey;
 use crate::store::{
     ApprovalDecision, ApprovalRecord, ApprovalState, Collection, JournalRecord, ListQuery, Record,
     StepWrite, Store, StoreError, StoreResult,
@@ -328,16 +330,16 @@ impl Store for SqliteStore {
             move |cache, &empty_history| {
                 let mut mirror = cache.lock();
                 if let Some(parent) = &record.parent {
-                    mirror.children.remove(&(collection, parent.clone()));
+                    mirror.children.remove(&(collection, IdKey::new(parent)));
                 }
                 if empty_history {
                     mirror
                         .histories
-                        .put(record.id.clone(), History::default(), EMPTY_HISTORY);
+                        .put(IdKey::new(&record.id), History::default(), EMPTY_HISTORY);
                 }
                 mirror
                     .records
-                    .put((collection, record.id.clone()), Arc::new(record), weight);
+                    .put((collection, IdKey::new(&record.id)), Arc::new(record), weight);
             },
         )
         .await
@@ -371,7 +373,7 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Arc<Record>>> {
-        let key = (collection, id.to_owned());
+        let key = (collection, IdKey::new(id));
         let load = || {
             let id = id.to_owned();
             self.read("get", move |conn| {
@@ -405,7 +407,7 @@ impl Store for SqliteStore {
     }
 
     async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {
-        let key = (collection, parent.to_owned());
+        let key = (collection, IdKey::new(parent));
         let load = || async {
             let (sql, params) = list_query(collection, &ListQuery::children_of(parent));
             self.read("children", move |conn| {
@@ -440,8 +442,8 @@ impl Store for SqliteStore {
     }
 
     async fn delete(&self, collection: Collection, id: &str) -> StoreResult<bool> {
+        let key = IdKey::new(id);
         let id = id.to_owned();
-        let key = id.clone();
         self.write(
             "delete",
             move |conn| {
@@ -494,7 +496,7 @@ impl Store for SqliteStore {
             .cache
             .lock()
             .histories
-            .peek(session_id, |history| {
+            .peek(session_id.as_bytes(), |history| {
                 history
                     .iter_from(skip)
                     .take(take)
@@ -516,14 +518,14 @@ impl Store for SqliteStore {
             Ok(Some((History::from_stored(entries), weight)))
         };
         let entries = self
-            .read_through(|mirror| &mut mirror.histories, session_id.to_owned(), load)
+            .read_through(|mirror| &mut mirror.histories, IdKey::new(session_id), load)
             .await?;
         Ok(entries.unwrap_or_default())
     }
 
     async fn clear_history(&self, session_id: &str) -> StoreResult<()> {
+        let key = IdKey::new(session_id);
         let session_id = session_id.to_owned();
-        let key = session_id.clone();
         self.write(
             "clear history",
             move |conn| delete_conversation(conn, &session_id),
@@ -617,9 +619,9 @@ fn read_records(
 /// Drops a changed record (and its parent's list of children) from the mirror.
 fn forget_record(cache: &Cache, collection: Collection, id: &str, parent: Option<&str>) {
     let mut mirror = cache.lock();
-    mirror.records.remove(&(collection, id.to_owned()));
+    mirror.records.remove(&(collection, IdKey::new(id)));
     match parent {
-        Some(parent) => mirror.children.remove(&(collection, parent.to_owned())),
+        Some(parent) => mirror.children.remove(&(collection, IdKey::new(parent))),
         // A record replaced without a parent may have had one before.
         None if collection == Collection::AgentTools => mirror.children.clear(),
         None => {}
