@@ -117,9 +117,10 @@ impl OpenAiProvider {
             None => None,
         };
         let scrubber = Arc::new(Scrubber::new(&url, api_key.as_deref()));
-        tracing::debug!(url = %shown_url(&url), client = transport.name(), "model provider");
+        let shown_url = shown_url(&url);
+        tracing::debug!(url = %shown_url, client = transport.name(), "model provider");
         Ok(Self {
-            shown_url: shown_url(&url),
+            shown_url,
             scrubber,
             transport,
             authorization,

@@ -49,12 +49,6 @@ impl IdKey {
     }
 }
 
-impl From<&str> for IdKey {
-    fn from(id: &str) -> Self {
-        Self::new(id)
-    }
-}
-
 // Hash, equality and order are the text's bytes', so a map keyed by `IdKey` is looked up with
 // `id.as_bytes()`, without a key built or the text checked as UTF-8 again.
 impl Hash for IdKey {
