@@ -1,5 +1,6 @@
 //! Which session the next turn of the sustained scenario goes to: round-robin over every
-//! session (one shared cursor) or Zipf-distributed over them (a small seeded RNG per client),
+//! session (one shared cursor), in creation order or in a seeded shuffle of it, or
+//! Zipf-distributed over them (a small seeded RNG per client),
 //! skipping sessions with a turn in flight (agentd would answer 409) and sessions whose
 //! history agentd has refused as full.
 
@@ -8,8 +9,12 @@ use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 /// How sessions are chosen.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Pattern {
-    /// Every session in turn.
+    /// Every session in turn, in the order they were created.
     RoundRobin,
+    /// Every session in turn, in a seeded shuffle of that order fixed for the run: each
+    /// session once per pass, as with `round-robin`, but consecutive turns go to sessions
+    /// created apart, so that their data do not lie side by side in memory.
+    Shuffled,
     /// Session of rank k with probability ∝ 1 / (k+1)^s.
     Zipf,
 }
@@ -25,16 +30,20 @@ const MAX_DRAWS: usize = 10_000;
 pub(crate) struct Picker {
     states: Vec<AtomicU8>,
     cursor: AtomicUsize,
+    /// The round-robin's order, when not the sessions' own.
+    order: Option<Vec<usize>>,
     zipf: Option<Zipf>,
 }
 
 impl Picker {
-    /// A picker over `sessions` sessions; `zipf` = (exponent, seed of the rank shuffle).
-    pub(crate) fn new(sessions: usize, zipf: Option<(f64, u64)>) -> Self {
+    /// A picker over `sessions` sessions by `pattern`; `seed` shuffles the order (`shuffled`)
+    /// or the ranks (`zipf`, of exponent `zipf_s`).
+    pub(crate) fn new(sessions: usize, pattern: Pattern, zipf_s: f64, seed: u64) -> Self {
         Self {
             states: (0..sessions).map(|_| AtomicU8::new(FREE)).collect(),
             cursor: AtomicUsize::new(0),
-            zipf: zipf.map(|(s, seed)| Zipf::new(sessions, s, seed)),
+            order: (pattern == Pattern::Shuffled).then(|| shuffle(sessions, seed)),
+            zipf: (pattern == Pattern::Zipf).then(|| Zipf::new(sessions, zipf_s, seed)),
         }
     }
 
@@ -44,7 +53,10 @@ impl Picker {
         for _ in 0..MAX_DRAWS.min(self.states.len().max(1) * 4) {
             let index = match &self.zipf {
                 Some(zipf) => zipf.draw(rng),
-                None => self.cursor.fetch_add(1, Ordering::Relaxed) % self.states.len(),
+                None => {
+                    let next = self.cursor.fetch_add(1, Ordering::Relaxed) % self.states.len();
+                    self.order.as_ref().map_or(next, |order| order[next])
+                }
             };
             let state = &self.states[index];
             if state
@@ -93,15 +105,9 @@ impl Zipf {
             })
             .collect::<Vec<_>>();
         let cumulative = cumulative.into_iter().map(|c| c / total).collect();
-        let mut session_of_rank: Vec<usize> = (0..n).collect();
-        let mut rng = Rng::new(seed);
-        for i in (1..n).rev() {
-            let j = rng.below(i + 1);
-            session_of_rank.swap(i, j);
-        }
         Self {
             cumulative,
-            session_of_rank,
+            session_of_rank: shuffle(n, seed),
         }
     }
 
@@ -115,6 +121,17 @@ impl Zipf {
     fn draw(&self, rng: &mut Rng) -> usize {
         self.session_of_rank[self.rank(rng)]
     }
+}
+
+/// `0..n` in an order drawn from `seed` (Fisher–Yates); the same seed gives the same order.
+fn shuffle(n: usize, seed: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = Rng::new(seed);
+    for i in (1..n).rev() {
+        let j = rng.below(i + 1);
+        order.swap(i, j);
+    }
+    order
 }
 
 /// SplitMix64: small, fast and good enough to spread load; the same seed gives the same
@@ -147,11 +164,15 @@ impl Rng {
 
 #[cfg(test)]
 mod tests {
-    use super::{Picker, Rng, Zipf};
+    use super::{Pattern, Picker, Rng, Zipf};
+
+    fn round_robin(sessions: usize) -> Picker {
+        Picker::new(sessions, Pattern::RoundRobin, 1.0, 0)
+    }
 
     #[test]
     fn round_robin_visits_every_session_in_turn() {
-        let picker = Picker::new(3, None);
+        let picker = round_robin(3);
         let mut rng = Rng::new(1);
         let mut seen = Vec::new();
         for _ in 0..6 {
@@ -163,8 +184,33 @@ mod tests {
     }
 
     #[test]
+    fn shuffled_visits_every_session_once_per_pass_in_a_seeded_order() {
+        let passes = |seed| {
+            let picker = Picker::new(50, Pattern::Shuffled, 1.0, seed);
+            let mut rng = Rng::new(1);
+            (0..150)
+                .map(|_| {
+                    let index = picker.claim(&mut rng).expect("a free session");
+                    picker.release(index);
+                    index
+                })
+                .collect::<Vec<_>>()
+        };
+        let seen = passes(3);
+        let first: Vec<usize> = seen[..50].to_vec();
+        assert_eq!(seen[50..100], first[..], "every pass in the same order");
+        assert_eq!(seen[100..], first[..]);
+        let mut sorted = first.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..50).collect::<Vec<_>>(), "each session once");
+        assert_ne!(first, sorted, "not the creation order");
+        assert_eq!(passes(3), seen, "the seed fixes the order");
+        assert_ne!(passes(4), seen);
+    }
+
+    #[test]
     fn busy_and_full_sessions_are_skipped() {
-        let picker = Picker::new(3, None);
+        let picker = round_robin(3);
         let mut rng = Rng::new(1);
         let first = picker.claim(&mut rng).expect("free");
         let second = picker.claim(&mut rng).expect("free");

@@ -226,10 +226,9 @@ pub(crate) fn run(args: &SustainedArgs, common: &Common, scratch: &Path) -> Resu
         ids.len(),
         ids.len() as f64 / created_secs.max(1e-9)
     );
-    let zipf = (settings.pattern == Pattern::Zipf).then_some((settings.zipf_s, settings.seed));
     let book = Arc::new(Book {
         entries: ids.iter().map(|_| AtomicU32::new(0)).collect(),
-        picker: Picker::new(ids.len(), zipf),
+        picker: Picker::new(ids.len(), settings.pattern, settings.zipf_s, settings.seed),
         ids: ids.into_iter().map(Mutex::new).collect(),
         agents,
         total_entries: AtomicU64::new(0),
@@ -325,6 +324,10 @@ async fn create_sessions(
 fn print_legend(settings: &Settings, budget: Option<f64>) {
     let pattern = match settings.pattern {
         Pattern::RoundRobin => "round-robin (one shared cursor)".to_owned(),
+        Pattern::Shuffled => format!(
+            "shuffled round-robin (one shared cursor over a shuffle of the sessions, seed {})",
+            settings.seed
+        ),
         Pattern::Zipf => format!(
             "zipf s = {} over the sessions (seed {}; ranks shuffled over sessions)",
             settings.zipf_s, settings.seed

@@ -18,7 +18,7 @@ pub(crate) struct SustainedArgs {
     /// Exponent of the Zipf pattern (session of rank k drawn ∝ 1/(k+1)^s).
     #[arg(long, default_value_t = 1.0)]
     pub zipf_s: f64,
-    /// Seed of the Zipf pattern's RNG [default: from the clock; printed].
+    /// Seed of the shuffled order or of the Zipf pattern's RNG [default: from the clock; printed].
     #[arg(long)]
     pub seed: Option<u64>,
     /// Turn kinds, run one after another on the same agentd (comma-separated: chat,tool,stream).
