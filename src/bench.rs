@@ -160,8 +160,8 @@ fn store_write(budget: Duration, scratch: &Path) -> Result<f64, String> {
     let session = "00000000-0000-7000-8000-000000000001";
     let entry = |role: Role, text: &str, source: EntrySource| {
         Arc::new(Entry {
-            id: crate::ids::new_v7().to_string(),
-            session_id: session.to_owned(),
+            id: crate::ids::Id::new_v7(),
+            session_id: session.into(),
             source,
             message: ChatMessage::text(role, text),
             created_at: time::OffsetDateTime::now_utc(),

@@ -38,8 +38,8 @@ fn stored_messages() -> Vec<(&'static str, String)> {
 
 fn entry(n: usize, text: &str) -> Entry {
     Entry {
-        id: format!("01JEXAMPLE{n:016}"),
-        session_id: format!("0193a1b2-c3d4-7e5f-8a9b-{:012}", n / 100),
+        id: format!("01JEXAMPLE{n:016}").into(),
+        session_id: format!("0193a1b2-c3d4-7e5f-8a9b-{:012}", n / 100).into(),
         source: EntrySource::ApiRequest,
         message: serde_json::from_str::<ChatMessage>(text).unwrap(),
         created_at: OffsetDateTime::now_utc(),

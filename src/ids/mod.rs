@@ -1,4 +1,5 @@
-//! New identifiers: UUIDv7, time-ordered to the millisecond.
+//! Identifiers: new ones, UUIDv7, time-ordered to the millisecond; and how a history entry
+//! and the store's maps hold one ([`Id`], inline).
 //!
 //! Their 74 random bits come from fastrand's per-thread generator, seeded once per thread,
 //! instead of one `getrandom` system call per id (uuid's `now_v7`), which came to five system
@@ -9,6 +10,10 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use uuid::Uuid;
+
+mod id;
+
+pub use id::Id;
 
 /// A new UUIDv7 for a record, a history entry, a response or a generated call id.
 pub(crate) fn new_v7() -> Uuid {

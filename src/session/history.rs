@@ -314,7 +314,7 @@ mod tests {
 
     fn entry(n: usize) -> Arc<Entry> {
         Arc::new(Entry {
-            id: format!("e{n}"),
+            id: format!("e{n}").into(),
             session_id: "s".into(),
             source: EntrySource::ApiRequest,
             message: ChatMessage::text(Role::User, format!("message {n}")),
@@ -324,7 +324,7 @@ mod tests {
     }
 
     fn ids(history: &History) -> Vec<String> {
-        history.iter().map(|e| e.id.clone()).collect()
+        history.iter().map(|e| e.id.to_string()).collect()
     }
 
     #[test]
@@ -346,7 +346,7 @@ mod tests {
     #[test]
     fn iterating_from_an_index_yields_only_the_later_entries() {
         let history = History::from_entries((0..40).map(entry));
-        let tail: Vec<String> = history.iter_from(37).map(|e| e.id.clone()).collect();
+        let tail: Vec<String> = history.iter_from(37).map(|e| e.id.to_string()).collect();
         assert_eq!(tail, ["e37", "e38", "e39"]);
         assert_eq!(history.iter_from(40).count(), 0);
         assert_eq!(history.iter_from(99).count(), 0);

@@ -10,7 +10,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
-use super::History;
+use super::{History, Id};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -109,8 +109,8 @@ pub enum EntrySource {
 /// One stored history entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
-    pub id: String,
-    pub session_id: String,
+    pub id: Id,
+    pub session_id: Id,
     pub source: EntrySource,
     #[serde(flatten)]
     pub message: ChatMessage,

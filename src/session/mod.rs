@@ -6,6 +6,8 @@ pub mod history;
 pub mod lock;
 pub mod message;
 
+/// The ids of an entry and of its session, held inline.
+pub use crate::ids::Id;
 pub use call_digest::{call_digest, call_digest_of_text};
 pub use history::History;
 pub use message::{

@@ -7,6 +7,7 @@ use std::mem::size_of;
 
 use serde_json::Value;
 
+use crate::session::Id;
 use crate::session::message::{ChatMessage, Entry, ToolCallRequest};
 use crate::store::Record;
 
@@ -32,6 +33,11 @@ fn list(len: usize, item: usize) -> usize {
 
 fn string(text: &str) -> usize {
     allocation(text.len())
+}
+
+/// An id's heap: none when held inline.
+fn id(id: &Id) -> usize {
+    id.boxed_len().map_or(0, allocation)
 }
 
 /// Keys a node of a JSON object's B-tree holds; a node is allocated whole, full or not.
@@ -77,14 +83,15 @@ fn message(message: &ChatMessage) -> usize {
 
 impl Entry {
     /// Bytes this entry holds as the mirror keeps it, shared (`Arc`) in a session's history:
-    /// the entry, the allocations it owns, its slot in the log, and its message's JSON text,
-    /// `json_len` bytes long, in the log's joined text only ([`Entry::without_json`]).
+    /// the entry (its ids inline), the allocations it owns, its slot in the log, and its
+    /// message's JSON text, `json_len` bytes long, in the log's joined text only
+    /// ([`Entry::without_json`]).
     pub fn heap_bytes(&self, json_len: usize) -> usize {
         // An `Arc`'s two counts, then the entry.
         allocation(2 * size_of::<usize>() + size_of::<Entry>())
             + crate::session::history::SLOT_BYTES
-            + string(&self.id)
-            + string(&self.session_id)
+            + id(&self.id)
+            + id(&self.session_id)
             + message(&self.message)
             + crate::session::history::joined_bytes(json_len)
     }

@@ -39,8 +39,8 @@ pub(crate) fn shared(entries: Vec<Entry>) -> Vec<Arc<Entry>> {
 
 pub(crate) fn entry(session: &str, id: &str, text: &str) -> Entry {
     Entry {
-        id: id.to_owned(),
-        session_id: session.to_owned(),
+        id: id.into(),
+        session_id: session.into(),
         source: EntrySource::ApiRequest,
         message: ChatMessage::text(Role::User, text),
         created_at: at(0),

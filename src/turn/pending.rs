@@ -237,7 +237,7 @@ mod tests {
 
     fn entry(message: ChatMessage) -> Arc<Entry> {
         Arc::new(Entry {
-            id: String::new(),
+            id: Default::default(),
             session_id: "s".into(),
             source: EntrySource::ApiRequest,
             message,

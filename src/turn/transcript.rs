@@ -97,8 +97,8 @@ impl<'a> Transcript<'a> {
         let now = OffsetDateTime::now_utc();
         for (message, source) in messages {
             self.added.push(Arc::new(Entry {
-                id: crate::ids::new_v7().to_string(),
-                session_id: self.session_id.to_owned(),
+                id: crate::ids::Id::new_v7(),
+                session_id: self.session_id.into(),
                 source,
                 message,
                 created_at: now,

@@ -60,8 +60,8 @@ async fn history_is_complete_and_ordered_after_a_restart() {
 
 fn call_entry(session: &str, call_id: &str, tool: &str) -> Entry {
     Entry {
-        id: uuid::Uuid::now_v7().to_string(),
-        session_id: session.to_owned(),
+        id: uuid::Uuid::now_v7().to_string().into(),
+        session_id: session.into(),
         source: EntrySource::ApiResponse,
         message: ChatMessage {
             tool_calls: Some(vec![ToolCallRequest {
@@ -86,7 +86,7 @@ fn journal(
     result: Option<&str>,
 ) -> JournalRecord {
     JournalRecord {
-        session_id: session.to_owned(),
+        session_id: session.into(),
         call_id: call_id.to_owned(),
         digest: agentd::session::call_digest_of_text("slow", "{\"ms\": 10}"),
         tool: "slow".into(),

@@ -21,7 +21,7 @@ pub(crate) async fn history_keeps_append_order_and_pages_across_reopen(fixture: 
             let batch: Vec<Entry> = (0..3)
                 .map(|i| entry("s", &format!("e{turn:03}-{i}"), "m"))
                 .collect();
-            expected.extend(batch.iter().map(|e| e.id.clone()));
+            expected.extend(batch.iter().map(|e| e.id.to_string()));
             store.append_entries(shared(batch)).await.expect("append");
             store
                 .append_entries(shared(vec![entry("other", &format!("o{turn}"), "x")]))

@@ -44,8 +44,8 @@ fn call(id: &str, tool: &str, arguments: &str) -> ToolCallRequest {
 
 fn entry_of(id: &str, source: EntrySource, message: ChatMessage, step: i64) -> Entry {
     Entry {
-        id: id.to_owned(),
-        session_id: SESSION.to_owned(),
+        id: id.into(),
+        session_id: SESSION.into(),
         source,
         message,
         created_at: at(step),

@@ -4,36 +4,30 @@
 use deadpool_postgres::{Pool, Transaction};
 use tokio_postgres::Row;
 
-use crate::session::History;
 use crate::session::message::{ChatMessage, Entry, MessageJson};
+use crate::session::{History, Id};
 use crate::store::StoreResult;
 use crate::store::postgres::codec::{
     backend, fail, from_nanos, parse_source, source_key, to_nanos,
 };
 use crate::store::postgres::resources::execute;
 
-/// A history entry ready to bind.
-pub(super) struct EntryRow {
-    session_id: String,
-    id: String,
-    source: &'static str,
-    role: &'static str,
-    message: String,
+/// A history entry ready to bind, borrowed: its message as the exact JSON text the entry made
+/// (and keeps), nothing of it copied.
+pub(super) struct EntryRow<'a> {
+    entry: &'a Entry,
+    message: &'a str,
     created_at: i64,
 }
 
-impl EntryRow {
-    /// The row of `entry`, its message as the exact JSON text the entry made (and keeps).
-    pub(super) fn from_entry(operation: &str, entry: &Entry) -> StoreResult<Self> {
+impl<'a> EntryRow<'a> {
+    pub(super) fn from_entry(operation: &str, entry: &'a Entry) -> StoreResult<Self> {
         let message = entry
             .message_json()
             .map_err(|e| backend(&format!("{operation}: invalid JSON"), e))?;
         Ok(Self {
-            session_id: entry.session_id.clone(),
-            id: entry.id.clone(),
-            source: source_key(entry.source),
-            role: entry.message.role.as_str(),
-            message: message.get().to_owned(),
+            entry,
+            message: message.get(),
             created_at: to_nanos(operation, entry.created_at)?,
         })
     }
@@ -48,12 +42,15 @@ const HISTORY_LOCK_CLASS: i32 = 0x6869_7374; // "hist"
 pub(super) async fn insert_entries(
     tx: &Transaction<'_>,
     operation: &'static str,
-    rows: &[EntryRow],
+    rows: &[EntryRow<'_>],
 ) -> StoreResult<()> {
     if rows.is_empty() {
         return Ok(());
     }
-    let mut sessions: Vec<&str> = rows.iter().map(|row| row.session_id.as_str()).collect();
+    let mut sessions: Vec<&str> = rows
+        .iter()
+        .map(|row| row.entry.session_id.as_str())
+        .collect();
     sessions.sort_unstable();
     sessions.dedup();
     // In one statement, in the order of the lock keys, so two steps touching the same
@@ -81,10 +78,10 @@ pub(super) async fn insert_entries(
         tx.execute(
             &statement,
             &[
-                &row.session_id,
-                &row.id,
-                &row.source,
-                &row.role,
+                &row.entry.session_id.as_str(),
+                &row.entry.id.as_str(),
+                &source_key(row.entry.source),
+                &row.entry.message.role.as_str(),
                 &row.message,
                 &row.created_at,
             ],
@@ -130,8 +127,8 @@ fn read_entry(operation: &str, row: &Row) -> StoreResult<Entry> {
     let source: &str = row.try_get(2).map_err(get)?;
     let message: &str = row.try_get(3).map_err(get)?;
     Ok(Entry {
-        session_id: row.try_get(0).map_err(get)?,
-        id: row.try_get(1).map_err(get)?,
+        session_id: Id::new(row.try_get(0).map_err(get)?),
+        id: Id::new(row.try_get(1).map_err(get)?),
         source: parse_source(operation, source)?,
         message: serde_json::from_str::<ChatMessage>(message)
             .map_err(|e| backend(&format!("{operation}: invalid JSON"), e))?,

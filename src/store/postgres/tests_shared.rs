@@ -136,7 +136,7 @@ async fn appends_from_two_stores_keep_each_stores_order() {
     for n in 0..2 {
         let own: Vec<String> = history
             .iter()
-            .map(|e| e.id.clone())
+            .map(|e| e.id.to_string())
             .filter(|id| id.starts_with(&format!("{n}:")))
             .collect();
         let expected: Vec<String> = (0..PER_STORE)

@@ -12,8 +12,8 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::ids::Id;
 use crate::session::History;
-use crate::store::sqlite::id_key::IdKey;
 use crate::store::{Collection, Record};
 use crate::telemetry::{MirrorMeters, metrics};
 
@@ -260,11 +260,11 @@ impl<K, V> Drop for Table<K, V> {
 /// The mirror's parts, behind one lock (held only for map operations, never across I/O).
 pub(super) struct Mirror {
     /// Records by collection and id.
-    pub records: Table<(Collection, IdKey), Arc<Record>>,
+    pub records: Table<(Collection, Id), Arc<Record>>,
     /// Children by collection and parent id, oldest first.
-    pub children: Table<(Collection, IdKey), Vec<Record>>,
+    pub children: Table<(Collection, Id), Vec<Record>>,
     /// Whole histories by session id, oldest first.
-    pub histories: Table<IdKey, History>,
+    pub histories: Table<Id, History>,
 }
 
 pub(super) struct Cache {
@@ -341,7 +341,7 @@ pub(super) use crate::store::heap::record_bytes;
 /// Weight of an empty history: its snapshot, its log and its key (a session id, held inline
 /// in the map's slot and in the clock's queue).
 pub(super) const EMPTY_HISTORY: usize =
-    size_of::<History>() + crate::session::history::EMPTY_LOG_BYTES + 2 * size_of::<IdKey>();
+    size_of::<History>() + crate::session::history::EMPTY_LOG_BYTES + 2 * size_of::<Id>();
 
 #[cfg(test)]
 mod tests {
@@ -448,7 +448,7 @@ mod tests {
         // The records' share of this budget holds one of these values, not two.
         let cache = Cache::new(RECORDS_SHARE * 100);
         let first = record("a");
-        let key = |id: &str| (Collection::Users, IdKey::new(id));
+        let key = |id: &str| (Collection::Users, Id::new(id));
         let mut mirror = cache.lock();
         mirror.records.put(key("a"), Arc::clone(&first), 60);
         mirror.records.put(key("b"), record("b"), 60);

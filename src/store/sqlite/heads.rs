@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::store::sqlite::id_key::IdKey;
+use crate::ids::Id;
 use crate::store::sqlite::rows::Outcome;
 
 /// How long a moved head waits in memory at most before it is written to the table.
@@ -50,7 +50,7 @@ pub(super) const MAX_WRITTEN: usize = 65_536;
 /// Heads moved by committed writes and not yet in `history_heads`. The writer thread alone
 /// changes it; readers look a session up here before they read the table.
 #[derive(Debug, Default)]
-pub(super) struct PendingHeads(Mutex<HashMap<IdKey, i64>>);
+pub(super) struct PendingHeads(Mutex<HashMap<Id, i64>>);
 
 impl PendingHeads {
     /// The session's head if a committed write moved it since the last flush.
@@ -58,7 +58,7 @@ impl PendingHeads {
         self.lock().get(session_id.as_bytes()).copied()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<IdKey, i64>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<Id, i64>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -81,11 +81,11 @@ pub(super) struct Heads {
     /// After a failed flush, when to try again (however many heads wait).
     retry_at: Option<Instant>,
     /// The open transaction's heads (`None`: its history was deleted).
-    staged: HashMap<IdKey, Option<i64>>,
+    staged: HashMap<Id, Option<i64>>,
     /// What each staging replaced in `staged`, newest last, to undo a savepoint.
-    undo: Vec<(IdKey, Option<Option<i64>>)>,
+    undo: Vec<(Id, Option<Option<i64>>)>,
     /// Heads as `history_heads` holds them, of sessions whose heads this writer wrote.
-    written: HashMap<IdKey, i64>,
+    written: HashMap<Id, i64>,
     next_seq: i64,
     /// [`FLUSH_INTERVAL`], but for tests.
     flush_interval: Duration,
@@ -123,7 +123,7 @@ impl Heads {
             let mut recovered = heads.pending.lock();
             for row in newer.query_map(params![upto], |row| Ok((row.get(0)?, row.get(1)?)))? {
                 let (seq, session_id): (i64, String) = row?;
-                let head = recovered.entry(IdKey::new(&session_id)).or_insert(seq);
+                let head = recovered.entry(Id::new(&session_id)).or_insert(seq);
                 *head = seq.max(*head);
             }
             drop(recovered);
@@ -157,7 +157,7 @@ impl Heads {
     /// Moves the session's head in the open transaction (`None`: its history is gone; the
     /// transaction deletes its row of `history_heads` itself).
     pub(super) fn stage(&mut self, session_id: &str, head: Option<i64>) {
-        let key = IdKey::new(session_id);
+        let key = Id::new(session_id);
         let before = self.staged.insert(key.clone(), head);
         self.undo.push((key, before));
     }
@@ -220,7 +220,7 @@ impl Heads {
     /// of their own (none may be open). A failure keeps them pending and waits the flush
     /// interval before the next attempt.
     pub(super) fn flush(&mut self, conn: &Connection) -> Outcome<()> {
-        let mut moved: Vec<(IdKey, i64)> = {
+        let mut moved: Vec<(Id, i64)> = {
             let pending = self.pending.lock();
             pending.iter().map(|(s, head)| (s.clone(), *head)).collect()
         };
@@ -245,7 +245,7 @@ impl Heads {
 }
 
 /// One transaction: each head written, then `upto` moved to `last_seq`.
-fn write_heads(conn: &Connection, heads: &[(IdKey, i64)], last_seq: i64) -> Outcome<()> {
+fn write_heads(conn: &Connection, heads: &[(Id, i64)], last_seq: i64) -> Outcome<()> {
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let written = (|| -> Outcome<()> {
         let mut upsert = conn.prepare_cached(

@@ -35,20 +35,20 @@ pub(super) fn insert_entries(tx: &Txn<'_>, rows: &[EntryRow]) -> Outcome<()> {
         "INSERT INTO history (seq, session_id, prev, id, source, role, created_at, message)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?;
-    for run in rows.chunk_by(|a, b| a.session_id == b.session_id) {
-        let session_id = &run[0].session_id;
+    for run in rows.chunk_by(|a, b| a.session_id() == b.session_id()) {
+        let session_id = run[0].session_id();
         let mut prev = heads.head(tx, session_id)?;
         for row in run {
             let seq = heads.next_seq();
             insert.execute(params![
                 seq,
-                row.session_id,
+                session_id,
                 prev,
-                row.id,
-                row.source,
-                row.role,
+                row.entry.id.as_str(),
+                row.source(),
+                row.entry.message.role.as_str(),
                 row.created_at,
-                row.message
+                row.message()
             ])?;
             prev = Some(seq);
         }

@@ -14,7 +14,6 @@ mod checkpoint;
 mod export;
 mod heads;
 mod history_rows;
-mod id_key;
 mod rows;
 mod schema;
 mod step;
@@ -54,9 +53,9 @@ use self::rows::{
 use self::schema::{open_reader, open_writer};
 use self::writer::{Txn, Write, Writer};
 use crate::config::Synchronous;
+use crate::ids::Id;
 use crate::session::History;
 use crate::session::message::Entry;
-use crate::store::sqlite::id_key::IdKey;
 use crate::store::{
     ApprovalDecision, ApprovalRecord, ApprovalState, Collection, JournalRecord, ListQuery, Record,
     StepWrite, Store, StoreError, StoreResult,
@@ -330,16 +329,16 @@ impl Store for SqliteStore {
             move |cache, &empty_history| {
                 let mut mirror = cache.lock();
                 if let Some(parent) = &record.parent {
-                    mirror.children.remove(&(collection, IdKey::new(parent)));
+                    mirror.children.remove(&(collection, Id::new(parent)));
                 }
                 if empty_history {
                     mirror
                         .histories
-                        .put(IdKey::new(&record.id), History::default(), EMPTY_HISTORY);
+                        .put(Id::new(&record.id), History::default(), EMPTY_HISTORY);
                 }
                 mirror
                     .records
-                    .put((collection, IdKey::new(&record.id)), Arc::new(record), weight);
+                    .put((collection, Id::new(&record.id)), Arc::new(record), weight);
             },
         )
         .await
@@ -373,7 +372,7 @@ impl Store for SqliteStore {
     }
 
     async fn get(&self, collection: Collection, id: &str) -> StoreResult<Option<Arc<Record>>> {
-        let key = (collection, IdKey::new(id));
+        let key = (collection, Id::new(id));
         let load = || {
             let id = id.to_owned();
             self.read("get", move |conn| {
@@ -407,7 +406,7 @@ impl Store for SqliteStore {
     }
 
     async fn children(&self, collection: Collection, parent: &str) -> StoreResult<Vec<Record>> {
-        let key = (collection, IdKey::new(parent));
+        let key = (collection, Id::new(parent));
         let load = || async {
             let (sql, params) = list_query(collection, &ListQuery::children_of(parent));
             self.read("children", move |conn| {
@@ -442,7 +441,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete(&self, collection: Collection, id: &str) -> StoreResult<bool> {
-        let key = IdKey::new(id);
+        let key = Id::new(id);
         let id = id.to_owned();
         self.write(
             "delete",
@@ -518,13 +517,13 @@ impl Store for SqliteStore {
             Ok(Some((History::from_stored(entries), weight)))
         };
         let entries = self
-            .read_through(|mirror| &mut mirror.histories, IdKey::new(session_id), load)
+            .read_through(|mirror| &mut mirror.histories, Id::new(session_id), load)
             .await?;
         Ok(entries.unwrap_or_default())
     }
 
     async fn clear_history(&self, session_id: &str) -> StoreResult<()> {
-        let key = IdKey::new(session_id);
+        let key = Id::new(session_id);
         let session_id = session_id.to_owned();
         self.write(
             "clear history",
@@ -619,9 +618,9 @@ fn read_records(
 /// Drops a changed record (and its parent's list of children) from the mirror.
 fn forget_record(cache: &Cache, collection: Collection, id: &str, parent: Option<&str>) {
     let mut mirror = cache.lock();
-    mirror.records.remove(&(collection, IdKey::new(id)));
+    mirror.records.remove(&(collection, Id::new(id)));
     match parent {
-        Some(parent) => mirror.children.remove(&(collection, IdKey::new(parent))),
+        Some(parent) => mirror.children.remove(&(collection, Id::new(parent))),
         // A record replaced without a parent may have had one before.
         None if collection == Collection::AgentTools => mirror.children.clear(),
         None => {}

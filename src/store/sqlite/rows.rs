@@ -1,9 +1,12 @@
 //! How the embedded store's values map to SQLite columns and back: timestamps, enums, JSON
 //! columns, the list query builder, and the error type the blocking closures return.
 
+use std::sync::Arc;
+
 use rusqlite::types::Value as SqlValue;
 use time::OffsetDateTime;
 
+use crate::session::Id;
 use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson};
 use crate::store::sqlite::writer::BatchError;
 use crate::store::{CallStatus, Collection, JournalRecord, ListQuery, Record, StoreError};
@@ -150,42 +153,50 @@ impl RecordRow {
 
 pub(super) const RECORD_COLUMNS: &str = "id, parent, body, created_at, updated_at";
 
-/// A history entry ready to bind.
+/// A history entry ready to bind: the entry itself, shared, with its message's JSON text made
+/// (the entry keeps it) and its time converted, so the writer thread only binds and inserts
+/// and nothing of the entry is copied to do so.
 pub(super) struct EntryRow {
-    pub session_id: String,
-    pub id: String,
-    pub source: String,
-    pub role: &'static str,
-    pub message: String,
+    pub entry: Arc<Entry>,
     pub created_at: i64,
 }
 
 impl EntryRow {
-    pub(super) fn from_entry(entry: &Entry) -> Outcome<Self> {
+    pub(super) fn from_entry(entry: &Arc<Entry>) -> Outcome<Self> {
+        entry.message_json()?;
         Ok(Self {
-            session_id: entry.session_id.clone(),
-            id: entry.id.clone(),
-            source: source_key(entry.source).to_owned(),
-            role: entry.message.role.as_str(),
-            message: entry.message_json()?.get().to_owned(),
+            entry: Arc::clone(entry),
             created_at: to_nanos(entry.created_at)?,
         })
+    }
+
+    pub(super) fn session_id(&self) -> &str {
+        &self.entry.session_id
+    }
+
+    pub(super) fn source(&self) -> &'static str {
+        source_key(self.entry.source)
+    }
+
+    /// The message's JSON text, as made by [`EntryRow::from_entry`].
+    pub(super) fn message(&self) -> &str {
+        self.entry.message_text()
     }
 
     /// Reads the columns `session_id, id, source, message, created_at` into an entry, with
     /// the length of its stored message text.
     pub(super) fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome<(Entry, usize)>> {
-        let session_id: String = row.get(0)?;
-        let id: String = row.get(1)?;
-        let source: String = row.get(2)?;
-        let message: String = row.get(3)?;
+        let session_id = Id::new(row.get_ref(0)?.as_str()?);
+        let id = Id::new(row.get_ref(1)?.as_str()?);
+        let source = row.get_ref(2)?.as_str()?;
+        let message = row.get_ref(3)?.as_str()?;
         let created_at: i64 = row.get(4)?;
         Ok((|| {
             let entry = Entry {
                 id,
                 session_id,
-                source: parse_source(&source)?,
-                message: serde_json::from_str::<ChatMessage>(&message)?,
+                source: parse_source(source)?,
+                message: serde_json::from_str::<ChatMessage>(message)?,
                 created_at: from_nanos(created_at)?,
                 // Made again from the parsed message when first needed, not taken from the
                 // row: fields this build does not know are not passed on to the model.

@@ -14,7 +14,6 @@ use crate::session::message::Entry;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::approvals::{HoldRow, insert_holds};
 use crate::store::sqlite::history_rows::insert_entries;
-use crate::store::sqlite::id_key::IdKey;
 use crate::store::sqlite::rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos,
 };
@@ -41,7 +40,7 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
     let prepared = (|| {
         let rows = entries
             .iter()
-            .map(|entry| EntryRow::from_entry(entry))
+            .map(EntryRow::from_entry)
             .collect::<Outcome<Vec<_>>>()?;
         let starts = start
             .into_iter()
@@ -65,7 +64,7 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
         .into_iter()
         .zip(&rows)
         .map(|(entry, row)| {
-            let weight = entry.heap_bytes(row.message.len());
+            let weight = entry.heap_bytes(row.message().len());
             (entry, weight)
         })
         .collect();
@@ -87,7 +86,7 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
             move |cache, _| {
                 let mut mirror = cache.lock();
                 for (entry, weight) in weighed {
-                    let session = IdKey::new(&entry.session_id);
+                    let session = entry.session_id.clone();
                     // The mirror keeps its own copy, made here on the writer thread, where
                     // an eviction frees it too: its long-lived entries stay on the writer's
                     // pages, apart from requests' short-lived objects, and are freed by the
