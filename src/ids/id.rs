@@ -99,22 +99,10 @@ impl From<String> for Id {
     }
 }
 
-impl From<&String> for Id {
-    fn from(id: &String) -> Self {
-        Self::new(id)
-    }
-}
-
 impl Deref for Id {
     type Target = str;
 
     fn deref(&self) -> &str {
-        self.as_str()
-    }
-}
-
-impl AsRef<str> for Id {
-    fn as_ref(&self) -> &str {
         self.as_str()
     }
 }
