@@ -13,6 +13,8 @@ pub(crate) struct Plan<'a> {
     pub instances: usize,
     pub postgres_url: Option<&'a str>,
     pub postgres_password_file: Option<&'a Path>,
+    /// More `--set KEY=VALUE` settings for every instance.
+    pub sets: &'a [String],
 }
 
 impl Plan<'_> {
@@ -58,7 +60,8 @@ pub(crate) fn start(
             scratch,
         ))?),
     };
-    let sets = database.as_ref().map(Database::sets).unwrap_or_default();
+    let mut sets = database.as_ref().map(Database::sets).unwrap_or_default();
+    sets.extend_from_slice(plan.sets);
     let mut instances = Vec::with_capacity(plan.instances);
     for index in 0..plan.instances.max(1) {
         let dir = instance_dir(scratch, index);
@@ -165,6 +168,7 @@ mod tests {
             instances,
             postgres_url: url,
             postgres_password_file: None,
+            sets: &[],
         }
     }
 

@@ -74,14 +74,14 @@ const SCENARIOS: [(&str, Op); 5] = [
 
 /// Counts the scenarios named in `only` (all when empty); `mcp` runs the MCP server at
 /// `mcp_script` (or the one found, see [`mcp_server::locate`]) and is skipped, saying so,
-/// when there is none.
+/// when there is none. `sets` are more `--set` settings for each agentd.
 pub(crate) fn run(
     scratch: &Path,
     only: &[String],
     mcp_script: Option<&Path>,
-    short: u32,
-    long: u32,
+    (short, long): (u32, u32),
     turns_per_session: u32,
+    sets: &[String],
 ) -> Result<Vec<PerTurn>, String> {
     if long <= short {
         return Err(format!(
@@ -126,6 +126,7 @@ pub(crate) fn run(
             mock_origin: &mock.origin,
             mcp_server: server,
             turns_per_session,
+            sets,
         };
         let short_count = count(&runtime, &agentd, scenario, op, short)?;
         let long_count = count(&runtime, &agentd, scenario, op, long)?;
@@ -147,6 +148,8 @@ struct Agentd<'a> {
     mcp_server: Option<&'a Path>,
     /// Turns before the client replaces its session (the histories the turns read).
     turns_per_session: u32,
+    /// More `--set` settings.
+    sets: &'a [String],
 }
 
 /// Total instructions of one agentd process serving `turns` turns of `op`.
@@ -162,6 +165,7 @@ fn count(
         mock_origin,
         mcp_server,
         turns_per_session,
+        sets,
     } = *agentd;
     let dir = scratch.join(format!("callgrind-{scenario}-{turns}"));
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -179,7 +183,7 @@ fn count(
         &dir,
         mock_origin,
         &api_key,
-        &[],
+        sets,
         mcp_server,
     )?;
     let http = load::http_client(1)?;

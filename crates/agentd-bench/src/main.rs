@@ -102,6 +102,12 @@ struct Args {
     /// A file holding the password of `--postgres-url`'s user.
     #[arg(long, global = true, value_name = "PATH")]
     postgres_password_file: Option<std::path::PathBuf>,
+    /// A setting for every agentd the load scenarios and `sustained` start, as agentd's own
+    /// `--set KEY=VALUE` (repeatable; give them all before the subcommand or all after it),
+    /// e.g. `storage.mirror_bytes=67108864` to run on a mirror smaller than the sessions'
+    /// histories.
+    #[arg(long = "agentd-set", global = true, value_name = "KEY=VALUE")]
+    agentd_sets: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -248,6 +254,7 @@ fn main() -> ExitCode {
             args.mcp_server.as_deref(),
             (short_turns, long_turns),
             turns_per_session,
+            &args.agentd_sets,
         ),
         Some(Command::CrashCampaign {
             turns,
@@ -278,6 +285,7 @@ fn main() -> ExitCode {
                     instances: usize::from(args.instances),
                     postgres_url: args.postgres_url.as_deref(),
                     postgres_password_file: args.postgres_password_file.as_deref(),
+                    sets: &args.agentd_sets,
                 },
             },
             &scratch,
@@ -351,8 +359,16 @@ fn run_instructions(
     mcp_server: Option<&std::path::Path>,
     (short, long): (u32, u32),
     turns_per_session: u32,
+    sets: &[String],
 ) -> Result<(), String> {
-    let counted = instructions::run(scratch, only, mcp_server, short, long, turns_per_session)?;
+    let counted = instructions::run(
+        scratch,
+        only,
+        mcp_server,
+        (short, long),
+        turns_per_session,
+        sets,
+    )?;
     println!(
         "\n### instructions per turn (callgrind, user space, one client, sessions of {turns_per_session} turns)\n"
     );
@@ -464,6 +480,7 @@ fn run_load(args: &Args, scratch: &std::path::Path) -> Result<(), String> {
         instances: usize::from(args.instances),
         postgres_url: args.postgres_url.as_deref(),
         postgres_password_file: args.postgres_password_file.as_deref(),
+        sets: &args.agentd_sets,
     };
     plan.check()?;
     install_crypto_provider();
@@ -874,4 +891,24 @@ pub(crate) fn measure(
         ticks_per_sec,
         true,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agentd_settings_are_taken_in_order_before_or_after_the_subcommand() {
+        let sets = ["storage.mirror_bytes=0", "limits.max_history_entries=500"];
+        let flags = sets.iter().flat_map(|set| ["--agentd-set", set]);
+        let before = std::iter::once("agentd-bench")
+            .chain(flags.clone())
+            .chain(["sustained"]);
+        let after = ["agentd-bench", "sustained"].into_iter().chain(flags);
+        for line in [before.collect::<Vec<_>>(), after.collect()] {
+            let args = Args::try_parse_from(&line).expect("parses");
+            assert_eq!(args.agentd_sets, sets, "{line:?}");
+            assert!(matches!(args.command, Some(Command::Sustained(_))));
+        }
+    }
 }
