@@ -12,11 +12,12 @@
 //!
 //! Reading a history walks the chain back from its head, one rowid lookup per entry: a
 //! session's rows are far apart in the file either way, so this reads the same pages the
-//! index led to, without the index's own.
+//! index led to, without the index's own. A whole history is read on the way, each row
+//! looked up once.
 
 use std::sync::LazyLock;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::session::message::Entry;
 use crate::store::sqlite::heads::{PendingHeads, stored_head};
@@ -67,24 +68,24 @@ const CHAIN: &str = "WITH RECURSIVE chain (seq, prev) AS (
         WHERE h.seq < c.seq AND h.session_id = ?1
     )";
 
-/// `?1`'s rows, newest first, by `seq`. (No bound `LIMIT` here: SQLite would compile the
-/// statement again for every new value.)
-pub(super) static WALK: LazyLock<String> =
-    LazyLock::new(|| format!("{CHAIN} SELECT seq FROM chain"));
+/// The `seq` of the row before row `?1`, if row `?1` is one of session `?2`'s.
+pub(super) const PREV: &str = "SELECT prev FROM history WHERE seq = ?1 AND session_id = ?2";
 
 /// One row, whole.
 pub(super) const ROW: &str =
     "SELECT session_id, id, source, message, created_at FROM history WHERE seq = ?1";
+
+/// Row `?1`, whole, with the `seq` of the row before it, if it is one of session `?2`'s.
+pub(super) const LINK: &str = "SELECT session_id, id, source, message, created_at, prev
+    FROM history WHERE seq = ?1 AND session_id = ?2";
 
 /// Every row of `?1`'s history.
 pub(super) static DELETE: LazyLock<String> =
     LazyLock::new(|| format!("{CHAIN} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)"));
 
 /// Hands `each` entries `offset..offset + limit` of a session's history, oldest first (a
-/// negative `limit` means all), each with the length of its stored message text. The walk
-/// picks the page's rows and only those are read whole, in one read transaction: a commit
-/// meanwhile is either wholly seen or not at all. The walk costs one lookup per entry the
-/// history holds, whatever the page (`limits.max_history_entries` bounds it).
+/// negative `limit` means all), each with the length of its stored message text, in one read
+/// transaction: a commit meanwhile is either wholly seen or not at all.
 ///
 /// The head is looked up in `pending` before the snapshot is taken, and in the table only
 /// inside it: a head published before the look is committed, so the snapshot holds its row.
@@ -105,19 +106,73 @@ pub(super) fn read_entries(
     let Some(head) = head else {
         return Ok(());
     };
-    let mut newest_first = Vec::new();
-    let mut walk = snapshot.prepare_cached(&WALK)?;
-    for seq in walk.query_map(params![session_id, head], |row| row.get::<_, i64>(0))? {
-        newest_first.push(seq?);
-    }
     let skip = usize::try_from(offset).unwrap_or(0);
     let take = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut row = snapshot.prepare_cached(ROW)?;
-    for seq in newest_first.iter().rev().skip(skip).take(take) {
-        let (entry, text_len) = row.query_row(params![seq], EntryRow::read_entry)??;
+    let entries = if skip == 0 && take == usize::MAX {
+        read_whole(&snapshot, session_id, head)?
+    } else {
+        read_page(&snapshot, session_id, head, skip, take)?
+    };
+    for (entry, text_len) in entries {
         each(entry, text_len);
     }
     Ok(())
+}
+
+/// Every entry up to `head`, oldest first: one rowid lookup per entry, each row read
+/// whole on the way. Each step must go to a smaller `seq` of the same session, as in
+/// [`CHAIN`]. A loop of single lookups costs a fifth less per entry than the same walk as
+/// a recursive statement, whose queue is a temporary B-tree each row passes through
+/// (docs/benchmarks.md, "A mirror smaller than the sessions").
+fn read_whole(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<(Entry, usize)>> {
+    let mut newest_first = Vec::new();
+    let mut link = conn.prepare_cached(LINK)?;
+    let mut next = Some(head);
+    while let Some(seq) = next {
+        let step = link
+            .query_row(params![seq, session_id], |row| {
+                Ok((row.get::<_, Option<i64>>(5)?, EntryRow::read_entry(row)?))
+            })
+            .optional()?;
+        let Some((prev, entry)) = step else {
+            break;
+        };
+        newest_first.push(entry?);
+        next = prev.filter(|&prev| prev < seq);
+    }
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// Entries `skip..skip + take` counted from the oldest, oldest first: a walk over the rows'
+/// links picks the page's rows and only those are read whole. The walk costs one lookup per
+/// entry the history holds, whatever the page (`limits.max_history_entries` bounds it).
+fn read_page(
+    conn: &Connection,
+    session_id: &str,
+    head: i64,
+    skip: usize,
+    take: usize,
+) -> Outcome<Vec<(Entry, usize)>> {
+    let mut newest_first = Vec::new();
+    let mut prev = conn.prepare_cached(PREV)?;
+    let mut next = Some(head);
+    while let Some(seq) = next {
+        let step = prev
+            .query_row(params![seq, session_id], |row| row.get::<_, Option<i64>>(0))
+            .optional()?;
+        let Some(before) = step else {
+            break;
+        };
+        newest_first.push(seq);
+        next = before.filter(|&before| before < seq);
+    }
+    let mut row = conn.prepare_cached(ROW)?;
+    let mut page = Vec::new();
+    for seq in newest_first.iter().rev().skip(skip).take(take) {
+        page.push(row.query_row(params![seq], EntryRow::read_entry)??);
+    }
+    Ok(page)
 }
 
 /// Whether the session has any history row.

@@ -3,7 +3,7 @@
 //! walk instead of looping.
 
 use crate::store::Store;
-use crate::store::sqlite::history_rows::{DELETE, ROW, WALK};
+use crate::store::sqlite::history_rows::{DELETE, LINK, PREV, ROW};
 use crate::store::sqlite::schema::MIGRATIONS;
 use crate::store::sqlite::tests::{entry, entry_ids, open, query_plan, raw, shared, temp_db};
 
@@ -99,7 +99,8 @@ async fn reads_and_deletes_look_rows_up_by_rowid_only() {
     let conn = raw(&path);
     let (session_and_head, seq) = (rusqlite::params!["s", 1], rusqlite::params![1]);
     for (sql, params) in [
-        (WALK.as_str(), session_and_head),
+        (PREV, rusqlite::params![1, "s"]),
+        (LINK, rusqlite::params![1, "s"]),
         (ROW, seq),
         (DELETE.as_str(), session_and_head),
     ] {
@@ -155,6 +156,9 @@ async fn a_damaged_link_ends_the_walk() {
     ] {
         drop(damaged.take());
         let store = damage(sql);
+        // A page first: the whole read fills the mirror, which later pages are cut from.
+        let page = store.history("s", 10, 0).await.expect("page");
+        assert_eq!(entry_ids(&page), readable, "{sql}");
         assert_eq!(
             entry_ids(&store.full_history("s").await.expect("read")),
             readable,
