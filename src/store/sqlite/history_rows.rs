@@ -13,11 +13,10 @@
 //! Reading a history walks the chain back from its head, one rowid lookup per entry: a
 //! session's rows are far apart in the file either way, so this reads the same pages the
 //! index led to, without the index's own. A whole history is read on the way, each row
-//! looked up once.
+//! looked up once; a delete walks the same way ([`walk`] is the one place a chain is
+//! followed).
 
-use std::sync::LazyLock;
-
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::session::message::Entry;
 use crate::store::sqlite::heads::{PendingHeads, stored_head};
@@ -58,30 +57,19 @@ pub(super) fn insert_entries(tx: &Txn<'_>, rows: &[EntryRow]) -> Outcome<()> {
     Ok(())
 }
 
-/// `?1`'s rows from its head `?2` as the table `chain (seq, prev)`, newest first. Each step
-/// must go to a smaller `seq` of the same session, so a damaged link ends the walk instead of
-/// looping or wandering into another session's rows. A step reads a row's first columns only.
-const CHAIN: &str = "WITH RECURSIVE chain (seq, prev) AS (
-        SELECT seq, prev FROM history h WHERE h.seq = ?2 AND h.session_id = ?1
-        UNION ALL
-        SELECT h.seq, h.prev FROM chain c JOIN history h ON h.seq = c.prev
-        WHERE h.seq < c.seq AND h.session_id = ?1
-    )";
-
 /// The `seq` of the row before row `?1`, if row `?1` is one of session `?2`'s.
 pub(super) const PREV: &str = "SELECT prev FROM history WHERE seq = ?1 AND session_id = ?2";
-
-/// One row, whole.
-pub(super) const ROW: &str =
-    "SELECT session_id, id, source, message, created_at FROM history WHERE seq = ?1";
 
 /// Row `?1`, whole, with the `seq` of the row before it, if it is one of session `?2`'s.
 pub(super) const LINK: &str = "SELECT session_id, id, source, message, created_at, prev
     FROM history WHERE seq = ?1 AND session_id = ?2";
 
-/// Every row of `?1`'s history.
-pub(super) static DELETE: LazyLock<String> =
-    LazyLock::new(|| format!("{CHAIN} DELETE FROM history WHERE seq IN (SELECT seq FROM chain)"));
+/// One row, whole.
+pub(super) const ROW: &str =
+    "SELECT session_id, id, source, message, created_at FROM history WHERE seq = ?1";
+
+/// One row, gone.
+pub(super) const DELETE_ROW: &str = "DELETE FROM history WHERE seq = ?1";
 
 /// Hands `each` entries `offset..offset + limit` of a session's history, oldest first (a
 /// negative `limit` means all), each with the length of its stored message text, in one read
@@ -119,34 +107,60 @@ pub(super) fn read_entries(
     Ok(())
 }
 
-/// Every entry up to `head`, oldest first: one rowid lookup per entry, each row read
-/// whole on the way. Each step must go to a smaller `seq` of the same session, as in
-/// [`CHAIN`]. A loop of single lookups costs a fifth less per entry than the same walk as
-/// a recursive statement, whose queue is a temporary B-tree each row passes through
-/// (docs/benchmarks.md, "A mirror smaller than the sessions").
-fn read_whole(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<(Entry, usize)>> {
+/// Follows `session_id`'s chain back from `head`, one rowid lookup per row: `sql` (one of
+/// [`PREV`] and [`LINK`]) finds row `seq` of the session, and `read` takes from it the `seq`
+/// of the row before and a value. Each step must go to a smaller `seq` of the same session,
+/// so a damaged link ends the walk instead of looping or wandering into another session's
+/// rows. The values come newest first; the first that fails to read ends the walk with its
+/// failure.
+///
+/// A loop of single lookups costs a fifth less per entry than the same walk as a recursive
+/// statement, whose queue is a temporary B-tree each row passes through (docs/benchmarks.md,
+/// "A mirror smaller than the sessions").
+fn walk<T>(
+    conn: &Connection,
+    sql: &str,
+    session_id: &str,
+    head: i64,
+    read: impl Fn(i64, &Row<'_>) -> rusqlite::Result<Outcome<(Option<i64>, T)>>,
+) -> Outcome<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql)?;
     let mut newest_first = Vec::new();
-    let mut link = conn.prepare_cached(LINK)?;
     let mut next = Some(head);
     while let Some(seq) = next {
-        let step = link
-            .query_row(params![seq, session_id], |row| {
-                Ok((row.get::<_, Option<i64>>(5)?, EntryRow::read_entry(row)?))
-            })
+        let step = statement
+            .query_row(params![seq, session_id], |row| read(seq, row))
             .optional()?;
-        let Some((prev, entry)) = step else {
+        let Some(step) = step else {
             break;
         };
-        newest_first.push(entry?);
+        let (prev, value) = step?;
+        newest_first.push(value);
         next = prev.filter(|&prev| prev < seq);
     }
-    newest_first.reverse();
     Ok(newest_first)
 }
 
-/// Entries `skip..skip + take` counted from the oldest, oldest first: a walk over the rows'
-/// links picks the page's rows and only those are read whole. The walk costs one lookup per
-/// entry the history holds, whatever the page (`limits.max_history_entries` bounds it).
+/// The `seq` of every row of the chain from `head`, newest first.
+fn chain_seqs(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<i64>> {
+    walk(conn, PREV, session_id, head, |seq, row| {
+        Ok(Ok((row.get(0)?, seq)))
+    })
+}
+
+/// Every entry up to `head`, oldest first, each row read whole on the way.
+fn read_whole(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<(Entry, usize)>> {
+    let mut entries = walk(conn, LINK, session_id, head, |_, row| {
+        let prev = row.get(5)?;
+        Ok(EntryRow::read_entry(row)?.map(|entry| (prev, entry)))
+    })?;
+    entries.reverse();
+    Ok(entries)
+}
+
+/// Entries `skip..skip + take` counted from the oldest, oldest first: the walk picks the
+/// page's rows and only those are read whole. The walk costs one lookup per entry the history
+/// holds, whatever the page (`limits.max_history_entries` bounds it).
 fn read_page(
     conn: &Connection,
     session_id: &str,
@@ -154,22 +168,10 @@ fn read_page(
     skip: usize,
     take: usize,
 ) -> Outcome<Vec<(Entry, usize)>> {
-    let mut newest_first = Vec::new();
-    let mut prev = conn.prepare_cached(PREV)?;
-    let mut next = Some(head);
-    while let Some(seq) = next {
-        let step = prev
-            .query_row(params![seq, session_id], |row| row.get::<_, Option<i64>>(0))
-            .optional()?;
-        let Some(before) = step else {
-            break;
-        };
-        newest_first.push(seq);
-        next = before.filter(|&before| before < seq);
-    }
+    let seqs = chain_seqs(conn, session_id, head)?;
     let mut row = conn.prepare_cached(ROW)?;
     let mut page = Vec::new();
-    for seq in newest_first.iter().rev().skip(skip).take(take) {
+    for seq in seqs.iter().rev().skip(skip).take(take) {
         page.push(row.query_row(params![seq], EntryRow::read_entry)??);
     }
     Ok(page)
@@ -186,8 +188,10 @@ pub(super) fn delete_history(tx: &Txn<'_>, session_id: &str) -> Outcome<()> {
     let Some(head) = heads.head(tx, session_id)? else {
         return Ok(());
     };
-    tx.prepare_cached(&DELETE)?
-        .execute(params![session_id, head])?;
+    let mut delete = tx.prepare_cached(DELETE_ROW)?;
+    for seq in chain_seqs(tx, session_id, head)? {
+        delete.execute(params![seq])?;
+    }
     tx.prepare_cached("DELETE FROM history_heads WHERE session_id = ?1")?
         .execute(params![session_id])?;
     heads.stage(session_id, None);

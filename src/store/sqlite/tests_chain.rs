@@ -3,7 +3,7 @@
 //! walk instead of looping.
 
 use crate::store::Store;
-use crate::store::sqlite::history_rows::{DELETE, LINK, PREV, ROW};
+use crate::store::sqlite::history_rows::{DELETE_ROW, LINK, PREV, ROW};
 use crate::store::sqlite::schema::MIGRATIONS;
 use crate::store::sqlite::tests::{entry, entry_ids, open, query_plan, raw, shared, temp_db};
 
@@ -97,12 +97,12 @@ async fn reads_and_deletes_look_rows_up_by_rowid_only() {
     let (_dir, path) = temp_db();
     drop(open(&path));
     let conn = raw(&path);
-    let (session_and_head, seq) = (rusqlite::params!["s", 1], rusqlite::params![1]);
+    let (seq_and_session, seq) = (rusqlite::params![1, "s"], rusqlite::params![1]);
     for (sql, params) in [
-        (PREV, rusqlite::params![1, "s"]),
-        (LINK, rusqlite::params![1, "s"]),
+        (PREV, seq_and_session),
+        (LINK, seq_and_session),
         (ROW, seq),
-        (DELETE.as_str(), session_and_head),
+        (DELETE_ROW, seq),
     ] {
         let steps = query_plan(&conn, sql, params);
         let on_history: Vec<&String> = steps
