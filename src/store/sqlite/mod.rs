@@ -648,13 +648,13 @@ async fn read_history(
     let pending = Arc::clone(&store.shared.heads);
     store
         .read("history", move |conn| {
-            let (mut entries, mut weight) = (Vec::new(), EMPTY_HISTORY);
-            let each = |entry: Entry, text_len| {
-                weight += entry.heap_bytes(text_len);
-                entries.push(entry);
-            };
-            history_rows::read_entries(conn, &pending, &session_id, limit, offset, each)?;
-            Ok((entries, weight))
+            let read = history_rows::read_entries(conn, &pending, &session_id, limit, offset)?;
+            let weight = read
+                .iter()
+                .fold(EMPTY_HISTORY, |weight, (entry, text_len)| {
+                    weight + entry.heap_bytes(*text_len)
+                });
+            Ok((read.into_iter().map(|(entry, _)| entry).collect(), weight))
         })
         .await
 }

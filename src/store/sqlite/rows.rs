@@ -183,14 +183,17 @@ impl EntryRow {
         self.entry.message_text()
     }
 
-    /// Reads the columns `session_id, id, source, message, created_at` into an entry, with
-    /// the length of its stored message text.
-    pub(super) fn read_entry(row: &rusqlite::Row<'_>) -> rusqlite::Result<Outcome<(Entry, usize)>> {
-        let session_id = Id::new(row.get_ref(0)?.as_str()?);
-        let id = Id::new(row.get_ref(1)?.as_str()?);
-        let source = row.get_ref(2)?.as_str()?;
-        let message = row.get_ref(3)?.as_str()?;
-        let created_at: i64 = row.get(4)?;
+    /// Reads the columns `session_id, id, source, message, created_at`, the first at `from`,
+    /// into an entry, with the length of its stored message text.
+    pub(super) fn read_entry(
+        row: &rusqlite::Row<'_>,
+        from: usize,
+    ) -> rusqlite::Result<Outcome<(Entry, usize)>> {
+        let session_id = Id::new(row.get_ref(from)?.as_str()?);
+        let id = Id::new(row.get_ref(from + 1)?.as_str()?);
+        let source = row.get_ref(from + 2)?.as_str()?;
+        let message = row.get_ref(from + 3)?.as_str()?;
+        let created_at: i64 = row.get(from + 4)?;
         Ok((|| {
             let entry = Entry {
                 id,

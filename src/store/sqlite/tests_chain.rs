@@ -97,14 +97,8 @@ async fn reads_and_deletes_look_rows_up_by_rowid_only() {
     let (_dir, path) = temp_db();
     drop(open(&path));
     let conn = raw(&path);
-    let (seq_and_session, seq) = (rusqlite::params![1, "s"], rusqlite::params![1]);
-    for (sql, params) in [
-        (PREV, seq_and_session),
-        (LINK, seq_and_session),
-        (ROW, seq),
-        (DELETE_ROW, seq),
-    ] {
-        let steps = query_plan(&conn, sql, params);
+    for sql in [PREV, LINK, ROW, DELETE_ROW] {
+        let steps = query_plan(&conn, sql, rusqlite::params![1]);
         let on_history: Vec<&String> = steps
             .iter()
             .filter(|step| matches!(step.split_whitespace().nth(1), Some("h" | "history")))
@@ -172,5 +166,55 @@ async fn a_damaged_link_ends_the_walk() {
     assert_eq!(
         entry_ids(&crossed.full_history("other").await.expect("other")),
         ["o1"]
+    );
+}
+
+/// Rows a commit appends for a session lie one `seq` apart, and the walk steps from one to the
+/// next instead of seeking each: a link to the row just before that names another session's
+/// row ends the walk there too, and interleaved sessions read back whole.
+#[tokio::test]
+async fn adjacent_rows_of_another_session_end_the_walk() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    for (first, second) in [("s1", "t1"), ("t2", "s2"), ("s3", "s4")] {
+        let session = |id: &str| if id.starts_with('s') { "s" } else { "t" };
+        let rows = [first, second].map(|id| entry(session(id), id, id));
+        store
+            .append_entries(shared(rows.to_vec()))
+            .await
+            .expect("append");
+    }
+    drop(store);
+    let store = open(&path);
+    assert_eq!(
+        entry_ids(&store.full_history("s").await.expect("s")),
+        ["s1", "s2", "s3", "s4"]
+    );
+    assert_eq!(
+        entry_ids(&store.history("s", 2, 1).await.expect("page")),
+        ["s2", "s3"]
+    );
+    assert_eq!(
+        entry_ids(&store.full_history("t").await.expect("t")),
+        ["t1", "t2"]
+    );
+    drop(store);
+
+    raw(&path)
+        .execute("UPDATE history SET prev = seq - 1 WHERE id = 's2'", [])
+        .expect("damage");
+    let store = open(&path);
+    assert_eq!(
+        entry_ids(&store.history("s", 10, 0).await.expect("page")),
+        ["s2", "s3", "s4"]
+    );
+    assert_eq!(
+        entry_ids(&store.full_history("s").await.expect("s")),
+        ["s2", "s3", "s4"]
+    );
+    store.clear_history("s").await.expect("clear");
+    assert_eq!(
+        entry_ids(&store.full_history("t").await.expect("t")),
+        ["t1", "t2"]
     );
 }
