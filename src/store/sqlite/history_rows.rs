@@ -20,6 +20,7 @@
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row, params};
 
+use crate::ids::Id;
 use crate::session::message::Entry;
 use crate::store::sqlite::heads::{PendingHeads, stored_head};
 use crate::store::sqlite::rows::{EntryRow, Outcome};
@@ -65,16 +66,15 @@ pub(super) fn insert_entries(tx: &Txn<'_>, rows: &[EntryRow]) -> Outcome<()> {
 pub(super) const PREV: &str =
     "SELECT seq, prev, session_id FROM history WHERE seq <= ?1 ORDER BY seq DESC";
 
-/// [`PREV`] with each row read whole, from column [`WHOLE_FROM`] (the session) on.
+/// [`PREV`] with each row read whole, from column [`WHOLE_FROM`] on.
 pub(super) const LINK: &str = "SELECT seq, prev, session_id, id, source, message, created_at
     FROM history WHERE seq <= ?1 ORDER BY seq DESC";
 
 /// Where [`EntryRow::read_entry`] starts in a row of [`LINK`].
-const WHOLE_FROM: usize = 2;
+const WHOLE_FROM: usize = 3;
 
-/// One row, whole.
-pub(super) const ROW: &str =
-    "SELECT session_id, id, source, message, created_at FROM history WHERE seq = ?1";
+/// One row, whole (but its session, which the walk that found it checked).
+pub(super) const ROW: &str = "SELECT id, source, message, created_at FROM history WHERE seq = ?1";
 
 /// One row, gone.
 pub(super) const DELETE_ROW: &str = "DELETE FROM history WHERE seq = ?1";
@@ -163,8 +163,9 @@ fn chain_seqs(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<i64
 
 /// Every entry up to `head`, oldest first, each row read whole on the way.
 fn read_whole(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<(Entry, usize)>> {
+    let session = Id::new(session_id);
     let mut entries = walk(conn, LINK, session_id, head, |row| {
-        EntryRow::read_entry(row, WHOLE_FROM)
+        EntryRow::read_entry(row, WHOLE_FROM, &session)
     })?;
     entries.reverse();
     Ok(entries)
@@ -181,10 +182,11 @@ fn read_page(
     take: usize,
 ) -> Outcome<Vec<(Entry, usize)>> {
     let seqs = chain_seqs(conn, session_id, head)?;
+    let session = Id::new(session_id);
     let mut row = conn.prepare_cached(ROW)?;
     let mut page = Vec::new();
     for seq in seqs.iter().rev().skip(skip).take(take) {
-        page.push(row.query_row(params![seq], |row| EntryRow::read_entry(row, 0))??);
+        page.push(row.query_row(params![seq], |row| EntryRow::read_entry(row, 0, &session))??);
     }
     Ok(page)
 }

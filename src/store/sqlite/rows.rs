@@ -183,21 +183,22 @@ impl EntryRow {
         self.entry.message_text()
     }
 
-    /// Reads the columns `session_id, id, source, message, created_at`, the first at `from`,
-    /// into an entry, with the length of its stored message text.
+    /// Reads the columns `id, source, message, created_at`, the first at `from`, into an entry
+    /// of `session_id` (the caller found the row among that session's), with the length of
+    /// its stored message text.
     pub(super) fn read_entry(
         row: &rusqlite::Row<'_>,
         from: usize,
+        session_id: &Id,
     ) -> rusqlite::Result<Outcome<(Entry, usize)>> {
-        let session_id = Id::new(row.get_ref(from)?.as_str()?);
-        let id = Id::new(row.get_ref(from + 1)?.as_str()?);
-        let source = row.get_ref(from + 2)?.as_str()?;
-        let message = row.get_ref(from + 3)?.as_str()?;
-        let created_at: i64 = row.get(from + 4)?;
+        let id = Id::new(row.get_ref(from)?.as_str()?);
+        let source = row.get_ref(from + 1)?.as_str()?;
+        let message = row.get_ref(from + 2)?.as_str()?;
+        let created_at: i64 = row.get(from + 3)?;
         Ok((|| {
             let entry = Entry {
                 id,
-                session_id,
+                session_id: session_id.clone(),
                 source: parse_source(source)?,
                 message: serde_json::from_str::<ChatMessage>(message)?,
                 created_at: from_nanos(created_at)?,
