@@ -122,6 +122,24 @@ pub const fn joined_bytes(json_len: usize) -> usize {
     (json_len + 1 + size_of::<usize>()) * 5 / 4
 }
 
+/// An entry read back from storage, with its message's JSON text if the store knows that text
+/// to be the one this build makes of the message ([`Entry::message_text`]): the store wrote it
+/// so itself. Text from anywhere else (another build, another tool) is not passed on to the
+/// model as it is; its message is serialized again.
+pub struct StoredEntry {
+    pub entry: Arc<Entry>,
+    pub text: Option<String>,
+}
+
+impl From<Entry> for StoredEntry {
+    fn from(entry: Entry) -> Self {
+        Self {
+            entry: Arc::new(entry),
+            text: None,
+        }
+    }
+}
+
 /// A session's history as of one moment: the first `len` entries of a shared log.
 #[derive(Clone)]
 pub struct History {
@@ -152,20 +170,25 @@ impl History {
         history
     }
 
-    /// A history of entries read back from storage (either store), oldest first: each message
-    /// is serialized once, straight into the log's joined JSON, and the entry keeps no copy of
-    /// the text.
-    pub fn from_stored(entries: impl IntoIterator<Item = Entry>) -> Self {
+    /// A history of entries read back from storage (either store), oldest first. A message
+    /// whose text the store hands over goes into the log's joined JSON as it is; any other is
+    /// serialized once, straight into it. The entries keep no copy of the text.
+    pub fn from_stored(entries: impl IntoIterator<Item = impl Into<StoredEntry>>) -> Self {
         let mut history = Self::empty();
         let mut json = Vec::new();
-        for entry in entries {
+        for stored in entries {
+            let StoredEntry { entry, text } = stored.into();
+            if let Some(text) = text {
+                history.push_with_json(entry, text.as_bytes());
+                continue;
+            }
             json.clear();
             if serde_json::to_writer(&mut json, &entry.message).is_err() {
                 // As `Entry::message_text`: a message's JSON cannot fail to serialize.
                 json.clear();
                 json.extend_from_slice(b"null");
             }
-            history.push_with_json(Arc::new(entry), &json);
+            history.push_with_json(entry, &json);
         }
         history
     }
@@ -453,6 +476,25 @@ mod tests {
             assert_eq!(history.json_len(index), text.len());
         }
         assert_eq!(history.json_bytes(), joined(&history, 0..4).len() - 3);
+    }
+
+    #[test]
+    fn a_text_handed_over_with_a_stored_entry_goes_in_as_it_is() {
+        let given = r#"{"content":"message 1","role":"user"}"#;
+        let history = History::from_stored([
+            StoredEntry::from(stored(0)),
+            StoredEntry {
+                entry: Arc::new(stored(1)),
+                text: Some(given.to_owned()),
+            },
+        ]);
+        assert_eq!(
+            joined(&history, 0..2),
+            format!("{},{given}", serialized(&history, 0..1))
+        );
+        assert_eq!(history.json_len(1), given.len());
+        assert_eq!(history.json_bytes(), joined(&history, 0..2).len() - 1);
+        assert!(history.iter().all(|e| !e.json.is_made()), "{history:?}");
     }
 
     #[test]

@@ -9,7 +9,7 @@ pub mod message;
 /// The ids of an entry and of its session, held inline.
 pub use crate::ids::Id;
 pub use call_digest::{call_digest, call_digest_of_text};
-pub use history::History;
+pub use history::{History, StoredEntry};
 pub use message::{
     ChatMessage, Entry, EntrySource, FunctionCall, MessageJson, PromptMessage, Role,
     ToolCallRequest, write_messages,

@@ -146,6 +146,11 @@ impl Heads {
         stored_head(conn, session_id)
     }
 
+    /// The `seq` [`Heads::next_seq`] hands out next.
+    pub(super) fn upcoming_seq(&self) -> i64 {
+        self.next_seq
+    }
+
     /// A `seq` for a new row: past every `seq` handed out since the file was opened and past
     /// `history_flushed.upto`.
     pub(super) fn next_seq(&mut self) -> i64 {

@@ -21,7 +21,7 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row, params};
 
 use crate::ids::Id;
-use crate::session::message::Entry;
+use crate::session::StoredEntry;
 use crate::store::sqlite::heads::{PendingHeads, stored_head};
 use crate::store::sqlite::rows::{EntryRow, Outcome};
 use crate::store::sqlite::writer::Txn;
@@ -81,7 +81,9 @@ pub(super) const DELETE_ROW: &str = "DELETE FROM history WHERE seq = ?1";
 
 /// Entries `offset..offset + limit` of a session's history, oldest first (a negative `limit`
 /// means all), each with the length of its stored message text, read in one read
-/// transaction: a commit meanwhile is either wholly seen or not at all.
+/// transaction: a commit meanwhile is either wholly seen or not at all. A whole history's
+/// entries from rows at or past `own_from` (the first `seq` this store wrote) come with
+/// their text.
 ///
 /// The head is looked up in `pending` before the snapshot is taken, and in the table only
 /// inside it: a head published before the look is committed, so the snapshot holds its row.
@@ -91,7 +93,8 @@ pub(super) fn read_entries(
     session_id: &str,
     limit: i64,
     offset: i64,
-) -> Outcome<Vec<(Entry, usize)>> {
+    own_from: i64,
+) -> Outcome<Vec<(StoredEntry, usize)>> {
     let pending_head = pending.get(session_id);
     let snapshot = conn.unchecked_transaction()?;
     let head = match pending_head {
@@ -104,7 +107,7 @@ pub(super) fn read_entries(
     let skip = usize::try_from(offset).unwrap_or(0);
     let take = usize::try_from(limit).unwrap_or(usize::MAX);
     if skip == 0 && take == usize::MAX {
-        read_whole(&snapshot, session_id, head)
+        read_whole(&snapshot, session_id, head, own_from)
     } else {
         read_page(&snapshot, session_id, head, skip, take)
     }
@@ -127,7 +130,7 @@ fn walk<T>(
     sql: &str,
     session_id: &str,
     head: i64,
-    read: impl Fn(&Row<'_>) -> rusqlite::Result<Outcome<T>>,
+    read: impl Fn(i64, &Row<'_>) -> rusqlite::Result<Outcome<T>>,
 ) -> Outcome<Vec<T>> {
     let mut statement = conn.prepare_cached(sql)?;
     let mut newest_first = Vec::new();
@@ -142,7 +145,7 @@ fn walk<T>(
             if seq != wanted || !ours {
                 break 'seek;
             }
-            newest_first.push(read(row)??);
+            newest_first.push(read(seq, row)??);
             let prev: Option<i64> = row.get(1)?;
             match prev.filter(|&prev| prev < seq) {
                 Some(prev) if prev == seq - 1 => wanted = prev,
@@ -158,14 +161,20 @@ fn walk<T>(
 
 /// The `seq` of every row of the chain from `head`, newest first.
 fn chain_seqs(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<i64>> {
-    walk(conn, PREV, session_id, head, |row| Ok(Ok(row.get(0)?)))
+    walk(conn, PREV, session_id, head, |seq, _| Ok(Ok(seq)))
 }
 
-/// Every entry up to `head`, oldest first, each row read whole on the way.
-fn read_whole(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<(Entry, usize)>> {
+/// Every entry up to `head`, oldest first, each row read whole on the way; those of rows
+/// at or past `own_from` with their text.
+fn read_whole(
+    conn: &Connection,
+    session_id: &str,
+    head: i64,
+    own_from: i64,
+) -> Outcome<Vec<(StoredEntry, usize)>> {
     let session = Id::new(session_id);
-    let mut entries = walk(conn, LINK, session_id, head, |row| {
-        EntryRow::read_entry(row, WHOLE_FROM, &session)
+    let mut entries = walk(conn, LINK, session_id, head, |seq, row| {
+        EntryRow::read_entry(row, WHOLE_FROM, &session, seq >= own_from)
     })?;
     entries.reverse();
     Ok(entries)
@@ -180,13 +189,15 @@ fn read_page(
     head: i64,
     skip: usize,
     take: usize,
-) -> Outcome<Vec<(Entry, usize)>> {
+) -> Outcome<Vec<(StoredEntry, usize)>> {
     let seqs = chain_seqs(conn, session_id, head)?;
     let session = Id::new(session_id);
     let mut row = conn.prepare_cached(ROW)?;
     let mut page = Vec::new();
     for seq in seqs.iter().rev().skip(skip).take(take) {
-        page.push(row.query_row(params![seq], |row| EntryRow::read_entry(row, 0, &session))??);
+        page.push(row.query_row(params![seq], |row| {
+            EntryRow::read_entry(row, 0, &session, false)
+        })??);
     }
     Ok(page)
 }

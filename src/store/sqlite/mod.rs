@@ -54,8 +54,8 @@ use self::schema::{open_reader, open_writer};
 use self::writer::{Txn, Write, Writer};
 use crate::config::Synchronous;
 use crate::ids::Id;
-use crate::session::History;
 use crate::session::message::Entry;
+use crate::session::{History, StoredEntry};
 use crate::store::{
     ApprovalDecision, ApprovalRecord, ApprovalState, Collection, JournalRecord, ListQuery, Record,
     StepWrite, Store, StoreError, StoreResult,
@@ -102,6 +102,10 @@ struct Shared {
     cache: Arc<Cache>,
     /// History heads moved since the writer last wrote them to the file.
     heads: Arc<PendingHeads>,
+    /// The first history `seq` this store's writer handed out: the rows from it on hold the
+    /// message texts this build made, and a miss copies them instead of serializing their
+    /// messages again (the data directory's lock keeps any other process from writing).
+    own_from: i64,
     path: PathBuf,
     _lock: File,
 }
@@ -159,6 +163,7 @@ impl SqliteStore {
         let reader = open_reader(&path).map_err(|e| fail(e.into()))?;
         let pending = Arc::new(PendingHeads::default());
         let heads = Heads::open(&writer, Arc::clone(&pending), flush_interval).map_err(fail)?;
+        let own_from = heads.upcoming_seq();
         let pressure = Arc::new(WalPressure::default());
         let writer = Writer::start(writer, heads, Arc::clone(&pressure))
             .map_err(|e| StoreError::backend("sqlite open: writer thread", e))?;
@@ -171,6 +176,7 @@ impl SqliteStore {
                 readers: Mutex::new(vec![reader]),
                 cache: Arc::new(Cache::new(mirror_bytes)),
                 heads: pending,
+                own_from,
                 path,
                 _lock: lock,
             }),
@@ -505,9 +511,11 @@ impl Store for SqliteStore {
         if let Some(page) = held {
             return Ok(page);
         }
-        read_history(self, session_id, i64::from(limit), i64::from(offset))
-            .await
-            .map(|(entries, _)| entries)
+        let (read, _) = read_history(self, session_id, i64::from(limit), i64::from(offset)).await?;
+        Ok(read
+            .into_iter()
+            .map(|stored| Arc::unwrap_or_clone(stored.entry))
+            .collect())
     }
 
     async fn full_history(&self, session_id: &str) -> StoreResult<History> {
@@ -643,18 +651,20 @@ async fn read_history(
     session_id: &str,
     limit: i64,
     offset: i64,
-) -> StoreResult<(Vec<Entry>, usize)> {
+) -> StoreResult<(Vec<StoredEntry>, usize)> {
     let session_id = session_id.to_owned();
     let pending = Arc::clone(&store.shared.heads);
+    let own_from = store.shared.own_from;
     store
         .read("history", move |conn| {
-            let read = history_rows::read_entries(conn, &pending, &session_id, limit, offset)?;
+            let read =
+                history_rows::read_entries(conn, &pending, &session_id, limit, offset, own_from)?;
             let weight = read
                 .iter()
-                .fold(EMPTY_HISTORY, |weight, (entry, text_len)| {
-                    weight + entry.heap_bytes(*text_len)
+                .fold(EMPTY_HISTORY, |weight, (stored, text_len)| {
+                    weight + stored.entry.heap_bytes(*text_len)
                 });
-            Ok((read.into_iter().map(|(entry, _)| entry).collect(), weight))
+            Ok((read.into_iter().map(|(stored, _)| stored).collect(), weight))
         })
         .await
 }

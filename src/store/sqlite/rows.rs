@@ -6,8 +6,8 @@ use std::sync::Arc;
 use rusqlite::types::Value as SqlValue;
 use time::OffsetDateTime;
 
-use crate::session::Id;
 use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson};
+use crate::session::{Id, StoredEntry};
 use crate::store::sqlite::writer::BatchError;
 use crate::store::{CallStatus, Collection, JournalRecord, ListQuery, Record, StoreError};
 
@@ -185,12 +185,14 @@ impl EntryRow {
 
     /// Reads the columns `id, source, message, created_at`, the first at `from`, into an entry
     /// of `session_id` (the caller found the row among that session's), with the length of
-    /// its stored message text.
+    /// its stored message text, and the text itself if `own` (this store wrote the row, so
+    /// the text is the one this build makes of the message).
     pub(super) fn read_entry(
         row: &rusqlite::Row<'_>,
         from: usize,
         session_id: &Id,
-    ) -> rusqlite::Result<Outcome<(Entry, usize)>> {
+        own: bool,
+    ) -> rusqlite::Result<Outcome<(StoredEntry, usize)>> {
         let id = Id::new(row.get_ref(from)?.as_str()?);
         let source = row.get_ref(from + 1)?.as_str()?;
         let message = row.get_ref(from + 2)?.as_str()?;
@@ -202,11 +204,13 @@ impl EntryRow {
                 source: parse_source(source)?,
                 message: serde_json::from_str::<ChatMessage>(message)?,
                 created_at: from_nanos(created_at)?,
-                // Made again from the parsed message when first needed, not taken from the
-                // row: fields this build does not know are not passed on to the model.
                 json: MessageJson::default(),
             };
-            Ok((entry, message.len()))
+            // Text this store did not write is not kept: it may hold fields this build does
+            // not know, which are not to be passed on to the model.
+            let text = own.then(|| message.to_owned());
+            let entry = Arc::new(entry);
+            Ok((StoredEntry { entry, text }, message.len()))
         })())
     }
 }

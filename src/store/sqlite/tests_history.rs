@@ -1,6 +1,7 @@
 //! What only the embedded store's history and journal do, beyond the store contract
-//! (`store/contract`): message shapes through SQL, the schema version file check, opening
-//! without a directory, journal rows from before digests, durability and append throughput.
+//! (`store/contract`): message shapes through SQL, which texts a miss copies, the schema
+//! version file check, opening without a directory, journal rows from before digests,
+//! durability and append throughput.
 
 use std::sync::Arc;
 
@@ -229,5 +230,68 @@ async fn the_writer_commits_at_the_configured_durability() {
     assert_eq!(
         crate::config::Config::default().storage.synchronous,
         Synchronous::Full
+    );
+}
+
+/// A history read back after a miss sends the model the same bytes as one the mirror held:
+/// the texts of rows this store wrote are copied as they lie, and rows from before it opened
+/// (another build may have written them) have their messages serialized again, so a field this
+/// build does not know is not passed on. A field written behind the store's back into one of
+/// its own rows shows which rows were copied.
+#[tokio::test]
+async fn a_miss_copies_the_texts_of_rows_this_store_wrote_only() {
+    let (_dir, path) = temp_db();
+    let uncached = || {
+        SqliteStore::open_with(
+            &path,
+            SqliteOptions {
+                mirror_bytes: 0,
+                ..SqliteOptions::default()
+            },
+        )
+        .expect("open")
+    };
+    let one = |id: &str| shared(vec![entry("s", id, id)]);
+    let joined = |history: &crate::session::History| {
+        let mut out = Vec::new();
+        history.write_json(0..history.len(), &mut out);
+        String::from_utf8(out).expect("utf-8")
+    };
+    let before = uncached();
+    before.append_entries(one("older")).await.expect("append");
+    drop(before);
+    let store = uncached();
+    store.append_entries(one("own")).await.expect("append");
+    let expected = r#"{"role":"user","content":"older"},{"role":"user","content":"own"}"#;
+    assert_eq!(
+        joined(&store.full_history("s").await.expect("read")),
+        expected
+    );
+
+    crate::store::sqlite::tests::raw(&path)
+        .execute(
+            "UPDATE history SET message = json_set(message, '$.extra', 1)",
+            [],
+        )
+        .expect("a field behind the store's back");
+    let history = store.full_history("s").await.expect("read");
+    assert_eq!(
+        joined(&history),
+        r#"{"role":"user","content":"older"},{"role":"user","content":"own","extra":1}"#
+    );
+    assert_eq!(
+        history.json_len(1),
+        r#"{"role":"user","content":"own","extra":1}"#.len()
+    );
+    assert!(
+        history.iter().all(|entry| !entry.json.is_made()),
+        "the entries keep no text of their own"
+    );
+    drop(store);
+    let reopened = uncached();
+    assert_eq!(
+        joined(&reopened.full_history("s").await.expect("read")),
+        expected,
+        "after a restart, every row is from before"
     );
 }
