@@ -511,17 +511,23 @@ impl Store for SqliteStore {
         if let Some(page) = held {
             return Ok(page);
         }
-        let (read, _) = read_history(self, session_id, i64::from(limit), i64::from(offset)).await?;
+        let read = read_history(self, session_id, i64::from(limit), i64::from(offset)).await?;
         Ok(read
             .into_iter()
-            .map(|stored| Arc::unwrap_or_clone(stored.entry))
+            .map(|(stored, _)| Arc::unwrap_or_clone(stored.entry))
             .collect())
     }
 
     async fn full_history(&self, session_id: &str) -> StoreResult<History> {
         let load = || async {
             // A negative LIMIT means no limit.
-            let (entries, weight) = read_history(self, session_id, -1, 0).await?;
+            let read = read_history(self, session_id, -1, 0).await?;
+            let weight = read
+                .iter()
+                .fold(EMPTY_HISTORY, |weight, (stored, text_len)| {
+                    weight + stored.entry.heap_bytes(*text_len)
+                });
+            let entries = read.into_iter().map(|(stored, _)| stored);
             Ok(Some((History::from_stored(entries), weight)))
         };
         let entries = self
@@ -645,26 +651,20 @@ fn delete_conversation(conn: &Txn<'_>, session_id: &str) -> Outcome<()> {
     Ok(())
 }
 
-/// A page of a session's history from the file, oldest first, with its weight in the mirror.
+/// A page of a session's history from the file, oldest first, each entry with the length of
+/// its stored message text.
 async fn read_history(
     store: &SqliteStore,
     session_id: &str,
     limit: i64,
     offset: i64,
-) -> StoreResult<(Vec<StoredEntry>, usize)> {
+) -> StoreResult<Vec<(StoredEntry, usize)>> {
     let session_id = session_id.to_owned();
     let pending = Arc::clone(&store.shared.heads);
     let own_from = store.shared.own_from;
     store
         .read("history", move |conn| {
-            let read =
-                history_rows::read_entries(conn, &pending, &session_id, limit, offset, own_from)?;
-            let weight = read
-                .iter()
-                .fold(EMPTY_HISTORY, |weight, (stored, text_len)| {
-                    weight + stored.entry.heap_bytes(*text_len)
-                });
-            Ok((read.into_iter().map(|(stored, _)| stored).collect(), weight))
+            history_rows::read_entries(conn, &pending, &session_id, limit, offset, own_from)
         })
         .await
 }

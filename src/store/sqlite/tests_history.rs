@@ -11,7 +11,7 @@ use crate::session::message::{
     ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest,
 };
 use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{at, entry, open, shared, temp_db};
+use crate::store::sqlite::tests::{at, entry, open, raw, shared, temp_db};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
 
@@ -268,7 +268,7 @@ async fn a_miss_copies_the_texts_of_rows_this_store_wrote_only() {
         expected
     );
 
-    crate::store::sqlite::tests::raw(&path)
+    raw(&path)
         .execute(
             "UPDATE history SET message = json_set(message, '$.extra', 1)",
             [],

@@ -94,8 +94,11 @@ async fn assert_agrees(store: &SqliteStore, agent: &str, session: &str) {
         .await
         .expect("children");
     assert_eq!(ids(&children), ids(&listed), "tools of {agent}");
-    let (in_file, _) = read_history(store, session, -1, 0).await.expect("history");
-    let in_file: Vec<_> = in_file.into_iter().map(|stored| stored.entry).collect();
+    let in_file = read_history(store, session, -1, 0).await.expect("history");
+    let in_file: Vec<_> = in_file
+        .into_iter()
+        .map(|(stored, _)| stored.entry)
+        .collect();
     let full = store.full_history(session).await.expect("full history");
     assert_eq!(
         entry_ids(&full),
