@@ -5,9 +5,9 @@
 //! every response body is kept, every log line is captured, and all of it is searched.
 
 use crate::common;
+use crate::smtp_support::ClosedPort;
 
 use std::io::Write;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -76,7 +76,7 @@ fn assert_no_secret(what: &str, text: &str) {
 
 /// A catalog with a webhook tool and an MCP server whose URLs carry credentials, whose
 /// token is a secret reference, and whose endpoints are closed.
-fn hook_catalog(dir: &Path) -> String {
+fn hook_catalog(dir: &Path, port: u16) -> String {
     let token = dir.join("hook-token");
     std::fs::write(&token, HOOK_TOKEN).unwrap();
     format!(
@@ -98,15 +98,8 @@ url = "http://{HOOK_USER}:{HOOK_PASSWORD}@127.0.0.1:{port}/mcp"
 headers = {{ Authorization = {{ file = {token} }} }}
 start_timeout = "2s"
 "#,
-        port = closed_port(),
         token = toml_str(&token.display().to_string()),
     )
-}
-
-/// A loopback port nothing listens on.
-fn closed_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().port()
 }
 
 /// Settings pointing the daemon at `host` with credentials in the URL and a provider key.
@@ -129,26 +122,40 @@ fn provider_sets(dir: &Path, host: &str) -> Vec<String> {
     ]
 }
 
-async fn daemon(host: Option<&str>) -> (TestDaemon, tempfile::TempDir) {
+/// What a test's daemon needs kept alive: its directory and the port its hooks name.
+struct Held {
+    _dir: tempfile::TempDir,
+    _hooks: ClosedPort,
+}
+
+async fn daemon(host: Option<&str>) -> (TestDaemon, Held) {
     LazyLock::force(&LOG);
     let dir = tempfile::tempdir().unwrap();
+    let hooks = ClosedPort::new();
     let mock = agentd_mock::MockModel::start(Default::default())
         .await
         .unwrap();
     let host = host.map_or_else(|| mock.addr().to_string(), str::to_owned);
     let d = TestDaemon::start_with(Options {
-        tools_toml: Some(hook_catalog(dir.path())),
+        tools_toml: Some(hook_catalog(dir.path(), hooks.port())),
         sets: provider_sets(dir.path(), &host),
         mock: Some(mock),
         ..Options::default()
     })
     .await;
-    (d, dir)
+    (
+        d,
+        Held {
+            _dir: dir,
+            _hooks: hooks,
+        },
+    )
 }
 
 #[tokio::test]
 async fn an_unreachable_model_names_no_credentials() {
-    let (d, _dir) = daemon(Some(&format!("127.0.0.1:{}", closed_port()))).await;
+    let provider = ClosedPort::new();
+    let (d, _held) = daemon(Some(&format!("127.0.0.1:{}", provider.port()))).await;
     let session = d.session().await;
     let (status, body) = d.chat(&session, say("hello")).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
@@ -175,7 +182,7 @@ async fn an_unreachable_model_names_no_credentials() {
 
 #[tokio::test]
 async fn failing_models_and_tools_leak_nothing() {
-    let (d, _dir) = daemon(None).await;
+    let (d, _held) = daemon(None).await;
     let session = d.session().await;
     let mut bodies = Vec::new();
 
@@ -378,7 +385,7 @@ bearer_token = "{HOOK_TOKEN}"
 
 #[tokio::test]
 async fn an_unreachable_mcp_server_names_no_credentials() {
-    let (d, _dir) = daemon(None).await;
+    let (d, _held) = daemon(None).await;
     let status = d
         .wait_mcp("remote", |s| s["failures"].as_u64() >= Some(1))
         .await;

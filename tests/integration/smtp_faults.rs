@@ -11,7 +11,7 @@ use agentd_mock::{Reply, ScriptedCall};
 use common::{Options, TestDaemon, assert_history_valid, say, toml_str};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use smtp_support::{Certs, SmtpServer, TempDir, closed_port, gen_certs};
+use smtp_support::{Certs, ClosedPort, SmtpServer, TempDir, gen_certs};
 
 const PASSWORD: &str = "correct horse";
 
@@ -151,8 +151,9 @@ fn assert_error(outcome: &Outcome, kind: &str, retryable: bool) -> Value {
 
 #[tokio::test]
 async fn nothing_listening_is_relay_unreachable_and_retryable() {
+    let closed = ClosedPort::new();
     let outcome = faulty_turn(&plain(
-        closed_port(),
+        closed.port(),
         "max_attempts = 2\nsend_timeout = \"5s\"\n",
     ))
     .await;

@@ -4,7 +4,8 @@
 Usage: python3 tests/mcp/http_server.py --port PORT --state-dir DIR [--require-header NAME=VALUE]
 
 Serves MCP at http://127.0.0.1:PORT/mcp with sessions (the SDK's stateful default), no auth.
-Prints `listening on 127.0.0.1:PORT` to stdout once it accepts connections.
+Prints `listening on 127.0.0.1:PORT` to stdout once it accepts connections; `--port 0` lets
+the system pick the port, and the line names the one it picked.
 
 Tools:
   add(a, b)       the sum, as structured content {"result": N} and a text block "N"
@@ -142,7 +143,9 @@ async def serve(port: int, state_dir: Path, require_header: str | None) -> None:
             await task
             sys.exit("server stopped before it started")
         await asyncio.sleep(0.02)
-    print(f"listening on 127.0.0.1:{port}", flush=True)
+    # With `--port 0` the system picks the port; the one bound is what callers connect to.
+    bound = server.servers[0].sockets[0].getsockname()[1]
+    print(f"listening on 127.0.0.1:{bound}", flush=True)
     await task
 
 

@@ -11,7 +11,7 @@ use agentd_sdk::{CallContext, HandlerError, HandlerFactory, ToolCall, ToolHandle
 use agentd_smtp::SmtpFactory;
 use serde_json::{Value, json};
 
-use support::{SmtpServer, TempDir, closed_port, gen_certs, header};
+use support::{ClosedPort, SmtpServer, TempDir, gen_certs, header};
 
 fn build(options: Value) -> Arc<dyn ToolHandler> {
     match SmtpFactory.build(&options) {
@@ -237,7 +237,8 @@ async fn wrong_password_is_auth_failed_and_not_echoed() {
 
 #[tokio::test]
 async fn relay_down_is_reported_quickly() {
-    let handler = build(plain_options(closed_port()));
+    let closed = ClosedPort::new();
+    let handler = build(plain_options(closed.port()));
     let started = Instant::now();
     let err = send(&handler, ctx("call_down", Duration::from_secs(10)))
         .await

@@ -72,12 +72,12 @@ pub(crate) struct HttpMcpServer {
 }
 
 impl HttpMcpServer {
-    /// Starts it on `port` (a free one when `None`) and waits until it says it listens.
+    /// Starts it on `port` (one the system picks when `None`) and waits until it says it
+    /// listens.
     pub(crate) fn start(port: Option<u16>, state_dir: &Path) -> Self {
-        let port = port.unwrap_or_else(free_port);
         let mut child = Command::new("python3")
             .arg(repo().join("tests/mcp/http_server.py"))
-            .args(["--port", &port.to_string(), "--state-dir"])
+            .args(["--port", &port.unwrap_or(0).to_string(), "--state-dir"])
             .arg(state_dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -93,6 +93,12 @@ impl HttpMcpServer {
             "the MCP test server did not start (is `mcp` installed? pip install -r \
              .ci/requirements.txt): {line:?}"
         );
+        let port = line
+            .trim_end()
+            .rsplit(':')
+            .next()
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("no port in {line:?}"));
         Self {
             child,
             port,
@@ -122,13 +128,6 @@ impl Drop for HttpMcpServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl TestDaemon {

@@ -162,12 +162,25 @@ impl Drop for SmtpServer {
     }
 }
 
-/// A loopback port with nothing listening on it.
-pub(crate) fn closed_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    drop(listener);
-    port
+/// A loopback port that refuses connections for as long as this value lives.
+///
+/// The socket is bound but never listens, so a connection attempt is refused, and no other
+/// socket can bind the port meanwhile. A port that is merely bound and released can be handed
+/// at once to another test's listener, which would then answer in its place.
+pub(crate) struct ClosedPort(tokio::net::TcpSocket);
+
+impl ClosedPort {
+    pub(crate) fn new() -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind");
+        Self(socket)
+    }
+
+    pub(crate) fn port(&self) -> u16 {
+        self.0.local_addr().expect("addr").port()
+    }
 }
 
 /// The unfolded value of header `name` in a raw message, if present.
