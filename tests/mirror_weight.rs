@@ -1,11 +1,13 @@
 //! The mirror's weights against real memory: 40,000 history entries of each kind are built as
 //! the store keeps them (parsed from their stored JSON text, the text kept only in the log's
-//! joined JSON), and the process's resident memory grows by what `Entry::heap_bytes` says,
-//! within a quarter. A binary of its own, so no other test allocates meanwhile.
+//! joined JSON; or left unparsed, then parsed when read), and the process's resident memory
+//! grows by what the weights say, within a quarter. A binary of its own, so no other test
+//! allocates meanwhile.
 
 use std::sync::Arc;
 
-use agentd::session::{ChatMessage, Entry, EntrySource, History, MessageJson};
+use agentd::session::history::EntryHead;
+use agentd::session::{ChatMessage, Entry, EntrySource, History, MessageJson, StoredEntry};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -47,6 +49,18 @@ fn entry(n: usize, text: &str) -> Entry {
     }
 }
 
+/// Checks one measurement, and adds it to `report`.
+fn check(report: &mut Vec<String>, what: &str, estimated: usize, before: usize) {
+    let measured = resident_bytes().saturating_sub(before);
+    let ratio = estimated as f64 / measured as f64;
+    report.push(format!(
+        "{what}: estimated {} B/entry, measured {} B/entry, ratio {ratio:.2}",
+        estimated / ENTRIES,
+        measured / ENTRIES
+    ));
+    assert!((0.8..=1.25).contains(&ratio), "{}", report.join("\n"));
+}
+
 #[test]
 fn heap_bytes_match_resident_memory_within_a_quarter() {
     let mut report = Vec::new();
@@ -69,15 +83,60 @@ fn heap_bytes_match_resident_memory_within_a_quarter() {
                 .unwrap()
                 .push_with_json(Arc::new(entry), text.as_bytes());
         }
-        let measured = resident_bytes().saturating_sub(before);
-        let ratio = estimated as f64 / measured as f64;
-        report.push(format!(
-            "{kind}: estimated {} B/entry, measured {} B/entry, ratio {ratio:.2}",
-            estimated / ENTRIES,
-            measured / ENTRIES
-        ));
+        check(&mut report, kind, estimated, before);
         kept.push(sessions);
-        assert!((0.8..=1.25).contains(&ratio), "{}", report.join("\n"));
+    }
+
+    // Histories a miss read back: texts copied, messages unparsed until read.
+    for (kind, text) in stored_messages() {
+        let before = resident_bytes();
+        let mut estimated = 0;
+        let sessions: Vec<History> = (0..ENTRIES / 100)
+            .map(|session| {
+                let stored: Vec<StoredEntry> = (0..100)
+                    .map(|n| {
+                        let Entry {
+                            id,
+                            session_id,
+                            source,
+                            message,
+                            created_at,
+                            ..
+                        } = entry(session * 100 + n, &text);
+                        let head = EntryHead {
+                            id,
+                            session_id,
+                            source,
+                            role: message.role,
+                            created_at,
+                        };
+                        estimated += head.heap_bytes(text.len());
+                        StoredEntry::Unparsed {
+                            head,
+                            text: text.clone(),
+                        }
+                    })
+                    .collect();
+                let history = History::from_stored(stored);
+                estimated += agentd::session::history::EMPTY_LOG_BYTES + history.heads_bytes();
+                history
+            })
+            .collect();
+        check(&mut report, &format!("{kind}, unparsed"), estimated, before);
+
+        let before = resident_bytes();
+        let mut estimated = 0;
+        for history in &sessions {
+            assert_eq!(history.iter().count(), 100);
+            estimated += history.take_unweighed();
+        }
+        check(
+            &mut report,
+            &format!("{kind}, then parsed"),
+            estimated,
+            before,
+        );
+        kept.push(sessions);
     }
     println!("{}", report.join("\n"));
 }

@@ -6,12 +6,21 @@
 //! The log also keeps its messages' JSON texts joined in one buffer, in order and comma
 //! separated, as a model request lists them: a request copies a run of stored messages in
 //! one piece instead of gathering each from its own allocation.
+//!
+//! A history read back from storage may leave entries unparsed: the joined JSON holds their
+//! text, and each is parsed from it when a turn first reads it. A chat turn reads only the
+//! tail of its history, so a history the store had to read again costs a copy of its texts,
+//! not a parse of every message.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
-use super::message::Entry;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::message::{ChatMessage, Entry, EntrySource, MessageJson, Role};
+use crate::ids::Id;
 
 /// Slots in the first bucket; each next bucket doubles, so `BUCKETS` of them hold 16 × 2²⁸
 /// entries, more than any session can have (`limits.max_history_entries`).
@@ -27,6 +36,11 @@ pub struct HistoryLog {
     /// length it extends is still the last.
     joined: Mutex<JoinedJson>,
     len: AtomicUsize,
+    /// By index, the heads of the entries left unparsed when the log was built: such an
+    /// entry's slot is written from its head and its joined text when it is first read.
+    unparsed: Box<[Option<EntryHead>]>,
+    /// Heap bytes of entries parsed since [`History::take_unweighed`] last asked.
+    unweighed: AtomicUsize,
 }
 
 /// Every message of a log as JSON, comma separated, and where each one ends.
@@ -75,7 +89,20 @@ impl HistoryLog {
             buckets: std::array::from_fn(|_| OnceLock::new()),
             joined: Mutex::new(JoinedJson::default()),
             len: AtomicUsize::new(0),
+            unparsed: Box::default(),
+            unweighed: AtomicUsize::new(0),
         }
+    }
+
+    /// The slot of entry `index`, its bucket allocated if it was not.
+    fn slot(&self, index: usize) -> &OnceLock<Arc<Entry>> {
+        let (bucket, slot) = locate(index);
+        let slots = self.buckets[bucket].get_or_init(|| {
+            (0..FIRST_BUCKET << bucket)
+                .map(|_| OnceLock::new())
+                .collect()
+        });
+        &slots[slot]
     }
 
     fn joined(&self) -> std::sync::MutexGuard<'_, JoinedJson> {
@@ -91,22 +118,85 @@ impl HistoryLog {
         if index != after {
             return Err(entry);
         }
-        let (bucket, slot) = locate(index);
-        let slots = self.buckets[bucket].get_or_init(|| {
-            (0..FIRST_BUCKET << bucket)
-                .map(|_| OnceLock::new())
-                .collect()
-        });
         // The slot at `len` is free: appends hold the lock, so nobody else wrote it.
-        slots[slot].set(entry)?;
+        self.slot(index).set(entry)?;
         joined.push(json);
         self.len.store(index + 1, Ordering::Release);
         Ok(())
     }
 
+    /// Adds an entry left unparsed, before the log is shared: its text joins the JSON, and
+    /// its slot stays empty until the entry is first read.
+    fn push_unparsed(&mut self, heads: &mut Vec<Option<EntryHead>>, head: EntryHead, json: &[u8]) {
+        let index = *self.len.get_mut();
+        heads.resize(index, None);
+        heads.push(Some(head));
+        self.slot(index);
+        self.joined
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(json);
+        *self.len.get_mut() = index + 1;
+    }
+
+    /// Entry `index`, parsed from its text first if it was left unparsed.
     fn get(&self, index: usize) -> Option<&Arc<Entry>> {
         let (bucket, slot) = locate(index);
+        let slot = self.buckets[bucket].get()?.get(slot)?;
+        if let Some(entry) = slot.get() {
+            return Some(entry);
+        }
+        let head = self.unparsed.get(index)?.as_ref()?;
+        Some(slot.get_or_init(|| self.parse(index, head)))
+    }
+
+    /// Entry `index` if it is parsed already.
+    fn parsed(&self, index: usize) -> Option<&Arc<Entry>> {
+        let (bucket, slot) = locate(index);
         self.buckets[bucket].get()?.get(slot)?.get()
+    }
+
+    /// Makes entry `index` from its head and its text in the joined JSON. The store wrote
+    /// that text from a message of this build, so it parses unless the file was damaged;
+    /// then the entry is an empty message of the role its row names, the damage is logged,
+    /// and the text still goes to the model as it is.
+    fn parse(&self, index: usize, head: &EntryHead) -> Arc<Entry> {
+        let parsed = {
+            let joined = self.joined();
+            serde_json::from_slice::<ChatMessage>(&joined.text[joined.span(index..index + 1)])
+        };
+        let message = parsed.unwrap_or_else(|error| {
+            tracing::error!(
+                session_id = %head.session_id,
+                entry_id = %head.id,
+                %error,
+                "a stored history message does not parse; it is read as an empty message"
+            );
+            ChatMessage {
+                role: head.role,
+                content: Value::Null,
+                name: None,
+                tool_call_id: None,
+                tool_calls: None,
+            }
+        });
+        let entry = Arc::new(Entry {
+            id: head.id.clone(),
+            session_id: head.session_id.clone(),
+            source: head.source,
+            message,
+            created_at: head.created_at,
+            json: MessageJson::default(),
+        });
+        self.unweighed
+            .fetch_add(entry.parsed_bytes(), Ordering::Relaxed);
+        entry
+    }
+
+    /// Whether the text of entry `index` holds `needle`.
+    fn text_holds(&self, index: usize, needle: &[u8]) -> bool {
+        let joined = self.joined();
+        memchr::memmem::find(&joined.text[joined.span(index..index + 1)], needle).is_some()
     }
 }
 
@@ -122,20 +212,48 @@ pub const fn joined_bytes(json_len: usize) -> usize {
     (json_len + 1 + size_of::<usize>()) * 5 / 4
 }
 
-/// An entry read back from storage, with its message's JSON text if the store knows that text
-/// to be the one this build makes of the message ([`Entry::message_text`]): the store wrote it
-/// so itself. Text from anywhere else (another build, another tool) is not passed on to the
-/// model as it is; its message is serialized again.
-pub struct StoredEntry {
-    pub entry: Arc<Entry>,
-    pub text: Option<String>,
+/// What a stored row says of an entry besides its message.
+#[derive(Debug, Clone)]
+pub struct EntryHead {
+    pub id: Id,
+    pub session_id: Id,
+    pub source: EntrySource,
+    pub role: Role,
+    pub created_at: OffsetDateTime,
+}
+
+/// An entry read back from storage.
+#[derive(Debug)]
+pub enum StoredEntry {
+    /// Parsed; its message is serialized again for the model. Text from anywhere but this
+    /// store (another build, another tool) may hold fields this build does not know, which
+    /// are not to be passed on.
+    Parsed(Arc<Entry>),
+    /// An entry whose message's text the store wrote itself, and so is the text this build
+    /// makes of the message ([`Entry::message_text`]): it goes to the model as it is, and the
+    /// message is parsed only when a turn reads the entry.
+    Unparsed { head: EntryHead, text: String },
 }
 
 impl From<Entry> for StoredEntry {
     fn from(entry: Entry) -> Self {
-        Self {
-            entry: Arc::new(entry),
-            text: None,
+        Self::Parsed(Arc::new(entry))
+    }
+}
+
+impl StoredEntry {
+    /// The entry, its message parsed.
+    pub fn into_entry(self) -> serde_json::Result<Entry> {
+        match self {
+            Self::Parsed(entry) => Ok(Arc::unwrap_or_clone(entry)),
+            Self::Unparsed { head, text } => Ok(Entry {
+                message: serde_json::from_str(&text)?,
+                id: head.id,
+                session_id: head.session_id,
+                source: head.source,
+                created_at: head.created_at,
+                json: MessageJson::default(),
+            }),
         }
     }
 }
@@ -170,27 +288,40 @@ impl History {
         history
     }
 
-    /// A history of entries read back from storage (either store), oldest first. A message
-    /// whose text the store hands over goes into the log's joined JSON as it is; any other is
-    /// serialized once, straight into it. The entries keep no copy of the text.
+    /// A history of entries read back from storage (either store), oldest first. An unparsed
+    /// entry's text goes into the log's joined JSON as it is, to be parsed from there when
+    /// first read; a parsed entry's message is serialized once, straight into it. The entries
+    /// keep no copy of the text.
     pub fn from_stored(entries: impl IntoIterator<Item = impl Into<StoredEntry>>) -> Self {
-        let mut history = Self::empty();
+        let mut log = HistoryLog::new();
+        let mut heads = Vec::new();
+        let mut json_bytes = 0;
         let mut json = Vec::new();
         for stored in entries {
-            let StoredEntry { entry, text } = stored.into();
-            if let Some(text) = text {
-                history.push_with_json(entry, text.as_bytes());
-                continue;
+            let index = *log.len.get_mut();
+            match stored.into() {
+                StoredEntry::Unparsed { head, text } => {
+                    log.push_unparsed(&mut heads, head, text.as_bytes());
+                    json_bytes += text.len();
+                }
+                StoredEntry::Parsed(entry) => {
+                    json.clear();
+                    if serde_json::to_writer(&mut json, &entry.message).is_err() {
+                        // As `Entry::message_text`: a message's JSON cannot fail to serialize.
+                        json.clear();
+                        json.extend_from_slice(b"null");
+                    }
+                    let _ = log.push_after(index, entry, &json);
+                    json_bytes += json.len();
+                }
             }
-            json.clear();
-            if serde_json::to_writer(&mut json, &entry.message).is_err() {
-                // As `Entry::message_text`: a message's JSON cannot fail to serialize.
-                json.clear();
-                json.extend_from_slice(b"null");
-            }
-            history.push_with_json(entry, &json);
         }
-        history
+        log.unparsed = heads.into_boxed_slice();
+        Self {
+            len: *log.len.get_mut(),
+            log: Arc::new(log),
+            json_bytes,
+        }
     }
 
     fn empty() -> Self {
@@ -216,15 +347,25 @@ impl History {
     pub fn push_with_json(&mut self, entry: Arc<Entry>, json: &[u8]) {
         if let Some(entry) = self.log.push_after(self.len, entry, json).err() {
             // Another holder appended to this log first: continue on a copy of this snapshot,
-            // its texts copied from the joined JSON.
-            let copy = HistoryLog::new();
+            // its texts copied from the joined JSON and its unparsed entries left unparsed.
+            let mut copy = HistoryLog::new();
+            let mut heads = Vec::new();
             {
                 let joined = self.log.joined();
-                for (index, earlier) in self.iter().enumerate() {
+                for index in 0..self.len {
                     let text = &joined.text[joined.span(index..index + 1)];
-                    let _ = copy.push_after(index, Arc::clone(earlier), text);
+                    match (self.log.parsed(index), &self.log.unparsed.get(index)) {
+                        (Some(earlier), _) => {
+                            let _ = copy.push_after(index, Arc::clone(earlier), text);
+                        }
+                        (None, Some(Some(head))) => {
+                            copy.push_unparsed(&mut heads, head.clone(), text);
+                        }
+                        (None, _) => unreachable!("entry {index} is neither parsed nor unparsed"),
+                    }
                 }
             }
+            copy.unparsed = heads.into_boxed_slice();
             let _ = copy.push_after(self.len, entry, json);
             self.log = Arc::new(copy);
         }
@@ -276,6 +417,46 @@ impl History {
         } else {
             None
         }
+    }
+
+    /// Whether a message of this history calls a tool with the call id `id`. An entry still
+    /// unparsed is parsed only if its text holds `id` as a JSON string, so looking for an id
+    /// that is not there parses nothing.
+    pub fn has_call(&self, id: &str) -> bool {
+        let mut quoted = None;
+        (0..self.len).any(|index| {
+            let entry = match self.log.parsed(index) {
+                Some(entry) => entry,
+                None => {
+                    let quoted: &Vec<u8> =
+                        quoted.get_or_insert_with(|| serde_json::to_vec(id).unwrap_or_default());
+                    if !self.log.text_holds(index, quoted) {
+                        return false;
+                    }
+                    &self[index]
+                }
+            };
+            entry.message.calls().iter().any(|call| call.id == id)
+        })
+    }
+
+    /// Heap bytes of the entries parsed from their text since this was last asked, across
+    /// every snapshot of the log; the mirror adds them to the history's weight.
+    pub fn take_unweighed(&self) -> usize {
+        self.log.unweighed.swap(0, Ordering::Relaxed)
+    }
+
+    /// Heap bytes of the log's heads of unparsed entries ([`crate::store::heap::heads_bytes`]).
+    pub fn heads_bytes(&self) -> usize {
+        crate::store::heap::heads_bytes(self.log.unparsed.len())
+    }
+
+    /// How many of the entries are parsed.
+    #[cfg(test)]
+    pub(crate) fn parsed_count(&self) -> usize {
+        (0..self.len)
+            .filter(|&index| self.log.parsed(index).is_some())
+            .count()
     }
 
     /// The entries in a list of their own.
@@ -331,234 +512,4 @@ impl<'a> IntoIterator for &'a History {
 pub const EMPTY_LOG_BYTES: usize = size_of::<HistoryLog>() + 2 * size_of::<usize>();
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::session::message::{ChatMessage, EntrySource, MessageJson, Role};
-
-    fn entry(n: usize) -> Arc<Entry> {
-        Arc::new(Entry {
-            id: format!("e{n}").into(),
-            session_id: "s".into(),
-            source: EntrySource::ApiRequest,
-            message: ChatMessage::text(Role::User, format!("message {n}")),
-            created_at: time::OffsetDateTime::UNIX_EPOCH,
-            json: MessageJson::default(),
-        })
-    }
-
-    fn ids(history: &History) -> Vec<String> {
-        history.iter().map(|e| e.id.to_string()).collect()
-    }
-
-    #[test]
-    fn slots_fill_the_buckets_in_order() {
-        assert_eq!(locate(0), (0, 0));
-        assert_eq!(locate(15), (0, 15));
-        assert_eq!(locate(16), (1, 0));
-        assert_eq!(locate(47), (1, 31));
-        assert_eq!(locate(48), (2, 0));
-        let history = History::from_entries((0..1000).map(entry));
-        assert_eq!(history.len(), 1000);
-        let expected: Vec<String> = (0..1000).map(|n| format!("e{n}")).collect();
-        assert_eq!(ids(&history), expected);
-        assert_eq!(history.iter().next_back().unwrap().id, "e999");
-        assert_eq!(history.get(999).unwrap().id, "e999");
-        assert!(history.get(1000).is_none());
-    }
-
-    #[test]
-    fn iterating_from_an_index_yields_only_the_later_entries() {
-        let history = History::from_entries((0..40).map(entry));
-        let tail: Vec<String> = history.iter_from(37).map(|e| e.id.to_string()).collect();
-        assert_eq!(tail, ["e37", "e38", "e39"]);
-        assert_eq!(history.iter_from(40).count(), 0);
-        assert_eq!(history.iter_from(99).count(), 0);
-        assert_eq!(history.iter_from(0).count(), 40);
-    }
-
-    #[test]
-    fn a_snapshot_keeps_its_entries_while_the_log_grows() {
-        let mut newest = History::from_entries((0..3).map(entry));
-        let snapshot = newest.clone();
-        newest.push(entry(3));
-        assert_eq!(ids(&snapshot), ["e0", "e1", "e2"]);
-        assert_eq!(ids(&newest), ["e0", "e1", "e2", "e3"]);
-        assert!(
-            snapshot.get(3).is_none(),
-            "a later append is not in the snapshot"
-        );
-        assert!(
-            Arc::ptr_eq(&snapshot.log, &newest.log),
-            "nothing was copied"
-        );
-    }
-
-    #[test]
-    fn appending_to_an_older_snapshot_copies_instead_of_overwriting() {
-        let mut newest = History::from_entries((0..2).map(entry));
-        let mut older = newest.clone();
-        newest.push(entry(2));
-        older.push(entry(9));
-        assert_eq!(ids(&newest), ["e0", "e1", "e2"]);
-        assert_eq!(ids(&older), ["e0", "e1", "e9"]);
-        assert!(!Arc::ptr_eq(&older.log, &newest.log));
-    }
-
-    #[test]
-    fn the_json_bytes_are_summed_per_snapshot() {
-        let mut history = History::from_entries((0..2).map(entry));
-        let each = entry(0).message_json().unwrap().get().len();
-        assert_eq!(history.json_bytes(), 2 * each);
-        let before = history.clone();
-        history.push(entry(5));
-        assert_eq!(history.json_bytes(), 3 * each);
-        assert_eq!(before.json_bytes(), 2 * each);
-    }
-
-    fn joined(history: &History, range: Range<usize>) -> String {
-        let mut out = Vec::new();
-        history.write_json(range, &mut out);
-        String::from_utf8(out).unwrap()
-    }
-
-    fn serialized(history: &History, range: Range<usize>) -> String {
-        let texts: Vec<String> = range
-            .map(|index| serde_json::to_string(&history[index].message).unwrap())
-            .collect();
-        texts.join(",")
-    }
-
-    #[test]
-    fn joined_json_is_each_message_serialized_comma_separated() {
-        let mut history = History::from_entries((0..5).map(entry));
-        let quoted = Arc::new(Entry {
-            message: ChatMessage::text(Role::Assistant, "a \"quoted\", ünïcode\nline"),
-            ..Entry::clone(&entry(5))
-        });
-        history.push(quoted);
-        for range in [0..6, 0..1, 2..4, 5..6, 3..3] {
-            assert_eq!(
-                joined(&history, range.clone()),
-                serialized(&history, range.clone()),
-                "{range:?}"
-            );
-        }
-        assert_eq!(
-            joined(&history, 0..2),
-            r#"{"role":"user","content":"message 0"},{"role":"user","content":"message 1"}"#
-        );
-    }
-
-    #[test]
-    fn a_snapshot_reads_its_own_joined_json_after_the_log_grows_or_is_copied() {
-        let mut newest = History::from_entries((0..3).map(entry));
-        let mut older = newest.clone();
-        newest.push(entry(3));
-        older.push(entry(9));
-        assert_eq!(joined(&newest, 0..4), serialized(&newest, 0..4));
-        assert_eq!(joined(&older, 0..4), serialized(&older, 0..4));
-        assert!(joined(&older, 3..4).contains("message 9"));
-        let snapshot = History::from_entries((0..3).map(entry));
-        assert_eq!(joined(&snapshot, 1..3), serialized(&newest, 1..3));
-    }
-
-    fn stored(n: usize) -> Entry {
-        Arc::try_unwrap(entry(n)).expect("one holder")
-    }
-
-    #[test]
-    fn a_history_from_storage_keeps_each_text_in_the_joined_json_only() {
-        let history = History::from_stored((0..4).map(stored));
-        assert_eq!(joined(&history, 0..4), serialized(&history, 0..4));
-        assert!(history.iter().all(|e| !e.json.is_made()), "{history:?}");
-        for index in 0..4 {
-            let text = serde_json::to_string(&history[index].message).unwrap();
-            assert_eq!(history.json_len(index), text.len());
-        }
-        assert_eq!(history.json_bytes(), joined(&history, 0..4).len() - 3);
-    }
-
-    #[test]
-    fn a_text_handed_over_with_a_stored_entry_goes_in_as_it_is() {
-        let given = r#"{"content":"message 1","role":"user"}"#;
-        let history = History::from_stored([
-            StoredEntry::from(stored(0)),
-            StoredEntry {
-                entry: Arc::new(stored(1)),
-                text: Some(given.to_owned()),
-            },
-        ]);
-        assert_eq!(
-            joined(&history, 0..2),
-            format!("{},{given}", serialized(&history, 0..1))
-        );
-        assert_eq!(history.json_len(1), given.len());
-        assert_eq!(history.json_bytes(), joined(&history, 0..2).len() - 1);
-        assert!(history.iter().all(|e| !e.json.is_made()), "{history:?}");
-    }
-
-    #[test]
-    fn appending_to_an_older_snapshot_copies_texts_from_the_joined_json() {
-        let mut newest = History::from_stored((0..3).map(stored));
-        let mut older = newest.clone();
-        newest.push_with_json(
-            Arc::new(stored(3)),
-            br#"{"role":"user","content":"message 3"}"#,
-        );
-        older.push_with_json(
-            Arc::new(stored(9)),
-            br#"{"role":"user","content":"message 9"}"#,
-        );
-        assert!(!Arc::ptr_eq(&older.log, &newest.log));
-        assert!(
-            older.iter().all(|e| !e.json.is_made()),
-            "the copy serialized no entry again"
-        );
-        assert_eq!(ids(&older), ["e0", "e1", "e2", "e9"]);
-        assert_eq!(joined(&older, 0..4), serialized(&older, 0..4));
-        assert_eq!(joined(&newest, 0..4), serialized(&newest, 0..4));
-    }
-
-    #[test]
-    #[should_panic(expected = "entries 2..4 of a history of 3")]
-    fn reading_past_a_snapshot_is_a_bug() {
-        let mut newest = History::from_entries((0..3).map(entry));
-        let snapshot = newest.clone();
-        newest.push(entry(3));
-        joined(&snapshot, 2..4);
-    }
-
-    #[test]
-    fn readers_on_other_threads_see_whole_entries_while_one_appends() {
-        let mut newest = History::default();
-        let snapshots = std::thread::scope(|scope| {
-            let (send, receive) = std::sync::mpsc::channel::<History>();
-            let reader = scope.spawn(move || {
-                let mut seen = 0;
-                for snapshot in receive {
-                    assert_eq!(snapshot.iter().count(), snapshot.len());
-                    assert!(
-                        snapshot
-                            .iter()
-                            .enumerate()
-                            .all(|(n, e)| e.id == format!("e{n}"))
-                    );
-                    let last = snapshot.len() - 1;
-                    assert_eq!(
-                        joined(&snapshot, last..snapshot.len()),
-                        format!(r#"{{"role":"user","content":"message {last}"}}"#)
-                    );
-                    seen += 1;
-                }
-                seen
-            });
-            for n in 0..2000 {
-                newest.push(entry(n));
-                send.send(newest.clone()).unwrap();
-            }
-            drop(send);
-            reader.join().unwrap()
-        });
-        assert_eq!(snapshots, 2000);
-    }
-}
+mod tests;

@@ -8,7 +8,10 @@ use std::mem::size_of;
 use serde_json::Value;
 
 use crate::session::Id;
+use crate::session::history::EntryHead;
 use crate::session::message::{ChatMessage, Entry, ToolCallRequest};
+#[cfg(doc)]
+use crate::session::{History, StoredEntry};
 use crate::store::Record;
 
 /// Bytes an allocation of `size` takes from a malloc-style allocator: a word of header,
@@ -87,14 +90,39 @@ impl Entry {
     /// message's JSON text, `json_len` bytes long, in the log's joined text only
     /// ([`Entry::without_json`]).
     pub fn heap_bytes(&self, json_len: usize) -> usize {
+        self.parsed_bytes()
+            + crate::session::history::SLOT_BYTES
+            + crate::session::history::joined_bytes(json_len)
+    }
+
+    /// Bytes of the parsed entry alone, shared (`Arc`): what parsing an unparsed entry of a
+    /// history adds to it.
+    pub fn parsed_bytes(&self) -> usize {
         // An `Arc`'s two counts, then the entry.
         allocation(2 * size_of::<usize>() + size_of::<Entry>())
-            + crate::session::history::SLOT_BYTES
             + id(&self.id)
             + id(&self.session_id)
             + message(&self.message)
+    }
+}
+
+impl EntryHead {
+    /// Bytes an entry left unparsed holds in a session's history ([`StoredEntry::Unparsed`]):
+    /// the heap of its head's ids, its slot in the log and its message's text, `json_len`
+    /// bytes long, in the joined JSON. The head itself is weighed with the history
+    /// ([`History::heads_bytes`]), and the entry's parse when it happens
+    /// ([`History::take_unweighed`]).
+    pub fn heap_bytes(&self, json_len: usize) -> usize {
+        id(&self.id)
+            + id(&self.session_id)
+            + crate::session::history::SLOT_BYTES
             + crate::session::history::joined_bytes(json_len)
     }
+}
+
+/// Bytes of a history's list of unparsed heads, `len` long: one allocation.
+pub(crate) fn heads_bytes(len: usize) -> usize {
+    allocation(len * size_of::<Option<EntryHead>>())
 }
 
 /// Bytes a record holds once shared (`Arc`) in the mirror: the record, its id and parent, and

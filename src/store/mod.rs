@@ -8,7 +8,7 @@
 
 #[cfg(test)]
 mod contract;
-mod heap;
+pub(crate) mod heap;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;

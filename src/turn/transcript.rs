@@ -74,14 +74,24 @@ impl<'a> Transcript<'a> {
         if calls.is_empty() {
             return;
         }
-        let earlier = || self.messages().flat_map(ChatMessage::calls);
-        // A few calls scan history each; many get one pass into a set, so an answer with
-        // thousands of calls costs history + calls, not history × calls.
-        let many: Option<HashSet<&str>> =
-            (calls.len() > 4).then(|| earlier().map(|call| call.id.as_str()).collect());
+        // A few calls look through history each (an entry still unparsed is parsed only if
+        // its text holds the id); many get one pass into a set, so an answer with thousands
+        // of calls costs history + calls, not history × calls.
+        let many: Option<HashSet<&str>> = (calls.len() > 4).then(|| {
+            self.messages()
+                .flat_map(ChatMessage::calls)
+                .map(|call| call.id.as_str())
+                .collect()
+        });
         let used = |id: &str| match &many {
             Some(set) => set.contains(id),
-            None => earlier().any(|call| call.id == id),
+            None => {
+                self.history.has_call(id)
+                    || self
+                        .added
+                        .iter()
+                        .any(|entry| entry.message.calls().iter().any(|call| call.id == id))
+            }
         };
         let mut seen = HashSet::new();
         for call in calls {

@@ -176,12 +176,13 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
         self.compact_queue();
     }
 
-    /// Changes a cached value in place after a commit; a key being loaded is dropped instead,
-    /// since the load may or may not have seen the commit.
-    pub(super) fn change(&mut self, key: &K, extra_weight: usize, change: impl FnOnce(&mut V)) {
+    /// Changes a cached value in place after a commit; `change` gives the weight it added. A
+    /// key being loaded is dropped instead, since the load may or may not have seen the
+    /// commit.
+    pub(super) fn change(&mut self, key: &K, change: impl FnOnce(&mut V) -> usize) {
         match self.slots.get_mut(key) {
             Some(Slot::Ready { value, weight, .. }) => {
-                change(value);
+                let extra_weight = change(value);
                 *weight += extra_weight;
                 self.add_weight(extra_weight as i64);
                 self.evict();
@@ -190,6 +191,15 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
                 self.slots.remove(key);
             }
             None => {}
+        }
+    }
+
+    /// The weight of the value at `key`, if one is held.
+    #[cfg(test)]
+    pub(super) fn weight_of(&self, key: &K) -> Option<usize> {
+        match self.slots.get(key) {
+            Some(Slot::Ready { weight, .. }) => Some(*weight),
+            _ => None,
         }
     }
 
@@ -360,7 +370,10 @@ mod tests {
     fn a_change_during_a_load_drops_the_key() {
         let mut table: Table<&str, Vec<u32>> = Table::new(1 << 20, "history");
         let token = table.get(&"k", Clone::clone).unwrap_err();
-        table.change(&"k", 1, |v| v.push(9));
+        table.change(&"k", |v| {
+            v.push(9);
+            1
+        });
         table.fill("k", token, vec![1], 1);
         assert!(table.get(&"k", Clone::clone).is_err());
     }
@@ -370,7 +383,10 @@ mod tests {
         let mut table: Table<&str, Vec<u32>> = Table::new(1 << 20, "history");
         let token = table.get(&"k", Clone::clone).unwrap_err();
         table.fill("k", token, vec![1], 1);
-        table.change(&"k", 1, |v| v.push(2));
+        table.change(&"k", |v| {
+            v.push(2);
+            1
+        });
         assert_eq!(table.get(&"k", Clone::clone), Ok(vec![1, 2]));
     }
 

@@ -67,8 +67,8 @@ pub(super) const PREV: &str =
     "SELECT seq, prev, session_id FROM history WHERE seq <= ?1 ORDER BY seq DESC";
 
 /// [`PREV`] with each row read whole, from column [`WHOLE_FROM`] on.
-pub(super) const LINK: &str = "SELECT seq, prev, session_id, id, source, message, created_at
-    FROM history WHERE seq <= ?1 ORDER BY seq DESC";
+pub(super) const LINK: &str = "SELECT seq, prev, session_id, id, source, message, created_at,
+    role FROM history WHERE seq <= ?1 ORDER BY seq DESC";
 
 /// Where [`EntryRow::read_entry`] starts in a row of [`LINK`].
 const WHOLE_FROM: usize = 3;
@@ -82,8 +82,8 @@ pub(super) const DELETE_ROW: &str = "DELETE FROM history WHERE seq = ?1";
 /// Entries `offset..offset + limit` of a session's history, oldest first (a negative `limit`
 /// means all), each with the length of its stored message text, read in one read
 /// transaction: a commit meanwhile is either wholly seen or not at all. A whole history's
-/// entries from rows at or past `own_from` (the first `seq` this store wrote) come with
-/// their text.
+/// entries from rows at or past `own_from` (the first `seq` this store wrote) come unparsed,
+/// with their text.
 ///
 /// The head is looked up in `pending` before the snapshot is taken, and in the table only
 /// inside it: a head published before the look is committed, so the snapshot holds its row.
@@ -165,7 +165,7 @@ fn chain_seqs(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<i64
 }
 
 /// Every entry up to `head`, oldest first, each row read whole on the way; those of rows
-/// at or past `own_from` with their text.
+/// at or past `own_from` unparsed, with their text.
 fn read_whole(
     conn: &Connection,
     session_id: &str,

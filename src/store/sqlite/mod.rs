@@ -512,10 +512,13 @@ impl Store for SqliteStore {
             return Ok(page);
         }
         let read = read_history(self, session_id, i64::from(limit), i64::from(offset)).await?;
-        Ok(read
-            .into_iter()
-            .map(|(stored, _)| Arc::unwrap_or_clone(stored.entry))
-            .collect())
+        read.into_iter()
+            .map(|(stored, _)| {
+                stored
+                    .into_entry()
+                    .map_err(|error| StoreError::backend("history", error))
+            })
+            .collect()
     }
 
     async fn full_history(&self, session_id: &str) -> StoreResult<History> {
@@ -525,10 +528,16 @@ impl Store for SqliteStore {
             let weight = read
                 .iter()
                 .fold(EMPTY_HISTORY, |weight, (stored, text_len)| {
-                    weight + stored.entry.heap_bytes(*text_len)
+                    weight
+                        + match stored {
+                            StoredEntry::Parsed(entry) => entry.heap_bytes(*text_len),
+                            StoredEntry::Unparsed { head, .. } => head.heap_bytes(*text_len),
+                        }
                 });
             let entries = read.into_iter().map(|(stored, _)| stored);
-            Ok(Some((History::from_stored(entries), weight)))
+            let history = History::from_stored(entries);
+            let weight = weight + history.heads_bytes();
+            Ok(Some((history, weight)))
         };
         let entries = self
             .read_through(|mirror| &mut mirror.histories, Id::new(session_id), load)

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rusqlite::types::Value as SqlValue;
 use time::OffsetDateTime;
 
-use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson};
+use crate::session::history::EntryHead;
+use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson, Role};
 use crate::session::{Id, StoredEntry};
 use crate::store::sqlite::writer::BatchError;
 use crate::store::{CallStatus, Collection, JournalRecord, ListQuery, Record, StoreError};
@@ -65,6 +66,16 @@ fn source_key(source: EntrySource) -> &'static str {
         EntrySource::ToolResponse => "tool_response",
         EntrySource::Internal => "internal",
     }
+}
+
+fn parse_role(text: &str) -> Outcome<Role> {
+    Ok(match text {
+        "system" => Role::System,
+        "user" => Role::User,
+        "assistant" => Role::Assistant,
+        "tool" => Role::Tool,
+        other => return Err(Failure::Invalid(format!("unknown message role {other:?}"))),
+    })
 }
 
 fn parse_source(text: &str) -> Outcome<EntrySource> {
@@ -185,8 +196,9 @@ impl EntryRow {
 
     /// Reads the columns `id, source, message, created_at`, the first at `from`, into an entry
     /// of `session_id` (the caller found the row among that session's), with the length of
-    /// its stored message text, and the text itself if `own` (this store wrote the row, so
-    /// the text is the one this build makes of the message).
+    /// its stored message text. If `own` (this store wrote the row, so the text is the one
+    /// this build makes of the message), the message is left unparsed with its text, and the
+    /// row's `role` is read from the column after `created_at`.
     pub(super) fn read_entry(
         row: &rusqlite::Row<'_>,
         from: usize,
@@ -197,20 +209,37 @@ impl EntryRow {
         let source = row.get_ref(from + 1)?.as_str()?;
         let message = row.get_ref(from + 2)?.as_str()?;
         let created_at: i64 = row.get(from + 3)?;
+        let role = if own {
+            Some(row.get_ref(from + 4)?.as_str()?)
+        } else {
+            None
+        };
         Ok((|| {
-            let entry = Entry {
-                id,
-                session_id: session_id.clone(),
-                source: parse_source(source)?,
-                message: serde_json::from_str::<ChatMessage>(message)?,
-                created_at: from_nanos(created_at)?,
-                json: MessageJson::default(),
+            let source = parse_source(source)?;
+            let created_at = from_nanos(created_at)?;
+            let stored = match role {
+                Some(role) => StoredEntry::Unparsed {
+                    head: EntryHead {
+                        id,
+                        session_id: session_id.clone(),
+                        source,
+                        role: parse_role(role)?,
+                        created_at,
+                    },
+                    text: message.to_owned(),
+                },
+                // Text this store did not write is not kept: it may hold fields this build
+                // does not know, which are not to be passed on to the model.
+                None => StoredEntry::Parsed(Arc::new(Entry {
+                    id,
+                    session_id: session_id.clone(),
+                    source,
+                    message: serde_json::from_str::<ChatMessage>(message)?,
+                    created_at,
+                    json: MessageJson::default(),
+                })),
             };
-            // Text this store did not write is not kept: it may hold fields this build does
-            // not know, which are not to be passed on to the model.
-            let text = own.then(|| message.to_owned());
-            let entry = Arc::new(entry);
-            Ok((StoredEntry { entry, text }, message.len()))
+            Ok((stored, message.len()))
         })())
     }
 }

@@ -94,8 +94,10 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
                     // JSON text of its own: the log's joined JSON holds it. The turn's entry
                     // goes with the turn (docs/benchmarks.md, "When the mirror is full").
                     let json = entry.message_text().as_bytes();
-                    mirror.histories.change(&session, weight, |history| {
-                        history.push_with_json(Arc::new(entry.without_json()), json)
+                    // Entries a turn parsed since the history was weighed are weighed now.
+                    mirror.histories.change(&session, |history| {
+                        history.push_with_json(Arc::new(entry.without_json()), json);
+                        weight + history.take_unweighed()
                     });
                 }
             },

@@ -1,5 +1,6 @@
 //! What only the embedded store's history and journal do, beyond the store contract
-//! (`store/contract`): message shapes through SQL, which texts a miss copies, the schema
+//! (`store/contract`): message shapes through SQL, which texts a miss copies and leaves
+//! unparsed, the schema
 //! version file check, opening without a directory, journal rows from before digests,
 //! durability and append throughput.
 
@@ -294,4 +295,58 @@ async fn a_miss_copies_the_texts_of_rows_this_store_wrote_only() {
         expected,
         "after a restart, every row is from before"
     );
+}
+
+#[tokio::test]
+async fn a_miss_leaves_this_stores_rows_unparsed_until_read_and_weighs_them_when_parsed() {
+    let (_dir, path) = temp_db();
+    let store = open(&path);
+    let written: Vec<Entry> = (0..6)
+        .map(|n| entry("s", &format!("e{n}"), &format!("message {n}")))
+        .collect();
+    store
+        .append_entries(shared(written.clone()))
+        .await
+        .expect("append");
+    // Out of the mirror: the next read is a miss.
+    store.shared.cache.lock().histories.remove(&"s".into());
+
+    let history = store.full_history("s").await.expect("read");
+    assert_eq!(history.len(), 6);
+    assert_eq!(history.parsed_count(), 0, "a miss copies texts only");
+    let weighed = store
+        .shared
+        .cache
+        .lock()
+        .histories
+        .weight_of(&"s".into())
+        .expect("held");
+
+    // A chat turn looks at the tail: the last message that is not a result.
+    let last = history.iter().rposition(|e| e.message.role != Role::Tool);
+    assert_eq!(last, Some(5));
+    assert_eq!(history.parsed_count(), 1);
+    assert_eq!(*history[5], written[5]);
+    let parsed = written[5].parsed_bytes();
+
+    let next = entry("s", "e6", "message 6");
+    let added = next.heap_bytes(next.message_text().len());
+    store
+        .append_entries(shared(vec![next]))
+        .await
+        .expect("append");
+    let weight = store.shared.cache.lock().histories.weight_of(&"s".into());
+    assert_eq!(
+        weight,
+        Some(weighed + added + parsed),
+        "the parse is weighed with the next commit"
+    );
+    let all: Vec<Entry> = store
+        .full_history("s")
+        .await
+        .expect("read")
+        .iter()
+        .map(|entry| Entry::clone(entry))
+        .collect();
+    assert_eq!(all[..6], written[..]);
 }

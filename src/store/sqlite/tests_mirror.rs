@@ -97,7 +97,7 @@ async fn assert_agrees(store: &SqliteStore, agent: &str, session: &str) {
     let in_file = read_history(store, session, -1, 0).await.expect("history");
     let in_file: Vec<_> = in_file
         .into_iter()
-        .map(|(stored, _)| stored.entry)
+        .map(|(stored, _)| stored.into_entry().expect("parses"))
         .collect();
     let full = store.full_history(session).await.expect("full history");
     assert_eq!(
