@@ -298,3 +298,29 @@ fn readers_on_other_threads_see_whole_entries_while_one_appends() {
     });
     assert_eq!(snapshots, 2000);
 }
+
+#[test]
+fn threads_reading_one_unparsed_history_parse_each_entry_once() {
+    let history = History::from_stored((0..64).map(|n| {
+        let text = serde_json::to_string(&stored(n).message).unwrap();
+        unparsed(n, &text)
+    }));
+    let snapshots: Vec<History> = (0..4).map(|_| history.clone()).collect();
+    let seen: Vec<Vec<Arc<Entry>>> = std::thread::scope(|scope| {
+        let readers: Vec<_> = snapshots
+            .iter()
+            .map(|snapshot| scope.spawn(move || snapshot.iter().rev().cloned().collect::<Vec<_>>()))
+            .collect();
+        readers.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert!(
+        seen.windows(2).all(|pair| pair[0] == pair[1]),
+        "one entry each"
+    );
+    let parsed: usize = (0..64).map(|n| stored(n).parsed_bytes()).sum();
+    assert_eq!(history.take_unweighed(), parsed, "each parse weighed once");
+    assert_eq!(
+        ids(&history),
+        (0..64).map(|n| format!("e{n}")).collect::<Vec<_>>()
+    );
+}
