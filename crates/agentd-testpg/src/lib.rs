@@ -132,19 +132,8 @@ fn start_private(tls: Option<&dyn Fn(&Path) -> String>) -> TestServer {
         ])
         .args(["--auth=scram-sha-256", "--pwfile"])
         .arg(&password_file));
-    let port = free_port();
     let tls_options = tls.map(|install| install(&data)).unwrap_or_default();
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
-         -c fsync=off -c synchronous_commit=off -c full_page_writes=off {tls_options}",
-        dir.display()
-    );
-    run(as_postgres("pg_ctl")
-        .arg("-D")
-        .arg(&data)
-        .arg("-l")
-        .arg(dir.join("server.log"))
-        .args(["-o", &options, "-w", "start"]));
+    let port = start_on_a_free_port(&dir, &data, &tls_options);
     watch_for_exit(&dir, &data);
     TestServer {
         host: "127.0.0.1".to_owned(),
@@ -155,6 +144,44 @@ fn start_private(tls: Option<&dyn Fn(&Path) -> String>) -> TestServer {
         external: false,
         socket_dir: tls.map(|_| dir),
     }
+}
+
+/// Times a server start is tried, each on another port.
+const START_ATTEMPTS: usize = 3;
+
+/// Starts the server in `data` on a port that was free a moment before, and gives that port.
+/// Another process may bind the port first, so a failed start is tried again on another one.
+fn start_on_a_free_port(dir: &Path, data: &Path, tls_options: &str) -> u16 {
+    let mut failures = Vec::new();
+    for _ in 0..START_ATTEMPTS {
+        let port = free_port();
+        let options = format!(
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200 \
+             -c fsync=off -c synchronous_commit=off -c full_page_writes=off {tls_options}",
+            dir.display()
+        );
+        let output = as_postgres("pg_ctl")
+            .arg("-D")
+            .arg(data)
+            .arg("-l")
+            .arg(dir.join("server.log"))
+            .args(["-o", &options, "-w", "start"])
+            .output()
+            .expect("run pg_ctl");
+        if output.status.success() {
+            return port;
+        }
+        failures.push(format!(
+            "on port {port}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    panic!(
+        "the PostgreSQL test server did not start (its log: {}):\n{}",
+        dir.join("server.log").display(),
+        failures.join("\n")
+    );
 }
 
 /// A loopback port nothing listens on right now.
