@@ -126,11 +126,9 @@ impl HistoryLog {
     }
 
     /// Adds an entry left unparsed, before the log is shared: its text joins the JSON, and
-    /// its slot stays empty until the entry is first read.
-    fn push_unparsed(&mut self, heads: &mut Vec<Option<EntryHead>>, head: EntryHead, json: &[u8]) {
+    /// its slot stays empty until the entry is first read (from its head in `unparsed`).
+    fn push_unparsed(&mut self, json: &[u8]) {
         let index = *self.len.get_mut();
-        heads.resize(index, None);
-        heads.push(Some(head));
         self.slot(index);
         self.joined
             .get_mut()
@@ -180,14 +178,7 @@ impl HistoryLog {
                 tool_calls: None,
             }
         });
-        let entry = Arc::new(Entry {
-            id: head.id.clone(),
-            session_id: head.session_id.clone(),
-            source: head.source,
-            message,
-            created_at: head.created_at,
-            json: MessageJson::default(),
-        });
+        let entry = Arc::new(head.with_message(message));
         self.unweighed
             .fetch_add(entry.parsed_bytes(), Ordering::Relaxed);
         entry
@@ -235,6 +226,20 @@ pub enum StoredEntry {
     Unparsed { head: EntryHead, text: String },
 }
 
+impl EntryHead {
+    /// The entry this head and `message` make.
+    fn with_message(&self, message: ChatMessage) -> Entry {
+        Entry {
+            id: self.id.clone(),
+            session_id: self.session_id.clone(),
+            source: self.source,
+            message,
+            created_at: self.created_at,
+            json: MessageJson::default(),
+        }
+    }
+}
+
 impl From<Entry> for StoredEntry {
     fn from(entry: Entry) -> Self {
         Self::Parsed(Arc::new(entry))
@@ -246,14 +251,7 @@ impl StoredEntry {
     pub fn into_entry(self) -> serde_json::Result<Entry> {
         match self {
             Self::Parsed(entry) => Ok(Arc::unwrap_or_clone(entry)),
-            Self::Unparsed { head, text } => Ok(Entry {
-                message: serde_json::from_str(&text)?,
-                id: head.id,
-                session_id: head.session_id,
-                source: head.source,
-                created_at: head.created_at,
-                json: MessageJson::default(),
-            }),
+            Self::Unparsed { head, text } => Ok(head.with_message(serde_json::from_str(&text)?)),
         }
     }
 }
@@ -301,7 +299,9 @@ impl History {
             let index = *log.len.get_mut();
             match stored.into() {
                 StoredEntry::Unparsed { head, text } => {
-                    log.push_unparsed(&mut heads, head, text.as_bytes());
+                    heads.resize(index, None);
+                    heads.push(Some(head));
+                    log.push_unparsed(text.as_bytes());
                     json_bytes += text.len();
                 }
                 StoredEntry::Parsed(entry) => {
@@ -349,23 +349,19 @@ impl History {
             // Another holder appended to this log first: continue on a copy of this snapshot,
             // its texts copied from the joined JSON and its unparsed entries left unparsed.
             let mut copy = HistoryLog::new();
-            let mut heads = Vec::new();
+            copy.unparsed = self.log.unparsed.iter().take(self.len).cloned().collect();
             {
                 let joined = self.log.joined();
                 for index in 0..self.len {
                     let text = &joined.text[joined.span(index..index + 1)];
-                    match (self.log.parsed(index), &self.log.unparsed.get(index)) {
-                        (Some(earlier), _) => {
+                    match self.log.parsed(index) {
+                        Some(earlier) => {
                             let _ = copy.push_after(index, Arc::clone(earlier), text);
                         }
-                        (None, Some(Some(head))) => {
-                            copy.push_unparsed(&mut heads, head.clone(), text);
-                        }
-                        (None, _) => unreachable!("entry {index} is neither parsed nor unparsed"),
+                        None => copy.push_unparsed(text),
                     }
                 }
             }
-            copy.unparsed = heads.into_boxed_slice();
             let _ = copy.push_after(self.len, entry, json);
             self.log = Arc::new(copy);
         }
@@ -446,9 +442,9 @@ impl History {
         self.log.unweighed.swap(0, Ordering::Relaxed)
     }
 
-    /// Heap bytes of the log's heads of unparsed entries ([`crate::store::heap::heads_bytes`]).
-    pub fn heads_bytes(&self) -> usize {
-        crate::store::heap::heads_bytes(self.log.unparsed.len())
+    /// How many heads of unparsed entries the log keeps (for the mirror's weights).
+    pub(crate) fn heads_len(&self) -> usize {
+        self.log.unparsed.len()
     }
 
     /// How many of the entries are parsed.

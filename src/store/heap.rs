@@ -7,11 +7,9 @@ use std::mem::size_of;
 
 use serde_json::Value;
 
-use crate::session::Id;
 use crate::session::history::EntryHead;
 use crate::session::message::{ChatMessage, Entry, ToolCallRequest};
-#[cfg(doc)]
-use crate::session::{History, StoredEntry};
+use crate::session::{History, Id, StoredEntry};
 use crate::store::Record;
 
 /// Bytes an allocation of `size` takes from a malloc-style allocator: a word of header,
@@ -120,9 +118,23 @@ impl EntryHead {
     }
 }
 
-/// Bytes of a history's list of unparsed heads, `len` long: one allocation.
-pub(crate) fn heads_bytes(len: usize) -> usize {
-    allocation(len * size_of::<Option<EntryHead>>())
+impl StoredEntry {
+    /// Bytes this entry holds once in a session's history in the mirror
+    /// ([`Entry::heap_bytes`], [`EntryHead::heap_bytes`]); its message's text is `json_len`
+    /// bytes long.
+    pub fn heap_bytes(&self, json_len: usize) -> usize {
+        match self {
+            StoredEntry::Parsed(entry) => entry.heap_bytes(json_len),
+            StoredEntry::Unparsed { head, .. } => head.heap_bytes(json_len),
+        }
+    }
+}
+
+impl History {
+    /// Bytes of the history's list of unparsed heads: one allocation.
+    pub fn heads_bytes(&self) -> usize {
+        allocation(self.heads_len() * size_of::<Option<EntryHead>>())
+    }
 }
 
 /// Bytes a record holds once shared (`Arc`) in the mirror: the record, its id and parent, and

@@ -8,7 +8,7 @@
 
 #[cfg(test)]
 mod contract;
-pub(crate) mod heap;
+mod heap;
 pub mod migrate;
 pub mod postgres;
 pub mod sqlite;

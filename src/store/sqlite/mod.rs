@@ -528,11 +528,7 @@ impl Store for SqliteStore {
             let weight = read
                 .iter()
                 .fold(EMPTY_HISTORY, |weight, (stored, text_len)| {
-                    weight
-                        + match stored {
-                            StoredEntry::Parsed(entry) => entry.heap_bytes(*text_len),
-                            StoredEntry::Unparsed { head, .. } => head.heap_bytes(*text_len),
-                        }
+                    weight + stored.heap_bytes(*text_len)
                 });
             let entries = read.into_iter().map(|(stored, _)| stored);
             let history = History::from_stored(entries);
