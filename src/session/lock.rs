@@ -3,11 +3,12 @@
 //! takes its lock over: the running turn is cancelled and the delete waits for it to end, so
 //! no row of the session is written after the delete.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+
+use crate::ids::{Id, IdMap};
 
 /// Per-session locks, created on demand and dropped when no turn holds them.
 #[derive(Default)]
@@ -21,14 +22,14 @@ const FIRST_SWEEP: usize = 1024;
 /// The locks, and the size at which the next sweep runs: twice what the last one kept, so
 /// with many turns running at once the map is not scanned on every acquire.
 struct Slots {
-    map: HashMap<String, Arc<Slot>>,
+    map: IdMap<Id, Arc<Slot>>,
     sweep_at: usize,
 }
 
 impl Default for Slots {
     fn default() -> Self {
         Self {
-            map: HashMap::new(),
+            map: IdMap::default(),
             sweep_at: FIRST_SWEEP,
         }
     }
@@ -127,7 +128,7 @@ impl TurnLocks {
             slots.map.retain(|_, slot| Arc::strong_count(slot) > 1);
             slots.sweep_at = (2 * slots.map.len()).max(FIRST_SWEEP);
         }
-        Arc::clone(slots.map.entry(session_id.to_owned()).or_default())
+        Arc::clone(slots.map.entry(Id::new(session_id)).or_default())
     }
 }
 

@@ -8,11 +8,11 @@
 //! commit can never overwrite what the commit wrote. The store holds the data directory's
 //! lock, so no other process writes the file behind the mirror's back.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use crate::ids::Id;
+use crate::ids::{Id, IdMap};
 use crate::session::History;
 use crate::store::{Collection, Record};
 use crate::telemetry::{MirrorMeters, metrics};
@@ -43,7 +43,7 @@ enum Slot<V> {
 /// the hand last passed sends it round once more instead. Each value is passed at most twice
 /// per eviction, so eviction costs O(1) amortized per insert, whatever the number of keys.
 pub(super) struct Table<K, V> {
-    slots: HashMap<K, Slot<V>>,
+    slots: IdMap<K, Slot<V>>,
     /// The clock's queue: keys with the generation they were queued at. An entry whose key
     /// went or was queued again since is stale and skipped.
     queue: VecDeque<(K, u64)>,
@@ -58,7 +58,7 @@ pub(super) struct Table<K, V> {
 impl<K: Eq + Hash + Clone, V> Table<K, V> {
     fn new(budget: usize, part: &'static str) -> Self {
         Self {
-            slots: HashMap::new(),
+            slots: IdMap::default(),
             queue: VecDeque::new(),
             weight: 0,
             budget,

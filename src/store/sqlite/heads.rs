@@ -25,13 +25,12 @@
 //!   reads them back ([`Heads::open`]). How long that takes is bounded by what a flush waits
 //!   for: [`MAX_PENDING`] sessions or [`FLUSH_INTERVAL`] of turns.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::ids::Id;
+use crate::ids::{Id, IdMap};
 use crate::store::sqlite::rows::Outcome;
 
 /// How long a moved head waits in memory at most before it is written to the table.
@@ -50,7 +49,7 @@ pub(super) const MAX_WRITTEN: usize = 65_536;
 /// Heads moved by committed writes and not yet in `history_heads`. The writer thread alone
 /// changes it; readers look a session up here before they read the table.
 #[derive(Debug, Default)]
-pub(super) struct PendingHeads(Mutex<HashMap<Id, i64>>);
+pub(super) struct PendingHeads(Mutex<IdMap<Id, i64>>);
 
 impl PendingHeads {
     /// The session's head if a committed write moved it since the last flush.
@@ -58,7 +57,7 @@ impl PendingHeads {
         self.lock().get(session_id.as_bytes()).copied()
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<Id, i64>> {
+    fn lock(&self) -> MutexGuard<'_, IdMap<Id, i64>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -81,11 +80,11 @@ pub(super) struct Heads {
     /// After a failed flush, when to try again (however many heads wait).
     retry_at: Option<Instant>,
     /// The open transaction's heads (`None`: its history was deleted).
-    staged: HashMap<Id, Option<i64>>,
+    staged: IdMap<Id, Option<i64>>,
     /// What each staging replaced in `staged`, newest last, to undo a savepoint.
     undo: Vec<(Id, Option<Option<i64>>)>,
     /// Heads as `history_heads` holds them, of sessions whose heads this writer wrote.
-    written: HashMap<Id, i64>,
+    written: IdMap<Id, i64>,
     next_seq: i64,
     /// [`FLUSH_INTERVAL`], but for tests.
     flush_interval: Duration,
@@ -98,9 +97,9 @@ impl Heads {
             pending,
             waiting_since: None,
             retry_at: None,
-            staged: HashMap::new(),
+            staged: IdMap::default(),
             undo: Vec::new(),
-            written: HashMap::new(),
+            written: IdMap::default(),
             next_seq,
             flush_interval,
         }
@@ -161,10 +160,10 @@ impl Heads {
 
     /// Moves the session's head in the open transaction (`None`: its history is gone; the
     /// transaction deletes its row of `history_heads` itself).
-    pub(super) fn stage(&mut self, session_id: &str, head: Option<i64>) {
-        let key = Id::new(session_id);
-        let before = self.staged.insert(key.clone(), head);
-        self.undo.push((key, before));
+    pub(super) fn stage(&mut self, session_id: impl Into<Id>, head: Option<i64>) {
+        let session_id = session_id.into();
+        let before = self.staged.insert(session_id.clone(), head);
+        self.undo.push((session_id, before));
     }
 
     /// A mark to undo the stagings after it.
@@ -364,7 +363,7 @@ mod tests {
     fn written_heads_are_forgotten_together_past_the_bound_and_read_from_the_table() {
         let (conn, mut heads) = heads_on_empty_table();
         for n in 0..MAX_WRITTEN {
-            heads.stage(&format!("s{n}"), Some(n as i64 + 1));
+            heads.stage(format!("s{n}"), Some(n as i64 + 1));
         }
         heads.publish();
         heads.flush(&conn).expect("flush");

@@ -47,7 +47,7 @@ pub(super) fn insert_entries(tx: &Txn<'_>, rows: &[EntryRow]) -> Outcome<()> {
                 seq,
                 session_id,
                 prev,
-                row.entry.id.as_str(),
+                row.entry.id,
                 row.source(),
                 row.entry.message.role.as_str(),
                 row.created_at,
@@ -55,7 +55,7 @@ pub(super) fn insert_entries(tx: &Txn<'_>, rows: &[EntryRow]) -> Outcome<()> {
             ])?;
             prev = Some(seq);
         }
-        heads.stage(session_id, prev);
+        heads.stage(session_id.clone(), prev);
     }
     Ok(())
 }

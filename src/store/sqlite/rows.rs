@@ -3,7 +3,8 @@
 
 use std::sync::Arc;
 
-use rusqlite::types::Value as SqlValue;
+use rusqlite::ToSql;
+use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use time::OffsetDateTime;
 
 use crate::session::history::EntryHead;
@@ -162,6 +163,14 @@ impl RecordRow {
     }
 }
 
+/// An id binds as text straight from its bytes: it was made from a `str`, so it is not
+/// checked as UTF-8 again.
+impl ToSql for Id {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.as_bytes())))
+    }
+}
+
 pub(super) const RECORD_COLUMNS: &str = "id, parent, body, created_at, updated_at";
 
 /// A history entry ready to bind: the entry itself, shared, with its message's JSON text made
@@ -181,7 +190,7 @@ impl EntryRow {
         })
     }
 
-    pub(super) fn session_id(&self) -> &str {
+    pub(super) fn session_id(&self) -> &Id {
         &self.entry.session_id
     }
 
