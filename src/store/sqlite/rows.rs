@@ -326,3 +326,29 @@ fn metadata_path(key: &str) -> String {
     let quoted = serde_json::Value::String(key.to_owned()).to_string();
     format!("$.metadata.{quoted}")
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::Id;
+
+    #[test]
+    fn an_id_binds_as_text_equal_to_the_same_str() {
+        let conn = Connection::open_in_memory().expect("open");
+        let uuid = "0190f5a2-7c1e-7b3a-9c4d-2f6e8a1b3c5d";
+        let (kind, same): (String, bool) = conn
+            .query_row(
+                "SELECT typeof(?1), ?1 = ?2",
+                rusqlite::params![Id::new(uuid), uuid],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )
+            .expect("query");
+        assert_eq!((kind.as_str(), same), ("text", true));
+        let long = "x".repeat(100);
+        let boxed: String = conn
+            .query_row("SELECT ?1", [Id::new(&long)], |row| row.get(0))
+            .expect("query");
+        assert_eq!(boxed, long, "a boxed id binds whole");
+    }
+}
