@@ -1,5 +1,6 @@
 //! The embedded store's metrics: lookups in its in-memory mirror (hits and misses), values
-//! evicted, bytes held against the budget, and reads that went to SQLite. Each part of the
+//! evicted, values read on a miss and not kept, bytes held against the budget, and reads that
+//! went to SQLite. Each part of the
 //! mirror takes its handles once ([`MirrorMeters`]), so counting costs an atomic add.
 
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +14,7 @@ use super::label_sets::{MirrorLabels, MirrorLookupLabels};
 pub(crate) struct StoreMetrics {
     lookups: Family<MirrorLookupLabels, Counter>,
     evictions: Family<MirrorLabels, Counter>,
+    refusals: Family<MirrorLabels, Counter>,
     bytes: Family<MirrorLabels, Gauge>,
     budget: Gauge,
     reads: Counter,
@@ -24,6 +26,8 @@ pub(crate) struct MirrorMeters {
     pub hits: Counter,
     pub misses: Counter,
     pub evictions: Counter,
+    /// Values read on a miss that a full part did not keep.
+    pub refusals: Counter,
     /// Estimated bytes held: each part adds and takes away its own.
     pub bytes: Gauge,
 }
@@ -40,6 +44,11 @@ impl StoreMetrics {
             "agentd_store_mirror_evictions",
             "Values dropped from the mirror to keep it within its budget",
             metrics.evictions.clone(),
+        );
+        registry.register(
+            "agentd_store_mirror_refusals",
+            "Values read on a miss that the full mirror did not keep: their key was looked up no more often lately than the value they would have pushed out",
+            metrics.refusals.clone(),
         );
         registry.register(
             "agentd_store_mirror_bytes",
@@ -70,6 +79,7 @@ impl StoreMetrics {
             hits: lookup("hit"),
             misses: lookup("miss"),
             evictions: self.evictions.get_or_create(&MirrorLabels { part }).clone(),
+            refusals: self.refusals.get_or_create(&MirrorLabels { part }).clone(),
             bytes: self.bytes.get_or_create(&MirrorLabels { part }).clone(),
         }
     }

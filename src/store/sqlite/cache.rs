@@ -9,11 +9,12 @@
 //! lock, so no other process writes the file behind the mirror's back.
 
 use std::collections::VecDeque;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::ids::{Id, IdMap};
 use crate::session::History;
+use crate::store::sqlite::frequency::Frequency;
 use crate::store::{Collection, Record};
 use crate::telemetry::{MirrorMeters, metrics};
 
@@ -42,6 +43,11 @@ enum Slot<V> {
 /// values queue in insertion order; over budget, the hand takes the oldest, and one read since
 /// the hand last passed sends it round once more instead. Each value is passed at most twice
 /// per eviction, so eviction costs O(1) amortized per insert, whatever the number of keys.
+///
+/// A value read on a miss into a full table is kept only if its key was looked up more often
+/// lately than the key the hand would evict first ([`Frequency`], TinyLFU's admission), so a
+/// pass over more keys than the budget holds does not push out every value before its next
+/// read. A value a commit writes is always kept.
 pub(super) struct Table<K, V> {
     slots: IdMap<K, Slot<V>>,
     /// The clock's queue: keys with the generation they were queued at. An entry whose key
@@ -51,8 +57,11 @@ pub(super) struct Table<K, V> {
     budget: usize,
     clock: u64,
     meters: MirrorMeters,
-    /// Values the clock took out, freed once the mirror's lock is let go ([`MirrorGuard`]).
+    /// Values the clock took out, or that a full table did not keep, freed once the mirror's
+    /// lock is let go ([`MirrorGuard`]).
     evicted: Vec<V>,
+    /// Recent look-ups per key, for what a full table keeps.
+    frequency: Frequency,
 }
 
 impl<K: Eq + Hash + Clone, V> Table<K, V> {
@@ -65,11 +74,17 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
             clock: 0,
             meters: metrics().store().mirror(part),
             evicted: Vec::new(),
+            frequency: Frequency::new(),
         }
+    }
+
+    fn hash<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.slots.hasher().hash_one(key)
     }
 
     /// The value, or a token to fill it with after reading the database.
     pub(super) fn get<R>(&mut self, key: &K, read: impl FnOnce(&V) -> R) -> Result<R, Token> {
+        self.frequency.record(self.hash(key));
         self.clock += 1;
         let token = Token(self.clock);
         match self.slots.get_mut(key) {
@@ -101,6 +116,7 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
         K: std::borrow::Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.frequency.record(self.hash(key));
         match self.slots.get_mut(key) {
             Some(Slot::Ready {
                 value, referenced, ..
@@ -116,11 +132,59 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
         }
     }
 
-    /// Keeps a value read from the database, unless a write touched the key since the miss.
+    /// Keeps a value read from the database, unless a write touched the key since the miss,
+    /// or the table is full and the key was looked up no more often lately than the value the
+    /// hand would evict for it.
     pub(super) fn fill(&mut self, key: K, token: Token, value: V, weight: usize) {
-        if matches!(self.slots.get(&key), Some(Slot::Loading(t)) if *t == token) {
-            self.put(key, value, weight);
+        if !matches!(self.slots.get(&key), Some(Slot::Loading(t)) if *t == token) {
+            return;
         }
+        if self.admits(&key, weight) {
+            self.put(key, value, weight);
+        } else {
+            self.slots.remove(&key);
+            self.evicted.push(value);
+            self.meters.refusals.inc();
+        }
+    }
+
+    /// Whether a value of `weight` for `key` is to be kept: room for it, or a key looked up
+    /// more often than the first the hand would evict. A large value may need more than that
+    /// one evicted; the first stands for them.
+    fn admits(&mut self, key: &K, weight: usize) -> bool {
+        if self.weight.saturating_add(weight) <= self.budget {
+            return true;
+        }
+        let candidate = self.frequency.estimate(self.hash(key));
+        match self.next_victim() {
+            Some(victim) => candidate > self.frequency.estimate(victim),
+            None => true,
+        }
+    }
+
+    /// The hash of the key the hand evicts next: the hand moves on as [`Table::evict`]
+    /// would, past stale entries and values read since it last passed (their second chance
+    /// taken), and stops before the first it would evict.
+    fn next_victim(&mut self) -> Option<u64> {
+        while let Some((key, queued)) = self.queue.pop_front() {
+            match self.slots.get_mut(&key) {
+                Some(Slot::Ready {
+                    referenced,
+                    generation,
+                    ..
+                }) if *generation == queued => {
+                    if std::mem::take(referenced) {
+                        self.queue.push_back((key, queued));
+                    } else {
+                        let hash = self.hash(&key);
+                        self.queue.push_front((key, queued));
+                        return Some(hash);
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
     }
 
     /// Files what a miss read: a value is kept (unless a write came between, see
@@ -174,6 +238,7 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
         self.add_weight(weight as i64);
         self.evict();
         self.compact_queue();
+        self.frequency.fit(self.slots.len());
     }
 
     /// Changes a cached value in place after a commit; `change` gives the weight it added. A
@@ -427,6 +492,52 @@ mod tests {
             "{}",
             table.queue.len()
         );
+    }
+
+    /// A pass over `keys` keys, each looked up and filled on a miss; how many lookups hit.
+    fn pass(table: &mut Table<u32, u32>, keys: u32) -> usize {
+        let mut hits = 0;
+        for key in 0..keys {
+            match table.get(&key, |v| *v) {
+                Ok(_) => hits += 1,
+                Err(token) => table.fill(key, token, key, 10),
+            }
+        }
+        hits
+    }
+
+    #[test]
+    fn a_round_robin_larger_than_the_budget_keeps_hitting_the_values_it_holds() {
+        // 100 values fit; 500 keys are read in turn, as sessions round-robin.
+        let mut table: Table<u32, u32> = Table::new(1_000, "history");
+        for _ in 0..5 {
+            pass(&mut table, 500);
+        }
+        let hits: usize = (0..10).map(|_| pass(&mut table, 500)).sum();
+        // Without admission every value is evicted before its next read: no hit at all.
+        assert!(hits >= 10 * 90, "{hits} hits of 5,000 lookups");
+        assert!(table.weight <= 1_000);
+    }
+
+    #[test]
+    fn a_key_read_more_often_than_the_next_to_go_takes_its_place() {
+        let mut table: Table<u32, u32> = Table::new(100, "history");
+        for key in 0..10 {
+            table.put(key, key, 10);
+            assert_eq!(table.get(&key, |v| *v), Ok(key));
+        }
+        // As often as the values held: not kept.
+        let token = table.get(&99, |v| *v).unwrap_err();
+        table.fill(99, token, 99, 10);
+        assert!(table.peek(&99, |_| ()).is_none(), "a tie keeps what is held");
+        assert_eq!(table.slots.len(), 10);
+        assert!(table.evicted.contains(&99), "freed after the lock, as evictions");
+        // Read once more than the next to go: kept, and that one goes.
+        let token = table.get(&99, |v| *v).unwrap_err();
+        table.fill(99, token, 99, 10);
+        assert_eq!(table.get(&99, |v| *v), Ok(99));
+        assert!(table.weight <= 100);
+        assert_eq!(table.slots.len(), 10);
     }
 
     #[test]

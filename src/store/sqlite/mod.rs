@@ -12,6 +12,7 @@ mod approvals;
 mod cache;
 mod checkpoint;
 mod export;
+mod frequency;
 mod heads;
 mod history_rows;
 mod rows;
