@@ -529,9 +529,15 @@ mod tests {
         // As often as the values held: not kept.
         let token = table.get(&99, |v| *v).unwrap_err();
         table.fill(99, token, 99, 10);
-        assert!(table.peek(&99, |_| ()).is_none(), "a tie keeps what is held");
+        assert!(
+            table.peek(&99, |_| ()).is_none(),
+            "a tie keeps what is held"
+        );
         assert_eq!(table.slots.len(), 10);
-        assert!(table.evicted.contains(&99), "freed after the lock, as evictions");
+        assert!(
+            table.evicted.contains(&99),
+            "freed after the lock, as evictions"
+        );
         // Read once more than the next to go: kept, and that one goes.
         let token = table.get(&99, |v| *v).unwrap_err();
         table.fill(99, token, 99, 10);
