@@ -162,10 +162,18 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
         }
     }
 
-    /// The hash of the key the hand evicts next: the hand moves on as [`Table::evict`]
-    /// would, past stale entries and values read since it last passed (their second chance
-    /// taken), and stops before the first it would evict.
+    /// The hash of the key the hand evicts next ([`Table::move_hand`]).
     fn next_victim(&mut self) -> Option<u64> {
+        if !self.move_hand() {
+            return None;
+        }
+        self.queue.front().map(|(key, _)| self.hash(key))
+    }
+
+    /// Moves the clock hand past stale entries and past values read since it last passed
+    /// (their second chance taken), and stops at the first value it would evict, left at the
+    /// front of the queue; `false` once no value is left.
+    fn move_hand(&mut self) -> bool {
         while let Some((key, queued)) = self.queue.pop_front() {
             match self.slots.get_mut(&key) {
                 Some(Slot::Ready {
@@ -173,18 +181,19 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
                     generation,
                     ..
                 }) if *generation == queued => {
-                    if std::mem::take(referenced) {
+                    let second_chance = std::mem::take(referenced);
+                    if second_chance {
                         self.queue.push_back((key, queued));
                     } else {
-                        let hash = self.hash(&key);
                         self.queue.push_front((key, queued));
-                        return Some(hash);
+                        return true;
                     }
                 }
+                // Removed, replaced or being loaded since it was queued.
                 _ => {}
             }
         }
-        None
+        false
     }
 
     /// Files what a miss read: a value is kept (unless a write came between, see
@@ -287,27 +296,14 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
 
     /// Over budget, moves the clock hand until the weight fits again.
     fn evict(&mut self) {
-        while self.weight > self.budget {
-            let Some((key, queued)) = self.queue.pop_front() else {
+        while self.weight > self.budget && self.move_hand() {
+            let Some((key, _)) = self.queue.pop_front() else {
                 return;
             };
-            match self.slots.get_mut(&key) {
-                Some(Slot::Ready {
-                    referenced,
-                    generation,
-                    ..
-                }) if *generation == queued => {
-                    if std::mem::take(referenced) {
-                        self.queue.push_back((key, queued));
-                    } else if let Some(Slot::Ready { value, weight, .. }) = self.slots.remove(&key)
-                    {
-                        self.add_weight(-(weight as i64));
-                        self.evicted.push(value);
-                        self.meters.evictions.inc();
-                    }
-                }
-                // Removed, replaced or being loaded since it was queued.
-                _ => {}
+            if let Some(Slot::Ready { value, weight, .. }) = self.slots.remove(&key) {
+                self.add_weight(-(weight as i64));
+                self.evicted.push(value);
+                self.meters.evictions.inc();
             }
         }
     }
