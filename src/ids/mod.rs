@@ -15,15 +15,12 @@ mod id;
 
 pub use id::Id;
 
-/// The hasher of the maps a turn looks ids up in: the store's mirror and history heads, the
-/// per-session turn locks. foldhash, seeded at random once per process: the ids in a request's
-/// path are the client's to choose, so the hash is keyed, as std's SipHash is, but costs a
-/// tenth as much for a 36-byte id (SipHash took about 300 instructions for one, and a chat
-/// turn hashes a dozen).
-pub(crate) type IdHasher = foldhash::fast::RandomState;
-
-/// A hash map keyed by ids, hashed with [`IdHasher`].
-pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, IdHasher>;
+/// A hash map keyed by ids: the maps a turn looks ids up in (the store's mirror and history
+/// heads, the per-session turn locks). Hashed with foldhash, seeded at random once per
+/// process: the ids in a request's path are the client's to choose, so the hash is keyed, as
+/// std's SipHash is, but costs a tenth as much for a 36-byte id (SipHash took about 300
+/// instructions for one, and a chat turn hashes a dozen).
+pub(crate) type IdMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 
 /// A new UUIDv7 for a record, a history entry, a response or a generated call id.
 pub(crate) fn new_v7() -> Uuid {

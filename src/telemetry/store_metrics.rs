@@ -1,7 +1,7 @@
 //! The embedded store's metrics: lookups in its in-memory mirror (hits and misses), values
 //! evicted, values read on a miss and not kept, bytes held against the budget, and reads that
-//! went to SQLite. Each part of the
-//! mirror takes its handles once ([`MirrorMeters`]), so counting costs an atomic add.
+//! went to SQLite. Each part of the mirror takes its handles once ([`MirrorMeters`]), so
+//! counting costs an atomic add.
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

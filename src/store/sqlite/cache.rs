@@ -181,8 +181,7 @@ impl<K: Eq + Hash + Clone, V> Table<K, V> {
                     generation,
                     ..
                 }) if *generation == queued => {
-                    let second_chance = std::mem::take(referenced);
-                    if second_chance {
+                    if std::mem::take(referenced) {
                         self.queue.push_back((key, queued));
                     } else {
                         self.queue.push_front((key, queued));

@@ -83,8 +83,9 @@ impl Frequency {
     /// sketch has fewer than [`COUNTERS_PER_KEY`] counters for each: with too few, unrelated
     /// keys share counters and every estimate creeps up.
     pub(super) fn fit(&mut self, keys: usize) {
-        if keys.saturating_mul(COUNTERS_PER_KEY) > self.counters.len() {
-            *self = Self::with_counters((keys * COUNTERS_PER_KEY).max(MIN_COUNTERS));
+        let wanted = keys.saturating_mul(COUNTERS_PER_KEY);
+        if wanted > self.counters.len() {
+            *self = Self::with_counters(wanted);
         }
     }
 
