@@ -224,13 +224,25 @@ fn everything() -> ListQuery {
 fn sqlite_messages(dir: &Path, session: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open(dir.join("agentd.db")).unwrap();
     let mut statement = conn
-        .prepare("SELECT message FROM history WHERE session_id = ?1 ORDER BY seq")
+        .prepare("SELECT heads, messages FROM history WHERE session_id = ?1 ORDER BY seq")
         .unwrap();
-    statement
-        .query_map([session], |row| row.get(0))
+    let rows: Vec<(String, String)> = statement
+        .query_map([session], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
-        .unwrap()
+        .unwrap();
+    // Each row's messages lie in its JSON array at the lengths its heads give.
+    let mut texts = Vec::new();
+    for (heads, messages) in rows {
+        let heads: Vec<serde_json::Value> = serde_json::from_str(&heads).unwrap();
+        let mut at = 1;
+        for head in heads {
+            let bytes = usize::try_from(head[4].as_u64().unwrap()).unwrap();
+            texts.push(messages[at..at + bytes].to_owned());
+            at += bytes + 1;
+        }
+    }
+    texts
 }
 
 async fn postgres_messages(db: &agentd_testpg::TestDatabase, session: &str) -> Vec<String> {

@@ -23,61 +23,69 @@ use rusqlite::{Connection, Row, params};
 use crate::ids::Id;
 use crate::session::StoredEntry;
 use crate::store::sqlite::heads::{PendingHeads, stored_head};
-use crate::store::sqlite::rows::{EntryRow, Outcome};
+use crate::store::sqlite::history_cells::{PackedRun, unpack};
+use crate::store::sqlite::rows::Outcome;
 use crate::store::sqlite::writer::Txn;
 
-/// Appends `rows` to their sessions' histories, in order: per run of one session's rows, one
-/// look-up of its head, the rows each linked to the one before, and the head moved (in
-/// memory; `heads.rs` writes it to the table later).
-pub(super) fn insert_entries(tx: &Txn<'_>, rows: &[EntryRow]) -> Outcome<()> {
-    if rows.is_empty() {
+/// Appends `runs` to their sessions' histories, in order, one row each: per run, one look-up
+/// of its session's head, the row linked to it, and the head moved (in memory; `heads.rs`
+/// writes it to the table later).
+pub(super) fn insert_entries(tx: &Txn<'_>, runs: &[PackedRun]) -> Outcome<()> {
+    if runs.is_empty() {
         return Ok(());
     }
     let mut heads = tx.heads();
     let mut insert = tx.prepare_cached(
-        "INSERT INTO history (seq, session_id, prev, id, source, role, created_at, message)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        "INSERT INTO history (seq, session_id, prev, entries, heads, messages)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
-    for run in rows.chunk_by(|a, b| a.session_id() == b.session_id()) {
-        let session_id = run[0].session_id();
-        let mut prev = heads.head(tx, session_id)?;
-        for row in run {
-            let seq = heads.next_seq();
-            insert.execute(params![
-                seq,
-                session_id,
-                prev,
-                row.entry.id,
-                row.source(),
-                row.entry.message.role.as_str(),
-                row.created_at,
-                row.message()
-            ])?;
-            prev = Some(seq);
-        }
-        heads.stage(session_id.clone(), prev);
+    for run in runs {
+        let prev = heads.head(tx, &run.session_id)?;
+        let seq = heads.next_seq();
+        insert.execute(params![
+            seq,
+            run.session_id,
+            prev,
+            run.entries,
+            run.heads,
+            run.messages
+        ])?;
+        heads.stage(run.session_id.clone(), Some(seq));
     }
     Ok(())
 }
 
 /// Rows from `?1` back, newest first, each with its `seq`, the `seq` of its session's row
-/// before it, and its session: one seek, then a step back per row. [`walk`] takes a row only if
-/// it is the one the link names, and seeks again where a link skips rows.
+/// before it, its session and how many entries it holds: one seek, then a step back per row.
+/// [`walk`] takes a row only if it is the one the link names, and seeks again where a link
+/// skips rows.
 pub(super) const PREV: &str =
-    "SELECT seq, prev, session_id FROM history WHERE seq <= ?1 ORDER BY seq DESC";
+    "SELECT seq, prev, session_id, entries FROM history WHERE seq <= ?1 ORDER BY seq DESC";
 
-/// [`PREV`] with each row read whole, from column [`WHOLE_FROM`] on.
-pub(super) const LINK: &str = "SELECT seq, prev, session_id, id, source, message, created_at,
-    role FROM history WHERE seq <= ?1 ORDER BY seq DESC";
+/// [`PREV`] with each row's entries, from column [`CELLS_FROM`] on.
+pub(super) const LINK: &str = "SELECT seq, prev, session_id, heads, messages
+    FROM history WHERE seq <= ?1 ORDER BY seq DESC";
 
-/// Where [`EntryRow::read_entry`] starts in a row of [`LINK`].
-const WHOLE_FROM: usize = 3;
+/// Where a row's `heads` and `messages` start in a row of [`LINK`].
+const CELLS_FROM: usize = 3;
 
-/// One row, whole (but its session, which the walk that found it checked).
-pub(super) const ROW: &str = "SELECT id, source, message, created_at FROM history WHERE seq = ?1";
+/// One row's entries (but its session, which the walk that found it checked).
+pub(super) const ROW: &str = "SELECT heads, messages FROM history WHERE seq = ?1";
 
 /// One row, gone.
 pub(super) const DELETE_ROW: &str = "DELETE FROM history WHERE seq = ?1";
+
+/// The entries of the row `row` is at, its `heads` and `messages` from column `from` on.
+fn read_cells(
+    row: &Row<'_>,
+    from: usize,
+    session: &Id,
+    own: bool,
+) -> rusqlite::Result<Outcome<Vec<(StoredEntry, usize)>>> {
+    let heads = row.get_ref(from)?.as_str()?;
+    let messages = row.get_ref(from + 1)?.as_str()?;
+    Ok(unpack(heads, messages, session, own))
+}
 
 /// Entries `offset..offset + limit` of a session's history, oldest first (a negative `limit`
 /// means all), each with the length of its stored message text, read in one read
@@ -159,9 +167,13 @@ fn walk<T>(
     Ok(newest_first)
 }
 
-/// The `seq` of every row of the chain from `head`, newest first.
-fn chain_seqs(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<i64>> {
-    walk(conn, PREV, session_id, head, |seq, _| Ok(Ok(seq)))
+/// The `seq` of every row of the chain from `head`, newest first, with how many entries it
+/// holds.
+fn chain_rows(conn: &Connection, session_id: &str, head: i64) -> Outcome<Vec<(i64, usize)>> {
+    walk(conn, PREV, session_id, head, |seq, row| {
+        let entries: i64 = row.get(3)?;
+        Ok(Ok((seq, usize::try_from(entries).unwrap_or(0))))
+    })
 }
 
 /// Every entry up to `head`, oldest first, each row read whole on the way; those of rows
@@ -173,16 +185,19 @@ fn read_whole(
     own_from: i64,
 ) -> Outcome<Vec<(StoredEntry, usize)>> {
     let session = Id::new(session_id);
-    let mut entries = walk(conn, LINK, session_id, head, |seq, row| {
-        EntryRow::read_entry(row, WHOLE_FROM, &session, seq >= own_from)
+    let rows = walk(conn, LINK, session_id, head, |seq, row| {
+        read_cells(row, CELLS_FROM, &session, seq >= own_from)
     })?;
-    entries.reverse();
+    let mut entries = Vec::with_capacity(rows.iter().map(Vec::len).sum());
+    for row in rows.into_iter().rev() {
+        entries.extend(row);
+    }
     Ok(entries)
 }
 
-/// Entries `skip..skip + take` counted from the oldest, oldest first: the walk picks the
-/// page's rows and only those are read whole. The walk visits every entry the history holds,
-/// whatever the page (`limits.max_history_entries` bounds it).
+/// Entries `skip..skip + take` counted from the oldest, oldest first: the walk counts the
+/// entries of each row, and only the rows the page overlaps are read whole. The walk visits
+/// every row the history holds, whatever the page (`limits.max_history_entries` bounds it).
 fn read_page(
     conn: &Connection,
     session_id: &str,
@@ -190,14 +205,22 @@ fn read_page(
     skip: usize,
     take: usize,
 ) -> Outcome<Vec<(StoredEntry, usize)>> {
-    let seqs = chain_seqs(conn, session_id, head)?;
+    let rows = chain_rows(conn, session_id, head)?;
     let session = Id::new(session_id);
-    let mut row = conn.prepare_cached(ROW)?;
+    let mut read = conn.prepare_cached(ROW)?;
+    let end = skip.saturating_add(take);
     let mut page = Vec::new();
-    for seq in seqs.iter().rev().skip(skip).take(take) {
-        page.push(row.query_row(params![seq], |row| {
-            EntryRow::read_entry(row, 0, &session, false)
-        })??);
+    let mut first = 0;
+    for (seq, count) in rows.into_iter().rev() {
+        let (from, to) = (skip.max(first), end.min(first + count));
+        if from < to {
+            let entries = read.query_row(params![seq], |row| read_cells(row, 0, &session, false))??;
+            page.extend(entries.into_iter().skip(from - first).take(to - from));
+        }
+        first += count;
+        if first >= end {
+            break;
+        }
     }
     Ok(page)
 }
@@ -214,7 +237,7 @@ pub(super) fn delete_history(tx: &Txn<'_>, session_id: &str) -> Outcome<()> {
         return Ok(());
     };
     let mut delete = tx.prepare_cached(DELETE_ROW)?;
-    for seq in chain_seqs(tx, session_id, head)? {
+    for (seq, _) in chain_rows(tx, session_id, head)? {
         delete.execute(params![seq])?;
     }
     tx.prepare_cached("DELETE FROM history_heads WHERE session_id = ?1")?

@@ -14,6 +14,7 @@ mod checkpoint;
 mod export;
 mod frequency;
 mod heads;
+mod history_cells;
 mod history_rows;
 mod rows;
 mod schema;
@@ -30,6 +31,8 @@ mod tests_heads;
 mod tests_history;
 #[cfg(test)]
 mod tests_mirror;
+#[cfg(test)]
+mod tests_runs;
 mod worker_thread;
 mod writer;
 

@@ -7,9 +7,8 @@ use rusqlite::ToSql;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use time::OffsetDateTime;
 
-use crate::session::history::EntryHead;
-use crate::session::message::{ChatMessage, Entry, EntrySource, MessageJson, Role};
-use crate::session::{Id, StoredEntry};
+use crate::session::message::{Entry, EntrySource, Role};
+use crate::session::Id;
 use crate::store::sqlite::writer::BatchError;
 use crate::store::{CallStatus, Collection, JournalRecord, ListQuery, Record, StoreError};
 
@@ -69,7 +68,7 @@ fn source_key(source: EntrySource) -> &'static str {
     }
 }
 
-fn parse_role(text: &str) -> Outcome<Role> {
+pub(super) fn parse_role(text: &str) -> Outcome<Role> {
     Ok(match text {
         "system" => Role::System,
         "user" => Role::User,
@@ -79,7 +78,7 @@ fn parse_role(text: &str) -> Outcome<Role> {
     })
 }
 
-fn parse_source(text: &str) -> Outcome<EntrySource> {
+pub(super) fn parse_source(text: &str) -> Outcome<EntrySource> {
     Ok(match text {
         "api_request" => EntrySource::ApiRequest,
         "api_response" => EntrySource::ApiResponse,
@@ -201,55 +200,6 @@ impl EntryRow {
     /// The message's JSON text, as made by [`EntryRow::from_entry`].
     pub(super) fn message(&self) -> &str {
         self.entry.message_text()
-    }
-
-    /// Reads the columns `id, source, message, created_at`, the first at `from`, into an entry
-    /// of `session_id` (the caller found the row among that session's), with the length of
-    /// its stored message text. If `own` (this store wrote the row, so the text is the one
-    /// this build makes of the message), the message is left unparsed with its text, and the
-    /// row's `role` is read from the column after `created_at`.
-    pub(super) fn read_entry(
-        row: &rusqlite::Row<'_>,
-        from: usize,
-        session_id: &Id,
-        own: bool,
-    ) -> rusqlite::Result<Outcome<(StoredEntry, usize)>> {
-        let id = Id::new(row.get_ref(from)?.as_str()?);
-        let source = row.get_ref(from + 1)?.as_str()?;
-        let message = row.get_ref(from + 2)?.as_str()?;
-        let created_at: i64 = row.get(from + 3)?;
-        let role = if own {
-            Some(row.get_ref(from + 4)?.as_str()?)
-        } else {
-            None
-        };
-        Ok((|| {
-            let source = parse_source(source)?;
-            let created_at = from_nanos(created_at)?;
-            let stored = match role {
-                Some(role) => StoredEntry::Unparsed {
-                    head: EntryHead {
-                        id,
-                        session_id: session_id.clone(),
-                        source,
-                        role: parse_role(role)?,
-                        created_at,
-                    },
-                    text: message.to_owned(),
-                },
-                // Text this store did not write is not kept: it may hold fields this build
-                // does not know, which are not to be passed on to the model.
-                None => StoredEntry::Parsed(Arc::new(Entry {
-                    id,
-                    session_id: session_id.clone(),
-                    source,
-                    message: serde_json::from_str::<ChatMessage>(message)?,
-                    created_at,
-                    json: MessageJson::default(),
-                })),
-            };
-            Ok((stored, message.len()))
-        })())
     }
 }
 

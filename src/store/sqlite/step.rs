@@ -13,6 +13,7 @@ use time::OffsetDateTime;
 use crate::session::message::Entry;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::approvals::{HoldRow, insert_holds};
+use crate::store::sqlite::history_cells::pack_runs;
 use crate::store::sqlite::history_rows::insert_entries;
 use crate::store::sqlite::rows::{
     EntryRow, Failure, JOURNAL_COLUMNS, Outcome, status_key, to_nanos,
@@ -56,9 +57,10 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
             .into_iter()
             .map(HoldRow::from_record)
             .collect::<Outcome<Vec<_>>>()?;
-        Ok((rows, starts, holds, to_nanos(OffsetDateTime::now_utc())?))
+        let runs = pack_runs(&rows)?;
+        Ok((rows, runs, starts, holds, to_nanos(OffsetDateTime::now_utc())?))
     })();
-    let (rows, starts, holds, finished_at) =
+    let (rows, runs, starts, holds, finished_at) =
         prepared.map_err(|f: Failure| f.into_store_error("step"))?;
     let weighed: Vec<(Arc<Entry>, usize)> = entries
         .into_iter()
@@ -72,7 +74,7 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
         .write(
             "step",
             move |conn| {
-                insert_entries(conn, &rows)?;
+                insert_entries(conn, &runs)?;
                 let started = starts
                     .iter()
                     .map(|row| insert_start(conn, row))

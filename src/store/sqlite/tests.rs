@@ -26,6 +26,11 @@ pub(super) fn raw(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).expect("raw open")
 }
 
+/// SQL: whether the `history` row at hand holds the entry `id`.
+pub(super) fn holding(id: &str) -> String {
+    format!("EXISTS (SELECT 1 FROM json_each(history.heads) WHERE value ->> 0 = '{id}')")
+}
+
 /// The plan SQLite makes for `sql` with `params` bound, one step per row.
 pub(super) fn query_plan(
     conn: &rusqlite::Connection,

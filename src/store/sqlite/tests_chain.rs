@@ -5,7 +5,9 @@
 use crate::store::Store;
 use crate::store::sqlite::history_rows::{DELETE_ROW, LINK, PREV, ROW};
 use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{entry, entry_ids, open, query_plan, raw, shared, temp_db};
+use crate::store::sqlite::tests::{
+    entry, entry_ids, holding, open, query_plan, raw, shared, temp_db,
+};
 
 fn legacy_row(conn: &rusqlite::Connection, session: &str, id: &str) {
     conn.execute(
@@ -67,8 +69,8 @@ async fn a_database_from_before_the_chain_is_linked_at_open() {
     assert!(!index, "the index by session is gone");
     let rows: Vec<(String, Option<String>)> = conn
         .prepare(
-            "SELECT h.id, p.id FROM history h LEFT JOIN history p ON p.seq = h.prev
-             ORDER BY h.seq",
+            "SELECT h.heads ->> '$[0][0]', p.heads ->> '$[0][0]'
+             FROM history h LEFT JOIN history p ON p.seq = h.prev ORDER BY h.seq",
         )
         .expect("links")
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
@@ -123,8 +125,10 @@ async fn a_damaged_link_ends_the_walk() {
         .append_entries(shared(vec![entry("other", "o1", "o")]))
         .await
         .expect("append");
-    let entries = ["e1", "e2", "e3"].map(|id| entry("s", id, id)).to_vec();
-    store.append_entries(shared(entries)).await.expect("append");
+    for id in ["e1", "e2", "e3"] {
+        let row = vec![entry("s", id, id)];
+        store.append_entries(shared(row)).await.expect("append");
+    }
     drop(store);
     let damage = |sql: &str| {
         raw(&path).execute(sql, []).expect("damage");
@@ -133,21 +137,23 @@ async fn a_damaged_link_ends_the_walk() {
     };
 
     // Each damage adds to the one before: a loop, then a forward link, then a crossing.
+    let [e2, e3, o1] = ["e2", "e3", "o1"].map(holding);
     let mut damaged = None;
     for (sql, readable) in [
         (
-            "UPDATE history SET prev = seq WHERE id = 'e2'",
+            format!("UPDATE history SET prev = seq WHERE {e2}"),
             &["e2", "e3"][..],
         ),
         (
-            "UPDATE history SET prev = (SELECT seq FROM history WHERE id = 'e3') WHERE id = 'e2'",
+            format!("UPDATE history SET prev = (SELECT seq FROM history WHERE {e3}) WHERE {e2}"),
             &["e2", "e3"][..],
         ),
         (
-            "UPDATE history SET prev = (SELECT seq FROM history WHERE id = 'o1') WHERE id = 'e3'",
+            format!("UPDATE history SET prev = (SELECT seq FROM history WHERE {o1}) WHERE {e3}"),
             &["e3"][..],
         ),
     ] {
+        let sql = sql.as_str();
         drop(damaged.take());
         let store = damage(sql);
         // A page first: the whole read fills the mirror, which later pages are cut from.
@@ -169,8 +175,8 @@ async fn a_damaged_link_ends_the_walk() {
     );
 }
 
-/// Rows a commit appends for a session lie one `seq` apart, and the walk steps from one to the
-/// next instead of seeking each: a link to the row just before that names another session's
+/// A session's rows with no other row between them (its commits in a row) lie one `seq`
+/// apart, and the walk steps from one to the next instead of seeking each: a link to the row just before that names another session's
 /// row ends the walk there too, and interleaved sessions read back whole.
 #[tokio::test]
 async fn adjacent_rows_of_another_session_end_the_walk() {
@@ -201,7 +207,10 @@ async fn adjacent_rows_of_another_session_end_the_walk() {
     drop(store);
 
     raw(&path)
-        .execute("UPDATE history SET prev = seq - 1 WHERE id = 's2'", [])
+        .execute(
+            &format!("UPDATE history SET prev = seq - 1 WHERE {}", holding("s2")),
+            [],
+        )
         .expect("damage");
     let store = open(&path);
     assert_eq!(

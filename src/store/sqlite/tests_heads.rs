@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::OptionalExtension;
 
 use crate::store::sqlite::heads::MAX_PENDING;
-use crate::store::sqlite::tests::{entry, entry_ids, raw, shared, temp_db};
+use crate::store::sqlite::tests::{entry, entry_ids, holding, raw, shared, temp_db};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{CallResult, StepWrite, Store, StoreError};
 
@@ -29,7 +29,7 @@ const NEVER: Duration = Duration::from_secs(3600);
 fn head_in_table(path: &Path, session: &str) -> Option<String> {
     raw(path)
         .query_row(
-            "SELECT h.id FROM history_heads t JOIN history h ON h.seq = t.last
+            "SELECT h.heads ->> '$[#-1][0]' FROM history_heads t JOIN history h ON h.seq = t.last
              WHERE t.session_id = ?1",
             [session],
             |row| row.get(0),
@@ -178,9 +178,11 @@ async fn clearing_a_history_with_a_waiting_head_forgets_it() {
     drop(store);
     assert_eq!(head_in_table(&path, "s").as_deref(), Some("f1"));
     let prev: Option<i64> = raw(&path)
-        .query_row("SELECT prev FROM history WHERE id = 'f1'", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            &format!("SELECT prev FROM history WHERE {}", holding("f1")),
+            [],
+            |row| row.get(0),
+        )
         .expect("f1");
     assert_eq!(prev, None, "the new history starts a chain of its own");
 }
@@ -210,10 +212,11 @@ async fn opening_after_a_crash_reads_back_the_heads_the_table_lacks() {
     {
         // Take the table and the mark back to where the first close left them.
         let conn = raw(&path);
-        conn.execute_batch(
+        conn.execute_batch(&format!(
             "DELETE FROM history_heads;
-             UPDATE history_flushed SET upto = (SELECT seq FROM history WHERE id = 'g1');",
-        )
+             UPDATE history_flushed SET upto = (SELECT seq FROM history WHERE {});",
+            holding("g1")
+        ))
         .expect("rewind");
         for pair in flushed_heads.split(',') {
             let (session, last) = pair.split_once('=').expect("pair");

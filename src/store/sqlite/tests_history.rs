@@ -271,7 +271,9 @@ async fn a_miss_copies_the_texts_of_rows_this_store_wrote_only() {
 
     raw(&path)
         .execute(
-            "UPDATE history SET message = json_set(message, '$.extra', 1)",
+            "UPDATE history SET messages = json_set(messages, '$[0].extra', 1),
+                heads = json_set(heads, '$[0][4]',
+                    length(json_set(messages, '$[0].extra', 1)) - 2)",
             [],
         )
         .expect("a field behind the store's back");

@@ -1,0 +1,132 @@
+//! How the entries one commit appends to a session's history lie in its one `history` row:
+//! `heads` is a JSON array of `[id, source, role, created_at, bytes]`, one per entry, and
+//! `messages` the JSON array of their messages, in the same order, `bytes` being the length
+//! of each message's text in it. Both are plain JSON, so `json_each` and `->>` read them.
+//!
+//! A whole history is read by cutting each message's text out of `messages` at the lengths
+//! `heads` gives, without parsing it: the commas and brackets between them are checked, so a
+//! length that does not fit the text is an error rather than a message cut in the wrong place.
+
+use std::borrow::Cow;
+
+use serde::Deserialize;
+
+use crate::session::history::EntryHead;
+use crate::session::message::{ChatMessage, Entry, MessageJson};
+use crate::session::{Id, StoredEntry};
+use crate::store::sqlite::rows::{
+    EntryRow, Failure, Outcome, from_nanos, parse_role, parse_source,
+};
+
+/// The row a commit appends for one session: the entries of one run, packed.
+pub(super) struct PackedRun {
+    pub session_id: Id,
+    pub entries: usize,
+    pub heads: String,
+    pub messages: String,
+}
+
+/// `rows` packed one row per run of one session's entries, in order: done before the write
+/// is queued, so the writer thread only binds and inserts.
+pub(super) fn pack_runs(rows: &[EntryRow]) -> Outcome<Vec<PackedRun>> {
+    rows.chunk_by(|a, b| a.session_id() == b.session_id())
+        .map(pack)
+        .collect()
+}
+
+/// The row holding `run` (entries of one session, in order).
+fn pack(run: &[EntryRow]) -> Outcome<PackedRun> {
+    let text_bytes: usize = run.iter().map(|row| row.message().len() + 1).sum();
+    let mut messages = String::with_capacity(text_bytes + 1);
+    let mut heads = Vec::with_capacity(run.len() * 96);
+    for row in run {
+        let first = messages.is_empty();
+        messages.push(if first { '[' } else { ',' });
+        messages.push_str(row.message());
+        heads.push(if first { b'[' } else { b',' });
+        serde_json::to_writer(
+            &mut heads,
+            &(
+                row.entry.id.as_str(),
+                row.source(),
+                row.entry.message.role.as_str(),
+                row.created_at,
+                row.message().len(),
+            ),
+        )?;
+    }
+    messages.push(']');
+    heads.push(b']');
+    let heads = String::from_utf8(heads)
+        .map_err(|_| Failure::Invalid("an entry head is not UTF-8".to_owned()))?;
+    Ok(PackedRun {
+        session_id: run[0].session_id().clone(),
+        entries: run.len(),
+        heads,
+        messages,
+    })
+}
+
+/// One element of `heads`.
+#[derive(Deserialize)]
+struct HeadCells<'a>(#[serde(borrow)] Cow<'a, str>, &'a str, &'a str, i64, usize);
+
+/// The entries of a row of `session_id` from its `heads` and `messages`, oldest first, each
+/// with the length of its message's text. If `own` (this store wrote the row, so each text is
+/// the one this build makes of its message), messages are left unparsed with their text.
+pub(super) fn unpack(
+    heads: &str,
+    messages: &str,
+    session_id: &Id,
+    own: bool,
+) -> Outcome<Vec<(StoredEntry, usize)>> {
+    let heads: Vec<HeadCells<'_>> = serde_json::from_str(heads)?;
+    let mut entries = Vec::with_capacity(heads.len());
+    let mut rest = messages.strip_prefix('[').ok_or_else(damaged)?;
+    for HeadCells(id, source, role, created_at, bytes) in heads {
+        let text = rest.get(..bytes).ok_or_else(damaged)?;
+        rest = rest.get(bytes..).ok_or_else(damaged)?;
+        rest = rest
+            .strip_prefix(',')
+            .or_else(|| (rest == "]").then_some(""))
+            .ok_or_else(damaged)?;
+        let id = Id::new(&id);
+        let source = parse_source(source)?;
+        let created_at = from_nanos(created_at)?;
+        let stored = if own {
+            StoredEntry::Unparsed {
+                head: EntryHead {
+                    id,
+                    session_id: session_id.clone(),
+                    source,
+                    role: parse_role(role)?,
+                    created_at,
+                },
+                text: text.to_owned(),
+            }
+        } else {
+            // Text this store did not write is not kept: it may hold fields this build does
+            // not know, which are not to be passed on to the model.
+            StoredEntry::Parsed(std::sync::Arc::new(Entry {
+                id,
+                session_id: session_id.clone(),
+                source,
+                message: serde_json::from_str::<ChatMessage>(text)?,
+                created_at,
+                json: MessageJson::default(),
+            }))
+        };
+        entries.push((stored, text.len()));
+    }
+    let end = if entries.is_empty() { "]" } else { "" };
+    if rest != end {
+        return Err(damaged());
+    }
+    Ok(entries)
+}
+
+fn damaged() -> Failure {
+    Failure::Invalid(
+        "a history row's messages do not match the lengths its heads give".to_owned(),
+    )
+}
