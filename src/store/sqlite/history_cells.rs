@@ -38,33 +38,51 @@ pub(super) fn pack_runs(rows: &[EntryRow]) -> Outcome<Vec<PackedRun>> {
 fn pack(run: &[EntryRow]) -> Outcome<PackedRun> {
     let text_bytes: usize = run.iter().map(|row| row.message().len() + 1).sum();
     let mut messages = String::with_capacity(text_bytes + 1);
-    let mut heads = Vec::with_capacity(run.len() * 96);
+    let mut heads = String::with_capacity(run.len() * 96);
     for row in run {
         let first = messages.is_empty();
         messages.push(if first { '[' } else { ',' });
         messages.push_str(row.message());
-        heads.push(if first { b'[' } else { b',' });
-        serde_json::to_writer(
-            &mut heads,
-            &(
-                row.entry.id.as_str(),
-                row.source(),
-                row.entry.message.role.as_str(),
-                row.created_at,
-                row.message().len(),
-            ),
-        )?;
+        heads.push_str(if first { "[[" } else { ",[" });
+        push_head(&mut heads, row)?;
     }
     messages.push(']');
-    heads.push(b']');
-    let heads = String::from_utf8(heads)
-        .map_err(|_| Failure::Invalid("an entry head is not UTF-8".to_owned()))?;
+    heads.push(']');
     Ok(PackedRun {
         session_id: run[0].session_id().clone(),
         entries: run.len(),
         heads,
         messages,
     })
+}
+
+/// `id","source","role",created_at,bytes]`: the element of `heads` for `row`, after its `[`.
+/// Written by hand, not through serde: it is on every turn's path, and only the id can need
+/// escaping.
+fn push_head(heads: &mut String, row: &EntryRow) -> Outcome<()> {
+    let id = row.entry.id.as_str();
+    if id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        heads.push('"');
+        heads.push_str(id);
+        heads.push('"');
+    } else {
+        heads.push_str(&serde_json::to_string(id)?);
+    }
+    let mut number = itoa::Buffer::new();
+    for part in [
+        ",\"",
+        row.source(),
+        "\",\"",
+        row.entry.message.role.as_str(),
+        "\",",
+        number.format(row.created_at),
+    ] {
+        heads.push_str(part);
+    }
+    heads.push(',');
+    heads.push_str(number.format(row.message().len()));
+    heads.push(']');
+    Ok(())
 }
 
 /// One element of `heads`.
@@ -126,7 +144,5 @@ pub(super) fn unpack(
 }
 
 fn damaged() -> Failure {
-    Failure::Invalid(
-        "a history row's messages do not match the lengths its heads give".to_owned(),
-    )
+    Failure::Invalid("a history row's messages do not match the lengths its heads give".to_owned())
 }

@@ -1,8 +1,9 @@
 //! How a session's history lies in SQLite: rows appended to one table in commit order, each
-//! pointing at the session's previous row (`prev`), and one row per session in
-//! `history_heads` naming its newest row, written in batches (`heads.rs`).
+//! the entries one commit appended for the session (`history_cells.rs`) and pointing at the
+//! session's previous row (`prev`), and one row per session in `history_heads` naming its
+//! newest row, written in batches (`heads.rs`).
 //!
-//! There is no index by session. A turn's commit appends its rows at the end of `history`
+//! There is no index by session. A turn's commit appends its row at the end of `history`
 //! (the same pages every other turn of the commit appends to). An index by session and
 //! position instead took one leaf of its own per turn, at a place no other turn of the commit
 //! touched, in a B-tree as large as the history itself: once that tree outgrew the cache,
@@ -12,10 +13,10 @@
 //!
 //! Reading a history walks the chain back from its head: a session's rows are far apart in
 //! the file either way, so this reads the same pages the index led to, without the index's
-//! own. The rows one commit appends for a session are adjacent (`seq` one apart), so the walk
-//! seeks once per commit and steps back from row to row within it. A whole history is read
-//! on the way, each row once; a delete walks the same way ([`walk`] is the one place a chain
-//! is followed).
+//! own: one seek per commit that wrote to the history, or a step back where the session's
+//! previous row is the one just before (`seq` one apart). A whole history is read on the way,
+//! each row once; a delete walks the same way ([`walk`] is the one place a chain is
+//! followed).
 
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, Row, params};
@@ -214,7 +215,8 @@ fn read_page(
     for (seq, count) in rows.into_iter().rev() {
         let (from, to) = (skip.max(first), end.min(first + count));
         if from < to {
-            let entries = read.query_row(params![seq], |row| read_cells(row, 0, &session, false))??;
+            let entries =
+                read.query_row(params![seq], |row| read_cells(row, 0, &session, false))??;
             page.extend(entries.into_iter().skip(from - first).take(to - from));
         }
         first += count;

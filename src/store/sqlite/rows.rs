@@ -7,8 +7,8 @@ use rusqlite::ToSql;
 use rusqlite::types::{ToSqlOutput, Value as SqlValue, ValueRef};
 use time::OffsetDateTime;
 
-use crate::session::message::{Entry, EntrySource, Role};
 use crate::session::Id;
+use crate::session::message::{Entry, EntrySource, Role};
 use crate::store::sqlite::writer::BatchError;
 use crate::store::{CallStatus, Collection, JournalRecord, ListQuery, Record, StoreError};
 
@@ -172,9 +172,8 @@ impl ToSql for Id {
 
 pub(super) const RECORD_COLUMNS: &str = "id, parent, body, created_at, updated_at";
 
-/// A history entry ready to bind: the entry itself, shared, with its message's JSON text made
-/// (the entry keeps it) and its time converted, so the writer thread only binds and inserts
-/// and nothing of the entry is copied to do so.
+/// A history entry ready to pack (`history_cells.rs`): the entry itself, shared, with its
+/// message's JSON text made (the entry keeps it) and its time converted.
 pub(super) struct EntryRow {
     pub entry: Arc<Entry>,
     pub created_at: i64,

@@ -58,7 +58,13 @@ pub(super) async fn write_step(store: &SqliteStore, step: StepWrite) -> StoreRes
             .map(HoldRow::from_record)
             .collect::<Outcome<Vec<_>>>()?;
         let runs = pack_runs(&rows)?;
-        Ok((rows, runs, starts, holds, to_nanos(OffsetDateTime::now_utc())?))
+        Ok((
+            rows,
+            runs,
+            starts,
+            holds,
+            to_nanos(OffsetDateTime::now_utc())?,
+        ))
     })();
     let (rows, runs, starts, holds, finished_at) =
         prepared.map_err(|f: Failure| f.into_store_error("step"))?;

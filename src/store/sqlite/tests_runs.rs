@@ -24,7 +24,14 @@ fn rows(path: &std::path::Path) -> Vec<(i64, String)> {
 fn content(history: &crate::session::History) -> Vec<String> {
     history
         .iter()
-        .map(|entry| entry.message.content.as_str().unwrap_or_default().to_owned())
+        .map(|entry| {
+            entry
+                .message
+                .content
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -59,7 +66,10 @@ async fn a_database_of_a_row_per_entry_is_packed_at_open() {
     assert_eq!(full[1].created_at.unix_timestamp_nanos(), 5);
     drop(store);
     let store = open(&path);
-    assert_eq!(entry_ids(&store.history("a", 1, 1).await.expect("page")), ["a2"]);
+    assert_eq!(
+        entry_ids(&store.history("a", 1, 1).await.expect("page")),
+        ["a2"]
+    );
     store
         .append_entries(shared(vec![entry("a", "a3", "3"), entry("a", "a4", "4")]))
         .await
@@ -70,7 +80,10 @@ async fn a_database_of_a_row_per_entry_is_packed_at_open() {
     let full = store.full_history("a").await.expect("a");
     assert_eq!(entry_ids(&full), ["a1", "a2", "a3", "a4"]);
     assert_eq!(content(&full)[0], "ünï, ] 😀");
-    assert_eq!(entry_ids(&store.full_history("b").await.expect("b")), ["b1"]);
+    assert_eq!(
+        entry_ids(&store.full_history("b").await.expect("b")),
+        ["b1"]
+    );
     let expected = [(1, "a1"), (1, "b1"), (1, "a2"), (2, "a3")];
     assert_eq!(
         rows(&path),
@@ -159,7 +172,13 @@ fn a_run_unpacks_to_its_entries_and_texts() {
         .iter()
         .enumerate()
         .map(|(index, text)| {
-            let mut entry = entry("s", &format!("e{index}"), text);
+            // An id with characters JSON escapes, beside plain ones.
+            let id = if index == 1 {
+                "e\"1\\\n".to_owned()
+            } else {
+                format!("e{index}")
+            };
+            let mut entry = entry("s", &id, text);
             entry.message = ChatMessage::text(Role::Assistant, *text);
             std::sync::Arc::new(entry)
         })
@@ -178,8 +197,7 @@ fn a_run_unpacks_to_its_entries_and_texts() {
         panic!("messages are an array");
     };
     assert_eq!(messages.len(), 3);
-    let unpacked =
-        unpack(&runs[0].heads, &runs[0].messages, &Id::new("s"), true).expect("unpack");
+    let unpacked = unpack(&runs[0].heads, &runs[0].messages, &Id::new("s"), true).expect("unpack");
     for ((stored, bytes), entry) in unpacked.iter().zip(&entries) {
         let StoredEntry::Unparsed { head, text } = stored else {
             panic!("own rows stay unparsed");
@@ -189,8 +207,8 @@ fn a_run_unpacks_to_its_entries_and_texts() {
         assert_eq!(text, entry.message_text());
         assert_eq!(*bytes, text.len());
     }
-    let parsed = unpack(&runs[0].heads, &runs[0].messages, &Id::new("s"), false)
-        .expect("unpack parsed");
+    let parsed =
+        unpack(&runs[0].heads, &runs[0].messages, &Id::new("s"), false).expect("unpack parsed");
     for ((stored, _), text) in parsed.into_iter().zip(texts) {
         let entry = stored.into_entry().expect("entry");
         assert_eq!(entry.message.content.as_str(), Some(text));
