@@ -224,14 +224,14 @@ fn everything() -> ListQuery {
 fn sqlite_messages(dir: &Path, session: &str) -> Vec<String> {
     let conn = rusqlite::Connection::open(dir.join("agentd.db")).unwrap();
     let mut statement = conn
-        .prepare("SELECT heads, messages FROM history WHERE session_id = ?1 ORDER BY seq")
+        .prepare("SELECT entry_heads, messages FROM history WHERE session_id = ?1 ORDER BY seq")
         .unwrap();
     let rows: Vec<(String, String)> = statement
         .query_map([session], |row| Ok((row.get(0)?, row.get(1)?)))
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    // Each row's messages lie in its JSON array at the lengths its heads give.
+    // Each row's messages lie in its JSON array at the lengths its entry heads give.
     let mut texts = Vec::new();
     for (heads, messages) in rows {
         let heads: Vec<serde_json::Value> = serde_json::from_str(&heads).unwrap();

@@ -1,19 +1,18 @@
 //! How the entries one commit appends to a session's history lie in its one `history` row:
-//! `heads` is a JSON array of `[id, source, role, created_at, bytes]`, one per entry, and
-//! `messages` the JSON array of their messages, in the same order, `bytes` being the length
-//! of each message's text in it. Both are plain JSON, so `json_each` and `->>` read them.
+//! `entry_heads` is a JSON array of `[id, source, role, created_at, bytes]`, one per entry,
+//! and `messages` the JSON array of their messages, in the same order, `bytes` being the
+//! length of each message's text in it. Both are plain JSON, so `json_each` and `->>` read
+//! them.
 //!
 //! A whole history is read by cutting each message's text out of `messages` at the lengths
-//! `heads` gives, without parsing it: the commas and brackets between them are checked, so a
-//! length that does not fit the text is an error rather than a message cut in the wrong place.
-
-use std::borrow::Cow;
-
-use serde::Deserialize;
+//! `entry_heads` gives (read by `entry_heads.rs`), without parsing it: the commas and brackets
+//! between them are checked, so a length that does not fit the text is an error rather than a
+//! message cut in the wrong place.
 
 use crate::session::history::EntryHead;
 use crate::session::message::{ChatMessage, Entry, MessageJson};
 use crate::session::{Id, StoredEntry};
+use crate::store::sqlite::entry_heads::{HeadCells, HeadsReader};
 use crate::store::sqlite::rows::{
     EntryRow, Failure, Outcome, from_nanos, parse_role, parse_source,
 };
@@ -22,7 +21,7 @@ use crate::store::sqlite::rows::{
 pub(super) struct PackedRun {
     pub session_id: Id,
     pub entries: usize,
-    pub heads: String,
+    pub entry_heads: String,
     pub messages: String,
 }
 
@@ -51,12 +50,12 @@ fn pack(run: &[EntryRow]) -> Outcome<PackedRun> {
     Ok(PackedRun {
         session_id: run[0].session_id().clone(),
         entries: run.len(),
-        heads,
+        entry_heads: heads,
         messages,
     })
 }
 
-/// `id","source","role",created_at,bytes]`: the element of `heads` for `row`, after its `[`.
+/// `id","source","role",created_at,bytes]`: the element of `entry_heads` for `row`, after its `[`.
 /// Written by hand, not through serde: it is on every turn's path, and only the id can need
 /// escaping.
 fn push_head(heads: &mut String, row: &EntryRow) -> Outcome<()> {
@@ -85,23 +84,27 @@ fn push_head(heads: &mut String, row: &EntryRow) -> Outcome<()> {
     Ok(())
 }
 
-/// One element of `heads`.
-#[derive(Deserialize)]
-struct HeadCells<'a>(#[serde(borrow)] Cow<'a, str>, &'a str, &'a str, i64, usize);
-
-/// The entries of a row of `session_id` from its `heads` and `messages`, oldest first, each
-/// with the length of its message's text. If `own` (this store wrote the row, so each text is
-/// the one this build makes of its message), messages are left unparsed with their text.
+/// The entries of a row of `session_id` from its `entry_heads` and `messages`, oldest first,
+/// each with the length of its message's text. If `own` (this store wrote the row, so each
+/// text is the one this build makes of its message), messages are left unparsed with their
+/// text.
 pub(super) fn unpack(
-    heads: &str,
+    entry_heads: &str,
     messages: &str,
     session_id: &Id,
     own: bool,
 ) -> Outcome<Vec<(StoredEntry, usize)>> {
-    let heads: Vec<HeadCells<'_>> = serde_json::from_str(heads)?;
-    let mut entries = Vec::with_capacity(heads.len());
+    let mut heads = HeadsReader::new(entry_heads)?;
+    let mut entries = Vec::new();
     let mut rest = messages.strip_prefix('[').ok_or_else(damaged)?;
-    for HeadCells(id, source, role, created_at, bytes) in heads {
+    while let Some(head) = heads.next_head()? {
+        let HeadCells {
+            id,
+            source,
+            role,
+            created_at,
+            bytes,
+        } = head;
         let text = rest.get(..bytes).ok_or_else(damaged)?;
         rest = rest.get(bytes..).ok_or_else(damaged)?;
         rest = rest
@@ -109,7 +112,7 @@ pub(super) fn unpack(
             .or_else(|| (rest == "]").then_some(""))
             .ok_or_else(damaged)?;
         let id = Id::new(&id);
-        let source = parse_source(source)?;
+        let source = parse_source(&source)?;
         let created_at = from_nanos(created_at)?;
         let stored = if own {
             StoredEntry::Unparsed {
@@ -117,7 +120,7 @@ pub(super) fn unpack(
                     id,
                     session_id: session_id.clone(),
                     source,
-                    role: parse_role(role)?,
+                    role: parse_role(&role)?,
                     created_at,
                 },
                 text: text.to_owned(),
@@ -144,5 +147,7 @@ pub(super) fn unpack(
 }
 
 fn damaged() -> Failure {
-    Failure::Invalid("a history row's messages do not match the lengths its heads give".to_owned())
+    Failure::Invalid(
+        "a history row's messages do not match the lengths its entry heads give".to_owned(),
+    )
 }

@@ -37,7 +37,7 @@ pub(super) fn insert_entries(tx: &Txn<'_>, runs: &[PackedRun]) -> Outcome<()> {
     }
     let mut heads = tx.heads();
     let mut insert = tx.prepare_cached(
-        "INSERT INTO history (seq, session_id, prev, entries, heads, messages)
+        "INSERT INTO history (seq, session_id, prev, entries, entry_heads, messages)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     )?;
     for run in runs {
@@ -48,7 +48,7 @@ pub(super) fn insert_entries(tx: &Txn<'_>, runs: &[PackedRun]) -> Outcome<()> {
             run.session_id,
             prev,
             run.entries,
-            run.heads,
+            run.entry_heads,
             run.messages
         ])?;
         heads.stage(run.session_id.clone(), Some(seq));
@@ -64,28 +64,28 @@ pub(super) const PREV: &str =
     "SELECT seq, prev, session_id, entries FROM history WHERE seq <= ?1 ORDER BY seq DESC";
 
 /// [`PREV`] with each row's entries, from column [`CELLS_FROM`] on.
-pub(super) const LINK: &str = "SELECT seq, prev, session_id, heads, messages
+pub(super) const LINK: &str = "SELECT seq, prev, session_id, entry_heads, messages
     FROM history WHERE seq <= ?1 ORDER BY seq DESC";
 
-/// Where a row's `heads` and `messages` start in a row of [`LINK`].
+/// Where a row's `entry_heads` and `messages` start in a row of [`LINK`].
 const CELLS_FROM: usize = 3;
 
 /// One row's entries (but its session, which the walk that found it checked).
-pub(super) const ROW: &str = "SELECT heads, messages FROM history WHERE seq = ?1";
+pub(super) const ROW: &str = "SELECT entry_heads, messages FROM history WHERE seq = ?1";
 
 /// One row, gone.
 pub(super) const DELETE_ROW: &str = "DELETE FROM history WHERE seq = ?1";
 
-/// The entries of the row `row` is at, its `heads` and `messages` from column `from` on.
+/// The entries of the row `row` is at, its `entry_heads` and `messages` from `from` on.
 fn read_cells(
     row: &Row<'_>,
     from: usize,
     session: &Id,
     own: bool,
 ) -> rusqlite::Result<Outcome<Vec<(StoredEntry, usize)>>> {
-    let heads = row.get_ref(from)?.as_str()?;
+    let entry_heads = row.get_ref(from)?.as_str()?;
     let messages = row.get_ref(from + 1)?.as_str()?;
-    Ok(unpack(heads, messages, session, own))
+    Ok(unpack(entry_heads, messages, session, own))
 }
 
 /// Entries `offset..offset + limit` of a session's history, oldest first (a negative `limit`

@@ -11,6 +11,7 @@
 mod approvals;
 mod cache;
 mod checkpoint;
+mod entry_heads;
 mod export;
 mod frequency;
 mod heads;

@@ -127,7 +127,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     "CREATE TABLE history_flushed (upto INTEGER NOT NULL);
     INSERT INTO history_flushed (upto) SELECT coalesce(max(seq), 0) FROM history;",
     // 6: one row per commit and session instead of one per entry (`history_cells.rs`):
-    // `heads` holds each entry's id, source, role, time and message length, `messages` the
+    // `entry_heads` holds each entry's id, source, role, time and message length, `messages` the
     // messages, both as JSON arrays; `entries` counts them. Each existing row becomes a row of
     // one entry, with its `seq` and link kept, so `history_heads` stays as it is.
     "CREATE TABLE history_runs (
@@ -135,10 +135,10 @@ pub(super) const MIGRATIONS: &[&str] = &[
         session_id TEXT NOT NULL,
         prev INTEGER,
         entries INTEGER NOT NULL,
-        heads TEXT NOT NULL,
+        entry_heads TEXT NOT NULL,
         messages TEXT NOT NULL
     );
-    INSERT INTO history_runs (seq, session_id, prev, entries, heads, messages)
+    INSERT INTO history_runs (seq, session_id, prev, entries, entry_heads, messages)
         SELECT seq, session_id, prev, 1,
             json_array(json_array(id, source, role, created_at,
                 length(CAST(message AS BLOB)))),

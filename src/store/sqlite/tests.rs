@@ -28,7 +28,7 @@ pub(super) fn raw(path: &Path) -> rusqlite::Connection {
 
 /// SQL: whether the `history` row at hand holds the entry `id`.
 pub(super) fn holding(id: &str) -> String {
-    format!("EXISTS (SELECT 1 FROM json_each(history.heads) WHERE value ->> 0 = '{id}')")
+    format!("EXISTS (SELECT 1 FROM json_each(history.entry_heads) WHERE value ->> 0 = '{id}')")
 }
 
 /// The plan SQLite makes for `sql` with `params` bound, one step per row.

@@ -69,7 +69,7 @@ async fn a_database_from_before_the_chain_is_linked_at_open() {
     assert!(!index, "the index by session is gone");
     let rows: Vec<(String, Option<String>)> = conn
         .prepare(
-            "SELECT h.heads ->> '$[0][0]', p.heads ->> '$[0][0]'
+            "SELECT h.entry_heads ->> '$[0][0]', p.entry_heads ->> '$[0][0]'
              FROM history h LEFT JOIN history p ON p.seq = h.prev ORDER BY h.seq",
         )
         .expect("links")

@@ -29,7 +29,7 @@ const NEVER: Duration = Duration::from_secs(3600);
 fn head_in_table(path: &Path, session: &str) -> Option<String> {
     raw(path)
         .query_row(
-            "SELECT h.heads ->> '$[#-1][0]' FROM history_heads t JOIN history h ON h.seq = t.last
+            "SELECT h.entry_heads ->> '$[#-1][0]' FROM history_heads t JOIN history h ON h.seq = t.last
              WHERE t.session_id = ?1",
             [session],
             |row| row.get(0),

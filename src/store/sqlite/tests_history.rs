@@ -272,7 +272,7 @@ async fn a_miss_copies_the_texts_of_rows_this_store_wrote_only() {
     raw(&path)
         .execute(
             "UPDATE history SET messages = json_set(messages, '$[0].extra', 1),
-                heads = json_set(heads, '$[0][4]',
+                entry_heads = json_set(entry_heads, '$[0][4]',
                     length(json_set(messages, '$[0].extra', 1)) - 2)",
             [],
         )

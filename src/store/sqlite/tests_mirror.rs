@@ -261,7 +261,7 @@ async fn a_new_session_starts_with_its_history_in_the_mirror_only_when_it_has_no
 fn write_behind(path: &std::path::Path, session: &str, id: &str) {
     let conn = raw(path);
     conn.execute(
-        "INSERT INTO history (seq, session_id, prev, entries, heads, messages)
+        "INSERT INTO history (seq, session_id, prev, entries, entry_heads, messages)
          VALUES ((SELECT coalesce(max(seq), 0) + 1000000 FROM history), ?1,
                  (SELECT last FROM history_heads WHERE session_id = ?1), 1,
                  json_array(json_array(?2, 'api_request', 'user', 0, length(?3))),

@@ -1,6 +1,6 @@
 //! One history row per commit and session (`history_cells.rs`): rows of one entry each from
 //! an older file packed at open, pages cut across rows, and texts cut at the lengths the
-//! heads give, never elsewhere.
+//! entry heads give, never elsewhere.
 
 use crate::session::message::{ChatMessage, Role};
 use crate::session::{Id, StoredEntry};
@@ -13,7 +13,7 @@ use crate::store::sqlite::tests::{entry, entry_ids, open, raw, shared, temp_db};
 /// Each row's `entries` and the id of its first entry, in `seq` order.
 fn rows(path: &std::path::Path) -> Vec<(i64, String)> {
     raw(path)
-        .prepare("SELECT entries, heads ->> '$[0][0]' FROM history ORDER BY seq")
+        .prepare("SELECT entries, entry_heads ->> '$[0][0]' FROM history ORDER BY seq")
         .expect("rows")
         .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
         .expect("rows")
@@ -126,7 +126,7 @@ async fn a_page_is_cut_across_the_rows_of_several_commits() {
     }
 }
 
-/// Lengths in the heads that do not fit the messages fail the read instead of cutting a text
+/// Lengths in the entry heads that do not fit the messages fail the read instead of cutting a text
 /// in the wrong place.
 #[tokio::test]
 async fn a_length_that_does_not_fit_the_messages_fails_the_read() {
@@ -137,14 +137,14 @@ async fn a_length_that_does_not_fit_the_messages_fails_the_read() {
     drop(store);
     let conn = raw(&path);
     let (heads, messages): (String, String) = conn
-        .query_row("SELECT heads, messages FROM history", [], |row| {
+        .query_row("SELECT entry_heads, messages FROM history", [], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })
         .expect("row");
     for damage in [
-        "heads = json_set(heads, '$[0][4]', json_extract(heads, '$[0][4]') - 1)",
-        "heads = json_set(heads, '$[1][4]', json_extract(heads, '$[1][4]') + 1)",
-        "heads = json_remove(heads, '$[1]')",
+        "entry_heads = json_set(entry_heads, '$[0][4]', json_extract(entry_heads, '$[0][4]') - 1)",
+        "entry_heads = json_set(entry_heads, '$[1][4]', json_extract(entry_heads, '$[1][4]') + 1)",
+        "entry_heads = json_remove(entry_heads, '$[1]')",
         "messages = messages || ' '",
     ] {
         conn.execute(&format!("UPDATE history SET {damage}"), [])
@@ -152,7 +152,7 @@ async fn a_length_that_does_not_fit_the_messages_fails_the_read() {
         let failed = open(&path).full_history("s").await;
         assert!(failed.is_err(), "{damage}: {failed:?}");
         conn.execute(
-            "UPDATE history SET heads = ?1, messages = ?2",
+            "UPDATE history SET entry_heads = ?1, messages = ?2",
             [&heads, &messages],
         )
         .expect("repair");
@@ -197,7 +197,8 @@ fn a_run_unpacks_to_its_entries_and_texts() {
         panic!("messages are an array");
     };
     assert_eq!(messages.len(), 3);
-    let unpacked = unpack(&runs[0].heads, &runs[0].messages, &Id::new("s"), true).expect("unpack");
+    let unpacked =
+        unpack(&runs[0].entry_heads, &runs[0].messages, &Id::new("s"), true).expect("unpack");
     for ((stored, bytes), entry) in unpacked.iter().zip(&entries) {
         let StoredEntry::Unparsed { head, text } = stored else {
             panic!("own rows stay unparsed");
@@ -207,8 +208,13 @@ fn a_run_unpacks_to_its_entries_and_texts() {
         assert_eq!(text, entry.message_text());
         assert_eq!(*bytes, text.len());
     }
-    let parsed =
-        unpack(&runs[0].heads, &runs[0].messages, &Id::new("s"), false).expect("unpack parsed");
+    let parsed = unpack(
+        &runs[0].entry_heads,
+        &runs[0].messages,
+        &Id::new("s"),
+        false,
+    )
+    .expect("unpack parsed");
     for ((stored, _), text) in parsed.into_iter().zip(texts) {
         let entry = stored.into_entry().expect("entry");
         assert_eq!(entry.message.content.as_str(), Some(text));

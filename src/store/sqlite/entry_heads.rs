@@ -1,0 +1,201 @@
+//! Reads a history row's `heads` (`history_cells.rs`) element by element without a general
+//! JSON parser: a miss reads every row of a history, and serde's parse of `heads` into
+//! borrowed tuples was most of a row's cost. The shape is fixed, `[[id, source, role,
+//! created_at, bytes], ...]`, compact as this store and SQLite's `json_array` write it
+//! (whitespace between tokens is allowed too). A string is taken as it lies unless it holds an
+//! escape, which serde_json then reads; anything else out of shape is an error.
+
+use std::borrow::Cow;
+
+use crate::store::sqlite::rows::{Failure, Outcome};
+
+/// One element of `heads`.
+pub(super) struct HeadCells<'a> {
+    pub id: Cow<'a, str>,
+    pub source: Cow<'a, str>,
+    pub role: Cow<'a, str>,
+    pub created_at: i64,
+    pub bytes: usize,
+}
+
+/// The elements of one `heads` text, in order.
+pub(super) struct HeadsReader<'a> {
+    rest: &'a str,
+    first: bool,
+    done: bool,
+}
+
+impl<'a> HeadsReader<'a> {
+    pub(super) fn new(heads: &'a str) -> Outcome<Self> {
+        let mut reader = Self {
+            rest: heads,
+            first: true,
+            done: false,
+        };
+        reader.expect(b'[')?;
+        Ok(reader)
+    }
+
+    /// The next element, or `None` after the last (the closing bracket ends the text).
+    pub(super) fn next_head(&mut self) -> Outcome<Option<HeadCells<'a>>> {
+        if self.done {
+            return Ok(None);
+        }
+        self.skip_space();
+        if self.rest.starts_with(']') {
+            self.rest = &self.rest[1..];
+            self.skip_space();
+            if !self.rest.is_empty() {
+                return Err(malformed());
+            }
+            self.done = true;
+            return Ok(None);
+        }
+        if !self.first {
+            self.expect(b',')?;
+        }
+        self.first = false;
+        self.expect(b'[')?;
+        let id = self.string()?;
+        self.expect(b',')?;
+        let source = self.string()?;
+        self.expect(b',')?;
+        let role = self.string()?;
+        self.expect(b',')?;
+        let created_at = self.integer()?;
+        self.expect(b',')?;
+        let bytes = usize::try_from(self.integer()?).map_err(|_| malformed())?;
+        self.expect(b']')?;
+        Ok(Some(HeadCells {
+            id,
+            source,
+            role,
+            created_at,
+            bytes,
+        }))
+    }
+
+    fn skip_space(&mut self) {
+        self.rest = self.rest.trim_start_matches([' ', '\t', '\n', '\r']);
+    }
+
+    fn expect(&mut self, byte: u8) -> Outcome<()> {
+        self.skip_space();
+        match self.rest.as_bytes().first() {
+            Some(&found) if found == byte => {
+                self.rest = &self.rest[1..];
+                Ok(())
+            }
+            _ => Err(malformed()),
+        }
+    }
+
+    /// A JSON string: borrowed as it lies, or read by serde_json if it holds an escape.
+    fn string(&mut self) -> Outcome<Cow<'a, str>> {
+        self.expect(b'"')?;
+        let bytes = self.rest.as_bytes();
+        let stop = bytes
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\')
+            .ok_or_else(malformed)?;
+        if bytes[stop] == b'"' {
+            let plain = &self.rest[..stop];
+            self.rest = &self.rest[stop + 1..];
+            return Ok(Cow::Borrowed(plain));
+        }
+        // The closing quote is the first one not escaped by the backslash before it.
+        let mut at = stop;
+        loop {
+            match bytes.get(at) {
+                Some(b'\\') => at += 2,
+                Some(b'"') => break,
+                Some(_) => at += 1,
+                None => return Err(malformed()),
+            }
+        }
+        // `at` is a quote's index, so the slices below fall on character boundaries.
+        let quoted = format!("\"{}", &self.rest[..=at]);
+        self.rest = &self.rest[at + 1..];
+        Ok(Cow::Owned(serde_json::from_str(&quoted)?))
+    }
+
+    /// A JSON integer (an optional minus sign and digits).
+    fn integer(&mut self) -> Outcome<i64> {
+        self.skip_space();
+        let bytes = self.rest.as_bytes();
+        let sign = usize::from(bytes.first() == Some(&b'-'));
+        let digits = bytes[sign..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count();
+        let (number, rest) = self.rest.split_at(sign + digits);
+        self.rest = rest;
+        number.parse().map_err(|_| malformed())
+    }
+}
+
+fn malformed() -> Failure {
+    Failure::Invalid("a history row's heads are not the JSON this store writes".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An element's id, source, role, time and length, owned.
+    type Cells = (String, String, String, i64, usize);
+
+    fn read_all(heads: &str) -> Outcome<Vec<Cells>> {
+        let mut reader = HeadsReader::new(heads)?;
+        let mut out = Vec::new();
+        while let Some(head) = reader.next_head()? {
+            out.push((
+                head.id.into_owned(),
+                head.source.into_owned(),
+                head.role.into_owned(),
+                head.created_at,
+                head.bytes,
+            ));
+        }
+        Ok(out)
+    }
+
+    /// What serde_json reads from the same text, for comparison.
+    fn by_serde(heads: &str) -> Vec<Cells> {
+        serde_json::from_str(heads).expect("serde reads it")
+    }
+
+    #[test]
+    fn reads_what_serde_json_reads() {
+        for heads in [
+            "[]",
+            r#"[["a1","api_request","user",0,42]]"#,
+            r#"[["a1","api_request","user",-5,0],["b\"2\\","internal","tool",17,3]]"#,
+            r#" [ [ "ü😀" , "api_response" , "assistant" , 1733 , 9 ] ] "#,
+            r#"[["\u00fc\n","api_request","user",9223372036854775807,1]]"#,
+        ] {
+            assert_eq!(read_all(heads).expect(heads), by_serde(heads), "{heads}");
+        }
+    }
+
+    #[test]
+    fn text_out_of_shape_is_an_error() {
+        for heads in [
+            "",
+            "[",
+            r#"[["a1","api_request","user",0,42]"#,
+            r#"[["a1","api_request","user",0,42]]x"#,
+            r#"[["a1","api_request","user",0]]"#,
+            r#"[["a1","api_request","user",0,42,7]]"#,
+            r#"[["a1","api_request","user",1.5,42]]"#,
+            r#"[["a1","api_request","user",0,-1]]"#,
+            r#"[["a1","api_request","user",0,42]["b","internal","tool",0,1]]"#,
+            r#"[["a1,"api_request","user",0,42]]"#,
+            r#"[["a1\"]]"#,
+            r#"[["a\q","api_request","user",0,42]]"#,
+            r#"[[1,"api_request","user",0,42]]"#,
+        ] {
+            assert!(read_all(heads).is_err(), "{heads}");
+        }
+    }
+}
