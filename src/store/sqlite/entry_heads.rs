@@ -18,9 +18,11 @@ pub(super) struct HeadCells<'a> {
     pub bytes: usize,
 }
 
-/// The elements of one `heads` text, in order.
+/// The elements of one `heads` text, in order: a cursor over its bytes (every token this
+/// reads is ASCII, so each position it stops at is a character boundary).
 pub(super) struct HeadsReader<'a> {
-    rest: &'a str,
+    text: &'a str,
+    at: usize,
     first: bool,
     done: bool,
 }
@@ -28,7 +30,8 @@ pub(super) struct HeadsReader<'a> {
 impl<'a> HeadsReader<'a> {
     pub(super) fn new(heads: &'a str) -> Outcome<Self> {
         let mut reader = Self {
-            rest: heads,
+            text: heads,
+            at: 0,
             first: true,
             done: false,
         };
@@ -41,11 +44,9 @@ impl<'a> HeadsReader<'a> {
         if self.done {
             return Ok(None);
         }
-        self.skip_space();
-        if self.rest.starts_with(']') {
-            self.rest = &self.rest[1..];
-            self.skip_space();
-            if !self.rest.is_empty() {
+        if self.peek() == Some(b']') {
+            self.at += 1;
+            if self.peek().is_some() {
                 return Err(malformed());
             }
             self.done = true;
@@ -75,62 +76,74 @@ impl<'a> HeadsReader<'a> {
         }))
     }
 
-    fn skip_space(&mut self) {
-        self.rest = self.rest.trim_start_matches([' ', '\t', '\n', '\r']);
+    /// The next byte that is not whitespace, left unread.
+    fn peek(&mut self) -> Option<u8> {
+        let bytes = self.text.as_bytes();
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(self.at) {
+            self.at += 1;
+        }
+        bytes.get(self.at).copied()
     }
 
     fn expect(&mut self, byte: u8) -> Outcome<()> {
-        self.skip_space();
-        match self.rest.as_bytes().first() {
-            Some(&found) if found == byte => {
-                self.rest = &self.rest[1..];
-                Ok(())
-            }
-            _ => Err(malformed()),
+        if self.peek() != Some(byte) {
+            return Err(malformed());
         }
+        self.at += 1;
+        Ok(())
     }
 
     /// A JSON string: borrowed as it lies, or read by serde_json if it holds an escape.
     fn string(&mut self) -> Outcome<Cow<'a, str>> {
         self.expect(b'"')?;
-        let bytes = self.rest.as_bytes();
-        let stop = bytes
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\')
-            .ok_or_else(malformed)?;
-        if bytes[stop] == b'"' {
-            let plain = &self.rest[..stop];
-            self.rest = &self.rest[stop + 1..];
-            return Ok(Cow::Borrowed(plain));
-        }
-        // The closing quote is the first one not escaped by the backslash before it.
-        let mut at = stop;
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut at = start;
         loop {
             match bytes.get(at) {
-                Some(b'\\') => at += 2,
                 Some(b'"') => break,
+                Some(b'\\') => at += 2,
                 Some(_) => at += 1,
                 None => return Err(malformed()),
             }
         }
-        // `at` is a quote's index, so the slices below fall on character boundaries.
-        let quoted = format!("\"{}", &self.rest[..=at]);
-        self.rest = &self.rest[at + 1..];
-        Ok(Cow::Owned(serde_json::from_str(&quoted)?))
+        self.at = at + 1;
+        if !bytes[start..at].contains(&b'\\') {
+            return self
+                .text
+                .get(start..at)
+                .map(Cow::Borrowed)
+                .ok_or_else(malformed);
+        }
+        let quoted = self.text.get(start - 1..=at).ok_or_else(malformed)?;
+        Ok(Cow::Owned(serde_json::from_str(quoted)?))
     }
 
-    /// A JSON integer (an optional minus sign and digits).
+    /// A JSON integer: an optional minus sign and up to 19 digits, within `i64`.
     fn integer(&mut self) -> Outcome<i64> {
-        self.skip_space();
-        let bytes = self.rest.as_bytes();
-        let sign = usize::from(bytes.first() == Some(&b'-'));
-        let digits = bytes[sign..]
-            .iter()
-            .take_while(|b| b.is_ascii_digit())
-            .count();
-        let (number, rest) = self.rest.split_at(sign + digits);
-        self.rest = rest;
-        number.parse().map_err(|_| malformed())
+        let negative = self.peek() == Some(b'-');
+        self.at += usize::from(negative);
+        let bytes = self.text.as_bytes();
+        let start = self.at;
+        let mut value: i64 = 0;
+        while let Some(&digit @ b'0'..=b'9') = bytes.get(self.at) {
+            let digit = i64::from(digit - b'0');
+            value = value
+                .checked_mul(10)
+                .and_then(|v| {
+                    if negative {
+                        v.checked_sub(digit)
+                    } else {
+                        v.checked_add(digit)
+                    }
+                })
+                .ok_or_else(malformed)?;
+            self.at += 1;
+        }
+        if self.at == start {
+            return Err(malformed());
+        }
+        Ok(value)
     }
 }
 
@@ -173,6 +186,7 @@ mod tests {
             r#"[["a1","api_request","user",-5,0],["b\"2\\","internal","tool",17,3]]"#,
             r#" [ [ "ü😀" , "api_response" , "assistant" , 1733 , 9 ] ] "#,
             r#"[["\u00fc\n","api_request","user",9223372036854775807,1]]"#,
+            r#"[["x\\","internal","tool",-9223372036854775808,1]]"#,
         ] {
             assert_eq!(read_all(heads).expect(heads), by_serde(heads), "{heads}");
         }
@@ -194,6 +208,8 @@ mod tests {
             r#"[["a1\"]]"#,
             r#"[["a\q","api_request","user",0,42]]"#,
             r#"[[1,"api_request","user",0,42]]"#,
+            r#"[["a1","api_request","user",9223372036854775808,42]]"#,
+            r#"[["a1","api_request","user",-,42]]"#,
         ] {
             assert!(read_all(heads).is_err(), "{heads}");
         }

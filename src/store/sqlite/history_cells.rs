@@ -84,18 +84,19 @@ fn push_head(heads: &mut String, row: &EntryRow) -> Outcome<()> {
     Ok(())
 }
 
-/// The entries of a row of `session_id` from its `entry_heads` and `messages`, oldest first,
-/// each with the length of its message's text. If `own` (this store wrote the row, so each
-/// text is the one this build makes of its message), messages are left unparsed with their
-/// text.
+/// Appends to `entries` those of a row of `session_id`, from its `entry_heads` and
+/// `messages`, oldest first, each with the length of its message's text. If `own` (this
+/// store wrote the row, so each text is the one this build makes of its message), messages
+/// are left unparsed with their text.
 pub(super) fn unpack(
+    entries: &mut Vec<(StoredEntry, usize)>,
     entry_heads: &str,
     messages: &str,
     session_id: &Id,
     own: bool,
-) -> Outcome<Vec<(StoredEntry, usize)>> {
+) -> Outcome<()> {
     let mut heads = HeadsReader::new(entry_heads)?;
-    let mut entries = Vec::new();
+    let mut none = true;
     let mut rest = messages.strip_prefix('[').ok_or_else(damaged)?;
     while let Some(head) = heads.next_head()? {
         let HeadCells {
@@ -138,12 +139,13 @@ pub(super) fn unpack(
             }))
         };
         entries.push((stored, text.len()));
+        none = false;
     }
-    let end = if entries.is_empty() { "]" } else { "" };
+    let end = if none { "]" } else { "" };
     if rest != end {
         return Err(damaged());
     }
-    Ok(entries)
+    Ok(())
 }
 
 fn damaged() -> Failure {

@@ -76,16 +76,18 @@ pub(super) const ROW: &str = "SELECT entry_heads, messages FROM history WHERE se
 /// One row, gone.
 pub(super) const DELETE_ROW: &str = "DELETE FROM history WHERE seq = ?1";
 
-/// The entries of the row `row` is at, its `entry_heads` and `messages` from `from` on.
+/// Appends to `entries` those of the row `row` is at, its `entry_heads` and `messages` from
+/// column `from` on.
 fn read_cells(
     row: &Row<'_>,
     from: usize,
     session: &Id,
     own: bool,
-) -> rusqlite::Result<Outcome<Vec<(StoredEntry, usize)>>> {
+    entries: &mut Vec<(StoredEntry, usize)>,
+) -> rusqlite::Result<Outcome<()>> {
     let entry_heads = row.get_ref(from)?.as_str()?;
     let messages = row.get_ref(from + 1)?.as_str()?;
-    Ok(unpack(entry_heads, messages, session, own))
+    Ok(unpack(entries, entry_heads, messages, session, own))
 }
 
 /// Entries `offset..offset + limit` of a session's history, oldest first (a negative `limit`
@@ -139,7 +141,7 @@ fn walk<T>(
     sql: &str,
     session_id: &str,
     head: i64,
-    read: impl Fn(i64, &Row<'_>) -> rusqlite::Result<Outcome<T>>,
+    mut read: impl FnMut(i64, &Row<'_>) -> rusqlite::Result<Outcome<T>>,
 ) -> Outcome<Vec<T>> {
     let mut statement = conn.prepare_cached(sql)?;
     let mut newest_first = Vec::new();
@@ -186,13 +188,16 @@ fn read_whole(
     own_from: i64,
 ) -> Outcome<Vec<(StoredEntry, usize)>> {
     let session = Id::new(session_id);
-    let rows = walk(conn, LINK, session_id, head, |seq, row| {
-        read_cells(row, CELLS_FROM, &session, seq >= own_from)
+    // Rows come newest first: each row's entries are laid out newest first too, and the whole
+    // turned around at the end, so every entry is moved once into one vector.
+    let mut entries = Vec::new();
+    walk(conn, LINK, session_id, head, |seq, row| {
+        let newer = entries.len();
+        let read = read_cells(row, CELLS_FROM, &session, seq >= own_from, &mut entries)?;
+        entries[newer..].reverse();
+        Ok(read)
     })?;
-    let mut entries = Vec::with_capacity(rows.iter().map(Vec::len).sum());
-    for row in rows.into_iter().rev() {
-        entries.extend(row);
-    }
+    entries.reverse();
     Ok(entries)
 }
 
@@ -215,8 +220,10 @@ fn read_page(
     for (seq, count) in rows.into_iter().rev() {
         let (from, to) = (skip.max(first), end.min(first + count));
         if from < to {
-            let entries =
-                read.query_row(params![seq], |row| read_cells(row, 0, &session, false))??;
+            let mut entries = Vec::new();
+            read.query_row(params![seq], |row| {
+                read_cells(row, 0, &session, false, &mut entries)
+            })??;
             page.extend(entries.into_iter().skip(from - first).take(to - from));
         }
         first += count;

@@ -197,8 +197,21 @@ fn a_run_unpacks_to_its_entries_and_texts() {
         panic!("messages are an array");
     };
     assert_eq!(messages.len(), 3);
-    let unpacked =
-        unpack(&runs[0].entry_heads, &runs[0].messages, &Id::new("s"), true).expect("unpack");
+    let unpacked_as = |own| {
+        let mut read = Vec::new();
+        let run = &runs[0];
+        unpack(
+            &mut read,
+            &run.entry_heads,
+            &run.messages,
+            &Id::new("s"),
+            own,
+        )
+        .expect("unpack");
+        assert_eq!(read.len(), 3);
+        read
+    };
+    let unpacked = unpacked_as(true);
     for ((stored, bytes), entry) in unpacked.iter().zip(&entries) {
         let StoredEntry::Unparsed { head, text } = stored else {
             panic!("own rows stay unparsed");
@@ -208,13 +221,7 @@ fn a_run_unpacks_to_its_entries_and_texts() {
         assert_eq!(text, entry.message_text());
         assert_eq!(*bytes, text.len());
     }
-    let parsed = unpack(
-        &runs[0].entry_heads,
-        &runs[0].messages,
-        &Id::new("s"),
-        false,
-    )
-    .expect("unpack parsed");
+    let parsed = unpacked_as(false);
     for ((stored, _), text) in parsed.into_iter().zip(texts) {
         let entry = stored.into_entry().expect("entry");
         assert_eq!(entry.message.content.as_str(), Some(text));
