@@ -1,5 +1,5 @@
-//! Reads a history row's `heads` (`history_cells.rs`) element by element without a general
-//! JSON parser: a miss reads every row of a history, and serde's parse of `heads` into
+//! Reads a history row's `entry_heads` (`history_cells.rs`) element by element without a
+//! general JSON parser: a miss reads every row of a history, and serde's parse of them into
 //! borrowed tuples was most of a row's cost. The shape is fixed, `[[id, source, role,
 //! created_at, bytes], ...]`, compact as this store and SQLite's `json_array` write it
 //! (whitespace between tokens is allowed too). A string is taken as it lies unless it holds an
@@ -9,7 +9,7 @@ use std::borrow::Cow;
 
 use crate::store::sqlite::rows::{Failure, Outcome};
 
-/// One element of `heads`.
+/// One element of `entry_heads`.
 pub(super) struct HeadCells<'a> {
     pub id: Cow<'a, str>,
     pub source: Cow<'a, str>,
@@ -18,7 +18,7 @@ pub(super) struct HeadCells<'a> {
     pub bytes: usize,
 }
 
-/// The elements of one `heads` text, in order: a cursor over its bytes (every token this
+/// The elements of one `entry_heads` text, in order: a cursor over its bytes (every token this
 /// reads is ASCII, so each position it stops at is a character boundary).
 pub(super) struct HeadsReader<'a> {
     text: &'a str,

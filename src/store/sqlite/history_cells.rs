@@ -55,9 +55,9 @@ fn pack(run: &[EntryRow]) -> Outcome<PackedRun> {
     })
 }
 
-/// `id","source","role",created_at,bytes]`: the element of `entry_heads` for `row`, after its `[`.
-/// Written by hand, not through serde: it is on every turn's path, and only the id can need
-/// escaping.
+/// `"id","source","role",created_at,bytes]`: the element of `entry_heads` for `row`, after
+/// its `[`. Written by hand, not through serde: it is on every turn's path, and only the id can
+/// need escaping.
 fn push_head(heads: &mut String, row: &EntryRow) -> Outcome<()> {
     let id = row.entry.id.as_str();
     if id.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
