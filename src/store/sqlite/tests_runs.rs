@@ -2,10 +2,12 @@
 //! an older file packed at open, pages cut across rows, and texts cut at the lengths the
 //! entry heads give, never elsewhere.
 
-use crate::session::message::{ChatMessage, Role};
+use std::sync::Arc;
+
+use crate::session::message::{ChatMessage, Entry, Role};
 use crate::session::{Id, StoredEntry};
 use crate::store::Store;
-use crate::store::sqlite::history_cells::{pack_runs, unpack};
+use crate::store::sqlite::history_cells::{PackedRun, pack_runs, unpack};
 use crate::store::sqlite::rows::EntryRow;
 use crate::store::sqlite::schema::MIGRATIONS;
 use crate::store::sqlite::tests::{entry, entry_ids, open, raw, shared, temp_db};
@@ -164,6 +166,16 @@ async fn a_length_that_does_not_fit_the_messages_fails_the_read() {
     );
 }
 
+/// `entries` packed as a write packs them.
+fn packed(entries: &[Arc<Entry>]) -> Vec<PackedRun> {
+    let rows: Vec<EntryRow> = entries
+        .iter()
+        .map(EntryRow::from_entry)
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    pack_runs(&rows).expect("pack")
+}
+
 /// What is packed unpacks to the same entries and texts, of whatever bytes.
 #[test]
 fn a_run_unpacks_to_its_entries_and_texts() {
@@ -180,15 +192,10 @@ fn a_run_unpacks_to_its_entries_and_texts() {
             };
             let mut entry = entry("s", &id, text);
             entry.message = ChatMessage::text(Role::Assistant, *text);
-            std::sync::Arc::new(entry)
+            Arc::new(entry)
         })
         .collect();
-    let rows: Vec<EntryRow> = entries
-        .iter()
-        .map(EntryRow::from_entry)
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    let runs = pack_runs(&rows).expect("pack");
+    let runs = packed(&entries);
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].entries, 3);
     let serde_json::Value::Array(messages) =
@@ -233,14 +240,9 @@ fn a_run_unpacks_to_its_entries_and_texts() {
 fn entries_of_two_sessions_pack_into_a_row_per_run() {
     let entries: Vec<_> = [("a", "a1"), ("a", "a2"), ("b", "b1"), ("a", "a3")]
         .iter()
-        .map(|(session, id)| std::sync::Arc::new(entry(session, id, id)))
+        .map(|(session, id)| Arc::new(entry(session, id, id)))
         .collect();
-    let rows: Vec<EntryRow> = entries
-        .iter()
-        .map(EntryRow::from_entry)
-        .collect::<Result<_, _>>()
-        .expect("rows");
-    let runs = pack_runs(&rows).expect("pack");
+    let runs = packed(&entries);
     let shape: Vec<(&str, usize)> = runs
         .iter()
         .map(|run| (run.session_id.as_str(), run.entries))
