@@ -99,16 +99,20 @@ impl<'a> HeadsReader<'a> {
         let bytes = self.text.as_bytes();
         let start = self.at;
         let mut at = start;
+        let mut escaped = false;
         loop {
             match bytes.get(at) {
                 Some(b'"') => break,
-                Some(b'\\') => at += 2,
+                Some(b'\\') => {
+                    escaped = true;
+                    at += 2;
+                }
                 Some(_) => at += 1,
                 None => return Err(malformed()),
             }
         }
         self.at = at + 1;
-        if !bytes[start..at].contains(&b'\\') {
+        if !escaped {
             return self
                 .text
                 .get(start..at)
@@ -119,7 +123,7 @@ impl<'a> HeadsReader<'a> {
         Ok(Cow::Owned(serde_json::from_str(quoted)?))
     }
 
-    /// A JSON integer: an optional minus sign and up to 19 digits, within `i64`.
+    /// A JSON integer: an optional minus sign and digits, within `i64`.
     fn integer(&mut self) -> Outcome<i64> {
         let negative = self.peek() == Some(b'-');
         self.at += usize::from(negative);

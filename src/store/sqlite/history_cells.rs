@@ -96,7 +96,7 @@ pub(super) fn unpack(
     own: bool,
 ) -> Outcome<()> {
     let mut heads = HeadsReader::new(entry_heads)?;
-    let mut none = true;
+    let before = entries.len();
     let mut rest = messages.strip_prefix('[').ok_or_else(damaged)?;
     while let Some(head) = heads.next_head()? {
         let HeadCells {
@@ -139,9 +139,8 @@ pub(super) fn unpack(
             }))
         };
         entries.push((stored, text.len()));
-        none = false;
     }
-    let end = if none { "]" } else { "" };
+    let end = if entries.len() == before { "]" } else { "" };
     if rest != end {
         return Err(damaged());
     }

@@ -26,6 +26,18 @@ pub(super) fn raw(path: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(path).expect("raw open")
 }
 
+/// A plain connection to a new file at schema `version`: the first `version` migrations run,
+/// as a build of that version left it, for rows written behind the store's back.
+pub(super) fn raw_at_version(path: &Path, version: usize) -> rusqlite::Connection {
+    let conn = raw(path);
+    for migration in &crate::store::sqlite::schema::MIGRATIONS[..version] {
+        conn.execute_batch(migration).expect("older schema");
+    }
+    conn.pragma_update(None, "user_version", version)
+        .expect("version");
+    conn
+}
+
 /// SQL: whether the `history` row at hand holds the entry `id`.
 pub(super) fn holding(id: &str) -> String {
     format!("EXISTS (SELECT 1 FROM json_each(history.entry_heads) WHERE value ->> 0 = '{id}')")

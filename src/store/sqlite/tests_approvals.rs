@@ -5,8 +5,7 @@
 use crate::store::Store;
 use crate::store::contract::approvals::{call_ids, held, hold, listed};
 use crate::store::sqlite::approvals::COUNT_PENDING;
-use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{DIGEST, open, query_plan, raw, temp_db};
+use crate::store::sqlite::tests::{DIGEST, open, query_plan, raw, raw_at_version, temp_db};
 
 #[tokio::test]
 async fn the_pending_count_reads_the_pending_index() {
@@ -26,11 +25,7 @@ async fn the_pending_count_reads_the_pending_index() {
 async fn a_database_from_before_approvals_gains_them_at_open() {
     let (_dir, path) = temp_db();
     {
-        let conn = raw(&path);
-        conn.execute_batch(MIGRATIONS[0]).expect("v1");
-        conn.execute_batch(MIGRATIONS[1]).expect("v2");
-        conn.pragma_update(None, "user_version", 2)
-            .expect("version");
+        let conn = raw_at_version(&path, 2);
         conn.execute(
             "INSERT INTO journal VALUES ('s', 'c1', 'digest-0', 'send_email', '{}',
              'finished', 'sent', 1, 2)",

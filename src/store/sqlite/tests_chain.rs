@@ -4,9 +4,8 @@
 
 use crate::store::Store;
 use crate::store::sqlite::history_rows::{DELETE_ROW, LINK, PREV, ROW};
-use crate::store::sqlite::schema::MIGRATIONS;
 use crate::store::sqlite::tests::{
-    entry, entry_ids, holding, open, query_plan, raw, shared, temp_db,
+    entry, entry_ids, holding, open, query_plan, raw, raw_at_version, shared, temp_db,
 };
 
 fn legacy_row(conn: &rusqlite::Connection, session: &str, id: &str) {
@@ -24,12 +23,7 @@ fn legacy_row(conn: &rusqlite::Connection, session: &str, id: &str) {
 async fn a_database_from_before_the_chain_is_linked_at_open() {
     let (_dir, path) = temp_db();
     {
-        let conn = raw(&path);
-        for migration in &MIGRATIONS[..3] {
-            conn.execute_batch(migration).expect("older schema");
-        }
-        conn.pragma_update(None, "user_version", 3)
-            .expect("version");
+        let conn = raw_at_version(&path, 3);
         for (session, id) in [
             ("a", "a1"),
             ("b", "b1"),

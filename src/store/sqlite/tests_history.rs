@@ -12,7 +12,7 @@ use crate::session::message::{
     ChatMessage, Entry, EntrySource, FunctionCall, Role, ToolCallRequest,
 };
 use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{at, entry, open, raw, shared, temp_db};
+use crate::store::sqlite::tests::{at, entry, open, raw, raw_at_version, shared, temp_db};
 use crate::store::sqlite::{SqliteOptions, SqliteStore};
 use crate::store::{Store, StoreError};
 
@@ -174,9 +174,7 @@ async fn append_throughput() {
 async fn journal_rows_from_before_digests_get_them_at_open() {
     let (_dir, path) = temp_db();
     {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        conn.execute_batch(MIGRATIONS[0]).unwrap();
-        conn.pragma_update(None, "user_version", 1).unwrap();
+        let conn = raw_at_version(&path, 1);
         conn.execute(
             "INSERT INTO journal VALUES ('s', 'c1', 'send_email', '{\"to\": \"a@x.org\"}',
              'finished', 'sent', 1, 2)",

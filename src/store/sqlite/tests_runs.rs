@@ -9,8 +9,7 @@ use crate::session::{Id, StoredEntry};
 use crate::store::Store;
 use crate::store::sqlite::history_cells::{PackedRun, pack_runs, unpack};
 use crate::store::sqlite::rows::EntryRow;
-use crate::store::sqlite::schema::MIGRATIONS;
-use crate::store::sqlite::tests::{entry, entry_ids, open, raw, shared, temp_db};
+use crate::store::sqlite::tests::{entry, entry_ids, open, raw, raw_at_version, shared, temp_db};
 
 /// Each row's `entries` and the id of its first entry, in `seq` order.
 fn rows(path: &std::path::Path) -> Vec<(i64, String)> {
@@ -43,11 +42,7 @@ fn content(history: &crate::session::History) -> Vec<String> {
 async fn a_database_of_a_row_per_entry_is_packed_at_open() {
     let (_dir, path) = temp_db();
     {
-        let conn = raw(&path);
-        for migration in &MIGRATIONS[..5] {
-            conn.execute_batch(migration).expect("older schema");
-        }
-        conn.execute_batch(
+        raw_at_version(&path, 5).execute_batch(
             r#"INSERT INTO history (seq, session_id, prev, id, source, role, created_at, message)
                VALUES (1, 'a', NULL, 'a1', 'api_request', 'user', 0,
                        '{"role":"user","content":"ünï, ] 😀"}'),
@@ -56,8 +51,7 @@ async fn a_database_of_a_row_per_entry_is_packed_at_open() {
                       (3, 'a', 1, 'a2', 'api_response', 'assistant', 5,
                        '{"role":"assistant","content":"two"}');
                INSERT INTO history_heads VALUES ('a', 3), ('b', 2);
-               UPDATE history_flushed SET upto = 3;
-               PRAGMA user_version = 5;"#,
+               UPDATE history_flushed SET upto = 3;"#,
         )
         .expect("rows of one entry each");
     }
